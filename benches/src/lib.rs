@@ -1,0 +1,1 @@
+//! relay-bench and microbenchmarks. Filled in by the relay-bench issue.

@@ -1,0 +1,1 @@
+//! Broadcast model, cache and cross-core fanout. Filled in by the router issue.
