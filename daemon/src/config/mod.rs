@@ -1,0 +1,15 @@
+//! The relay's configuration: moq-relay's `relay.toml` keys, unchanged, plus our own
+//! `[runtime]`, `[socket]`, `[quic]` and `[limits]` sections.
+//!
+//! This module owns the shape of the file, every default, and the rules a value must
+//! satisfy. It never opens a socket or starts a thread: loading a file either yields a
+//! `Config` that the rest of the daemon can use without re-checking, or a `ConfigError`
+//! that names the file, line, column, key and reason.
+
+mod load;
+mod types;
+mod validate;
+
+pub use load::{ConfigError, Loaded, Source, load, load_embedded_default, to_toml};
+pub use types::*;
+pub use validate::HostFacts;

@@ -1,0 +1,837 @@
+//! The typed form of `relay.toml`. Every table rejects unknown keys except `[auth]`
+//! (moq-relay ignores unknown auth keys; we keep them and warn). Defaults live here,
+//! next to the field they belong to, so `--print-config` shows exactly what runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The whole file. Table aliases accept the `dev` branch spellings of moq-relay
+/// (`[listen]` for `[server]`, `[connect]` for `[client]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// moq-relay has a top-level `file` key (the positional argument's field); it is
+    /// accepted and ignored when read from a file.
+    #[serde(skip_serializing)]
+    pub file: Option<String>,
+    /// Time given to sessions to move away after GOAWAY before the process exits.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<Duration>,
+    pub log: LogConfig,
+    #[serde(alias = "listen")]
+    pub server: ServerConfig,
+    #[serde(alias = "connect")]
+    pub client: ClientConfig,
+    pub auth: AuthConfig,
+    pub cluster: ClusterConfig,
+    pub web: WebConfig,
+    pub internal: InternalConfig,
+    pub stats: StatsConfig,
+    pub cache: CacheConfig,
+    pub iroh: IrohConfig,
+    pub runtime: RuntimeConfig,
+    pub socket: SocketConfig,
+    pub quic: QuicConfig,
+    pub limits: LimitsConfig,
+}
+
+// ---------------------------------------------------------------------------------------
+// [log]
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// [server]
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// UDP address for QUIC, `host:port` or a socket address. moq-relay's default is
+    /// `[::]:443`; see `effective_bind`.
+    #[serde(alias = "listen", skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// QUIC implementation. Only `quinn` exists here (we drive quinn-proto ourselves).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<QuicBackend>,
+    /// Restrict the protocol versions offered; empty means all we implement.
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub version: Strings,
+    pub tls: ServerTlsConfig,
+    pub quic: ServerQuicConfig,
+    pub tcp: TcpListenConfig,
+    pub unix: UnixListenConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuicBackend {
+    Quinn,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chains, paired by index with `key`.
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub cert: Strings,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub key: Strings,
+    /// Host names for a generated self-signed certificate.
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub generate: Strings,
+    /// CAs for optional client certificates (mTLS).
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub root: Strings,
+}
+
+/// moq-relay's per-role QUIC knobs (`[server.quic]`). Our `[quic]` table carries the
+/// same keys and wins where both set one.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerQuicConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gso: Option<bool>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu_discovery: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub congestion_control: Option<CongestionFamily>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qlog: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_v4: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_v6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quic_lb_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quic_lb_nonce: Option<u8>,
+}
+
+/// moq-relay's `congestion_control` values: a family, not an algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CongestionFamily {
+    Loss,
+    Delay,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpListenConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnixListenConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<PathBuf>,
+    pub allow: UnixAllowConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnixAllowConfig {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uid: Vec<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gid: Vec<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pid: Vec<u32>,
+}
+
+// ---------------------------------------------------------------------------------------
+// [client]
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    #[serde(alias = "url", skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<QuicBackend>,
+    #[serde(
+        alias = "race",
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub failover_delay: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub resolution_delay: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub version: Strings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub once: Option<bool>,
+    pub tls: ClientTlsConfig,
+    pub quic: ServerQuicConfig,
+    pub backoff: BackoffConfig,
+    pub websocket: WebSocketClientConfig,
+    /// `dev` branch GOAWAY handling; kept so such files parse.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub goaway: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub root: Strings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_roots: Option<bool>,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub fingerprint: Strings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(alias = "insecure", skip_serializing_if = "Option::is_none")]
+    pub disable_verify: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffConfig {
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub initial: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<u32>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketClientConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Duration>,
+}
+
+// ---------------------------------------------------------------------------------------
+// [auth]
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// One verifying JWK file (or URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A directory (or URL) of `{kid}.jwk` files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_dir: Option<String>,
+    /// Anonymous access. `None` means no anonymous access at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public: Option<PublicAccess>,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub domains: Strings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_api: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls_tier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<AuthTlsConfig>,
+    /// moq-relay ignores unknown `[auth]` keys; we keep them only to warn about them.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthTlsConfig {
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub root: Strings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_verify: Option<bool>,
+}
+
+/// `public = "prefix"`, `public = ["a", "b"]` (both directions), or a table with separate
+/// `subscribe` and `publish` prefixes. The empty string is the root: everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublicAccess {
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub subscribe: Strings,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub publish: Strings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for PublicAccess {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PublicVisitor;
+
+        impl<'de> Visitor<'de> for PublicVisitor {
+            type Value = PublicAccess;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path prefix, a list of prefixes, or a table with `subscribe`, `publish` and `api`")
+            }
+
+            fn visit_str<E: de::Error>(self, prefix: &str) -> Result<PublicAccess, E> {
+                let both = Strings(vec![prefix.to_owned()]);
+                Ok(PublicAccess {
+                    subscribe: both.clone(),
+                    publish: both,
+                    api: None,
+                })
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<PublicAccess, A::Error> {
+                let both = Strings::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(PublicAccess {
+                    subscribe: both.clone(),
+                    publish: both,
+                    api: None,
+                })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PublicAccess, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(default, deny_unknown_fields)]
+                #[derive(Default)]
+                struct Table {
+                    subscribe: Strings,
+                    publish: Strings,
+                    api: Option<String>,
+                }
+                let table = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(PublicAccess {
+                    subscribe: table.subscribe,
+                    publish: table.publish,
+                    api: table.api,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(PublicVisitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// [cluster]
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Origin (hop) id; random per start when unset, like moq-relay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub connect: Strings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_api: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<Mesh>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Grace period after an abrupt publisher loss before its broadcast ends.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// `dev` branch mDNS discovery; kept so such files parse.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lan: BTreeMap<String, toml::Value>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            connect: Strings::default(),
+            connect_api: None,
+            node: None,
+            mesh: None,
+            token: None,
+            tier: None,
+            linger: Duration::from_secs(5),
+            lan: BTreeMap::new(),
+        }
+    }
+}
+
+/// `mesh = true|false`, or a legacy URL string that also names this node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Mesh {
+    Enabled(bool),
+    LegacyNode(String),
+}
+
+impl Mesh {
+    pub fn is_enabled(&self) -> bool {
+        matches!(self, Mesh::Enabled(true) | Mesh::LegacyNode(_))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// [web], [internal], [stats], [cache], [iroh]
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the WebSocket (qmux) fallback.
+    pub ws: bool,
+    pub http: WebHttpConfig,
+    pub https: WebHttpsConfig,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            ws: true,
+            http: WebHttpConfig::default(),
+            https: WebHttpsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebHttpConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebHttpsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub cert: Strings,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub key: Strings,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub root: Strings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InternalConfig {
+    /// Unauthenticated ops listener (`/health`, `/metrics`, `/nodes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    pub enabled: bool,
+    pub prefix: String,
+    /// Snapshot period in whole seconds (moq-relay's unit), at least 1.
+    pub interval: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub depth: u32,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            prefix: ".stats".into(),
+            interval: 1,
+            node: None,
+            depth: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Target bytes of cached payload: a size (`"512MiB"`, bytes) or `"NN%"` of memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<toml::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<toml::Value>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IrohConfig {
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_v4: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_v6: Option<String>,
+    pub disable_relay: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Our sections: [runtime], [socket], [quic], [limits]
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads, each with its own socket, io_uring and QUIC endpoint.
+    pub workers: Workers,
+    /// Pin each worker (and the upstream thread) to one CPU.
+    pub pin: bool,
+    /// CPUs the workers may be pinned to, in worker order; empty means the process's
+    /// whole affinity set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<usize>,
+    /// CPU for the thread that holds the upstream (cluster) links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_cpu: Option<usize>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            workers: Workers::Auto,
+            pin: true,
+            cpus: Vec::new(),
+            upstream_cpu: None,
+        }
+    }
+}
+
+/// `workers = "auto"` (one per allowed CPU) or a count. moq-relay's `dev` branch uses
+/// `0` for "shared runtime"; here `0` means the same as `"auto"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Workers {
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WorkersVisitor;
+
+        impl Visitor<'_> for WorkersVisitor {
+            type Value = Workers;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a worker count or \"auto\"")
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Workers, E> {
+                match usize::try_from(n) {
+                    Ok(0) => Ok(Workers::Auto),
+                    Ok(n) => Ok(Workers::Count(n)),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Signed(n), &self)),
+                }
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Workers, E> {
+                match usize::try_from(n) {
+                    Ok(0) => Ok(Workers::Auto),
+                    Ok(n) => Ok(Workers::Count(n)),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Unsigned(n), &self)),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Workers, E> {
+                if s == "auto" {
+                    Ok(Workers::Auto)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(s), &self))
+                }
+            }
+        }
+
+        deserializer.deserialize_any(WorkersVisitor)
+    }
+}
+
+impl Serialize for Workers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Workers::Auto => serializer.serialize_str("auto"),
+            Workers::Count(n) => serializer.serialize_u64(*n as u64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketConfig {
+    pub io: IoBackend,
+    /// SO_RCVBUF for each worker socket. A QUIC server under load drops datagrams with
+    /// the kernel default (208 KiB); see `systemd/99-moq-relayd.conf` for the ceiling.
+    pub recv_buffer: ByteCount,
+    pub send_buffer: ByteCount,
+    /// UDP segmentation offload on send (many datagrams per syscall).
+    pub gso: bool,
+    /// UDP receive coalescing.
+    pub gro: bool,
+    /// Datagrams per GSO send; this kernel refuses more than 128.
+    pub max_gso_segments: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            io: IoBackend::Auto,
+            recv_buffer: ByteCount(8 << 20),
+            send_buffer: ByteCount(8 << 20),
+            gso: true,
+            gro: true,
+            max_gso_segments: 64,
+        }
+    }
+}
+
+/// The kernel's limit on segments in one UDP GSO send (129 gives EINVAL on 6.18).
+pub const MAX_GSO_SEGMENTS: usize = 128;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBackend {
+    /// io_uring when the kernel allows it, otherwise poll(2).
+    #[default]
+    Auto,
+    Uring,
+    Poll,
+}
+
+/// Transport settings for every QUIC connection. Also accepts the keys of moq-relay's
+/// `[server.quic]` (and the `dev` branch's shared `[quic]`); a key set here wins.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub congestion: Option<Congestion>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u64>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gso: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu_discovery: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub congestion_control: Option<CongestionFamily>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qlog: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    Cubic,
+    Bbr,
+    NewReno,
+}
+
+/// The QUIC settings after merging `[quic]` over `[server.quic]` over the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveQuic {
+    pub congestion: Congestion,
+    pub idle_timeout: Duration,
+    pub max_streams: u64,
+    pub keep_alive: Option<Duration>,
+    pub mtu_discovery: bool,
+}
+
+/// moq-relay's `dev` default for how long sessions get to leave after GOAWAY.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// moq-relay's default for concurrent streams of each direction.
+pub const DEFAULT_MAX_STREAMS: u64 = 10_000;
+
+impl Config {
+    pub fn effective_quic(&self) -> EffectiveQuic {
+        let ours = &self.quic;
+        let theirs = &self.server.quic;
+        let family = ours.congestion_control.or(theirs.congestion_control);
+        let congestion = ours.congestion.unwrap_or(match family {
+            Some(CongestionFamily::Delay) => Congestion::Bbr,
+            // CUBIC is quinn-proto's default and its most exercised controller.
+            Some(CongestionFamily::Loss) | None => Congestion::Cubic,
+        });
+        let keep_alive = ours
+            .keep_alive
+            .or(theirs.keep_alive)
+            .unwrap_or(Duration::from_secs(5));
+        EffectiveQuic {
+            congestion,
+            idle_timeout: ours
+                .idle_timeout
+                .or(theirs.idle_timeout)
+                .unwrap_or(Duration::from_secs(30)),
+            max_streams: ours
+                .max_streams
+                .or(theirs.max_streams)
+                .unwrap_or(DEFAULT_MAX_STREAMS),
+            keep_alive: (!keep_alive.is_zero()).then_some(keep_alive),
+            mtu_discovery: ours.mtu_discovery.or(theirs.mtu_discovery).unwrap_or(false),
+        }
+    }
+
+    /// The configuration with every default that has one written in, for
+    /// `--print-config`: what runs, not only what the file said.
+    pub fn filled(&self) -> Config {
+        let mut filled = self.clone();
+        let quic = self.effective_quic();
+        filled.quic.congestion = Some(quic.congestion);
+        filled.quic.idle_timeout = Some(quic.idle_timeout);
+        filled.quic.max_streams = Some(quic.max_streams);
+        filled.quic.keep_alive = Some(quic.keep_alive.unwrap_or(Duration::ZERO));
+        filled.quic.mtu_discovery = Some(quic.mtu_discovery);
+        filled.quic.gso = Some(self.effective_gso());
+        filled.drain_timeout = Some(self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT));
+        if super::validate::quic_enabled(&self.server) && self.server.bind.is_none() {
+            filled.server.bind = Some(crate::listen::DEFAULT_BIND.to_owned());
+        }
+        filled
+    }
+
+    /// GSO is on unless `[socket] gso` or either QUIC table turns it off.
+    pub fn effective_gso(&self) -> bool {
+        self.socket.gso && self.quic.gso.unwrap_or(true) && self.server.quic.gso.unwrap_or(true)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections one worker accepts before refusing new ones.
+    pub connections_per_worker: usize,
+    /// Cached payload of one track (its newest groups), for late joiners.
+    pub cache_bytes_per_track: ByteCount,
+    /// Bytes queued toward one subscriber before its oldest groups are dropped.
+    pub bytes_in_flight_per_subscriber: ByteCount,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            connections_per_worker: 10_000,
+            cache_bytes_per_track: ByteCount(16 << 20),
+            bytes_in_flight_per_subscriber: ByteCount(4 << 20),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Value helpers
+
+/// moq-relay's "string or array" keys. Always printed as an array.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Strings(pub Vec<String>);
+
+impl Strings {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StringsVisitor;
+
+        impl<'de> Visitor<'de> for StringsVisitor {
+            type Value = Strings;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Strings, E> {
+                Ok(Strings(vec![s.to_owned()]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strings, A::Error> {
+                // A config list of paths or names; thousands would be a mistake, not a need.
+                const MAX_ITEMS: usize = 4096;
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    if items.len() == MAX_ITEMS {
+                        return Err(de::Error::custom(format!("more than {MAX_ITEMS} entries")));
+                    }
+                    items.push(item);
+                }
+                Ok(Strings(items))
+            }
+        }
+
+        deserializer.deserialize_any(StringsVisitor)
+    }
+}
+
+/// A byte count written as an integer or a size string (`"8MiB"`, `"512 MB"`).
+/// Printed as a plain integer so `--print-config` output is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ByteCount(pub u64);
+
+impl<'de> Deserialize<'de> for ByteCount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let size = bytesize::ByteSize::deserialize(deserializer)?;
+        Ok(ByteCount(size.as_u64()))
+    }
+}
