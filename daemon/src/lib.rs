@@ -1,0 +1,10 @@
+//! moq-relayd: the glue between the QUIC workers (`quic-io`), the MoQ sessions (`proto`)
+//! and the cross-core broadcast router (`router`), plus everything an operator touches:
+//! configuration, logging, signals and systemd notification.
+
+pub mod config;
+pub mod cpu;
+pub mod listen;
+pub mod logging;
+pub mod notify;
+pub mod support;

@@ -1,0 +1,130 @@
+//! Resolving the listen address and the worker layout (how many workers, which CPU
+//! each is pinned to) from the configuration. Owns no sockets beyond start-up.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use std::net::UdpSocket;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{Config, RuntimeConfig, SocketConfig, Workers};
+
+/// moq-relay's QUIC listen address when `[server] bind` is unset.
+pub const DEFAULT_BIND: &str = "[::]:443";
+
+/// Resolves `[server] bind` (a socket address or `host:port`; names resolve to their
+/// first address, as in moq-relay).
+pub fn resolve_bind(config: &Config) -> std::io::Result<SocketAddr> {
+    let bind = config.server.bind.as_deref().unwrap_or(DEFAULT_BIND);
+    bind.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("`{bind}` resolved to no address"),
+        )
+    })
+}
+
+/// The CPU each worker runs on (`None` when not pinned), one entry per worker.
+pub fn worker_cpus(runtime: &RuntimeConfig, allowed_cpus: &[usize]) -> Vec<Option<usize>> {
+    let candidates: &[usize] = if runtime.cpus.is_empty() {
+        allowed_cpus
+    } else {
+        &runtime.cpus
+    };
+    let count = match runtime.workers {
+        Workers::Count(count) => count,
+        Workers::Auto => candidates.len().max(1),
+    };
+    (0..count)
+        .map(|worker| {
+            runtime
+                .pin
+                .then(|| candidates.get(worker).copied())
+                .flatten()
+        })
+        .collect()
+}
+
+/// One UDP socket per worker, all bound with SO_REUSEPORT to the same address, so the
+/// kernel spreads new flows across them. With port 0 the first socket picks the port
+/// and the others join it.
+#[derive(Debug)]
+pub struct ReuseportSockets {
+    pub sockets: Vec<UdpSocket>,
+    pub local_addr: SocketAddr,
+}
+
+impl ReuseportSockets {
+    /// The sockets are open while this value lives.
+    pub fn alive(&self) -> bool {
+        !self.sockets.is_empty()
+    }
+}
+
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+    options: &SocketConfig,
+) -> std::io::Result<ReuseportSockets> {
+    let mut local_addr = addr;
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(
+            Domain::for_address(local_addr),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )?;
+        if local_addr.is_ipv6() {
+            // Dual-stack like moq-relay's `[::]:443`.
+            socket.set_only_v6(false)?;
+        }
+        socket.set_reuse_port(true)?;
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max (see systemd/).
+        let _ = socket.set_recv_buffer_size(options.recv_buffer.0 as usize);
+        let _ = socket.set_send_buffer_size(options.send_buffer.0 as usize);
+        socket.bind(&local_addr.into())?;
+        if local_addr.port() == 0 {
+            local_addr = socket
+                .local_addr()?
+                .as_socket()
+                .ok_or_else(|| std::io::Error::other("bound socket has no IP address"))?;
+        }
+        sockets.push(socket.into());
+    }
+    Ok(ReuseportSockets {
+        sockets,
+        local_addr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_workers_use_every_allowed_cpu_in_order() {
+        let runtime = RuntimeConfig::default();
+        assert_eq!(
+            worker_cpus(&runtime, &[2, 5, 7]),
+            vec![Some(2), Some(5), Some(7)]
+        );
+    }
+
+    #[test]
+    fn explicit_cpu_list_orders_workers_and_unpinned_workers_have_no_cpu() {
+        let runtime = RuntimeConfig {
+            workers: Workers::Count(2),
+            cpus: vec![7, 3],
+            ..RuntimeConfig::default()
+        };
+        assert_eq!(
+            worker_cpus(&runtime, &[0, 1, 2, 3, 7]),
+            vec![Some(7), Some(3)]
+        );
+        let unpinned = RuntimeConfig {
+            pin: false,
+            ..runtime
+        };
+        assert_eq!(worker_cpus(&unpinned, &[0, 1, 2, 3, 7]), vec![None, None]);
+    }
+}
