@@ -2,6 +2,7 @@
 //! and the cross-core broadcast router (`router`), plus everything an operator touches:
 //! configuration, logging, signals and systemd notification.
 
+pub mod auth;
 pub mod config;
 pub mod cpu;
 pub mod listen;

@@ -10,7 +10,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use moq_relayd::config::{self, Loaded, Source};
-use moq_relayd::{cpu, listen, logging, notify, support};
+use moq_relayd::{auth, cpu, listen, logging, notify, support};
 
 /// Exit status for a configuration that cannot be used (as with `--check`).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -107,6 +107,11 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
     let config = &loaded.config;
+    if auth::Authenticator::new(&config.auth).refuses_everyone() {
+        tracing::warn!(
+            "[auth] grants nothing (no `public`, no key): every publish and subscribe will be refused"
+        );
+    }
     let bind = listen::resolve_bind(config).context("cannot resolve [server] bind")?;
     let cpus = listen::worker_cpus(&config.runtime, &cpu::allowed_cpus());
     let sockets = listen::bind_reuseport(bind, cpus.len(), &config.socket)
