@@ -9,7 +9,9 @@ use proto::*;
 const ALL: [Version; 3] = [Version::Lite03, Version::Lite04, Version::Lite05];
 
 fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
 }
 
 /// Decodes `bytes` as `M` on `v`, checks it equals `expected` and consumed everything, and
@@ -47,13 +49,24 @@ fn varint_table_encodes_shortest_and_decodes() {
         assert_eq!(coding::get_varint(&mut Bytes::from(hex(b))).unwrap(), v);
     }
     // Non-minimal forms decode; values ≥ 2^62 do not encode.
-    assert_eq!(coding::get_varint(&mut Bytes::from(hex("40 25"))).unwrap(), 37);
+    assert_eq!(
+        coding::get_varint(&mut Bytes::from(hex("40 25"))).unwrap(),
+        37
+    );
     assert!(coding::put_varint(&mut BytesMut::new(), "x", 1 << 62).is_err());
 }
 
 #[test]
 fn zigzag_examples_match_spec() {
-    for (s, u) in [(0i64, 0u64), (-1, 1), (1, 2), (-2, 3), (33, 66), (-33, 65), (1000, 2000)] {
+    for (s, u) in [
+        (0i64, 0u64),
+        (-1, 1),
+        (1, 2),
+        (-2, 3),
+        (33, 66),
+        (-33, 65),
+        (1000, 2000),
+    ] {
         assert_eq!(coding::zigzag(s), u);
         assert_eq!(coding::unzigzag(u), s);
     }
@@ -63,11 +76,22 @@ fn zigzag_examples_match_spec() {
 fn setup_examples() {
     let v = Version::Lite05;
     roundtrip(v, "01 00", &Setup::default());
-    roundtrip(v, "04 01 01 01 01", &Setup { probe: Some(1), ..Setup::default() });
+    roundtrip(
+        v,
+        "04 01 01 01 01",
+        &Setup {
+            probe: Some(1),
+            ..Setup::default()
+        },
+    );
     roundtrip(
         v,
         "11 02 01 01 01 02 0b 2f 61 6e 6f 6e 3f 6a 77 74 3d 78",
-        &Setup { probe: Some(1), path: Some("/anon?jwt=x".into()), ..Setup::default() },
+        &Setup {
+            probe: Some(1),
+            path: Some("/anon?jwt=x".into()),
+            ..Setup::default()
+        },
     );
     // Parameter order may vary on the wire.
     let mut swapped = Bytes::from(hex("11 02 02 0b 2f 61 6e 6f 6e 3f 6a 77 74 3d 78 01 01 01"));
@@ -78,25 +102,66 @@ fn setup_examples() {
 
 #[test]
 fn announce_request_examples() {
-    roundtrip(Version::Lite03, "05 04 72 6f 6f 6d", &AnnounceRequest { prefix: "room".into(), exclude_hop: 0 });
+    roundtrip(
+        Version::Lite03,
+        "05 04 72 6f 6f 6d",
+        &AnnounceRequest {
+            prefix: "room".into(),
+            exclude_hop: 0,
+        },
+    );
     for v in [Version::Lite04, Version::Lite05] {
-        roundtrip(v, "06 04 72 6f 6f 6d 2a", &AnnounceRequest { prefix: "room".into(), exclude_hop: 42 });
+        roundtrip(
+            v,
+            "06 04 72 6f 6f 6d 2a",
+            &AnnounceRequest {
+                prefix: "room".into(),
+                exclude_hop: 42,
+            },
+        );
     }
 }
 
 #[test]
 fn announce_ok_example() {
-    roundtrip(Version::Lite05, "02 09 01", &AnnounceOk { hop_id: 9, active_count: 1 });
+    roundtrip(
+        Version::Lite05,
+        "02 09 01",
+        &AnnounceOk {
+            hop_id: 9,
+            active_count: 1,
+        },
+    );
 }
 
 #[test]
 fn announce_examples_per_version() {
-    let active = |hops: Vec<u64>| Announce { status: AnnounceStatus::Active, suffix: "alice".into(), hops };
-    let ended = Announce { status: AnnounceStatus::Ended, suffix: "alice".into(), hops: vec![] };
+    let active = |hops: Vec<u64>| Announce {
+        status: AnnounceStatus::Active,
+        suffix: "alice".into(),
+        hops,
+    };
+    let ended = Announce {
+        status: AnnounceStatus::Ended,
+        suffix: "alice".into(),
+        hops: vec![],
+    };
     // 03 carries the count only: the one hop decodes as unknown (0).
-    roundtrip(Version::Lite03, "08 01 05 61 6c 69 63 65 01", &active(vec![0]));
-    roundtrip(Version::Lite04, "09 01 05 61 6c 69 63 65 01 07", &active(vec![7]));
-    roundtrip(Version::Lite05, "09 01 05 61 6c 69 63 65 01 07", &active(vec![7]));
+    roundtrip(
+        Version::Lite03,
+        "08 01 05 61 6c 69 63 65 01",
+        &active(vec![0]),
+    );
+    roundtrip(
+        Version::Lite04,
+        "09 01 05 61 6c 69 63 65 01 07",
+        &active(vec![7]),
+    );
+    roundtrip(
+        Version::Lite05,
+        "09 01 05 61 6c 69 63 65 01 07",
+        &active(vec![7]),
+    );
     for v in ALL {
         roundtrip(v, "08 00 05 61 6c 69 63 65 00", &ended);
     }
@@ -118,11 +183,20 @@ fn subscribe_10_1() -> Subscribe {
 #[test]
 fn subscribe_worked_example_is_identical_on_every_version() {
     for v in ALL {
-        roundtrip(v, "18 00 0a 72 6f 6f 6d 2f 61 6c 69 63 65 05 76 69 64 65 6f 02 00 41 f4 00 00", &subscribe_10_1());
+        roundtrip(
+            v,
+            "18 00 0a 72 6f 6f 6d 2f 61 6c 69 63 65 05 76 69 64 65 6f 02 00 41 f4 00 00",
+            &subscribe_10_1(),
+        );
         roundtrip(
             v,
             "19 41 2c 0a 72 6f 6f 6d 2f 61 6c 69 63 65 05 76 69 64 65 6f 02 00 41 f4 06 0a",
-            &Subscribe { id: 300, start: Some(5), end: Some(9), ..subscribe_10_1() },
+            &Subscribe {
+                id: 300,
+                start: Some(5),
+                end: Some(9),
+                ..subscribe_10_1()
+            },
         );
     }
 }
@@ -137,7 +211,10 @@ fn subscribe_stream_with_type_byte_reads_incrementally() {
     assert_eq!(r.read_varint().unwrap(), Some(2));
     assert_eq!(r.read::<Subscribe>(Version::Lite05).unwrap(), None);
     r.push(&raw[raw.len() - 1..]);
-    assert_eq!(r.read::<Subscribe>(Version::Lite05).unwrap(), Some(subscribe_10_1()));
+    assert_eq!(
+        r.read::<Subscribe>(Version::Lite05).unwrap(),
+        Some(subscribe_10_1())
+    );
 }
 
 #[test]
@@ -146,7 +223,13 @@ fn subscribe_update_example() {
         roundtrip(
             v,
             "06 07 01 43 e8 01 00",
-            &SubscribeUpdate { priority: 7, ordered: true, max_latency_ms: 1000, start: Some(0), end: None },
+            &SubscribeUpdate {
+                priority: 7,
+                ordered: true,
+                max_latency_ms: 1000,
+                start: Some(0),
+                end: None,
+            },
         );
     }
 }
@@ -157,16 +240,38 @@ fn subscribe_responses_per_version() {
         roundtrip(
             v,
             "00 05 02 00 00 00 00",
-            &SubscribeResponse::Ok(SubscribeOk { priority: 2, ordered: false, max_latency_ms: 0, start: None, end: None }),
+            &SubscribeResponse::Ok(SubscribeOk {
+                priority: 2,
+                ordered: false,
+                max_latency_ms: 0,
+                start: None,
+                end: None,
+            }),
         );
-        roundtrip(v, "01 03 01 03 00", &SubscribeResponse::Drop(SubscribeDrop { start: 1, end: 3, error_code: 0 }));
+        roundtrip(
+            v,
+            "01 03 01 03 00",
+            &SubscribeResponse::Drop(SubscribeDrop {
+                start: 1,
+                end: 3,
+                error_code: 0,
+            }),
+        );
     }
     let v = Version::Lite05;
     roundtrip(v, "00 01 2a", &SubscribeResponse::Start { group: 42 });
     roundtrip(v, "01 01 2b", &SubscribeResponse::End { group: 43 });
     roundtrip(v, "00 01 07", &SubscribeResponse::Start { group: 7 });
     roundtrip(v, "01 01 0a", &SubscribeResponse::End { group: 10 });
-    roundtrip(v, "02 03 01 03 00", &SubscribeResponse::Drop(SubscribeDrop { start: 1, end: 3, error_code: 0 }));
+    roundtrip(
+        v,
+        "02 03 01 03 00",
+        &SubscribeResponse::Drop(SubscribeDrop {
+            start: 1,
+            end: 3,
+            error_code: 0,
+        }),
+    );
 }
 
 #[test]
@@ -175,10 +280,20 @@ fn track_and_track_info_examples() {
     roundtrip(
         v,
         "11 0a 72 6f 6f 6d 2f 61 6c 69 63 65 05 76 69 64 65 6f",
-        &TrackRequest { broadcast: "room/alice".into(), track: "video".into() },
+        &TrackRequest {
+            broadcast: "room/alice".into(),
+            track: "video".into(),
+        },
     );
     roundtrip(v, "06 00 00 53 88 43 e8", &TrackInfo::DEFAULT);
-    roundtrip(v, "06 02 00 53 88 43 e8", &TrackInfo { priority: 2, ..TrackInfo::DEFAULT });
+    roundtrip(
+        v,
+        "06 02 00 53 88 43 e8",
+        &TrackInfo {
+            priority: 2,
+            ..TrackInfo::DEFAULT
+        },
+    );
 }
 
 #[test]
@@ -186,15 +301,34 @@ fn fetch_example() {
     roundtrip(
         Version::Lite05,
         "13 0a 72 6f 6f 6d 2f 61 6c 69 63 65 05 76 69 64 65 6f 02 07",
-        &Fetch { broadcast: "room/alice".into(), track: "video".into(), priority: 2, group: 7 },
+        &Fetch {
+            broadcast: "room/alice".into(),
+            track: "video".into(),
+            priority: 2,
+            group: 7,
+        },
     );
 }
 
 #[test]
 fn probe_and_goaway_examples() {
-    roundtrip(Version::Lite03, "04 80 0f 42 40", &Probe { bitrate: 1_000_000, rtt_ms: 0 });
+    roundtrip(
+        Version::Lite03,
+        "04 80 0f 42 40",
+        &Probe {
+            bitrate: 1_000_000,
+            rtt_ms: 0,
+        },
+    );
     for v in [Version::Lite04, Version::Lite05] {
-        roundtrip(v, "05 80 0f 42 40 28", &Probe { bitrate: 1_000_000, rtt_ms: 40 });
+        roundtrip(
+            v,
+            "05 80 0f 42 40 28",
+            &Probe {
+                bitrate: 1_000_000,
+                rtt_ms: 40,
+            },
+        );
         roundtrip(v, "01 00", &GoAway { uri: String::new() });
     }
 }
@@ -202,7 +336,15 @@ fn probe_and_goaway_examples() {
 #[test]
 fn datagram_example() {
     let d = Datagram::decode(Version::Lite05, Bytes::from(hex("01 02 03 68 69"))).unwrap();
-    assert_eq!(d, Datagram { subscribe_id: 1, group: 2, timestamp: 3, payload: Bytes::from_static(b"hi") });
+    assert_eq!(
+        d,
+        Datagram {
+            subscribe_id: 1,
+            group: 2,
+            timestamp: 3,
+            payload: Bytes::from_static(b"hi")
+        }
+    );
     let mut out = BytesMut::new();
     d.encode(Version::Lite05, &mut out).unwrap();
     assert_eq!(out.to_vec(), hex("01 02 03 68 69"));
@@ -212,9 +354,19 @@ fn datagram_example() {
 fn encode_group(v: Version, frames: &[(i64, &[u8])]) -> Vec<u8> {
     let mut out = BytesMut::new();
     coding::put_varint(&mut out, "type", UniType::Group.id()).unwrap();
-    GroupHeader { subscribe_id: 0, sequence: 7 }.encode(v, &mut out).unwrap();
+    GroupHeader {
+        subscribe_id: 0,
+        sequence: 7,
+    }
+    .encode(v, &mut out)
+    .unwrap();
     for (delta, p) in frames {
-        FrameHeader { timestamp_delta: *delta, size: p.len() as u64 }.encode(v, &mut out).unwrap();
+        FrameHeader {
+            timestamp_delta: *delta,
+            size: p.len() as u64,
+        }
+        .encode(v, &mut out)
+        .unwrap();
         out.extend_from_slice(p);
     }
     out.to_vec()
@@ -245,16 +397,29 @@ fn group_stream_worked_example_05_and_03_04() {
     for v in [Version::Lite03, Version::Lite04] {
         assert_eq!(encode_group(v, &frames), hex(v34));
     }
-    for (v, raw) in [(Version::Lite05, v5), (Version::Lite04, v34), (Version::Lite03, v34)] {
+    for (v, raw) in [
+        (Version::Lite05, v5),
+        (Version::Lite04, v34),
+        (Version::Lite03, v34),
+    ] {
         for chunk in [1, 2, 3, 100] {
             let items = decode_group(v, &hex(raw), chunk);
             let want_delta = |d: i64| if v == Version::Lite05 { d } else { 0 };
             assert_eq!(
                 items,
                 vec![
-                    GroupItem::Header(GroupHeader { subscribe_id: 0, sequence: 7 }),
-                    GroupItem::Frame { timestamp_delta: want_delta(1000), payload: Bytes::from_static(b"abc") },
-                    GroupItem::Frame { timestamp_delta: want_delta(33), payload: Bytes::from_static(b"de") },
+                    GroupItem::Header(GroupHeader {
+                        subscribe_id: 0,
+                        sequence: 7
+                    }),
+                    GroupItem::Frame {
+                        timestamp_delta: want_delta(1000),
+                        payload: Bytes::from_static(b"abc")
+                    },
+                    GroupItem::Frame {
+                        timestamp_delta: want_delta(33),
+                        payload: Bytes::from_static(b"de")
+                    },
                 ],
                 "{v} chunk {chunk}"
             );
@@ -270,18 +435,32 @@ fn announce_exchange_10_3() {
     assert_eq!(sub.read_varint().unwrap(), Some(BidiType::Announce.id()));
     assert_eq!(
         sub.read::<AnnounceRequest>(v).unwrap(),
-        Some(AnnounceRequest { prefix: "room".into(), exclude_hop: 42 })
+        Some(AnnounceRequest {
+            prefix: "room".into(),
+            exclude_hop: 42
+        })
     );
     let mut publ = MessageReader::new();
-    publ.push(&hex("02 09 01 09 01 05 61 6c 69 63 65 01 07 08 00 05 61 6c 69 63 65 00"));
+    publ.push(&hex(
+        "02 09 01 09 01 05 61 6c 69 63 65 01 07 08 00 05 61 6c 69 63 65 00",
+    ));
     let ok = publ.read::<AnnounceOk>(v).unwrap().unwrap();
-    assert_eq!(ok, AnnounceOk { hop_id: 9, active_count: 1 });
+    assert_eq!(
+        ok,
+        AnnounceOk {
+            hop_id: 9,
+            active_count: 1
+        }
+    );
     let a = publ.read::<Announce>(v).unwrap().unwrap();
     let mut chain = a.hops.clone();
     chain.push(ok.hop_id);
     assert_eq!(chain, vec![7, 9]);
     assert_eq!(path::join("room", &a.suffix), "room/alice");
-    assert_eq!(publ.read::<Announce>(v).unwrap().unwrap().status, AnnounceStatus::Ended);
+    assert_eq!(
+        publ.read::<Announce>(v).unwrap().unwrap().status,
+        AnnounceStatus::Ended
+    );
     assert_eq!(publ.buffered(), 0);
 }
 
@@ -308,11 +487,26 @@ fn h3_code_table_from_webtransport_spec() {
     assert_eq!(from_h3_code(7), None);
     assert_eq!(from_h3_code(0x52e5ac983162), Some(u32::MAX));
     // Reset with Old (2) appears as 0x52e4a40fa8dd on the wire; literal codes are accepted.
-    assert_eq!(stream_code_to_wire(ErrorCode::Old, Version::Lite05), 0x52e4a40fa8dd);
-    assert_eq!(stream_code_from_wire(0x52e4a40fa8dd, Version::Lite05), ErrorCode::Old);
-    assert_eq!(stream_code_from_wire(13, Version::Lite04), ErrorCode::NotFound);
-    assert_eq!(stream_code_from_wire(0x52e4a40fa8db, Version::Lite05), ErrorCode::Cancel);
-    assert_eq!(stream_code_from_wire(0x52e4a40fa8dc, Version::Lite05), ErrorCode::Cancel);
+    assert_eq!(
+        stream_code_to_wire(ErrorCode::Old, Version::Lite05),
+        0x52e4a40fa8dd
+    );
+    assert_eq!(
+        stream_code_from_wire(0x52e4a40fa8dd, Version::Lite05),
+        ErrorCode::Old
+    );
+    assert_eq!(
+        stream_code_from_wire(13, Version::Lite04),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        stream_code_from_wire(0x52e4a40fa8db, Version::Lite05),
+        ErrorCode::Cancel
+    );
+    assert_eq!(
+        stream_code_from_wire(0x52e4a40fa8dc, Version::Lite05),
+        ErrorCode::Cancel
+    );
     assert_eq!(ErrorCode::from_number(468), ErrorCode::App(404));
 }
 
@@ -320,11 +514,23 @@ fn h3_code_table_from_webtransport_spec() {
 fn versions_map_to_alpn_and_webtransport_strings() {
     for v in ALL {
         assert_eq!(Version::from_alpn(v.alpn()), Some(v));
-        assert_eq!(Version::from_webtransport_protocol(v.webtransport_protocol()), Some(v));
+        assert_eq!(
+            Version::from_webtransport_protocol(v.webtransport_protocol()),
+            Some(v)
+        );
     }
     assert_eq!(Version::from_alpn("moq-lite-06"), None);
     assert_eq!(Version::from_alpn("moql"), None);
-    let offer = ["moq-lite-06", "moq-lite-05", "moq-lite-04", "moq-lite-03", "moql"];
+    let offer = [
+        "moq-lite-06",
+        "moq-lite-05",
+        "moq-lite-04",
+        "moq-lite-03",
+        "moql",
+    ];
     assert_eq!(Version::choose(offer), Some(Version::Lite05));
-    assert_eq!(Version::choose(["moq-lite-06", "moq-lite-03"]), Some(Version::Lite03));
+    assert_eq!(
+        Version::choose(["moq-lite-06", "moq-lite-03"]),
+        Some(Version::Lite03)
+    );
 }
