@@ -88,14 +88,34 @@ pub struct Config {
 /// What the transport must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    OpenUni { token: OpenToken, priority: i32 },
-    OpenBi { token: OpenToken, priority: i32 },
-    Write { stream: StreamId, data: Bytes },
-    Finish { stream: StreamId },
-    Reset { stream: StreamId, code: ErrorCode },
-    StopSending { stream: StreamId, code: ErrorCode },
+    OpenUni {
+        token: OpenToken,
+        priority: i32,
+    },
+    OpenBi {
+        token: OpenToken,
+        priority: i32,
+    },
+    Write {
+        stream: StreamId,
+        data: Bytes,
+    },
+    Finish {
+        stream: StreamId,
+    },
+    Reset {
+        stream: StreamId,
+        code: ErrorCode,
+    },
+    StopSending {
+        stream: StreamId,
+        code: ErrorCode,
+    },
     /// Close the connection with `code.session_code(version)` (untranslated).
-    Close { code: ErrorCode, reason: String },
+    Close {
+        code: ErrorCode,
+        reason: String,
+    },
 }
 
 /// What the application learns.
@@ -104,35 +124,91 @@ pub enum Event {
     /// The peer's SETUP (05).
     Setup(Setup),
     /// The peer opened an Announce stream; the session answers it from its own table.
-    AnnounceInterest { prefix: String, exclude_hop: u64 },
+    AnnounceInterest {
+        prefix: String,
+        exclude_hop: u64,
+    },
     /// A broadcast became active (or was re-announced on 05) under one of our interests.
     /// `path` is the full path; `hops` the full chain, ending with the sender's ID on 04/05.
-    Announced { interest: InterestId, path: String, hops: Vec<u64> },
-    Unannounced { interest: InterestId, path: String },
+    Announced {
+        interest: InterestId,
+        path: String,
+        hops: Vec<u64>,
+    },
+    Unannounced {
+        interest: InterestId,
+        path: String,
+    },
     /// Our announce stream ended: every broadcast learned on it is gone (already reported).
-    InterestEnded { interest: InterestId, code: Option<ErrorCode> },
+    InterestEnded {
+        interest: InterestId,
+        code: Option<ErrorCode>,
+    },
     /// The peer subscribes to one of our tracks. Answer with `accept_subscribe` or
     /// `reject_subscribe`.
-    SubscribeRequested { serve: ServeId, request: Subscribe },
-    SubscribeUpdated { serve: ServeId, update: SubscribeUpdate },
+    SubscribeRequested {
+        serve: ServeId,
+        request: Subscribe,
+    },
+    SubscribeUpdated {
+        serve: ServeId,
+        update: SubscribeUpdate,
+    },
     /// The peer cancelled (FIN = `None`) or reset its subscription; its groups are reset.
-    SubscribeCancelled { serve: ServeId, code: Option<ErrorCode> },
+    SubscribeCancelled {
+        serve: ServeId,
+        code: Option<ErrorCode>,
+    },
     /// The peer stopped one of our group streams.
-    GroupCancelled { serve: ServeId, group: GroupId, code: ErrorCode },
+    GroupCancelled {
+        serve: ServeId,
+        group: GroupId,
+        code: ErrorCode,
+    },
     /// The peer asks for TRACK_INFO (05). Answer with `answer_track` or `reject_track`.
-    TrackRequested { request: TrackServeId, broadcast: String, track: String },
+    TrackRequested {
+        request: TrackServeId,
+        broadcast: String,
+        track: String,
+    },
     /// Reply to our `request_track`.
-    TrackInfo { request: TrackRequestId, info: Result<TrackInfo, ErrorCode> },
+    TrackInfo {
+        request: TrackRequestId,
+        info: Result<TrackInfo, ErrorCode>,
+    },
     /// A response on our Subscribe stream (SUBSCRIBE_OK / START / END / DROP).
-    SubscribeResponse { subscription: SubscriptionId, response: SubscribeResponse },
+    SubscribeResponse {
+        subscription: SubscriptionId,
+        response: SubscribeResponse,
+    },
     /// Our subscription is over: FIN (`None`) or reset by the publisher.
-    SubscriptionClosed { subscription: SubscriptionId, code: Option<ErrorCode> },
-    GroupStarted { subscription: SubscriptionId, sequence: u64 },
+    SubscriptionClosed {
+        subscription: SubscriptionId,
+        code: Option<ErrorCode>,
+    },
+    GroupStarted {
+        subscription: SubscriptionId,
+        sequence: u64,
+    },
     /// A whole frame. `timestamp` is absolute in the track's timescale on 05, `None` before.
-    Frame { subscription: SubscriptionId, sequence: u64, timestamp: Option<u64>, payload: Bytes },
-    GroupEnded { subscription: SubscriptionId, sequence: u64 },
-    GroupAborted { subscription: SubscriptionId, sequence: u64, code: ErrorCode },
-    GoAway { uri: String },
+    Frame {
+        subscription: SubscriptionId,
+        sequence: u64,
+        timestamp: Option<u64>,
+        payload: Bytes,
+    },
+    GroupEnded {
+        subscription: SubscriptionId,
+        sequence: u64,
+    },
+    GroupAborted {
+        subscription: SubscriptionId,
+        sequence: u64,
+        code: ErrorCode,
+    },
+    GoAway {
+        uri: String,
+    },
 }
 
 /// Misuse of the session API (never caused by the peer).
@@ -145,9 +221,16 @@ pub enum SessionError {
     #[error("limit of {max} {what} reached")]
     Limit { what: &'static str, max: usize },
     #[error("stream for {what} {id} has {max} chunks queued before the transport opened it")]
-    Backlog { what: &'static str, id: u64, max: usize },
+    Backlog {
+        what: &'static str,
+        id: u64,
+        max: usize,
+    },
     #[error("{what} is not possible on {version}")]
-    NotInVersion { what: &'static str, version: Version },
+    NotInVersion {
+        what: &'static str,
+        version: Version,
+    },
     #[error("{what} is not allowed now")]
     WrongState { what: &'static str },
     #[error("encode: {0}")]
@@ -174,16 +257,49 @@ enum Kind {
     BidiUnknown(MessageReader),
     SetupIn(MessageReader),
     SetupOut,
-    GroupIn { reader: GroupReader, target: Option<(SubscriptionId, u64)>, ts: i64 },
-    GroupOut { serve: ServeId, last_ts: u64 },
-    InterestOut { id: InterestId, prefix: String, reader: MessageReader, hop: Option<u64>, active: HashSet<String> },
-    SubscribeOut { id: SubscriptionId, reader: MessageReader, responses: u64 },
-    TrackOut { id: TrackRequestId, reader: MessageReader },
-    InterestIn { reader: MessageReader, state: Option<(String, u64)>, sent: HashSet<String> },
-    SubscribeIn { reader: MessageReader, serve: Option<ServeId> },
-    TrackIn { reader: MessageReader, asked: bool },
+    GroupIn {
+        reader: GroupReader,
+        target: Option<(SubscriptionId, u64)>,
+        ts: i64,
+    },
+    GroupOut {
+        serve: ServeId,
+        last_ts: u64,
+    },
+    InterestOut {
+        id: InterestId,
+        prefix: String,
+        reader: MessageReader,
+        hop: Option<u64>,
+        active: HashSet<String>,
+    },
+    SubscribeOut {
+        id: SubscriptionId,
+        reader: MessageReader,
+        responses: u64,
+    },
+    TrackOut {
+        id: TrackRequestId,
+        reader: MessageReader,
+    },
+    InterestIn {
+        reader: MessageReader,
+        state: Option<(String, u64)>,
+        sent: HashSet<String>,
+    },
+    SubscribeIn {
+        reader: MessageReader,
+        serve: Option<ServeId>,
+    },
+    TrackIn {
+        reader: MessageReader,
+        asked: bool,
+    },
     /// Probe / GoAway streams: read and discard (bounded), never written.
-    Drain { reader: MessageReader, goaway: bool },
+    Drain {
+        reader: MessageReader,
+        goaway: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -291,7 +407,8 @@ impl Session {
             origin: (self.cfg.hop_id != 0).then_some(self.cfg.hop_id),
         };
         let mut buf = BytesMut::new();
-        let res = put_varint(&mut buf, "type", UniType::Setup.id()).and_then(|_| setup.encode(self.cfg.version, &mut buf));
+        let res = put_varint(&mut buf, "type", UniType::Setup.id())
+            .and_then(|_| setup.encode(self.cfg.version, &mut buf));
         if let Err(e) = res {
             self.close(ErrorCode::Encode, format!("setup: {e}"));
             return;
@@ -324,19 +441,37 @@ impl Session {
 
     fn new_local(&mut self, kind: Kind, bidi: bool, priority: i32) -> Result<u64, SessionError> {
         if self.slots.len() >= MAX_STREAMS {
-            return Err(SessionError::Limit { what: "streams", max: MAX_STREAMS });
+            return Err(SessionError::Limit {
+                what: "streams",
+                max: MAX_STREAMS,
+            });
         }
         let slot = self.next_slot;
         self.next_slot += 1;
-        self.slots.insert(slot, Slot { id: None, queued: Vec::new(), kind, send_open: true, recv_open: bidi });
+        self.slots.insert(
+            slot,
+            Slot {
+                id: None,
+                queued: Vec::new(),
+                kind,
+                send_open: true,
+                recv_open: bidi,
+            },
+        );
         let token = OpenToken(slot);
-        self.push_action(if bidi { Action::OpenBi { token, priority } } else { Action::OpenUni { token, priority } });
+        self.push_action(if bidi {
+            Action::OpenBi { token, priority }
+        } else {
+            Action::OpenUni { token, priority }
+        });
         Ok(slot)
     }
 
     /// Sends on a slot, or queues until the transport binds it.
     fn send(&mut self, slot: u64, out: Out) {
-        let Some(s) = self.slots.get_mut(&slot) else { return };
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return;
+        };
         if !s.send_open {
             return;
         }
@@ -358,11 +493,15 @@ impl Session {
     }
 
     fn queued_full(&self, slot: u64) -> bool {
-        self.slots.get(&slot).is_some_and(|s| s.queued.len() >= MAX_QUEUED_CHUNKS)
+        self.slots
+            .get(&slot)
+            .is_some_and(|s| s.queued.len() >= MAX_QUEUED_CHUNKS)
     }
 
     fn stop(&mut self, slot: u64, code: ErrorCode) {
-        let Some(s) = self.slots.get_mut(&slot) else { return };
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return;
+        };
         if !s.recv_open {
             return;
         }
@@ -375,11 +514,14 @@ impl Session {
 
     /// Drops a slot once both directions are done and nothing is waiting to be sent.
     fn maybe_remove(&mut self, slot: u64) {
-        let done = self.slots.get(&slot).is_some_and(|s| !s.send_open && !s.recv_open && (s.id.is_some() || s.queued.is_empty()));
-        if done && let Some(s) = self.slots.remove(&slot) {
-            if let Some(id) = s.id {
-                self.by_id.remove(&id);
-            }
+        let done = self.slots.get(&slot).is_some_and(|s| {
+            !s.send_open && !s.recv_open && (s.id.is_some() || s.queued.is_empty())
+        });
+        if done
+            && let Some(s) = self.slots.remove(&slot)
+            && let Some(id) = s.id
+        {
+            self.by_id.remove(&id);
         }
     }
 
@@ -401,7 +543,10 @@ impl Session {
             return Err(SessionError::Closed);
         }
         if self.subs.len() + self.interests.len() + self.tracks.len() >= MAX_OUTSTANDING_REQUESTS {
-            return Err(SessionError::Limit { what: "outstanding requests", max: MAX_OUTSTANDING_REQUESTS });
+            return Err(SessionError::Limit {
+                what: "outstanding requests",
+                max: MAX_OUTSTANDING_REQUESTS,
+            });
         }
         let id = self.next_request;
         self.next_request += 1;
@@ -430,6 +575,11 @@ impl Session {
         };
         s.id = Some(stream);
         let queued = std::mem::take(&mut s.queued);
+        // A group ended before its stream existed counts as handed off only now.
+        let finished_group = match s.kind {
+            Kind::GroupOut { serve, .. } if !s.send_open => Some(serve),
+            _ => None,
+        };
         self.by_id.insert(stream, slot);
         for out in queued {
             let a = match out {
@@ -440,6 +590,9 @@ impl Session {
             self.push_action(a);
         }
         self.maybe_remove(slot);
+        if let Some(serve) = finished_group {
+            self.group_gone(serve, slot);
+        }
     }
 
     /// The transport could not open the stream for `token` (e.g. the peer's stream limit
@@ -451,11 +604,41 @@ impl Session {
             s.send_open = false;
         }
         self.fail_recv(slot, Some(ErrorCode::Transport));
-        if let Some(s) = self.slots.remove(&slot) {
-            if let Kind::GroupOut { serve, .. } = s.kind {
+        if let Some(s) = self.slots.remove(&slot)
+            && let Kind::GroupOut { serve, .. } = s.kind
+        {
+            self.group_gone(serve, slot);
+        }
+    }
+
+    /// The connection is gone (closed by either side, idle timeout). Every transaction
+    /// ends: the application gets the same events as if each stream had been reset with
+    /// `code` (Unannounced, GroupAborted, SubscriptionClosed, SubscribeCancelled, …).
+    pub fn on_connection_closed(&mut self, code: ErrorCode) {
+        let mut slots: Vec<u64> = self.slots.keys().copied().collect();
+        slots.sort_unstable();
+        for slot in slots {
+            if self.slots.get(&slot).is_some_and(|s| s.recv_open) {
+                self.fail_recv(slot, Some(code));
+            } else if let Some(Kind::GroupOut { serve, .. }) =
+                self.slots.get(&slot).map(|s| &s.kind)
+            {
+                let serve = *serve;
                 self.group_gone(serve, slot);
             }
         }
+        let serves: Vec<ServeId> = self.serves.keys().copied().collect();
+        for serve in serves {
+            self.cancel_serve(serve, Some(code));
+        }
+        // Nothing can be sent any more.
+        self.actions.clear();
+        self.closed = true;
+        self.slots.clear();
+        self.by_id.clear();
+        self.subs.clear();
+        self.interests.clear();
+        self.tracks.clear();
     }
 
     /// The peer opened a stream.
@@ -464,16 +647,35 @@ impl Session {
             return;
         }
         if self.slots.len() >= MAX_STREAMS {
-            self.push_action(Action::StopSending { stream, code: ErrorCode::BoundsExceeded });
+            self.push_action(Action::StopSending {
+                stream,
+                code: ErrorCode::BoundsExceeded,
+            });
             if bidi {
-                self.push_action(Action::Reset { stream, code: ErrorCode::BoundsExceeded });
+                self.push_action(Action::Reset {
+                    stream,
+                    code: ErrorCode::BoundsExceeded,
+                });
             }
             return;
         }
         let slot = self.next_slot;
         self.next_slot += 1;
-        let kind = if bidi { Kind::BidiUnknown(MessageReader::new()) } else { Kind::UniUnknown(MessageReader::new()) };
-        self.slots.insert(slot, Slot { id: Some(stream), queued: Vec::new(), kind, send_open: bidi, recv_open: true });
+        let kind = if bidi {
+            Kind::BidiUnknown(MessageReader::new())
+        } else {
+            Kind::UniUnknown(MessageReader::new())
+        };
+        self.slots.insert(
+            slot,
+            Slot {
+                id: Some(stream),
+                queued: Vec::new(),
+                kind,
+                send_open: bidi,
+                recv_open: true,
+            },
+        );
         self.by_id.insert(stream, slot);
     }
 
@@ -482,7 +684,9 @@ impl Session {
         if self.closed {
             return;
         }
-        let Some(&slot) = self.by_id.get(&stream) else { return };
+        let Some(&slot) = self.by_id.get(&stream) else {
+            return;
+        };
         if !self.slots.get(&slot).is_some_and(|s| s.recv_open) {
             return;
         }
@@ -496,7 +700,9 @@ impl Session {
         if self.closed {
             return;
         }
-        let Some(&slot) = self.by_id.get(&stream) else { return };
+        let Some(&slot) = self.by_id.get(&stream) else {
+            return;
+        };
         if !self.slots.get(&slot).is_some_and(|s| s.recv_open) {
             return;
         }
@@ -510,7 +716,9 @@ impl Session {
         if self.closed {
             return;
         }
-        let Some(&slot) = self.by_id.get(&stream) else { return };
+        let Some(&slot) = self.by_id.get(&stream) else {
+            return;
+        };
         self.fail_recv(slot, Some(code));
     }
 
@@ -519,17 +727,25 @@ impl Session {
         if self.closed {
             return;
         }
-        let Some(&slot) = self.by_id.get(&stream) else { return };
+        let Some(&slot) = self.by_id.get(&stream) else {
+            return;
+        };
         let kind_serve = match self.slots.get(&slot).map(|s| &s.kind) {
             Some(Kind::GroupOut { serve, .. }) => Some((*serve, true)),
-            Some(Kind::SubscribeIn { serve: Some(serve), .. }) => Some((*serve, false)),
+            Some(Kind::SubscribeIn {
+                serve: Some(serve), ..
+            }) => Some((*serve, false)),
             _ => None,
         };
         self.send(slot, Out::Reset(code));
         match kind_serve {
             Some((serve, true)) => {
                 self.group_gone(serve, slot);
-                self.emit(Event::GroupCancelled { serve, group: GroupId(slot), code });
+                self.emit(Event::GroupCancelled {
+                    serve,
+                    group: GroupId(slot),
+                    code,
+                });
             }
             Some((_, false)) => self.fail_recv(slot, Some(code)),
             None => {}
@@ -543,7 +759,10 @@ impl Session {
     fn fail_stream(&mut self, slot: u64, code: ErrorCode, why: String) {
         // A broken Announce stream the peer opened must not be reset (moq-net closes the
         // session on that); FIN it instead.
-        let is_interest_in = matches!(self.slots.get(&slot).map(|s| &s.kind), Some(Kind::InterestIn { .. }));
+        let is_interest_in = matches!(
+            self.slots.get(&slot).map(|s| &s.kind),
+            Some(Kind::InterestIn { .. })
+        );
         if is_interest_in {
             self.send(slot, Out::Fin);
         } else {
@@ -557,35 +776,71 @@ impl Session {
     /// The receive side ended abnormally (`Some(code)`) or by FIN (`None`, only from
     /// `process`): tell the application and tear the transaction down.
     fn fail_recv(&mut self, slot: u64, code: Option<ErrorCode>) {
-        let Some(s) = self.slots.get_mut(&slot) else { return };
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return;
+        };
         s.recv_open = false;
         let kind = std::mem::replace(&mut s.kind, Kind::SetupOut);
         match kind {
-            Kind::GroupIn { target: Some((subscription, sequence)), .. } => {
+            Kind::GroupIn {
+                target: Some((subscription, sequence)),
+                ..
+            } => {
                 let code = code.unwrap_or(ErrorCode::WrongSize);
-                self.emit(Event::GroupAborted { subscription, sequence, code });
+                self.emit(Event::GroupAborted {
+                    subscription,
+                    sequence,
+                    code,
+                });
             }
-            Kind::InterestOut { id, prefix, active, .. } => {
+            Kind::InterestOut {
+                id, prefix, active, ..
+            } => {
                 self.interests.remove(&id);
                 let mut paths: Vec<String> = active.into_iter().collect();
                 paths.sort();
                 for p in paths {
-                    self.emit(Event::Unannounced { interest: id, path: path::join(&prefix, &p) });
+                    self.emit(Event::Unannounced {
+                        interest: id,
+                        path: path::join(&prefix, &p),
+                    });
                 }
                 self.emit(Event::InterestEnded { interest: id, code });
-                self.send(slot, if code.is_some() { Out::Reset(ErrorCode::Cancel) } else { Out::Fin });
+                self.send(
+                    slot,
+                    if code.is_some() {
+                        Out::Reset(ErrorCode::Cancel)
+                    } else {
+                        Out::Fin
+                    },
+                );
             }
             Kind::SubscribeOut { id, .. } => {
                 self.subs.remove(&id);
-                self.emit(Event::SubscriptionClosed { subscription: id, code });
-                self.send(slot, if code.is_some() { Out::Reset(ErrorCode::Cancel) } else { Out::Fin });
+                self.emit(Event::SubscriptionClosed {
+                    subscription: id,
+                    code,
+                });
+                self.send(
+                    slot,
+                    if code.is_some() {
+                        Out::Reset(ErrorCode::Cancel)
+                    } else {
+                        Out::Fin
+                    },
+                );
             }
             Kind::TrackOut { id, .. } => {
                 self.tracks.remove(&id);
-                self.emit(Event::TrackInfo { request: id, info: Err(code.unwrap_or(ErrorCode::UnexpectedMessage)) });
+                self.emit(Event::TrackInfo {
+                    request: id,
+                    info: Err(code.unwrap_or(ErrorCode::UnexpectedMessage)),
+                });
                 self.send(slot, Out::Reset(ErrorCode::Cancel));
             }
-            Kind::SubscribeIn { serve: Some(serve), .. } => {
+            Kind::SubscribeIn {
+                serve: Some(serve), ..
+            } => {
                 self.cancel_serve(serve, code);
             }
             Kind::InterestIn { .. } | Kind::TrackIn { .. } | Kind::Drain { .. } => {
@@ -594,7 +849,9 @@ impl Session {
             Kind::GroupOut { serve, .. } => {
                 self.group_gone(serve, slot);
             }
-            Kind::SubscribeIn { serve: None, .. } | Kind::BidiUnknown(_) => self.send(slot, Out::Reset(ErrorCode::Cancel)),
+            Kind::SubscribeIn { serve: None, .. } | Kind::BidiUnknown(_) => {
+                self.send(slot, Out::Reset(ErrorCode::Cancel))
+            }
             _ => {}
         }
         if let Some(s) = self.slots.get_mut(&slot) {
@@ -604,7 +861,9 @@ impl Session {
     }
 
     fn cancel_serve(&mut self, serve: ServeId, code: Option<ErrorCode>) {
-        let Some(st) = self.serves.remove(&serve) else { return };
+        let Some(st) = self.serves.remove(&serve) else {
+            return;
+        };
         for g in st.groups {
             self.send(g, Out::Reset(ErrorCode::Cancel));
         }
@@ -627,17 +886,28 @@ impl Session {
     }
 
     /// Feeds data (or FIN) into a slot's parser. Errors carry the reset code.
-    fn process(&mut self, slot: u64, data: Option<Bytes>, fin: bool) -> Result<(), (ErrorCode, String)> {
+    fn process(
+        &mut self,
+        slot: u64,
+        data: Option<Bytes>,
+        fin: bool,
+    ) -> Result<(), (ErrorCode, String)> {
         let v = self.cfg.version;
         let dec = |e: DecodeError| (e.code(), e.to_string());
-        let Some(s) = self.slots.get_mut(&slot) else { return Ok(()) };
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
         match &mut s.kind {
             Kind::UniUnknown(r) | Kind::BidiUnknown(r) => {
                 if let Some(d) = &data {
                     r.push(d);
                 }
                 let Some(typ) = r.read_varint().map_err(dec)? else {
-                    return if fin { Err((ErrorCode::Decode, "stream ended before its type".into())) } else { Ok(()) };
+                    return if fin {
+                        Err((ErrorCode::Decode, "stream ended before its type".into()))
+                    } else {
+                        Ok(())
+                    };
                 };
                 let rest = r.take_rest();
                 let bidi = matches!(s.kind, Kind::BidiUnknown(_));
@@ -674,23 +944,50 @@ impl Session {
 
     fn classify(&mut self, slot: u64, typ: u64, bidi: bool) -> Result<(), (ErrorCode, String)> {
         let v = self.cfg.version;
-        let Some(s) = self.slots.get_mut(&slot) else { return Ok(()) };
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
         if !bidi {
             s.kind = match UniType::from_id(v, typ) {
-                Some(UniType::Group) => Kind::GroupIn { reader: GroupReader::new(v), target: None, ts: 0 },
+                Some(UniType::Group) => Kind::GroupIn {
+                    reader: GroupReader::new(v),
+                    target: None,
+                    ts: 0,
+                },
                 Some(UniType::Setup) => Kind::SetupIn(MessageReader::new()),
-                None => return Err((ErrorCode::UnexpectedStream, format!("uni stream type {typ}"))),
+                None => {
+                    return Err((
+                        ErrorCode::UnexpectedStream,
+                        format!("uni stream type {typ}"),
+                    ));
+                }
             };
             return Ok(());
         }
         s.kind = match BidiType::from_id(v, typ) {
-            Some(BidiType::Announce) => Kind::InterestIn { reader: MessageReader::new(), state: None, sent: HashSet::new() },
-            Some(BidiType::Subscribe) => Kind::SubscribeIn { reader: MessageReader::new(), serve: None },
-            Some(BidiType::Track) => Kind::TrackIn { reader: MessageReader::new(), asked: false },
+            Some(BidiType::Announce) => Kind::InterestIn {
+                reader: MessageReader::new(),
+                state: None,
+                sent: HashSet::new(),
+            },
+            Some(BidiType::Subscribe) => Kind::SubscribeIn {
+                reader: MessageReader::new(),
+                serve: None,
+            },
+            Some(BidiType::Track) => Kind::TrackIn {
+                reader: MessageReader::new(),
+                asked: false,
+            },
             // We advertise no Probe level on 05, so the stream must be reset there; on 03/04
             // the reference subscriber only reads it, so leave it open and silent.
-            Some(BidiType::Probe) if !v.is_05_or_later() => Kind::Drain { reader: MessageReader::new(), goaway: false },
-            Some(BidiType::GoAway) => Kind::Drain { reader: MessageReader::new(), goaway: true },
+            Some(BidiType::Probe) if !v.is_05_or_later() => Kind::Drain {
+                reader: MessageReader::new(),
+                goaway: false,
+            },
+            Some(BidiType::GoAway) => Kind::Drain {
+                reader: MessageReader::new(),
+                goaway: true,
+            },
             // FETCH is not served yet: "not available" is a legal answer.
             Some(BidiType::Fetch) => return Err((ErrorCode::NotFound, "fetch not served".into())),
             Some(BidiType::Probe) => return Err((ErrorCode::Cancel, "probe not offered".into())),
@@ -699,17 +996,30 @@ impl Session {
         Ok(())
     }
 
-    fn process_group(&mut self, slot: u64, data: Option<Bytes>, fin: bool) -> Result<(), (ErrorCode, String)> {
+    fn process_group(
+        &mut self,
+        slot: u64,
+        data: Option<Bytes>,
+        fin: bool,
+    ) -> Result<(), (ErrorCode, String)> {
         let v = self.cfg.version;
-        let Some(s) = self.slots.get_mut(&slot) else { return Ok(()) };
-        let Kind::GroupIn { reader, .. } = &mut s.kind else { return Ok(()) };
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
+        let Kind::GroupIn { reader, .. } = &mut s.kind else {
+            return Ok(());
+        };
         if let Some(d) = data {
             reader.push(d);
         }
         // Each item consumes at least one byte of the chunk; MAX_FRAME_SIZE+ bounds the loop.
         loop {
-            let Some(s) = self.slots.get_mut(&slot) else { return Ok(()) };
-            let Kind::GroupIn { reader, target, ts } = &mut s.kind else { return Ok(()) };
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
+            let Kind::GroupIn { reader, target, ts } = &mut s.kind else {
+                return Ok(());
+            };
             let item = reader.next().map_err(|e| (e.code(), e.to_string()))?;
             match item {
                 None => break,
@@ -717,51 +1027,86 @@ impl Session {
                     let sub = SubscriptionId(h.subscribe_id);
                     if self.subs.contains_key(&sub) {
                         *target = Some((sub, h.sequence));
-                        self.emit(Event::GroupStarted { subscription: sub, sequence: h.sequence });
+                        self.emit(Event::GroupStarted {
+                            subscription: sub,
+                            sequence: h.sequence,
+                        });
                     } else {
                         // Unknown ID (e.g. after an unsubscribe): not an error, just unwanted.
                         self.stop(slot, ErrorCode::Cancel);
                         return Ok(());
                     }
                 }
-                Some(GroupItem::Frame { timestamp_delta, payload }) => {
-                    let Some((subscription, sequence)) = *target else { return Ok(()) };
+                Some(GroupItem::Frame {
+                    timestamp_delta,
+                    payload,
+                }) => {
+                    let Some((subscription, sequence)) = *target else {
+                        return Ok(());
+                    };
                     let timestamp = if v.is_05_or_later() {
                         match ts.checked_add(timestamp_delta).filter(|t| *t >= 0) {
                             Some(t) => {
                                 *ts = t;
                                 Some(t as u64)
                             }
-                            None => return Err((ErrorCode::TimestampMismatch, "timestamp out of range".into())),
+                            None => {
+                                return Err((
+                                    ErrorCode::TimestampMismatch,
+                                    "timestamp out of range".into(),
+                                ));
+                            }
                         }
                     } else {
                         None
                     };
-                    self.emit(Event::Frame { subscription, sequence, timestamp, payload });
+                    self.emit(Event::Frame {
+                        subscription,
+                        sequence,
+                        timestamp,
+                        payload,
+                    });
                 }
             }
         }
         if fin {
-            let Some(s) = self.slots.get_mut(&slot) else { return Ok(()) };
-            let Kind::GroupIn { reader, target, .. } = &mut s.kind else { return Ok(()) };
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
+            let Kind::GroupIn { reader, target, .. } = &mut s.kind else {
+                return Ok(());
+            };
             if reader.finish().is_err() {
-                return Err((ErrorCode::WrongSize, "group stream ended inside a frame".into()));
+                return Err((
+                    ErrorCode::WrongSize,
+                    "group stream ended inside a frame".into(),
+                ));
             }
             let target = target.take();
             s.recv_open = false;
             if let Some((subscription, sequence)) = target {
-                self.emit(Event::GroupEnded { subscription, sequence });
+                self.emit(Event::GroupEnded {
+                    subscription,
+                    sequence,
+                });
             }
             self.maybe_remove(slot);
         }
         Ok(())
     }
 
-    fn process_control(&mut self, slot: u64, data: Option<Bytes>, fin: bool) -> Result<(), (ErrorCode, String)> {
+    fn process_control(
+        &mut self,
+        slot: u64,
+        data: Option<Bytes>,
+        fin: bool,
+    ) -> Result<(), (ErrorCode, String)> {
         let v = self.cfg.version;
         let dec = |e: DecodeError| (e.code(), e.to_string());
         {
-            let Some(s) = self.slots.get_mut(&slot) else { return Ok(()) };
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
             let r = match &mut s.kind {
                 Kind::InterestOut { reader, .. }
                 | Kind::SubscribeOut { reader, .. }
@@ -778,7 +1123,9 @@ impl Session {
         }
         // One message per iteration, each consuming ≥ 1 byte: bounded by the buffer size.
         loop {
-            let Some(s) = self.slots.get_mut(&slot) else { return Ok(()) };
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
             if !s.recv_open {
                 return Ok(());
             }
@@ -802,15 +1149,26 @@ impl Session {
                         }
                     }
                 }
-                Kind::SubscribeOut { reader, id, responses } => match reader.read::<SubscribeResponse>(v).map_err(dec)? {
+                Kind::SubscribeOut {
+                    reader,
+                    id,
+                    responses,
+                } => match reader.read::<SubscribeResponse>(v).map_err(dec)? {
                     Some(resp) => {
                         let first = *responses == 0;
                         *responses += 1;
                         let id = *id;
-                        if !v.is_05_or_later() && first && !matches!(resp, SubscribeResponse::Ok(_)) {
-                            return Err((ErrorCode::ProtocolViolation, "first response is not SUBSCRIBE_OK".into()));
+                        if !v.is_05_or_later() && first && !matches!(resp, SubscribeResponse::Ok(_))
+                        {
+                            return Err((
+                                ErrorCode::ProtocolViolation,
+                                "first response is not SUBSCRIBE_OK".into(),
+                            ));
                         }
-                        self.emit(Event::SubscribeResponse { subscription: id, response: resp });
+                        self.emit(Event::SubscribeResponse {
+                            subscription: id,
+                            response: resp,
+                        });
                         true
                     }
                     None => false,
@@ -819,14 +1177,24 @@ impl Session {
                     Some(info) => {
                         let id = *id;
                         self.tracks.remove(&id);
-                        s.kind = Kind::Drain { reader: MessageReader::new(), goaway: false };
-                        self.emit(Event::TrackInfo { request: id, info: Ok(info) });
+                        s.kind = Kind::Drain {
+                            reader: MessageReader::new(),
+                            goaway: false,
+                        };
+                        self.emit(Event::TrackInfo {
+                            request: id,
+                            info: Ok(info),
+                        });
                         self.send(slot, Out::Fin);
                         true
                     }
                     None => false,
                 },
-                Kind::InterestIn { reader, state: None, .. } => match reader.read::<AnnounceRequest>(v).map_err(dec)? {
+                Kind::InterestIn {
+                    reader,
+                    state: None,
+                    ..
+                } => match reader.read::<AnnounceRequest>(v).map_err(dec)? {
                     Some(req) => {
                         self.on_announce_request(slot, req)?;
                         true
@@ -835,18 +1203,27 @@ impl Session {
                 },
                 Kind::InterestIn { reader, .. } => {
                     if reader.buffered() > 0 {
-                        return Err((ErrorCode::UnexpectedMessage, "data after ANNOUNCE_REQUEST".into()));
+                        return Err((
+                            ErrorCode::UnexpectedMessage,
+                            "data after ANNOUNCE_REQUEST".into(),
+                        ));
                     }
                     false
                 }
-                Kind::SubscribeIn { reader, serve: None } => match reader.read::<Subscribe>(v).map_err(dec)? {
+                Kind::SubscribeIn {
+                    reader,
+                    serve: None,
+                } => match reader.read::<Subscribe>(v).map_err(dec)? {
                     Some(sub) => {
                         self.on_subscribe(slot, sub)?;
                         true
                     }
                     None => false,
                 },
-                Kind::SubscribeIn { reader, serve: Some(serve) } => match reader.read::<SubscribeUpdate>(v).map_err(dec)? {
+                Kind::SubscribeIn {
+                    reader,
+                    serve: Some(serve),
+                } => match reader.read::<SubscribeUpdate>(v).map_err(dec)? {
                     Some(update) => {
                         let serve = *serve;
                         if let Some(st) = self.serves.get_mut(&serve) {
@@ -857,7 +1234,10 @@ impl Session {
                     }
                     None => false,
                 },
-                Kind::TrackIn { reader, asked: false } => match reader.read::<TrackRequest>(v).map_err(dec)? {
+                Kind::TrackIn {
+                    reader,
+                    asked: false,
+                } => match reader.read::<TrackRequest>(v).map_err(dec)? {
                     Some(req) => {
                         if let Kind::TrackIn { asked, .. } = &mut s.kind {
                             *asked = true;
@@ -920,15 +1300,29 @@ impl Session {
     fn on_announce(&mut self, slot: u64, a: Announce) -> Result<(), (ErrorCode, String)> {
         let v = self.cfg.version;
         let own = self.cfg.hop_id;
-        let Some(s) = self.slots.get_mut(&slot) else { return Ok(()) };
-        let Kind::InterestOut { id, prefix, hop, active, .. } = &mut s.kind else { return Ok(()) };
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
+        let Kind::InterestOut {
+            id,
+            prefix,
+            hop,
+            active,
+            ..
+        } = &mut s.kind
+        else {
+            return Ok(());
+        };
         let id = *id;
         let full = path::join(prefix, &a.suffix);
         match a.status {
             AnnounceStatus::Ended => {
                 // Ended for a path that is not active is ignored (it may have been a loop).
                 if active.remove(&a.suffix) {
-                    self.emit(Event::Unannounced { interest: id, path: full });
+                    self.emit(Event::Unannounced {
+                        interest: id,
+                        path: full,
+                    });
                 }
             }
             AnnounceStatus::Active | AnnounceStatus::Restart => {
@@ -941,14 +1335,24 @@ impl Session {
                 }
                 let dup = active.contains(&a.suffix);
                 if dup && !v.is_05_or_later() {
-                    self.close(ErrorCode::Duplicate, format!("duplicate announce of {full}"));
+                    self.close(
+                        ErrorCode::Duplicate,
+                        format!("duplicate announce of {full}"),
+                    );
                     return Ok(());
                 }
                 if !dup && active.len() >= MAX_BROADCASTS {
-                    return Err((ErrorCode::BoundsExceeded, "too many announced broadcasts".into()));
+                    return Err((
+                        ErrorCode::BoundsExceeded,
+                        "too many announced broadcasts".into(),
+                    ));
                 }
                 active.insert(a.suffix);
-                self.emit(Event::Announced { interest: id, path: full, hops: chain });
+                self.emit(Event::Announced {
+                    interest: id,
+                    path: full,
+                    hops: chain,
+                });
             }
         }
         Ok(())
@@ -966,27 +1370,51 @@ impl Session {
         }
     }
 
-    fn on_announce_request(&mut self, slot: u64, req: AnnounceRequest) -> Result<(), (ErrorCode, String)> {
+    fn on_announce_request(
+        &mut self,
+        slot: u64,
+        req: AnnounceRequest,
+    ) -> Result<(), (ErrorCode, String)> {
         let v = self.cfg.version;
         let matching: Vec<(String, Vec<u64>)> = self
             .published
             .iter()
-            .filter(|(p, hops)| path::has_prefix(p, &req.prefix) && !(req.exclude_hop != 0 && hops.contains(&req.exclude_hop)))
+            .filter(|(p, hops)| {
+                path::has_prefix(p, &req.prefix)
+                    && !(req.exclude_hop != 0 && hops.contains(&req.exclude_hop))
+            })
             .map(|(p, h)| (p.clone(), self.wire_hops(h)))
             .collect();
         let mut buf = BytesMut::new();
         let enc = |e: EncodeError| (ErrorCode::Encode, e.to_string());
         if v.is_05_or_later() {
-            AnnounceOk { hop_id: self.cfg.hop_id, active_count: matching.len() as u64 }.encode(v, &mut buf).map_err(enc)?;
+            AnnounceOk {
+                hop_id: self.cfg.hop_id,
+                active_count: matching.len() as u64,
+            }
+            .encode(v, &mut buf)
+            .map_err(enc)?;
         }
         let mut sent = HashSet::new();
         for (p, hops) in matching {
-            let suffix = path::strip_prefix(&p, &req.prefix).unwrap_or_default().to_owned();
-            Announce { status: AnnounceStatus::Active, suffix, hops }.encode(v, &mut buf).map_err(enc)?;
+            let suffix = path::strip_prefix(&p, &req.prefix)
+                .unwrap_or_default()
+                .to_owned();
+            Announce {
+                status: AnnounceStatus::Active,
+                suffix,
+                hops,
+            }
+            .encode(v, &mut buf)
+            .map_err(enc)?;
             sent.insert(p);
         }
         if let Some(s) = self.slots.get_mut(&slot)
-            && let Kind::InterestIn { state, sent: s_sent, .. } = &mut s.kind
+            && let Kind::InterestIn {
+                state,
+                sent: s_sent,
+                ..
+            } = &mut s.kind
         {
             *state = Some((req.prefix.clone(), req.exclude_hop));
             *s_sent = sent;
@@ -994,14 +1422,20 @@ impl Session {
         if !buf.is_empty() {
             self.send(slot, Out::Data(buf.freeze()));
         }
-        self.emit(Event::AnnounceInterest { prefix: req.prefix, exclude_hop: req.exclude_hop });
+        self.emit(Event::AnnounceInterest {
+            prefix: req.prefix,
+            exclude_hop: req.exclude_hop,
+        });
         Ok(())
     }
 
     fn on_subscribe(&mut self, slot: u64, sub: Subscribe) -> Result<(), (ErrorCode, String)> {
         let serve = ServeId(sub.id);
         if self.serves.contains_key(&serve) {
-            return Err((ErrorCode::Duplicate, format!("subscribe id {} in use", sub.id)));
+            return Err((
+                ErrorCode::Duplicate,
+                format!("subscribe id {} in use", sub.id),
+            ));
         }
         if self.serves.len() >= MAX_OUTSTANDING_REQUESTS {
             return Err((ErrorCode::BoundsExceeded, "too many subscriptions".into()));
@@ -1013,9 +1447,19 @@ impl Session {
         }
         self.serves.insert(
             serve,
-            Serve { slot, priority: sub.priority, accepted: false, started: false, ending: false, groups: HashSet::new() },
+            Serve {
+                slot,
+                priority: sub.priority,
+                accepted: false,
+                started: false,
+                ending: false,
+                groups: HashSet::new(),
+            },
         );
-        self.emit(Event::SubscribeRequested { serve, request: sub });
+        self.emit(Event::SubscribeRequested {
+            serve,
+            request: sub,
+        });
         Ok(())
     }
 
@@ -1026,9 +1470,18 @@ impl Session {
     pub fn announce_interest(&mut self, prefix: &str) -> Result<InterestId, SessionError> {
         let id = InterestId(self.new_request_id()?);
         let prefix = path::normalize(prefix);
-        let req = AnnounceRequest { prefix: prefix.clone(), exclude_hop: self.cfg.hop_id };
+        let req = AnnounceRequest {
+            prefix: prefix.clone(),
+            exclude_hop: self.cfg.hop_id,
+        };
         let data = self.encode_typed(BidiType::Announce.id(), &req)?;
-        let kind = Kind::InterestOut { id, prefix, reader: MessageReader::new(), hop: None, active: HashSet::new() };
+        let kind = Kind::InterestOut {
+            id,
+            prefix,
+            reader: MessageReader::new(),
+            hop: None,
+            active: HashSet::new(),
+        };
         let slot = self.new_local(kind, true, CONTROL_PRIORITY)?;
         self.interests.insert(id, slot);
         self.send(slot, Out::Data(data));
@@ -1037,7 +1490,10 @@ impl Session {
 
     /// Stops an interest (FIN); its broadcasts are reported unannounced.
     pub fn stop_interest(&mut self, id: InterestId) -> Result<(), SessionError> {
-        let slot = *self.interests.get(&id).ok_or(SessionError::Unknown { what: "interest", id: id.0 })?;
+        let slot = *self.interests.get(&id).ok_or(SessionError::Unknown {
+            what: "interest",
+            id: id.0,
+        })?;
         self.stop(slot, ErrorCode::Cancel);
         self.fail_recv(slot, None);
         Ok(())
@@ -1065,15 +1521,30 @@ impl Session {
             end,
         };
         let data = self.encode_typed(BidiType::Subscribe.id(), &msg)?;
-        let slot = self.new_local(Kind::SubscribeOut { id, reader: MessageReader::new(), responses: 0 }, true, CONTROL_PRIORITY)?;
+        let slot = self.new_local(
+            Kind::SubscribeOut {
+                id,
+                reader: MessageReader::new(),
+                responses: 0,
+            },
+            true,
+            CONTROL_PRIORITY,
+        )?;
         self.subs.insert(id, slot);
         self.send(slot, Out::Data(data));
         Ok(id)
     }
 
     /// Sends SUBSCRIBE_UPDATE.
-    pub fn update_subscription(&mut self, id: SubscriptionId, update: SubscribeUpdate) -> Result<(), SessionError> {
-        let slot = *self.subs.get(&id).ok_or(SessionError::Unknown { what: "subscription", id: id.0 })?;
+    pub fn update_subscription(
+        &mut self,
+        id: SubscriptionId,
+        update: SubscribeUpdate,
+    ) -> Result<(), SessionError> {
+        let slot = *self.subs.get(&id).ok_or(SessionError::Unknown {
+            what: "subscription",
+            id: id.0,
+        })?;
         let data = self.encode(&update)?;
         self.send(slot, Out::Data(data));
         Ok(())
@@ -1081,7 +1552,10 @@ impl Session {
 
     /// Cancels a subscription (FIN); in-flight groups for it are stopped.
     pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), SessionError> {
-        let slot = self.subs.remove(&id).ok_or(SessionError::Unknown { what: "subscription", id: id.0 })?;
+        let slot = self.subs.remove(&id).ok_or(SessionError::Unknown {
+            what: "subscription",
+            id: id.0,
+        })?;
         self.send(slot, Out::Fin);
         self.stop(slot, ErrorCode::Cancel);
         let groups: Vec<u64> = self
@@ -1102,14 +1576,31 @@ impl Session {
     }
 
     /// Asks for TRACK_INFO (05 only).
-    pub fn request_track(&mut self, broadcast: &str, track: &str) -> Result<TrackRequestId, SessionError> {
+    pub fn request_track(
+        &mut self,
+        broadcast: &str,
+        track: &str,
+    ) -> Result<TrackRequestId, SessionError> {
         if !self.cfg.version.is_05_or_later() {
-            return Err(SessionError::NotInVersion { what: "TRACK", version: self.cfg.version });
+            return Err(SessionError::NotInVersion {
+                what: "TRACK",
+                version: self.cfg.version,
+            });
         }
         let id = TrackRequestId(self.new_request_id()?);
-        let msg = TrackRequest { broadcast: path::normalize(broadcast), track: track.to_owned() };
+        let msg = TrackRequest {
+            broadcast: path::normalize(broadcast),
+            track: track.to_owned(),
+        };
         let data = self.encode_typed(BidiType::Track.id(), &msg)?;
-        let slot = self.new_local(Kind::TrackOut { id, reader: MessageReader::new() }, true, CONTROL_PRIORITY)?;
+        let slot = self.new_local(
+            Kind::TrackOut {
+                id,
+                reader: MessageReader::new(),
+            },
+            true,
+            CONTROL_PRIORITY,
+        )?;
         self.tracks.insert(id, slot);
         self.send(slot, Out::Data(data));
         Ok(id)
@@ -1127,21 +1618,39 @@ impl Session {
         }
         let p = path::normalize(broadcast);
         if !self.published.contains_key(&p) && self.published.len() >= MAX_BROADCASTS {
-            return Err(SessionError::Limit { what: "broadcasts", max: MAX_BROADCASTS });
+            return Err(SessionError::Limit {
+                what: "broadcasts",
+                max: MAX_BROADCASTS,
+            });
         }
         let v = self.cfg.version;
         let wire = self.wire_hops(hops);
         // Check the bounds once before touching any stream.
-        Announce { status: AnnounceStatus::Active, suffix: p.clone(), hops: wire.clone() }.encode(v, &mut BytesMut::new())?;
+        Announce {
+            status: AnnounceStatus::Active,
+            suffix: p.clone(),
+            hops: wire.clone(),
+        }
+        .encode(v, &mut BytesMut::new())?;
         self.published.insert(p.clone(), hops.to_vec());
         let targets = self.interest_in_slots(&p, Some(hops));
         for (slot, suffix, already) in targets {
             let mut buf = BytesMut::new();
             if already && !v.is_05_or_later() {
                 // 03/04 forbid a duplicate active: end it first, then re-announce.
-                Announce { status: AnnounceStatus::Ended, suffix: suffix.clone(), hops: vec![] }.encode(v, &mut buf)?;
+                Announce {
+                    status: AnnounceStatus::Ended,
+                    suffix: suffix.clone(),
+                    hops: vec![],
+                }
+                .encode(v, &mut buf)?;
             }
-            Announce { status: AnnounceStatus::Active, suffix, hops: wire.clone() }.encode(v, &mut buf)?;
+            Announce {
+                status: AnnounceStatus::Active,
+                suffix,
+                hops: wire.clone(),
+            }
+            .encode(v, &mut buf)?;
             self.mark_sent(slot, &p, true);
             self.send(slot, Out::Data(buf.freeze()));
         }
@@ -1152,7 +1661,10 @@ impl Session {
     pub fn unannounce(&mut self, broadcast: &str) -> Result<(), SessionError> {
         let p = path::normalize(broadcast);
         if self.published.remove(&p).is_none() {
-            return Err(SessionError::Unknown { what: "broadcast", id: 0 });
+            return Err(SessionError::Unknown {
+                what: "broadcast",
+                id: 0,
+            });
         }
         let v = self.cfg.version;
         for (slot, suffix, already) in self.interest_in_slots(&p, None) {
@@ -1160,7 +1672,12 @@ impl Session {
                 continue;
             }
             let mut buf = BytesMut::new();
-            Announce { status: AnnounceStatus::Ended, suffix, hops: vec![] }.encode(v, &mut buf)?;
+            Announce {
+                status: AnnounceStatus::Ended,
+                suffix,
+                hops: vec![],
+            }
+            .encode(v, &mut buf)?;
             self.mark_sent(slot, &p, false);
             self.send(slot, Out::Data(buf.freeze()));
         }
@@ -1175,7 +1692,11 @@ impl Session {
             .iter()
             .filter(|(_, s)| s.send_open)
             .filter_map(|(k, s)| match &s.kind {
-                Kind::InterestIn { state: Some((prefix, exclude)), sent, .. } => {
+                Kind::InterestIn {
+                    state: Some((prefix, exclude)),
+                    sent,
+                    ..
+                } => {
                     let suffix = path::strip_prefix(p, prefix)?;
                     if let Some(h) = hops
                         && *exclude != 0
@@ -1205,7 +1726,10 @@ impl Session {
     }
 
     fn serve_mut(&mut self, serve: ServeId) -> Result<&mut Serve, SessionError> {
-        self.serves.get_mut(&serve).ok_or(SessionError::Unknown { what: "served subscription", id: serve.0 })
+        self.serves.get_mut(&serve).ok_or(SessionError::Unknown {
+            what: "served subscription",
+            id: serve.0,
+        })
     }
 
     /// Accepts the peer's subscription. On 03/04 this sends SUBSCRIBE_OK at once (it must be
@@ -1220,7 +1744,13 @@ impl Session {
         let (slot, priority) = (st.slot, st.priority);
         if !v.is_05_or_later() {
             // The reference echoes the subscriber's priority, unordered, 0 ms, no range.
-            let ok = SubscribeOk { priority, ordered: false, max_latency_ms: 0, start: None, end: None };
+            let ok = SubscribeOk {
+                priority,
+                ordered: false,
+                max_latency_ms: 0,
+                start: None,
+                end: None,
+            };
             let data = self.encode(&SubscribeResponse::Ok(ok))?;
             self.send(slot, Out::Data(data));
         }
@@ -1229,8 +1759,15 @@ impl Session {
 
     /// Rejects (or later fails) the peer's subscription: resets it with `code` (e.g.
     /// `Unroutable`, `NotFound`) and resets its open groups.
-    pub fn reject_subscribe(&mut self, serve: ServeId, code: ErrorCode) -> Result<(), SessionError> {
-        let st = self.serves.remove(&serve).ok_or(SessionError::Unknown { what: "served subscription", id: serve.0 })?;
+    pub fn reject_subscribe(
+        &mut self,
+        serve: ServeId,
+        code: ErrorCode,
+    ) -> Result<(), SessionError> {
+        let st = self.serves.remove(&serve).ok_or(SessionError::Unknown {
+            what: "served subscription",
+            id: serve.0,
+        })?;
         for g in st.groups {
             self.send(g, Out::Reset(code));
         }
@@ -1249,7 +1786,9 @@ impl Session {
         self.accept_subscribe(serve)?;
         let st = self.serve_mut(serve)?;
         if st.ending {
-            return Err(SessionError::WrongState { what: "start_group after end_subscription" });
+            return Err(SessionError::WrongState {
+                what: "start_group after end_subscription",
+            });
         }
         let (slot, priority, started) = (st.slot, st.priority, st.started);
         st.started = true;
@@ -1259,8 +1798,16 @@ impl Session {
         }
         let mut buf = BytesMut::new();
         put_varint(&mut buf, "stream type", UniType::Group.id())?;
-        GroupHeader { subscribe_id: serve.0, sequence }.encode(v, &mut buf)?;
-        let g = self.new_local(Kind::GroupOut { serve, last_ts: 0 }, false, group_priority(priority, sequence))?;
+        GroupHeader {
+            subscribe_id: serve.0,
+            sequence,
+        }
+        .encode(v, &mut buf)?;
+        let g = self.new_local(
+            Kind::GroupOut { serve, last_ts: 0 },
+            false,
+            group_priority(priority, sequence),
+        )?;
         if let Some(st) = self.serves.get_mut(&serve) {
             st.groups.insert(g);
         }
@@ -1270,19 +1817,41 @@ impl Session {
 
     /// Writes one frame: its header as one chunk, then `payload` as given (never copied).
     /// `timestamp` is absolute in the track's timescale; ignored before 05.
-    pub fn write_frame(&mut self, group: GroupId, timestamp: u64, payload: Bytes) -> Result<(), SessionError> {
+    pub fn write_frame(
+        &mut self,
+        group: GroupId,
+        timestamp: u64,
+        payload: Bytes,
+    ) -> Result<(), SessionError> {
         let v = self.cfg.version;
         if self.queued_full(group.0) {
-            return Err(SessionError::Backlog { what: "group", id: group.0, max: MAX_QUEUED_CHUNKS });
+            return Err(SessionError::Backlog {
+                what: "group",
+                id: group.0,
+                max: MAX_QUEUED_CHUNKS,
+            });
         }
         let s = self.slots.get_mut(&group.0).filter(|s| s.send_open);
-        let Some(Slot { kind: Kind::GroupOut { last_ts, .. }, .. }) = s else {
-            return Err(SessionError::Unknown { what: "group", id: group.0 });
+        let Some(Slot {
+            kind: Kind::GroupOut { last_ts, .. },
+            ..
+        }) = s
+        else {
+            return Err(SessionError::Unknown {
+                what: "group",
+                id: group.0,
+            });
         };
         let delta = i128::from(timestamp) - i128::from(*last_ts);
-        let delta = i64::try_from(delta).map_err(|_| EncodeError::Invalid { what: "timestamp delta" })?;
+        let delta = i64::try_from(delta).map_err(|_| EncodeError::Invalid {
+            what: "timestamp delta",
+        })?;
         let mut hdr = BytesMut::with_capacity(FrameHeader::MAX_LEN);
-        FrameHeader { timestamp_delta: delta, size: payload.len() as u64 }.encode(v, &mut hdr)?;
+        FrameHeader {
+            timestamp_delta: delta,
+            size: payload.len() as u64,
+        }
+        .encode(v, &mut hdr)?;
         *last_ts = timestamp;
         self.send(group.0, Out::Data(hdr.freeze()));
         if !payload.is_empty() {
@@ -1304,10 +1873,19 @@ impl Session {
     fn close_group(&mut self, group: GroupId, out: Out) -> Result<(), SessionError> {
         let serve = match self.slots.get(&group.0).map(|s| &s.kind) {
             Some(Kind::GroupOut { serve, .. }) => *serve,
-            _ => return Err(SessionError::Unknown { what: "group", id: group.0 }),
+            _ => {
+                return Err(SessionError::Unknown {
+                    what: "group",
+                    id: group.0,
+                });
+            }
         };
         self.send(group.0, out);
-        self.group_gone(serve, group.0);
+        // Until the transport opens the stream the group is not handed off: the Subscribe
+        // stream must not FIN before it (on_stream_bound finishes the bookkeeping).
+        if self.slots.get(&group.0).is_none_or(|s| s.id.is_some()) {
+            self.group_gone(serve, group.0);
+        }
         Ok(())
     }
 
@@ -1336,9 +1914,19 @@ impl Session {
     }
 
     /// Answers a TRACK request with TRACK_INFO and FIN.
-    pub fn answer_track(&mut self, request: TrackServeId, info: TrackInfo) -> Result<(), SessionError> {
-        if !matches!(self.slots.get(&request.0).map(|s| &s.kind), Some(Kind::TrackIn { asked: true, .. })) {
-            return Err(SessionError::Unknown { what: "track request", id: request.0 });
+    pub fn answer_track(
+        &mut self,
+        request: TrackServeId,
+        info: TrackInfo,
+    ) -> Result<(), SessionError> {
+        if !matches!(
+            self.slots.get(&request.0).map(|s| &s.kind),
+            Some(Kind::TrackIn { asked: true, .. })
+        ) {
+            return Err(SessionError::Unknown {
+                what: "track request",
+                id: request.0,
+            });
         }
         let data = self.encode(&info)?;
         self.send(request.0, Out::Data(data));
@@ -1347,9 +1935,19 @@ impl Session {
     }
 
     /// Rejects a TRACK request: `Unroutable` (no broadcast) or `NotFound` (no track).
-    pub fn reject_track(&mut self, request: TrackServeId, code: ErrorCode) -> Result<(), SessionError> {
-        if !matches!(self.slots.get(&request.0).map(|s| &s.kind), Some(Kind::TrackIn { asked: true, .. })) {
-            return Err(SessionError::Unknown { what: "track request", id: request.0 });
+    pub fn reject_track(
+        &mut self,
+        request: TrackServeId,
+        code: ErrorCode,
+    ) -> Result<(), SessionError> {
+        if !matches!(
+            self.slots.get(&request.0).map(|s| &s.kind),
+            Some(Kind::TrackIn { asked: true, .. })
+        ) {
+            return Err(SessionError::Unknown {
+                what: "track request",
+                id: request.0,
+            });
         }
         self.send(request.0, Out::Reset(code));
         self.stop(request.0, ErrorCode::Cancel);
