@@ -111,6 +111,10 @@ pub enum Action {
         stream: StreamId,
         code: ErrorCode,
     },
+    /// Send one QUIC datagram (05), if the congestion controller takes it now; else drop.
+    SendDatagram {
+        data: Bytes,
+    },
     /// Close the connection with `code.session_code(version)` (untranslated).
     Close {
         code: ErrorCode,
@@ -205,6 +209,13 @@ pub enum Event {
         subscription: SubscriptionId,
         sequence: u64,
         code: ErrorCode,
+    },
+    /// A single-frame group that arrived as a datagram (05) for one of our subscriptions.
+    Datagram {
+        subscription: SubscriptionId,
+        sequence: u64,
+        timestamp: u64,
+        payload: Bytes,
     },
     GoAway {
         uri: String,
@@ -639,6 +650,26 @@ impl Session {
         self.subs.clear();
         self.interests.clear();
         self.tracks.clear();
+    }
+
+    /// A QUIC datagram arrived. Malformed, oversized or unknown-subscription datagrams are
+    /// dropped silently (spec 7).
+    pub fn on_datagram(&mut self, data: Bytes) {
+        if self.closed {
+            return;
+        }
+        let Ok(d) = Datagram::decode(self.cfg.version, data) else {
+            return;
+        };
+        let subscription = SubscriptionId(d.subscribe_id);
+        if self.subs.contains_key(&subscription) {
+            self.emit(Event::Datagram {
+                subscription,
+                sequence: d.group,
+                timestamp: d.timestamp,
+                payload: d.payload,
+            });
+        }
     }
 
     /// The peer opened a stream.
@@ -1951,6 +1982,58 @@ impl Session {
         }
         self.send(request.0, Out::Reset(code));
         self.stop(request.0, ErrorCode::Cancel);
+        Ok(())
+    }
+
+    /// Sends a whole single-frame group as a datagram (05). The body is at most 1200 bytes.
+    pub fn send_datagram(
+        &mut self,
+        serve: ServeId,
+        sequence: u64,
+        timestamp: u64,
+        payload: &Bytes,
+    ) -> Result<(), SessionError> {
+        let v = self.cfg.version;
+        if !v.is_05_or_later() {
+            return Err(SessionError::NotInVersion {
+                what: "DATAGRAM",
+                version: v,
+            });
+        }
+        self.serve_mut(serve)?;
+        let mut buf = BytesMut::with_capacity(24 + payload.len());
+        Datagram {
+            subscribe_id: serve.0,
+            group: sequence,
+            timestamp,
+            payload: payload.clone(),
+        }
+        .encode(v, &mut buf)?;
+        self.push_action(Action::SendDatagram { data: buf.freeze() });
+        Ok(())
+    }
+
+    /// Opens a Goaway stream (04/05): the peer should stop opening streams and migrate to
+    /// `uri` if it is not empty.
+    pub fn go_away(&mut self, uri: &str) -> Result<(), SessionError> {
+        if self.closed {
+            return Err(SessionError::Closed);
+        }
+        let data = self.encode_typed(
+            BidiType::GoAway.id(),
+            &GoAway {
+                uri: uri.to_owned(),
+            },
+        )?;
+        let slot = self.new_local(
+            Kind::Drain {
+                reader: MessageReader::new(),
+                goaway: false,
+            },
+            true,
+            CONTROL_PRIORITY,
+        )?;
+        self.send(slot, Out::Data(data));
         Ok(())
     }
 

@@ -91,6 +91,7 @@ impl Net {
                         Action::StopSending { stream, code } => {
                             self.s[peer].on_stop_sending(stream, code)
                         }
+                        Action::SendDatagram { data } => self.s[peer].on_datagram(data),
                         Action::Close { code, .. } => {
                             self.closed[side] = Some(code);
                             self.s[peer].on_connection_closed(code);
@@ -796,4 +797,63 @@ fn stream_opened_later_flushes_queued_writes_in_order() {
         frames,
         vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]
     );
+}
+
+#[test]
+fn datagrams_reach_known_subscriptions_only() {
+    let mut n = Net::new(Version::Lite05, 64);
+    n.take(CLIENT);
+    let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    n.s[RELAY]
+        .send_datagram(serve, 4, 90, &Bytes::from_static(b"hi"))
+        .unwrap();
+    assert!(
+        n.s[RELAY]
+            .send_datagram(serve, 5, 91, &Bytes::from(vec![0u8; 1200]))
+            .is_err()
+    );
+    let Some(Action::SendDatagram { data }) = n.s[RELAY].poll_action() else {
+        panic!()
+    };
+    n.s[CLIENT].on_datagram(data.clone());
+    // Unknown subscription and garbage: dropped.
+    n.s[CLIENT].on_datagram(Bytes::from_static(&[0x3f, 1, 1, 1]));
+    n.s[CLIENT].on_datagram(Bytes::from_static(&[0xff]));
+    n.run();
+    let ev = n.take(CLIENT);
+    assert_eq!(
+        ev,
+        vec![Event::Datagram {
+            subscription: sub,
+            sequence: 4,
+            timestamp: 90,
+            payload: Bytes::from_static(b"hi")
+        }]
+    );
+}
+
+#[test]
+fn goaway_reaches_the_peer() {
+    for v in [Version::Lite04, Version::Lite05] {
+        let mut n = Net::new(v, 2);
+        n.take(CLIENT);
+        n.s[RELAY].go_away("https://other.example/").unwrap();
+        n.run();
+        assert_eq!(
+            n.take(CLIENT),
+            vec![Event::GoAway {
+                uri: "https://other.example/".into()
+            }]
+        );
+    }
+    let mut n = Net::new(Version::Lite03, 2);
+    assert!(n.s[RELAY].go_away("").is_err());
 }
