@@ -1,0 +1,892 @@
+//! One type per moq-lite message, with its per-version encoding (spec sections 4-7).
+//! It owns field layout only; it must never keep state across messages (the stream reader
+//! and the session do that) and never trust a length or count it has not bounded.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::Version;
+use crate::coding::*;
+
+/// A message that travels as `[N]` (or `T|[N]` for the subscribe responses).
+pub trait Message: Sized {
+    /// True for `T|[N]` messages (a type varint precedes the length).
+    const TYPED: bool = false;
+    /// Appends the encoded message (with its length prefix) to `buf`.
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError>;
+    /// Decodes one whole message from the front of `buf`. `Short` means more bytes are needed.
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError>;
+}
+
+fn only_05(v: Version, what: &'static str) -> Result<(), EncodeError> {
+    if v.is_05_or_later() {
+        Ok(())
+    } else {
+        Err(EncodeError::NotInVersion { what, version: v })
+    }
+}
+
+fn only_05_dec(v: Version, what: &'static str) -> Result<(), DecodeError> {
+    if v.is_05_or_later() {
+        Ok(())
+    } else {
+        Err(DecodeError::NotInVersion { what, version: v })
+    }
+}
+
+fn get_u8_flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+    // The reference reads any non-zero byte as true; we send exactly 0 or 1.
+    Ok(r.u8()? != 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Stream types
+
+/// Bidirectional stream types (spec 3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BidiType {
+    Announce,
+    Subscribe,
+    Fetch,
+    Probe,
+    GoAway,
+    Track,
+}
+
+impl BidiType {
+    pub const fn id(self) -> u64 {
+        match self {
+            BidiType::Announce => 0x1,
+            BidiType::Subscribe => 0x2,
+            BidiType::Fetch => 0x3,
+            BidiType::Probe => 0x4,
+            BidiType::GoAway => 0x5,
+            BidiType::Track => 0x6,
+        }
+    }
+
+    /// The type for `id` if it exists on `v`. Fetch is 05-only in practice (spec 3.1 note 1).
+    pub fn from_id(v: Version, id: u64) -> Option<BidiType> {
+        let t = match id {
+            0x1 => BidiType::Announce,
+            0x2 => BidiType::Subscribe,
+            0x3 if v.is_05_or_later() => BidiType::Fetch,
+            0x4 => BidiType::Probe,
+            0x5 if v != Version::Lite03 => BidiType::GoAway,
+            0x6 if v.is_05_or_later() => BidiType::Track,
+            _ => return None,
+        };
+        Some(t)
+    }
+}
+
+/// Unidirectional stream types (spec 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UniType {
+    Group,
+    Setup,
+}
+
+impl UniType {
+    pub const fn id(self) -> u64 {
+        match self {
+            UniType::Group => 0x0,
+            UniType::Setup => 0x1,
+        }
+    }
+
+    pub fn from_id(v: Version, id: u64) -> Option<UniType> {
+        match id {
+            0x0 => Some(UniType::Group),
+            0x1 if v.is_05_or_later() => Some(UniType::Setup),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Announce stream
+
+/// ANNOUNCE_REQUEST (spec 5.1). On 03 `exclude_hop` is not on the wire and decodes as 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceRequest {
+    pub prefix: String,
+    pub exclude_hop: u64,
+}
+
+impl Message for AnnounceRequest {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        put_sized(buf, |b| {
+            put_path(b, "prefix", &self.prefix)?;
+            if v.has_hop_ids() {
+                put_varint(b, "exclude hop", self.exclude_hop)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        get_sized(buf, |r| {
+            let prefix = r.path("prefix")?;
+            let exclude_hop = if v.has_hop_ids() { r.varint()? } else { 0 };
+            Ok(AnnounceRequest {
+                prefix,
+                exclude_hop,
+            })
+        })
+    }
+}
+
+/// ANNOUNCE_OK (spec 5.2), 05 only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnounceOk {
+    pub hop_id: u64,
+    pub active_count: u64,
+}
+
+impl Message for AnnounceOk {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        only_05(v, "ANNOUNCE_OK")?;
+        put_sized(buf, |b| {
+            put_varint(b, "hop id", self.hop_id)?;
+            put_varint(b, "active count", self.active_count)
+        })
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        only_05_dec(v, "ANNOUNCE_OK")?;
+        get_sized(buf, |r| {
+            Ok(AnnounceOk {
+                hop_id: r.varint()?,
+                active_count: r.varint()?,
+            })
+        })
+    }
+}
+
+/// ANNOUNCE status byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnounceStatus {
+    Ended,
+    Active,
+    /// 0x02, accepted on 05 and treated like a duplicate `Active` (spec 5.3).
+    Restart,
+}
+
+/// ANNOUNCE (spec 5.3). `hops` is the chain as carried on the wire for `v`; on 03 only the
+/// count travels, so the IDs decode as 0 (unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    pub status: AnnounceStatus,
+    pub suffix: String,
+    pub hops: Vec<u64>,
+}
+
+impl Message for Announce {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let status = match self.status {
+            AnnounceStatus::Ended => 0u8,
+            AnnounceStatus::Active => 1,
+            AnnounceStatus::Restart => {
+                only_05(v, "ANNOUNCE restart status")?;
+                2
+            }
+        };
+        put_sized(buf, |b| {
+            b.put_u8(status);
+            put_path(b, "suffix", &self.suffix)?;
+            put_hops(b, v, &self.hops)
+        })
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        get_sized(buf, |r| {
+            let status = match r.u8()? {
+                0 => AnnounceStatus::Ended,
+                1 => AnnounceStatus::Active,
+                2 if v.is_05_or_later() => AnnounceStatus::Restart,
+                s => {
+                    return Err(DecodeError::Invalid {
+                        what: "announce status",
+                        value: s.into(),
+                    });
+                }
+            };
+            let suffix = r.path("suffix")?;
+            let hops = r.hops(v)?;
+            Ok(Announce {
+                status,
+                suffix,
+                hops,
+            })
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscribe stream
+
+/// SUBSCRIBE (spec 5.4), identical on 03/04/05.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    pub id: u64,
+    pub broadcast: String,
+    pub track: String,
+    pub priority: u8,
+    pub ordered: bool,
+    pub max_latency_ms: u64,
+    /// `None` = start at the latest group.
+    pub start: Option<u64>,
+    /// `None` = unbounded; otherwise inclusive.
+    pub end: Option<u64>,
+}
+
+impl Message for Subscribe {
+    fn encode(&self, _v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        put_sized(buf, |b| {
+            put_varint(b, "subscribe id", self.id)?;
+            put_path(b, "broadcast", &self.broadcast)?;
+            put_string(b, "track", &self.track, MAX_TRACK_NAME_LEN)?;
+            b.put_u8(self.priority);
+            b.put_u8(self.ordered.into());
+            put_varint(b, "max latency", self.max_latency_ms)?;
+            put_opt_group(b, "group start", self.start)?;
+            put_opt_group(b, "group end", self.end)
+        })
+    }
+
+    fn decode(_v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        get_sized(buf, |r| {
+            Ok(Subscribe {
+                id: r.varint()?,
+                broadcast: r.path("broadcast")?,
+                track: r.string("track", MAX_TRACK_NAME_LEN)?,
+                priority: r.u8()?,
+                ordered: get_u8_flag(r)?,
+                max_latency_ms: r.varint()?,
+                start: r.opt_group()?,
+                end: r.opt_group()?,
+            })
+        })
+    }
+}
+
+/// SUBSCRIBE_UPDATE (spec 5.5): replaces all five values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeUpdate {
+    pub priority: u8,
+    pub ordered: bool,
+    pub max_latency_ms: u64,
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+}
+
+impl Message for SubscribeUpdate {
+    fn encode(&self, _v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        put_sized(buf, |b| {
+            b.put_u8(self.priority);
+            b.put_u8(self.ordered.into());
+            put_varint(b, "max latency", self.max_latency_ms)?;
+            put_opt_group(b, "group start", self.start)?;
+            put_opt_group(b, "group end", self.end)
+        })
+    }
+
+    fn decode(_v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        get_sized(buf, |r| {
+            Ok(SubscribeUpdate {
+                priority: r.u8()?,
+                ordered: get_u8_flag(r)?,
+                max_latency_ms: r.varint()?,
+                start: r.opt_group()?,
+                end: r.opt_group()?,
+            })
+        })
+    }
+}
+
+/// The 03/04 SUBSCRIBE_OK body (spec 5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeOk {
+    pub priority: u8,
+    pub ordered: bool,
+    pub max_latency_ms: u64,
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+}
+
+/// SUBSCRIBE_DROP (spec 5.6): an inclusive range of groups that will not be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeDrop {
+    pub start: u64,
+    pub end: u64,
+    pub error_code: u64,
+}
+
+/// The typed publisher → subscriber messages on a Subscribe stream (spec 5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeResponse {
+    /// 03/04 type 0: must be the first response.
+    Ok(SubscribeOk),
+    /// 05 type 0 (SUBSCRIBE_START): the first group that will be delivered.
+    Start { group: u64 },
+    /// 05 type 1: no group ≥ `group` will be produced (exclusive).
+    End { group: u64 },
+    /// 03/04 type 1, 05 type 2.
+    Drop(SubscribeDrop),
+}
+
+impl Message for SubscribeResponse {
+    const TYPED: bool = true;
+
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let lite05 = v.is_05_or_later();
+        match self {
+            SubscribeResponse::Ok(ok) => {
+                if lite05 {
+                    return Err(EncodeError::NotInVersion {
+                        what: "03/04 SUBSCRIBE_OK",
+                        version: v,
+                    });
+                }
+                put_varint(buf, "type", 0)?;
+                put_sized(buf, |b| {
+                    b.put_u8(ok.priority);
+                    b.put_u8(ok.ordered.into());
+                    put_varint(b, "max latency", ok.max_latency_ms)?;
+                    put_opt_group(b, "group start", ok.start)?;
+                    put_opt_group(b, "group end", ok.end)
+                })
+            }
+            SubscribeResponse::Start { group } => {
+                only_05(v, "SUBSCRIBE_START")?;
+                put_varint(buf, "type", 0)?;
+                put_sized(buf, |b| put_varint(b, "group", *group))
+            }
+            SubscribeResponse::End { group } => {
+                only_05(v, "SUBSCRIBE_END")?;
+                put_varint(buf, "type", 1)?;
+                put_sized(buf, |b| put_varint(b, "group", *group))
+            }
+            SubscribeResponse::Drop(d) => {
+                put_varint(buf, "type", if lite05 { 2 } else { 1 })?;
+                put_sized(buf, |b| {
+                    put_varint(b, "drop start", d.start)?;
+                    put_varint(b, "drop end", d.end)?;
+                    put_varint(b, "drop code", d.error_code)
+                })
+            }
+        }
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        let typ = get_varint(buf)?;
+        let drop_body = |r: &mut Reader<'_>| {
+            Ok(SubscribeResponse::Drop(SubscribeDrop {
+                start: r.varint()?,
+                end: r.varint()?,
+                error_code: r.varint()?,
+            }))
+        };
+        match (v.is_05_or_later(), typ) {
+            (false, 0) => get_sized(buf, |r| {
+                Ok(SubscribeResponse::Ok(SubscribeOk {
+                    priority: r.u8()?,
+                    ordered: get_u8_flag(r)?,
+                    max_latency_ms: r.varint()?,
+                    start: r.opt_group()?,
+                    end: r.opt_group()?,
+                }))
+            }),
+            (false, 1) | (true, 2) => get_sized(buf, drop_body),
+            (true, 0) => get_sized(buf, |r| Ok(SubscribeResponse::Start { group: r.varint()? })),
+            (true, 1) => get_sized(buf, |r| Ok(SubscribeResponse::End { group: r.varint()? })),
+            (_, t) => Err(DecodeError::Invalid {
+                what: "subscribe response type",
+                value: t,
+            }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Track and Fetch streams (05)
+
+/// TRACK (spec 5.7), 05 only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRequest {
+    pub broadcast: String,
+    pub track: String,
+}
+
+impl Message for TrackRequest {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        only_05(v, "TRACK")?;
+        put_sized(buf, |b| {
+            put_path(b, "broadcast", &self.broadcast)?;
+            put_string(b, "track", &self.track, MAX_TRACK_NAME_LEN)
+        })
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        only_05_dec(v, "TRACK")?;
+        get_sized(buf, |r| {
+            Ok(TrackRequest {
+                broadcast: r.path("broadcast")?,
+                track: r.string("track", MAX_TRACK_NAME_LEN)?,
+            })
+        })
+    }
+}
+
+/// TRACK_INFO (spec 5.8), 05 only. `timescale` is never 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub priority: u8,
+    pub ordered: bool,
+    pub max_latency_ms: u64,
+    pub timescale: u64,
+}
+
+impl TrackInfo {
+    /// What the reference assumes for tracks with no TRACK_INFO (bridged from 03/04).
+    pub const DEFAULT: TrackInfo = TrackInfo {
+        priority: 0,
+        ordered: false,
+        max_latency_ms: 5000,
+        timescale: 1000,
+    };
+}
+
+impl Message for TrackInfo {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        only_05(v, "TRACK_INFO")?;
+        if self.timescale == 0 {
+            return Err(EncodeError::Invalid {
+                what: "timescale 0",
+            });
+        }
+        put_sized(buf, |b| {
+            b.put_u8(self.priority);
+            b.put_u8(self.ordered.into());
+            put_varint(b, "max latency", self.max_latency_ms)?;
+            put_varint(b, "timescale", self.timescale)
+        })
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        only_05_dec(v, "TRACK_INFO")?;
+        get_sized(buf, |r| {
+            let info = TrackInfo {
+                priority: r.u8()?,
+                ordered: get_u8_flag(r)?,
+                max_latency_ms: r.varint()?,
+                timescale: r.varint()?,
+            };
+            if info.timescale == 0 {
+                return Err(DecodeError::Invalid {
+                    what: "timescale",
+                    value: 0,
+                });
+            }
+            Ok(info)
+        })
+    }
+}
+
+/// FETCH (spec 5.9), 05 only in practice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub broadcast: String,
+    pub track: String,
+    pub priority: u8,
+    pub group: u64,
+}
+
+impl Message for Fetch {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        only_05(v, "FETCH")?;
+        put_sized(buf, |b| {
+            put_path(b, "broadcast", &self.broadcast)?;
+            put_string(b, "track", &self.track, MAX_TRACK_NAME_LEN)?;
+            b.put_u8(self.priority);
+            put_varint(b, "group", self.group)
+        })
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        only_05_dec(v, "FETCH")?;
+        get_sized(buf, |r| {
+            Ok(Fetch {
+                broadcast: r.path("broadcast")?,
+                track: r.string("track", MAX_TRACK_NAME_LEN)?,
+                priority: r.u8()?,
+                group: r.varint()?,
+            })
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Group streams
+
+/// GROUP header (spec 5.10), after the `00` stream type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupHeader {
+    pub subscribe_id: u64,
+    pub sequence: u64,
+}
+
+impl Message for GroupHeader {
+    fn encode(&self, _v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        put_sized(buf, |b| {
+            put_varint(b, "subscribe id", self.subscribe_id)?;
+            put_varint(b, "group sequence", self.sequence)
+        })
+    }
+
+    fn decode(_v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        get_sized(buf, |r| {
+            Ok(GroupHeader {
+                subscribe_id: r.varint()?,
+                sequence: r.varint()?,
+            })
+        })
+    }
+}
+
+/// The prefix of a FRAME (spec 5.11): on 05 a zigzag timestamp delta, then the payload
+/// length. The payload itself is carried separately so it is never copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Ignored (and not sent) before 05.
+    pub timestamp_delta: i64,
+    pub size: u64,
+}
+
+/// Valid range of a zigzag timestamp delta (spec 2.3).
+pub const MAX_TIMESTAMP_DELTA: i64 = (1 << 61) - 1;
+
+impl FrameHeader {
+    /// Largest encoded frame header: two 8-byte varints.
+    pub const MAX_LEN: usize = 16;
+
+    pub fn encode(&self, v: Version, buf: &mut impl BufMut) -> Result<(), EncodeError> {
+        if v.is_05_or_later() {
+            if !(-MAX_TIMESTAMP_DELTA - 1..=MAX_TIMESTAMP_DELTA).contains(&self.timestamp_delta) {
+                return Err(EncodeError::Invalid {
+                    what: "timestamp delta out of range",
+                });
+            }
+            put_varint(buf, "timestamp delta", zigzag(self.timestamp_delta))?;
+        }
+        if self.size > MAX_FRAME_SIZE {
+            return Err(EncodeError::TooLarge {
+                what: "frame size",
+                size: self.size,
+                max: MAX_FRAME_SIZE,
+            });
+        }
+        put_varint(buf, "frame size", self.size)
+    }
+
+    /// Decodes only the header from a contiguous slice: `(header, bytes used)`. Nothing is
+    /// consumed; `Short` means more bytes are needed. The incremental reader uses this.
+    pub fn decode_slice(v: Version, b: &[u8]) -> Result<(Self, usize), DecodeError> {
+        let (delta, used) = if v.is_05_or_later() {
+            let (z, n) = peek_varint(b)?;
+            (unzigzag(z), n)
+        } else {
+            (0, 0)
+        };
+        let (size, n) = peek_varint(&b[used..])?;
+        if size > MAX_FRAME_SIZE {
+            return Err(DecodeError::TooLarge {
+                what: "frame size",
+                size,
+                max: MAX_FRAME_SIZE,
+            });
+        }
+        Ok((
+            FrameHeader {
+                timestamp_delta: delta,
+                size,
+            },
+            used + n,
+        ))
+    }
+
+    /// Decodes only the header from `buf`; the caller then takes `size` payload bytes. On
+    /// `Short` part of the header may have been consumed: use [`FrameHeader::decode_slice`]
+    /// to resume on partial input.
+    pub fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        let delta = if v.is_05_or_later() {
+            unzigzag(get_varint(buf)?)
+        } else {
+            0
+        };
+        let size = get_varint(buf)?;
+        if size > MAX_FRAME_SIZE {
+            return Err(DecodeError::TooLarge {
+                what: "frame size",
+                size,
+                max: MAX_FRAME_SIZE,
+            });
+        }
+        Ok(FrameHeader {
+            timestamp_delta: delta,
+            size,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Probe and GoAway
+
+/// PROBE (spec 5.12). `rtt_ms` is not on the wire on 03 and decodes as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub bitrate: u64,
+    pub rtt_ms: u64,
+}
+
+impl Message for Probe {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        put_sized(buf, |b| {
+            put_varint(b, "bitrate", self.bitrate)?;
+            if v.has_hop_ids() {
+                put_varint(b, "rtt", self.rtt_ms)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        get_sized(buf, |r| {
+            let bitrate = r.varint()?;
+            let rtt_ms = if v.has_hop_ids() { r.varint()? } else { 0 };
+            Ok(Probe { bitrate, rtt_ms })
+        })
+    }
+}
+
+/// GOAWAY (spec 5.13), 04 and 05. An empty URI means no redirect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoAway {
+    pub uri: String,
+}
+
+impl Message for GoAway {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        if v == Version::Lite03 {
+            return Err(EncodeError::NotInVersion {
+                what: "GOAWAY",
+                version: v,
+            });
+        }
+        put_sized(buf, |b| {
+            put_string(b, "goaway uri", &self.uri, MAX_GOAWAY_URI_LEN)
+        })
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        if v == Version::Lite03 {
+            return Err(DecodeError::NotInVersion {
+                what: "GOAWAY",
+                version: v,
+            });
+        }
+        get_sized(buf, |r| {
+            Ok(GoAway {
+                uri: r.string("goaway uri", MAX_GOAWAY_URI_LEN)?,
+            })
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SETUP (05)
+
+/// SETUP role parameter values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupRole {
+    Both,
+    Publisher,
+    Subscriber,
+}
+
+/// SETUP (spec 4.2), 05 only. Unknown parameters are ignored on decode; parameters are
+/// encoded in ascending ID order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Setup {
+    /// 0x1: 0 none, 1 report, ≥2 increase.
+    pub probe: Option<u64>,
+    /// 0x2: request target incl. `?query`, client only on URI-less bindings. Not normalized.
+    pub path: Option<String>,
+    /// 0x3: 0 both, 1 publisher, 2 subscriber (kept raw; see [`Setup::role`]).
+    pub role: Option<u64>,
+    /// 0x4: routing cost (06 concept); ignored on 05.
+    pub cost: Option<u64>,
+    /// 0x5: the sender's hop ID.
+    pub origin: Option<u64>,
+}
+
+impl Setup {
+    /// The role hint; absent or unknown values mean Both.
+    pub fn role(&self) -> SetupRole {
+        match self.role {
+            Some(1) => SetupRole::Publisher,
+            Some(2) => SetupRole::Subscriber,
+            _ => SetupRole::Both,
+        }
+    }
+}
+
+fn varint_param(value: &[u8], id: u64) -> Result<u64, DecodeError> {
+    let mut r = Reader::new(value);
+    let v = r.varint().map_err(|_| DecodeError::Invalid {
+        what: "setup parameter",
+        value: id,
+    })?;
+    r.finish()?;
+    Ok(v)
+}
+
+impl Message for Setup {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        only_05(v, "SETUP")?;
+        put_sized(buf, |b| {
+            let mut params: Vec<(u64, BytesMut)> = Vec::new();
+            let mut varint = |id: u64, val: Option<u64>| -> Result<(), EncodeError> {
+                if let Some(val) = val {
+                    let mut tmp = BytesMut::new();
+                    put_varint(&mut tmp, "setup parameter", val)?;
+                    params.push((id, tmp));
+                }
+                Ok(())
+            };
+            varint(0x1, self.probe)?;
+            varint(0x3, self.role)?;
+            varint(0x4, self.cost)?;
+            varint(0x5, self.origin)?;
+            if let Some(p) = &self.path {
+                if p.len() > MAX_PATH_LEN {
+                    return Err(EncodeError::TooLarge {
+                        what: "setup path",
+                        size: p.len() as u64,
+                        max: MAX_PATH_LEN as u64,
+                    });
+                }
+                params.push((0x2, BytesMut::from(p.as_bytes())));
+            }
+            params.sort_by_key(|(id, _)| *id);
+            put_varint(b, "parameter count", params.len() as u64)?;
+            for (id, val) in params {
+                put_varint(b, "parameter id", id)?;
+                put_varint(b, "parameter length", val.len() as u64)?;
+                b.put_slice(&val);
+            }
+            Ok(())
+        })
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        only_05_dec(v, "SETUP")?;
+        get_sized(buf, |r| {
+            let count = r.varint()?;
+            if count > MAX_SETUP_PARAMETERS as u64 {
+                return Err(DecodeError::TooLarge {
+                    what: "setup parameter count",
+                    size: count,
+                    max: MAX_SETUP_PARAMETERS as u64,
+                });
+            }
+            let mut setup = Setup::default();
+            // IDs seen so far, to reject duplicates; bounded by MAX_SETUP_PARAMETERS.
+            let mut seen: Vec<u64> = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let id = r.varint()?;
+                let len = r.varint()?;
+                let value = r.bytes(len)?;
+                if seen.contains(&id) {
+                    return Err(DecodeError::DuplicateParameter(id));
+                }
+                seen.push(id);
+                match id {
+                    0x1 => setup.probe = Some(varint_param(value, id)?),
+                    0x2 => {
+                        if value.len() > MAX_PATH_LEN {
+                            return Err(DecodeError::TooLarge {
+                                what: "setup path",
+                                size: value.len() as u64,
+                                max: MAX_PATH_LEN as u64,
+                            });
+                        }
+                        let s = std::str::from_utf8(value)
+                            .map_err(|_| DecodeError::Utf8("setup path"))?;
+                        setup.path = Some(s.to_owned());
+                    }
+                    0x3 => setup.role = Some(varint_param(value, id)?),
+                    0x4 => setup.cost = Some(varint_param(value, id)?),
+                    0x5 => setup.origin = Some(varint_param(value, id)?),
+                    _ => {} // Unknown parameters must be ignored (spec 4.2).
+                }
+            }
+            Ok(setup)
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// DATAGRAM (05)
+
+/// A DATAGRAM body (spec 7): a whole single-frame group. `payload` shares the input buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub subscribe_id: u64,
+    pub group: u64,
+    /// Absolute, in the track's timescale.
+    pub timestamp: u64,
+    pub payload: Bytes,
+}
+
+impl Datagram {
+    pub fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        only_05(v, "DATAGRAM")?;
+        let start = buf.len();
+        put_varint(buf, "subscribe id", self.subscribe_id)?;
+        put_varint(buf, "group", self.group)?;
+        put_varint(buf, "timestamp", self.timestamp)?;
+        buf.put_slice(&self.payload);
+        let size = buf.len() - start;
+        if size > MAX_DATAGRAM_SIZE {
+            buf.truncate(start);
+            return Err(EncodeError::TooLarge {
+                what: "datagram",
+                size: size as u64,
+                max: MAX_DATAGRAM_SIZE as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes a whole datagram; the payload is a zero-copy slice of `data`.
+    pub fn decode(v: Version, mut data: Bytes) -> Result<Self, DecodeError> {
+        only_05_dec(v, "DATAGRAM")?;
+        if data.len() > MAX_DATAGRAM_SIZE {
+            return Err(DecodeError::TooLarge {
+                what: "datagram",
+                size: data.len() as u64,
+                max: MAX_DATAGRAM_SIZE as u64,
+            });
+        }
+        let subscribe_id = get_varint(&mut data)?;
+        let group = get_varint(&mut data)?;
+        let timestamp = get_varint(&mut data)?;
+        Ok(Datagram {
+            subscribe_id,
+            group,
+            timestamp,
+            payload: data,
+        })
+    }
+}

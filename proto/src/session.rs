@@ -1,0 +1,2044 @@
+//! The sans-IO moq-lite session: per-stream transaction state for both roles (publisher
+//! and subscriber) on one connection, driven by transport events and application calls,
+//! producing transport [`Action`]s and application [`Event`]s.
+//!
+//! It owns the meaning of every stream; it must never touch a socket, read a clock, or
+//! copy a frame payload (payloads go out as the caller's `Bytes`). The transport owns
+//! stream IDs: the session asks for streams with `OpenUni`/`OpenBi { token }` and learns
+//! their IDs through [`Session::on_stream_bound`]. Error codes cross this boundary as
+//! [`ErrorCode`]; the transport maps them to and from the wire with
+//! [`crate::stream_code_to_wire`] / [`crate::stream_code_from_wire`] (raw QUIC and
+//! WebTransport alike, as moq-dev does).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::coding::{EncodeError, put_varint};
+use crate::message::*;
+use crate::path;
+use crate::reader::{GroupItem, GroupReader, MessageReader};
+use crate::{DecodeError, ErrorCode, Version};
+
+/// Streams tracked at once, all kinds: QUIC allows 1024 concurrent bidi and 1024 uni per
+/// direction by default (spec 2.6), so four times that covers every legal state.
+pub const MAX_STREAMS: usize = 4096;
+/// Subscriptions the peer may hold on us, and requests we may have outstanding toward it:
+/// each uses one bidi stream, and the peer grants at most 1024.
+pub const MAX_OUTSTANDING_REQUESTS: usize = 1024;
+/// Broadcasts this session publishes or learns per announce stream; a relay's announce
+/// table per session is bounded by this.
+pub const MAX_BROADCASTS: usize = 16384;
+/// Chunks queued on a stream the transport has not opened yet (stream limit reached).
+/// Past this the caller gets `SessionError::Backlog` and should drop the group.
+pub const MAX_QUEUED_CHUNKS: usize = 1024;
+/// Unread actions or events past which the session closes: the caller must drain after
+/// every call, so reaching this means it stopped draining.
+pub const MAX_PENDING_OUTPUTS: usize = 1 << 16;
+/// Send priority of control streams: above every group (see [`group_priority`]).
+pub const CONTROL_PRIORITY: i32 = i32::MAX;
+
+/// A transport stream handle, chosen by the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub u64);
+
+/// Names a stream the session asked the transport to open, until it is bound to an ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpenToken(pub u64);
+
+/// Our subscription to the peer (the Subscribe ID on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub u64);
+/// Our announce interest (one Announce stream we opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InterestId(pub u64);
+/// Our TRACK request (05).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackRequestId(pub u64);
+/// The peer's subscription to us (its Subscribe ID, unique per session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServeId(pub u64);
+/// A group stream we are writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GroupId(pub u64);
+/// The peer's TRACK request to us (05).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackServeId(pub u64);
+
+/// Which end of the connection this session is; only SETUP content depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perspective {
+    Server,
+    Client,
+}
+
+/// Session parameters.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub version: Version,
+    pub perspective: Perspective,
+    /// Our hop/origin ID, drawn from [1, 2^53) (JS clients decode it as u53).
+    pub hop_id: u64,
+    /// Client on raw QUIC 05 only: the SETUP Path (request target incl. `?query`).
+    pub setup_path: Option<String>,
+    /// Client only: the SETUP Role hint.
+    pub setup_role: Option<SetupRole>,
+}
+
+/// What the transport must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    OpenUni {
+        token: OpenToken,
+        priority: i32,
+    },
+    OpenBi {
+        token: OpenToken,
+        priority: i32,
+    },
+    Write {
+        stream: StreamId,
+        data: Bytes,
+    },
+    Finish {
+        stream: StreamId,
+    },
+    Reset {
+        stream: StreamId,
+        code: ErrorCode,
+    },
+    StopSending {
+        stream: StreamId,
+        code: ErrorCode,
+    },
+    /// Send one QUIC datagram (05), if the congestion controller takes it now; else drop.
+    SendDatagram {
+        data: Bytes,
+    },
+    /// Close the connection with `code.session_code(version)` (untranslated).
+    Close {
+        code: ErrorCode,
+        reason: String,
+    },
+}
+
+/// What the application learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The peer's SETUP (05).
+    Setup(Setup),
+    /// The peer opened an Announce stream; the session answers it from its own table.
+    AnnounceInterest {
+        prefix: String,
+        exclude_hop: u64,
+    },
+    /// A broadcast became active (or was re-announced on 05) under one of our interests.
+    /// `path` is the full path; `hops` the full chain, ending with the sender's ID on 04/05.
+    Announced {
+        interest: InterestId,
+        path: String,
+        hops: Vec<u64>,
+    },
+    Unannounced {
+        interest: InterestId,
+        path: String,
+    },
+    /// Our announce stream ended: every broadcast learned on it is gone (already reported).
+    InterestEnded {
+        interest: InterestId,
+        code: Option<ErrorCode>,
+    },
+    /// The peer subscribes to one of our tracks. Answer with `accept_subscribe` or
+    /// `reject_subscribe`.
+    SubscribeRequested {
+        serve: ServeId,
+        request: Subscribe,
+    },
+    SubscribeUpdated {
+        serve: ServeId,
+        update: SubscribeUpdate,
+    },
+    /// The peer cancelled (FIN = `None`) or reset its subscription; its groups are reset.
+    SubscribeCancelled {
+        serve: ServeId,
+        code: Option<ErrorCode>,
+    },
+    /// The peer stopped one of our group streams.
+    GroupCancelled {
+        serve: ServeId,
+        group: GroupId,
+        code: ErrorCode,
+    },
+    /// The peer asks for TRACK_INFO (05). Answer with `answer_track` or `reject_track`.
+    TrackRequested {
+        request: TrackServeId,
+        broadcast: String,
+        track: String,
+    },
+    /// Reply to our `request_track`.
+    TrackInfo {
+        request: TrackRequestId,
+        info: Result<TrackInfo, ErrorCode>,
+    },
+    /// A response on our Subscribe stream (SUBSCRIBE_OK / START / END / DROP).
+    SubscribeResponse {
+        subscription: SubscriptionId,
+        response: SubscribeResponse,
+    },
+    /// Our subscription is over: FIN (`None`) or reset by the publisher.
+    SubscriptionClosed {
+        subscription: SubscriptionId,
+        code: Option<ErrorCode>,
+    },
+    GroupStarted {
+        subscription: SubscriptionId,
+        sequence: u64,
+    },
+    /// A whole frame. `timestamp` is absolute in the track's timescale on 05, `None` before.
+    Frame {
+        subscription: SubscriptionId,
+        sequence: u64,
+        timestamp: Option<u64>,
+        payload: Bytes,
+    },
+    GroupEnded {
+        subscription: SubscriptionId,
+        sequence: u64,
+    },
+    GroupAborted {
+        subscription: SubscriptionId,
+        sequence: u64,
+        code: ErrorCode,
+    },
+    /// A single-frame group that arrived as a datagram (05) for one of our subscriptions.
+    Datagram {
+        subscription: SubscriptionId,
+        sequence: u64,
+        timestamp: u64,
+        payload: Bytes,
+    },
+    GoAway {
+        uri: String,
+    },
+}
+
+/// Misuse of the session API (never caused by the peer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("session is closed")]
+    Closed,
+    #[error("unknown {what} {id}")]
+    Unknown { what: &'static str, id: u64 },
+    #[error("limit of {max} {what} reached")]
+    Limit { what: &'static str, max: usize },
+    #[error("stream for {what} {id} has {max} chunks queued before the transport opened it")]
+    Backlog {
+        what: &'static str,
+        id: u64,
+        max: usize,
+    },
+    #[error("{what} is not possible on {version}")]
+    NotInVersion {
+        what: &'static str,
+        version: Version,
+    },
+    #[error("{what} is not allowed now")]
+    WrongState { what: &'static str },
+    #[error("encode: {0}")]
+    Encode(#[from] EncodeError),
+}
+
+/// Send priority of a group stream: subscriber priority first, then newer groups first
+/// (the reference scheduler's order; it ignores `ordered`).
+pub fn group_priority(subscriber_priority: u8, sequence: u64) -> i32 {
+    // 2^22 groups of ordering per priority level keeps the result below 2^30.
+    (i32::from(subscriber_priority) << 22) | (sequence & ((1 << 22) - 1)) as i32
+}
+
+#[derive(Debug)]
+enum Out {
+    Data(Bytes),
+    Fin,
+    Reset(ErrorCode),
+}
+
+#[derive(Debug)]
+enum Kind {
+    UniUnknown(MessageReader),
+    BidiUnknown(MessageReader),
+    SetupIn(MessageReader),
+    SetupOut,
+    GroupIn {
+        reader: GroupReader,
+        target: Option<(SubscriptionId, u64)>,
+        ts: i64,
+    },
+    GroupOut {
+        serve: ServeId,
+        last_ts: u64,
+    },
+    InterestOut {
+        id: InterestId,
+        prefix: String,
+        reader: MessageReader,
+        hop: Option<u64>,
+        active: HashSet<String>,
+    },
+    SubscribeOut {
+        id: SubscriptionId,
+        reader: MessageReader,
+        responses: u64,
+    },
+    TrackOut {
+        id: TrackRequestId,
+        reader: MessageReader,
+    },
+    InterestIn {
+        reader: MessageReader,
+        state: Option<(String, u64)>,
+        sent: HashSet<String>,
+    },
+    SubscribeIn {
+        reader: MessageReader,
+        serve: Option<ServeId>,
+    },
+    TrackIn {
+        reader: MessageReader,
+        asked: bool,
+    },
+    /// Probe / GoAway streams: read and discard (bounded), never written.
+    Drain {
+        reader: MessageReader,
+        goaway: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: Option<StreamId>,
+    queued: Vec<Out>,
+    kind: Kind,
+    send_open: bool,
+    recv_open: bool,
+}
+
+#[derive(Debug)]
+struct Serve {
+    slot: u64,
+    priority: u8,
+    accepted: bool,
+    started: bool,
+    ending: bool,
+    groups: HashSet<u64>,
+}
+
+/// One moq-lite session (both roles). Drive it with `on_*` calls and application calls,
+/// then drain [`Session::poll_action`] and [`Session::poll_event`] after every call.
+#[derive(Debug)]
+pub struct Session {
+    cfg: Config,
+    closed: bool,
+    next_slot: u64,
+    slots: HashMap<u64, Slot>,
+    by_id: HashMap<StreamId, u64>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    next_request: u64,
+    subs: HashMap<SubscriptionId, u64>,
+    interests: HashMap<InterestId, u64>,
+    tracks: HashMap<TrackRequestId, u64>,
+    serves: HashMap<ServeId, Serve>,
+    published: BTreeMap<String, Vec<u64>>,
+    peer_setup: bool,
+}
+
+impl Session {
+    /// Starts a session. On 05 the first action opens our Setup stream.
+    pub fn new(cfg: Config) -> Self {
+        let mut s = Session {
+            cfg,
+            closed: false,
+            next_slot: 0,
+            slots: HashMap::new(),
+            by_id: HashMap::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            next_request: 0,
+            subs: HashMap::new(),
+            interests: HashMap::new(),
+            tracks: HashMap::new(),
+            serves: HashMap::new(),
+            published: BTreeMap::new(),
+            peer_setup: false,
+        };
+        if s.cfg.version.is_05_or_later() {
+            s.open_setup();
+        }
+        s
+    }
+
+    pub fn version(&self) -> Version {
+        self.cfg.version
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Next transport action, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Next application event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Internal plumbing
+
+    fn open_setup(&mut self) {
+        let (role, path) = match self.cfg.perspective {
+            Perspective::Client => (
+                self.cfg.setup_role.map(|r| match r {
+                    SetupRole::Both => 0,
+                    SetupRole::Publisher => 1,
+                    SetupRole::Subscriber => 2,
+                }),
+                self.cfg.setup_path.clone().filter(|p| !p.is_empty()),
+            ),
+            Perspective::Server => (None, None),
+        };
+        let setup = Setup {
+            probe: None,
+            path,
+            role,
+            cost: None,
+            origin: (self.cfg.hop_id != 0).then_some(self.cfg.hop_id),
+        };
+        let mut buf = BytesMut::new();
+        let res = put_varint(&mut buf, "type", UniType::Setup.id())
+            .and_then(|_| setup.encode(self.cfg.version, &mut buf));
+        if let Err(e) = res {
+            self.close(ErrorCode::Encode, format!("setup: {e}"));
+            return;
+        }
+        if let Ok(slot) = self.new_local(Kind::SetupOut, false, CONTROL_PRIORITY) {
+            self.send(slot, Out::Data(buf.freeze()));
+            self.send(slot, Out::Fin);
+        }
+    }
+
+    fn push_action(&mut self, a: Action) {
+        if self.actions.len() >= MAX_PENDING_OUTPUTS && !self.closed {
+            self.closed = true;
+            self.actions.push_back(Action::Close {
+                code: ErrorCode::BoundsExceeded,
+                reason: "action queue not drained".into(),
+            });
+            return;
+        }
+        self.actions.push_back(a);
+    }
+
+    fn emit(&mut self, e: Event) {
+        if self.events.len() >= MAX_PENDING_OUTPUTS {
+            self.close(ErrorCode::BoundsExceeded, "event queue not drained".into());
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    fn new_local(&mut self, kind: Kind, bidi: bool, priority: i32) -> Result<u64, SessionError> {
+        if self.slots.len() >= MAX_STREAMS {
+            return Err(SessionError::Limit {
+                what: "streams",
+                max: MAX_STREAMS,
+            });
+        }
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        self.slots.insert(
+            slot,
+            Slot {
+                id: None,
+                queued: Vec::new(),
+                kind,
+                send_open: true,
+                recv_open: bidi,
+            },
+        );
+        let token = OpenToken(slot);
+        self.push_action(if bidi {
+            Action::OpenBi { token, priority }
+        } else {
+            Action::OpenUni { token, priority }
+        });
+        Ok(slot)
+    }
+
+    /// Sends on a slot, or queues until the transport binds it.
+    fn send(&mut self, slot: u64, out: Out) {
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return;
+        };
+        if !s.send_open {
+            return;
+        }
+        if matches!(out, Out::Fin | Out::Reset(_)) {
+            s.send_open = false;
+        }
+        match s.id {
+            Some(stream) => {
+                let a = match out {
+                    Out::Data(data) => Action::Write { stream, data },
+                    Out::Fin => Action::Finish { stream },
+                    Out::Reset(code) => Action::Reset { stream, code },
+                };
+                self.push_action(a);
+            }
+            None => s.queued.push(out),
+        }
+        self.maybe_remove(slot);
+    }
+
+    fn queued_full(&self, slot: u64) -> bool {
+        self.slots
+            .get(&slot)
+            .is_some_and(|s| s.queued.len() >= MAX_QUEUED_CHUNKS)
+    }
+
+    fn stop(&mut self, slot: u64, code: ErrorCode) {
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return;
+        };
+        if !s.recv_open {
+            return;
+        }
+        s.recv_open = false;
+        if let Some(stream) = s.id {
+            self.push_action(Action::StopSending { stream, code });
+        }
+        self.maybe_remove(slot);
+    }
+
+    /// Drops a slot once both directions are done and nothing is waiting to be sent.
+    fn maybe_remove(&mut self, slot: u64) {
+        let done = self.slots.get(&slot).is_some_and(|s| {
+            !s.send_open && !s.recv_open && (s.id.is_some() || s.queued.is_empty())
+        });
+        if done
+            && let Some(s) = self.slots.remove(&slot)
+            && let Some(id) = s.id
+        {
+            self.by_id.remove(&id);
+        }
+    }
+
+    fn encode<M: Message>(&mut self, m: &M) -> Result<Bytes, SessionError> {
+        let mut buf = BytesMut::new();
+        m.encode(self.cfg.version, &mut buf)?;
+        Ok(buf.freeze())
+    }
+
+    fn encode_typed<M: Message>(&mut self, typ: u64, m: &M) -> Result<Bytes, SessionError> {
+        let mut buf = BytesMut::new();
+        put_varint(&mut buf, "stream type", typ)?;
+        m.encode(self.cfg.version, &mut buf)?;
+        Ok(buf.freeze())
+    }
+
+    fn new_request_id(&mut self) -> Result<u64, SessionError> {
+        if self.closed {
+            return Err(SessionError::Closed);
+        }
+        if self.subs.len() + self.interests.len() + self.tracks.len() >= MAX_OUTSTANDING_REQUESTS {
+            return Err(SessionError::Limit {
+                what: "outstanding requests",
+                max: MAX_OUTSTANDING_REQUESTS,
+            });
+        }
+        let id = self.next_request;
+        self.next_request += 1;
+        Ok(id)
+    }
+
+    /// Closes the session with `code`. Idempotent.
+    pub fn close(&mut self, code: ErrorCode, reason: String) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.actions.push_back(Action::Close { code, reason });
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Transport events
+
+    /// The transport opened a stream we asked for with `token`.
+    pub fn on_stream_bound(&mut self, token: OpenToken, stream: StreamId) {
+        let slot = token.0;
+        let Some(s) = self.slots.get_mut(&slot) else {
+            // Nothing to say any more (cancelled before it opened): finish it at once.
+            self.push_action(Action::Finish { stream });
+            return;
+        };
+        s.id = Some(stream);
+        let queued = std::mem::take(&mut s.queued);
+        // A group ended before its stream existed counts as handed off only now.
+        let finished_group = match s.kind {
+            Kind::GroupOut { serve, .. } if !s.send_open => Some(serve),
+            _ => None,
+        };
+        self.by_id.insert(stream, slot);
+        for out in queued {
+            let a = match out {
+                Out::Data(data) => Action::Write { stream, data },
+                Out::Fin => Action::Finish { stream },
+                Out::Reset(code) => Action::Reset { stream, code },
+            };
+            self.push_action(a);
+        }
+        self.maybe_remove(slot);
+        if let Some(serve) = finished_group {
+            self.group_gone(serve, slot);
+        }
+    }
+
+    /// The transport could not open the stream for `token` (e.g. the peer's stream limit
+    /// will not grow). The transaction fails as if the peer had reset it.
+    pub fn on_stream_open_failed(&mut self, token: OpenToken) {
+        let slot = token.0;
+        if let Some(s) = self.slots.get_mut(&slot) {
+            s.queued.clear();
+            s.send_open = false;
+        }
+        self.fail_recv(slot, Some(ErrorCode::Transport));
+        if let Some(s) = self.slots.remove(&slot)
+            && let Kind::GroupOut { serve, .. } = s.kind
+        {
+            self.group_gone(serve, slot);
+        }
+    }
+
+    /// The connection is gone (closed by either side, idle timeout). Every transaction
+    /// ends: the application gets the same events as if each stream had been reset with
+    /// `code` (Unannounced, GroupAborted, SubscriptionClosed, SubscribeCancelled, …).
+    pub fn on_connection_closed(&mut self, code: ErrorCode) {
+        let mut slots: Vec<u64> = self.slots.keys().copied().collect();
+        slots.sort_unstable();
+        for slot in slots {
+            if self.slots.get(&slot).is_some_and(|s| s.recv_open) {
+                self.fail_recv(slot, Some(code));
+            } else if let Some(Kind::GroupOut { serve, .. }) =
+                self.slots.get(&slot).map(|s| &s.kind)
+            {
+                let serve = *serve;
+                self.group_gone(serve, slot);
+            }
+        }
+        let serves: Vec<ServeId> = self.serves.keys().copied().collect();
+        for serve in serves {
+            self.cancel_serve(serve, Some(code));
+        }
+        // Nothing can be sent any more.
+        self.actions.clear();
+        self.closed = true;
+        self.slots.clear();
+        self.by_id.clear();
+        self.subs.clear();
+        self.interests.clear();
+        self.tracks.clear();
+    }
+
+    /// A QUIC datagram arrived. Malformed, oversized or unknown-subscription datagrams are
+    /// dropped silently (spec 7).
+    pub fn on_datagram(&mut self, data: Bytes) {
+        if self.closed {
+            return;
+        }
+        let Ok(d) = Datagram::decode(self.cfg.version, data) else {
+            return;
+        };
+        let subscription = SubscriptionId(d.subscribe_id);
+        if self.subs.contains_key(&subscription) {
+            self.emit(Event::Datagram {
+                subscription,
+                sequence: d.group,
+                timestamp: d.timestamp,
+                payload: d.payload,
+            });
+        }
+    }
+
+    /// The peer opened a stream.
+    pub fn on_stream_opened(&mut self, stream: StreamId, bidi: bool) {
+        if self.closed || self.by_id.contains_key(&stream) {
+            return;
+        }
+        if self.slots.len() >= MAX_STREAMS {
+            self.push_action(Action::StopSending {
+                stream,
+                code: ErrorCode::BoundsExceeded,
+            });
+            if bidi {
+                self.push_action(Action::Reset {
+                    stream,
+                    code: ErrorCode::BoundsExceeded,
+                });
+            }
+            return;
+        }
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let kind = if bidi {
+            Kind::BidiUnknown(MessageReader::new())
+        } else {
+            Kind::UniUnknown(MessageReader::new())
+        };
+        self.slots.insert(
+            slot,
+            Slot {
+                id: Some(stream),
+                queued: Vec::new(),
+                kind,
+                send_open: bidi,
+                recv_open: true,
+            },
+        );
+        self.by_id.insert(stream, slot);
+    }
+
+    /// Bytes arrived on a stream.
+    pub fn on_stream_data(&mut self, stream: StreamId, data: Bytes) {
+        if self.closed {
+            return;
+        }
+        let Some(&slot) = self.by_id.get(&stream) else {
+            return;
+        };
+        if !self.slots.get(&slot).is_some_and(|s| s.recv_open) {
+            return;
+        }
+        if let Err((code, why)) = self.process(slot, Some(data), false) {
+            self.fail_stream(slot, code, why);
+        }
+    }
+
+    /// The peer finished (FIN) its send side of a stream.
+    pub fn on_stream_finished(&mut self, stream: StreamId) {
+        if self.closed {
+            return;
+        }
+        let Some(&slot) = self.by_id.get(&stream) else {
+            return;
+        };
+        if !self.slots.get(&slot).is_some_and(|s| s.recv_open) {
+            return;
+        }
+        if let Err((code, why)) = self.process(slot, None, true) {
+            self.fail_stream(slot, code, why);
+        }
+    }
+
+    /// The peer reset its send side of a stream.
+    pub fn on_stream_reset(&mut self, stream: StreamId, code: ErrorCode) {
+        if self.closed {
+            return;
+        }
+        let Some(&slot) = self.by_id.get(&stream) else {
+            return;
+        };
+        self.fail_recv(slot, Some(code));
+    }
+
+    /// The peer no longer reads a stream we write.
+    pub fn on_stop_sending(&mut self, stream: StreamId, code: ErrorCode) {
+        if self.closed {
+            return;
+        }
+        let Some(&slot) = self.by_id.get(&stream) else {
+            return;
+        };
+        let kind_serve = match self.slots.get(&slot).map(|s| &s.kind) {
+            Some(Kind::GroupOut { serve, .. }) => Some((*serve, true)),
+            Some(Kind::SubscribeIn {
+                serve: Some(serve), ..
+            }) => Some((*serve, false)),
+            _ => None,
+        };
+        self.send(slot, Out::Reset(code));
+        match kind_serve {
+            Some((serve, true)) => {
+                self.group_gone(serve, slot);
+                self.emit(Event::GroupCancelled {
+                    serve,
+                    group: GroupId(slot),
+                    code,
+                });
+            }
+            Some((_, false)) => self.fail_recv(slot, Some(code)),
+            None => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Receive-side processing
+
+    /// Resets our side, stops theirs, and reports what the transaction loses.
+    fn fail_stream(&mut self, slot: u64, code: ErrorCode, why: String) {
+        // A broken Announce stream the peer opened must not be reset (moq-net closes the
+        // session on that); FIN it instead.
+        let is_interest_in = matches!(
+            self.slots.get(&slot).map(|s| &s.kind),
+            Some(Kind::InterestIn { .. })
+        );
+        if is_interest_in {
+            self.send(slot, Out::Fin);
+        } else {
+            self.send(slot, Out::Reset(code));
+        }
+        let _ = why;
+        self.stop(slot, code);
+        self.fail_recv(slot, Some(code));
+    }
+
+    /// The receive side ended abnormally (`Some(code)`) or by FIN (`None`, only from
+    /// `process`): tell the application and tear the transaction down.
+    fn fail_recv(&mut self, slot: u64, code: Option<ErrorCode>) {
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return;
+        };
+        s.recv_open = false;
+        let kind = std::mem::replace(&mut s.kind, Kind::SetupOut);
+        match kind {
+            Kind::GroupIn {
+                target: Some((subscription, sequence)),
+                ..
+            } => {
+                let code = code.unwrap_or(ErrorCode::WrongSize);
+                self.emit(Event::GroupAborted {
+                    subscription,
+                    sequence,
+                    code,
+                });
+            }
+            Kind::InterestOut {
+                id, prefix, active, ..
+            } => {
+                self.interests.remove(&id);
+                let mut paths: Vec<String> = active.into_iter().collect();
+                paths.sort();
+                for p in paths {
+                    self.emit(Event::Unannounced {
+                        interest: id,
+                        path: path::join(&prefix, &p),
+                    });
+                }
+                self.emit(Event::InterestEnded { interest: id, code });
+                self.send(
+                    slot,
+                    if code.is_some() {
+                        Out::Reset(ErrorCode::Cancel)
+                    } else {
+                        Out::Fin
+                    },
+                );
+            }
+            Kind::SubscribeOut { id, .. } => {
+                self.subs.remove(&id);
+                self.emit(Event::SubscriptionClosed {
+                    subscription: id,
+                    code,
+                });
+                self.send(
+                    slot,
+                    if code.is_some() {
+                        Out::Reset(ErrorCode::Cancel)
+                    } else {
+                        Out::Fin
+                    },
+                );
+            }
+            Kind::TrackOut { id, .. } => {
+                self.tracks.remove(&id);
+                self.emit(Event::TrackInfo {
+                    request: id,
+                    info: Err(code.unwrap_or(ErrorCode::UnexpectedMessage)),
+                });
+                self.send(slot, Out::Reset(ErrorCode::Cancel));
+            }
+            Kind::SubscribeIn {
+                serve: Some(serve), ..
+            } => {
+                self.cancel_serve(serve, code);
+            }
+            Kind::InterestIn { .. } | Kind::TrackIn { .. } | Kind::Drain { .. } => {
+                self.send(slot, Out::Fin);
+            }
+            Kind::GroupOut { serve, .. } => {
+                self.group_gone(serve, slot);
+            }
+            Kind::SubscribeIn { serve: None, .. } | Kind::BidiUnknown(_) => {
+                self.send(slot, Out::Reset(ErrorCode::Cancel))
+            }
+            _ => {}
+        }
+        if let Some(s) = self.slots.get_mut(&slot) {
+            s.recv_open = false;
+        }
+        self.maybe_remove(slot);
+    }
+
+    fn cancel_serve(&mut self, serve: ServeId, code: Option<ErrorCode>) {
+        let Some(st) = self.serves.remove(&serve) else {
+            return;
+        };
+        for g in st.groups {
+            self.send(g, Out::Reset(ErrorCode::Cancel));
+        }
+        self.send(st.slot, Out::Fin);
+        self.emit(Event::SubscribeCancelled { serve, code });
+    }
+
+    fn group_gone(&mut self, serve: ServeId, slot: u64) {
+        let finish = match self.serves.get_mut(&serve) {
+            Some(st) => {
+                st.groups.remove(&slot);
+                st.ending && st.groups.is_empty()
+            }
+            None => false,
+        };
+        if finish && let Some(st) = self.serves.remove(&serve) {
+            self.send(st.slot, Out::Fin);
+            self.stop(st.slot, ErrorCode::Cancel);
+        }
+    }
+
+    /// Feeds data (or FIN) into a slot's parser. Errors carry the reset code.
+    fn process(
+        &mut self,
+        slot: u64,
+        data: Option<Bytes>,
+        fin: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let v = self.cfg.version;
+        let dec = |e: DecodeError| (e.code(), e.to_string());
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
+        match &mut s.kind {
+            Kind::UniUnknown(r) | Kind::BidiUnknown(r) => {
+                if let Some(d) = &data {
+                    r.push(d);
+                }
+                let Some(typ) = r.read_varint().map_err(dec)? else {
+                    return if fin {
+                        Err((ErrorCode::Decode, "stream ended before its type".into()))
+                    } else {
+                        Ok(())
+                    };
+                };
+                let rest = r.take_rest();
+                let bidi = matches!(s.kind, Kind::BidiUnknown(_));
+                self.classify(slot, typ, bidi)?;
+                if !rest.is_empty() || fin {
+                    return self.process(slot, (!rest.is_empty()).then_some(rest), fin);
+                }
+                Ok(())
+            }
+            Kind::GroupIn { .. } => self.process_group(slot, data, fin),
+            Kind::SetupIn(r) => {
+                if let Some(d) = &data {
+                    r.push(d);
+                }
+                if let Some(setup) = r.read::<Setup>(v).map_err(dec)? {
+                    if self.peer_setup {
+                        self.close(ErrorCode::ProtocolViolation, "second SETUP".into());
+                        return Ok(());
+                    }
+                    self.peer_setup = true;
+                    self.emit(Event::Setup(setup));
+                } else if fin {
+                    return Err((ErrorCode::Decode, "Setup stream ended early".into()));
+                }
+                if fin && let Some(s) = self.slots.get_mut(&slot) {
+                    s.recv_open = false;
+                    self.maybe_remove(slot);
+                }
+                Ok(())
+            }
+            _ => self.process_control(slot, data, fin),
+        }
+    }
+
+    fn classify(&mut self, slot: u64, typ: u64, bidi: bool) -> Result<(), (ErrorCode, String)> {
+        let v = self.cfg.version;
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
+        if !bidi {
+            s.kind = match UniType::from_id(v, typ) {
+                Some(UniType::Group) => Kind::GroupIn {
+                    reader: GroupReader::new(v),
+                    target: None,
+                    ts: 0,
+                },
+                Some(UniType::Setup) => Kind::SetupIn(MessageReader::new()),
+                None => {
+                    return Err((
+                        ErrorCode::UnexpectedStream,
+                        format!("uni stream type {typ}"),
+                    ));
+                }
+            };
+            return Ok(());
+        }
+        s.kind = match BidiType::from_id(v, typ) {
+            Some(BidiType::Announce) => Kind::InterestIn {
+                reader: MessageReader::new(),
+                state: None,
+                sent: HashSet::new(),
+            },
+            Some(BidiType::Subscribe) => Kind::SubscribeIn {
+                reader: MessageReader::new(),
+                serve: None,
+            },
+            Some(BidiType::Track) => Kind::TrackIn {
+                reader: MessageReader::new(),
+                asked: false,
+            },
+            // We advertise no Probe level on 05, so the stream must be reset there; on 03/04
+            // the reference subscriber only reads it, so leave it open and silent.
+            Some(BidiType::Probe) if !v.is_05_or_later() => Kind::Drain {
+                reader: MessageReader::new(),
+                goaway: false,
+            },
+            Some(BidiType::GoAway) => Kind::Drain {
+                reader: MessageReader::new(),
+                goaway: true,
+            },
+            // FETCH is not served yet: "not available" is a legal answer.
+            Some(BidiType::Fetch) => return Err((ErrorCode::NotFound, "fetch not served".into())),
+            Some(BidiType::Probe) => return Err((ErrorCode::Cancel, "probe not offered".into())),
+            None => return Err((ErrorCode::Cancel, format!("bidi stream type {typ}"))),
+        };
+        Ok(())
+    }
+
+    fn process_group(
+        &mut self,
+        slot: u64,
+        data: Option<Bytes>,
+        fin: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let v = self.cfg.version;
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
+        let Kind::GroupIn { reader, .. } = &mut s.kind else {
+            return Ok(());
+        };
+        if let Some(d) = data {
+            reader.push(d);
+        }
+        // Each item consumes at least one byte of the chunk; MAX_FRAME_SIZE+ bounds the loop.
+        loop {
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
+            let Kind::GroupIn { reader, target, ts } = &mut s.kind else {
+                return Ok(());
+            };
+            let item = reader.next().map_err(|e| (e.code(), e.to_string()))?;
+            match item {
+                None => break,
+                Some(GroupItem::Header(h)) => {
+                    let sub = SubscriptionId(h.subscribe_id);
+                    if self.subs.contains_key(&sub) {
+                        *target = Some((sub, h.sequence));
+                        self.emit(Event::GroupStarted {
+                            subscription: sub,
+                            sequence: h.sequence,
+                        });
+                    } else {
+                        // Unknown ID (e.g. after an unsubscribe): not an error, just unwanted.
+                        self.stop(slot, ErrorCode::Cancel);
+                        return Ok(());
+                    }
+                }
+                Some(GroupItem::Frame {
+                    timestamp_delta,
+                    payload,
+                }) => {
+                    let Some((subscription, sequence)) = *target else {
+                        return Ok(());
+                    };
+                    let timestamp = if v.is_05_or_later() {
+                        match ts.checked_add(timestamp_delta).filter(|t| *t >= 0) {
+                            Some(t) => {
+                                *ts = t;
+                                Some(t as u64)
+                            }
+                            None => {
+                                return Err((
+                                    ErrorCode::TimestampMismatch,
+                                    "timestamp out of range".into(),
+                                ));
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    self.emit(Event::Frame {
+                        subscription,
+                        sequence,
+                        timestamp,
+                        payload,
+                    });
+                }
+            }
+        }
+        if fin {
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
+            let Kind::GroupIn { reader, target, .. } = &mut s.kind else {
+                return Ok(());
+            };
+            if reader.finish().is_err() {
+                return Err((
+                    ErrorCode::WrongSize,
+                    "group stream ended inside a frame".into(),
+                ));
+            }
+            let target = target.take();
+            s.recv_open = false;
+            if let Some((subscription, sequence)) = target {
+                self.emit(Event::GroupEnded {
+                    subscription,
+                    sequence,
+                });
+            }
+            self.maybe_remove(slot);
+        }
+        Ok(())
+    }
+
+    fn process_control(
+        &mut self,
+        slot: u64,
+        data: Option<Bytes>,
+        fin: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let v = self.cfg.version;
+        let dec = |e: DecodeError| (e.code(), e.to_string());
+        {
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
+            let r = match &mut s.kind {
+                Kind::InterestOut { reader, .. }
+                | Kind::SubscribeOut { reader, .. }
+                | Kind::TrackOut { reader, .. }
+                | Kind::InterestIn { reader, .. }
+                | Kind::SubscribeIn { reader, .. }
+                | Kind::TrackIn { reader, .. }
+                | Kind::Drain { reader, .. } => reader,
+                _ => return Ok(()),
+            };
+            if let Some(d) = &data {
+                r.push(d);
+            }
+        }
+        // One message per iteration, each consuming ≥ 1 byte: bounded by the buffer size.
+        loop {
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
+            if !s.recv_open {
+                return Ok(());
+            }
+            let progressed = match &mut s.kind {
+                Kind::InterestOut { reader, hop, .. } => {
+                    if v.is_05_or_later() && hop.is_none() {
+                        match reader.read::<AnnounceOk>(v).map_err(dec)? {
+                            Some(ok) => {
+                                *hop = Some(ok.hop_id);
+                                true
+                            }
+                            None => false,
+                        }
+                    } else {
+                        match reader.read::<Announce>(v).map_err(dec)? {
+                            Some(a) => {
+                                self.on_announce(slot, a)?;
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                }
+                Kind::SubscribeOut {
+                    reader,
+                    id,
+                    responses,
+                } => match reader.read::<SubscribeResponse>(v).map_err(dec)? {
+                    Some(resp) => {
+                        let first = *responses == 0;
+                        *responses += 1;
+                        let id = *id;
+                        if !v.is_05_or_later() && first && !matches!(resp, SubscribeResponse::Ok(_))
+                        {
+                            return Err((
+                                ErrorCode::ProtocolViolation,
+                                "first response is not SUBSCRIBE_OK".into(),
+                            ));
+                        }
+                        self.emit(Event::SubscribeResponse {
+                            subscription: id,
+                            response: resp,
+                        });
+                        true
+                    }
+                    None => false,
+                },
+                Kind::TrackOut { reader, id } => match reader.read::<TrackInfo>(v).map_err(dec)? {
+                    Some(info) => {
+                        let id = *id;
+                        self.tracks.remove(&id);
+                        s.kind = Kind::Drain {
+                            reader: MessageReader::new(),
+                            goaway: false,
+                        };
+                        self.emit(Event::TrackInfo {
+                            request: id,
+                            info: Ok(info),
+                        });
+                        self.send(slot, Out::Fin);
+                        true
+                    }
+                    None => false,
+                },
+                Kind::InterestIn {
+                    reader,
+                    state: None,
+                    ..
+                } => match reader.read::<AnnounceRequest>(v).map_err(dec)? {
+                    Some(req) => {
+                        self.on_announce_request(slot, req)?;
+                        true
+                    }
+                    None => false,
+                },
+                Kind::InterestIn { reader, .. } => {
+                    if reader.buffered() > 0 {
+                        return Err((
+                            ErrorCode::UnexpectedMessage,
+                            "data after ANNOUNCE_REQUEST".into(),
+                        ));
+                    }
+                    false
+                }
+                Kind::SubscribeIn {
+                    reader,
+                    serve: None,
+                } => match reader.read::<Subscribe>(v).map_err(dec)? {
+                    Some(sub) => {
+                        self.on_subscribe(slot, sub)?;
+                        true
+                    }
+                    None => false,
+                },
+                Kind::SubscribeIn {
+                    reader,
+                    serve: Some(serve),
+                } => match reader.read::<SubscribeUpdate>(v).map_err(dec)? {
+                    Some(update) => {
+                        let serve = *serve;
+                        if let Some(st) = self.serves.get_mut(&serve) {
+                            st.priority = update.priority;
+                        }
+                        self.emit(Event::SubscribeUpdated { serve, update });
+                        true
+                    }
+                    None => false,
+                },
+                Kind::TrackIn {
+                    reader,
+                    asked: false,
+                } => match reader.read::<TrackRequest>(v).map_err(dec)? {
+                    Some(req) => {
+                        if let Kind::TrackIn { asked, .. } = &mut s.kind {
+                            *asked = true;
+                        }
+                        self.emit(Event::TrackRequested {
+                            request: TrackServeId(slot),
+                            broadcast: req.broadcast,
+                            track: req.track,
+                        });
+                        true
+                    }
+                    None => false,
+                },
+                Kind::TrackIn { reader, .. } => {
+                    if reader.buffered() > 0 {
+                        return Err((ErrorCode::UnexpectedMessage, "data after TRACK".into()));
+                    }
+                    false
+                }
+                Kind::Drain { reader, goaway } => {
+                    if *goaway {
+                        match reader.read::<GoAway>(v).map_err(dec)? {
+                            Some(g) => {
+                                self.emit(Event::GoAway { uri: g.uri });
+                                true
+                            }
+                            None => false,
+                        }
+                    } else {
+                        // Discard: keep nothing (probe reports, bytes after TRACK_INFO).
+                        let _ = reader.take_rest();
+                        false
+                    }
+                }
+                _ => false,
+            };
+            if !progressed {
+                break;
+            }
+        }
+        if fin {
+            let leftover = self.slots.get(&slot).map(|s| match &s.kind {
+                Kind::InterestOut { reader, .. }
+                | Kind::SubscribeOut { reader, .. }
+                | Kind::TrackOut { reader, .. }
+                | Kind::InterestIn { reader, .. }
+                | Kind::SubscribeIn { reader, .. }
+                | Kind::TrackIn { reader, .. }
+                | Kind::Drain { reader, .. } => reader.buffered(),
+                _ => 0,
+            });
+            if leftover.unwrap_or(0) > 0 {
+                return Err((ErrorCode::Decode, "stream ended inside a message".into()));
+            }
+            self.fail_recv(slot, None);
+        }
+        Ok(())
+    }
+
+    fn on_announce(&mut self, slot: u64, a: Announce) -> Result<(), (ErrorCode, String)> {
+        let v = self.cfg.version;
+        let own = self.cfg.hop_id;
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
+        let Kind::InterestOut {
+            id,
+            prefix,
+            hop,
+            active,
+            ..
+        } = &mut s.kind
+        else {
+            return Ok(());
+        };
+        let id = *id;
+        let full = path::join(prefix, &a.suffix);
+        match a.status {
+            AnnounceStatus::Ended => {
+                // Ended for a path that is not active is ignored (it may have been a loop).
+                if active.remove(&a.suffix) {
+                    self.emit(Event::Unannounced {
+                        interest: id,
+                        path: full,
+                    });
+                }
+            }
+            AnnounceStatus::Active | AnnounceStatus::Restart => {
+                let mut chain = a.hops;
+                if let Some(h) = *hop {
+                    chain.push(h);
+                }
+                if own != 0 && chain.contains(&own) {
+                    return Ok(()); // Our own broadcast reflected back: drop (loop rule).
+                }
+                let dup = active.contains(&a.suffix);
+                if dup && !v.is_05_or_later() {
+                    self.close(
+                        ErrorCode::Duplicate,
+                        format!("duplicate announce of {full}"),
+                    );
+                    return Ok(());
+                }
+                if !dup && active.len() >= MAX_BROADCASTS {
+                    return Err((
+                        ErrorCode::BoundsExceeded,
+                        "too many announced broadcasts".into(),
+                    ));
+                }
+                active.insert(a.suffix);
+                self.emit(Event::Announced {
+                    interest: id,
+                    path: full,
+                    hops: chain,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn wire_hops(&self, stored: &[u64]) -> Vec<u64> {
+        match self.cfg.version {
+            Version::Lite05 => stored.to_vec(),
+            // 04 appends our ID; 03 sends only the count, which includes us.
+            Version::Lite04 | Version::Lite03 => {
+                let mut h = stored.to_vec();
+                h.push(self.cfg.hop_id);
+                h
+            }
+        }
+    }
+
+    fn on_announce_request(
+        &mut self,
+        slot: u64,
+        req: AnnounceRequest,
+    ) -> Result<(), (ErrorCode, String)> {
+        let v = self.cfg.version;
+        let matching: Vec<(String, Vec<u64>)> = self
+            .published
+            .iter()
+            .filter(|(p, hops)| {
+                path::has_prefix(p, &req.prefix)
+                    && !(req.exclude_hop != 0 && hops.contains(&req.exclude_hop))
+            })
+            .map(|(p, h)| (p.clone(), self.wire_hops(h)))
+            .collect();
+        let mut buf = BytesMut::new();
+        let enc = |e: EncodeError| (ErrorCode::Encode, e.to_string());
+        if v.is_05_or_later() {
+            AnnounceOk {
+                hop_id: self.cfg.hop_id,
+                active_count: matching.len() as u64,
+            }
+            .encode(v, &mut buf)
+            .map_err(enc)?;
+        }
+        let mut sent = HashSet::new();
+        for (p, hops) in matching {
+            let suffix = path::strip_prefix(&p, &req.prefix)
+                .unwrap_or_default()
+                .to_owned();
+            Announce {
+                status: AnnounceStatus::Active,
+                suffix,
+                hops,
+            }
+            .encode(v, &mut buf)
+            .map_err(enc)?;
+            sent.insert(p);
+        }
+        if let Some(s) = self.slots.get_mut(&slot)
+            && let Kind::InterestIn {
+                state,
+                sent: s_sent,
+                ..
+            } = &mut s.kind
+        {
+            *state = Some((req.prefix.clone(), req.exclude_hop));
+            *s_sent = sent;
+        }
+        if !buf.is_empty() {
+            self.send(slot, Out::Data(buf.freeze()));
+        }
+        self.emit(Event::AnnounceInterest {
+            prefix: req.prefix,
+            exclude_hop: req.exclude_hop,
+        });
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, slot: u64, sub: Subscribe) -> Result<(), (ErrorCode, String)> {
+        let serve = ServeId(sub.id);
+        if self.serves.contains_key(&serve) {
+            return Err((
+                ErrorCode::Duplicate,
+                format!("subscribe id {} in use", sub.id),
+            ));
+        }
+        if self.serves.len() >= MAX_OUTSTANDING_REQUESTS {
+            return Err((ErrorCode::BoundsExceeded, "too many subscriptions".into()));
+        }
+        if let Some(s) = self.slots.get_mut(&slot)
+            && let Kind::SubscribeIn { serve: sv, .. } = &mut s.kind
+        {
+            *sv = Some(serve);
+        }
+        self.serves.insert(
+            serve,
+            Serve {
+                slot,
+                priority: sub.priority,
+                accepted: false,
+                started: false,
+                ending: false,
+                groups: HashSet::new(),
+            },
+        );
+        self.emit(Event::SubscribeRequested {
+            serve,
+            request: sub,
+        });
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Subscriber-role API (we ask the peer)
+
+    /// Opens an Announce stream for `prefix` (normalized here).
+    pub fn announce_interest(&mut self, prefix: &str) -> Result<InterestId, SessionError> {
+        let id = InterestId(self.new_request_id()?);
+        let prefix = path::normalize(prefix);
+        let req = AnnounceRequest {
+            prefix: prefix.clone(),
+            exclude_hop: self.cfg.hop_id,
+        };
+        let data = self.encode_typed(BidiType::Announce.id(), &req)?;
+        let kind = Kind::InterestOut {
+            id,
+            prefix,
+            reader: MessageReader::new(),
+            hop: None,
+            active: HashSet::new(),
+        };
+        let slot = self.new_local(kind, true, CONTROL_PRIORITY)?;
+        self.interests.insert(id, slot);
+        self.send(slot, Out::Data(data));
+        Ok(id)
+    }
+
+    /// Stops an interest (FIN); its broadcasts are reported unannounced.
+    pub fn stop_interest(&mut self, id: InterestId) -> Result<(), SessionError> {
+        let slot = *self.interests.get(&id).ok_or(SessionError::Unknown {
+            what: "interest",
+            id: id.0,
+        })?;
+        self.stop(slot, ErrorCode::Cancel);
+        self.fail_recv(slot, None);
+        Ok(())
+    }
+
+    /// Subscribes to `track` of `broadcast`. The ID is registered before SUBSCRIBE is sent,
+    /// so groups that beat SUBSCRIBE_OK are accepted.
+    pub fn subscribe(
+        &mut self,
+        broadcast: &str,
+        track: &str,
+        priority: u8,
+        start: Option<u64>,
+        end: Option<u64>,
+    ) -> Result<SubscriptionId, SessionError> {
+        let id = SubscriptionId(self.new_request_id()?);
+        let msg = Subscribe {
+            id: id.0,
+            broadcast: path::normalize(broadcast),
+            track: track.to_owned(),
+            priority,
+            ordered: false,
+            max_latency_ms: 0,
+            start,
+            end,
+        };
+        let data = self.encode_typed(BidiType::Subscribe.id(), &msg)?;
+        let slot = self.new_local(
+            Kind::SubscribeOut {
+                id,
+                reader: MessageReader::new(),
+                responses: 0,
+            },
+            true,
+            CONTROL_PRIORITY,
+        )?;
+        self.subs.insert(id, slot);
+        self.send(slot, Out::Data(data));
+        Ok(id)
+    }
+
+    /// Sends SUBSCRIBE_UPDATE.
+    pub fn update_subscription(
+        &mut self,
+        id: SubscriptionId,
+        update: SubscribeUpdate,
+    ) -> Result<(), SessionError> {
+        let slot = *self.subs.get(&id).ok_or(SessionError::Unknown {
+            what: "subscription",
+            id: id.0,
+        })?;
+        let data = self.encode(&update)?;
+        self.send(slot, Out::Data(data));
+        Ok(())
+    }
+
+    /// Cancels a subscription (FIN); in-flight groups for it are stopped.
+    pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), SessionError> {
+        let slot = self.subs.remove(&id).ok_or(SessionError::Unknown {
+            what: "subscription",
+            id: id.0,
+        })?;
+        self.send(slot, Out::Fin);
+        self.stop(slot, ErrorCode::Cancel);
+        let groups: Vec<u64> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| matches!(s.kind, Kind::GroupIn { target: Some((sub, _)), .. } if sub == id))
+            .map(|(k, _)| *k)
+            .collect();
+        for g in groups {
+            if let Some(s) = self.slots.get_mut(&g)
+                && let Kind::GroupIn { target, .. } = &mut s.kind
+            {
+                *target = None;
+            }
+            self.stop(g, ErrorCode::Cancel);
+        }
+        Ok(())
+    }
+
+    /// Asks for TRACK_INFO (05 only).
+    pub fn request_track(
+        &mut self,
+        broadcast: &str,
+        track: &str,
+    ) -> Result<TrackRequestId, SessionError> {
+        if !self.cfg.version.is_05_or_later() {
+            return Err(SessionError::NotInVersion {
+                what: "TRACK",
+                version: self.cfg.version,
+            });
+        }
+        let id = TrackRequestId(self.new_request_id()?);
+        let msg = TrackRequest {
+            broadcast: path::normalize(broadcast),
+            track: track.to_owned(),
+        };
+        let data = self.encode_typed(BidiType::Track.id(), &msg)?;
+        let slot = self.new_local(
+            Kind::TrackOut {
+                id,
+                reader: MessageReader::new(),
+            },
+            true,
+            CONTROL_PRIORITY,
+        )?;
+        self.tracks.insert(id, slot);
+        self.send(slot, Out::Data(data));
+        Ok(id)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Publisher-role API (we serve the peer)
+
+    /// Makes `path` (normalized here) available with stored hop chain `hops` (as received:
+    /// on 05 it already ends with the upstream's ID; empty for a local publisher). Sent to
+    /// every matching announce stream; a repeat replaces the chain.
+    pub fn announce(&mut self, broadcast: &str, hops: &[u64]) -> Result<(), SessionError> {
+        if self.closed {
+            return Err(SessionError::Closed);
+        }
+        let p = path::normalize(broadcast);
+        if !self.published.contains_key(&p) && self.published.len() >= MAX_BROADCASTS {
+            return Err(SessionError::Limit {
+                what: "broadcasts",
+                max: MAX_BROADCASTS,
+            });
+        }
+        let v = self.cfg.version;
+        let wire = self.wire_hops(hops);
+        // Check the bounds once before touching any stream.
+        Announce {
+            status: AnnounceStatus::Active,
+            suffix: p.clone(),
+            hops: wire.clone(),
+        }
+        .encode(v, &mut BytesMut::new())?;
+        self.published.insert(p.clone(), hops.to_vec());
+        let targets = self.interest_in_slots(&p, Some(hops));
+        for (slot, suffix, already) in targets {
+            let mut buf = BytesMut::new();
+            if already && !v.is_05_or_later() {
+                // 03/04 forbid a duplicate active: end it first, then re-announce.
+                Announce {
+                    status: AnnounceStatus::Ended,
+                    suffix: suffix.clone(),
+                    hops: vec![],
+                }
+                .encode(v, &mut buf)?;
+            }
+            Announce {
+                status: AnnounceStatus::Active,
+                suffix,
+                hops: wire.clone(),
+            }
+            .encode(v, &mut buf)?;
+            self.mark_sent(slot, &p, true);
+            self.send(slot, Out::Data(buf.freeze()));
+        }
+        Ok(())
+    }
+
+    /// Withdraws `path` from every announce stream it was sent on.
+    pub fn unannounce(&mut self, broadcast: &str) -> Result<(), SessionError> {
+        let p = path::normalize(broadcast);
+        if self.published.remove(&p).is_none() {
+            return Err(SessionError::Unknown {
+                what: "broadcast",
+                id: 0,
+            });
+        }
+        let v = self.cfg.version;
+        for (slot, suffix, already) in self.interest_in_slots(&p, None) {
+            if !already {
+                continue;
+            }
+            let mut buf = BytesMut::new();
+            Announce {
+                status: AnnounceStatus::Ended,
+                suffix,
+                hops: vec![],
+            }
+            .encode(v, &mut buf)?;
+            self.mark_sent(slot, &p, false);
+            self.send(slot, Out::Data(buf.freeze()));
+        }
+        Ok(())
+    }
+
+    /// Announce streams whose prefix covers `p` (and whose exclude hop is not in `hops`):
+    /// `(slot, suffix, already sent)`.
+    fn interest_in_slots(&self, p: &str, hops: Option<&[u64]>) -> Vec<(u64, String, bool)> {
+        let mut out: Vec<(u64, String, bool)> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.send_open)
+            .filter_map(|(k, s)| match &s.kind {
+                Kind::InterestIn {
+                    state: Some((prefix, exclude)),
+                    sent,
+                    ..
+                } => {
+                    let suffix = path::strip_prefix(p, prefix)?;
+                    if let Some(h) = hops
+                        && *exclude != 0
+                        && h.contains(exclude)
+                    {
+                        return None;
+                    }
+                    Some((*k, suffix.to_owned(), sent.contains(p)))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort_by_key(|(k, _, _)| *k);
+        out
+    }
+
+    fn mark_sent(&mut self, slot: u64, p: &str, on: bool) {
+        if let Some(s) = self.slots.get_mut(&slot)
+            && let Kind::InterestIn { sent, .. } = &mut s.kind
+        {
+            if on {
+                sent.insert(p.to_owned());
+            } else {
+                sent.remove(p);
+            }
+        }
+    }
+
+    fn serve_mut(&mut self, serve: ServeId) -> Result<&mut Serve, SessionError> {
+        self.serves.get_mut(&serve).ok_or(SessionError::Unknown {
+            what: "served subscription",
+            id: serve.0,
+        })
+    }
+
+    /// Accepts the peer's subscription. On 03/04 this sends SUBSCRIBE_OK at once (it must be
+    /// the first response); on 05 SUBSCRIBE_START goes out with the first group.
+    pub fn accept_subscribe(&mut self, serve: ServeId) -> Result<(), SessionError> {
+        let v = self.cfg.version;
+        let st = self.serve_mut(serve)?;
+        if st.accepted {
+            return Ok(());
+        }
+        st.accepted = true;
+        let (slot, priority) = (st.slot, st.priority);
+        if !v.is_05_or_later() {
+            // The reference echoes the subscriber's priority, unordered, 0 ms, no range.
+            let ok = SubscribeOk {
+                priority,
+                ordered: false,
+                max_latency_ms: 0,
+                start: None,
+                end: None,
+            };
+            let data = self.encode(&SubscribeResponse::Ok(ok))?;
+            self.send(slot, Out::Data(data));
+        }
+        Ok(())
+    }
+
+    /// Rejects (or later fails) the peer's subscription: resets it with `code` (e.g.
+    /// `Unroutable`, `NotFound`) and resets its open groups.
+    pub fn reject_subscribe(
+        &mut self,
+        serve: ServeId,
+        code: ErrorCode,
+    ) -> Result<(), SessionError> {
+        let st = self.serves.remove(&serve).ok_or(SessionError::Unknown {
+            what: "served subscription",
+            id: serve.0,
+        })?;
+        for g in st.groups {
+            self.send(g, Out::Reset(code));
+        }
+        self.send(st.slot, Out::Reset(code));
+        self.stop(st.slot, code);
+        Ok(())
+    }
+
+    /// Opens a group stream for the peer's subscription. On 05 the first group also sends
+    /// SUBSCRIBE_START(`sequence`).
+    pub fn start_group(&mut self, serve: ServeId, sequence: u64) -> Result<GroupId, SessionError> {
+        let v = self.cfg.version;
+        if self.closed {
+            return Err(SessionError::Closed);
+        }
+        self.accept_subscribe(serve)?;
+        let st = self.serve_mut(serve)?;
+        if st.ending {
+            return Err(SessionError::WrongState {
+                what: "start_group after end_subscription",
+            });
+        }
+        let (slot, priority, started) = (st.slot, st.priority, st.started);
+        st.started = true;
+        if !started && v.is_05_or_later() {
+            let data = self.encode(&SubscribeResponse::Start { group: sequence })?;
+            self.send(slot, Out::Data(data));
+        }
+        let mut buf = BytesMut::new();
+        put_varint(&mut buf, "stream type", UniType::Group.id())?;
+        GroupHeader {
+            subscribe_id: serve.0,
+            sequence,
+        }
+        .encode(v, &mut buf)?;
+        let g = self.new_local(
+            Kind::GroupOut { serve, last_ts: 0 },
+            false,
+            group_priority(priority, sequence),
+        )?;
+        if let Some(st) = self.serves.get_mut(&serve) {
+            st.groups.insert(g);
+        }
+        self.send(g, Out::Data(buf.freeze()));
+        Ok(GroupId(g))
+    }
+
+    /// Writes one frame: its header as one chunk, then `payload` as given (never copied).
+    /// `timestamp` is absolute in the track's timescale; ignored before 05.
+    pub fn write_frame(
+        &mut self,
+        group: GroupId,
+        timestamp: u64,
+        payload: Bytes,
+    ) -> Result<(), SessionError> {
+        let v = self.cfg.version;
+        if self.queued_full(group.0) {
+            return Err(SessionError::Backlog {
+                what: "group",
+                id: group.0,
+                max: MAX_QUEUED_CHUNKS,
+            });
+        }
+        let s = self.slots.get_mut(&group.0).filter(|s| s.send_open);
+        let Some(Slot {
+            kind: Kind::GroupOut { last_ts, .. },
+            ..
+        }) = s
+        else {
+            return Err(SessionError::Unknown {
+                what: "group",
+                id: group.0,
+            });
+        };
+        let delta = i128::from(timestamp) - i128::from(*last_ts);
+        let delta = i64::try_from(delta).map_err(|_| EncodeError::Invalid {
+            what: "timestamp delta",
+        })?;
+        let mut hdr = BytesMut::with_capacity(FrameHeader::MAX_LEN);
+        FrameHeader {
+            timestamp_delta: delta,
+            size: payload.len() as u64,
+        }
+        .encode(v, &mut hdr)?;
+        *last_ts = timestamp;
+        self.send(group.0, Out::Data(hdr.freeze()));
+        if !payload.is_empty() {
+            self.send(group.0, Out::Data(payload));
+        }
+        Ok(())
+    }
+
+    /// Finishes a group stream (FIN).
+    pub fn end_group(&mut self, group: GroupId) -> Result<(), SessionError> {
+        self.close_group(group, Out::Fin)
+    }
+
+    /// Resets a group stream (e.g. `Old`, `Evicted`, `Lagged`).
+    pub fn abort_group(&mut self, group: GroupId, code: ErrorCode) -> Result<(), SessionError> {
+        self.close_group(group, Out::Reset(code))
+    }
+
+    fn close_group(&mut self, group: GroupId, out: Out) -> Result<(), SessionError> {
+        let serve = match self.slots.get(&group.0).map(|s| &s.kind) {
+            Some(Kind::GroupOut { serve, .. }) => *serve,
+            _ => {
+                return Err(SessionError::Unknown {
+                    what: "group",
+                    id: group.0,
+                });
+            }
+        };
+        self.send(group.0, out);
+        // Until the transport opens the stream the group is not handed off: the Subscribe
+        // stream must not FIN before it (on_stream_bound finishes the bookkeeping).
+        if self.slots.get(&group.0).is_none_or(|s| s.id.is_some()) {
+            self.group_gone(serve, group.0);
+        }
+        Ok(())
+    }
+
+    /// The track ended: no group ≥ `end` (exclusive) will come. On 05 sends SUBSCRIBE_END;
+    /// the Subscribe stream is FINed once every open group has ended.
+    pub fn end_subscription(&mut self, serve: ServeId, end: u64) -> Result<(), SessionError> {
+        let v = self.cfg.version;
+        let st = self.serve_mut(serve)?;
+        if st.ending {
+            return Ok(());
+        }
+        st.ending = true;
+        let (slot, accepted, idle) = (st.slot, st.accepted, st.groups.is_empty());
+        if !accepted {
+            self.accept_subscribe(serve)?;
+        }
+        if v.is_05_or_later() {
+            let data = self.encode(&SubscribeResponse::End { group: end })?;
+            self.send(slot, Out::Data(data));
+        }
+        if idle && let Some(st) = self.serves.remove(&serve) {
+            self.send(st.slot, Out::Fin);
+            self.stop(st.slot, ErrorCode::Cancel);
+        }
+        Ok(())
+    }
+
+    /// Answers a TRACK request with TRACK_INFO and FIN.
+    pub fn answer_track(
+        &mut self,
+        request: TrackServeId,
+        info: TrackInfo,
+    ) -> Result<(), SessionError> {
+        if !matches!(
+            self.slots.get(&request.0).map(|s| &s.kind),
+            Some(Kind::TrackIn { asked: true, .. })
+        ) {
+            return Err(SessionError::Unknown {
+                what: "track request",
+                id: request.0,
+            });
+        }
+        let data = self.encode(&info)?;
+        self.send(request.0, Out::Data(data));
+        self.send(request.0, Out::Fin);
+        Ok(())
+    }
+
+    /// Rejects a TRACK request: `Unroutable` (no broadcast) or `NotFound` (no track).
+    pub fn reject_track(
+        &mut self,
+        request: TrackServeId,
+        code: ErrorCode,
+    ) -> Result<(), SessionError> {
+        if !matches!(
+            self.slots.get(&request.0).map(|s| &s.kind),
+            Some(Kind::TrackIn { asked: true, .. })
+        ) {
+            return Err(SessionError::Unknown {
+                what: "track request",
+                id: request.0,
+            });
+        }
+        self.send(request.0, Out::Reset(code));
+        self.stop(request.0, ErrorCode::Cancel);
+        Ok(())
+    }
+
+    /// Sends a whole single-frame group as a datagram (05). The body is at most 1200 bytes.
+    pub fn send_datagram(
+        &mut self,
+        serve: ServeId,
+        sequence: u64,
+        timestamp: u64,
+        payload: &Bytes,
+    ) -> Result<(), SessionError> {
+        let v = self.cfg.version;
+        if !v.is_05_or_later() {
+            return Err(SessionError::NotInVersion {
+                what: "DATAGRAM",
+                version: v,
+            });
+        }
+        self.serve_mut(serve)?;
+        let mut buf = BytesMut::with_capacity(24 + payload.len());
+        Datagram {
+            subscribe_id: serve.0,
+            group: sequence,
+            timestamp,
+            payload: payload.clone(),
+        }
+        .encode(v, &mut buf)?;
+        self.push_action(Action::SendDatagram { data: buf.freeze() });
+        Ok(())
+    }
+
+    /// Opens a Goaway stream (04/05): the peer should stop opening streams and migrate to
+    /// `uri` if it is not empty.
+    pub fn go_away(&mut self, uri: &str) -> Result<(), SessionError> {
+        if self.closed {
+            return Err(SessionError::Closed);
+        }
+        let data = self.encode_typed(
+            BidiType::GoAway.id(),
+            &GoAway {
+                uri: uri.to_owned(),
+            },
+        )?;
+        let slot = self.new_local(
+            Kind::Drain {
+                reader: MessageReader::new(),
+                goaway: false,
+            },
+            true,
+            CONTROL_PRIORITY,
+        )?;
+        self.send(slot, Out::Data(data));
+        Ok(())
+    }
+
+    /// Number of streams tracked (for metrics and leak tests).
+    pub fn stream_count(&self) -> usize {
+        self.slots.len()
+    }
+}

@@ -1,0 +1,859 @@
+//! In-memory simulations: a relay-side (server) and a client-side session wired together
+//! by a fake transport that assigns stream IDs and delivers bytes in chosen chunk sizes.
+//! They run announce → subscribe → groups → end on every version, plus late join and a
+//! publisher that vanishes mid-group.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use proto::session::*;
+use proto::*;
+
+const RELAY_HOP: u64 = 9;
+const CLIENT_HOP: u64 = 77;
+
+struct Net {
+    s: [Session; 2],
+    next_stream: u64,
+    /// Chunk size for delivering writes (exercises partial-message buffering).
+    chunk: usize,
+    closed: [Option<ErrorCode>; 2],
+    /// All bytes written by each side, to check payload sharing.
+    writes: [Vec<Bytes>; 2],
+    events: [Vec<Event>; 2],
+    opened: HashMap<u64, bool>,
+}
+
+const RELAY: usize = 0;
+const CLIENT: usize = 1;
+
+impl Net {
+    fn new(v: Version, chunk: usize) -> Net {
+        let relay = Session::new(Config {
+            version: v,
+            perspective: Perspective::Server,
+            hop_id: RELAY_HOP,
+            setup_path: None,
+            setup_role: None,
+        });
+        let client = Session::new(Config {
+            version: v,
+            perspective: Perspective::Client,
+            hop_id: CLIENT_HOP,
+            setup_path: Some("/anon".into()),
+            setup_role: None,
+        });
+        let mut n = Net {
+            s: [relay, client],
+            next_stream: 0,
+            chunk,
+            closed: [None, None],
+            writes: [vec![], vec![]],
+            events: [vec![], vec![]],
+            opened: HashMap::new(),
+        };
+        n.run();
+        n
+    }
+
+    /// Delivers actions until both sides are quiet (bounded).
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            let mut progressed = false;
+            for side in [RELAY, CLIENT] {
+                let peer = 1 - side;
+                while let Some(a) = self.s[side].poll_action() {
+                    progressed = true;
+                    if std::env::var("NETDBG").is_ok() {
+                        eprintln!("{side} {a:?}");
+                    }
+                    match a {
+                        Action::OpenUni { token, .. } | Action::OpenBi { token, .. } => {
+                            let bidi = matches!(a, Action::OpenBi { .. });
+                            let id = StreamId(self.next_stream);
+                            self.next_stream += 1;
+                            self.s[side].on_stream_bound(token, id);
+                            self.opened.insert(id.0, bidi);
+                            self.s[peer].on_stream_opened(id, bidi);
+                        }
+                        Action::Write { stream, data } => {
+                            self.writes[side].push(data.clone());
+                            let mut rest = data;
+                            while !rest.is_empty() {
+                                let c = rest.split_to(self.chunk.min(rest.len()));
+                                self.s[peer].on_stream_data(stream, c);
+                            }
+                        }
+                        Action::Finish { stream } => self.s[peer].on_stream_finished(stream),
+                        Action::Reset { stream, code } => {
+                            self.s[peer].on_stream_reset(stream, code)
+                        }
+                        Action::StopSending { stream, code } => {
+                            self.s[peer].on_stop_sending(stream, code)
+                        }
+                        Action::SendDatagram { data } => self.s[peer].on_datagram(data),
+                        Action::Close { code, .. } => {
+                            self.closed[side] = Some(code);
+                            self.s[peer].on_connection_closed(code);
+                        }
+                    }
+                }
+                while let Some(e) = self.s[side].poll_event() {
+                    progressed = true;
+                    self.events[side].push(e);
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+        panic!("simulation did not settle");
+    }
+
+    fn take(&mut self, side: usize) -> Vec<Event> {
+        std::mem::take(&mut self.events[side])
+    }
+}
+
+fn versions() -> [Version; 3] {
+    [Version::Lite03, Version::Lite04, Version::Lite05]
+}
+
+fn frames_of(events: &[Event]) -> Vec<(u64, Option<u64>, Bytes)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Frame {
+                sequence,
+                timestamp,
+                payload,
+                ..
+            } => Some((*sequence, *timestamp, payload.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The expected hop chain a client sees for a broadcast the relay publishes locally.
+fn chain_for(v: Version) -> Vec<u64> {
+    match v {
+        Version::Lite03 => vec![0], // count only: the relay counts itself
+        _ => vec![RELAY_HOP],
+    }
+}
+
+#[test]
+fn announce_subscribe_groups_end_on_every_version() {
+    for v in versions() {
+        for chunk in [1, 3, 1500] {
+            let mut n = Net::new(v, chunk);
+            if v == Version::Lite05 {
+                // Each side receives the other's SETUP; the client's carries path and origin.
+                let setup = n.take(RELAY);
+                assert!(
+                    matches!(&setup[..], [Event::Setup(s)] if s.path.as_deref() == Some("/anon") && s.origin == Some(CLIENT_HOP))
+                );
+                assert!(
+                    matches!(&n.take(CLIENT)[..], [Event::Setup(s)] if s.origin == Some(RELAY_HOP) && s.path.is_none())
+                );
+            }
+            n.s[RELAY].announce("/room/alice/", &[]).unwrap();
+            let interest = n.s[CLIENT].announce_interest("room").unwrap();
+            n.run();
+            assert_eq!(
+                n.take(RELAY),
+                vec![Event::AnnounceInterest {
+                    prefix: "room".into(),
+                    exclude_hop: if v == Version::Lite03 { 0 } else { CLIENT_HOP }
+                }]
+            );
+            assert_eq!(
+                n.take(CLIENT),
+                vec![Event::Announced {
+                    interest,
+                    path: "room/alice".into(),
+                    hops: chain_for(v)
+                }],
+                "{v} chunk {chunk}"
+            );
+
+            if v == Version::Lite05 {
+                let req = n.s[CLIENT].request_track("room/alice", "video").unwrap();
+                n.run();
+                let Event::TrackRequested {
+                    request,
+                    broadcast,
+                    track,
+                } = n.take(RELAY).remove(0)
+                else {
+                    panic!()
+                };
+                assert_eq!(
+                    (broadcast.as_str(), track.as_str()),
+                    ("room/alice", "video")
+                );
+                n.s[RELAY]
+                    .answer_track(request, TrackInfo::DEFAULT)
+                    .unwrap();
+                n.run();
+                assert_eq!(
+                    n.take(CLIENT),
+                    vec![Event::TrackInfo {
+                        request: req,
+                        info: Ok(TrackInfo::DEFAULT)
+                    }]
+                );
+            }
+
+            let sub = n.s[CLIENT]
+                .subscribe("room/alice", "video", 2, None, None)
+                .unwrap();
+            n.run();
+            let Event::SubscribeRequested { serve, request } = n.take(RELAY).remove(0) else {
+                panic!()
+            };
+            assert_eq!(
+                (
+                    request.broadcast.as_str(),
+                    request.track.as_str(),
+                    request.priority
+                ),
+                ("room/alice", "video", 2)
+            );
+            n.s[RELAY].accept_subscribe(serve).unwrap();
+            n.run();
+            if v != Version::Lite05 {
+                // 03/04: SUBSCRIBE_OK comes first and at once.
+                assert!(
+                    matches!(&n.take(CLIENT)[..], [Event::SubscribeResponse { response: SubscribeResponse::Ok(ok), .. }] if ok.priority == 2)
+                );
+            } else {
+                assert!(
+                    n.take(CLIENT).is_empty(),
+                    "05 sends SUBSCRIBE_START with the first group"
+                );
+            }
+
+            let payloads = [
+                Bytes::from_static(b"abc"),
+                Bytes::from(vec![7u8; 3000]),
+                Bytes::new(),
+            ];
+            for seq in 0..2u64 {
+                let g = n.s[RELAY].start_group(serve, seq).unwrap();
+                for (i, p) in payloads.iter().enumerate() {
+                    n.s[RELAY]
+                        .write_frame(g, 1000 * seq + 33 * i as u64, p.clone())
+                        .unwrap();
+                }
+                n.s[RELAY].end_group(g).unwrap();
+            }
+            n.s[RELAY].end_subscription(serve, 2).unwrap();
+            n.run();
+            let ev = n.take(CLIENT);
+            let frames = frames_of(&ev);
+            assert_eq!(frames.len(), 6, "{v} chunk {chunk}: {ev:?}");
+            for (k, (seq, ts, p)) in frames.iter().enumerate() {
+                assert_eq!(*seq, k as u64 / 3);
+                assert_eq!(p, &payloads[k % 3]);
+                let want_ts = (v == Version::Lite05).then_some(1000 * seq + 33 * (k as u64 % 3));
+                assert_eq!(*ts, want_ts);
+            }
+            assert_eq!(
+                ev.iter()
+                    .filter(|e| matches!(e, Event::GroupStarted { .. }))
+                    .count(),
+                2
+            );
+            assert_eq!(
+                ev.iter()
+                    .filter(|e| matches!(e, Event::GroupEnded { .. }))
+                    .count(),
+                2
+            );
+            if v == Version::Lite05 {
+                assert!(ev.contains(&Event::SubscribeResponse {
+                    subscription: sub,
+                    response: SubscribeResponse::Start { group: 0 }
+                }));
+                assert!(ev.contains(&Event::SubscribeResponse {
+                    subscription: sub,
+                    response: SubscribeResponse::End { group: 2 }
+                }));
+            }
+            assert_eq!(
+                ev.last(),
+                Some(&Event::SubscriptionClosed {
+                    subscription: sub,
+                    code: None
+                })
+            );
+
+            n.s[RELAY].unannounce("room/alice").unwrap();
+            n.run();
+            assert_eq!(
+                n.take(CLIENT),
+                vec![Event::Unannounced {
+                    interest,
+                    path: "room/alice".into()
+                }]
+            );
+            n.s[CLIENT].stop_interest(interest).unwrap();
+            n.run();
+            assert_eq!(n.closed, [None, None]);
+            // Every transaction finished: no stream state is left on either side.
+            assert_eq!(n.s[RELAY].stream_count(), 0, "{v}: relay leaked streams");
+            assert_eq!(n.s[CLIENT].stream_count(), 0, "{v}: client leaked streams");
+        }
+    }
+}
+
+#[test]
+fn frame_payloads_are_written_without_copying() {
+    let mut n = Net::new(Version::Lite05, 1500);
+    n.s[RELAY].announce("a", &[]).unwrap();
+    let _ = n.s[CLIENT].subscribe("a", "t", 0, None, None).unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    let payload = Bytes::from(vec![1u8; 1024]);
+    let g = n.s[RELAY].start_group(serve, 0).unwrap();
+    n.s[RELAY].write_frame(g, 0, payload.clone()).unwrap();
+    n.run();
+    assert!(
+        n.writes[RELAY]
+            .iter()
+            .any(|w| w.as_ptr() == payload.as_ptr() && w.len() == payload.len())
+    );
+    // The receiver gets a slice of the chunk it was handed, not a copy.
+    let frames = frames_of(&n.take(CLIENT));
+    assert_eq!(frames[0].2, payload);
+}
+
+#[test]
+fn late_joiner_receives_the_current_group_from_its_first_frame() {
+    for v in versions() {
+        // One relay, two viewers (two connections). The relay application replays its cached
+        // frames of the in-progress group to the late viewer, sharing the same Bytes.
+        let mut early = Net::new(v, 7);
+        let mut late = Net::new(v, 7);
+        let cache: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 100])).collect();
+        let sub_early = early.s[CLIENT]
+            .subscribe("b", "video", 1, None, None)
+            .unwrap();
+        early.run();
+        let Some(Event::SubscribeRequested { serve: se, .. }) = early
+            .take(RELAY)
+            .into_iter()
+            .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+        else {
+            panic!()
+        };
+        let g_early = early.s[RELAY].start_group(se, 5).unwrap();
+        for (i, p) in cache[..2].iter().enumerate() {
+            early.s[RELAY]
+                .write_frame(g_early, i as u64, p.clone())
+                .unwrap();
+        }
+        early.run();
+
+        // The late viewer asks for "latest" mid-group 5 and gets group 5 from frame 0.
+        let sub_late = late.s[CLIENT]
+            .subscribe("b", "video", 1, None, None)
+            .unwrap();
+        late.run();
+        let Some(Event::SubscribeRequested { serve: sl, request }) = late
+            .take(RELAY)
+            .into_iter()
+            .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+        else {
+            panic!()
+        };
+        assert_eq!(request.start, None);
+        let g_late = late.s[RELAY].start_group(sl, 5).unwrap();
+        for (i, p) in cache[..2].iter().enumerate() {
+            late.s[RELAY]
+                .write_frame(g_late, i as u64, p.clone())
+                .unwrap();
+        }
+        // Live frame 2 goes to both.
+        early.s[RELAY]
+            .write_frame(g_early, 2, cache[2].clone())
+            .unwrap();
+        late.s[RELAY]
+            .write_frame(g_late, 2, cache[2].clone())
+            .unwrap();
+        early.s[RELAY].end_group(g_early).unwrap();
+        late.s[RELAY].end_group(g_late).unwrap();
+        early.run();
+        late.run();
+        for (net, sub) in [(&mut early, sub_early), (&mut late, sub_late)] {
+            let ev = net.take(CLIENT);
+            let frames = frames_of(&ev);
+            assert_eq!(
+                frames.iter().map(|f| f.2.clone()).collect::<Vec<_>>(),
+                cache,
+                "{v}"
+            );
+            assert!(frames.iter().all(|f| f.0 == 5));
+            assert!(ev.contains(&Event::GroupStarted {
+                subscription: sub,
+                sequence: 5
+            }));
+            assert!(ev.contains(&Event::GroupEnded {
+                subscription: sub,
+                sequence: 5
+            }));
+            if v == Version::Lite05 {
+                assert!(ev.contains(&Event::SubscribeResponse {
+                    subscription: sub,
+                    response: SubscribeResponse::Start { group: 5 }
+                }));
+            }
+        }
+    }
+}
+
+/// The client publishes, the relay subscribes to it (the ingest direction).
+fn ingest(v: Version) -> (Net, InterestId, SubscriptionId, ServeId) {
+    let mut n = Net::new(v, 5);
+    n.take(RELAY);
+    n.take(CLIENT);
+    n.s[CLIENT].announce("cam", &[]).unwrap();
+    let interest = n.s[RELAY].announce_interest("").unwrap();
+    n.run();
+    let ev = n.take(RELAY);
+    let hops = if v == Version::Lite03 {
+        vec![0]
+    } else {
+        vec![CLIENT_HOP]
+    };
+    assert_eq!(
+        ev,
+        vec![Event::Announced {
+            interest,
+            path: "cam".into(),
+            hops
+        }],
+        "{v}"
+    );
+    let sub = n.s[RELAY].subscribe("cam", "video", 0, None, None).unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(CLIENT)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    (n, interest, sub, serve)
+}
+
+#[test]
+fn publisher_that_vanishes_mid_group_ends_everything_on_the_relay() {
+    for v in versions() {
+        let (mut n, interest, sub, serve) = ingest(v);
+        let g = n.s[CLIENT].start_group(serve, 0).unwrap();
+        n.s[CLIENT]
+            .write_frame(g, 0, Bytes::from_static(b"key"))
+            .unwrap();
+        n.run();
+        // Half a frame reaches the relay, then the connection dies.
+        n.s[CLIENT]
+            .write_frame(g, 1, Bytes::from(vec![0u8; 100]))
+            .unwrap();
+        let mut half = Vec::new();
+        while let Some(a) = n.s[CLIENT].poll_action() {
+            half.push(a);
+        }
+        if let Some(Action::Write { stream, data }) = half.into_iter().next() {
+            n.s[RELAY].on_stream_data(stream, data); // the frame header only
+        }
+        n.s[RELAY].on_connection_closed(ErrorCode::Transport);
+        n.run();
+        let ev = n.take(RELAY);
+        assert!(ev.contains(&Event::Frame {
+            subscription: sub,
+            sequence: 0,
+            timestamp: (v == Version::Lite05).then_some(0),
+            payload: Bytes::from_static(b"key")
+        }));
+        assert!(
+            ev.contains(&Event::GroupAborted {
+                subscription: sub,
+                sequence: 0,
+                code: ErrorCode::Transport
+            }),
+            "{v}: {ev:?}"
+        );
+        assert!(ev.contains(&Event::SubscriptionClosed {
+            subscription: sub,
+            code: Some(ErrorCode::Transport)
+        }));
+        assert!(ev.contains(&Event::Unannounced {
+            interest,
+            path: "cam".into()
+        }));
+        assert!(
+            !ev.iter()
+                .any(|e| matches!(e, Event::Frame { payload, .. } if payload.len() == 100))
+        );
+        assert!(n.s[RELAY].is_closed());
+        assert_eq!(n.s[RELAY].stream_count(), 0);
+    }
+}
+
+#[test]
+fn publisher_reset_of_one_group_keeps_the_subscription() {
+    for v in versions() {
+        let (mut n, _interest, sub, serve) = ingest(v);
+        let g0 = n.s[CLIENT].start_group(serve, 0).unwrap();
+        n.s[CLIENT]
+            .write_frame(g0, 0, Bytes::from_static(b"x"))
+            .unwrap();
+        n.s[CLIENT].abort_group(g0, ErrorCode::Dropped).unwrap();
+        let g1 = n.s[CLIENT].start_group(serve, 1).unwrap();
+        n.s[CLIENT]
+            .write_frame(g1, 5, Bytes::from_static(b"y"))
+            .unwrap();
+        n.s[CLIENT].end_group(g1).unwrap();
+        n.run();
+        let ev = n.take(RELAY);
+        assert!(
+            ev.contains(&Event::GroupAborted {
+                subscription: sub,
+                sequence: 0,
+                code: ErrorCode::Dropped
+            }),
+            "{v}"
+        );
+        assert!(ev.contains(&Event::GroupEnded {
+            subscription: sub,
+            sequence: 1
+        }));
+        assert!(
+            !ev.iter()
+                .any(|e| matches!(e, Event::SubscriptionClosed { .. }))
+        );
+    }
+}
+
+#[test]
+fn subscriber_unsubscribe_resets_open_groups_and_reports_cancel() {
+    for v in versions() {
+        let mut n = Net::new(v, 64);
+        let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+        n.run();
+        let Some(Event::SubscribeRequested { serve, .. }) = n
+            .take(RELAY)
+            .into_iter()
+            .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+        else {
+            panic!()
+        };
+        let g = n.s[RELAY].start_group(serve, 3).unwrap();
+        n.s[RELAY]
+            .write_frame(g, 0, Bytes::from_static(b"a"))
+            .unwrap();
+        n.run();
+        n.s[CLIENT].unsubscribe(sub).unwrap();
+        n.run();
+        let ev = n.take(RELAY);
+        assert!(
+            ev.contains(&Event::SubscribeCancelled { serve, code: None }),
+            "{v}: {ev:?}"
+        );
+        // Writing after the cancel is refused: the group is gone.
+        assert!(
+            n.s[RELAY]
+                .write_frame(g, 1, Bytes::from_static(b"b"))
+                .is_err()
+        );
+        n.run();
+        assert_eq!(n.s[RELAY].stream_count(), 0);
+        assert_eq!(n.s[CLIENT].stream_count(), 0);
+    }
+}
+
+#[test]
+fn rejected_subscribe_and_track_surface_the_code() {
+    let mut n = Net::new(Version::Lite05, 64);
+    let sub = n.s[CLIENT].subscribe("nobody", "t", 0, None, None).unwrap();
+    let req = n.s[CLIENT].request_track("nobody", "t").unwrap();
+    n.run();
+    for e in n.take(RELAY) {
+        match e {
+            Event::SubscribeRequested { serve, .. } => n.s[RELAY]
+                .reject_subscribe(serve, ErrorCode::Unroutable)
+                .unwrap(),
+            Event::TrackRequested { request, .. } => n.s[RELAY]
+                .reject_track(request, ErrorCode::NotFound)
+                .unwrap(),
+            _ => {}
+        }
+    }
+    n.run();
+    let ev = n.take(CLIENT);
+    assert!(ev.contains(&Event::SubscriptionClosed {
+        subscription: sub,
+        code: Some(ErrorCode::Unroutable)
+    }));
+    assert!(ev.contains(&Event::TrackInfo {
+        request: req,
+        info: Err(ErrorCode::NotFound)
+    }));
+}
+
+#[test]
+fn exclude_hop_and_prefix_filter_what_is_announced() {
+    for v in [Version::Lite04, Version::Lite05] {
+        let mut n = Net::new(v, 64);
+        n.take(CLIENT);
+        // A broadcast that came through the client itself is never sent back to it.
+        n.s[RELAY].announce("room/echo", &[CLIENT_HOP, 5]).unwrap();
+        n.s[RELAY].announce("room/bob", &[5]).unwrap();
+        n.s[RELAY].announce("roomy", &[]).unwrap();
+        let i = n.s[CLIENT].announce_interest("room").unwrap();
+        n.run();
+        let ev = n.take(CLIENT);
+        // 05 sends the stored chain and the receiver appends the ANNOUNCE_OK hop; 04 appends
+        // the sender's ID on the wire. Both end up with the same full chain.
+        let want_hops = vec![5, RELAY_HOP];
+        assert_eq!(
+            ev,
+            vec![Event::Announced {
+                interest: i,
+                path: "room/bob".into(),
+                hops: want_hops
+            }],
+            "{v}"
+        );
+        // A later announce reaches the open interest; a 05 repeat is a replace.
+        n.s[RELAY].announce("room/carol", &[]).unwrap();
+        n.s[RELAY].announce("room/carol", &[6]).unwrap();
+        n.run();
+        let ev = n.take(CLIENT);
+        let carol: Vec<_> = ev
+            .iter()
+            .filter(|e| matches!(e, Event::Announced { path, .. } if path == "room/carol"))
+            .collect();
+        assert_eq!(carol.len(), 2, "{v}: {ev:?}");
+        assert_eq!(n.closed, [None, None]);
+    }
+}
+
+#[test]
+fn duplicate_active_closes_03_04_sessions_but_replaces_on_05() {
+    for v in versions() {
+        let mut n = Net::new(v, 64);
+        let _i = n.s[RELAY].announce_interest("").unwrap();
+        n.run();
+        // Hand-craft the peer side: find the Announce stream the relay opened and answer it.
+        let stream = StreamId(n.next_stream - 1);
+        // (On 05 the client session already answered with ANNOUNCE_OK.)
+        let mut buf = bytes::BytesMut::new();
+        let a = Announce {
+            status: AnnounceStatus::Active,
+            suffix: "x".into(),
+            hops: vec![0],
+        };
+        a.encode(v, &mut buf).unwrap();
+        a.encode(v, &mut buf).unwrap();
+        n.s[RELAY].on_stream_data(stream, buf.freeze());
+        n.run();
+        let announced = n
+            .take(RELAY)
+            .iter()
+            .filter(|e| matches!(e, Event::Announced { .. }))
+            .count();
+        if v == Version::Lite05 {
+            assert_eq!(announced, 2);
+            assert_eq!(n.closed[RELAY], None);
+        } else {
+            assert_eq!(n.closed[RELAY], Some(ErrorCode::Duplicate), "{v}");
+        }
+    }
+}
+
+#[test]
+fn reflected_announcement_is_dropped_by_loop_rule() {
+    let v = Version::Lite04;
+    let mut n = Net::new(v, 64);
+    let _i = n.s[RELAY].announce_interest("").unwrap();
+    n.run();
+    let stream = StreamId(n.next_stream - 1);
+    let mut buf = bytes::BytesMut::new();
+    Announce {
+        status: AnnounceStatus::Active,
+        suffix: "loop".into(),
+        hops: vec![RELAY_HOP, 4],
+    }
+    .encode(v, &mut buf)
+    .unwrap();
+    n.s[RELAY].on_stream_data(stream, buf.freeze());
+    n.run();
+    assert!(n.take(RELAY).is_empty());
+}
+
+#[test]
+fn malformed_and_unknown_streams_do_not_kill_the_session() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    n.take(RELAY);
+    // Unknown bidi type 0x9: reset with Cancel; unknown uni type: stopped.
+    n.s[RELAY].on_stream_opened(StreamId(1000), true);
+    n.s[RELAY].on_stream_data(StreamId(1000), Bytes::from_static(&[0x09, 1, 2]));
+    n.s[RELAY].on_stream_opened(StreamId(1001), false);
+    n.s[RELAY].on_stream_data(StreamId(1001), Bytes::from_static(&[0x07]));
+    // A SUBSCRIBE with a bad body: reset with Decode.
+    n.s[RELAY].on_stream_opened(StreamId(1002), true);
+    n.s[RELAY].on_stream_data(
+        StreamId(1002),
+        Bytes::from_static(&[0x02, 0x02, 0x00, 0x05]),
+    );
+    let mut acts = Vec::new();
+    while let Some(a) = n.s[RELAY].poll_action() {
+        acts.push(a);
+    }
+    assert!(acts.contains(&Action::Reset {
+        stream: StreamId(1000),
+        code: ErrorCode::Cancel
+    }));
+    assert!(acts.contains(&Action::StopSending {
+        stream: StreamId(1001),
+        code: ErrorCode::UnexpectedStream
+    }));
+    assert!(acts.contains(&Action::Reset {
+        stream: StreamId(1002),
+        code: ErrorCode::Decode
+    }));
+    assert!(!n.s[RELAY].is_closed());
+    assert_eq!(n.s[RELAY].stream_count(), 0);
+}
+
+#[test]
+fn groups_for_unknown_subscriptions_are_stopped_with_cancel() {
+    let v = Version::Lite04;
+    let mut n = Net::new(v, 64);
+    n.s[CLIENT].on_stream_opened(StreamId(500), false);
+    n.s[CLIENT].on_stream_data(
+        StreamId(500),
+        Bytes::from_static(&[0x00, 0x02, 0x2a, 0x01, 0x01, b'z']),
+    );
+    let a = n.s[CLIENT].poll_action();
+    assert_eq!(
+        a,
+        Some(Action::StopSending {
+            stream: StreamId(500),
+            code: ErrorCode::Cancel
+        })
+    );
+    assert!(n.s[CLIENT].poll_event().is_none());
+}
+
+#[test]
+fn second_setup_closes_the_session() {
+    let mut n = Net::new(Version::Lite05, 64);
+    n.s[RELAY].on_stream_opened(StreamId(900), false);
+    n.s[RELAY].on_stream_data(StreamId(900), Bytes::from_static(&[0x01, 0x01, 0x00]));
+    n.run();
+    assert_eq!(n.closed[RELAY], Some(ErrorCode::ProtocolViolation));
+}
+
+#[test]
+fn stream_opened_later_flushes_queued_writes_in_order() {
+    // The transport may bind the ID after the application already wrote frames.
+    let v = Version::Lite04;
+    let mut n = Net::new(v, 64);
+    let _sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    n.s[RELAY].accept_subscribe(serve).unwrap();
+    let g = n.s[RELAY].start_group(serve, 0).unwrap();
+    n.s[RELAY]
+        .write_frame(g, 0, Bytes::from_static(b"one"))
+        .unwrap();
+    n.s[RELAY]
+        .write_frame(g, 0, Bytes::from_static(b"two"))
+        .unwrap();
+    n.s[RELAY].end_group(g).unwrap();
+    n.run();
+    let frames: Vec<Bytes> = frames_of(&n.take(CLIENT))
+        .into_iter()
+        .map(|f| f.2)
+        .collect();
+    assert_eq!(
+        frames,
+        vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+    );
+}
+
+#[test]
+fn datagrams_reach_known_subscriptions_only() {
+    let mut n = Net::new(Version::Lite05, 64);
+    n.take(CLIENT);
+    let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    n.s[RELAY]
+        .send_datagram(serve, 4, 90, &Bytes::from_static(b"hi"))
+        .unwrap();
+    assert!(
+        n.s[RELAY]
+            .send_datagram(serve, 5, 91, &Bytes::from(vec![0u8; 1200]))
+            .is_err()
+    );
+    let Some(Action::SendDatagram { data }) = n.s[RELAY].poll_action() else {
+        panic!()
+    };
+    n.s[CLIENT].on_datagram(data.clone());
+    // Unknown subscription and garbage: dropped.
+    n.s[CLIENT].on_datagram(Bytes::from_static(&[0x3f, 1, 1, 1]));
+    n.s[CLIENT].on_datagram(Bytes::from_static(&[0xff]));
+    n.run();
+    let ev = n.take(CLIENT);
+    assert_eq!(
+        ev,
+        vec![Event::Datagram {
+            subscription: sub,
+            sequence: 4,
+            timestamp: 90,
+            payload: Bytes::from_static(b"hi")
+        }]
+    );
+}
+
+#[test]
+fn goaway_reaches_the_peer() {
+    for v in [Version::Lite04, Version::Lite05] {
+        let mut n = Net::new(v, 2);
+        n.take(CLIENT);
+        n.s[RELAY].go_away("https://other.example/").unwrap();
+        n.run();
+        assert_eq!(
+            n.take(CLIENT),
+            vec![Event::GoAway {
+                uri: "https://other.example/".into()
+            }]
+        );
+    }
+    let mut n = Net::new(Version::Lite03, 2);
+    assert!(n.s[RELAY].go_away("").is_err());
+}
