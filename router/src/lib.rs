@@ -1,1 +1,233 @@
-//! Broadcast model, cache and cross-core fanout. Filled in by the router issue.
+//! Broadcast model, cache and cross-core fanout for moq-relayd. It owns the announce
+//! table replicas, tracks, group caches and subscriber queues of every shard, and the
+//! SPSC rings between shards. It must never know the wire format, read a clock, take a
+//! lock, block a publisher, or copy a payload: frames move as refcounted `Bytes`, time
+//! comes in as `now`.
+//!
+//! Shape: [`Router::build`] returns one [`Shard`] per worker (plus one for the upstream
+//! core). Each `Shard` is moved into its thread and used from there only. A broadcast is
+//! owned by the shard of its publisher; every shard keeps a replica of the announce table;
+//! a subscriber on another shard is served through one replica track per shard, fed by
+//! one ring push per frame.
+//!
+//! The embedding loop, per iteration:
+//! `shard.poll(now)` → run sessions (publish, subscribe, drain deliveries) →
+//! `shard.flush()` → `if shard.prepare_park() { sleep until the doorbell, I/O or
+//! shard.next_deadline() }`.
+
+mod cache;
+pub mod park;
+pub mod ring;
+mod shard;
+mod slab;
+mod subscriber;
+mod sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use shard::{Router, Shard, Stats};
+
+/// Shards are addressed by bit in a `u64` interest set in places, and each ordered pair
+/// owns a ring: 64 cores is beyond this daemon's target machines.
+pub const MAX_SHARDS: usize = 64;
+
+/// Wakes a parked shard's loop. Implemented by the embedding loop (eventfd / MSG_RING in
+/// the io_uring worker, `Thread::unpark` in tests). Rung only when the target declared
+/// itself parked, at most once per producer iteration per target.
+pub trait Doorbell: Send + Sync {
+    fn ring(&self);
+}
+
+/// Limits and timings of the router; every bound the router uses comes from here or from
+/// a named constant.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Messages per ordered shard pair ring (rounded up to a power of two).
+    pub ring_capacity: usize,
+    /// Bytes queued per local subscriber before its oldest groups are dropped.
+    pub subscriber_max_bytes: usize,
+    /// Groups cached per track (the newest is always kept).
+    pub cache_max_groups: usize,
+    /// Bytes cached per track.
+    pub cache_max_bytes: usize,
+    /// How long an abruptly lost broadcast stays announced, waiting for its publisher.
+    pub linger: Duration,
+    /// Broadcasts owned per shard.
+    pub max_broadcasts: usize,
+    /// Tracks per shard, owned and replicas together.
+    pub max_tracks: usize,
+    /// Local subscribers per shard.
+    pub max_subscribers: usize,
+    /// Open announce queries per shard.
+    pub max_queries: usize,
+    /// Events queued per announce query before it reports `Lagged`.
+    pub query_max_events: usize,
+    /// Control messages waiting per peer when its ring is full.
+    pub outbox_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ring_capacity: 8192,
+            subscriber_max_bytes: 4 << 20,
+            cache_max_groups: 4,
+            cache_max_bytes: 16 << 20,
+            linger: Duration::from_secs(5),
+            max_broadcasts: 4096,
+            max_tracks: 1 << 16,
+            max_subscribers: 1 << 16,
+            max_queries: 4096,
+            query_max_events: 1024,
+            outbox_max: 1 << 16,
+        }
+    }
+}
+
+/// Track properties set by its publisher and immutable for the track's life (moq-lite
+/// TRACK_INFO / SUBSCRIBE_OK values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub priority: u8,
+    pub ordered: bool,
+    pub max_latency: Duration,
+    pub timescale: u64,
+}
+
+impl Default for TrackInfo {
+    /// moq-dev's defaults for a track that came without TRACK_INFO.
+    fn default() -> Self {
+        Self {
+            priority: 0,
+            ordered: false,
+            max_latency: Duration::from_millis(5000),
+            timescale: 1000,
+        }
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(pub(crate) slab::Key);
+    };
+}
+id_type!(
+    /// A broadcast owned by this shard.
+    BroadcastId
+);
+id_type!(
+    /// A track owned by this shard.
+    TrackId
+);
+id_type!(
+    /// A local subscription on this shard.
+    SubscriberId
+);
+id_type!(
+    /// A live announce query on this shard.
+    QueryId
+);
+
+/// What a subscriber receives, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The track exists; the session may send SUBSCRIBE_OK / TRACK_INFO.
+    Ready(TrackInfo),
+    /// The publisher does not have this track (reset 13); nothing follows.
+    NotFound,
+    /// A group begins: open its stream.
+    GroupStart { group: u64 },
+    Frame { group: u64, payload: Bytes },
+    /// The group is complete: FIN its stream.
+    GroupEnd { group: u64 },
+    /// Reset every open stream of a group below `below`: those groups were dropped
+    /// (slow subscriber, slow shard, or lost publisher).
+    GroupsDropped { below: u64 },
+    /// No group at or past `end` will come (exclusive, moq-lite SUBSCRIBE_END); nothing
+    /// follows.
+    TrackEnded { end: u64 },
+}
+
+impl Delivery {
+    pub(crate) fn group(&self) -> Option<u64> {
+        match self {
+            Delivery::GroupStart { group }
+            | Delivery::Frame { group, .. }
+            | Delivery::GroupEnd { group } => Some(*group),
+            _ => None,
+        }
+    }
+}
+
+/// Demand changes the publishing session acts on (open or close its upstream
+/// subscription for a track).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublisherEvent {
+    /// A subscriber wants this track: subscribe upstream, then `publish_track` (or
+    /// `reject_track`).
+    TrackWanted {
+        broadcast: BroadcastId,
+        track: TrackId,
+        name: Arc<str>,
+    },
+    /// Nobody reads this track any more: the upstream subscription may be closed.
+    TrackUnused {
+        broadcast: BroadcastId,
+        track: TrackId,
+    },
+}
+
+/// A change in the announce table under a query's prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnnounceEvent {
+    /// The path is announced, or its route changed (re-advertise).
+    Active(Arc<str>),
+    Ended(Arc<str>),
+    /// Events were lost because the query was not drained; take a fresh snapshot with
+    /// `Shard::announced`.
+    Lagged,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouterError {
+    #[error("invalid router config: {0}")]
+    Config(&'static str),
+    #[error("broadcast {path:?} is not announced")]
+    Unroutable { path: String },
+    #[error("broadcast {path:?} is already published on this shard")]
+    Duplicate { path: String },
+    #[error("unknown or ended broadcast id")]
+    UnknownBroadcast,
+    #[error("unknown or ended track id")]
+    UnknownTrack,
+    #[error("unknown subscriber id")]
+    UnknownSubscriber,
+    #[error("unknown query id")]
+    UnknownQuery,
+    #[error("group {group} of track {track:?} already exists")]
+    DuplicateGroup { track: String, group: u64 },
+    #[error("group {group} of track {track:?} is not open")]
+    GroupNotOpen { track: String, group: u64 },
+    #[error("{what} limit of {limit} reached on shard {shard}")]
+    Limit {
+        what: &'static str,
+        limit: usize,
+        shard: usize,
+    },
+    #[error("shard {peer} is not draining its ring: {pending} control messages waiting")]
+    Backlogged { peer: usize, pending: usize },
+}
+
+/// Segment-aware prefix test of moq-lite (section 8.1): `room` matches `room` and
+/// `room/alice` but not `roomy`. Paths are expected normalized.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}

@@ -1,0 +1,1415 @@
+//! One shard of the router: everything a worker thread owns about broadcasts, tracks,
+//! subscribers and announce queries, plus its ends of the SPSC rings to every other
+//! shard. It is single-threaded (moved into its thread once) and must never block, lock,
+//! read a clock, or copy a payload; the only cross-thread traffic is ring pushes and
+//! `ParkState` updates, batched into one doorbell decision per target per `flush`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::cache::Cache;
+use crate::park::ParkState;
+use crate::ring::{self, Consumer, Producer};
+use crate::slab::{Key, Slab};
+use crate::subscriber::Subscriber;
+use crate::{
+    AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, MAX_SHARDS, PublisherEvent,
+    QueryId, RouterError, SubscriberId, TrackId, TrackInfo, path_has_prefix,
+};
+
+/// Groups a publisher may write concurrently on one track; past it the oldest open group
+/// is aborted. moq-lite publishers overlap at most a couple of groups; 16 leaves room for
+/// reordering upstream without letting a broken peer grow the list.
+const MAX_OPEN_GROUPS: usize = 16;
+
+/// Fraction of each ring kept free for control messages: data stops at 7/8 full so that
+/// subscribe replies and track ends still fit while a peer is slow.
+const CONTROL_RESERVE_DIVISOR: usize = 8;
+
+/// How soon a shard with control messages stuck in an outbox wants to run again: peers
+/// draining their ring do not ring us, so we poll for room.
+const OUTBOX_RETRY: Duration = Duration::from_millis(1);
+
+/// A message on a ring. The sender is implied by the ring it arrives on. `slot` is the
+/// receiving shard's replica track key (for data) as chosen in `Subscribe`.
+enum Msg {
+    Announce {
+        path: Arc<str>,
+        bc: Key,
+        order: u64,
+    },
+    Unannounce {
+        path: Arc<str>,
+        bc: Key,
+    },
+    Subscribe {
+        bc: Key,
+        name: Arc<str>,
+        slot: Key,
+    },
+    Unsubscribe {
+        bc: Key,
+        name: Arc<str>,
+        slot: Key,
+    },
+    Subscribed {
+        slot: Key,
+        info: TrackInfo,
+    },
+    NotFound {
+        slot: Key,
+    },
+    TrackEnded {
+        slot: Key,
+        end: u64,
+    },
+    GroupStart {
+        slot: Key,
+        group: u64,
+    },
+    Frame {
+        slot: Key,
+        group: u64,
+        payload: Bytes,
+    },
+    GroupEnd {
+        slot: Key,
+        group: u64,
+    },
+    Dropped {
+        slot: Key,
+        below: u64,
+    },
+}
+
+/// Counters of one shard, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frame messages pushed to other shards' rings: one per frame per interested shard.
+    pub frame_pushes: u64,
+    /// Frames re-sent from the cache to a shard that just subscribed (late join).
+    pub replay_pushes: u64,
+    /// Groups dropped for a peer shard because its ring was full.
+    pub ring_groups_dropped: u64,
+    /// Times the oldest groups were dropped for a local subscriber past its byte bound.
+    pub subscriber_drops: u64,
+    /// Doorbells rung on parked peers.
+    pub doorbells: u64,
+    /// Messages taken from inbound rings.
+    pub received: u64,
+}
+
+struct Peer {
+    tx: Producer<Msg>,
+    park: Arc<ParkState>,
+    doorbell: Arc<dyn Doorbell>,
+    /// Control messages that found the ring full; bounded by `Config::outbox_max` for
+    /// new work (teardown messages may exceed it by the teardowns of live state).
+    outbox: VecDeque<Msg>,
+    /// Pushed since the last `flush`: notify the target once there.
+    pushed: bool,
+    reserve: usize,
+}
+
+impl Peer {
+    fn try_data(&mut self, msg: Msg, reserve: usize) -> Result<(), Msg> {
+        if !self.outbox.is_empty() || self.tx.free(reserve + 1) <= reserve {
+            return Err(msg);
+        }
+        self.tx.push(msg)?;
+        self.pushed = true;
+        Ok(())
+    }
+
+    fn send_control(&mut self, msg: Msg) {
+        let msg = if self.outbox.is_empty() {
+            match self.tx.push(msg) {
+                Ok(()) => {
+                    self.pushed = true;
+                    return;
+                }
+                Err(m) => m,
+            }
+        } else {
+            msg
+        };
+        self.outbox.push_back(msg);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Route {
+    owner: usize,
+    bc: Key,
+    order: u64,
+}
+
+struct Broadcast {
+    path: Arc<str>,
+    tracks: HashMap<Arc<str>, Key>,
+    linger_until: Option<Instant>,
+}
+
+#[derive(Clone)]
+enum Origin {
+    Local { bc: Key },
+    Replica { owner: usize, bc: Key },
+}
+
+/// A peer shard that wants an owned track, and what it has missed.
+struct Remote {
+    shard: usize,
+    slot: Key,
+    /// Groups below this are not sent (dropped for that shard).
+    floor: u64,
+    /// A `Dropped { below }` still to be delivered.
+    notice: Option<u64>,
+}
+
+struct Track {
+    name: Arc<str>,
+    origin: Origin,
+    /// `None` while waiting for the publisher (owner) or the owner's reply (replica).
+    info: Option<TrackInfo>,
+    cache: Cache,
+    open: Vec<u64>,
+    /// One past the highest group seen: the exclusive end if the track ends now.
+    next_seq: u64,
+    subs: Vec<Key>,
+    remotes: Vec<Remote>,
+    told_wanted: bool,
+    in_pub_ready: bool,
+    notice_pending: bool,
+}
+
+impl Track {
+    fn new(name: Arc<str>, origin: Origin, info: Option<TrackInfo>, config: &Config) -> Self {
+        Self {
+            name,
+            origin,
+            info,
+            cache: Cache::new(config.cache_max_groups, config.cache_max_bytes),
+            open: Vec::new(),
+            next_seq: 0,
+            subs: Vec::new(),
+            remotes: Vec::new(),
+            told_wanted: false,
+            in_pub_ready: false,
+            notice_pending: false,
+        }
+    }
+
+    fn has_demand(&self) -> bool {
+        !self.subs.is_empty() || !self.remotes.is_empty()
+    }
+}
+
+struct Query {
+    prefix: Arc<str>,
+    events: VecDeque<AnnounceEvent>,
+    in_ready: bool,
+}
+
+/// Local fan-out step applied to a track's cache and subscribers.
+#[derive(Clone, Copy)]
+enum Ev<'a> {
+    Start(u64),
+    Frame(u64, &'a Bytes),
+    End(u64),
+    AbortBelow(u64),
+}
+
+/// Builds the shards.
+pub struct Router;
+
+impl Router {
+    /// One shard per doorbell, in order: shard `i` is woken through `doorbells[i]`.
+    pub fn build(
+        config: Config,
+        doorbells: Vec<Arc<dyn Doorbell>>,
+    ) -> Result<Vec<Shard>, RouterError> {
+        let n = doorbells.len();
+        if n == 0 || n > MAX_SHARDS {
+            return Err(RouterError::Config("shard count must be 1..=64"));
+        }
+        if config.ring_capacity < 16 {
+            return Err(RouterError::Config("ring_capacity must be at least 16"));
+        }
+        if config.subscriber_max_bytes == 0 || config.cache_max_groups == 0 {
+            return Err(RouterError::Config(
+                "subscriber_max_bytes and cache_max_groups must be non-zero",
+            ));
+        }
+        let parks: Vec<Arc<ParkState>> = (0..n).map(|_| Arc::new(ParkState::new())).collect();
+        let order = Arc::new(AtomicU64::new(0));
+        let mut txs: Vec<Vec<Option<Peer>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut rxs: Vec<Vec<Option<Consumer<Msg>>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        for (from, tx_row) in txs.iter_mut().enumerate() {
+            for to in 0..n {
+                if from == to {
+                    tx_row.push(None);
+                    continue;
+                }
+                let (tx, rx) = ring::channel(config.ring_capacity);
+                let reserve = tx.capacity() / CONTROL_RESERVE_DIVISOR;
+                tx_row.push(Some(Peer {
+                    tx,
+                    park: parks[to].clone(),
+                    doorbell: doorbells[to].clone(),
+                    outbox: VecDeque::new(),
+                    pushed: false,
+                    reserve,
+                }));
+                rxs[to][from] = Some(rx);
+            }
+        }
+        Ok(txs
+            .into_iter()
+            .zip(rxs)
+            .enumerate()
+            .map(|(id, (peers, inbound))| Shard {
+                id,
+                config: config.clone(),
+                park: parks[id].clone(),
+                order: order.clone(),
+                peers,
+                inbound,
+                backlog: false,
+                broadcasts: Slab::new(config.max_broadcasts),
+                by_path: HashMap::new(),
+                lingering: Vec::new(),
+                tracks: Slab::new(config.max_tracks),
+                replicas: HashMap::new(),
+                subs: Slab::new(config.max_subscribers),
+                ready_subs: VecDeque::new(),
+                announces: BTreeMap::new(),
+                queries: Slab::new(config.max_queries),
+                ready_queries: VecDeque::new(),
+                pub_ready: VecDeque::new(),
+                pub_direct: VecDeque::new(),
+                notice_tracks: Vec::new(),
+                stats: Stats::default(),
+                retired_drops: 0,
+            })
+            .collect())
+    }
+}
+
+/// One worker's part of the router. `Send`, used from one thread.
+pub struct Shard {
+    id: usize,
+    config: Config,
+    park: Arc<ParkState>,
+    order: Arc<AtomicU64>,
+    peers: Vec<Option<Peer>>,
+    inbound: Vec<Option<Consumer<Msg>>>,
+    /// `poll` stopped at its budget with messages left: do not park.
+    backlog: bool,
+    broadcasts: Slab<Broadcast>,
+    by_path: HashMap<Arc<str>, Key>,
+    lingering: Vec<Key>,
+    tracks: Slab<Track>,
+    replicas: HashMap<(usize, Key, Arc<str>), Key>,
+    subs: Slab<Subscriber>,
+    ready_subs: VecDeque<Key>,
+    announces: BTreeMap<Arc<str>, Vec<Route>>,
+    queries: Slab<Query>,
+    ready_queries: VecDeque<Key>,
+    pub_ready: VecDeque<Key>,
+    pub_direct: VecDeque<PublisherEvent>,
+    notice_tracks: Vec<Key>,
+    stats: Stats,
+    retired_drops: u64,
+}
+
+impl Shard {
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.subscriber_drops =
+            self.retired_drops + self.subs.iter().map(|(_, s)| s.groups_dropped).sum::<u64>();
+        s
+    }
+
+    fn limit(&self, what: &'static str, limit: usize) -> RouterError {
+        RouterError::Limit {
+            what,
+            limit,
+            shard: self.id,
+        }
+    }
+
+    fn check_outboxes(&self) -> Result<(), RouterError> {
+        for (peer, p) in self.peers.iter().enumerate() {
+            if let Some(p) = p
+                && p.outbox.len() >= self.config.outbox_max
+            {
+                return Err(RouterError::Backlogged {
+                    peer,
+                    pending: p.outbox.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn broadcast_control(&mut self, mut make: impl FnMut() -> Msg) {
+        for p in self.peers.iter_mut().flatten() {
+            p.send_control(make());
+        }
+    }
+
+    // ---------------------------------------------------------------- publishing
+
+    /// Announces `path` (normalized) as published by a session on this shard. If a
+    /// broadcast at `path` is lingering here after an abrupt loss, it is resumed: same id,
+    /// same tracks and subscribers, and `TrackWanted` is re-issued for tracks in demand.
+    pub fn announce(&mut self, path: &str) -> Result<BroadcastId, RouterError> {
+        if let Some(&bk) = self.by_path.get(path) {
+            let Some(b) = self.broadcasts.get_mut(bk) else {
+                return Err(RouterError::UnknownBroadcast);
+            };
+            if b.linger_until.take().is_none() {
+                return Err(RouterError::Duplicate { path: path.into() });
+            }
+            self.lingering.retain(|&k| k != bk);
+            let tks: Vec<Key> = b.tracks.values().copied().collect();
+            for tk in tks {
+                if let Some(t) = self.tracks.get_mut(tk) {
+                    t.told_wanted = false;
+                }
+                self.demand_changed(tk);
+            }
+            return Ok(BroadcastId(bk));
+        }
+        self.check_outboxes()?;
+        let path: Arc<str> = path.into();
+        let bk = self
+            .broadcasts
+            .insert(Broadcast {
+                path: path.clone(),
+                tracks: HashMap::new(),
+                linger_until: None,
+            })
+            .map_err(|_| self.limit("broadcasts", self.config.max_broadcasts))?;
+        self.by_path.insert(path.clone(), bk);
+        let order = self.order.fetch_add(1, Ordering::Relaxed);
+        let route = Route {
+            owner: self.id,
+            bc: bk,
+            order,
+        };
+        self.route_add(path.clone(), route);
+        self.broadcast_control(|| Msg::Announce {
+            path: path.clone(),
+            bc: bk,
+            order,
+        });
+        Ok(BroadcastId(bk))
+    }
+
+    /// Graceful end: the broadcast and its tracks end now, on every shard.
+    pub fn unannounce(&mut self, bc: BroadcastId) -> Result<(), RouterError> {
+        if self.broadcasts.get(bc.0).is_none() {
+            return Err(RouterError::UnknownBroadcast);
+        }
+        self.end_broadcast(bc.0);
+        Ok(())
+    }
+
+    /// Abrupt loss of the publishing session: open groups are dropped, and the broadcast
+    /// stays announced until `now + linger` for the publisher to come back (`announce`
+    /// of the same path on this shard), then ends (in `poll`).
+    pub fn publisher_lost(&mut self, now: Instant, bc: BroadcastId) -> Result<(), RouterError> {
+        let Some(b) = self.broadcasts.get_mut(bc.0) else {
+            return Err(RouterError::UnknownBroadcast);
+        };
+        if self.config.linger.is_zero() {
+            self.end_broadcast(bc.0);
+            return Ok(());
+        }
+        if b.linger_until.is_none() {
+            self.lingering.push(bc.0);
+        }
+        b.linger_until = Some(now + self.config.linger);
+        let tks: Vec<Key> = b.tracks.values().copied().collect();
+        for tk in tks {
+            let Some(t) = self.tracks.get_mut(tk) else {
+                continue;
+            };
+            if let Some(&max) = t.open.iter().max() {
+                t.open.clear();
+                self.fan_local(tk, Ev::AbortBelow(max + 1));
+                self.drop_for_remotes(tk, max + 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `name` a live track of `bc` (idempotent; the info of an already live track
+    /// is kept, it is immutable). Waiting subscribers on every shard get `Ready`.
+    pub fn publish_track(
+        &mut self,
+        bc: BroadcastId,
+        name: &str,
+        info: TrackInfo,
+    ) -> Result<TrackId, RouterError> {
+        let Some(b) = self.broadcasts.get(bc.0) else {
+            return Err(RouterError::UnknownBroadcast);
+        };
+        let tk = match b.tracks.get(name) {
+            Some(&tk) => tk,
+            None => {
+                let name: Arc<str> = name.into();
+                let tk = self
+                    .tracks
+                    .insert(Track::new(
+                        name.clone(),
+                        Origin::Local { bc: bc.0 },
+                        Some(info),
+                        &self.config,
+                    ))
+                    .map_err(|_| self.limit("tracks", self.config.max_tracks))?;
+                if let Some(b) = self.broadcasts.get_mut(bc.0) {
+                    b.tracks.insert(name, tk);
+                }
+                return Ok(TrackId(tk));
+            }
+        };
+        let Some(t) = self.tracks.get_mut(tk) else {
+            return Err(RouterError::UnknownTrack);
+        };
+        if t.info.is_none() {
+            t.info = Some(info);
+            self.track_became_ready(tk, info);
+        }
+        Ok(TrackId(tk))
+    }
+
+    /// The publisher does not have this track: every waiting subscriber gets `NotFound`.
+    pub fn reject_track(&mut self, track: TrackId) -> Result<(), RouterError> {
+        self.owned_track(track)?;
+        self.end_track_inner(track.0);
+        Ok(())
+    }
+
+    /// Ends the track (SUBSCRIBE_END at one past its highest group) on every shard.
+    pub fn end_track(&mut self, track: TrackId) -> Result<(), RouterError> {
+        self.owned_track(track)?;
+        self.end_track_inner(track.0);
+        Ok(())
+    }
+
+    fn owned_track(&mut self, track: TrackId) -> Result<&mut Track, RouterError> {
+        match self.tracks.get_mut(track.0) {
+            Some(t) if matches!(t.origin, Origin::Local { .. }) => Ok(t),
+            _ => Err(RouterError::UnknownTrack),
+        }
+    }
+
+    pub fn start_group(&mut self, track: TrackId, group: u64) -> Result<(), RouterError> {
+        let t = self.owned_track(track)?;
+        if t.info.is_none() {
+            return Err(RouterError::UnknownTrack);
+        }
+        if t.open.contains(&group) || t.cache.contains(group) {
+            return Err(RouterError::DuplicateGroup {
+                track: t.name.to_string(),
+                group,
+            });
+        }
+        if t.open.len() >= MAX_OPEN_GROUPS
+            && let Some(oldest) = t.open.iter().copied().min()
+        {
+            self.abort_group(track, oldest)?;
+        }
+        let t = self.owned_track(track)?;
+        t.open.push(group);
+        self.fan_local(track.0, Ev::Start(group));
+        self.fan_remote(track.0, group, false, |slot| Msg::GroupStart { slot, group });
+        Ok(())
+    }
+
+    /// Appends a frame to an open group; the payload is shared with every subscriber and
+    /// shard by refcount.
+    pub fn push_frame(
+        &mut self,
+        track: TrackId,
+        group: u64,
+        payload: Bytes,
+    ) -> Result<(), RouterError> {
+        let t = self.owned_track(track)?;
+        if !t.open.contains(&group) {
+            return Err(RouterError::GroupNotOpen {
+                track: t.name.to_string(),
+                group,
+            });
+        }
+        self.fan_local(track.0, Ev::Frame(group, &payload));
+        self.fan_remote(track.0, group, true, |slot| Msg::Frame {
+            slot,
+            group,
+            payload: payload.clone(),
+        });
+        Ok(())
+    }
+
+    pub fn end_group(&mut self, track: TrackId, group: u64) -> Result<(), RouterError> {
+        let t = self.owned_track(track)?;
+        let Some(pos) = t.open.iter().position(|&g| g == group) else {
+            return Err(RouterError::GroupNotOpen {
+                track: t.name.to_string(),
+                group,
+            });
+        };
+        t.open.swap_remove(pos);
+        self.fan_local(track.0, Ev::End(group));
+        self.fan_remote(track.0, group, false, |slot| Msg::GroupEnd { slot, group });
+        Ok(())
+    }
+
+    /// The publisher reset this group: subscribers reset the groups up to it.
+    pub fn abort_group(&mut self, track: TrackId, group: u64) -> Result<(), RouterError> {
+        let t = self.owned_track(track)?;
+        let Some(pos) = t.open.iter().position(|&g| g == group) else {
+            return Err(RouterError::GroupNotOpen {
+                track: t.name.to_string(),
+                group,
+            });
+        };
+        t.open.swap_remove(pos);
+        self.fan_local(track.0, Ev::AbortBelow(group + 1));
+        self.drop_for_remotes(track.0, group + 1);
+        Ok(())
+    }
+
+    /// Next demand change for publishing sessions on this shard.
+    pub fn next_publisher_event(&mut self) -> Option<PublisherEvent> {
+        if let Some(e) = self.pub_direct.pop_front() {
+            return Some(e);
+        }
+        // Each key is in the queue at most once (in_pub_ready), so this is bounded.
+        while let Some(tk) = self.pub_ready.pop_front() {
+            let Some(t) = self.tracks.get_mut(tk) else {
+                continue;
+            };
+            t.in_pub_ready = false;
+            let Origin::Local { bc } = t.origin else {
+                continue;
+            };
+            if self
+                .broadcasts
+                .get(bc)
+                .is_none_or(|b| b.linger_until.is_some())
+            {
+                continue;
+            }
+            let demand = t.has_demand();
+            if demand == t.told_wanted {
+                continue;
+            }
+            t.told_wanted = demand;
+            return Some(if demand {
+                PublisherEvent::TrackWanted {
+                    broadcast: BroadcastId(bc),
+                    track: TrackId(tk),
+                    name: t.name.clone(),
+                }
+            } else {
+                PublisherEvent::TrackUnused {
+                    broadcast: BroadcastId(bc),
+                    track: TrackId(tk),
+                }
+            });
+        }
+        None
+    }
+
+    // ---------------------------------------------------------------- subscribing
+
+    /// Subscribes to `track` of the broadcast announced at `path`. Deliveries start with
+    /// `Ready` (or `NotFound`), then the newest cached group from its first frame, then
+    /// live groups.
+    pub fn subscribe(&mut self, path: &str, track: &str) -> Result<SubscriberId, RouterError> {
+        let Some(route) = self.visible_route(path) else {
+            return Err(RouterError::Unroutable { path: path.into() });
+        };
+        if self.subs.len() >= self.config.max_subscribers {
+            return Err(self.limit("subscribers", self.config.max_subscribers));
+        }
+        let tk = if route.owner == self.id {
+            self.owned_track_for_demand(route.bc, track)?
+        } else {
+            let name: Arc<str> = track.into();
+            let key = (route.owner, route.bc, name.clone());
+            match self.replicas.get(&key) {
+                Some(&tk) => tk,
+                None => {
+                    self.check_outboxes()?;
+                    let tk = self
+                        .tracks
+                        .insert(Track::new(
+                            name.clone(),
+                            Origin::Replica {
+                                owner: route.owner,
+                                bc: route.bc,
+                            },
+                            None,
+                            &self.config,
+                        ))
+                        .map_err(|_| self.limit("tracks", self.config.max_tracks))?;
+                    self.replicas.insert(key, tk);
+                    if let Some(p) = self.peers[route.owner].as_mut() {
+                        p.send_control(Msg::Subscribe {
+                            bc: route.bc,
+                            name,
+                            slot: tk,
+                        });
+                    }
+                    tk
+                }
+            }
+        };
+        let sk = match self
+            .subs
+            .insert(Subscriber::new(tk, self.config.subscriber_max_bytes))
+        {
+            Ok(sk) => sk,
+            Err(_) => return Err(self.limit("subscribers", self.config.max_subscribers)),
+        };
+        let Self {
+            tracks,
+            subs,
+            ready_subs,
+            ..
+        } = self;
+        if let (Some(t), Some(s)) = (tracks.get_mut(tk), subs.get_mut(sk)) {
+            t.subs.push(sk);
+            if let Some(info) = t.info {
+                s.ready(info);
+                join_at_newest(t, s);
+            }
+            if s.has_pending() && !s.in_ready {
+                s.in_ready = true;
+                ready_subs.push_back(sk);
+            }
+        }
+        self.demand_changed(tk);
+        Ok(SubscriberId(sk))
+    }
+
+    pub fn unsubscribe(&mut self, sub: SubscriberId) -> Result<(), RouterError> {
+        let Some(s) = self.subs.remove(sub.0) else {
+            return Err(RouterError::UnknownSubscriber);
+        };
+        self.retired_drops += s.groups_dropped;
+        if let Some(t) = self.tracks.get_mut(s.track) {
+            t.subs.retain(|&k| k != sub.0);
+            self.demand_changed(s.track);
+        }
+        Ok(())
+    }
+
+    /// Next delivery for `sub`, in order; `None` when its queue is empty.
+    pub fn next_delivery(&mut self, sub: SubscriberId) -> Option<Delivery> {
+        self.subs.get_mut(sub.0)?.pop()
+    }
+
+    /// A subscriber that got deliveries since it was last returned here.
+    pub fn next_ready(&mut self) -> Option<SubscriberId> {
+        while let Some(sk) = self.ready_subs.pop_front() {
+            if let Some(s) = self.subs.get_mut(sk) {
+                s.in_ready = false;
+                return Some(SubscriberId(sk));
+            }
+        }
+        None
+    }
+
+    pub fn queued_bytes(&self, sub: SubscriberId) -> Option<usize> {
+        self.subs.get(sub.0).map(Subscriber::queued_bytes)
+    }
+
+    /// Bytes queued for all local subscribers (walks them: for metrics and tests).
+    pub fn total_queued_bytes(&self) -> usize {
+        self.subs.iter().map(|(_, s)| s.queued_bytes()).sum()
+    }
+
+    /// Bytes held by the caches of this shard's tracks (walks them: metrics and tests).
+    pub fn cached_bytes(&self) -> usize {
+        self.tracks.iter().map(|(_, t)| t.cache.bytes()).sum()
+    }
+
+    // ---------------------------------------------------------------- announce queries
+
+    /// Paths announced under `prefix` right now, from this shard's replica.
+    pub fn announced(&self, prefix: &str) -> Vec<Arc<str>> {
+        self.announces
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(prefix))
+            .filter(|(p, _)| path_has_prefix(p, prefix))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Current matches plus a query that receives every later change under `prefix`.
+    pub fn announce_query(
+        &mut self,
+        prefix: &str,
+    ) -> Result<(QueryId, Vec<Arc<str>>), RouterError> {
+        let q = self
+            .queries
+            .insert(Query {
+                prefix: prefix.into(),
+                events: VecDeque::new(),
+                in_ready: false,
+            })
+            .map_err(|_| self.limit("queries", self.config.max_queries))?;
+        Ok((QueryId(q), self.announced(prefix)))
+    }
+
+    pub fn next_announce(&mut self, query: QueryId) -> Result<Option<AnnounceEvent>, RouterError> {
+        let q = self
+            .queries
+            .get_mut(query.0)
+            .ok_or(RouterError::UnknownQuery)?;
+        Ok(q.events.pop_front())
+    }
+
+    pub fn next_ready_query(&mut self) -> Option<QueryId> {
+        while let Some(qk) = self.ready_queries.pop_front() {
+            if let Some(q) = self.queries.get_mut(qk) {
+                q.in_ready = false;
+                return Some(QueryId(qk));
+            }
+        }
+        None
+    }
+
+    pub fn close_query(&mut self, query: QueryId) -> Result<(), RouterError> {
+        self.queries
+            .remove(query.0)
+            .map(|_| ())
+            .ok_or(RouterError::UnknownQuery)
+    }
+
+    // ---------------------------------------------------------------- the loop
+
+    /// Processes messages from other shards (at most one ring's worth per peer) and
+    /// linger deadlines. Call at the start of every loop iteration.
+    pub fn poll(&mut self, now: Instant) {
+        self.park.wake();
+        self.backlog = false;
+        let budget = self.config.ring_capacity;
+        for from in 0..self.inbound.len() {
+            let mut n = 0;
+            while n < budget {
+                let Some(m) = self.inbound[from].as_mut().and_then(Consumer::pop) else {
+                    break;
+                };
+                n += 1;
+                self.handle(from, m);
+            }
+            self.stats.received += n as u64;
+            if n == budget && self.inbound[from].as_mut().is_some_and(|c| !c.is_empty()) {
+                self.backlog = true;
+            }
+        }
+        let mut i = 0;
+        while i < self.lingering.len() {
+            let bk = self.lingering[i];
+            let expired = self
+                .broadcasts
+                .get(bk)
+                .is_none_or(|b| b.linger_until.is_none_or(|t| t <= now));
+            if expired {
+                self.lingering.swap_remove(i);
+                if self
+                    .broadcasts
+                    .get(bk)
+                    .is_some_and(|b| b.linger_until.is_some())
+                {
+                    self.end_broadcast(bk);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Retries waiting control messages and drop notices, then rings the doorbell of
+    /// every peer that was pushed to since the last flush and is parked. Call once per
+    /// loop iteration, after the sessions ran.
+    pub fn flush(&mut self) {
+        for p in self.peers.iter_mut().flatten() {
+            while let Some(m) = p.outbox.pop_front() {
+                match p.tx.push(m) {
+                    Ok(()) => p.pushed = true,
+                    Err(m) => {
+                        p.outbox.push_front(m);
+                        break;
+                    }
+                }
+            }
+        }
+        let Self {
+            tracks,
+            peers,
+            notice_tracks,
+            ..
+        } = self;
+        notice_tracks.retain(|&tk| {
+            let Some(t) = tracks.get_mut(tk) else {
+                return false;
+            };
+            let mut pending = false;
+            for r in &mut t.remotes {
+                let (Some(below), Some(p)) = (r.notice, peers[r.shard].as_mut()) else {
+                    continue;
+                };
+                if p.try_data(Msg::Dropped { slot: r.slot, below }, 0).is_ok() {
+                    r.notice = None;
+                } else {
+                    pending = true;
+                }
+            }
+            t.notice_pending = pending;
+            pending
+        });
+        for p in self.peers.iter_mut().flatten() {
+            if std::mem::take(&mut p.pushed) && p.park.notify() {
+                p.doorbell.ring();
+                self.stats.doorbells += 1;
+            }
+        }
+    }
+
+    /// Flushes, then tells the loop whether it may sleep until its doorbell rings (or
+    /// I/O, or `next_deadline`). False means more router work arrived: iterate again.
+    pub fn prepare_park(&mut self) -> bool {
+        self.flush();
+        !self.backlog && self.park.try_park()
+    }
+
+    /// When the loop must call `poll` again even without a doorbell: the nearest linger
+    /// deadline, or soon if control messages wait for room in a peer's ring.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let linger = self
+            .lingering
+            .iter()
+            .filter_map(|&bk| self.broadcasts.get(bk)?.linger_until)
+            .min();
+        let stuck = !self.notice_tracks.is_empty()
+            || self.peers.iter().flatten().any(|p| !p.outbox.is_empty());
+        let retry = stuck.then(|| now + OUTBOX_RETRY);
+        match (linger, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn visible_route(&self, path: &str) -> Option<Route> {
+        self.announces
+            .get(path)?
+            .iter()
+            .max_by_key(|r| r.order)
+            .copied()
+    }
+
+    fn owned_track_for_demand(&mut self, bk: Key, name: &str) -> Result<Key, RouterError> {
+        let Some(b) = self.broadcasts.get(bk) else {
+            return Err(RouterError::UnknownBroadcast);
+        };
+        if let Some(&tk) = b.tracks.get(name) {
+            return Ok(tk);
+        }
+        let name: Arc<str> = name.into();
+        let tk = self
+            .tracks
+            .insert(Track::new(
+                name.clone(),
+                Origin::Local { bc: bk },
+                None,
+                &self.config,
+            ))
+            .map_err(|_| self.limit("tracks", self.config.max_tracks))?;
+        if let Some(b) = self.broadcasts.get_mut(bk) {
+            b.tracks.insert(name, tk);
+        }
+        Ok(tk)
+    }
+
+    /// Re-evaluates who must hear about a track's demand: the publisher (owned) or the
+    /// owner shard (replica with no local subscriber left).
+    fn demand_changed(&mut self, tk: Key) {
+        let Some(t) = self.tracks.get_mut(tk) else {
+            return;
+        };
+        match t.origin.clone() {
+            Origin::Local { .. } => {
+                if !t.has_demand() && t.info.is_none() {
+                    // A placeholder nobody wants any more: forget it, and tell the
+                    // publisher if it was asked for it.
+                    if t.told_wanted
+                        && let Origin::Local { bc } = t.origin
+                        && self.pub_direct.len() < self.config.max_tracks
+                    {
+                        self.pub_direct.push_back(PublisherEvent::TrackUnused {
+                            broadcast: BroadcastId(bc),
+                            track: TrackId(tk),
+                        });
+                    }
+                    self.remove_track(tk);
+                    return;
+                }
+                if !t.in_pub_ready && t.has_demand() != t.told_wanted {
+                    t.in_pub_ready = true;
+                    self.pub_ready.push_back(tk);
+                }
+            }
+            Origin::Replica { owner, bc } => {
+                if t.subs.is_empty() {
+                    let name = t.name.clone();
+                    self.remove_track(tk);
+                    if let Some(p) = self.peers[owner].as_mut() {
+                        p.send_control(Msg::Unsubscribe { bc, name, slot: tk });
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove_track(&mut self, tk: Key) -> Option<Track> {
+        let t = self.tracks.remove(tk)?;
+        match t.origin {
+            Origin::Local { bc } => {
+                if let Some(b) = self.broadcasts.get_mut(bc) {
+                    b.tracks.remove(&t.name);
+                }
+            }
+            Origin::Replica { owner, bc } => {
+                self.replicas.remove(&(owner, bc, t.name.clone()));
+            }
+        }
+        Some(t)
+    }
+
+    fn end_track_inner(&mut self, tk: Key) {
+        let Some(t) = self.remove_track(tk) else {
+            return;
+        };
+        let end = t.next_seq;
+        let live = t.info.is_some();
+        for &sk in &t.subs {
+            if let Some(s) = self.subs.get_mut(sk) {
+                let d = if live {
+                    Delivery::TrackEnded { end }
+                } else {
+                    Delivery::NotFound
+                };
+                if s.finish(d) && !s.in_ready {
+                    s.in_ready = true;
+                    self.ready_subs.push_back(sk);
+                }
+            }
+        }
+        for r in &t.remotes {
+            if let Some(p) = self.peers[r.shard].as_mut() {
+                p.send_control(if live {
+                    Msg::TrackEnded { slot: r.slot, end }
+                } else {
+                    Msg::NotFound { slot: r.slot }
+                });
+            }
+        }
+    }
+
+    fn end_broadcast(&mut self, bk: Key) {
+        let Some(b) = self.broadcasts.remove(bk) else {
+            return;
+        };
+        self.by_path.remove(&b.path);
+        self.lingering.retain(|&k| k != bk);
+        for (_, tk) in b.tracks {
+            self.end_track_inner(tk);
+        }
+        self.route_remove(&b.path, self.id, bk);
+        let path = b.path;
+        self.broadcast_control(|| Msg::Unannounce {
+            path: path.clone(),
+            bc: bk,
+        });
+    }
+
+    fn track_became_ready(&mut self, tk: Key, info: TrackInfo) {
+        let Self {
+            tracks,
+            subs,
+            ready_subs,
+            peers,
+            stats,
+            ..
+        } = self;
+        let Some(t) = tracks.get_mut(tk) else {
+            return;
+        };
+        for &sk in &t.subs {
+            if let Some(s) = subs.get_mut(sk) {
+                s.ready(info);
+                join_at_newest(t, s);
+                if s.has_pending() && !s.in_ready {
+                    s.in_ready = true;
+                    ready_subs.push_back(sk);
+                }
+            }
+        }
+        let mut remotes = std::mem::take(&mut t.remotes);
+        for r in &mut remotes {
+            if let Some(p) = peers[r.shard].as_mut() {
+                p.send_control(Msg::Subscribed { slot: r.slot, info });
+                replay_newest(t, r, p, stats);
+            }
+        }
+        t.remotes = remotes;
+    }
+
+    fn fan_local(&mut self, tk: Key, ev: Ev<'_>) {
+        let Self {
+            tracks,
+            subs,
+            ready_subs,
+            ..
+        } = self;
+        let Some(t) = tracks.get_mut(tk) else {
+            return;
+        };
+        match ev {
+            Ev::Start(g) => {
+                t.cache.start(g);
+                t.next_seq = t.next_seq.max(g.saturating_add(1));
+            }
+            Ev::Frame(g, p) => t.cache.frame(g, p),
+            Ev::End(g) => t.cache.end(g),
+            Ev::AbortBelow(b) => t.cache.abort_below(b),
+        }
+        for &sk in &t.subs {
+            let Some(s) = subs.get_mut(sk) else { continue };
+            let queued = match ev {
+                Ev::Start(g) => s.group_start(g),
+                Ev::Frame(g, p) => s.frame(g, p),
+                Ev::End(g) => s.group_end(g),
+                Ev::AbortBelow(b) => s.abort_below(b),
+            };
+            if queued && !s.in_ready {
+                s.in_ready = true;
+                ready_subs.push_back(sk);
+            }
+        }
+    }
+
+    /// Pushes one message per interested shard for `group`; a shard whose ring has no
+    /// room loses the whole group (and is told so once there is room).
+    fn fan_remote(&mut self, tk: Key, group: u64, is_frame: bool, make: impl Fn(Key) -> Msg) {
+        let Self {
+            tracks,
+            peers,
+            stats,
+            notice_tracks,
+            ..
+        } = self;
+        let Some(t) = tracks.get_mut(tk) else {
+            return;
+        };
+        let mut dropped = false;
+        for r in &mut t.remotes {
+            if group < r.floor {
+                continue;
+            }
+            let Some(p) = peers[r.shard].as_mut() else {
+                continue;
+            };
+            if push_data(p, r, make(r.slot)) {
+                if is_frame {
+                    stats.frame_pushes += 1;
+                }
+                continue;
+            }
+            r.floor = group.saturating_add(1);
+            r.notice = Some(r.floor);
+            stats.ring_groups_dropped += 1;
+            dropped = true;
+        }
+        if dropped && !t.notice_pending {
+            t.notice_pending = true;
+            notice_tracks.push(tk);
+        }
+    }
+
+    fn drop_for_remotes(&mut self, tk: Key, below: u64) {
+        let Some(t) = self.tracks.get_mut(tk) else {
+            return;
+        };
+        if t.remotes.is_empty() {
+            return;
+        }
+        for r in &mut t.remotes {
+            r.floor = r.floor.max(below);
+            r.notice = Some(r.floor);
+        }
+        if !t.notice_pending {
+            t.notice_pending = true;
+            self.notice_tracks.push(tk);
+        }
+    }
+
+    fn route_add(&mut self, path: Arc<str>, route: Route) {
+        let routes = self.announces.entry(path.clone()).or_default();
+        let before = routes.iter().map(|r| r.order).max();
+        routes.push(route);
+        if before.is_none_or(|b| route.order > b) {
+            self.notify_queries(AnnounceEvent::Active(path));
+        }
+    }
+
+    fn route_remove(&mut self, path: &Arc<str>, owner: usize, bc: Key) {
+        let Some(routes) = self.announces.get_mut(path) else {
+            return;
+        };
+        let before = routes.iter().map(|r| r.order).max();
+        routes.retain(|r| !(r.owner == owner && r.bc == bc));
+        let after = routes.iter().map(|r| r.order).max();
+        if after.is_none() {
+            self.announces.remove(path);
+            self.notify_queries(AnnounceEvent::Ended(path.clone()));
+        } else if after != before {
+            self.notify_queries(AnnounceEvent::Active(path.clone()));
+        }
+    }
+
+    fn notify_queries(&mut self, ev: AnnounceEvent) {
+        let path = match &ev {
+            AnnounceEvent::Active(p) | AnnounceEvent::Ended(p) => p.clone(),
+            AnnounceEvent::Lagged => return,
+        };
+        let max = self.config.query_max_events;
+        for (qk, q) in self.queries.iter_mut() {
+            if !path_has_prefix(&path, &q.prefix) {
+                continue;
+            }
+            if q.events.len() + 1 >= max {
+                if q.events.back() != Some(&AnnounceEvent::Lagged) {
+                    q.events.clear();
+                    q.events.push_back(AnnounceEvent::Lagged);
+                }
+            } else {
+                q.events.push_back(ev.clone());
+            }
+            if !q.in_ready {
+                q.in_ready = true;
+                self.ready_queries.push_back(qk);
+            }
+        }
+    }
+
+    fn replica(&mut self, slot: Key, from: usize) -> Option<&mut Track> {
+        self.tracks
+            .get_mut(slot)
+            .filter(|t| matches!(t.origin, Origin::Replica { owner, .. } if owner == from))
+    }
+
+    fn handle(&mut self, from: usize, m: Msg) {
+        match m {
+            Msg::Frame {
+                slot,
+                group,
+                payload,
+            } => {
+                if self.replica(slot, from).is_some() {
+                    self.fan_local(slot, Ev::Frame(group, &payload));
+                }
+            }
+            Msg::GroupStart { slot, group } => {
+                if self.replica(slot, from).is_some() {
+                    self.fan_local(slot, Ev::Start(group));
+                }
+            }
+            Msg::GroupEnd { slot, group } => {
+                if self.replica(slot, from).is_some() {
+                    self.fan_local(slot, Ev::End(group));
+                }
+            }
+            Msg::Dropped { slot, below } => {
+                if self.replica(slot, from).is_some() {
+                    self.fan_local(slot, Ev::AbortBelow(below));
+                }
+            }
+            Msg::Subscribed { slot, info } => {
+                if let Some(t) = self.replica(slot, from)
+                    && t.info.is_none()
+                {
+                    t.info = Some(info);
+                    self.track_became_ready(slot, info);
+                }
+            }
+            Msg::NotFound { slot } | Msg::TrackEnded { slot, .. } => {
+                if self.replica(slot, from).is_some() {
+                    if let Msg::TrackEnded { end, .. } = m
+                        && let Some(t) = self.tracks.get_mut(slot)
+                    {
+                        t.next_seq = t.next_seq.max(end);
+                    }
+                    self.end_track_inner(slot);
+                }
+            }
+            Msg::Subscribe { bc, name, slot } => self.on_remote_subscribe(from, bc, &name, slot),
+            Msg::Unsubscribe { bc, name, slot } => {
+                let tk = self
+                    .broadcasts
+                    .get(bc)
+                    .and_then(|b| b.tracks.get(&name).copied());
+                if let Some(tk) = tk
+                    && let Some(t) = self.tracks.get_mut(tk)
+                {
+                    t.remotes.retain(|r| !(r.shard == from && r.slot == slot));
+                    self.demand_changed(tk);
+                }
+            }
+            Msg::Announce { path, bc, order } => {
+                // A newer publisher elsewhere supersedes one lingering here: end ours so
+                // its subscribers move to the live one.
+                if let Some(&mine) = self.by_path.get(&path)
+                    && self
+                        .broadcasts
+                        .get(mine)
+                        .is_some_and(|b| b.linger_until.is_some())
+                {
+                    self.end_broadcast(mine);
+                }
+                self.route_add(
+                    path,
+                    Route {
+                        owner: from,
+                        bc,
+                        order,
+                    },
+                );
+            }
+            Msg::Unannounce { path, bc } => self.route_remove(&path, from, bc),
+        }
+    }
+
+    fn on_remote_subscribe(&mut self, from: usize, bc: Key, name: &str, slot: Key) {
+        let tk = match self.owned_track_for_demand(bc, name) {
+            Ok(tk) => tk,
+            Err(_) => {
+                if let Some(p) = self.peers[from].as_mut() {
+                    p.send_control(Msg::NotFound { slot });
+                }
+                return;
+            }
+        };
+        let Self {
+            tracks,
+            peers,
+            stats,
+            ..
+        } = self;
+        let (Some(t), Some(p)) = (tracks.get_mut(tk), peers[from].as_mut()) else {
+            return;
+        };
+        let mut r = Remote {
+            shard: from,
+            slot,
+            floor: 0,
+            notice: None,
+        };
+        if let Some(info) = t.info {
+            p.send_control(Msg::Subscribed { slot, info });
+            replay_newest(t, &mut r, p, stats);
+        }
+        t.remotes.push(r);
+        self.demand_changed(tk);
+    }
+}
+
+/// Data push to one interested shard, after any pending drop notice.
+fn push_data(p: &mut Peer, r: &mut Remote, msg: Msg) -> bool {
+    if let Some(below) = r.notice {
+        if p.try_data(
+            Msg::Dropped {
+                slot: r.slot,
+                below,
+            },
+            0,
+        )
+        .is_err()
+        {
+            return false;
+        }
+        r.notice = None;
+    }
+    let reserve = p.reserve;
+    p.try_data(msg, reserve).is_ok()
+}
+
+/// Late join for a new local subscriber: the newest cached group from its first frame.
+fn join_at_newest(t: &Track, s: &mut Subscriber) {
+    if let Some(g) = t.cache.newest() {
+        s.group_start(g.seq);
+        for f in &g.frames {
+            s.frame(g.seq, f);
+        }
+        if g.ended {
+            s.group_end(g.seq);
+        }
+    }
+}
+
+/// Late join for a shard that just subscribed: the newest cached group through its
+/// ring. If the ring fills, the shard simply starts at a later group.
+fn replay_newest(t: &Track, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
+    let Some(g) = t.cache.newest() else { return };
+    let reserve = p.reserve;
+    let slot = r.slot;
+    let seq = g.seq;
+    if p
+        .try_data(Msg::GroupStart { slot, group: seq }, reserve)
+        .is_err()
+    {
+        r.floor = seq + 1;
+        return;
+    }
+    for f in &g.frames {
+        let msg = Msg::Frame {
+            slot,
+            group: seq,
+            payload: f.clone(),
+        };
+        if p.try_data(msg, reserve).is_err() {
+            r.floor = seq + 1;
+            p.send_control(Msg::Dropped {
+                slot,
+                below: seq + 1,
+            });
+            return;
+        }
+        stats.replay_pushes += 1;
+    }
+    if g.ended {
+        p.send_control(Msg::GroupEnd { slot, group: seq });
+    }
+}
