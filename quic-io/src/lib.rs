@@ -11,3 +11,10 @@ pub mod wt;
 pub use config::{
     Config, Congestion, IoBackend, LimitsConfig, QuicConfig, RuntimeConfig, SocketConfig, TlsSource,
 };
+pub mod app;
+pub mod server;
+mod worker;
+
+pub use app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport};
+pub use server::{Server, ServerHandle, StartError, StatsSnapshot, Waker, WorkerCtx, WorkerStats, allowed_cpus};
+pub use worker::Io;
