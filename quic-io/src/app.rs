@@ -108,7 +108,10 @@ pub enum IoError {
     #[error("session {0}: peer's stream limit reached")]
     StreamLimit(SessionId),
     #[error("session {session}: stream {stream} is closed")]
-    ClosedStream { session: SessionId, stream: StreamId },
+    ClosedStream {
+        session: SessionId,
+        stream: StreamId,
+    },
     #[error("session {session}: stream {stream} was stopped by the peer with code {code}")]
     Stopped {
         session: SessionId,

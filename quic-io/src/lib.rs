@@ -16,5 +16,7 @@ pub mod server;
 mod worker;
 
 pub use app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport};
-pub use server::{Server, ServerHandle, StartError, StatsSnapshot, Waker, WorkerCtx, WorkerStats, allowed_cpus};
+pub use server::{
+    Server, ServerHandle, StartError, StatsSnapshot, Waker, WorkerCtx, WorkerStats, allowed_cpus,
+};
 pub use worker::Io;

@@ -152,13 +152,25 @@ impl Waker {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our eventfd. EAGAIN (counter saturated)
         // means a wake-up is already pending, which is all we want.
-        unsafe { libc::write(self.fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+        unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
     }
 
     pub(crate) fn drain(&self) {
         let mut v: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
-        unsafe { libc::read(self.fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
     }
 
     pub(crate) fn fd(&self) -> RawFd {
@@ -267,7 +279,8 @@ impl Server {
             let stats = Arc::new(WorkerStats::default());
             let mut ep_config = EndpointConfig::default();
             ep_config.cid_generator(move || Box::new(WorkerCidGenerator::new(index, workers)));
-            let endpoint = Endpoint::new(Arc::new(ep_config), Some(server_config.clone()), true, None);
+            let endpoint =
+                Endpoint::new(Arc::new(ep_config), Some(server_config.clone()), true, None);
             let setup = WorkerSetup {
                 index,
                 workers,
@@ -305,7 +318,10 @@ impl Server {
                     }
                     r
                 })
-                .map_err(|source| StartError::Spawn { worker: index, source })?;
+                .map_err(|source| StartError::Spawn {
+                    worker: index,
+                    source,
+                })?;
             handles.push(WorkerHandle {
                 thread: Some(thread),
                 waker: wakers[index].clone(),
@@ -419,7 +435,11 @@ fn bind_all(config: &Config, workers: usize) -> Result<Vec<Socket>, StartError> 
     for worker in 0..workers {
         let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
             .map_err(StartError::Socket)?;
-        let bind_err = |source| StartError::Bind { addr, worker, source };
+        let bind_err = |source| StartError::Bind {
+            addr,
+            worker,
+            source,
+        };
         s.set_reuse_port(true).map_err(bind_err)?;
         s.set_nonblocking(true).map_err(bind_err)?;
         // Buffer sizes are requests; the kernel caps them silently.

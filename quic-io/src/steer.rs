@@ -114,7 +114,7 @@ pub fn attach_reuseport_cbpf(socket: &impl AsRawFd, workers: usize) -> io::Resul
         // A = first byte
         bpf(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 0),
         // long header? jump to the fallback return
-        bpf(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, 0, 3, 0x80),
+        bpf(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, 3, 0, 0x80),
         // A = dcid[0]
         bpf(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 1),
         // A %= workers

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
-    ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Endpoint, Incoming, ReadError,
-    StreamEvent, VarInt,
+    ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Endpoint, Incoming, ReadError, StreamEvent,
+    VarInt,
 };
 use tracing::{debug, info, trace};
 
@@ -66,7 +66,9 @@ enum H3Role {
 enum Mode {
     /// TLS not finished; ALPN unknown.
     Handshaking,
-    Quic { alpn: String },
+    Quic {
+        alpn: String,
+    },
     H3(Box<H3>),
 }
 
@@ -135,7 +137,9 @@ impl Net {
     fn send(&mut self, t: &quinn_proto::Transmit, buf: &[u8]) -> io::Result<bool> {
         let tx = quinn_udp::Transmit {
             destination: t.destination,
-            ecn: t.ecn.and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
+            ecn: t
+                .ecn
+                .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
             contents: &buf[..t.size],
             segment_size: t.segment_size.filter(|&s| s < t.size),
             src_ip: t.src_ip,
@@ -148,8 +152,12 @@ impl Net {
                 } as u64;
                 self.stats.tx_sends.fetch_add(1, Ordering::Relaxed);
                 self.stats.tx_datagrams.fetch_add(segs, Ordering::Relaxed);
-                self.stats.tx_bytes.fetch_add(t.size as u64, Ordering::Relaxed);
-                self.stats.tx_max_segments.fetch_max(segs, Ordering::Relaxed);
+                self.stats
+                    .tx_bytes
+                    .fetch_add(t.size as u64, Ordering::Relaxed);
+                self.stats
+                    .tx_max_segments
+                    .fetch_max(segs, Ordering::Relaxed);
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -245,7 +253,10 @@ impl Core {
     ) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        match self.endpoint.handle(now, remote, local_ip, ecn, data, &mut buf) {
+        match self
+            .endpoint
+            .handle(now, remote, local_ip, ecn, data, &mut buf)
+        {
             Some(DatagramEvent::ConnectionEvent(h, ev)) => {
                 if let Some(&sid) = self.by_handle.get(&h) {
                     if let Some(c) = self.conns.get_mut(&sid) {
@@ -254,7 +265,9 @@ impl Core {
                     self.mark_dirty(sid);
                 }
             }
-            Some(DatagramEvent::NewConnection(incoming)) => self.on_incoming(now, incoming, &mut buf),
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                self.on_incoming(now, incoming, &mut buf)
+            }
             Some(DatagramEvent::Response(t)) => {
                 let _ = self.net.send(&t, &buf);
             }
@@ -326,7 +339,13 @@ impl Core {
         self.conns.insert(sid, c);
     }
 
-    fn on_conn_event(&mut self, sid: SessionId, c: &mut Conn, ev: quinn_proto::Event, now: Instant) {
+    fn on_conn_event(
+        &mut self,
+        sid: SessionId,
+        c: &mut Conn,
+        ev: quinn_proto::Event,
+        now: Instant,
+    ) {
         use quinn_proto::Event as Q;
         match ev {
             Q::HandshakeDataReady => {
@@ -334,7 +353,10 @@ impl Core {
                     .inner
                     .crypto_session()
                     .handshake_data()
-                    .and_then(|d| d.downcast::<quinn_proto::crypto::rustls::HandshakeData>().ok())
+                    .and_then(|d| {
+                        d.downcast::<quinn_proto::crypto::rustls::HandshakeData>()
+                            .ok()
+                    })
                     .and_then(|d| d.protocol)
                     .map(|p| String::from_utf8_lossy(&p).into_owned())
                     .unwrap_or_default();
@@ -403,7 +425,10 @@ impl Core {
                     }
                 }
                 if c.ready && self.is_app_stream(c, id) {
-                    self.events.push_back(Event::Writable { session: sid, stream: id });
+                    self.events.push_back(Event::Writable {
+                        session: sid,
+                        stream: id,
+                    });
                 }
             }
             Q::Stream(StreamEvent::Stopped { id, error_code }) => {
@@ -429,7 +454,8 @@ impl Core {
                         None if matches!(c.mode, Mode::Quic { .. }) => d,
                         None => continue,
                     };
-                    self.events.push_back(Event::Datagram { session: sid, data });
+                    self.events
+                        .push_back(Event::Datagram { session: sid, data });
                 }
             }
             Q::DatagramsUnblocked => {}
@@ -438,13 +464,20 @@ impl Core {
 
     fn is_app_stream(&self, c: &Conn, id: StreamId) -> bool {
         match &c.mode {
-            Mode::H3(h) => matches!(h.roles.get(&id), Some(H3Role::App) | None)
-                && !h.hs.is_connect_stream(id.into()),
+            Mode::H3(h) => {
+                matches!(h.roles.get(&id), Some(H3Role::App) | None)
+                    && !h.hs.is_connect_stream(id.into())
+            }
             _ => true,
         }
     }
 
-    fn session_closed(&mut self, sid: SessionId, c: &mut Conn, reason: &quinn_proto::ConnectionError) {
+    fn session_closed(
+        &mut self,
+        sid: SessionId,
+        c: &mut Conn,
+        reason: &quinn_proto::ConnectionError,
+    ) {
         if c.closed {
             return;
         }
@@ -509,7 +542,11 @@ impl Core {
             return;
         }
         for data in drained {
-            self.events.push_back(Event::Data { session: sid, stream: id, data });
+            self.events.push_back(Event::Data {
+                session: sid,
+                stream: id,
+                data,
+            });
         }
         self.stream_end(sid, id, fin, reset);
     }
@@ -522,7 +559,10 @@ impl Core {
                 code: app_code(code),
             });
         } else if fin {
-            self.events.push_back(Event::Finished { session: sid, stream: id });
+            self.events.push_back(Event::Finished {
+                session: sid,
+                stream: id,
+            });
         }
     }
 
@@ -587,7 +627,10 @@ impl Core {
                 (_, Some(wt::BiKind::Request)) => H3Role::Request,
                 (Some(wt::UniKind::Other(t)), _) => {
                     trace!(stream = %id, typ = t, "ignoring uni stream");
-                    let _ = c.inner.recv_stream(id).stop(VarInt::from_u64(wt::h3::NO_ERROR).unwrap_or_default());
+                    let _ = c
+                        .inner
+                        .recv_stream(id)
+                        .stop(VarInt::from_u64(wt::h3::NO_ERROR).unwrap_or_default());
                     H3Role::Ignore
                 }
                 _ => H3Role::Ignore,
@@ -595,7 +638,11 @@ impl Core {
         }
         let Mode::H3(h) = &mut c.mode else { return };
         let Some(role) = h.roles.get(&id) else { return };
-        let data: Vec<Bytes> = first.into_iter().chain(chunks).filter(|b| !b.is_empty()).collect();
+        let data: Vec<Bytes> = first
+            .into_iter()
+            .chain(chunks)
+            .filter(|b| !b.is_empty())
+            .collect();
         match role {
             H3Role::Pending(_) => {}
             H3Role::Control => {
@@ -625,7 +672,11 @@ impl Core {
             H3Role::App => {
                 if c.ready {
                     for d in data {
-                        self.events.push_back(Event::Data { session: sid, stream: id, data: d });
+                        self.events.push_back(Event::Data {
+                            session: sid,
+                            stream: id,
+                            data: d,
+                        });
                     }
                     self.stream_end(sid, id, fin, reset);
                 }
@@ -656,10 +707,14 @@ impl Core {
     fn h3_outputs(&mut self, sid: SessionId, c: &mut Conn, now: Instant) {
         loop {
             let Mode::H3(h) = &mut c.mode else { return };
-            let Some(out) = h.hs.poll_output() else { return };
+            let Some(out) = h.hs.poll_output() else {
+                return;
+            };
             match out {
                 wt::Output::Send { stream, data, fin } => {
-                    let Ok(vi) = VarInt::from_u64(stream) else { continue };
+                    let Ok(vi) = VarInt::from_u64(stream) else {
+                        continue;
+                    };
                     let id = StreamId::from(vi);
                     let mut s = c.inner.send_stream(id);
                     match s.write(&data) {
@@ -672,7 +727,10 @@ impl Core {
                         let _ = c.inner.send_stream(id).finish();
                         if c.session().is_none() {
                             // A rejected CONNECT: the connection has no other use.
-                            c.close_at = Some((now + CLOSE_GRACE, VarInt::from_u64(wt::h3::REQUEST_REJECTED).unwrap_or_default()));
+                            c.close_at = Some((
+                                now + CLOSE_GRACE,
+                                VarInt::from_u64(wt::h3::REQUEST_REJECTED).unwrap_or_default(),
+                            ));
                         }
                     }
                 }
@@ -699,7 +757,11 @@ impl Core {
                             reason,
                         });
                     }
-                    c.inner.close(now, VarInt::from_u64(wt::h3::NO_ERROR).unwrap_or_default(), Bytes::new());
+                    c.inner.close(
+                        now,
+                        VarInt::from_u64(wt::h3::NO_ERROR).unwrap_or_default(),
+                        Bytes::new(),
+                    );
                 }
             }
         }
@@ -799,7 +861,8 @@ impl Core {
         let ids: Vec<SessionId> = self.conns.keys().copied().collect();
         for sid in ids {
             if let Some(c) = self.conns.get_mut(&sid) {
-                c.inner.close(now, VarInt::from_u32(0), Bytes::from_static(b"shutdown"));
+                c.inner
+                    .close(now, VarInt::from_u32(0), Bytes::from_static(b"shutdown"));
             }
             self.mark_dirty(sid);
         }
@@ -866,7 +929,12 @@ impl<'a> Io<'a> {
     /// Queues chunks without copying; consumed chunks (and the consumed front of a partial
     /// one) are taken out of `chunks`. Returns the bytes accepted; fewer than offered means
     /// flow control is full and a `Writable` event will follow.
-    pub fn write(&mut self, s: SessionId, stream: StreamId, chunks: &mut [Bytes]) -> Result<usize, IoError> {
+    pub fn write(
+        &mut self,
+        s: SessionId,
+        stream: StreamId,
+        chunks: &mut [Bytes],
+    ) -> Result<usize, IoError> {
         let c = self.conn(s)?;
         if let Some(p) = c.pending_prefix.get_mut(&stream) {
             match c.inner.send_stream(stream).write(p) {
@@ -907,7 +975,12 @@ impl<'a> Io<'a> {
     }
 
     /// Asks the peer to stop sending on the stream.
-    pub fn stop_sending(&mut self, s: SessionId, stream: StreamId, code: u32) -> Result<(), IoError> {
+    pub fn stop_sending(
+        &mut self,
+        s: SessionId,
+        stream: StreamId,
+        code: u32,
+    ) -> Result<(), IoError> {
         let c = self.conn(s)?;
         let r = c.inner.recv_stream(stream).stop(wire_code(code));
         self.core.mark_dirty(s);
@@ -915,7 +988,12 @@ impl<'a> Io<'a> {
     }
 
     /// Higher goes first among this session's streams.
-    pub fn set_priority(&mut self, s: SessionId, stream: StreamId, priority: i32) -> Result<(), IoError> {
+    pub fn set_priority(
+        &mut self,
+        s: SessionId,
+        stream: StreamId,
+        priority: i32,
+    ) -> Result<(), IoError> {
         let c = self.conn(s)?;
         c.inner
             .send_stream(stream)
@@ -958,12 +1036,19 @@ impl<'a> Io<'a> {
             Some(session) => {
                 if let Ok(vi) = VarInt::from_u64(session) {
                     let id = StreamId::from(vi);
-                    let _ = c.inner.send_stream(id).write(&wt::close_capsule(code, reason));
+                    let _ = c
+                        .inner
+                        .send_stream(id)
+                        .write(&wt::close_capsule(code, reason));
                     let _ = c.inner.send_stream(id).finish();
                 }
                 c.close_at = Some((now + CLOSE_GRACE, wire_code(code)));
             }
-            None => c.inner.close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason.as_bytes())),
+            None => c.inner.close(
+                now,
+                VarInt::from_u32(code),
+                Bytes::copy_from_slice(reason.as_bytes()),
+            ),
         }
         self.core.mark_dirty(s);
     }
@@ -1011,7 +1096,9 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         set_gro(&socket, false);
     }
     let max_segments = if cfg.socket.gso {
-        cfg.socket.max_gso_segments.clamp(1, udp.max_gso_segments().max(1))
+        cfg.socket
+            .max_gso_segments
+            .clamp(1, udp.max_gso_segments().max(1))
     } else {
         1
     };
@@ -1045,7 +1132,12 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         .collect();
     let mut metas = vec![quinn_udp::RecvMeta::default(); bufs.len()];
     let mut shutdown_deadline: Option<Instant> = None;
-    debug!(worker = index, max_segments, gro = core.net.udp.gro_segments(), "worker running");
+    debug!(
+        worker = index,
+        max_segments,
+        gro = core.net.udp.gro_segments(),
+        "worker running"
+    );
 
     loop {
         let now = Instant::now();
@@ -1062,7 +1154,8 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         if g != tls_gen {
             tls_gen = g;
             if let Ok(slot) = shared.tls.lock() {
-                core.endpoint.set_server_config(Some(slot.server_config.clone()));
+                core.endpoint
+                    .set_server_config(Some(slot.server_config.clone()));
             }
         }
         waker.drain();
@@ -1070,12 +1163,21 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         // Receive.
         let mut recv_more = false;
         for call in 0..RECV_CALLS_PER_ITERATION {
-            let mut iov: Vec<io::IoSliceMut<'_>> = bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
-            match core.net.udp.recv((&core.net.socket).into(), &mut iov, &mut metas) {
+            let mut iov: Vec<io::IoSliceMut<'_>> =
+                bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
+            match core
+                .net
+                .udp
+                .recv((&core.net.socket).into(), &mut iov, &mut metas)
+            {
                 Ok(n) => {
                     drop(iov);
                     for (meta, buf) in metas.iter().zip(bufs.iter()).take(n) {
-                        let stride = if meta.stride == 0 { meta.len } else { meta.stride };
+                        let stride = if meta.stride == 0 {
+                            meta.len
+                        } else {
+                            meta.stride
+                        };
                         stats.rx_batches.fetch_add(1, Ordering::Relaxed);
                         let segs = meta.len.div_ceil(stride.max(1)) as u64;
                         stats.rx_datagrams.fetch_add(segs, Ordering::Relaxed);
@@ -1102,7 +1204,13 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
                                 }
                                 continue;
                             }
-                            core.handle_datagram(now, meta.addr, meta.dst_ip, ecn, BytesMut::from(dgram));
+                            core.handle_datagram(
+                                now,
+                                meta.addr,
+                                meta.dst_ip,
+                                ecn,
+                                BytesMut::from(dgram),
+                            );
                         }
                     }
                     if call + 1 == RECV_CALLS_PER_ITERATION {
@@ -1134,10 +1242,23 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
                 break;
             }
             while let Some(ev) = core.events.pop_front() {
-                app.on_event(now, ev, &mut Io { core: &mut core, now });
+                app.on_event(
+                    now,
+                    ev,
+                    &mut Io {
+                        core: &mut core,
+                        now,
+                    },
+                );
             }
         }
-        app.poll(now, &mut Io { core: &mut core, now });
+        app.poll(
+            now,
+            &mut Io {
+                core: &mut core,
+                now,
+            },
+        );
         let _ = core.net.flush_blocked();
         let batch = std::mem::take(&mut core.dirty);
         for sid in &batch {
@@ -1151,7 +1272,9 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         }
 
         // Wait.
-        let busy = recv_more || !core.events.is_empty() || (!core.dirty.is_empty() && core.net.blocked.is_none());
+        let busy = recv_more
+            || !core.events.is_empty()
+            || (!core.dirty.is_empty() && core.net.blocked.is_none());
         let deadline = [core.next_timer(), app.timeout(), shutdown_deadline]
             .into_iter()
             .flatten()
@@ -1170,7 +1293,12 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         let mut fds = [
             libc::pollfd {
                 fd: core.net.socket.as_raw_fd(),
-                events: libc::POLLIN | if core.net.blocked.is_some() { libc::POLLOUT } else { 0 },
+                events: libc::POLLIN
+                    | if core.net.blocked.is_some() {
+                        libc::POLLOUT
+                    } else {
+                        0
+                    },
                 revents: 0,
             },
             libc::pollfd {
