@@ -1,0 +1,251 @@
+//! TLS material and the quinn-proto server configuration built from it: PEM chains and keys
+//! read from files, or a short-lived self-signed ECDSA P-256 certificate, TLS 1.3 only, with
+//! the SHA-256 fingerprint of the leaf. It reads files only when asked (start and reload) and
+//! must never be called on the per-packet path.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn_proto::crypto::rustls::QuicServerConfig;
+use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::config::{Config, Congestion, TlsSource};
+
+/// Browsers accept a `serverCertificateHashes` certificate only if it is valid for at most
+/// 14 days; stay a day under so clock skew cannot push it over.
+const GENERATED_VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
+/// Backdate the start a little so clients with a slow clock accept it.
+const GENERATED_BACKDATE: Duration = Duration::from_secs(3600);
+/// H3 datagrams are at most one QUIC packet; a receive queue of this many bytes per
+/// connection absorbs a burst without letting one peer hold much memory.
+const DATAGRAM_RECV_BUFFER: usize = 256 * 1024;
+/// WebTransport needs the peer's HTTP/3 control and two QPACK streams on top of the
+/// application's unidirectional streams.
+const H3_EXTRA_UNI_STREAMS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: no certificate found")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: no private key found")]
+    NoKey { path: PathBuf },
+    #[error("tls: {0} certificate files but {1} key files; they pair up")]
+    Mismatch(usize, usize),
+    #[error("tls: no certificate configured")]
+    Empty,
+    #[error("generating certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("rustls: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("quic crypto: {0}")]
+    Quic(String),
+    #[error("idle timeout {0:?} out of range")]
+    IdleTimeout(Duration),
+}
+
+/// A certificate chain with its key, ready to serve.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// Lowercase hex SHA-256 of the DER leaf certificate.
+    pub fingerprint: String,
+}
+
+impl Clone for TlsMaterial {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+}
+
+/// Loads or generates the certificate the config names (the first pair for file lists).
+pub fn load(source: &TlsSource) -> Result<TlsMaterial, TlsError> {
+    match source {
+        TlsSource::Files { certs, keys } => {
+            if certs.len() != keys.len() {
+                return Err(TlsError::Mismatch(certs.len(), keys.len()));
+            }
+            let (cert, key) = certs.first().zip(keys.first()).ok_or(TlsError::Empty)?;
+            load_files(cert, key)
+        }
+        TlsSource::Generate { hostnames } => generate(hostnames),
+    }
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, TlsError> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn load_files(cert: &Path, key: &Path) -> Result<TlsMaterial, TlsError> {
+    let chain = rustls_pemfile::certs(&mut open(cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Read {
+            path: cert.to_owned(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert.to_owned(),
+        });
+    }
+    let key_der = rustls_pemfile::private_key(&mut open(key)?)
+        .map_err(|source| TlsError::Read {
+            path: key.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            path: key.to_owned(),
+        })?;
+    let fingerprint = fingerprint(&chain[0]);
+    Ok(TlsMaterial {
+        chain,
+        key: key_der,
+        fingerprint,
+    })
+}
+
+/// A self-signed ECDSA P-256 certificate for `hostnames`, valid for under 14 days.
+pub fn generate(hostnames: &[String]) -> Result<TlsMaterial, TlsError> {
+    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(hostnames.to_vec())?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - GENERATED_BACKDATE;
+    params.not_after = now + GENERATED_VALIDITY;
+    let cert = params.self_signed(&key_pair)?;
+    let der: CertificateDer<'static> = cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    let fingerprint = fingerprint(&der);
+    Ok(TlsMaterial {
+        chain: vec![der],
+        key,
+        fingerprint,
+    })
+}
+
+/// Lowercase hex SHA-256 of a DER certificate, as browsers' `serverCertificateHashes` and
+/// moq-dev's `/certificate.sha256` use it.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The transport parameters every connection gets.
+pub fn transport_config(config: &Config) -> Result<TransportConfig, TlsError> {
+    let q = &config.quic;
+    let mut t = TransportConfig::default();
+    let uni = if q.webtransport {
+        q.max_uni_streams.saturating_add(H3_EXTRA_UNI_STREAMS)
+    } else {
+        q.max_uni_streams
+    };
+    t.max_concurrent_bidi_streams(VarInt::from_u32(q.max_bidi_streams));
+    t.max_concurrent_uni_streams(VarInt::from_u32(uni));
+    t.max_idle_timeout(Some(
+        IdleTimeout::try_from(q.idle_timeout).map_err(|_| TlsError::IdleTimeout(q.idle_timeout))?,
+    ));
+    t.keep_alive_interval(q.keep_alive);
+    t.datagram_receive_buffer_size(Some(DATAGRAM_RECV_BUFFER));
+    match q.congestion {
+        Congestion::Cubic => t.congestion_controller_factory(Arc::new(
+            quinn_proto::congestion::CubicConfig::default(),
+        )),
+        Congestion::Bbr => {
+            t.congestion_controller_factory(Arc::new(quinn_proto::congestion::BbrConfig::default()))
+        }
+        Congestion::NewReno => t.congestion_controller_factory(Arc::new(
+            quinn_proto::congestion::NewRenoConfig::default(),
+        )),
+    };
+    Ok(t)
+}
+
+/// A complete quinn-proto server config: TLS 1.3 only, our ALPNs, our transport parameters.
+pub fn server_config(
+    material: &TlsMaterial,
+    config: &Config,
+) -> Result<quinn_proto::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(material.chain.clone(), material.key.clone_key())?;
+    tls.alpn_protocols = config.alpns();
+    tls.max_early_data_size = 0;
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut sc = quinn_proto::ServerConfig::with_crypto(Arc::new(quic));
+    sc.transport_config(Arc::new(transport_config(config)?));
+    Ok(sc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_certificate_is_short_lived_p256_with_hex_fingerprint() {
+        let m = generate(&["localhost".into()]).unwrap();
+        assert_eq!(m.fingerprint.len(), 64);
+        assert!(m.fingerprint.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(m.fingerprint, fingerprint(&m.chain[0]));
+        // A second generation is a different certificate.
+        assert_ne!(
+            generate(&["localhost".into()]).unwrap().fingerprint,
+            m.fingerprint
+        );
+    }
+
+    #[test]
+    fn pem_files_load_and_mismatched_lists_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("quic-io-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.test".into()])
+            .unwrap()
+            .self_signed(&key_pair)
+            .unwrap();
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key_pair.serialize_pem()).unwrap();
+        let m = load(&TlsSource::Files {
+            certs: vec![c.clone()],
+            keys: vec![k.clone()],
+        })
+        .unwrap();
+        assert_eq!(m.fingerprint, fingerprint(cert.der()));
+        assert!(matches!(
+            load(&TlsSource::Files {
+                certs: vec![c.clone()],
+                keys: vec![]
+            }),
+            Err(TlsError::Mismatch(1, 0))
+        ));
+        assert!(matches!(
+            load(&TlsSource::Files {
+                certs: vec![k.clone()],
+                keys: vec![k]
+            }),
+            Err(TlsError::NoCertificate { .. })
+        ));
+        let cfg = Config::new("127.0.0.1:0".parse().unwrap());
+        assert!(server_config(&m, &cfg).is_ok());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,1331 @@
+//! One worker: its quinn-proto endpoint, its connections, the WebTransport glue for `h3`
+//! connections, and the poll(2) event loop over its own UDP socket (GSO/GRO through
+//! quinn-udp). It owns everything it touches; the only things shared with other threads are
+//! atomic counters, the TLS reload slot (checked once per iteration) and bounded channels of
+//! mis-steered packets. It must never block except in its one poll(2) wait, and never lock on
+//! the per-packet path.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{
+    ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Endpoint, Incoming, ReadError, StreamEvent,
+    VarInt,
+};
+use tracing::{debug, info, trace};
+
+use crate::app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport};
+use crate::server::{Shared, WorkerStats};
+use crate::wt;
+
+/// One GRO batch can be up to 64 KiB of coalesced datagrams.
+const RECV_BUF_SIZE: usize = 64 * 1024;
+/// Receive buffers per recvmmsg: 16 × 64 KiB = 1 MiB per worker is plenty to drain a burst.
+const RECV_BUFS: usize = 16;
+/// recvmmsg calls per loop iteration before timers, the application and sends get a turn.
+const RECV_CALLS_PER_ITERATION: usize = 8;
+/// Mis-steered packets queued per worker pair; beyond this they are dropped (and counted) —
+/// QUIC retransmits, and a flood must not grow memory.
+pub(crate) const FORWARD_QUEUE: usize = 1024;
+/// How long a graceful close waits for the peer (spec: max(3 RTT, 100 ms)).
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
+/// Passes over newly dirty connections per iteration; further work waits for the next turn.
+const DRIVE_PASSES: usize = 4;
+/// How long shutdown waits for connections to say goodbye before the worker exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// A datagram another worker received for one of our connections.
+pub(crate) struct Forwarded {
+    pub data: BytesMut,
+    pub remote: SocketAddr,
+    pub local_ip: Option<IpAddr>,
+    pub ecn: Option<EcnCodepoint>,
+}
+
+/// What a peer-initiated stream on an `h3` connection turned out to be.
+#[derive(Debug)]
+enum H3Role {
+    /// Header not complete yet (at most `wt::MAX_STREAM_HEADER` bytes buffered).
+    Pending(BytesMut),
+    Control,
+    /// QPACK streams and unknown types: read and discard.
+    Ignore,
+    /// The CONNECT (or another HTTP request) stream.
+    Request,
+    /// A WebTransport stream of the session: bytes go to the application.
+    App,
+}
+
+enum Mode {
+    /// TLS not finished; ALPN unknown.
+    Handshaking,
+    Quic {
+        alpn: String,
+    },
+    H3(Box<H3>),
+}
+
+struct H3 {
+    hs: wt::Handshake,
+    roles: HashMap<StreamId, H3Role>,
+}
+
+struct Conn {
+    handle: ConnectionHandle,
+    inner: quinn_proto::Connection,
+    remote: SocketAddr,
+    mode: Mode,
+    /// The application has been told `SessionReady`.
+    ready: bool,
+    /// `SessionClosed` has been delivered (or the session never became ready).
+    closed: bool,
+    dirty: bool,
+    timer: Option<Instant>,
+    /// A graceful WebTransport close: send CONNECTION_CLOSE at this time.
+    close_at: Option<(Instant, VarInt)>,
+    /// Bytes that must precede application data on a stream (WebTransport prefixes).
+    pending_prefix: HashMap<StreamId, Bytes>,
+}
+
+impl Conn {
+    fn session(&self) -> Option<u64> {
+        match &self.mode {
+            Mode::H3(h) => h.hs.session(),
+            _ => None,
+        }
+    }
+}
+
+/// Worker-local state the application's `Io` acts on.
+pub(crate) struct Core {
+    pub index: usize,
+    endpoint: Endpoint,
+    conns: HashMap<SessionId, Conn>,
+    by_handle: HashMap<ConnectionHandle, SessionId>,
+    next_id: SessionId,
+    dirty: Vec<SessionId>,
+    events: VecDeque<Event>,
+    timers: BTreeSet<(Instant, SessionId)>,
+    net: Net,
+    stats: Arc<WorkerStats>,
+    wt_protocols: Vec<String>,
+    max_conns: usize,
+    bucket: TokenBucket,
+    scratch: Vec<u8>,
+    read_chunks: Vec<Bytes>,
+}
+
+/// The socket and its send state.
+struct Net {
+    socket: std::net::UdpSocket,
+    udp: quinn_udp::UdpSocketState,
+    max_segments: usize,
+    /// A send that hit EAGAIN, retried when the socket is writable again.
+    blocked: Option<(quinn_proto::Transmit, Vec<u8>)>,
+    stats: Arc<WorkerStats>,
+}
+
+impl Net {
+    /// Sends one (possibly GSO) batch. On EAGAIN the batch is parked and `Ok(false)` returned.
+    fn send(&mut self, t: &quinn_proto::Transmit, buf: &[u8]) -> io::Result<bool> {
+        let tx = quinn_udp::Transmit {
+            destination: t.destination,
+            ecn: t
+                .ecn
+                .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
+            contents: &buf[..t.size],
+            segment_size: t.segment_size.filter(|&s| s < t.size),
+            src_ip: t.src_ip,
+        };
+        match self.udp.try_send((&self.socket).into(), &tx) {
+            Ok(()) => {
+                let segs = match tx.segment_size {
+                    Some(s) if s > 0 => t.size.div_ceil(s),
+                    _ => 1,
+                } as u64;
+                self.stats.tx_sends.fetch_add(1, Ordering::Relaxed);
+                self.stats.tx_datagrams.fetch_add(segs, Ordering::Relaxed);
+                self.stats
+                    .tx_bytes
+                    .fetch_add(t.size as u64, Ordering::Relaxed);
+                self.stats
+                    .tx_max_segments
+                    .fetch_max(segs, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let parked = quinn_proto::Transmit {
+                    destination: t.destination,
+                    ecn: t.ecn,
+                    size: t.size,
+                    segment_size: t.segment_size,
+                    src_ip: t.src_ip,
+                };
+                self.blocked = Some((parked, buf[..t.size].to_vec()));
+                Ok(false)
+            }
+            Err(e) => {
+                // quinn-udp turns GSO off for the socket on EIO/EINVAL; follow it so the
+                // next batches are single datagrams. The lost batch is resent by QUIC's loss
+                // recovery. EMSGSIZE is expected for MTU probes.
+                let gso = self.udp.max_gso_segments().max(1);
+                if gso < self.max_segments {
+                    tracing::warn!(error = %e, "GSO send failed; GSO off for this socket");
+                    self.max_segments = gso;
+                }
+                debug!(error = %e, "send failed");
+                self.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+        }
+    }
+
+    fn flush_blocked(&mut self) -> io::Result<bool> {
+        match self.blocked.take() {
+            None => Ok(true),
+            Some((t, buf)) => self.send(&t, &buf),
+        }
+    }
+}
+
+/// New-handshake rate limiter: above the rate, clients must prove their address (Retry).
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, now: Instant) -> Self {
+        Self {
+            rate: rate as f64,
+            tokens: rate as f64,
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate.max(1.0));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn app_code(code: VarInt) -> u32 {
+    let raw = code.into_inner();
+    wt::error_from_http3(raw).unwrap_or(u32::try_from(raw).unwrap_or(u32::MAX))
+}
+
+fn wire_code(code: u32) -> VarInt {
+    VarInt::from_u64(wt::error_to_http3(code)).unwrap_or(VarInt::from_u32(code))
+}
+
+impl Core {
+    fn mark_dirty(&mut self, sid: SessionId) {
+        if let Some(c) = self.conns.get_mut(&sid)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(sid);
+        }
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        match self
+            .endpoint
+            .handle(now, remote, local_ip, ecn, data, &mut buf)
+        {
+            Some(DatagramEvent::ConnectionEvent(h, ev)) => {
+                if let Some(&sid) = self.by_handle.get(&h) {
+                    if let Some(c) = self.conns.get_mut(&sid) {
+                        c.inner.handle_event(ev);
+                    }
+                    self.mark_dirty(sid);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                self.on_incoming(now, incoming, &mut buf)
+            }
+            Some(DatagramEvent::Response(t)) => {
+                let _ = self.net.send(&t, &buf);
+            }
+            None => {}
+        }
+        self.scratch = buf;
+    }
+
+    fn on_incoming(&mut self, now: Instant, incoming: Incoming, buf: &mut Vec<u8>) {
+        if self.conns.len() >= self.max_conns {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            let t = self.endpoint.refuse(incoming, buf);
+            let _ = self.net.send(&t, buf);
+            return;
+        }
+        if !incoming.remote_address_validated() && incoming.may_retry() && !self.bucket.take(now) {
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            match self.endpoint.retry(incoming, buf) {
+                Ok(t) => {
+                    let _ = self.net.send(&t, buf);
+                }
+                Err(e) => self.endpoint.ignore(e.into_incoming()),
+            }
+            return;
+        }
+        let remote = incoming.remote_address();
+        match self.endpoint.accept(incoming, now, buf, None) {
+            Ok((handle, inner)) => {
+                let sid = self.next_id;
+                self.next_id += 1;
+                debug!(worker = self.index, session = sid, %remote, "accepted");
+                self.conns.insert(
+                    sid,
+                    Conn {
+                        handle,
+                        inner,
+                        remote,
+                        mode: Mode::Handshaking,
+                        ready: false,
+                        closed: false,
+                        dirty: false,
+                        timer: None,
+                        close_at: None,
+                        pending_prefix: HashMap::new(),
+                    },
+                );
+                self.by_handle.insert(handle, sid);
+                self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                self.mark_dirty(sid);
+            }
+            Err(e) => {
+                debug!(error = %e.cause, "accept failed");
+                if let Some(t) = e.response {
+                    let _ = self.net.send(&t, buf);
+                }
+            }
+        }
+    }
+
+    /// Drains one connection's quinn events into application events.
+    fn drive(&mut self, sid: SessionId, now: Instant) {
+        let Some(mut c) = self.conns.remove(&sid) else {
+            return;
+        };
+        while let Some(ev) = c.inner.poll() {
+            self.on_conn_event(sid, &mut c, ev, now);
+        }
+        self.conns.insert(sid, c);
+    }
+
+    fn on_conn_event(
+        &mut self,
+        sid: SessionId,
+        c: &mut Conn,
+        ev: quinn_proto::Event,
+        now: Instant,
+    ) {
+        use quinn_proto::Event as Q;
+        match ev {
+            Q::HandshakeDataReady => {
+                let alpn = c
+                    .inner
+                    .crypto_session()
+                    .handshake_data()
+                    .and_then(|d| {
+                        d.downcast::<quinn_proto::crypto::rustls::HandshakeData>()
+                            .ok()
+                    })
+                    .and_then(|d| d.protocol)
+                    .map(|p| String::from_utf8_lossy(&p).into_owned())
+                    .unwrap_or_default();
+                c.mode = if alpn == "h3" {
+                    Mode::H3(Box::new(H3 {
+                        hs: wt::Handshake::new(self.wt_protocols.clone()),
+                        roles: HashMap::new(),
+                    }))
+                } else {
+                    Mode::Quic { alpn }
+                };
+            }
+            Q::Connected => match &c.mode {
+                Mode::Quic { alpn } => {
+                    c.ready = true;
+                    self.events.push_back(Event::SessionReady(SessionInfo {
+                        id: sid,
+                        transport: Transport::Quic { alpn: alpn.clone() },
+                        authority: None,
+                        path: String::new(),
+                        query: String::new(),
+                        remote: c.remote,
+                    }));
+                }
+                Mode::H3(_) => {
+                    // Our control stream: open for the connection's whole life.
+                    if let Some(id) = c.inner.streams().open(Dir::Uni) {
+                        let _ = c.inner.send_stream(id).write(&wt::control_stream_bytes());
+                    }
+                }
+                Mode::Handshaking => {}
+            },
+            Q::ConnectionLost { reason } => {
+                debug!(worker = self.index, session = sid, %reason, "connection lost");
+                self.session_closed(sid, c, &reason);
+            }
+            Q::Stream(StreamEvent::Opened { dir }) => {
+                while let Some(id) = c.inner.streams().accept(dir) {
+                    if let Mode::H3(h) = &mut c.mode {
+                        h.roles.insert(id, H3Role::Pending(BytesMut::new()));
+                    } else if c.ready {
+                        self.events.push_back(Event::StreamOpened {
+                            session: sid,
+                            stream: id,
+                            bidi: dir == Dir::Bi,
+                        });
+                    }
+                    // Data that arrived before accept raises no Readable: read now.
+                    self.read_stream(sid, c, id, now);
+                }
+            }
+            Q::Stream(StreamEvent::Readable { id }) => self.read_stream(sid, c, id, now),
+            Q::Stream(StreamEvent::Writable { id }) => {
+                if let Some(p) = c.pending_prefix.get_mut(&id) {
+                    match c.inner.send_stream(id).write(p) {
+                        Ok(n) if n >= p.len() => {
+                            c.pending_prefix.remove(&id);
+                        }
+                        Ok(n) => {
+                            let _ = p.split_to(n);
+                            return;
+                        }
+                        Err(_) => {
+                            c.pending_prefix.remove(&id);
+                        }
+                    }
+                }
+                if c.ready && self.is_app_stream(c, id) {
+                    self.events.push_back(Event::Writable {
+                        session: sid,
+                        stream: id,
+                    });
+                }
+            }
+            Q::Stream(StreamEvent::Stopped { id, error_code }) => {
+                if c.ready && self.is_app_stream(c, id) {
+                    self.events.push_back(Event::StopSending {
+                        session: sid,
+                        stream: id,
+                        code: app_code(error_code),
+                    });
+                }
+            }
+            Q::Stream(StreamEvent::Finished { .. } | StreamEvent::Available { .. }) => {}
+            Q::DatagramReceived => {
+                while let Some(d) = c.inner.datagrams().recv() {
+                    if !c.ready {
+                        continue;
+                    }
+                    let data = match c.session() {
+                        Some(s) => match wt::decode_datagram(s, d) {
+                            Some(d) => d,
+                            None => continue,
+                        },
+                        None if matches!(c.mode, Mode::Quic { .. }) => d,
+                        None => continue,
+                    };
+                    self.events
+                        .push_back(Event::Datagram { session: sid, data });
+                }
+            }
+            Q::DatagramsUnblocked => {}
+        }
+    }
+
+    fn is_app_stream(&self, c: &Conn, id: StreamId) -> bool {
+        match &c.mode {
+            Mode::H3(h) => {
+                matches!(h.roles.get(&id), Some(H3Role::App) | None)
+                    && !h.hs.is_connect_stream(id.into())
+            }
+            _ => true,
+        }
+    }
+
+    fn session_closed(
+        &mut self,
+        sid: SessionId,
+        c: &mut Conn,
+        reason: &quinn_proto::ConnectionError,
+    ) {
+        if c.closed {
+            return;
+        }
+        c.closed = true;
+        if !c.ready {
+            return;
+        }
+        let (code, text) = match reason {
+            quinn_proto::ConnectionError::ApplicationClosed(a) => {
+                let raw = a.error_code.into_inner();
+                let code = match c.mode {
+                    Mode::H3(_) => wt::error_from_http3(raw).map(u64::from).unwrap_or(raw),
+                    _ => raw,
+                };
+                (code, String::from_utf8_lossy(&a.reason).into_owned())
+            }
+            quinn_proto::ConnectionError::LocallyClosed => (0, String::new()),
+            other => (1, other.to_string()),
+        };
+        self.events.push_back(Event::SessionClosed {
+            session: sid,
+            code,
+            reason: text,
+        });
+    }
+
+    /// Reads everything a stream has; flow control bounds how much that can be.
+    fn read_stream(&mut self, sid: SessionId, c: &mut Conn, id: StreamId, now: Instant) {
+        let mut chunks_out = std::mem::take(&mut self.read_chunks);
+        chunks_out.clear();
+        let mut fin = false;
+        let mut reset = None;
+        {
+            let mut recv = c.inner.recv_stream(id);
+            let Ok(mut chunks) = recv.read(true) else {
+                self.read_chunks = chunks_out;
+                return;
+            };
+            loop {
+                match chunks.next(usize::MAX) {
+                    Ok(Some(chunk)) => chunks_out.push(chunk.bytes),
+                    Ok(None) => {
+                        fin = true;
+                        break;
+                    }
+                    Err(ReadError::Blocked) => break,
+                    Err(ReadError::Reset(code)) => {
+                        reset = Some(code);
+                        break;
+                    }
+                }
+            }
+            let _ = chunks.finalize();
+        }
+        let drained: Vec<Bytes> = chunks_out.drain(..).collect();
+        self.read_chunks = chunks_out;
+        if matches!(c.mode, Mode::H3(_)) {
+            self.h3_stream_input(sid, c, id, drained, fin, reset, now);
+            return;
+        }
+        if !c.ready {
+            return;
+        }
+        for data in drained {
+            self.events.push_back(Event::Data {
+                session: sid,
+                stream: id,
+                data,
+            });
+        }
+        self.stream_end(sid, id, fin, reset);
+    }
+
+    fn stream_end(&mut self, sid: SessionId, id: StreamId, fin: bool, reset: Option<VarInt>) {
+        if let Some(code) = reset {
+            self.events.push_back(Event::Reset {
+                session: sid,
+                stream: id,
+                code: app_code(code),
+            });
+        } else if fin {
+            self.events.push_back(Event::Finished {
+                session: sid,
+                stream: id,
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn h3_stream_input(
+        &mut self,
+        sid: SessionId,
+        c: &mut Conn,
+        id: StreamId,
+        chunks: Vec<Bytes>,
+        fin: bool,
+        reset: Option<VarInt>,
+        now: Instant,
+    ) {
+        let Mode::H3(h) = &mut c.mode else { return };
+        let role = h.roles.entry(id).or_insert(H3Role::App);
+        let mut result = Ok(());
+        let mut chunks = chunks.into_iter();
+        // Classify a pending stream from its first bytes.
+        let mut first: Option<Bytes> = None;
+        if let H3Role::Pending(buf) = role {
+            for ch in chunks.by_ref() {
+                buf.extend_from_slice(&ch);
+                if buf.len() >= wt::MAX_STREAM_HEADER {
+                    break;
+                }
+            }
+            let header = if id.dir() == Dir::Uni {
+                wt::parse_uni_header(buf).map(|(k, n)| (Some(k), None, n))
+            } else {
+                wt::parse_bi_header(buf).map(|(k, n)| (None, Some(k), n))
+            };
+            let Some((uni, bi, n)) = header else {
+                if fin || reset.is_some() {
+                    h.roles.remove(&id);
+                }
+                return;
+            };
+            let mut rest = std::mem::take(buf);
+            let _ = rest.split_to(n);
+            first = Some(rest.freeze());
+            let session = h.hs.session();
+            *role = match (uni, bi) {
+                (Some(wt::UniKind::Control), _) => {
+                    result = h.hs.on_control_opened(id.into());
+                    H3Role::Control
+                }
+                (Some(wt::UniKind::WebTransport { session: s }), _)
+                | (_, Some(wt::BiKind::WebTransport { session: s })) => {
+                    if session == Some(s) && c.ready {
+                        self.events.push_back(Event::StreamOpened {
+                            session: sid,
+                            stream: id,
+                            bidi: id.dir() == Dir::Bi,
+                        });
+                        H3Role::App
+                    } else {
+                        let _ = c.inner.recv_stream(id).stop(VarInt::from_u32(0x3994bd84));
+                        H3Role::Ignore
+                    }
+                }
+                (_, Some(wt::BiKind::Request)) => H3Role::Request,
+                (Some(wt::UniKind::Other(t)), _) => {
+                    trace!(stream = %id, typ = t, "ignoring uni stream");
+                    let _ = c
+                        .inner
+                        .recv_stream(id)
+                        .stop(VarInt::from_u64(wt::h3::NO_ERROR).unwrap_or_default());
+                    H3Role::Ignore
+                }
+                _ => H3Role::Ignore,
+            };
+        }
+        let Mode::H3(h) = &mut c.mode else { return };
+        let Some(role) = h.roles.get(&id) else { return };
+        let data: Vec<Bytes> = first
+            .into_iter()
+            .chain(chunks)
+            .filter(|b| !b.is_empty())
+            .collect();
+        match role {
+            H3Role::Pending(_) => {}
+            H3Role::Control => {
+                for d in &data {
+                    if result.is_ok() {
+                        result = h.hs.on_control_data(d, false);
+                    }
+                }
+                if result.is_ok() && (fin || reset.is_some()) {
+                    result = Err(wt::WtError::ControlClosed);
+                }
+            }
+            H3Role::Ignore => {}
+            H3Role::Request => {
+                for d in &data {
+                    if result.is_ok() {
+                        result = h.hs.on_request_data(id.into(), d, false);
+                    }
+                }
+                if result.is_ok() && fin {
+                    result = h.hs.on_request_data(id.into(), &[], true);
+                }
+                if reset.is_some() {
+                    h.hs.on_request_reset(id.into());
+                }
+            }
+            H3Role::App => {
+                if c.ready {
+                    for d in data {
+                        self.events.push_back(Event::Data {
+                            session: sid,
+                            stream: id,
+                            data: d,
+                        });
+                    }
+                    self.stream_end(sid, id, fin, reset);
+                }
+            }
+        }
+        if fin || reset.is_some() {
+            if let Mode::H3(h) = &mut c.mode
+                && !matches!(h.roles.get(&id), Some(H3Role::Request | H3Role::Control))
+            {
+                h.roles.remove(&id);
+            }
+        }
+        if let Err(e) = result {
+            debug!(worker = self.index, session = sid, error = %e, "closing h3 connection");
+            self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            c.inner.close(
+                now,
+                VarInt::from_u64(e.h3_code()).unwrap_or_default(),
+                Bytes::from(e.to_string()),
+            );
+            let reason = quinn_proto::ConnectionError::LocallyClosed;
+            self.session_closed(sid, c, &reason);
+            return;
+        }
+        self.h3_outputs(sid, c, now);
+    }
+
+    fn h3_outputs(&mut self, sid: SessionId, c: &mut Conn, now: Instant) {
+        loop {
+            let Mode::H3(h) = &mut c.mode else { return };
+            let Some(out) = h.hs.poll_output() else {
+                return;
+            };
+            match out {
+                wt::Output::Send { stream, data, fin } => {
+                    let Ok(vi) = VarInt::from_u64(stream) else {
+                        continue;
+                    };
+                    let id = StreamId::from(vi);
+                    let mut s = c.inner.send_stream(id);
+                    match s.write(&data) {
+                        Ok(n) if n < data.len() => {
+                            c.pending_prefix.insert(id, data.slice(n..));
+                        }
+                        _ => {}
+                    }
+                    if fin {
+                        let _ = c.inner.send_stream(id).finish();
+                        if c.session().is_none() {
+                            // A rejected CONNECT: the connection has no other use.
+                            c.close_at = Some((
+                                now + CLOSE_GRACE,
+                                VarInt::from_u64(wt::h3::REQUEST_REJECTED).unwrap_or_default(),
+                            ));
+                        }
+                    }
+                }
+                wt::Output::Ready(req) => {
+                    c.ready = true;
+                    info!(worker = self.index, session = sid, path = %req.path, protocol = ?req.protocol, "webtransport session");
+                    self.events.push_back(Event::SessionReady(SessionInfo {
+                        id: sid,
+                        transport: Transport::WebTransport {
+                            protocol: req.protocol,
+                        },
+                        authority: Some(req.authority),
+                        path: req.path,
+                        query: req.query,
+                        remote: c.remote,
+                    }));
+                }
+                wt::Output::Closed { code, reason } => {
+                    if c.ready && !c.closed {
+                        c.closed = true;
+                        self.events.push_back(Event::SessionClosed {
+                            session: sid,
+                            code: code.into(),
+                            reason,
+                        });
+                    }
+                    c.inner.close(
+                        now,
+                        VarInt::from_u64(wt::h3::NO_ERROR).unwrap_or_default(),
+                        Bytes::new(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends what a connection has queued, handles its endpoint events and re-arms its timer.
+    /// Returns false if the socket is full (the connection stays dirty).
+    fn flush(&mut self, sid: SessionId, now: Instant) -> bool {
+        let Some(mut c) = self.conns.remove(&sid) else {
+            return true;
+        };
+        let mut buf = std::mem::take(&mut self.scratch);
+        let mut ok = true;
+        if self.net.blocked.is_none() {
+            loop {
+                buf.clear();
+                let Some(t) = c.inner.poll_transmit(now, self.net.max_segments, &mut buf) else {
+                    break;
+                };
+                match self.net.send(&t, &buf) {
+                    Ok(true) => {}
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        } else {
+            ok = false;
+        }
+        self.scratch = buf;
+        let mut drained = false;
+        while let Some(ev) = c.inner.poll_endpoint_events() {
+            drained |= ev.is_drained();
+            if let Some(cev) = self.endpoint.handle_event(c.handle, ev) {
+                c.inner.handle_event(cev);
+            }
+        }
+        if drained {
+            if !c.closed {
+                let reason = quinn_proto::ConnectionError::LocallyClosed;
+                self.session_closed(sid, &mut c, &reason);
+            }
+            if let Some(t) = c.timer {
+                self.timers.remove(&(t, sid));
+            }
+            self.by_handle.remove(&c.handle);
+            self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            return ok;
+        }
+        let next = match (c.inner.poll_timeout(), c.close_at.map(|x| x.0)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if next != c.timer {
+            if let Some(t) = c.timer {
+                self.timers.remove(&(t, sid));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, sid));
+            }
+            c.timer = next;
+        }
+        c.dirty = !ok;
+        self.conns.insert(sid, c);
+        if !ok {
+            self.dirty.push(sid);
+        }
+        ok
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&(t, sid)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(c) = self.conns.get_mut(&sid) {
+                c.timer = None;
+                if let Some((at, code)) = c.close_at
+                    && at <= now
+                {
+                    c.close_at = None;
+                    c.inner.close(now, code, Bytes::new());
+                }
+                c.inner.handle_timeout(now);
+            }
+            self.mark_dirty(sid);
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.timers.first().map(|x| x.0)
+    }
+
+    fn close_all(&mut self, now: Instant) {
+        let ids: Vec<SessionId> = self.conns.keys().copied().collect();
+        for sid in ids {
+            if let Some(c) = self.conns.get_mut(&sid) {
+                c.inner
+                    .close(now, VarInt::from_u32(0), Bytes::from_static(b"shutdown"));
+            }
+            self.mark_dirty(sid);
+        }
+    }
+}
+
+/// The handle through which the application acts on this worker's sessions. Every action
+/// takes effect on the next send of this loop iteration.
+pub struct Io<'a> {
+    core: &'a mut Core,
+    now: Instant,
+}
+
+impl<'a> Io<'a> {
+    fn conn(&mut self, s: SessionId) -> Result<&mut Conn, IoError> {
+        match self.core.conns.get_mut(&s) {
+            Some(c) if c.ready && !c.closed => Ok(c),
+            _ => Err(IoError::UnknownSession(s)),
+        }
+    }
+
+    /// This worker's index.
+    pub fn worker(&self) -> usize {
+        self.core.index
+    }
+
+    /// The time of this loop iteration.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn open(&mut self, s: SessionId, dir: Dir) -> Result<StreamId, IoError> {
+        let c = self.conn(s)?;
+        let id = c.inner.streams().open(dir).ok_or(IoError::StreamLimit(s))?;
+        if let Some(session) = c.session() {
+            let prefix = wt::stream_prefix(dir == Dir::Bi, session);
+            if let Mode::H3(h) = &mut c.mode {
+                h.roles.insert(id, H3Role::App);
+            }
+            match c.inner.send_stream(id).write(&prefix) {
+                Ok(n) if n == prefix.len() => {}
+                Ok(n) => {
+                    c.pending_prefix.insert(id, prefix.slice(n..));
+                }
+                Err(_) => {
+                    c.pending_prefix.insert(id, prefix);
+                }
+            }
+        }
+        self.core.mark_dirty(s);
+        Ok(id)
+    }
+
+    /// Opens a bidirectional stream (WebTransport prefix written for you).
+    pub fn open_bi(&mut self, s: SessionId) -> Result<StreamId, IoError> {
+        self.open(s, Dir::Bi)
+    }
+
+    /// Opens a unidirectional stream (WebTransport prefix written for you).
+    pub fn open_uni(&mut self, s: SessionId) -> Result<StreamId, IoError> {
+        self.open(s, Dir::Uni)
+    }
+
+    /// Queues chunks without copying; consumed chunks (and the consumed front of a partial
+    /// one) are taken out of `chunks`. Returns the bytes accepted; fewer than offered means
+    /// flow control is full and a `Writable` event will follow.
+    pub fn write(
+        &mut self,
+        s: SessionId,
+        stream: StreamId,
+        chunks: &mut [Bytes],
+    ) -> Result<usize, IoError> {
+        let c = self.conn(s)?;
+        if let Some(p) = c.pending_prefix.get_mut(&stream) {
+            match c.inner.send_stream(stream).write(p) {
+                Ok(n) if n >= p.len() => {
+                    c.pending_prefix.remove(&stream);
+                }
+                Ok(n) => {
+                    let _ = p.split_to(n);
+                    return Ok(0);
+                }
+                Err(e) => return Err(write_err(s, stream, e)),
+            }
+        }
+        let r = c.inner.send_stream(stream).write_chunks(chunks);
+        self.core.mark_dirty(s);
+        match r {
+            Ok(w) => Ok(w.bytes),
+            Err(quinn_proto::WriteError::Blocked) => Ok(0),
+            Err(e) => Err(write_err(s, stream, e)),
+        }
+    }
+
+    /// Finishes our side of the stream (FIN after queued data).
+    pub fn finish(&mut self, s: SessionId, stream: StreamId) -> Result<(), IoError> {
+        let c = self.conn(s)?;
+        let r = c.inner.send_stream(stream).finish();
+        self.core.mark_dirty(s);
+        r.map_err(|_| IoError::ClosedStream { session: s, stream })
+    }
+
+    /// Abandons our side of the stream with an application code.
+    pub fn reset(&mut self, s: SessionId, stream: StreamId, code: u32) -> Result<(), IoError> {
+        let c = self.conn(s)?;
+        c.pending_prefix.remove(&stream);
+        let r = c.inner.send_stream(stream).reset(wire_code(code));
+        self.core.mark_dirty(s);
+        r.map_err(|_| IoError::ClosedStream { session: s, stream })
+    }
+
+    /// Asks the peer to stop sending on the stream.
+    pub fn stop_sending(
+        &mut self,
+        s: SessionId,
+        stream: StreamId,
+        code: u32,
+    ) -> Result<(), IoError> {
+        let c = self.conn(s)?;
+        let r = c.inner.recv_stream(stream).stop(wire_code(code));
+        self.core.mark_dirty(s);
+        r.map_err(|_| IoError::ClosedStream { session: s, stream })
+    }
+
+    /// Higher goes first among this session's streams.
+    pub fn set_priority(
+        &mut self,
+        s: SessionId,
+        stream: StreamId,
+        priority: i32,
+    ) -> Result<(), IoError> {
+        let c = self.conn(s)?;
+        c.inner
+            .send_stream(stream)
+            .set_priority(priority)
+            .map_err(|_| IoError::ClosedStream { session: s, stream })
+    }
+
+    /// Sends an unreliable datagram (dropped rather than queued when the buffer is full).
+    pub fn send_datagram(&mut self, s: SessionId, data: Bytes) -> Result<(), IoError> {
+        let c = self.conn(s)?;
+        let data = match c.session() {
+            Some(session) => wt::encode_datagram(session, &data),
+            None => data,
+        };
+        let r = c.inner.datagrams().send(data, true);
+        self.core.mark_dirty(s);
+        r.map_err(|e| IoError::Datagram {
+            session: s,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The largest payload `send_datagram` accepts now.
+    pub fn max_datagram_size(&mut self, s: SessionId) -> Option<usize> {
+        let c = self.conn(s).ok()?;
+        let max = c.inner.datagrams().max_size()?;
+        Some(match c.session() {
+            Some(session) => max.saturating_sub(wt::encode_datagram(session, &[]).len()),
+            None => max,
+        })
+    }
+
+    /// Closes the session. WebTransport: CLOSE_WEBTRANSPORT_SESSION capsule, then the QUIC
+    /// connection after a short grace; raw QUIC: CONNECTION_CLOSE with the plain code.
+    pub fn close(&mut self, s: SessionId, code: u32, reason: &str) {
+        let now = self.now;
+        let Ok(c) = self.conn(s) else { return };
+        c.closed = true;
+        match c.session() {
+            Some(session) => {
+                if let Ok(vi) = VarInt::from_u64(session) {
+                    let id = StreamId::from(vi);
+                    let _ = c
+                        .inner
+                        .send_stream(id)
+                        .write(&wt::close_capsule(code, reason));
+                    let _ = c.inner.send_stream(id).finish();
+                }
+                c.close_at = Some((now + CLOSE_GRACE, wire_code(code)));
+            }
+            None => c.inner.close(
+                now,
+                VarInt::from_u32(code),
+                Bytes::copy_from_slice(reason.as_bytes()),
+            ),
+        }
+        self.core.mark_dirty(s);
+    }
+}
+
+fn write_err(s: SessionId, stream: StreamId, e: quinn_proto::WriteError) -> IoError {
+    match e {
+        quinn_proto::WriteError::Stopped(code) => IoError::Stopped {
+            session: s,
+            stream,
+            code: app_code(code),
+        },
+        _ => IoError::ClosedStream { session: s, stream },
+    }
+}
+
+/// Everything a worker thread runs with.
+pub(crate) struct WorkerSetup {
+    pub index: usize,
+    pub workers: usize,
+    pub socket: std::net::UdpSocket,
+    pub endpoint: Endpoint,
+    pub shared: Arc<Shared>,
+    pub stats: Arc<WorkerStats>,
+    pub waker: crate::server::Waker,
+    pub forward_rx: Receiver<Forwarded>,
+    pub forward_tx: Vec<(SyncSender<Forwarded>, crate::server::Waker)>,
+}
+
+pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<()> {
+    let WorkerSetup {
+        index,
+        workers,
+        socket,
+        endpoint,
+        shared,
+        stats,
+        waker,
+        forward_rx,
+        forward_tx,
+    } = setup;
+    let cfg = &shared.config;
+    let udp = quinn_udp::UdpSocketState::new((&socket).into())?;
+    if !cfg.socket.gro {
+        set_gro(&socket, false);
+    }
+    let max_segments = if cfg.socket.gso {
+        cfg.socket
+            .max_gso_segments
+            .clamp(1, udp.max_gso_segments().max(1))
+    } else {
+        1
+    };
+    let now = Instant::now();
+    let mut tls_gen = shared.tls_generation.load(Ordering::Acquire);
+    let mut core = Core {
+        index,
+        endpoint,
+        conns: HashMap::new(),
+        by_handle: HashMap::new(),
+        next_id: 0,
+        dirty: Vec::new(),
+        events: VecDeque::new(),
+        timers: BTreeSet::new(),
+        net: Net {
+            socket,
+            udp,
+            max_segments,
+            blocked: None,
+            stats: stats.clone(),
+        },
+        stats: stats.clone(),
+        wt_protocols: cfg.quic.wt_protocols.clone(),
+        max_conns: cfg.limits.max_connections_per_worker,
+        bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
+        scratch: Vec::with_capacity(max_segments * 1500),
+        read_chunks: Vec::new(),
+    };
+    let mut bufs: Vec<Vec<u8>> = (0..RECV_BUFS.min(quinn_udp::BATCH_SIZE.max(1)))
+        .map(|_| vec![0u8; RECV_BUF_SIZE])
+        .collect();
+    let mut metas = vec![quinn_udp::RecvMeta::default(); bufs.len()];
+    let mut shutdown_deadline: Option<Instant> = None;
+    debug!(
+        worker = index,
+        max_segments,
+        gro = core.net.udp.gro_segments(),
+        "worker running"
+    );
+
+    loop {
+        let now = Instant::now();
+        if shared.shutdown.load(Ordering::Acquire) && shutdown_deadline.is_none() {
+            shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+            core.close_all(now);
+        }
+        if let Some(d) = shutdown_deadline
+            && (core.conns.is_empty() || now >= d)
+        {
+            break;
+        }
+        let g = shared.tls_generation.load(Ordering::Acquire);
+        if g != tls_gen {
+            tls_gen = g;
+            if let Ok(slot) = shared.tls.lock() {
+                core.endpoint
+                    .set_server_config(Some(slot.server_config.clone()));
+            }
+        }
+        waker.drain();
+
+        // Receive.
+        let mut recv_more = false;
+        for call in 0..RECV_CALLS_PER_ITERATION {
+            let mut iov: Vec<io::IoSliceMut<'_>> =
+                bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
+            match core
+                .net
+                .udp
+                .recv((&core.net.socket).into(), &mut iov, &mut metas)
+            {
+                Ok(n) => {
+                    drop(iov);
+                    for (meta, buf) in metas.iter().zip(bufs.iter()).take(n) {
+                        let stride = if meta.stride == 0 {
+                            meta.len
+                        } else {
+                            meta.stride
+                        };
+                        stats.rx_batches.fetch_add(1, Ordering::Relaxed);
+                        let segs = meta.len.div_ceil(stride.max(1)) as u64;
+                        stats.rx_datagrams.fetch_add(segs, Ordering::Relaxed);
+                        stats.rx_max_segments.fetch_max(segs, Ordering::Relaxed);
+                        for dgram in buf[..meta.len].chunks(stride.max(1)) {
+                            let ecn = meta.ecn.and_then(|e| EcnCodepoint::from_bits(e as u8));
+                            if workers > 1
+                                && let Some(owner) = crate::steer::packet_owner(dgram, workers)
+                                && owner != index
+                            {
+                                stats.missteered.fetch_add(1, Ordering::Relaxed);
+                                let (tx, w) = &forward_tx[owner];
+                                let fwd = Forwarded {
+                                    data: BytesMut::from(dgram),
+                                    remote: meta.addr,
+                                    local_ip: meta.dst_ip,
+                                    ecn,
+                                };
+                                match tx.try_send(fwd) {
+                                    Ok(()) => w.wake(),
+                                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                                        stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                continue;
+                            }
+                            core.handle_datagram(
+                                now,
+                                meta.addr,
+                                meta.dst_ip,
+                                ecn,
+                                BytesMut::from(dgram),
+                            );
+                        }
+                    }
+                    if call + 1 == RECV_CALLS_PER_ITERATION {
+                        recv_more = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors and the like surface here; they are per-packet, not fatal.
+                    trace!(error = %e, "recv error");
+                    break;
+                }
+            }
+        }
+        for _ in 0..FORWARD_QUEUE {
+            let Ok(f) = forward_rx.try_recv() else { break };
+            stats.forwarded_in.fetch_add(1, Ordering::Relaxed);
+            core.handle_datagram(now, f.remote, f.local_ip, f.ecn, f.data);
+        }
+        core.fire_timers(now);
+
+        // Drive connections and the application.
+        for _ in 0..DRIVE_PASSES {
+            let batch: Vec<SessionId> = core.dirty.clone();
+            for sid in &batch {
+                core.drive(*sid, now);
+            }
+            if core.events.is_empty() {
+                break;
+            }
+            while let Some(ev) = core.events.pop_front() {
+                app.on_event(
+                    now,
+                    ev,
+                    &mut Io {
+                        core: &mut core,
+                        now,
+                    },
+                );
+            }
+        }
+        app.poll(
+            now,
+            &mut Io {
+                core: &mut core,
+                now,
+            },
+        );
+        let _ = core.net.flush_blocked();
+        let batch = std::mem::take(&mut core.dirty);
+        for sid in &batch {
+            if let Some(c) = core.conns.get_mut(sid) {
+                c.dirty = false;
+            }
+        }
+        for sid in batch {
+            core.drive(sid, now);
+            core.flush(sid, now);
+        }
+
+        // Wait.
+        let busy = recv_more
+            || !core.events.is_empty()
+            || (!core.dirty.is_empty() && core.net.blocked.is_none());
+        let deadline = [core.next_timer(), app.timeout(), shutdown_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout_ms: i32 = if busy {
+            0
+        } else {
+            match deadline {
+                None => 1000,
+                Some(d) => {
+                    let dt = d.saturating_duration_since(Instant::now());
+                    dt.as_micros().div_ceil(1000).min(1000) as i32
+                }
+            }
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: core.net.socket.as_raw_fd(),
+                events: libc::POLLIN
+                    | if core.net.blocked.is_some() {
+                        libc::POLLOUT
+                    } else {
+                        0
+                    },
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: waker.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if timeout_ms != 0 {
+            // SAFETY: fds is a valid array of two pollfd for the duration of the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        }
+    }
+    info!(worker = index, "worker stopped");
+    Ok(())
+}
+
+fn set_gro(socket: &std::net::UdpSocket, on: bool) {
+    let v: libc::c_int = on.into();
+    // SAFETY: a plain setsockopt with a c_int value on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            &v as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}

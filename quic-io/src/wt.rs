@@ -1,0 +1,874 @@
+//! The WebTransport-over-HTTP/3 server handshake and framing as a sans-IO state machine:
+//! SETTINGS exchange, extended CONNECT (path and query captured, `wt-protocol` negotiated),
+//! the 0x41/0x54 stream prefixes, quarter-stream-ID datagrams, CLOSE_WEBTRANSPORT_SESSION
+//! and the u32 ⇄ HTTP/3 error-code mapping. It takes bytes in and returns bytes and decisions
+//! out; it must never touch a socket, a clock or quinn-proto, and never buffer more than the
+//! bounds below. QPACK (with Huffman) and SETTINGS parsing come from `web-transport-proto`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use web_transport_proto::{
+    Capsule, CapsuleError, ConnectError, ConnectRequest, ConnectResponse, Settings, VarInt,
+};
+
+pub use web_transport_proto::{error_from_http3, error_to_http3};
+
+/// Bidirectional WebTransport stream signal, written as a varint before the session ID.
+pub const WT_BIDI: u64 = 0x41;
+/// Unidirectional WebTransport stream type.
+pub const WT_UNI: u64 = 0x54;
+
+/// HTTP/3 error codes (RFC 9114 section 8.1) used to close a misbehaving connection.
+pub mod h3 {
+    pub const NO_ERROR: u64 = 0x100;
+    pub const GENERAL_PROTOCOL_ERROR: u64 = 0x101;
+    pub const STREAM_CREATION_ERROR: u64 = 0x103;
+    pub const CLOSED_CRITICAL_STREAM: u64 = 0x104;
+    pub const FRAME_UNEXPECTED: u64 = 0x105;
+    pub const FRAME_ERROR: u64 = 0x106;
+    pub const EXCESSIVE_LOAD: u64 = 0x107;
+    pub const SETTINGS_ERROR: u64 = 0x109;
+    pub const MISSING_SETTINGS: u64 = 0x10a;
+    pub const REQUEST_REJECTED: u64 = 0x10b;
+    pub const MESSAGE_ERROR: u64 = 0x10e;
+}
+
+/// The control stream carries SETTINGS and a few tiny frames; anything that needs more
+/// than this before a frame completes is an attack (moq-dev caps frames at 64 KiB too).
+pub const MAX_CONTROL_BUFFER: usize = 64 * 1024;
+/// A CONNECT HEADERS frame is bounded at 16 KiB of field section by web-transport-proto;
+/// allow the frame header and a little slack on top.
+pub const MAX_CONNECT_BUFFER: usize = 16 * 1024 + 64;
+/// Capsules on the CONNECT stream: CLOSE carries a reason of at most ~1 KiB; moq-dev accepts
+/// up to 64 KiB, so we do too.
+pub const MAX_CAPSULE_BUFFER: usize = 64 * 1024 + 16;
+/// Stream headers are at most two 8-byte varints.
+pub const MAX_STREAM_HEADER: usize = 16;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum WtError {
+    #[error("control stream: first frame is {0:#x}, not SETTINGS")]
+    MissingSettings(u64),
+    #[error("control stream: second SETTINGS frame")]
+    DuplicateSettings,
+    #[error("peer SETTINGS do not enable WebTransport with datagrams")]
+    NoWebTransport,
+    #[error("malformed SETTINGS: {0}")]
+    BadSettings(String),
+    #[error("frame {frame:#x} not allowed on stream {stream}")]
+    FrameUnexpected { stream: u64, frame: u64 },
+    #[error("frame on stream {stream} exceeds {limit} bytes")]
+    TooLarge { stream: u64, limit: usize },
+    #[error("second control stream {0}")]
+    DuplicateControl(u64),
+    #[error("control stream closed")]
+    ControlClosed,
+}
+
+impl WtError {
+    /// The HTTP/3 connection error code to close with.
+    pub fn h3_code(&self) -> u64 {
+        match self {
+            WtError::MissingSettings(_) => h3::MISSING_SETTINGS,
+            WtError::DuplicateSettings | WtError::FrameUnexpected { .. } => h3::FRAME_UNEXPECTED,
+            WtError::NoWebTransport | WtError::BadSettings(_) => h3::SETTINGS_ERROR,
+            WtError::TooLarge { .. } => h3::EXCESSIVE_LOAD,
+            WtError::DuplicateControl(_) => h3::STREAM_CREATION_ERROR,
+            WtError::ControlClosed => h3::CLOSED_CRITICAL_STREAM,
+        }
+    }
+}
+
+/// What a peer-initiated unidirectional stream is, from its leading varint(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniKind {
+    Control,
+    QpackEncoder,
+    QpackDecoder,
+    WebTransport {
+        session: u64,
+    },
+    /// Push, reserved/GREASE or unknown: stop reading it.
+    Other(u64),
+}
+
+/// What a peer-initiated bidirectional stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiKind {
+    WebTransport {
+        session: u64,
+    },
+    /// An HTTP/3 request stream (the CONNECT, or something we reject).
+    Request,
+}
+
+fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+    VarInt::decode(buf).ok().map(|v| v.into_inner())
+}
+
+/// Classifies a unidirectional stream from its first bytes. `Ok(None)` means more bytes are
+/// needed; the usize is how many header bytes to strip.
+pub fn parse_uni_header(buf: &[u8]) -> Option<(UniKind, usize)> {
+    let mut b = buf;
+    let typ = read_varint(&mut b)?;
+    let kind = match typ {
+        0x00 => UniKind::Control,
+        0x02 => UniKind::QpackEncoder,
+        0x03 => UniKind::QpackDecoder,
+        WT_UNI => UniKind::WebTransport {
+            session: read_varint(&mut b)?,
+        },
+        other => UniKind::Other(other),
+    };
+    Some((kind, buf.len() - b.len()))
+}
+
+/// Classifies a bidirectional stream from its first bytes; `None` means more bytes needed.
+pub fn parse_bi_header(buf: &[u8]) -> Option<(BiKind, usize)> {
+    let mut b = buf;
+    let typ = read_varint(&mut b)?;
+    if typ != WT_BIDI {
+        return Some((BiKind::Request, 0));
+    }
+    let session = read_varint(&mut b)?;
+    Some((BiKind::WebTransport { session }, buf.len() - b.len()))
+}
+
+/// The header a server writes on a stream it opens inside `session`.
+pub fn stream_prefix(bidi: bool, session: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(MAX_STREAM_HEADER);
+    let typ = if bidi { WT_BIDI } else { WT_UNI };
+    VarInt::try_from(typ).unwrap_or_default().encode(&mut b);
+    VarInt::try_from(session).unwrap_or_default().encode(&mut b);
+    b.freeze()
+}
+
+/// Our control stream: type 0x00 and one SETTINGS frame enabling WebTransport (the exact
+/// set moq-dev ships, which browsers and moq-dev clients accept).
+pub fn control_stream_bytes() -> Bytes {
+    let mut settings = Settings::default();
+    settings.enable_webtransport(1);
+    let mut b = BytesMut::new();
+    settings.encode(&mut b);
+    b.freeze()
+}
+
+/// Prepends the quarter stream ID to a datagram payload.
+pub fn encode_datagram(session: u64, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(payload.len() + 8);
+    VarInt::try_from(session / 4)
+        .unwrap_or_default()
+        .encode(&mut b);
+    b.put_slice(payload);
+    b.freeze()
+}
+
+/// Strips the quarter stream ID of a received datagram, or `None` if it is not for
+/// `session`. The full session ID is accepted too (moq-dev's quirk; identical for session 0).
+pub fn decode_datagram(session: u64, mut data: Bytes) -> Option<Bytes> {
+    let mut b: &[u8] = &data;
+    let id = read_varint(&mut b)?;
+    if id != session / 4 && id != session {
+        return None;
+    }
+    let n = data.len() - b.len();
+    data.advance(n);
+    Some(data)
+}
+
+/// A DATA frame carrying a CLOSE_WEBTRANSPORT_SESSION capsule.
+pub fn close_capsule(code: u32, reason: &str) -> Bytes {
+    // The draft bounds the reason at 1024 bytes; cut on a char boundary.
+    let mut end = reason.len().min(1024);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut capsule = BytesMut::new();
+    Capsule::CloseWebTransportSession {
+        code,
+        reason: reason[..end].to_string(),
+    }
+    .encode(&mut capsule);
+    let mut b = BytesMut::with_capacity(capsule.len() + 4);
+    VarInt::from_u32(0).encode(&mut b);
+    VarInt::try_from(capsule.len() as u64)
+        .unwrap_or_default()
+        .encode(&mut b);
+    b.put_slice(&capsule);
+    b.freeze()
+}
+
+/// One parsed HTTP/3 frame header: type, payload offset, total frame length.
+fn frame_header(buf: &[u8]) -> Option<(u64, usize, usize)> {
+    let mut b = buf;
+    let typ = read_varint(&mut b)?;
+    let len = read_varint(&mut b)?;
+    let hdr = buf.len() - b.len();
+    let total = hdr.checked_add(usize::try_from(len).ok()?)?;
+    Some((typ, hdr, total))
+}
+
+/// The accepted WebTransport request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRequest {
+    /// The CONNECT stream's ID; streams and datagrams of this session carry it.
+    pub session: u64,
+    pub authority: String,
+    pub path: String,
+    /// The query without `?`, e.g. `jwt=…`; empty when absent.
+    pub query: String,
+    /// The `wt-protocol` we answered with, chosen from the client's list.
+    pub protocol: Option<String>,
+}
+
+/// What the glue must do after feeding bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Write these bytes on a request stream; FIN it when `fin`.
+    Send { stream: u64, data: Bytes, fin: bool },
+    /// The session is live.
+    Ready(SessionRequest),
+    /// The peer closed the session (capsule, FIN or reset of the CONNECT stream).
+    Closed { code: u32, reason: String },
+}
+
+#[derive(Debug)]
+enum ConnectState {
+    /// Waiting for a CONNECT on the first request stream.
+    Waiting,
+    /// The CONNECT was decoded but the peer's SETTINGS have not arrived.
+    Held(ConnectRequest, u64),
+    /// Accepted; the CONNECT stream now carries capsules.
+    Live { stream: u64 },
+    /// Rejected or closed.
+    Done,
+}
+
+/// Server side of one HTTP/3 connection carrying one WebTransport session.
+#[derive(Debug)]
+pub struct Handshake {
+    supported: Vec<String>,
+    control: Option<u64>,
+    control_buf: BytesMut,
+    settings_seen: bool,
+    connect: ConnectState,
+    connect_stream: Option<u64>,
+    connect_buf: BytesMut,
+    outputs: std::collections::VecDeque<Output>,
+}
+
+impl Handshake {
+    /// `supported`: WebTransport sub-protocols we speak, in our preference order (used only
+    /// to filter the client's order).
+    pub fn new(supported: Vec<String>) -> Self {
+        Self {
+            supported,
+            control: None,
+            control_buf: BytesMut::new(),
+            settings_seen: false,
+            connect: ConnectState::Waiting,
+            connect_stream: None,
+            connect_buf: BytesMut::new(),
+            outputs: Default::default(),
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Is this the live session's CONNECT stream?
+    pub fn is_connect_stream(&self, stream: u64) -> bool {
+        self.connect_stream == Some(stream)
+    }
+
+    /// The live session's ID, once accepted.
+    pub fn session(&self) -> Option<u64> {
+        match self.connect {
+            ConnectState::Live { stream } => Some(stream),
+            _ => None,
+        }
+    }
+
+    /// A peer uni stream turned out to be a control stream.
+    pub fn on_control_opened(&mut self, stream: u64) -> Result<(), WtError> {
+        if self.control.is_some() {
+            return Err(WtError::DuplicateControl(stream));
+        }
+        self.control = Some(stream);
+        Ok(())
+    }
+
+    /// Bytes on the peer's control stream, after its type byte.
+    pub fn on_control_data(&mut self, data: &[u8], fin: bool) -> Result<(), WtError> {
+        if self.control_buf.len() + data.len() > MAX_CONTROL_BUFFER {
+            return Err(WtError::TooLarge {
+                stream: self.control.unwrap_or(0),
+                limit: MAX_CONTROL_BUFFER,
+            });
+        }
+        self.control_buf.extend_from_slice(data);
+        while let Some((typ, hdr, total)) = frame_header(&self.control_buf) {
+            if total > MAX_CONTROL_BUFFER {
+                return Err(WtError::TooLarge {
+                    stream: self.control.unwrap_or(0),
+                    limit: MAX_CONTROL_BUFFER,
+                });
+            }
+            if self.control_buf.len() < total {
+                break;
+            }
+            let frame = self.control_buf.split_to(total);
+            match (typ, self.settings_seen) {
+                (0x04, false) => {
+                    let mut whole = BytesMut::with_capacity(total + 1);
+                    whole.put_u8(0);
+                    whole.put_slice(&frame);
+                    let settings = Settings::decode(&mut whole.freeze())
+                        .map_err(|e| WtError::BadSettings(e.to_string()))?;
+                    if settings.supports_webtransport() == 0 {
+                        return Err(WtError::NoWebTransport);
+                    }
+                    self.settings_seen = true;
+                    if let ConnectState::Held(req, stream) =
+                        std::mem::replace(&mut self.connect, ConnectState::Waiting)
+                    {
+                        self.answer(req, stream);
+                    }
+                }
+                (0x04, true) => return Err(WtError::DuplicateSettings),
+                (other, false) => return Err(WtError::MissingSettings(other)),
+                // DATA, HEADERS are not allowed on the control stream (RFC 9114 7.2).
+                (0x00 | 0x01, true) => {
+                    return Err(WtError::FrameUnexpected {
+                        stream: self.control.unwrap_or(0),
+                        frame: typ,
+                    });
+                }
+                // GOAWAY, MAX_PUSH_ID, GREASE, unknown: nothing to do for one session.
+                _ => {}
+            }
+            let _ = hdr;
+        }
+        if fin {
+            return Err(WtError::ControlClosed);
+        }
+        Ok(())
+    }
+
+    /// Bytes on a peer-initiated request (non-WebTransport bidi) stream.
+    pub fn on_request_data(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<(), WtError> {
+        match self.connect {
+            ConnectState::Waiting => {}
+            ConnectState::Live { stream: s } if s == stream => {
+                return self.on_capsule_data(stream, data, fin);
+            }
+            ConnectState::Held(_, s) if s == stream => return Ok(()),
+            _ => {
+                // A second request on a one-session connection: refuse it.
+                self.outputs.push_back(Output::Send {
+                    stream,
+                    data: response_bytes(
+                        web_transport_proto::http::StatusCode::TOO_MANY_REQUESTS,
+                        None,
+                    ),
+                    fin: true,
+                });
+                return Ok(());
+            }
+        }
+        if self.connect_buf.len() + data.len() > MAX_CONNECT_BUFFER {
+            return Err(WtError::TooLarge {
+                stream,
+                limit: MAX_CONNECT_BUFFER,
+            });
+        }
+        self.connect_buf.extend_from_slice(data);
+        let Some((typ, _, total)) = frame_header(&self.connect_buf) else {
+            return Ok(());
+        };
+        if typ == 0x04 || typ == 0x07 {
+            // SETTINGS or GOAWAY on a request stream is a connection error (RFC 9114 7.2.4).
+            return Err(WtError::FrameUnexpected { stream, frame: typ });
+        }
+        if typ != 0x01 {
+            self.reject(stream, web_transport_proto::http::StatusCode::BAD_REQUEST);
+            return Ok(());
+        }
+        if total > MAX_CONNECT_BUFFER {
+            return Err(WtError::TooLarge {
+                stream,
+                limit: MAX_CONNECT_BUFFER,
+            });
+        }
+        if self.connect_buf.len() < total {
+            if fin {
+                self.reject(stream, web_transport_proto::http::StatusCode::BAD_REQUEST);
+            }
+            return Ok(());
+        }
+        let mut frame = self.connect_buf.split_to(total).freeze();
+        self.connect_buf = BytesMut::new();
+        match ConnectRequest::decode(&mut frame) {
+            Ok(req) => {
+                self.connect_stream = Some(stream);
+                if self.settings_seen {
+                    self.answer(req, stream);
+                } else {
+                    self.connect = ConnectState::Held(req, stream);
+                }
+            }
+            Err(ConnectError::FieldSectionTooLarge | ConnectError::FrameTooLarge) => {
+                return Err(WtError::TooLarge {
+                    stream,
+                    limit: MAX_CONNECT_BUFFER,
+                });
+            }
+            Err(e) => {
+                tracing::debug!(stream, error = %e, "rejecting CONNECT");
+                self.reject(stream, web_transport_proto::http::StatusCode::BAD_REQUEST);
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer reset the request stream `stream`.
+    pub fn on_request_reset(&mut self, stream: u64) {
+        if self.connect_stream == Some(stream) {
+            self.finish(0, String::new());
+        }
+    }
+
+    fn reject(&mut self, stream: u64, status: web_transport_proto::http::StatusCode) {
+        self.connect = ConnectState::Done;
+        self.connect_buf = BytesMut::new();
+        self.outputs.push_back(Output::Send {
+            stream,
+            data: response_bytes(status, None),
+            fin: true,
+        });
+    }
+
+    fn answer(&mut self, req: ConnectRequest, stream: u64) {
+        let protocol = req
+            .protocols
+            .iter()
+            .find(|p| self.supported.iter().any(|s| s == *p))
+            .cloned();
+        self.outputs.push_back(Output::Send {
+            stream,
+            data: response_bytes(
+                web_transport_proto::http::StatusCode::OK,
+                protocol.as_deref(),
+            ),
+            fin: false,
+        });
+        let authority = match req.url.port() {
+            Some(p) => format!("{}:{p}", req.url.host_str().unwrap_or_default()),
+            None => req.url.host_str().unwrap_or_default().to_string(),
+        };
+        self.outputs.push_back(Output::Ready(SessionRequest {
+            session: stream,
+            authority,
+            path: req.url.path().to_string(),
+            query: req.url.query().unwrap_or_default().to_string(),
+            protocol,
+        }));
+        self.connect = ConnectState::Live { stream };
+    }
+
+    fn on_capsule_data(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<(), WtError> {
+        if self.connect_buf.len() + data.len() > MAX_CAPSULE_BUFFER {
+            return Err(WtError::TooLarge {
+                stream,
+                limit: MAX_CAPSULE_BUFFER,
+            });
+        }
+        self.connect_buf.extend_from_slice(data);
+        // Unwrap DATA frames into capsules, in place: frames first, then capsules.
+        loop {
+            let Some((typ, hdr, total)) = frame_header(&self.connect_buf) else {
+                break;
+            };
+            if total > MAX_CAPSULE_BUFFER {
+                return Err(WtError::TooLarge {
+                    stream,
+                    limit: MAX_CAPSULE_BUFFER,
+                });
+            }
+            if self.connect_buf.len() < total {
+                break;
+            }
+            let mut frame = self.connect_buf.split_to(total);
+            if typ != 0x00 {
+                continue;
+            }
+            frame.advance(hdr);
+            let mut payload = frame.freeze();
+            while payload.has_remaining() {
+                match Capsule::decode(&mut payload) {
+                    Ok(Capsule::CloseWebTransportSession { code, reason }) => {
+                        self.finish(code, reason);
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(CapsuleError::UnexpectedEnd) | Err(_) => {
+                        // Capsules split across DATA frames are legal but no client does
+                        // it for CLOSE; treat an unreadable capsule as the session gone.
+                        self.finish(0, String::new());
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if fin {
+            self.finish(0, String::new());
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, code: u32, reason: String) {
+        if matches!(self.connect, ConnectState::Done) {
+            return;
+        }
+        self.connect = ConnectState::Done;
+        self.outputs.push_back(Output::Closed { code, reason });
+    }
+}
+
+fn response_bytes(status: web_transport_proto::http::StatusCode, protocol: Option<&str>) -> Bytes {
+    let mut resp = ConnectResponse::new(status);
+    if let Some(p) = protocol {
+        resp = resp.with_protocol(p);
+    }
+    let mut b = BytesMut::new();
+    if resp.encode(&mut b).is_err() {
+        // Only a protocol string that is not a valid sf-string fails; ours come from the
+        // client's parsed list, so fall back to no protocol rather than fail the session.
+        b.clear();
+        let _ = ConnectResponse::new(status).encode(&mut b);
+    }
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
+    }
+
+    fn supported() -> Vec<String> {
+        vec![
+            "moq-lite-05".into(),
+            "moq-lite-04".into(),
+            "moq-lite-03".into(),
+        ]
+    }
+
+    /// The moq-dev control stream from spec section 2.2, minus the type byte.
+    const PEER_SETTINGS: &str =
+        "04 1c 08 01 33 01 80 ff d2 77 01 c0 00 00 00 c6 71 70 6a 01 ab 60 37 42 01 ab 60 37 43 01";
+
+    const BROWSER_CONNECT: &str = "01 40 c8 00 00 cf d7 50 90 b0 b4 0f d2 e5 f2 3a 6b a0 ab 90 f4 dc 69 a6 99 51 ae 60 75 1e a6 2c 39 e9 ff 3a 78 4c 05 f5 96 78 f1 10 da 8d 97 27 0f 79 03 a4 d9 5f 5c be b2 fa 8c 4f 83 27 43 9b 9f 26 fb c6 6c af ae 83 4d 2f 00 b9 5d 87 49 c8 7a 3f 89 f0 58 d3 60 ea 45 67 b1 3f 5f 4b 91 9d 29 ad 17 18 60 75 d6 b9 7c 8e 9a e8 2a e4 3d 3f 2f 09 f0 95 87 dc 66 a0 71 d0 55 ab b0 e9 39 0f 42 3f a3 fe 69 3f 65 a8 32 4a b0 1b fe 7e 94 fe 69 3f 65 a8 32 4a b0 1a fe 7e 94 fe 69 3f 65 a8 32 4a b0 19 fe 7f 5f 50 a2 d0 7f 66 a2 81 b0 da e0 53 fa fc 08 7e d4 ce 6a ad f2 a7 97 9c 89 c6 bf b5 2f 4f 61 e9 2b 01 68 4b 83";
+
+    fn ready(h: &mut Handshake) -> (Vec<Output>, Option<SessionRequest>) {
+        let mut outs = Vec::new();
+        let mut req = None;
+        while let Some(o) = h.poll_output() {
+            if let Output::Ready(r) = &o {
+                req = Some(r.clone());
+            }
+            outs.push(o);
+        }
+        (outs, req)
+    }
+
+    #[test]
+    fn control_stream_matches_the_moq_dev_settings_set() {
+        let b = control_stream_bytes();
+        assert_eq!(b[0], 0x00);
+        assert_eq!(b[1], 0x04);
+        // Parse back: the server's own SETTINGS must satisfy the acceptance rule.
+        let mut h = Handshake::new(supported());
+        h.on_control_opened(3).unwrap();
+        h.on_control_data(&b[1..], false).unwrap();
+    }
+
+    #[test]
+    fn huffman_coded_browser_connect_yields_path_query_and_protocol() {
+        let mut h = Handshake::new(supported());
+        h.on_control_opened(2).unwrap();
+        h.on_control_data(&hex(PEER_SETTINGS), false).unwrap();
+        let bytes = hex(BROWSER_CONNECT);
+        // Fed in two pieces to exercise buffering.
+        h.on_request_data(0, &bytes[..50], false).unwrap();
+        assert!(h.poll_output().is_none());
+        h.on_request_data(0, &bytes[50..], false).unwrap();
+        let (outs, req) = ready(&mut h);
+        let req = req.unwrap();
+        assert_eq!(req.session, 0);
+        assert_eq!(req.authority, "relay.example.com:4443");
+        assert_eq!(req.path, "/anon/room");
+        assert_eq!(
+            req.query,
+            "jwt=eyJhbGciOiJIUzI1NiJ9.eyJyb290IjoiYW5vbiJ9.sig"
+        );
+        assert_eq!(req.protocol.as_deref(), Some("moq-lite-05"));
+        match &outs[0] {
+            Output::Send {
+                stream: 0,
+                data,
+                fin: false,
+            } => {
+                // `:status 200` and `wt-protocol: "moq-lite-05"` are in the response.
+                let resp = ConnectResponse::decode(&mut data.clone()).unwrap();
+                assert_eq!(resp.status, 200);
+                assert_eq!(resp.protocol.as_deref(), Some("moq-lite-05"));
+            }
+            o => panic!("unexpected {o:?}"),
+        }
+        assert_eq!(h.session(), Some(0));
+    }
+
+    #[test]
+    fn minimal_huffman_connect_decodes_root_path() {
+        let mut h = Handshake::new(supported());
+        h.on_control_opened(2).unwrap();
+        h.on_control_data(&hex(PEER_SETTINGS), false).unwrap();
+        h.on_request_data(
+            0,
+            &hex("01 24 00 00 cf 2f 00 b9 5d 87 49 c8 7a 3f 89 f0 58 d3 60 ea 45 67 b1 3f d7 50 8a a0 e4 1d 13 9d 09 b8 d3 4d 33 c1"),
+            false,
+        )
+        .unwrap();
+        let req = ready(&mut h).1.unwrap();
+        assert_eq!(req.authority, "localhost:4443");
+        assert_eq!(req.path, "/");
+        assert_eq!(req.query, "");
+        assert_eq!(req.protocol, None);
+    }
+
+    #[test]
+    fn huffman_response_vector_decodes() {
+        let resp = ConnectResponse::decode(
+            &mut &hex(
+                "01 19 00 00 d9 2f 01 f0 95 ab b0 e9 39 0f 47 8b fe 69 3f 65 a8 32 4a b0 1b fe 7f",
+            )[..],
+        )
+        .unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.protocol.as_deref(), Some("moq-lite-05"));
+    }
+
+    #[test]
+    fn connect_is_held_until_peer_settings_arrive() {
+        let mut h = Handshake::new(supported());
+        h.on_request_data(0, &plain_connect(true), false).unwrap();
+        assert!(h.poll_output().is_none());
+        h.on_control_opened(2).unwrap();
+        h.on_control_data(&hex(PEER_SETTINGS), false).unwrap();
+        let req = ready(&mut h).1.unwrap();
+        assert_eq!(req.path, "/anon");
+        assert_eq!(req.query, "jwt=abc");
+        assert_eq!(req.protocol.as_deref(), Some("moq-lite-05"));
+    }
+
+    /// The moq-dev client's CONNECT of spec section 4.1, optionally without `:protocol`.
+    fn plain_connect(with_protocol: bool) -> Vec<u8> {
+        let mut fs = vec![0u8, 0];
+        fs.push(0x50);
+        fs.push(22);
+        fs.extend_from_slice(b"relay.example.com:4443");
+        fs.push(0xcf);
+        if with_protocol {
+            fs.extend_from_slice(&[0x27, 0x02]);
+            fs.extend_from_slice(b":protocol");
+            fs.push(12);
+            fs.extend_from_slice(b"webtransport");
+        }
+        fs.push(0xd7);
+        fs.push(0x51);
+        fs.push(13);
+        fs.extend_from_slice(b"/anon?jwt=abc");
+        fs.extend_from_slice(&[0x27, 0x0f]);
+        fs.extend_from_slice(b"wt-available-protocols");
+        let v = b"\"moq-lite-05\", \"moq-lite-04\"";
+        fs.push(v.len() as u8);
+        fs.extend_from_slice(v);
+        let mut out = vec![0x01];
+        VarInt::try_from(fs.len() as u64).unwrap().encode(&mut out);
+        out.extend_from_slice(&fs);
+        out
+    }
+
+    #[test]
+    fn spec_connect_vector_has_declared_length() {
+        // Spec 4.1 says `01 40 78`: a 120-byte field section.
+        let b = plain_connect(true);
+        assert_eq!(&b[..3], &[0x01, 0x40, 0x78]);
+    }
+
+    #[test]
+    fn connect_without_protocol_is_answered_400_and_finished() {
+        let mut h = Handshake::new(supported());
+        h.on_control_opened(2).unwrap();
+        h.on_control_data(&hex(PEER_SETTINGS), false).unwrap();
+        h.on_request_data(0, &plain_connect(false), false).unwrap();
+        match h.poll_output() {
+            Some(Output::Send {
+                stream: 0,
+                data,
+                fin: true,
+            }) => {
+                // `ff 04` is the static index of `:status 400`.
+                assert!(matches!(
+                    ConnectResponse::decode(&mut data.clone()),
+                    Err(ConnectError::WrongStatus(Some(s))) if s == 400
+                ));
+                assert!(data.windows(2).any(|w| w == [0xff, 0x04]));
+            }
+            o => panic!("unexpected {o:?}"),
+        }
+        assert!(h.poll_output().is_none());
+        assert_eq!(h.session(), None);
+    }
+
+    #[test]
+    fn settings_on_a_request_stream_is_frame_unexpected() {
+        let mut h = Handshake::new(supported());
+        let err = h
+            .on_request_data(0, &hex(PEER_SETTINGS), false)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            WtError::FrameUnexpected {
+                stream: 0,
+                frame: 4
+            }
+        );
+        assert_eq!(err.h3_code(), h3::FRAME_UNEXPECTED);
+    }
+
+    #[test]
+    fn control_stream_must_start_with_settings_once() {
+        let mut h = Handshake::new(supported());
+        h.on_control_opened(2).unwrap();
+        assert_eq!(
+            h.on_control_data(&[0x07, 0x01, 0x00], false),
+            Err(WtError::MissingSettings(7))
+        );
+        let mut h = Handshake::new(supported());
+        h.on_control_opened(2).unwrap();
+        let mut twice = hex(PEER_SETTINGS);
+        twice.extend(hex(PEER_SETTINGS));
+        assert_eq!(
+            h.on_control_data(&twice, false),
+            Err(WtError::DuplicateSettings)
+        );
+        assert_eq!(h.on_control_opened(6), Err(WtError::DuplicateControl(6)));
+    }
+
+    #[test]
+    fn settings_without_datagrams_are_refused() {
+        let mut h = Handshake::new(supported());
+        h.on_control_opened(2).unwrap();
+        // Only ENABLE_CONNECT_PROTOCOL.
+        assert_eq!(
+            h.on_control_data(&[0x04, 0x02, 0x08, 0x01], false),
+            Err(WtError::NoWebTransport)
+        );
+    }
+
+    #[test]
+    fn close_capsule_matches_spec_bytes_and_is_understood() {
+        let b = close_capsule(6, "unauthorized");
+        assert_eq!(
+            &b[..],
+            &hex("00 13 68 43 10 00 00 00 06 75 6e 61 75 74 68 6f 72 69 7a 65 64")[..]
+        );
+        let mut h = Handshake::new(supported());
+        h.on_control_opened(2).unwrap();
+        h.on_control_data(&hex(PEER_SETTINGS), false).unwrap();
+        h.on_request_data(0, &plain_connect(true), false).unwrap();
+        let _ = ready(&mut h);
+        h.on_request_data(0, &b[..5], false).unwrap();
+        assert!(h.poll_output().is_none());
+        h.on_request_data(0, &b[5..], false).unwrap();
+        assert_eq!(
+            h.poll_output(),
+            Some(Output::Closed {
+                code: 6,
+                reason: "unauthorized".into()
+            })
+        );
+    }
+
+    #[test]
+    fn connect_stream_fin_closes_with_code_zero() {
+        let mut h = Handshake::new(supported());
+        h.on_control_opened(2).unwrap();
+        h.on_control_data(&hex(PEER_SETTINGS), false).unwrap();
+        h.on_request_data(0, &plain_connect(true), false).unwrap();
+        let _ = ready(&mut h);
+        h.on_request_data(0, &[], true).unwrap();
+        assert_eq!(
+            h.poll_output(),
+            Some(Output::Closed {
+                code: 0,
+                reason: String::new()
+            })
+        );
+    }
+
+    #[test]
+    fn stream_prefixes_and_headers_round_trip() {
+        assert_eq!(&stream_prefix(true, 0)[..], &[0x40, 0x41, 0x00]);
+        assert_eq!(&stream_prefix(false, 0)[..], &[0x40, 0x54, 0x00]);
+        assert_eq!(
+            parse_bi_header(&[0x40, 0x41, 0x00, 0x02]),
+            Some((BiKind::WebTransport { session: 0 }, 3))
+        );
+        assert_eq!(parse_bi_header(&[0x40]), None);
+        assert_eq!(parse_bi_header(&[0x01, 0x40]), Some((BiKind::Request, 0)));
+        assert_eq!(
+            parse_uni_header(&[0x40, 0x54, 0x00, 0x00]),
+            Some((UniKind::WebTransport { session: 0 }, 3))
+        );
+        assert_eq!(parse_uni_header(&[0x00]), Some((UniKind::Control, 1)));
+        assert_eq!(parse_uni_header(&[0x02]), Some((UniKind::QpackEncoder, 1)));
+        assert_eq!(parse_uni_header(&[0x40, 0x54]), None);
+        assert_eq!(parse_uni_header(&[0x01]), Some((UniKind::Other(1), 1)));
+    }
+
+    #[test]
+    fn datagrams_carry_the_quarter_stream_id() {
+        assert_eq!(&encode_datagram(0, b"hi")[..], b"\x00hi");
+        assert_eq!(&encode_datagram(8, b"hi")[..], b"\x02hi");
+        assert_eq!(
+            decode_datagram(8, Bytes::from_static(b"\x02hi")).as_deref(),
+            Some(&b"hi"[..])
+        );
+        assert_eq!(decode_datagram(0, Bytes::from_static(b"\x01hi")), None);
+        assert_eq!(decode_datagram(0, Bytes::new()), None);
+    }
+
+    #[test]
+    fn error_codes_map_as_in_the_spec_table() {
+        for (n, h) in [
+            (0u32, 0x52e4a40fa8dbu64),
+            (2, 0x52e4a40fa8dd),
+            (29, 0x52e4a40fa8f8),
+            (30, 0x52e4a40fa8fa),
+            (31, 0x52e4a40fa8fb),
+            (468, 0x52e4a40faabe),
+        ] {
+            assert_eq!(error_to_http3(n), h);
+            assert_eq!(error_from_http3(h), Some(n));
+        }
+        assert_eq!(error_from_http3(0x100), None);
+    }
+}
