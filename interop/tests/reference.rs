@@ -1,0 +1,301 @@
+//! The harness against the in-process reference relay (moq-tokio server + moq-net
+//! origin), on 127.0.0.1 with an ephemeral port and a generated self-signed
+//! certificate. These prove the harness itself, before moq-relayd exists.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use interop::reference_relay::{self, ReferenceRelay, RelayConfig};
+use interop::{
+    AnnounceEvent, Bytes, ConnectOptions, Error, RELAY_VERSIONS, Session, TlsTrust, TrackEnd,
+    TrackEvent, Transport, connect_with,
+};
+
+/// Groups and frames per group published by the data tests: enough to cross group
+/// boundaries and stream reuse, small enough for a 2-core machine.
+const GROUPS: u64 = 6;
+const FRAMES_PER_GROUP: u64 = 5;
+
+/// How long a negative check ("nothing else is announced") waits.
+const QUIET: Duration = Duration::from_millis(500);
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A payload that differs per (group, frame) in both content and size, including one
+/// frame larger than a QUIC packet and a flow-control window's worth of small ones.
+fn payload(group: u64, frame: u64) -> Bytes {
+    let len = match frame {
+        0 => 200_000,
+        _ => 1 + ((group * 31 + frame * 7) % 1500) as usize,
+    };
+    let mut bytes = Vec::with_capacity(len);
+    let mut x = group.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ frame;
+    for _ in 0..len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.push(x as u8);
+    }
+    Bytes::from(bytes)
+}
+
+async fn relay(versions: &[&str]) -> ReferenceRelay {
+    reference_relay::start_with(RelayConfig::new(loopback()).with_versions(versions))
+        .await
+        .expect("reference relay starts")
+}
+
+async fn open(url: &str, options: ConnectOptions) -> Session {
+    connect_with(url, options).await.expect("session connects")
+}
+
+/// Publish GROUPS groups on `demo/a`/`video` through `url_pub`, read them through
+/// `url_sub`, and check every frame is byte-identical and in order within its group.
+async fn publish_and_receive(relay: &ReferenceRelay, url: &str, versions: &[&str]) -> String {
+    let trust = relay.trust();
+    let publisher = open(
+        url,
+        ConnectOptions::new(trust.clone())
+            .with_versions(versions)
+            .publish_only(),
+    )
+    .await;
+    let subscriber = open(
+        url,
+        ConnectOptions::new(trust)
+            .with_versions(versions)
+            .subscribe_only("demo"),
+    )
+    .await;
+    let negotiated = publisher.version_name().expect("publisher version");
+    assert_eq!(
+        subscriber.version_name().as_deref(),
+        Some(negotiated.as_str())
+    );
+
+    let (broadcast, mut tracks) = publisher.publish("demo/a", &["video"]).expect("publish");
+    let track = tracks.pop().expect("one track");
+    let mut sub = subscriber
+        .subscribe("demo/a", "video")
+        .await
+        .expect("subscribe");
+
+    for group in 0..GROUPS {
+        let sequence = track
+            .write_group((0..FRAMES_PER_GROUP).map(|frame| payload(group, frame)))
+            .expect("write group");
+        assert_eq!(sequence, group);
+    }
+    track.finish().expect("finish track");
+
+    let mut next_index = vec![0u64; GROUPS as usize];
+    let mut ended = vec![false; GROUPS as usize];
+    loop {
+        match sub.next().await.expect("track event") {
+            TrackEvent::Frame(frame) => {
+                let slot = frame.group as usize;
+                assert!(slot < GROUPS as usize, "unexpected group {}", frame.group);
+                assert_eq!(frame.index, next_index[slot], "frame order in group {slot}");
+                assert_eq!(
+                    frame.payload,
+                    payload(frame.group, frame.index),
+                    "payload of group {} frame {}",
+                    frame.group,
+                    frame.index
+                );
+                next_index[slot] += 1;
+            }
+            TrackEvent::GroupEnd { group, frames } => {
+                assert_eq!(frames, FRAMES_PER_GROUP, "frames in group {group}");
+                ended[group as usize] = true;
+            }
+            TrackEvent::GroupReset { group, reason, .. } => {
+                panic!("group {group} was reset: {reason}")
+            }
+            TrackEvent::End(end) => {
+                assert_eq!(end, TrackEnd::Finished);
+                break;
+            }
+        }
+    }
+    assert!(ended.iter().all(|e| *e), "every group ended: {ended:?}");
+    drop(broadcast);
+    subscriber.close().await;
+    publisher.close().await;
+    negotiated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_arrive_byte_identical_and_in_order_over_webtransport() {
+    let relay = relay(&[]).await;
+    let version = publish_and_receive(&relay, &relay.https_url("anon"), &[]).await;
+    assert_eq!(
+        version, "moq-lite-06",
+        "client and reference both default to 06"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_arrive_byte_identical_and_in_order_over_raw_quic() {
+    let relay = relay(&[]).await;
+    let version = publish_and_receive(&relay, &relay.quic_url("anon"), &[]).await;
+    assert_eq!(version, "moq-lite-06");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_client_falls_back_to_lite_05_when_relay_lacks_06() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    for url in [relay.https_url("anon"), relay.quic_url("anon")] {
+        let version = publish_and_receive(&relay, &url, &[]).await;
+        assert_eq!(version, "moq-lite-05", "over {url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_versions_04_and_03_carry_data_over_both_transports() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    for version in ["moq-lite-04", "moq-lite-03"] {
+        for url in [relay.https_url("anon"), relay.quic_url("anon")] {
+            let negotiated = publish_and_receive(&relay, &url, &[version]).await;
+            assert_eq!(negotiated, version, "over {url}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_follows_the_url_scheme() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let wt = open(&relay.https_url("anon"), ConnectOptions::new(relay.trust())).await;
+    let raw = open(&relay.quic_url("anon"), ConnectOptions::new(relay.trust())).await;
+    assert_eq!(wt.transport(), Transport::WebTransport);
+    assert_eq!(raw.transport(), Transport::RawQuic);
+    wt.close().await;
+    raw.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_fingerprint_is_refused_and_insecure_is_accepted() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let wrong = TlsTrust::Fingerprint("00".repeat(32));
+    let mut options = ConnectOptions::new(wrong);
+    options.connect_timeout = Duration::from_secs(5);
+    let refused = connect_with(&relay.https_url("anon"), options).await;
+    assert!(
+        matches!(refused, Err(Error::Connect { .. })),
+        "{:?}",
+        refused.err()
+    );
+
+    let insecure = open(
+        &relay.https_url("anon"),
+        ConnectOptions::new(TlsTrust::InsecureSkipVerify),
+    )
+    .await;
+    assert_eq!(insecure.version_name().as_deref(), Some("moq-lite-05"));
+    insecure.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_discovery_sees_demo_a_but_not_other_x() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let url = relay.https_url("anon");
+    let subscriber = open(
+        &url,
+        ConnectOptions::new(relay.trust()).subscribe_only("demo/"),
+    )
+    .await;
+    let mut announcements = subscriber.announcements().expect("announcements");
+    assert_eq!(announcements.next_within(QUIET).await.expect("feed"), None);
+
+    let publisher = open(&url, ConnectOptions::new(relay.trust()).publish_only()).await;
+    let (other, _other_tracks) = publisher
+        .publish("other/x", &["t"])
+        .expect("publish other/x");
+    let (demo, _demo_tracks) = publisher.publish("demo/a", &["t"]).expect("publish demo/a");
+
+    assert_eq!(
+        announcements.next().await.expect("announce"),
+        AnnounceEvent::Announced("demo/a".into())
+    );
+    assert_eq!(
+        announcements.next_within(QUIET).await.expect("feed"),
+        None,
+        "only demo/a"
+    );
+
+    demo.finish();
+    assert_eq!(
+        announcements.next().await.expect("end"),
+        AnnounceEvent::Ended("demo/a".into())
+    );
+    other.finish();
+    assert_eq!(
+        announcements.next_within(QUIET).await.expect("feed"),
+        None,
+        "never other/x"
+    );
+    publisher.close().await;
+    subscriber.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_publisher_crash_ends_the_broadcast_for_the_subscriber() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let url = relay.quic_url("anon");
+    let publisher = open(&url, ConnectOptions::new(relay.trust()).publish_only()).await;
+    let subscriber = open(
+        &url,
+        ConnectOptions::new(relay.trust()).subscribe_only("demo"),
+    )
+    .await;
+    let mut announcements = subscriber.announcements().expect("announcements");
+
+    let (_broadcast, mut tracks) = publisher.publish("demo/a", &["video"]).expect("publish");
+    let track = tracks.pop().expect("one track");
+    announcements
+        .wait_announced("demo/a")
+        .await
+        .expect("announced");
+    let mut sub = subscriber
+        .subscribe("demo/a", "video")
+        .await
+        .expect("subscribe");
+
+    track.write_group([payload(0, 1)]).expect("first group");
+    let mut open_group = track.append_group().expect("second group");
+    open_group.write_frame(payload(1, 1)).expect("frame");
+
+    let first = sub.next_group().await.expect("event").expect("a group");
+    assert_eq!((first.sequence, first.complete), (0, true));
+
+    // The broadcast, track and open group are still alive on the publisher side: only
+    // the connection dies.
+    publisher.crash().await;
+
+    announcements
+        .wait_ended("demo/a")
+        .await
+        .expect("unannounced after crash");
+    let reason = sub
+        .broadcast_ended(Duration::from_secs(5))
+        .await
+        .expect("broadcast ends after crash");
+    let mut events = Vec::new();
+    loop {
+        let event = sub.next().await.expect("track event");
+        if let TrackEvent::End(end) = event {
+            assert!(
+                matches!(end, TrackEnd::Aborted(_)),
+                "track must not look finished: {end:?}"
+            );
+            break;
+        }
+        assert!(events.len() < 16, "track never ended: {events:?}");
+        events.push(event);
+    }
+    drop((open_group, track));
+    eprintln!("broadcast ended with: {reason}; events before the end: {events:?}");
+    subscriber.close().await;
+}
