@@ -8,4 +8,5 @@ pub mod cpu;
 pub mod listen;
 pub mod logging;
 pub mod notify;
+pub mod relay;
 pub mod support;

@@ -3,11 +3,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use std::net::UdpSocket;
-
-use socket2::{Domain, Protocol, Socket, Type};
-
-use crate::config::{Config, RuntimeConfig, SocketConfig, Workers};
+use crate::config::{Config, RuntimeConfig, Workers};
 
 /// moq-relay's QUIC listen address when `[server] bind` is unset.
 pub const DEFAULT_BIND: &str = "[::]:443";
@@ -43,58 +39,6 @@ pub fn worker_cpus(runtime: &RuntimeConfig, allowed_cpus: &[usize]) -> Vec<Optio
                 .flatten()
         })
         .collect()
-}
-
-/// One UDP socket per worker, all bound with SO_REUSEPORT to the same address, so the
-/// kernel spreads new flows across them. With port 0 the first socket picks the port
-/// and the others join it.
-#[derive(Debug)]
-pub struct ReuseportSockets {
-    pub sockets: Vec<UdpSocket>,
-    pub local_addr: SocketAddr,
-}
-
-impl ReuseportSockets {
-    /// The sockets are open while this value lives.
-    pub fn alive(&self) -> bool {
-        !self.sockets.is_empty()
-    }
-}
-
-pub fn bind_reuseport(
-    addr: SocketAddr,
-    count: usize,
-    options: &SocketConfig,
-) -> std::io::Result<ReuseportSockets> {
-    let mut local_addr = addr;
-    let mut sockets = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
-        let socket = Socket::new(
-            Domain::for_address(local_addr),
-            Type::DGRAM,
-            Some(Protocol::UDP),
-        )?;
-        if local_addr.is_ipv6() {
-            // Dual-stack like moq-relay's `[::]:443`.
-            socket.set_only_v6(false)?;
-        }
-        socket.set_reuse_port(true)?;
-        // Best effort: the kernel caps these at net.core.{r,w}mem_max (see systemd/).
-        let _ = socket.set_recv_buffer_size(options.recv_buffer.0 as usize);
-        let _ = socket.set_send_buffer_size(options.send_buffer.0 as usize);
-        socket.bind(&local_addr.into())?;
-        if local_addr.port() == 0 {
-            local_addr = socket
-                .local_addr()?
-                .as_socket()
-                .ok_or_else(|| std::io::Error::other("bound socket has no IP address"))?;
-        }
-        sockets.push(socket.into());
-    }
-    Ok(ReuseportSockets {
-        sockets,
-        local_addr,
-    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `moq-relayd` binary: command line, configuration, logging, then the control
 //! thread (signals, systemd notification) while the workers serve.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use moq_relayd::config::{self, Loaded, Source};
-use moq_relayd::{auth, cpu, listen, logging, notify, support};
+use moq_relayd::{auth, cpu, logging, notify, relay, support};
 
 /// Exit status for a configuration that cannot be used (as with `--check`).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -89,17 +90,8 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         tracing::warn!(key = %format!("auth.{key}"), "unknown [auth] key ignored, as moq-relay does");
     }
     for key in support::unsupported(&loaded.keys_set) {
-        if !loaded
-            .config
-            .auth
-            .unknown
-            .keys()
-            .any(|unknown| key == format!("auth.{unknown}"))
-        {
-            tracing::warn!(
-                key,
-                "configuration key is not yet supported by this build; it has no effect"
-            );
+        if !loaded.config.auth.unknown.keys().any(|unknown| key == format!("auth.{unknown}")) {
+            tracing::warn!(key, "configuration key is not yet supported by this build; it has no effect");
         }
     }
     // Handlers go in before READY: systemd may send SIGHUP or SIGTERM the moment it
@@ -108,25 +100,28 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         .context("cannot install signal handlers")?;
     let config = &loaded.config;
     if auth::Authenticator::new(&config.auth).refuses_everyone() {
-        tracing::warn!(
-            "[auth] grants nothing (no `public`, no key): every publish and subscribe will be refused"
-        );
+        tracing::warn!("[auth] grants nothing (no `public`, no key): every publish and subscribe will be refused");
     }
-    let bind = listen::resolve_bind(config).context("cannot resolve [server] bind")?;
-    let cpus = listen::worker_cpus(&config.runtime, &cpu::allowed_cpus());
-    let sockets = listen::bind_reuseport(bind, cpus.len(), &config.socket)
-        .with_context(|| format!("cannot bind UDP {bind}"))?;
-    let local_addr = sockets.local_addr;
+    let relay = relay::start(config, &cpu::allowed_cpus())?;
+    let server = &relay.handle;
+    let local_addr = server.local_addr();
+    let fingerprint = server.fingerprint();
 
     match &loaded.source {
         Source::Embedded => tracing::info!(
             "no configuration file: serving on udp://{local_addr} with a self-signed certificate for localhost and anonymous access for everyone"
         ),
-        Source::File(path) => {
-            tracing::info!(config = %path.display(), "serving on udp://{local_addr}")
-        }
+        Source::File(path) => tracing::info!(config = %path.display(), "serving on udp://{local_addr}"),
     }
-    tracing::info!(%local_addr, workers = cpus.len(), "listening");
+    tracing::info!(
+        %local_addr,
+        workers = server.workers(),
+        io = server.backend(),
+        hop_id = relay.hop_id,
+        certificate_sha256 = %fingerprint,
+        "listening; clients connect to https://{} (WebTransport or raw QUIC moq-lite)",
+        client_authority(local_addr),
+    );
     notify::ready(&format!("serving on udp://{local_addr}"));
 
     let watchdog = notify::watchdog_interval();
@@ -134,30 +129,41 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     'control: loop {
         for signal in signals.pending() {
             match signal {
-                SIGHUP => reload(&loaded.source),
+                SIGHUP => reload(&loaded.source, server),
                 _ => {
                     tracing::info!(signal, "shutting down");
                     break 'control;
                 }
             }
         }
-        if let Some(interval) = watchdog
-            && last_ping.elapsed() >= interval
-            && sockets.alive()
-        {
-            notify::watchdog();
-            last_ping = Instant::now();
+        if !server.workers_alive() {
+            anyhow::bail!("a worker thread stopped; exiting so the service manager restarts us");
+        }
+        if let Some(interval) = watchdog {
+            if last_ping.elapsed() >= interval {
+                notify::watchdog();
+                last_ping = Instant::now();
+            }
         }
         std::thread::sleep(CONTROL_TICK);
     }
     notify::stopping();
-    drop(sockets);
+    relay.handle.shutdown();
     Ok(())
+}
+
+/// `host:port` a local client can dial: a wildcard bind is reachable on localhost.
+fn client_authority(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() => format!("localhost:{}", addr.port()),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+        std::net::IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+    }
 }
 
 /// SIGHUP: re-read and re-validate the file. A broken file is reported and the running
 /// configuration stays in force.
-fn reload(source: &Source) {
+fn reload(source: &Source, server: &quic_io::ServerHandle) {
     let Source::File(path) = source else {
         tracing::info!("SIGHUP: running on the embedded default; nothing to reload");
         return;
@@ -165,7 +171,11 @@ fn reload(source: &Source) {
     notify::reloading();
     match config::load(path) {
         Ok(_) => {
-            tracing::info!(config = %path.display(), "SIGHUP: configuration re-read; changes other than certificates need a restart")
+            tracing::info!(config = %path.display(), "SIGHUP: configuration re-read; changes other than certificates need a restart");
+            match server.reload_tls() {
+                Ok(fingerprint) => tracing::info!(certificate_sha256 = %fingerprint, "SIGHUP: certificate reloaded for new connections"),
+                Err(err) => tracing::error!("SIGHUP: keeping the current certificate: {err}"),
+            }
         }
         Err(err) => tracing::error!("SIGHUP: keeping the running configuration: {err}"),
     }

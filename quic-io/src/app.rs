@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-pub use quinn_proto::StreamId;
+pub use quinn_proto::{StreamId, VarInt};
 
 /// A session (one QUIC connection, raw or carrying one WebTransport session), unique within
 /// its worker for the worker's lifetime.

@@ -15,7 +15,7 @@ pub mod app;
 pub mod server;
 mod worker;
 
-pub use app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport};
+pub use app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport, VarInt};
 pub use server::{
     Server, ServerHandle, StartError, StatsSnapshot, Waker, WorkerCtx, WorkerStats, allowed_cpus,
 };

@@ -351,6 +351,13 @@ impl ServerHandle {
         self.workers.len()
     }
 
+    /// True while every worker thread is still running its loop (for the watchdog).
+    pub fn workers_alive(&self) -> bool {
+        self.workers
+            .iter()
+            .all(|w| w.thread.as_ref().is_some_and(|t| !t.is_finished()))
+    }
+
     /// Counters of every worker, by index.
     pub fn stats(&self) -> Vec<StatsSnapshot> {
         self.workers.iter().map(|w| w.stats.snapshot()).collect()

@@ -1,0 +1,142 @@
+//! Starting the relay: the configuration mapped onto the QUIC server's and the router's
+//! settings, one router shard handed to each worker as it starts, and each shard's
+//! doorbell wired to its worker's waker.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::Context;
+use quic_io::{Server, ServerHandle, TlsSource, Waker};
+use router::{Doorbell, Router};
+
+use super::RelayWorker;
+use crate::auth::Authenticator;
+use crate::config::{Config, Congestion, IoBackend};
+use crate::listen;
+
+/// A shard's doorbell, connected to its worker's waker once that worker starts. The worker
+/// sets it before its loop runs, and a shard is only rung after it parked in that loop,
+/// so no ring can come before the waker is there.
+#[derive(Default)]
+struct WorkerDoorbell(OnceLock<Waker>);
+
+impl Doorbell for WorkerDoorbell {
+    fn ring(&self) {
+        if let Some(waker) = self.0.get() {
+            waker.wake();
+        }
+    }
+}
+
+/// The running relay.
+pub struct RelayServer {
+    pub handle: ServerHandle,
+    pub hop_id: u64,
+}
+
+/// moq-lite versions this relay speaks, newest first, as ALPN / wt-protocol strings.
+fn versions(config: &Config) -> Vec<String> {
+    let implemented = proto::Version::ALL.map(proto::Version::alpn);
+    if config.server.version.is_empty() {
+        return implemented.iter().map(|v| v.to_string()).collect();
+    }
+    implemented.iter().filter(|v| config.server.version.iter().any(|wanted| wanted == **v)).map(|v| v.to_string()).collect()
+}
+
+fn random_hop_id() -> u64 {
+    // moq-relay draws origin ids from [1, 2^53) so JavaScript peers can hold them.
+    let random = RandomState::new().build_hasher().finish();
+    (random % ((1 << 53) - 1)) + 1
+}
+
+pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) -> quic_io::Config {
+    let cpus = listen::worker_cpus(&config.runtime, allowed_cpus);
+    let quic = config.effective_quic();
+    let tls = if config.server.tls.cert.is_empty() {
+        TlsSource::Generate { hostnames: config.server.tls.generate.0.clone() }
+    } else {
+        TlsSource::Files {
+            certs: config.server.tls.cert.iter().map(Into::into).collect(),
+            keys: config.server.tls.key.iter().map(Into::into).collect(),
+        }
+    };
+    let versions = versions(config);
+    // quinn counts streams as u32-bounded varints; validation keeps max_streams ≤ 2^20.
+    let max_streams = u32::try_from(quic.max_streams).unwrap_or(u32::MAX);
+    quic_io::Config {
+        listen,
+        runtime: quic_io::RuntimeConfig {
+            workers: cpus.len(),
+            pin: config.runtime.pin,
+            cpus: cpus.iter().flatten().copied().collect(),
+        },
+        socket: quic_io::SocketConfig {
+            io: match config.socket.io {
+                IoBackend::Auto => quic_io::IoBackend::Auto,
+                IoBackend::Uring => quic_io::IoBackend::Uring,
+                IoBackend::Poll => quic_io::IoBackend::Poll,
+            },
+            recv_buffer: config.socket.recv_buffer.0 as usize,
+            send_buffer: config.socket.send_buffer.0 as usize,
+            gso: config.effective_gso(),
+            gro: config.socket.gro,
+            max_gso_segments: config.socket.max_gso_segments,
+        },
+        quic: quic_io::QuicConfig {
+            idle_timeout: quic.idle_timeout,
+            keep_alive: quic.keep_alive,
+            max_bidi_streams: max_streams,
+            max_uni_streams: max_streams,
+            congestion: match quic.congestion {
+                Congestion::Cubic => quic_io::Congestion::Cubic,
+                Congestion::Bbr => quic_io::Congestion::Bbr,
+                Congestion::NewReno => quic_io::Congestion::NewReno,
+            },
+            raw_alpns: versions.clone(),
+            webtransport: true,
+            wt_protocols: versions,
+        },
+        limits: quic_io::LimitsConfig {
+            max_connections_per_worker: config.limits.connections_per_worker,
+            ..quic_io::LimitsConfig::default()
+        },
+        tls,
+    }
+}
+
+fn router_config(config: &Config) -> router::Config {
+    router::Config {
+        subscriber_max_bytes: config.limits.bytes_in_flight_per_subscriber.0 as usize,
+        cache_max_bytes: config.limits.cache_bytes_per_track.0 as usize,
+        linger: config.cluster.linger,
+        ..router::Config::default()
+    }
+}
+
+/// Binds the listen sockets and starts one relay worker per configured core.
+pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelayServer> {
+    let listen = listen::resolve_bind(config).context("cannot resolve [server] bind")?;
+    let quic = quic_config(config, listen, allowed_cpus);
+    let workers = quic.runtime.workers;
+    let doorbells: Vec<Arc<WorkerDoorbell>> = (0..workers).map(|_| Arc::new(WorkerDoorbell::default())).collect();
+    let shards = Router::build(router_config(config), doorbells.iter().map(|d| d.clone() as Arc<dyn Doorbell>).collect())
+        .context("cannot build the router")?;
+    // Taken once per worker at start-up; never touched on the data path.
+    let shards: Arc<Mutex<Vec<Option<router::Shard>>>> = Arc::new(Mutex::new(shards.into_iter().map(Some).collect()));
+    let auth = Arc::new(Authenticator::new(&config.auth));
+    let hop_id = config.cluster.id.unwrap_or_else(random_hop_id);
+
+    let handle = Server::start(quic, move |ctx| {
+        let _ = doorbells[ctx.index].0.set(ctx.waker.clone());
+        let shard = shards
+            .lock()
+            .ok()
+            .and_then(|mut shards| shards.get_mut(ctx.index).and_then(Option::take))
+            .unwrap_or_else(|| panic!("router shard {} missing: workers and shards must be built together", ctx.index));
+        RelayWorker::new(ctx.index, shard, auth.clone(), hop_id)
+    })
+    .with_context(|| format!("cannot start the QUIC server on {listen}"))?;
+    Ok(RelayServer { handle, hop_id })
+}
