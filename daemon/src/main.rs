@@ -90,8 +90,17 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         tracing::warn!(key = %format!("auth.{key}"), "unknown [auth] key ignored, as moq-relay does");
     }
     for key in support::unsupported(&loaded.keys_set) {
-        if !loaded.config.auth.unknown.keys().any(|unknown| key == format!("auth.{unknown}")) {
-            tracing::warn!(key, "configuration key is not yet supported by this build; it has no effect");
+        if !loaded
+            .config
+            .auth
+            .unknown
+            .keys()
+            .any(|unknown| key == format!("auth.{unknown}"))
+        {
+            tracing::warn!(
+                key,
+                "configuration key is not yet supported by this build; it has no effect"
+            );
         }
     }
     // Handlers go in before READY: systemd may send SIGHUP or SIGTERM the moment it
@@ -100,7 +109,9 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         .context("cannot install signal handlers")?;
     let config = &loaded.config;
     if auth::Authenticator::new(&config.auth).refuses_everyone() {
-        tracing::warn!("[auth] grants nothing (no `public`, no key): every publish and subscribe will be refused");
+        tracing::warn!(
+            "[auth] grants nothing (no `public`, no key): every publish and subscribe will be refused"
+        );
     }
     let relay = relay::start(config, &cpu::allowed_cpus())?;
     let server = &relay.handle;
@@ -111,7 +122,9 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         Source::Embedded => tracing::info!(
             "no configuration file: serving on udp://{local_addr} with a self-signed certificate for localhost and anonymous access for everyone"
         ),
-        Source::File(path) => tracing::info!(config = %path.display(), "serving on udp://{local_addr}"),
+        Source::File(path) => {
+            tracing::info!(config = %path.display(), "serving on udp://{local_addr}")
+        }
     }
     tracing::info!(
         %local_addr,
@@ -173,7 +186,9 @@ fn reload(source: &Source, server: &quic_io::ServerHandle) {
         Ok(_) => {
             tracing::info!(config = %path.display(), "SIGHUP: configuration re-read; changes other than certificates need a restart");
             match server.reload_tls() {
-                Ok(fingerprint) => tracing::info!(certificate_sha256 = %fingerprint, "SIGHUP: certificate reloaded for new connections"),
+                Ok(fingerprint) => {
+                    tracing::info!(certificate_sha256 = %fingerprint, "SIGHUP: certificate reloaded for new connections")
+                }
                 Err(err) => tracing::error!("SIGHUP: keeping the current certificate: {err}"),
             }
         }

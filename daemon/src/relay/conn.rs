@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::session::{
-    Action, Config as SessionConfig, GroupId, Perspective, ServeId, Session, StreamId as MoqStreamId, SubscriptionId,
-    TrackServeId,
+    Action, Config as SessionConfig, GroupId, Perspective, ServeId, Session,
+    StreamId as MoqStreamId, SubscriptionId, TrackRequestId, TrackServeId,
 };
 use proto::{ErrorCode, Version};
 use quic_io::{Io, IoError, SessionId, StreamId as QuicStreamId, VarInt};
@@ -66,6 +66,8 @@ pub struct Conn {
     pub serves: HashMap<ServeId, Serve>,
     pub upstream: HashMap<SubscriptionId, Upstream>,
     pub upstream_by_track: HashMap<TrackId, SubscriptionId>,
+    /// Our TRACK requests (05) to the publishing peer, answered with the track's info.
+    pub track_requests: HashMap<TrackRequestId, Upstream>,
     pub query: Option<QueryId>,
     /// Paths (relative to the session root) currently announced to the peer.
     announced: HashSet<String>,
@@ -92,6 +94,7 @@ impl Conn {
             serves: HashMap::new(),
             upstream: HashMap::new(),
             upstream_by_track: HashMap::new(),
+            track_requests: HashMap::new(),
             query: None,
             announced: HashSet::new(),
             pending: HashMap::new(),
@@ -106,7 +109,9 @@ impl Conn {
     /// Carries out the session's queued actions.
     pub fn flush_actions(&mut self, io: &mut Io<'_>) {
         for _ in 0..MAX_ACTIONS_PER_FLUSH {
-            let Some(action) = self.moq.poll_action() else { return };
+            let Some(action) = self.moq.poll_action() else {
+                return;
+            };
             self.apply(io, action);
         }
     }
@@ -116,7 +121,11 @@ impl Conn {
         match action {
             Action::OpenUni { token, priority } | Action::OpenBi { token, priority } => {
                 let bidi = matches!(action, Action::OpenBi { .. });
-                let opened = if bidi { io.open_bi(session) } else { io.open_uni(session) };
+                let opened = if bidi {
+                    io.open_bi(session)
+                } else {
+                    io.open_uni(session)
+                };
                 match opened {
                     Ok(stream) => {
                         let _ = io.set_priority(session, stream, priority);
@@ -134,7 +143,9 @@ impl Conn {
                 }
             }
             Action::Finish { stream } => {
-                let Some(stream) = to_quic(stream) else { return };
+                let Some(stream) = to_quic(stream) else {
+                    return;
+                };
                 match self.pending.get_mut(&stream) {
                     Some(pending) => pending.finish = true,
                     None => {
@@ -143,12 +154,16 @@ impl Conn {
                 }
             }
             Action::Reset { stream, code } => {
-                let Some(stream) = to_quic(stream) else { return };
+                let Some(stream) = to_quic(stream) else {
+                    return;
+                };
                 self.drop_pending(stream);
                 let _ = io.reset(session, stream, code.stream_code(self.version) as u32);
             }
             Action::StopSending { stream, code } => {
-                let Some(stream) = to_quic(stream) else { return };
+                let Some(stream) = to_quic(stream) else {
+                    return;
+                };
                 let _ = io.stop_sending(session, stream, code.stream_code(self.version) as u32);
             }
             Action::SendDatagram { data } => {
@@ -172,7 +187,11 @@ impl Conn {
                 let [rest] = chunks;
                 if !rest.is_empty() {
                     self.pending_bytes += rest.len();
-                    self.pending.entry(stream).or_default().chunks.push_back(rest);
+                    self.pending
+                        .entry(stream)
+                        .or_default()
+                        .chunks
+                        .push_back(rest);
                 }
             }
             Err(err) => self.stream_write_failed(stream, err),
@@ -181,7 +200,9 @@ impl Conn {
 
     /// Flow control opened up on `stream`: send what waited, then its FIN.
     pub fn flush_stream(&mut self, io: &mut Io<'_>, stream: QuicStreamId) {
-        let Some(mut pending) = self.pending.remove(&stream) else { return };
+        let Some(mut pending) = self.pending.remove(&stream) else {
+            return;
+        };
         let before: usize = pending.chunks.iter().map(Bytes::len).sum();
         let result = io.write(self.id, stream, pending.chunks.make_contiguous());
         while pending.chunks.front().is_some_and(Bytes::is_empty) {
@@ -226,7 +247,9 @@ impl Conn {
     /// is not its own.
     pub fn announce_to_peer(&mut self, absolute: &str) {
         let Some(access) = &self.access else { return };
-        let Some(relative) = access.relative(absolute) else { return };
+        let Some(relative) = access.relative(absolute) else {
+            return;
+        };
         if !access.may_subscribe(relative) || self.published.contains_key(absolute) {
             return;
         }
@@ -237,7 +260,13 @@ impl Conn {
     }
 
     pub fn unannounce_to_peer(&mut self, absolute: &str) {
-        let Some(relative) = self.access.as_ref().and_then(|access| access.relative(absolute)) else { return };
+        let Some(relative) = self
+            .access
+            .as_ref()
+            .and_then(|access| access.relative(absolute))
+        else {
+            return;
+        };
         if self.announced.remove(relative) {
             let _ = self.moq.unannounce(relative);
         }
@@ -246,9 +275,15 @@ impl Conn {
     /// After the router reported lost announce events: make the peer's view equal to
     /// `current` (relay-wide paths).
     pub fn resync_announcements(&mut self, current: &HashSet<String>) {
-        let Some(access) = self.access.clone() else { return };
-        let gone: Vec<String> =
-            self.announced.iter().filter(|relative| !current.contains(&access.absolute(relative))).cloned().collect();
+        let Some(access) = self.access.clone() else {
+            return;
+        };
+        let gone: Vec<String> = self
+            .announced
+            .iter()
+            .filter(|relative| !current.contains(&access.absolute(relative)))
+            .cloned()
+            .collect();
         for relative in gone {
             self.announced.remove(&relative);
             let _ = self.moq.unannounce(&relative);
@@ -267,15 +302,32 @@ impl Conn {
         access.relative(absolute).map(str::to_owned)
     }
 
-    pub fn add_upstream(&mut self, subscription: SubscriptionId, broadcast: BroadcastId, track: TrackId, name: Arc<str>) {
+    pub fn add_upstream(
+        &mut self,
+        subscription: SubscriptionId,
+        broadcast: BroadcastId,
+        track: TrackId,
+        name: Arc<str>,
+    ) {
         self.upstream_by_track.insert(track, subscription);
-        self.upstream.insert(subscription, Upstream { broadcast, track, name });
+        self.upstream.insert(
+            subscription,
+            Upstream {
+                broadcast,
+                track,
+                name,
+            },
+        );
     }
 
     /// The broadcast ended: its upstream subscriptions go with it.
     pub fn forget_broadcast(&mut self, broadcast: BroadcastId) {
-        let ended: Vec<SubscriptionId> =
-            self.upstream.iter().filter(|(_, up)| up.broadcast == broadcast).map(|(id, _)| *id).collect();
+        let ended: Vec<SubscriptionId> = self
+            .upstream
+            .iter()
+            .filter(|(_, up)| up.broadcast == broadcast)
+            .map(|(id, _)| *id)
+            .collect();
         for subscription in ended {
             if let Some(up) = self.upstream.remove(&subscription) {
                 self.upstream_by_track.remove(&up.track);
@@ -289,7 +341,9 @@ impl Conn {
     /// Applies one router delivery to the peer's subscription. True when the
     /// subscription is over and its router subscriber can go.
     pub fn deliver(&mut self, serve: ServeId, delivery: Delivery) -> bool {
-        let Some(state) = self.serves.get_mut(&serve) else { return true };
+        let Some(state) = self.serves.get_mut(&serve) else {
+            return true;
+        };
         let moq = &mut self.moq;
         match delivery {
             Delivery::Ready(_) => {
@@ -320,7 +374,12 @@ impl Conn {
                 }
             }
             Delivery::GroupsDropped { below } => {
-                let dropped: Vec<u64> = state.groups.keys().copied().filter(|&group| group < below).collect();
+                let dropped: Vec<u64> = state
+                    .groups
+                    .keys()
+                    .copied()
+                    .filter(|&group| group < below)
+                    .collect();
                 for group in dropped {
                     if let Some(id) = state.groups.remove(&group) {
                         let _ = moq.abort_group(id, ErrorCode::Dropped);

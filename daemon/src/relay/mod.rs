@@ -100,7 +100,11 @@ impl RelayWorker {
         let Some(version) = info.transport.version().and_then(proto::Version::from_alpn) else {
             // ALPN or wt-protocol outside what we offered: only a buggy peer gets here.
             warn!(worker = self.worker, session = info.id, transport = ?info.transport, "no moq-lite version negotiated");
-            io.close(info.id, ErrorCode::Version.session_code(proto::Version::Lite05) as u32, "version");
+            io.close(
+                info.id,
+                ErrorCode::Version.session_code(proto::Version::Lite05) as u32,
+                "version",
+            );
             return;
         };
         let conn = Conn::new(info.id, version, self.hop_id);
@@ -122,13 +126,16 @@ impl RelayWorker {
 
     /// Decides the session's grants; a refused session is closed with code 6.
     fn authorize(&mut self, session: SessionId, path: &str, query: &str) {
-        let Some(conn) = self.conns.get_mut(&session) else { return };
+        let Some(conn) = self.conns.get_mut(&session) else {
+            return;
+        };
         conn.awaiting_setup = false;
         let access = match self.auth.authorize(path, query) {
             Ok(access) => access,
             Err(rejection) => {
                 info!(worker = self.worker, session, %rejection, "session refused");
-                conn.moq.close(ErrorCode::Unauthorized, "unauthorized".into());
+                conn.moq
+                    .close(ErrorCode::Unauthorized, "unauthorized".into());
                 return;
             }
         };
@@ -151,7 +158,9 @@ impl RelayWorker {
                         conn.announce_to_peer(&path);
                     }
                 }
-                Err(err) => warn!(worker = self.worker, session, %err, "cannot follow announcements"),
+                Err(err) => {
+                    warn!(worker = self.worker, session, %err, "cannot follow announcements")
+                }
             }
         }
     }
@@ -159,16 +168,32 @@ impl RelayWorker {
     /// Handles the session's pending actions and events until it is quiet.
     fn drive(&mut self, session: SessionId, io: &mut Io<'_>) {
         for _ in 0..MAX_DRIVE_ROUNDS {
-            let Some(conn) = self.conns.get_mut(&session) else { return };
+            let Some(conn) = self.conns.get_mut(&session) else {
+                return;
+            };
             conn.flush_actions(io);
-            let Some(event) = conn.moq.poll_event() else { return };
+            let Some(event) = conn.moq.poll_event() else {
+                return;
+            };
             self.on_moq_event(session, event);
         }
-        warn!(worker = self.worker, session, "session still busy after {MAX_DRIVE_ROUNDS} rounds; continuing next iteration");
+        warn!(
+            worker = self.worker,
+            session,
+            "session still busy after {MAX_DRIVE_ROUNDS} rounds; continuing next iteration"
+        );
     }
 
     fn on_moq_event(&mut self, session: SessionId, event: MoqEvent) {
-        let Some(conn) = self.conns.get_mut(&session) else { return };
+        let Some(conn) = self.conns.get_mut(&session) else {
+            return;
+        };
+        if !matches!(
+            event,
+            MoqEvent::Frame { .. } | MoqEvent::GroupStarted { .. } | MoqEvent::GroupEnded { .. }
+        ) {
+            tracing::trace!(worker = self.worker, session, ?event, "moq event");
+        }
         match event {
             MoqEvent::Setup(setup) => {
                 if conn.awaiting_setup {
@@ -182,7 +207,9 @@ impl RelayWorker {
                 // The session answers from the table `announce_to_peer` keeps current.
             }
             MoqEvent::Announced { path, .. } => {
-                let Some(access) = conn.access.as_ref() else { return };
+                let Some(access) = conn.access.as_ref() else {
+                    return;
+                };
                 if !access.may_publish(&path) {
                     debug!(worker = self.worker, session, %path, "announcement outside the publish grant ignored");
                     return;
@@ -197,11 +224,15 @@ impl RelayWorker {
                         conn.published.insert(absolute, broadcast);
                         self.broadcasts.insert(broadcast, session);
                     }
-                    Err(err) => warn!(worker = self.worker, session, broadcast = %absolute, %err, "cannot publish"),
+                    Err(err) => {
+                        warn!(worker = self.worker, session, broadcast = %absolute, %err, "cannot publish")
+                    }
                 }
             }
             MoqEvent::Unannounced { path, .. } => {
-                let Some(access) = conn.access.as_ref() else { return };
+                let Some(access) = conn.access.as_ref() else {
+                    return;
+                };
                 let absolute = access.absolute(&path);
                 if let Some(broadcast) = conn.published.remove(&absolute) {
                     info!(worker = self.worker, session, broadcast = %absolute, "unpublished");
@@ -212,7 +243,10 @@ impl RelayWorker {
             }
             MoqEvent::InterestEnded { .. } => {}
             MoqEvent::SubscribeRequested { serve, request } => {
-                let allowed = conn.access.as_ref().filter(|access| access.may_subscribe(&request.broadcast));
+                let allowed = conn
+                    .access
+                    .as_ref()
+                    .filter(|access| access.may_subscribe(&request.broadcast));
                 let Some(access) = allowed else {
                     let _ = conn.moq.reject_subscribe(serve, ErrorCode::Unauthorized);
                     return;
@@ -220,8 +254,15 @@ impl RelayWorker {
                 let absolute = access.absolute(&request.broadcast);
                 match self.shard.subscribe(&absolute, &request.track) {
                     Ok(sub) => {
-                        conn.serves.insert(serve, conn::Serve { sub, groups: HashMap::new() });
-                        self.subscribers.insert(sub, (session, SubscriberRole::Serve(serve)));
+                        conn.serves.insert(
+                            serve,
+                            conn::Serve {
+                                sub,
+                                groups: HashMap::new(),
+                            },
+                        );
+                        self.subscribers
+                            .insert(sub, (session, SubscriberRole::Serve(serve)));
                     }
                     Err(err) => {
                         debug!(worker = self.worker, session, broadcast = %absolute, track = %request.track, %err, "subscribe refused");
@@ -241,23 +282,36 @@ impl RelayWorker {
                     state.groups.retain(|_, open| *open != group);
                 }
             }
-            MoqEvent::TrackRequested { request, broadcast, track } => {
-                let allowed = conn.access.as_ref().filter(|access| access.may_subscribe(&broadcast));
+            MoqEvent::TrackRequested {
+                request,
+                broadcast,
+                track,
+            } => {
+                let allowed = conn
+                    .access
+                    .as_ref()
+                    .filter(|access| access.may_subscribe(&broadcast));
                 let Some(access) = allowed else {
                     let _ = conn.moq.reject_track(request, ErrorCode::Unauthorized);
                     return;
                 };
                 match self.shard.subscribe(&access.absolute(&broadcast), &track) {
                     Ok(sub) => {
-                        self.subscribers.insert(sub, (session, SubscriberRole::TrackInfo(request)));
+                        self.subscribers
+                            .insert(sub, (session, SubscriberRole::TrackInfo(request)));
                     }
                     Err(_) => {
                         let _ = conn.moq.reject_track(request, ErrorCode::NotFound);
                     }
                 }
             }
-            MoqEvent::SubscribeResponse { subscription, response } => {
-                let Some(upstream) = conn.upstream.get(&subscription) else { return };
+            MoqEvent::SubscribeResponse {
+                subscription,
+                response,
+            } => {
+                let Some(upstream) = conn.upstream.get(&subscription) else {
+                    return;
+                };
                 let info = match response {
                     SubscribeResponse::Ok(ok) => router::TrackInfo {
                         priority: ok.priority,
@@ -268,7 +322,10 @@ impl RelayWorker {
                     SubscribeResponse::Start { .. } => router::TrackInfo::default(),
                     SubscribeResponse::End { .. } | SubscribeResponse::Drop(_) => return,
                 };
-                if let Err(err) = self.shard.publish_track(upstream.broadcast, &upstream.name, info) {
+                if let Err(err) = self
+                    .shard
+                    .publish_track(upstream.broadcast, &upstream.name, info)
+                {
                     debug!(worker = self.worker, session, %err, "track not published");
                 }
             }
@@ -284,33 +341,57 @@ impl RelayWorker {
                     }
                 }
             }
-            MoqEvent::GroupStarted { subscription, sequence } => {
+            MoqEvent::GroupStarted {
+                subscription,
+                sequence,
+            } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     // The router counts groups that beat SUBSCRIBE_OK as the track going live.
-                    let _ = self.shard.publish_track(upstream.broadcast, &upstream.name, router::TrackInfo::default());
+                    let _ = self.shard.publish_track(
+                        upstream.broadcast,
+                        &upstream.name,
+                        router::TrackInfo::default(),
+                    );
                     if let Err(err) = self.shard.start_group(upstream.track, sequence) {
                         debug!(worker = self.worker, session, %err, "group not started");
                     }
                 }
             }
-            MoqEvent::Frame { subscription, sequence, payload, .. } => {
+            MoqEvent::Frame {
+                subscription,
+                sequence,
+                payload,
+                ..
+            } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     if let Err(err) = self.shard.push_frame(upstream.track, sequence, payload) {
                         debug!(worker = self.worker, session, %err, "frame not routed");
                     }
                 }
             }
-            MoqEvent::GroupEnded { subscription, sequence } => {
+            MoqEvent::GroupEnded {
+                subscription,
+                sequence,
+            } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     let _ = self.shard.end_group(upstream.track, sequence);
                 }
             }
-            MoqEvent::GroupAborted { subscription, sequence, .. } => {
+            MoqEvent::GroupAborted {
+                subscription,
+                sequence,
+                ..
+            } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     let _ = self.shard.abort_group(upstream.track, sequence);
                 }
             }
-            MoqEvent::Datagram { subscription, sequence, payload, .. } => {
+            MoqEvent::Datagram {
+                subscription,
+                sequence,
+                payload,
+                ..
+            } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     let track = upstream.track;
                     if self.shard.start_group(track, sequence).is_ok() {
@@ -319,20 +400,50 @@ impl RelayWorker {
                     }
                 }
             }
-            MoqEvent::TrackInfo { .. } => {}
-            MoqEvent::GoAway { uri } => debug!(worker = self.worker, session, %uri, "peer sent GOAWAY"),
+            MoqEvent::TrackInfo { request, info } => {
+                let Some(upstream) = conn.track_requests.remove(&request) else {
+                    return;
+                };
+                let result = match info {
+                    Ok(info) => {
+                        let info = router::TrackInfo {
+                            priority: info.priority,
+                            ordered: info.ordered,
+                            max_latency: std::time::Duration::from_millis(info.max_latency_ms),
+                            timescale: info.timescale,
+                        };
+                        self.shard
+                            .publish_track(upstream.broadcast, &upstream.name, info)
+                            .map(drop)
+                    }
+                    Err(ErrorCode::NotFound) => self.shard.reject_track(upstream.track),
+                    Err(_) => Ok(()),
+                };
+                if let Err(err) = result {
+                    debug!(worker = self.worker, session, %err, "track info not routed");
+                }
+            }
+            MoqEvent::GoAway { uri } => {
+                debug!(worker = self.worker, session, %uri, "peer sent GOAWAY")
+            }
         }
     }
 
     fn session_closed(&mut self, session: SessionId, code: u64, now: Instant) {
-        let Some(mut conn) = self.conns.remove(&session) else { return };
+        let Some(mut conn) = self.conns.remove(&session) else {
+            return;
+        };
         debug!(worker = self.worker, session, code, "session closed");
         conn.moq.on_connection_closed(ErrorCode::from_number(code));
         for (path, broadcast) in conn.published.drain() {
             self.broadcasts.remove(&broadcast);
             // A publisher that left without unannouncing may come back: keep its broadcast
             // for the linger period (`[cluster] linger`), as moq-relay does.
-            let result = if code == 0 { self.shard.unannounce(broadcast) } else { self.shard.publisher_lost(now, broadcast) };
+            let result = if code == 0 {
+                self.shard.unannounce(broadcast)
+            } else {
+                self.shard.publisher_lost(now, broadcast)
+            };
             if let Err(err) = result {
                 debug!(worker = self.worker, session, %path, %err, "broadcast end not routed");
             }
@@ -359,13 +470,45 @@ impl RelayWorker {
     fn publisher_events(&mut self, io: &mut Io<'_>) {
         while let Some(event) = self.shard.next_publisher_event() {
             match event {
-                PublisherEvent::TrackWanted { broadcast, track, name } => {
-                    let Some(&session) = self.broadcasts.get(&broadcast) else { continue };
-                    let Some(conn) = self.conns.get_mut(&session) else { continue };
+                PublisherEvent::TrackWanted {
+                    broadcast,
+                    track,
+                    name,
+                } => {
+                    debug!(worker = self.worker, %name, "track wanted");
+                    let Some(&session) = self.broadcasts.get(&broadcast) else {
+                        continue;
+                    };
+                    let Some(conn) = self.conns.get_mut(&session) else {
+                        continue;
+                    };
                     if conn.upstream_by_track.contains_key(&track) {
                         continue;
                     }
-                    let Some(relative) = conn.relative_broadcast(broadcast) else { continue };
+                    let Some(relative) = conn.relative_broadcast(broadcast) else {
+                        continue;
+                    };
+                    // On 05 a publisher may hold SUBSCRIBE_START back until it has a
+                    // group, while a subscriber waits for TRACK_INFO before subscribing:
+                    // ask the publisher for the track's info too, so the track goes live
+                    // (and waiting subscribers get their answer) as soon as it exists.
+                    if conn.version == proto::Version::Lite05 {
+                        match conn.moq.request_track(&relative, &name) {
+                            Ok(request) => {
+                                conn.track_requests.insert(
+                                    request,
+                                    conn::Upstream {
+                                        broadcast,
+                                        track,
+                                        name: name.clone(),
+                                    },
+                                );
+                            }
+                            Err(err) => {
+                                debug!(worker = self.worker, session, %err, "cannot ask for track info")
+                            }
+                        }
+                    }
                     match conn.moq.subscribe(&relative, &name, 0, None, None) {
                         Ok(subscription) => conn.add_upstream(subscription, broadcast, track, name),
                         Err(err) => {
@@ -376,8 +519,12 @@ impl RelayWorker {
                     self.drive(session, io);
                 }
                 PublisherEvent::TrackUnused { broadcast, track } => {
-                    let Some(&session) = self.broadcasts.get(&broadcast) else { continue };
-                    let Some(conn) = self.conns.get_mut(&session) else { continue };
+                    let Some(&session) = self.broadcasts.get(&broadcast) else {
+                        continue;
+                    };
+                    let Some(conn) = self.conns.get_mut(&session) else {
+                        continue;
+                    };
                     if let Some(subscription) = conn.upstream_by_track.remove(&track) {
                         conn.upstream.remove(&subscription);
                         let _ = conn.moq.unsubscribe(subscription);
@@ -390,10 +537,14 @@ impl RelayWorker {
 
     fn announce_events(&mut self, io: &mut Io<'_>) {
         while let Some(query) = self.shard.next_ready_query() {
-            let Some(&session) = self.queries.get(&query) else { continue };
+            let Some(&session) = self.queries.get(&query) else {
+                continue;
+            };
             let mut resync = false;
             while let Ok(Some(event)) = self.shard.next_announce(query) {
-                let Some(conn) = self.conns.get_mut(&session) else { break };
+                let Some(conn) = self.conns.get_mut(&session) else {
+                    break;
+                };
                 match event {
                     AnnounceEvent::Active(path) => conn.announce_to_peer(&path),
                     AnnounceEvent::Ended(path) => conn.unannounce_to_peer(&path),
@@ -401,8 +552,17 @@ impl RelayWorker {
                 }
             }
             if resync && let Some(conn) = self.conns.get_mut(&session) {
-                let root = conn.access.as_ref().map(|access| access.root.clone()).unwrap_or_default();
-                let current: HashSet<String> = self.shard.announced(&root).iter().map(|path| path.to_string()).collect();
+                let root = conn
+                    .access
+                    .as_ref()
+                    .map(|access| access.root.clone())
+                    .unwrap_or_default();
+                let current: HashSet<String> = self
+                    .shard
+                    .announced(&root)
+                    .iter()
+                    .map(|path| path.to_string())
+                    .collect();
                 conn.resync_announcements(&current);
             }
             self.drive(session, io);
@@ -416,9 +576,15 @@ impl RelayWorker {
         loop {
             let next = retry.pop_front().or_else(|| self.shard.next_ready());
             let Some(sub) = next else { break };
-            let Some(&(session, role)) = self.subscribers.get(&sub) else { continue };
-            let Some(conn) = self.conns.get_mut(&session) else { continue };
-            if conn.pending_bytes() > MAX_PENDING_BYTES_PER_SESSION || handled >= MAX_DELIVERIES_PER_POLL {
+            let Some(&(session, role)) = self.subscribers.get(&sub) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get_mut(&session) else {
+                continue;
+            };
+            if conn.pending_bytes() > MAX_PENDING_BYTES_PER_SESSION
+                || handled >= MAX_DELIVERIES_PER_POLL
+            {
                 if self.deferred_set.insert(sub) {
                     self.deferred.push_back(sub);
                 }
@@ -452,41 +618,73 @@ impl Application for RelayWorker {
     fn on_event(&mut self, now: Instant, event: IoEvent, io: &mut Io<'_>) {
         let session = match event {
             IoEvent::SessionReady(info) => return self.session_ready(info, io),
-            IoEvent::SessionClosed { session, code, .. } => return self.session_closed(session, code, now),
-            IoEvent::StreamOpened { session, stream, bidi } => {
-                let Some(conn) = self.conns.get_mut(&session) else { return };
+            IoEvent::SessionClosed { session, code, .. } => {
+                return self.session_closed(session, code, now);
+            }
+            IoEvent::StreamOpened {
+                session,
+                stream,
+                bidi,
+            } => {
+                let Some(conn) = self.conns.get_mut(&session) else {
+                    return;
+                };
                 conn.moq.on_stream_opened(conn::to_proto(stream), bidi);
                 session
             }
-            IoEvent::Data { session, stream, data } => {
-                let Some(conn) = self.conns.get_mut(&session) else { return };
+            IoEvent::Data {
+                session,
+                stream,
+                data,
+            } => {
+                let Some(conn) = self.conns.get_mut(&session) else {
+                    return;
+                };
                 conn.moq.on_stream_data(conn::to_proto(stream), data);
                 session
             }
             IoEvent::Finished { session, stream } => {
-                let Some(conn) = self.conns.get_mut(&session) else { return };
+                let Some(conn) = self.conns.get_mut(&session) else {
+                    return;
+                };
                 conn.moq.on_stream_finished(conn::to_proto(stream));
                 session
             }
-            IoEvent::Reset { session, stream, code } => {
-                let Some(conn) = self.conns.get_mut(&session) else { return };
+            IoEvent::Reset {
+                session,
+                stream,
+                code,
+            } => {
+                let Some(conn) = self.conns.get_mut(&session) else {
+                    return;
+                };
                 let code = ErrorCode::from_stream_code(code.into(), conn.version);
                 conn.moq.on_stream_reset(conn::to_proto(stream), code);
                 session
             }
-            IoEvent::StopSending { session, stream, code } => {
-                let Some(conn) = self.conns.get_mut(&session) else { return };
+            IoEvent::StopSending {
+                session,
+                stream,
+                code,
+            } => {
+                let Some(conn) = self.conns.get_mut(&session) else {
+                    return;
+                };
                 let code = ErrorCode::from_stream_code(code.into(), conn.version);
                 conn.moq.on_stop_sending(conn::to_proto(stream), code);
                 session
             }
             IoEvent::Writable { session, stream } => {
-                let Some(conn) = self.conns.get_mut(&session) else { return };
+                let Some(conn) = self.conns.get_mut(&session) else {
+                    return;
+                };
                 conn.flush_stream(io, stream);
                 session
             }
             IoEvent::Datagram { session, data } => {
-                let Some(conn) = self.conns.get_mut(&session) else { return };
+                let Some(conn) = self.conns.get_mut(&session) else {
+                    return;
+                };
                 conn.moq.on_datagram(data);
                 session
             }
@@ -513,4 +711,3 @@ impl Application for RelayWorker {
         self.shard.next_deadline(self.now)
     }
 }
-

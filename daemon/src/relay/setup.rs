@@ -42,7 +42,11 @@ fn versions(config: &Config) -> Vec<String> {
     if config.server.version.is_empty() {
         return implemented.iter().map(|v| v.to_string()).collect();
     }
-    implemented.iter().filter(|v| config.server.version.iter().any(|wanted| wanted == **v)).map(|v| v.to_string()).collect()
+    implemented
+        .iter()
+        .filter(|v| config.server.version.iter().any(|wanted| wanted == **v))
+        .map(|v| v.to_string())
+        .collect()
 }
 
 fn random_hop_id() -> u64 {
@@ -55,7 +59,9 @@ pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) 
     let cpus = listen::worker_cpus(&config.runtime, allowed_cpus);
     let quic = config.effective_quic();
     let tls = if config.server.tls.cert.is_empty() {
-        TlsSource::Generate { hostnames: config.server.tls.generate.0.clone() }
+        TlsSource::Generate {
+            hostnames: config.server.tls.generate.0.clone(),
+        }
     } else {
         TlsSource::Files {
             certs: config.server.tls.cert.iter().map(Into::into).collect(),
@@ -120,11 +126,20 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let listen = listen::resolve_bind(config).context("cannot resolve [server] bind")?;
     let quic = quic_config(config, listen, allowed_cpus);
     let workers = quic.runtime.workers;
-    let doorbells: Vec<Arc<WorkerDoorbell>> = (0..workers).map(|_| Arc::new(WorkerDoorbell::default())).collect();
-    let shards = Router::build(router_config(config), doorbells.iter().map(|d| d.clone() as Arc<dyn Doorbell>).collect())
-        .context("cannot build the router")?;
+    let doorbells: Vec<Arc<WorkerDoorbell>> = (0..workers)
+        .map(|_| Arc::new(WorkerDoorbell::default()))
+        .collect();
+    let shards = Router::build(
+        router_config(config),
+        doorbells
+            .iter()
+            .map(|d| d.clone() as Arc<dyn Doorbell>)
+            .collect(),
+    )
+    .context("cannot build the router")?;
     // Taken once per worker at start-up; never touched on the data path.
-    let shards: Arc<Mutex<Vec<Option<router::Shard>>>> = Arc::new(Mutex::new(shards.into_iter().map(Some).collect()));
+    let shards: Arc<Mutex<Vec<Option<router::Shard>>>> =
+        Arc::new(Mutex::new(shards.into_iter().map(Some).collect()));
     let auth = Arc::new(Authenticator::new(&config.auth));
     let hop_id = config.cluster.id.unwrap_or_else(random_hop_id);
 
@@ -134,7 +149,12 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
             .lock()
             .ok()
             .and_then(|mut shards| shards.get_mut(ctx.index).and_then(Option::take))
-            .unwrap_or_else(|| panic!("router shard {} missing: workers and shards must be built together", ctx.index));
+            .unwrap_or_else(|| {
+                panic!(
+                    "router shard {} missing: workers and shards must be built together",
+                    ctx.index
+                )
+            });
         RelayWorker::new(ctx.index, shard, auth.clone(), hop_id)
     })
     .with_context(|| format!("cannot start the QUIC server on {listen}"))?;
