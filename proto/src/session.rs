@@ -210,6 +210,12 @@ pub enum Event {
         sequence: u64,
         code: ErrorCode,
     },
+    /// A stream was reset because of something the peer sent (for debug logs; the
+    /// transaction's own event, e.g. `SubscriptionClosed`, follows).
+    StreamFailed {
+        code: ErrorCode,
+        reason: String,
+    },
     /// A single-frame group that arrived as a datagram (05) for one of our subscriptions.
     Datagram {
         subscription: SubscriptionId,
@@ -788,19 +794,25 @@ impl Session {
 
     /// Resets our side, stops theirs, and reports what the transaction loses.
     fn fail_stream(&mut self, slot: u64, code: ErrorCode, why: String) {
+        self.emit(Event::StreamFailed { code, reason: why });
+        let Some(s) = self.slots.get(&slot) else {
+            return;
+        };
         // A broken Announce stream the peer opened must not be reset (moq-net closes the
         // session on that); FIN it instead.
-        let is_interest_in = matches!(
-            self.slots.get(&slot).map(|s| &s.kind),
-            Some(Kind::InterestIn { .. })
+        let is_interest_in = matches!(s.kind, Kind::InterestIn { .. });
+        let stop = s.id.filter(|_| s.recv_open);
+        self.send(
+            slot,
+            if is_interest_in {
+                Out::Fin
+            } else {
+                Out::Reset(code)
+            },
         );
-        if is_interest_in {
-            self.send(slot, Out::Fin);
-        } else {
-            self.send(slot, Out::Reset(code));
+        if let Some(stream) = stop {
+            self.push_action(Action::StopSending { stream, code });
         }
-        let _ = why;
-        self.stop(slot, code);
         self.fail_recv(slot, Some(code));
     }
 
@@ -959,7 +971,18 @@ impl Session {
                         return Ok(());
                     }
                     self.peer_setup = true;
+                    // Only FIN may follow; anything else is discarded.
+                    if let Some(s) = self.slots.get_mut(&slot) {
+                        s.kind = Kind::Drain {
+                            reader: MessageReader::new(),
+                            goaway: false,
+                        };
+                    }
                     self.emit(Event::Setup(setup));
+                    if fin {
+                        self.fail_recv(slot, None);
+                    }
+                    return Ok(());
                 } else if fin {
                     return Err((ErrorCode::Decode, "Setup stream ended early".into()));
                 }

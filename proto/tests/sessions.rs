@@ -857,3 +857,80 @@ fn goaway_reaches_the_peer() {
     let mut n = Net::new(Version::Lite03, 2);
     assert!(n.s[RELAY].go_away("").is_err());
 }
+
+#[test]
+fn outstanding_requests_are_bounded() {
+    let mut n = Net::new(Version::Lite04, 64);
+    for i in 0..MAX_OUTSTANDING_REQUESTS {
+        n.s[CLIENT]
+            .subscribe("b", &format!("t{i}"), 0, None, None)
+            .unwrap();
+        while n.s[CLIENT].poll_action().is_some() {}
+    }
+    assert!(matches!(
+        n.s[CLIENT].subscribe("b", "one-too-many", 0, None, None),
+        Err(SessionError::Limit { .. })
+    ));
+    assert!(matches!(
+        n.s[CLIENT].announce_interest(""),
+        Err(SessionError::Limit { .. })
+    ));
+}
+
+#[test]
+fn writes_to_a_stream_the_transport_has_not_opened_are_bounded() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    let g = n.s[RELAY].start_group(serve, 0).unwrap();
+    // The transport never binds the group stream (stream limit): the queue fills, then the
+    // caller is told to drop the group instead of buffering without bound.
+    let mut refused = false;
+    for _ in 0..MAX_QUEUED_CHUNKS {
+        if let Err(e) = n.s[RELAY].write_frame(g, 0, Bytes::from_static(b"x")) {
+            assert!(matches!(e, SessionError::Backlog { .. }));
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused);
+}
+
+#[test]
+fn peer_decode_errors_are_reported_with_their_code() {
+    let v = Version::Lite04;
+    let mut n = Net::new(v, 64);
+    let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    n.run();
+    n.take(RELAY);
+    // The publisher answers with a DROP first: on 03/04 SUBSCRIBE_OK must come first.
+    let stream = StreamId(n.next_stream - 1);
+    n.s[CLIENT].on_stream_data(stream, Bytes::from_static(&[0x01, 0x03, 0x01, 0x03, 0x00]));
+    n.run();
+    let ev = n.take(CLIENT);
+    assert!(
+        matches!(
+            &ev[0],
+            Event::StreamFailed {
+                code: ErrorCode::ProtocolViolation,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev[1],
+        Event::SubscriptionClosed {
+            subscription: sub,
+            code: Some(ErrorCode::ProtocolViolation)
+        }
+    );
+}
