@@ -383,6 +383,35 @@ impl Session {
         s
     }
 
+    /// The relay (server) end of a connection: no SETUP Path or Role; `hop_id` is the relay's
+    /// origin ID, sent in SETUP (05), ANNOUNCE_OK (05) and announcement hop chains (04).
+    pub fn relay(version: Version, hop_id: u64) -> Self {
+        Session::new(Config {
+            version,
+            perspective: Perspective::Server,
+            hop_id,
+            setup_path: None,
+            setup_role: None,
+        })
+    }
+
+    /// The client end (upstream links, relay-bench). `setup_path` is for raw QUIC on 05 only
+    /// (on WebTransport the CONNECT path carries it); pass `None` there.
+    pub fn client(
+        version: Version,
+        hop_id: u64,
+        setup_path: Option<String>,
+        setup_role: Option<SetupRole>,
+    ) -> Self {
+        Session::new(Config {
+            version,
+            perspective: Perspective::Client,
+            hop_id,
+            setup_path,
+            setup_role,
+        })
+    }
+
     pub fn version(&self) -> Version {
         self.cfg.version
     }
