@@ -952,8 +952,8 @@ impl Session {
             None => false,
         };
         if finish && let Some(st) = self.serves.remove(&serve) {
+            // Keep reading: the subscriber answers our FIN with its own (spec 3.4).
             self.send(st.slot, Out::Fin);
-            self.stop(st.slot, ErrorCode::Cancel);
         }
     }
 
@@ -1309,10 +1309,11 @@ impl Session {
                 } => match reader.read::<SubscribeUpdate>(v).map_err(dec)? {
                     Some(update) => {
                         let serve = *serve;
+                        // After the track ended the update has nothing left to change.
                         if let Some(st) = self.serves.get_mut(&serve) {
                             st.priority = update.priority;
+                            self.emit(Event::SubscribeUpdated { serve, update });
                         }
-                        self.emit(Event::SubscribeUpdated { serve, update });
                         true
                     }
                     None => false,
@@ -1990,8 +1991,8 @@ impl Session {
             self.send(slot, Out::Data(data));
         }
         if idle && let Some(st) = self.serves.remove(&serve) {
+            // Keep reading: the subscriber answers our FIN with its own (spec 3.4).
             self.send(st.slot, Out::Fin);
-            self.stop(st.slot, ErrorCode::Cancel);
         }
         Ok(())
     }
