@@ -934,3 +934,82 @@ fn peer_decode_errors_are_reported_with_their_code() {
         }
     );
 }
+
+#[test]
+fn a_broken_client_announce_stream_is_finished_never_reset() {
+    // moq-net closes the whole session when a relay resets its Announce stream (spec 12.12).
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    n.s[RELAY].on_stream_opened(StreamId(700), true);
+    let mut buf = bytes::BytesMut::new();
+    coding::put_varint(&mut buf, "t", BidiType::Announce.id()).unwrap();
+    AnnounceRequest {
+        prefix: "".into(),
+        exclude_hop: 1,
+    }
+    .encode(v, &mut buf)
+    .unwrap();
+    buf.extend_from_slice(&[0x05, 0xff]); // junk after the request
+    n.s[RELAY].on_stream_data(StreamId(700), buf.freeze());
+    let mut acts = Vec::new();
+    while let Some(a) = n.s[RELAY].poll_action() {
+        acts.push(a);
+    }
+    assert!(
+        acts.contains(&Action::Finish {
+            stream: StreamId(700)
+        }),
+        "{acts:?}"
+    );
+    assert!(!acts.iter().any(|a| matches!(
+        a,
+        Action::Reset {
+            stream: StreamId(700),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_group_stream_the_transport_cannot_open_does_not_block_the_end_of_the_track() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    let g = n.s[RELAY].start_group(serve, 0).unwrap();
+    n.s[RELAY]
+        .write_frame(g, 0, Bytes::from_static(b"lost"))
+        .unwrap();
+    n.s[RELAY].end_group(g).unwrap();
+    // The transport refuses the stream: the session forgets the group.
+    let mut others = Vec::new();
+    while let Some(a) = n.s[RELAY].poll_action() {
+        match a {
+            Action::OpenUni { token, .. } => n.s[RELAY].on_stream_open_failed(token),
+            a => others.push(a),
+        }
+    }
+    for a in others {
+        if let Action::Write { stream, data } = a {
+            n.s[CLIENT].on_stream_data(stream, data);
+        }
+    }
+    n.s[RELAY].end_subscription(serve, 1).unwrap();
+    n.run();
+    let ev = n.take(CLIENT);
+    assert!(
+        ev.contains(&Event::SubscriptionClosed {
+            subscription: sub,
+            code: None
+        }),
+        "{ev:?}"
+    );
+    assert_eq!(n.s[RELAY].stream_count(), 0);
+}
