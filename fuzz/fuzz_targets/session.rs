@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use proto::session::*;
-use proto::{ErrorCode, TrackInfo, Version};
+use proto::{ErrorCode, SubscribeUpdate, TrackInfo, Version};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&head, mut rest)) = data.split_first() else { return };
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let _ = s.announce("room/alice", &[3]);
     let _ = s.announce_interest("room");
-    let _ = s.subscribe("room/alice", "video", 1, None, None);
+    let _ = s.subscribe("room/alice", "video", SubscribeUpdate::latest(1));
     let mut next_local = 1 << 40;
     // Each op consumes ≥ 2 bytes, so the input length bounds the loop.
     while rest.len() >= 2 {

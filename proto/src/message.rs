@@ -280,6 +280,19 @@ pub struct SubscribeUpdate {
     pub end: Option<u64>,
 }
 
+impl SubscribeUpdate {
+    /// Start at the latest group, no end, unordered, only the latest group matters.
+    pub const fn latest(priority: u8) -> Self {
+        SubscribeUpdate {
+            priority,
+            ordered: false,
+            max_latency_ms: 0,
+            start: None,
+            end: None,
+        }
+    }
+}
+
 impl Message for SubscribeUpdate {
     fn encode(&self, _v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
         put_sized(buf, |b| {

@@ -1583,26 +1583,25 @@ impl Session {
         Ok(())
     }
 
-    /// Subscribes to `track` of `broadcast`. The ID is registered before SUBSCRIBE is sent,
+    /// Subscribes to `track` of `broadcast` with the given preferences (priority, ordered,
+    /// max latency, start, end; `SubscribeUpdate::latest(p)` for "from the latest group"). The ID is registered before SUBSCRIBE is sent,
     /// so groups that beat SUBSCRIBE_OK are accepted.
     pub fn subscribe(
         &mut self,
         broadcast: &str,
         track: &str,
-        priority: u8,
-        start: Option<u64>,
-        end: Option<u64>,
+        prefs: SubscribeUpdate,
     ) -> Result<SubscriptionId, SessionError> {
         let id = SubscriptionId(self.new_request_id()?);
         let msg = Subscribe {
             id: id.0,
             broadcast: path::normalize(broadcast),
             track: track.to_owned(),
-            priority,
-            ordered: false,
-            max_latency_ms: 0,
-            start,
-            end,
+            priority: prefs.priority,
+            ordered: prefs.ordered,
+            max_latency_ms: prefs.max_latency_ms,
+            start: prefs.start,
+            end: prefs.end,
         };
         let data = self.encode_typed(BidiType::Subscribe.id(), &msg)?;
         let slot = self.new_local(

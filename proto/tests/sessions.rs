@@ -206,7 +206,7 @@ fn announce_subscribe_groups_end_on_every_version() {
             }
 
             let sub = n.s[CLIENT]
-                .subscribe("room/alice", "video", 2, None, None)
+                .subscribe("room/alice", "video", SubscribeUpdate::latest(2))
                 .unwrap();
             n.run();
             let Event::SubscribeRequested { serve, request } = n.take(RELAY).remove(0) else {
@@ -312,7 +312,9 @@ fn announce_subscribe_groups_end_on_every_version() {
 fn frame_payloads_are_written_without_copying() {
     let mut n = Net::new(Version::Lite05, 1500);
     n.s[RELAY].announce("a", &[]).unwrap();
-    let _ = n.s[CLIENT].subscribe("a", "t", 0, None, None).unwrap();
+    let _ = n.s[CLIENT]
+        .subscribe("a", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(RELAY)
@@ -344,7 +346,7 @@ fn late_joiner_receives_the_current_group_from_its_first_frame() {
         let mut late = Net::new(v, 7);
         let cache: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 100])).collect();
         let sub_early = early.s[CLIENT]
-            .subscribe("b", "video", 1, None, None)
+            .subscribe("b", "video", SubscribeUpdate::latest(1))
             .unwrap();
         early.run();
         let Some(Event::SubscribeRequested { serve: se, .. }) = early
@@ -364,7 +366,7 @@ fn late_joiner_receives_the_current_group_from_its_first_frame() {
 
         // The late viewer asks for "latest" mid-group 5 and gets group 5 from frame 0.
         let sub_late = late.s[CLIENT]
-            .subscribe("b", "video", 1, None, None)
+            .subscribe("b", "video", SubscribeUpdate::latest(1))
             .unwrap();
         late.run();
         let Some(Event::SubscribeRequested { serve: sl, request }) = late
@@ -442,7 +444,9 @@ fn ingest(v: Version) -> (Net, InterestId, SubscriptionId, ServeId) {
         }],
         "{v}"
     );
-    let sub = n.s[RELAY].subscribe("cam", "video", 0, None, None).unwrap();
+    let sub = n.s[RELAY]
+        .subscribe("cam", "video", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(CLIENT)
@@ -547,7 +551,9 @@ fn publisher_reset_of_one_group_keeps_the_subscription() {
 fn subscriber_unsubscribe_resets_open_groups_and_reports_cancel() {
     for v in versions() {
         let mut n = Net::new(v, 64);
-        let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+        let sub = n.s[CLIENT]
+            .subscribe("b", "t", SubscribeUpdate::latest(0))
+            .unwrap();
         n.run();
         let Some(Event::SubscribeRequested { serve, .. }) = n
             .take(RELAY)
@@ -583,7 +589,9 @@ fn subscriber_unsubscribe_resets_open_groups_and_reports_cancel() {
 #[test]
 fn rejected_subscribe_and_track_surface_the_code() {
     let mut n = Net::new(Version::Lite05, 64);
-    let sub = n.s[CLIENT].subscribe("nobody", "t", 0, None, None).unwrap();
+    let sub = n.s[CLIENT]
+        .subscribe("nobody", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     let req = n.s[CLIENT].request_track("nobody", "t").unwrap();
     n.run();
     for e in n.take(RELAY) {
@@ -770,7 +778,9 @@ fn stream_opened_later_flushes_queued_writes_in_order() {
     // The transport may bind the ID after the application already wrote frames.
     let v = Version::Lite04;
     let mut n = Net::new(v, 64);
-    let _sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    let _sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(RELAY)
@@ -803,7 +813,9 @@ fn stream_opened_later_flushes_queued_writes_in_order() {
 fn datagrams_reach_known_subscriptions_only() {
     let mut n = Net::new(Version::Lite05, 64);
     n.take(CLIENT);
-    let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(RELAY)
@@ -863,12 +875,12 @@ fn outstanding_requests_are_bounded() {
     let mut n = Net::new(Version::Lite04, 64);
     for i in 0..MAX_OUTSTANDING_REQUESTS {
         n.s[CLIENT]
-            .subscribe("b", &format!("t{i}"), 0, None, None)
+            .subscribe("b", &format!("t{i}"), SubscribeUpdate::latest(0))
             .unwrap();
         while n.s[CLIENT].poll_action().is_some() {}
     }
     assert!(matches!(
-        n.s[CLIENT].subscribe("b", "one-too-many", 0, None, None),
+        n.s[CLIENT].subscribe("b", "one-too-many", SubscribeUpdate::latest(0)),
         Err(SessionError::Limit { .. })
     ));
     assert!(matches!(
@@ -881,7 +893,9 @@ fn outstanding_requests_are_bounded() {
 fn writes_to_a_stream_the_transport_has_not_opened_are_bounded() {
     let v = Version::Lite05;
     let mut n = Net::new(v, 64);
-    n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(RELAY)
@@ -908,7 +922,9 @@ fn writes_to_a_stream_the_transport_has_not_opened_are_bounded() {
 fn peer_decode_errors_are_reported_with_their_code() {
     let v = Version::Lite04;
     let mut n = Net::new(v, 64);
-    let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     n.take(RELAY);
     // The publisher answers with a DROP first: on 03/04 SUBSCRIBE_OK must come first.
@@ -974,7 +990,9 @@ fn a_broken_client_announce_stream_is_finished_never_reset() {
 fn a_group_stream_the_transport_cannot_open_does_not_block_the_end_of_the_track() {
     let v = Version::Lite05;
     let mut n = Net::new(v, 64);
-    let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(RELAY)
