@@ -583,7 +583,15 @@ impl FrameHeader {
     /// Largest encoded frame header: two 8-byte varints.
     pub const MAX_LEN: usize = 16;
 
+    /// Writes nothing at all when it fails.
     pub fn encode(&self, v: Version, buf: &mut impl BufMut) -> Result<(), EncodeError> {
+        if self.size > MAX_FRAME_SIZE {
+            return Err(EncodeError::TooLarge {
+                what: "frame size",
+                size: self.size,
+                max: MAX_FRAME_SIZE,
+            });
+        }
         if v.is_05_or_later() {
             if !(-MAX_TIMESTAMP_DELTA - 1..=MAX_TIMESTAMP_DELTA).contains(&self.timestamp_delta) {
                 return Err(EncodeError::Invalid {
@@ -591,13 +599,6 @@ impl FrameHeader {
                 });
             }
             put_varint(buf, "timestamp delta", zigzag(self.timestamp_delta))?;
-        }
-        if self.size > MAX_FRAME_SIZE {
-            return Err(EncodeError::TooLarge {
-                what: "frame size",
-                size: self.size,
-                max: MAX_FRAME_SIZE,
-            });
         }
         put_varint(buf, "frame size", self.size)
     }

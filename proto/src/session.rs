@@ -38,6 +38,33 @@ pub const MAX_PENDING_OUTPUTS: usize = 1 << 16;
 /// Send priority of control streams: above every group (see [`group_priority`]).
 pub const CONTROL_PRIORITY: i32 = i32::MAX;
 
+/// Bytes of frame-header arena allocated at a time: ~256 headers share one allocation
+/// instead of one malloc per frame on the send path.
+const HEADER_ARENA: usize = 4096;
+
+/// Hasher for keys the session or the transport assigns (slot counters, QUIC stream IDs):
+/// they are not chosen freely by the peer, so SipHash's flood resistance buys nothing and
+/// costs ~20 ns per lookup on the per-frame path.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Fibonacci hashing spreads sequential IDs across the table.
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// A transport stream handle, chosen by the transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(pub u64);
@@ -345,8 +372,9 @@ pub struct Session {
     cfg: Config,
     closed: bool,
     next_slot: u64,
-    slots: HashMap<u64, Slot>,
-    by_id: HashMap<StreamId, u64>,
+    slots: IdMap<u64, Slot>,
+    by_id: IdMap<StreamId, u64>,
+    header_arena: BytesMut,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     next_request: u64,
@@ -365,8 +393,9 @@ impl Session {
             cfg,
             closed: false,
             next_slot: 0,
-            slots: HashMap::new(),
-            by_id: HashMap::new(),
+            slots: IdMap::default(),
+            by_id: IdMap::default(),
+            header_arena: BytesMut::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             next_request: 0,
@@ -1929,14 +1958,18 @@ impl Session {
         let delta = i64::try_from(delta).map_err(|_| EncodeError::Invalid {
             what: "timestamp delta",
         })?;
-        let mut hdr = BytesMut::with_capacity(FrameHeader::MAX_LEN);
+        let arena = &mut self.header_arena;
+        if arena.capacity() - arena.len() < FrameHeader::MAX_LEN {
+            *arena = BytesMut::with_capacity(HEADER_ARENA);
+        }
         FrameHeader {
             timestamp_delta: delta,
             size: payload.len() as u64,
         }
-        .encode(v, &mut hdr)?;
+        .encode(v, arena)?;
         *last_ts = timestamp;
-        self.send(group.0, Out::Data(hdr.freeze()));
+        let hdr = arena.split().freeze();
+        self.send(group.0, Out::Data(hdr));
         if !payload.is_empty() {
             self.send(group.0, Out::Data(payload));
         }

@@ -1031,3 +1031,44 @@ fn a_group_stream_the_transport_cannot_open_does_not_block_the_end_of_the_track(
     );
     assert_eq!(n.s[RELAY].stream_count(), 0);
 }
+
+#[test]
+fn a_rejected_frame_leaves_the_group_stream_intact() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    let g = n.s[RELAY].start_group(serve, 0).unwrap();
+    n.s[RELAY]
+        .write_frame(g, 10, Bytes::from_static(b"a"))
+        .unwrap();
+    // A timestamp jump that cannot be encoded as a delta is refused without writing.
+    assert!(
+        n.s[RELAY]
+            .write_frame(g, u64::MAX, Bytes::from_static(b"x"))
+            .is_err()
+    );
+    n.s[RELAY]
+        .write_frame(g, 20, Bytes::from_static(b"b"))
+        .unwrap();
+    n.s[RELAY].end_group(g).unwrap();
+    n.run();
+    let frames = frames_of(&n.take(CLIENT));
+    assert_eq!(
+        frames,
+        vec![
+            (0, Some(10), Bytes::from_static(b"a")),
+            (0, Some(20), Bytes::from_static(b"b"))
+        ],
+        "{sub:?}"
+    );
+}
