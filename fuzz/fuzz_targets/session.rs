@@ -21,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = s.announce("room/alice", &[3]);
     let _ = s.announce_interest("room");
     let _ = s.subscribe("room/alice", "video", SubscribeUpdate::latest(1));
+    let _ = s.fetch("room/alice", "video", 1, 3);
+    let _ = s.request_track("room/alice", "video");
     let mut next_local = 1 << 40;
     // Each op consumes ≥ 2 bytes, so the input length bounds the loop.
     while rest.len() >= 2 {
@@ -69,6 +71,10 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Event::TrackRequested { request, .. } => {
                     let _ = s.answer_track(request, TrackInfo::DEFAULT);
+                }
+                Event::FetchRequested { request, .. } => {
+                    let _ = s.fetch_frame(request, 7, Bytes::from_static(b"cached"));
+                    let _ = if op & 4 == 0 { s.end_fetch(request) } else { s.reject_fetch(request, ErrorCode::NotFound) };
                 }
                 _ => {}
             }

@@ -88,6 +88,12 @@ pub struct ServeId(pub u64);
 /// A group stream we are writing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GroupId(pub u64);
+/// Our FETCH request (05).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FetchId(pub u64);
+/// The peer's FETCH request to us (05).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FetchServeId(pub u64);
 /// The peer's TRACK request to us (05).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackServeId(pub u64);
@@ -237,6 +243,28 @@ pub enum Event {
         sequence: u64,
         code: ErrorCode,
     },
+    /// The peer asks for one cached group (05). Answer with `fetch_frame`… `end_fetch`, or
+    /// `reject_fetch`.
+    FetchRequested {
+        request: FetchServeId,
+        fetch: Fetch,
+    },
+    /// The peer reset or stopped its FETCH.
+    FetchCancelled {
+        request: FetchServeId,
+        code: ErrorCode,
+    },
+    /// A frame of our FETCH response; `timestamp` is absolute in the track's timescale.
+    FetchFrame {
+        fetch: FetchId,
+        timestamp: u64,
+        payload: Bytes,
+    },
+    /// Our FETCH is over: FIN (`None`, all frames delivered) or reset.
+    FetchEnded {
+        fetch: FetchId,
+        code: Option<ErrorCode>,
+    },
     /// A stream was reset because of something the peer sent (for debug logs; the
     /// transaction's own event, e.g. `SubscriptionClosed`, follows).
     StreamFailed {
@@ -338,6 +366,16 @@ enum Kind {
     TrackIn {
         reader: MessageReader,
         asked: bool,
+    },
+    FetchIn {
+        reader: MessageReader,
+        asked: bool,
+        last_ts: u64,
+    },
+    FetchOut {
+        id: FetchId,
+        reader: GroupReader,
+        ts: i64,
     },
     /// Probe / GoAway streams: read and discard (bounded), never written.
     Drain {
@@ -830,6 +868,15 @@ impl Session {
             Some(Kind::SubscribeIn {
                 serve: Some(serve), ..
             }) => Some((*serve, false)),
+            Some(Kind::FetchIn { asked: true, .. }) => {
+                self.send(slot, Out::Reset(code));
+                self.emit(Event::FetchCancelled {
+                    request: FetchServeId(slot),
+                    code,
+                });
+                self.stop(slot, ErrorCode::Cancel);
+                return;
+            }
             _ => None,
         };
         self.send(slot, Out::Reset(code));
@@ -881,8 +928,31 @@ impl Session {
             return;
         };
         s.recv_open = false;
+        if code.is_none() && matches!(s.kind, Kind::FetchIn { asked: true, .. }) {
+            // The fetcher has nothing more to say; we keep writing the response.
+            self.maybe_remove(slot);
+            return;
+        }
         let kind = std::mem::replace(&mut s.kind, Kind::SetupOut);
         match kind {
+            Kind::FetchIn { asked: true, .. } => {
+                self.send(slot, Out::Reset(ErrorCode::Cancel));
+                self.emit(Event::FetchCancelled {
+                    request: FetchServeId(slot),
+                    code: code.unwrap_or(ErrorCode::Cancel),
+                });
+            }
+            Kind::FetchOut { id, .. } => {
+                self.emit(Event::FetchEnded { fetch: id, code });
+                self.send(
+                    slot,
+                    if code.is_some() {
+                        Out::Reset(ErrorCode::Cancel)
+                    } else {
+                        Out::Fin
+                    },
+                );
+            }
             Kind::GroupIn {
                 target: Some((subscription, sequence)),
                 ..
@@ -1019,6 +1089,7 @@ impl Session {
                 Ok(())
             }
             Kind::GroupIn { .. } => self.process_group(slot, data, fin),
+            Kind::FetchOut { .. } => self.process_fetch_out(slot, data, fin),
             Kind::SetupIn(r) => {
                 if let Some(d) = &data {
                     r.push(d);
@@ -1101,10 +1172,74 @@ impl Session {
                 goaway: true,
             },
             // FETCH is not served yet: "not available" is a legal answer.
-            Some(BidiType::Fetch) => return Err((ErrorCode::NotFound, "fetch not served".into())),
+            Some(BidiType::Fetch) => Kind::FetchIn {
+                reader: MessageReader::new(),
+                asked: false,
+                last_ts: 0,
+            },
             Some(BidiType::Probe) => return Err((ErrorCode::Cancel, "probe not offered".into())),
             None => return Err((ErrorCode::Cancel, format!("bidi stream type {typ}"))),
         };
+        Ok(())
+    }
+
+    /// A FETCH response: bare frames (05 format, deltas from 0), then FIN.
+    fn process_fetch_out(
+        &mut self,
+        slot: u64,
+        data: Option<Bytes>,
+        fin: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        // Each frame consumes at least one byte of input, so the input bounds the loop.
+        let mut data = data;
+        loop {
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
+            let Kind::FetchOut { id, reader, ts } = &mut s.kind else {
+                return Ok(());
+            };
+            if let Some(d) = data.take() {
+                reader.push(d);
+            }
+            let fetch = *id;
+            match reader.next().map_err(|e| (e.code(), e.to_string()))? {
+                None => break,
+                Some(GroupItem::Header(_)) => {
+                    return Err((ErrorCode::Decode, "header in a fetch response".into()));
+                }
+                Some(GroupItem::Frame {
+                    timestamp_delta,
+                    payload,
+                }) => {
+                    let Some(t) = ts.checked_add(timestamp_delta).filter(|t| *t >= 0) else {
+                        return Err((
+                            ErrorCode::TimestampMismatch,
+                            "timestamp out of range".into(),
+                        ));
+                    };
+                    *ts = t;
+                    self.emit(Event::FetchFrame {
+                        fetch,
+                        timestamp: t as u64,
+                        payload,
+                    });
+                }
+            }
+        }
+        if fin {
+            let ok = matches!(
+                self.slots.get(&slot).map(|s| &s.kind),
+                Some(Kind::FetchOut { reader, .. }) if reader.at_boundary()
+            );
+            if !ok {
+                return Err((
+                    ErrorCode::WrongSize,
+                    "fetch response ended inside a frame".into(),
+                ));
+            }
+            self.fail_recv(slot, None);
+        }
         Ok(())
     }
 
@@ -1226,6 +1361,7 @@ impl Session {
                 | Kind::InterestIn { reader, .. }
                 | Kind::SubscribeIn { reader, .. }
                 | Kind::TrackIn { reader, .. }
+                | Kind::FetchIn { reader, .. }
                 | Kind::Drain { reader, .. } => reader,
                 _ => return Ok(()),
             };
@@ -1370,6 +1506,29 @@ impl Session {
                     }
                     false
                 }
+                Kind::FetchIn {
+                    reader,
+                    asked: false,
+                    ..
+                } => match reader.read::<Fetch>(v).map_err(dec)? {
+                    Some(fetch) => {
+                        if let Kind::FetchIn { asked, .. } = &mut s.kind {
+                            *asked = true;
+                        }
+                        self.emit(Event::FetchRequested {
+                            request: FetchServeId(slot),
+                            fetch,
+                        });
+                        true
+                    }
+                    None => false,
+                },
+                Kind::FetchIn { reader, .. } => {
+                    if reader.buffered() > 0 {
+                        return Err((ErrorCode::UnexpectedMessage, "data after FETCH".into()));
+                    }
+                    false
+                }
                 Kind::Drain { reader, goaway } => {
                     if *goaway {
                         match reader.read::<GoAway>(v).map_err(dec)? {
@@ -1399,6 +1558,7 @@ impl Session {
                 | Kind::InterestIn { reader, .. }
                 | Kind::SubscribeIn { reader, .. }
                 | Kind::TrackIn { reader, .. }
+                | Kind::FetchIn { reader, .. }
                 | Kind::Drain { reader, .. } => reader.buffered(),
                 _ => 0,
             });
@@ -1935,7 +2095,6 @@ impl Session {
         timestamp: u64,
         payload: Bytes,
     ) -> Result<(), SessionError> {
-        let v = self.cfg.version;
         if self.queued_full(group.0) {
             return Err(SessionError::Backlog {
                 what: "group",
@@ -1954,21 +2113,26 @@ impl Session {
                 id: group.0,
             });
         };
-        let delta = i128::from(timestamp) - i128::from(*last_ts);
+        let prev = *last_ts;
+        let delta = i128::from(timestamp) - i128::from(prev);
         let delta = i64::try_from(delta).map_err(|_| EncodeError::Invalid {
             what: "timestamp delta",
         })?;
-        let arena = &mut self.header_arena;
-        if arena.capacity() - arena.len() < FrameHeader::MAX_LEN {
-            *arena = BytesMut::with_capacity(HEADER_ARENA);
-        }
-        FrameHeader {
-            timestamp_delta: delta,
-            size: payload.len() as u64,
-        }
-        .encode(v, arena)?;
         *last_ts = timestamp;
-        let hdr = arena.split().freeze();
+        let hdr = match self.frame_header(delta, payload.len() as u64) {
+            Ok(h) => h,
+            Err(e) => {
+                // Undo: the frame was not written, so the next delta starts from before.
+                if let Some(Slot {
+                    kind: Kind::GroupOut { last_ts, .. },
+                    ..
+                }) = self.slots.get_mut(&group.0)
+                {
+                    *last_ts = prev;
+                }
+                return Err(e);
+            }
+        };
         self.send(group.0, Out::Data(hdr));
         if !payload.is_empty() {
             self.send(group.0, Out::Data(payload));
@@ -2120,6 +2284,123 @@ impl Session {
         )?;
         self.send(slot, Out::Data(data));
         Ok(())
+    }
+
+    /// Asks the peer for one group of a track from its cache (05). Frames arrive as
+    /// `FetchFrame`, then `FetchEnded`.
+    pub fn fetch(
+        &mut self,
+        broadcast: &str,
+        track: &str,
+        priority: u8,
+        group: u64,
+    ) -> Result<FetchId, SessionError> {
+        let v = self.cfg.version;
+        if !v.is_05_or_later() {
+            return Err(SessionError::NotInVersion {
+                what: "FETCH",
+                version: v,
+            });
+        }
+        let id = FetchId(self.new_request_id()?);
+        let msg = Fetch {
+            broadcast: path::normalize(broadcast),
+            track: track.to_owned(),
+            priority,
+            group,
+        };
+        let data = self.encode_typed(BidiType::Fetch.id(), &msg)?;
+        let kind = Kind::FetchOut {
+            id,
+            reader: GroupReader::frames_only(v),
+            ts: 0,
+        };
+        let slot = self.new_local(kind, true, CONTROL_PRIORITY)?;
+        self.send(slot, Out::Data(data));
+        Ok(id)
+    }
+
+    fn fetch_in_mut(&mut self, request: FetchServeId) -> Result<&mut u64, SessionError> {
+        match self.slots.get_mut(&request.0) {
+            Some(Slot {
+                kind:
+                    Kind::FetchIn {
+                        asked: true,
+                        last_ts,
+                        ..
+                    },
+                send_open: true,
+                ..
+            }) => Ok(last_ts),
+            _ => Err(SessionError::Unknown {
+                what: "fetch request",
+                id: request.0,
+            }),
+        }
+    }
+
+    /// Writes one frame of a FETCH response (timestamps delta-coded from 0, as in a group).
+    pub fn fetch_frame(
+        &mut self,
+        request: FetchServeId,
+        timestamp: u64,
+        payload: Bytes,
+    ) -> Result<(), SessionError> {
+        if self.queued_full(request.0) {
+            return Err(SessionError::Backlog {
+                what: "fetch",
+                id: request.0,
+                max: MAX_QUEUED_CHUNKS,
+            });
+        }
+        let last_ts = self.fetch_in_mut(request)?;
+        let delta = i64::try_from(i128::from(timestamp) - i128::from(*last_ts)).map_err(|_| {
+            EncodeError::Invalid {
+                what: "timestamp delta",
+            }
+        })?;
+        let size = payload.len() as u64;
+        let hdr = self.frame_header(delta, size)?;
+        *self.fetch_in_mut(request)? = timestamp;
+        self.send(request.0, Out::Data(hdr));
+        if !payload.is_empty() {
+            self.send(request.0, Out::Data(payload));
+        }
+        Ok(())
+    }
+
+    /// Ends a FETCH response (FIN).
+    pub fn end_fetch(&mut self, request: FetchServeId) -> Result<(), SessionError> {
+        self.fetch_in_mut(request)?;
+        // The fetcher answers our FIN with its own (spec 3.4); keep reading until then.
+        self.send(request.0, Out::Fin);
+        Ok(())
+    }
+
+    /// Refuses or aborts a FETCH (there is no error message: a reset is the answer).
+    pub fn reject_fetch(
+        &mut self,
+        request: FetchServeId,
+        code: ErrorCode,
+    ) -> Result<(), SessionError> {
+        self.fetch_in_mut(request)?;
+        self.send(request.0, Out::Reset(code));
+        self.stop(request.0, ErrorCode::Cancel);
+        Ok(())
+    }
+
+    /// Encodes a frame header into the shared arena (one allocation per ~256 headers).
+    fn frame_header(&mut self, delta: i64, size: u64) -> Result<Bytes, SessionError> {
+        let arena = &mut self.header_arena;
+        if arena.capacity() - arena.len() < FrameHeader::MAX_LEN {
+            *arena = BytesMut::with_capacity(HEADER_ARENA);
+        }
+        FrameHeader {
+            timestamp_delta: delta,
+            size,
+        }
+        .encode(self.cfg.version, arena)?;
+        Ok(arena.split().freeze())
     }
 
     /// Number of streams tracked (for metrics and leak tests).

@@ -1072,3 +1072,113 @@ fn a_rejected_frame_leaves_the_group_stream_intact() {
         "{sub:?}"
     );
 }
+
+#[test]
+fn fetch_serves_one_cached_group_with_timestamps_from_zero() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 3);
+    n.take(RELAY);
+    n.take(CLIENT);
+    let f = n.s[CLIENT].fetch("room/alice", "video", 2, 7).unwrap();
+    n.run();
+    let ev = n.take(RELAY);
+    let Some(Event::FetchRequested { request, fetch }) = ev.into_iter().next() else {
+        panic!()
+    };
+    assert_eq!(
+        fetch,
+        Fetch {
+            broadcast: "room/alice".into(),
+            track: "video".into(),
+            priority: 2,
+            group: 7
+        }
+    );
+    n.s[RELAY]
+        .fetch_frame(request, 1000, Bytes::from_static(b"abc"))
+        .unwrap();
+    n.s[RELAY]
+        .fetch_frame(request, 1033, Bytes::from_static(b"de"))
+        .unwrap();
+    n.s[RELAY].end_fetch(request).unwrap();
+    n.run();
+    assert_eq!(
+        n.take(CLIENT),
+        vec![
+            Event::FetchFrame {
+                fetch: f,
+                timestamp: 1000,
+                payload: Bytes::from_static(b"abc")
+            },
+            Event::FetchFrame {
+                fetch: f,
+                timestamp: 1033,
+                payload: Bytes::from_static(b"de")
+            },
+            Event::FetchEnded {
+                fetch: f,
+                code: None
+            },
+        ]
+    );
+    assert_eq!(n.s[RELAY].stream_count(), 0);
+    assert_eq!(n.s[CLIENT].stream_count(), 0);
+
+    // A fetch the relay cannot serve is reset; before 05 there is no FETCH at all.
+    let f2 = n.s[CLIENT].fetch("gone", "video", 0, 1).unwrap();
+    n.run();
+    let Some(Event::FetchRequested { request, .. }) = n.take(RELAY).into_iter().next() else {
+        panic!()
+    };
+    n.s[RELAY]
+        .reject_fetch(request, ErrorCode::NotFound)
+        .unwrap();
+    n.run();
+    assert_eq!(
+        n.take(CLIENT),
+        vec![Event::FetchEnded {
+            fetch: f2,
+            code: Some(ErrorCode::NotFound)
+        }]
+    );
+    let mut old = Net::new(Version::Lite04, 64);
+    assert!(old.s[CLIENT].fetch("a", "b", 0, 0).is_err());
+    // A 04 peer that opens a Fetch stream anyway is reset, and the session lives on.
+    old.s[RELAY].on_stream_opened(StreamId(77), true);
+    old.s[RELAY].on_stream_data(StreamId(77), Bytes::from_static(&[0x03, 0x00]));
+    old.run();
+    assert!(!old.s[RELAY].is_closed());
+}
+
+#[test]
+fn a_cancelled_fetch_is_reported() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    n.take(RELAY);
+    let f = n.s[CLIENT].fetch("a", "v", 0, 1).unwrap();
+    n.run();
+    let Some(Event::FetchRequested { request, .. }) = n.take(RELAY).into_iter().next() else {
+        panic!()
+    };
+    n.s[RELAY]
+        .fetch_frame(request, 0, Bytes::from_static(b"x"))
+        .unwrap();
+    n.run();
+    // The client goes away from this fetch: reset of its side.
+    let stream = StreamId(n.next_stream - 1);
+    n.s[RELAY].on_stream_reset(stream, ErrorCode::Cancel);
+    n.run();
+    assert_eq!(
+        n.take(RELAY),
+        vec![Event::FetchCancelled {
+            request,
+            code: ErrorCode::Cancel
+        }]
+    );
+    assert!(
+        n.s[RELAY]
+            .fetch_frame(request, 1, Bytes::from_static(b"y"))
+            .is_err()
+    );
+    let _ = f;
+}
