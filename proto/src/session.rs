@@ -422,6 +422,8 @@ pub struct Session {
     serves: HashMap<ServeId, Serve>,
     published: BTreeMap<String, Vec<u64>>,
     peer_setup: bool,
+    /// The peer's SETUP Origin (05): like Exclude Hop, never send it its own broadcasts.
+    peer_origin: u64,
 }
 
 impl Session {
@@ -443,6 +445,7 @@ impl Session {
             serves: HashMap::new(),
             published: BTreeMap::new(),
             peer_setup: false,
+            peer_origin: 0,
         };
         if s.cfg.version.is_05_or_later() {
             s.open_setup();
@@ -1100,6 +1103,7 @@ impl Session {
                         return Ok(());
                     }
                     self.peer_setup = true;
+                    self.peer_origin = setup.origin.unwrap_or(0);
                     // Only FIN may follow; anything else is discarded.
                     if let Some(s) = self.slots.get_mut(&slot) {
                         s.kind = Kind::Drain {
@@ -1653,8 +1657,7 @@ impl Session {
             .published
             .iter()
             .filter(|(p, hops)| {
-                path::has_prefix(p, &req.prefix)
-                    && !(req.exclude_hop != 0 && hops.contains(&req.exclude_hop))
+                path::has_prefix(p, &req.prefix) && !self.excluded(hops, req.exclude_hop)
             })
             .map(|(p, h)| (p.clone(), self.wire_hops(h)))
             .collect();
@@ -1905,9 +1908,23 @@ impl Session {
         }
         .encode(v, &mut BytesMut::new())?;
         self.published.insert(p.clone(), hops.to_vec());
-        let targets = self.interest_in_slots(&p, Some(hops));
-        for (slot, suffix, already) in targets {
+        let targets = self.interest_in_slots(&p, hops);
+        for (slot, suffix, already, excluded) in targets {
             let mut buf = BytesMut::new();
+            if excluded {
+                // The new route runs through this peer: withdraw what it was told before.
+                if already {
+                    Announce {
+                        status: AnnounceStatus::Ended,
+                        suffix,
+                        hops: vec![],
+                    }
+                    .encode(v, &mut buf)?;
+                    self.mark_sent(slot, &p, false);
+                    self.send(slot, Out::Data(buf.freeze()));
+                }
+                continue;
+            }
             if already && !v.is_05_or_later() {
                 // 03/04 forbid a duplicate active: end it first, then re-announce.
                 Announce {
@@ -1939,7 +1956,7 @@ impl Session {
             });
         }
         let v = self.cfg.version;
-        for (slot, suffix, already) in self.interest_in_slots(&p, None) {
+        for (slot, suffix, already, _) in self.interest_in_slots(&p, &[]) {
             if !already {
                 continue;
             }
@@ -1956,10 +1973,17 @@ impl Session {
         Ok(())
     }
 
-    /// Announce streams whose prefix covers `p` (and whose exclude hop is not in `hops`):
-    /// `(slot, suffix, already sent)`.
-    fn interest_in_slots(&self, p: &str, hops: Option<&[u64]>) -> Vec<(u64, String, bool)> {
-        let mut out: Vec<(u64, String, bool)> = self
+    /// Split horizon: a broadcast whose chain holds the peer's Exclude Hop or SETUP Origin
+    /// came through that peer and must not be offered back to it.
+    fn excluded(&self, hops: &[u64], exclude_hop: u64) -> bool {
+        (exclude_hop != 0 && hops.contains(&exclude_hop))
+            || (self.peer_origin != 0 && hops.contains(&self.peer_origin))
+    }
+
+    /// Announce streams whose prefix covers `p`: `(slot, suffix, already sent, excluded)`,
+    /// where `excluded` applies the split-horizon rule to `hops`.
+    fn interest_in_slots(&self, p: &str, hops: &[u64]) -> Vec<(u64, String, bool, bool)> {
+        let mut out: Vec<(u64, String, bool, bool)> = self
             .slots
             .iter()
             .filter(|(_, s)| s.send_open)
@@ -1970,18 +1994,17 @@ impl Session {
                     ..
                 } => {
                     let suffix = path::strip_prefix(p, prefix)?;
-                    if let Some(h) = hops
-                        && *exclude != 0
-                        && h.contains(exclude)
-                    {
-                        return None;
-                    }
-                    Some((*k, suffix.to_owned(), sent.contains(p)))
+                    Some((
+                        *k,
+                        suffix.to_owned(),
+                        sent.contains(p),
+                        self.excluded(hops, *exclude),
+                    ))
                 }
                 _ => None,
             })
             .collect();
-        out.sort_by_key(|(k, _, _)| *k);
+        out.sort_by_key(|(k, ..)| *k);
         out
     }
 

@@ -1182,3 +1182,60 @@ fn a_cancelled_fetch_is_reported() {
     );
     let _ = f;
 }
+
+#[test]
+fn a_route_change_through_the_peer_withdraws_the_broadcast_from_it() {
+    for v in [Version::Lite04, Version::Lite05] {
+        let mut n = Net::new(v, 64);
+        n.take(CLIENT);
+        let i = n.s[CLIENT].announce_interest("").unwrap();
+        n.s[RELAY].announce("x", &[5]).unwrap();
+        n.run();
+        assert_eq!(n.take(CLIENT).len(), 1);
+        // Failover: the new route came through the client itself.
+        n.s[RELAY].announce("x", &[CLIENT_HOP]).unwrap();
+        n.run();
+        assert_eq!(
+            n.take(CLIENT),
+            vec![Event::Unannounced {
+                interest: i,
+                path: "x".into()
+            }],
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn setup_origin_filters_like_exclude_hop_on_05() {
+    // A 05 peer whose ANNOUNCE_REQUEST carries exclude hop 0 but whose SETUP names its origin.
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    n.s[RELAY].announce("mine", &[CLIENT_HOP]).unwrap();
+    n.s[RELAY].announce("theirs", &[5]).unwrap();
+    n.s[RELAY].on_stream_opened(StreamId(600), true);
+    let mut buf = bytes::BytesMut::new();
+    coding::put_varint(&mut buf, "t", BidiType::Announce.id()).unwrap();
+    AnnounceRequest {
+        prefix: "".into(),
+        exclude_hop: 0,
+    }
+    .encode(v, &mut buf)
+    .unwrap();
+    n.s[RELAY].on_stream_data(StreamId(600), buf.freeze());
+    let mut written = bytes::BytesMut::new();
+    while let Some(a) = n.s[RELAY].poll_action() {
+        if let Action::Write {
+            stream: StreamId(600),
+            data,
+        } = a
+        {
+            written.extend_from_slice(&data);
+        }
+    }
+    let mut r = reader::MessageReader::new();
+    r.push(&written);
+    assert_eq!(r.read::<AnnounceOk>(v).unwrap().unwrap().active_count, 1);
+    assert_eq!(r.read::<Announce>(v).unwrap().unwrap().suffix, "theirs");
+    assert_eq!(r.buffered(), 0);
+}
