@@ -144,6 +144,11 @@ pub enum Action {
         stream: StreamId,
         code: ErrorCode,
     },
+    /// Change a stream's send priority (a SUBSCRIBE_UPDATE re-ranked its group).
+    SetPriority {
+        stream: StreamId,
+        priority: i32,
+    },
     /// Send one QUIC datagram (05), if the congestion controller takes it now; else drop.
     SendDatagram {
         data: Bytes,
@@ -336,6 +341,7 @@ enum Kind {
     },
     GroupOut {
         serve: ServeId,
+        sequence: u64,
         last_ts: u64,
     },
     InterestOut {
@@ -899,6 +905,24 @@ impl Session {
 
     // -----------------------------------------------------------------------------------
     // Receive-side processing
+
+    /// Re-ranks open group streams after the subscriber changed its priority.
+    fn reprioritize(&mut self, groups: &[u64], priority: u8) {
+        for g in groups {
+            if let Some(Slot {
+                id: Some(stream),
+                kind: Kind::GroupOut { sequence, .. },
+                ..
+            }) = self.slots.get(g)
+            {
+                let a = Action::SetPriority {
+                    stream: *stream,
+                    priority: group_priority(priority, *sequence),
+                };
+                self.push_action(a);
+            }
+        }
+    }
 
     /// Resets our side, stops theirs, and reports what the transaction loses.
     fn fail_stream(&mut self, slot: u64, code: ErrorCode, why: String) {
@@ -1481,6 +1505,8 @@ impl Session {
                         // After the track ended the update has nothing left to change.
                         if let Some(st) = self.serves.get_mut(&serve) {
                             st.priority = update.priority;
+                            let groups: Vec<u64> = st.groups.iter().copied().collect();
+                            self.reprioritize(&groups, update.priority);
                             self.emit(Event::SubscribeUpdated { serve, update });
                         }
                         true
@@ -2099,7 +2125,11 @@ impl Session {
         }
         .encode(v, &mut buf)?;
         let g = self.new_local(
-            Kind::GroupOut { serve, last_ts: 0 },
+            Kind::GroupOut {
+                serve,
+                sequence,
+                last_ts: 0,
+            },
             false,
             group_priority(priority, sequence),
         )?;

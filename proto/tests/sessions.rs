@@ -92,6 +92,7 @@ impl Net {
                             self.s[peer].on_stop_sending(stream, code)
                         }
                         Action::SendDatagram { data } => self.s[peer].on_datagram(data),
+                        Action::SetPriority { .. } => {}
                         Action::Close { code, .. } => {
                             self.closed[side] = Some(code);
                             self.s[peer].on_connection_closed(code);
@@ -1238,4 +1239,40 @@ fn setup_origin_filters_like_exclude_hop_on_05() {
     assert_eq!(r.read::<AnnounceOk>(v).unwrap().unwrap().active_count, 1);
     assert_eq!(r.read::<Announce>(v).unwrap().unwrap().suffix, "theirs");
     assert_eq!(r.buffered(), 0);
+}
+
+#[test]
+fn subscribe_update_reprioritizes_open_groups() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(1))
+        .unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    let _g = n.s[RELAY].start_group(serve, 4).unwrap();
+    n.run();
+    n.s[CLIENT]
+        .update_subscription(sub, SubscribeUpdate::latest(200))
+        .unwrap();
+    // Deliver the update by hand to see the relay's actions.
+    let mut upd = None;
+    while let Some(a) = n.s[CLIENT].poll_action() {
+        if let Action::Write { stream, data } = a {
+            upd = Some((stream, data));
+        }
+    }
+    let (stream, data) = upd.unwrap();
+    n.s[RELAY].on_stream_data(stream, data);
+    let acts: Vec<Action> = std::iter::from_fn(|| n.s[RELAY].poll_action()).collect();
+    assert!(acts.iter().any(|a| matches!(a, Action::SetPriority { priority, .. } if *priority == group_priority(200, 4))), "{acts:?}");
+    assert!(
+        matches!(n.s[RELAY].poll_event(), Some(Event::SubscribeUpdated { update, .. }) if update.priority == 200)
+    );
 }
