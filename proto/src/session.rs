@@ -1140,12 +1140,9 @@ impl Session {
                         self.fail_recv(slot, None);
                     }
                     return Ok(());
-                } else if fin {
-                    return Err((ErrorCode::Decode, "Setup stream ended early".into()));
                 }
-                if fin && let Some(s) = self.slots.get_mut(&slot) {
-                    s.recv_open = false;
-                    self.maybe_remove(slot);
+                if fin {
+                    return Err((ErrorCode::Decode, "Setup stream ended early".into()));
                 }
                 Ok(())
             }
