@@ -9,11 +9,17 @@ use proto::session::*;
 use proto::{ErrorCode, SubscribeUpdate, TrackInfo, Version};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&head, mut rest)) = data.split_first() else { return };
+    let Some((&head, mut rest)) = data.split_first() else {
+        return;
+    };
     let v = Version::ALL[head as usize % 3];
     let mut s = Session::new(Config {
         version: v,
-        perspective: if head & 0x80 != 0 { Perspective::Client } else { Perspective::Server },
+        perspective: if head & 0x80 != 0 {
+            Perspective::Client
+        } else {
+            Perspective::Server
+        },
         hop_id: 9,
         setup_path: None,
         setup_role: None,
@@ -31,7 +37,8 @@ fuzz_target!(|data: &[u8]| {
         match op % 8 {
             0 => s.on_stream_opened(sid, op & 0x80 != 0),
             1 | 2 => {
-                let n = (rest.first().copied().unwrap_or(0) as usize % 48).min(rest.len().saturating_sub(1));
+                let n = (rest.first().copied().unwrap_or(0) as usize % 48)
+                    .min(rest.len().saturating_sub(1));
                 let chunk = Bytes::copy_from_slice(rest.get(1..1 + n).unwrap_or(&[]));
                 rest = rest.get(1 + n..).unwrap_or(&[]);
                 s.on_stream_data(sid, chunk);
@@ -65,7 +72,11 @@ fuzz_target!(|data: &[u8]| {
                         let _ = s.reject_subscribe(serve, ErrorCode::NotFound);
                     } else if let Ok(g) = s.start_group(serve, 0) {
                         let _ = s.write_frame(g, 5, Bytes::from_static(b"frame"));
-                        let _ = if op & 2 == 0 { s.end_group(g) } else { s.abort_group(g, ErrorCode::Old) };
+                        let _ = if op & 2 == 0 {
+                            s.end_group(g)
+                        } else {
+                            s.abort_group(g, ErrorCode::Old)
+                        };
                         let _ = s.end_subscription(serve, 1);
                     }
                 }
@@ -74,7 +85,11 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Event::FetchRequested { request, .. } => {
                     let _ = s.fetch_frame(request, 7, Bytes::from_static(b"cached"));
-                    let _ = if op & 4 == 0 { s.end_fetch(request) } else { s.reject_fetch(request, ErrorCode::NotFound) };
+                    let _ = if op & 4 == 0 {
+                        s.end_fetch(request)
+                    } else {
+                        s.reject_fetch(request, ErrorCode::NotFound)
+                    };
                 }
                 _ => {}
             }
