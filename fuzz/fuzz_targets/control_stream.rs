@@ -32,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
     if kind == 12 {
         if let Ok(d) = Datagram::decode(v, Bytes::copy_from_slice(body)) {
             let mut out = BytesMut::new();
-            d.encode(v, &mut out).expect("a decoded datagram re-encodes");
+            d.encode(v, &mut out)
+                .expect("a decoded datagram re-encodes");
         }
         return;
     }

@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let v = Version::ALL[data[0] as usize % 3];
     let chunk = (data[1] as usize % 128) + 1;
-    let mut g = if data[1] & 0x80 != 0 { GroupReader::frames_only(v) } else { GroupReader::new(v) };
+    let mut g = if data[1] & 0x80 != 0 {
+        GroupReader::frames_only(v)
+    } else {
+        GroupReader::new(v)
+    };
     let body = &data[2..];
     let mut total = 0usize;
     for c in body.chunks(chunk) {

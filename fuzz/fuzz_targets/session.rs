@@ -6,21 +6,29 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use proto::session::*;
-use proto::{ErrorCode, TrackInfo, Version};
+use proto::{ErrorCode, SubscribeUpdate, TrackInfo, Version};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&head, mut rest)) = data.split_first() else { return };
+    let Some((&head, mut rest)) = data.split_first() else {
+        return;
+    };
     let v = Version::ALL[head as usize % 3];
     let mut s = Session::new(Config {
         version: v,
-        perspective: if head & 0x80 != 0 { Perspective::Client } else { Perspective::Server },
+        perspective: if head & 0x80 != 0 {
+            Perspective::Client
+        } else {
+            Perspective::Server
+        },
         hop_id: 9,
         setup_path: None,
         setup_role: None,
     });
     let _ = s.announce("room/alice", &[3]);
     let _ = s.announce_interest("room");
-    let _ = s.subscribe("room/alice", "video", 1, None, None);
+    let _ = s.subscribe("room/alice", "video", SubscribeUpdate::latest(1));
+    let _ = s.fetch("room/alice", "video", 1, 3);
+    let _ = s.request_track("room/alice", "video");
     let mut next_local = 1 << 40;
     // Each op consumes ≥ 2 bytes, so the input length bounds the loop.
     while rest.len() >= 2 {
@@ -29,7 +37,8 @@ fuzz_target!(|data: &[u8]| {
         match op % 8 {
             0 => s.on_stream_opened(sid, op & 0x80 != 0),
             1 | 2 => {
-                let n = (rest.first().copied().unwrap_or(0) as usize % 48).min(rest.len().saturating_sub(1));
+                let n = (rest.first().copied().unwrap_or(0) as usize % 48)
+                    .min(rest.len().saturating_sub(1));
                 let chunk = Bytes::copy_from_slice(rest.get(1..1 + n).unwrap_or(&[]));
                 rest = rest.get(1 + n..).unwrap_or(&[]);
                 s.on_stream_data(sid, chunk);
@@ -63,12 +72,24 @@ fuzz_target!(|data: &[u8]| {
                         let _ = s.reject_subscribe(serve, ErrorCode::NotFound);
                     } else if let Ok(g) = s.start_group(serve, 0) {
                         let _ = s.write_frame(g, 5, Bytes::from_static(b"frame"));
-                        let _ = if op & 2 == 0 { s.end_group(g) } else { s.abort_group(g, ErrorCode::Old) };
+                        let _ = if op & 2 == 0 {
+                            s.end_group(g)
+                        } else {
+                            s.abort_group(g, ErrorCode::Old)
+                        };
                         let _ = s.end_subscription(serve, 1);
                     }
                 }
                 Event::TrackRequested { request, .. } => {
                     let _ = s.answer_track(request, TrackInfo::DEFAULT);
+                }
+                Event::FetchRequested { request, .. } => {
+                    let _ = s.fetch_frame(request, 7, Bytes::from_static(b"cached"));
+                    let _ = if op & 4 == 0 {
+                        s.end_fetch(request)
+                    } else {
+                        s.reject_fetch(request, ErrorCode::NotFound)
+                    };
                 }
                 _ => {}
             }

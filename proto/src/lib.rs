@@ -5,6 +5,31 @@
 //! must never touch a socket, a QUIC library or a clock: the transport hands it stream
 //! events and `now`, and carries out the actions it returns. Frame payloads move as
 //! [`bytes::Bytes`] and are never copied on the send path.
+//!
+//! Driving a session (the transport's loop, in outline):
+//!
+//! ```
+//! use bytes::Bytes;
+//! use proto::session::{Action, Event, Session, StreamId};
+//! use proto::Version;
+//!
+//! let mut relay = Session::relay(Version::Lite05, 9);
+//! relay.announce("room/alice", &[]).unwrap();
+//! // A viewer opened bidi stream 0 and sent ANNOUNCE_REQUEST "room", exclude hop 42.
+//! relay.on_stream_opened(StreamId(0), true);
+//! relay.on_stream_data(StreamId(0), Bytes::from_static(&[0x01, 0x06, 0x04, b'r', b'o', b'o', b'm', 0x2a]));
+//! while let Some(action) = relay.poll_action() {
+//!     match action {
+//!         // Open a QUIC stream, then report its ID with `on_stream_bound`.
+//!         Action::OpenUni { token, .. } => relay.on_stream_bound(token, StreamId(3)),
+//!         // ANNOUNCE_OK + ANNOUNCE "alice" go out on stream 0.
+//!         Action::Write { stream, data } => assert!(stream == StreamId(0) || stream == StreamId(3)),
+//!         // Reset codes go on the wire as `proto::stream_code_to_wire(code, version)`.
+//!         _ => {}
+//!     }
+//! }
+//! assert!(matches!(relay.poll_event(), Some(Event::AnnounceInterest { .. })));
+//! ```
 
 pub mod code;
 pub mod coding;

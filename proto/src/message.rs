@@ -280,6 +280,19 @@ pub struct SubscribeUpdate {
     pub end: Option<u64>,
 }
 
+impl SubscribeUpdate {
+    /// Start at the latest group, no end, unordered, only the latest group matters.
+    pub const fn latest(priority: u8) -> Self {
+        SubscribeUpdate {
+            priority,
+            ordered: false,
+            max_latency_ms: 0,
+            start: None,
+            end: None,
+        }
+    }
+}
+
 impl Message for SubscribeUpdate {
     fn encode(&self, _v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
         put_sized(buf, |b| {
@@ -570,7 +583,15 @@ impl FrameHeader {
     /// Largest encoded frame header: two 8-byte varints.
     pub const MAX_LEN: usize = 16;
 
+    /// Writes nothing at all when it fails.
     pub fn encode(&self, v: Version, buf: &mut impl BufMut) -> Result<(), EncodeError> {
+        if self.size > MAX_FRAME_SIZE {
+            return Err(EncodeError::TooLarge {
+                what: "frame size",
+                size: self.size,
+                max: MAX_FRAME_SIZE,
+            });
+        }
         if v.is_05_or_later() {
             if !(-MAX_TIMESTAMP_DELTA - 1..=MAX_TIMESTAMP_DELTA).contains(&self.timestamp_delta) {
                 return Err(EncodeError::Invalid {
@@ -578,13 +599,6 @@ impl FrameHeader {
                 });
             }
             put_varint(buf, "timestamp delta", zigzag(self.timestamp_delta))?;
-        }
-        if self.size > MAX_FRAME_SIZE {
-            return Err(EncodeError::TooLarge {
-                what: "frame size",
-                size: self.size,
-                max: MAX_FRAME_SIZE,
-            });
         }
         put_varint(buf, "frame size", self.size)
     }

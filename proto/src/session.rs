@@ -38,6 +38,33 @@ pub const MAX_PENDING_OUTPUTS: usize = 1 << 16;
 /// Send priority of control streams: above every group (see [`group_priority`]).
 pub const CONTROL_PRIORITY: i32 = i32::MAX;
 
+/// Bytes of frame-header arena allocated at a time: ~256 headers share one allocation
+/// instead of one malloc per frame on the send path.
+const HEADER_ARENA: usize = 4096;
+
+/// Hasher for keys the session or the transport assigns (slot counters, QUIC stream IDs):
+/// they are not chosen freely by the peer, so SipHash's flood resistance buys nothing and
+/// costs ~20 ns per lookup on the per-frame path.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Fibonacci hashing spreads sequential IDs across the table.
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// A transport stream handle, chosen by the transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(pub u64);
@@ -61,6 +88,12 @@ pub struct ServeId(pub u64);
 /// A group stream we are writing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GroupId(pub u64);
+/// Our FETCH request (05).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FetchId(pub u64);
+/// The peer's FETCH request to us (05).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FetchServeId(pub u64);
 /// The peer's TRACK request to us (05).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackServeId(pub u64);
@@ -110,6 +143,11 @@ pub enum Action {
     StopSending {
         stream: StreamId,
         code: ErrorCode,
+    },
+    /// Change a stream's send priority (a SUBSCRIBE_UPDATE re-ranked its group).
+    SetPriority {
+        stream: StreamId,
+        priority: i32,
     },
     /// Send one QUIC datagram (05), if the congestion controller takes it now; else drop.
     SendDatagram {
@@ -210,6 +248,34 @@ pub enum Event {
         sequence: u64,
         code: ErrorCode,
     },
+    /// The peer asks for one cached group (05). Answer with `fetch_frame`… `end_fetch`, or
+    /// `reject_fetch`.
+    FetchRequested {
+        request: FetchServeId,
+        fetch: Fetch,
+    },
+    /// The peer reset or stopped its FETCH.
+    FetchCancelled {
+        request: FetchServeId,
+        code: ErrorCode,
+    },
+    /// A frame of our FETCH response; `timestamp` is absolute in the track's timescale.
+    FetchFrame {
+        fetch: FetchId,
+        timestamp: u64,
+        payload: Bytes,
+    },
+    /// Our FETCH is over: FIN (`None`, all frames delivered) or reset.
+    FetchEnded {
+        fetch: FetchId,
+        code: Option<ErrorCode>,
+    },
+    /// A stream was reset because of something the peer sent (for debug logs; the
+    /// transaction's own event, e.g. `SubscriptionClosed`, follows).
+    StreamFailed {
+        code: ErrorCode,
+        reason: String,
+    },
     /// A single-frame group that arrived as a datagram (05) for one of our subscriptions.
     Datagram {
         subscription: SubscriptionId,
@@ -275,6 +341,7 @@ enum Kind {
     },
     GroupOut {
         serve: ServeId,
+        sequence: u64,
         last_ts: u64,
     },
     InterestOut {
@@ -305,6 +372,16 @@ enum Kind {
     TrackIn {
         reader: MessageReader,
         asked: bool,
+    },
+    FetchIn {
+        reader: MessageReader,
+        asked: bool,
+        last_ts: u64,
+    },
+    FetchOut {
+        id: FetchId,
+        reader: GroupReader,
+        ts: i64,
     },
     /// Probe / GoAway streams: read and discard (bounded), never written.
     Drain {
@@ -339,8 +416,9 @@ pub struct Session {
     cfg: Config,
     closed: bool,
     next_slot: u64,
-    slots: HashMap<u64, Slot>,
-    by_id: HashMap<StreamId, u64>,
+    slots: IdMap<u64, Slot>,
+    by_id: IdMap<StreamId, u64>,
+    header_arena: BytesMut,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     next_request: u64,
@@ -350,6 +428,8 @@ pub struct Session {
     serves: HashMap<ServeId, Serve>,
     published: BTreeMap<String, Vec<u64>>,
     peer_setup: bool,
+    /// The peer's SETUP Origin (05): like Exclude Hop, never send it its own broadcasts.
+    peer_origin: u64,
 }
 
 impl Session {
@@ -359,8 +439,9 @@ impl Session {
             cfg,
             closed: false,
             next_slot: 0,
-            slots: HashMap::new(),
-            by_id: HashMap::new(),
+            slots: IdMap::default(),
+            by_id: IdMap::default(),
+            header_arena: BytesMut::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             next_request: 0,
@@ -370,11 +451,41 @@ impl Session {
             serves: HashMap::new(),
             published: BTreeMap::new(),
             peer_setup: false,
+            peer_origin: 0,
         };
         if s.cfg.version.is_05_or_later() {
             s.open_setup();
         }
         s
+    }
+
+    /// The relay (server) end of a connection: no SETUP Path or Role; `hop_id` is the relay's
+    /// origin ID, sent in SETUP (05), ANNOUNCE_OK (05) and announcement hop chains (04).
+    pub fn relay(version: Version, hop_id: u64) -> Self {
+        Session::new(Config {
+            version,
+            perspective: Perspective::Server,
+            hop_id,
+            setup_path: None,
+            setup_role: None,
+        })
+    }
+
+    /// The client end (upstream links, relay-bench). `setup_path` is for raw QUIC on 05 only
+    /// (on WebTransport the CONNECT path carries it); pass `None` there.
+    pub fn client(
+        version: Version,
+        hop_id: u64,
+        setup_path: Option<String>,
+        setup_role: Option<SetupRole>,
+    ) -> Self {
+        Session::new(Config {
+            version,
+            perspective: Perspective::Client,
+            hop_id,
+            setup_path,
+            setup_role,
+        })
     }
 
     pub fn version(&self) -> Version {
@@ -766,6 +877,15 @@ impl Session {
             Some(Kind::SubscribeIn {
                 serve: Some(serve), ..
             }) => Some((*serve, false)),
+            Some(Kind::FetchIn { asked: true, .. }) => {
+                self.send(slot, Out::Reset(code));
+                self.emit(Event::FetchCancelled {
+                    request: FetchServeId(slot),
+                    code,
+                });
+                self.stop(slot, ErrorCode::Cancel);
+                return;
+            }
             _ => None,
         };
         self.send(slot, Out::Reset(code));
@@ -786,21 +906,45 @@ impl Session {
     // -----------------------------------------------------------------------------------
     // Receive-side processing
 
+    /// Re-ranks open group streams after the subscriber changed its priority.
+    fn reprioritize(&mut self, groups: &[u64], priority: u8) {
+        for g in groups {
+            if let Some(Slot {
+                id: Some(stream),
+                kind: Kind::GroupOut { sequence, .. },
+                ..
+            }) = self.slots.get(g)
+            {
+                let a = Action::SetPriority {
+                    stream: *stream,
+                    priority: group_priority(priority, *sequence),
+                };
+                self.push_action(a);
+            }
+        }
+    }
+
     /// Resets our side, stops theirs, and reports what the transaction loses.
     fn fail_stream(&mut self, slot: u64, code: ErrorCode, why: String) {
+        self.emit(Event::StreamFailed { code, reason: why });
+        let Some(s) = self.slots.get(&slot) else {
+            return;
+        };
         // A broken Announce stream the peer opened must not be reset (moq-net closes the
         // session on that); FIN it instead.
-        let is_interest_in = matches!(
-            self.slots.get(&slot).map(|s| &s.kind),
-            Some(Kind::InterestIn { .. })
+        let is_interest_in = matches!(s.kind, Kind::InterestIn { .. });
+        let stop = s.id.filter(|_| s.recv_open);
+        self.send(
+            slot,
+            if is_interest_in {
+                Out::Fin
+            } else {
+                Out::Reset(code)
+            },
         );
-        if is_interest_in {
-            self.send(slot, Out::Fin);
-        } else {
-            self.send(slot, Out::Reset(code));
+        if let Some(stream) = stop {
+            self.push_action(Action::StopSending { stream, code });
         }
-        let _ = why;
-        self.stop(slot, code);
         self.fail_recv(slot, Some(code));
     }
 
@@ -811,8 +955,31 @@ impl Session {
             return;
         };
         s.recv_open = false;
+        if code.is_none() && matches!(s.kind, Kind::FetchIn { asked: true, .. }) {
+            // The fetcher has nothing more to say; we keep writing the response.
+            self.maybe_remove(slot);
+            return;
+        }
         let kind = std::mem::replace(&mut s.kind, Kind::SetupOut);
         match kind {
+            Kind::FetchIn { asked: true, .. } => {
+                self.send(slot, Out::Reset(ErrorCode::Cancel));
+                self.emit(Event::FetchCancelled {
+                    request: FetchServeId(slot),
+                    code: code.unwrap_or(ErrorCode::Cancel),
+                });
+            }
+            Kind::FetchOut { id, .. } => {
+                self.emit(Event::FetchEnded { fetch: id, code });
+                self.send(
+                    slot,
+                    if code.is_some() {
+                        Out::Reset(ErrorCode::Cancel)
+                    } else {
+                        Out::Fin
+                    },
+                );
+            }
             Kind::GroupIn {
                 target: Some((subscription, sequence)),
                 ..
@@ -911,8 +1078,8 @@ impl Session {
             None => false,
         };
         if finish && let Some(st) = self.serves.remove(&serve) {
+            // Keep reading: the subscriber answers our FIN with its own (spec 3.4).
             self.send(st.slot, Out::Fin);
-            self.stop(st.slot, ErrorCode::Cancel);
         }
     }
 
@@ -949,6 +1116,7 @@ impl Session {
                 Ok(())
             }
             Kind::GroupIn { .. } => self.process_group(slot, data, fin),
+            Kind::FetchOut { .. } => self.process_fetch_out(slot, data, fin),
             Kind::SetupIn(r) => {
                 if let Some(d) = &data {
                     r.push(d);
@@ -959,13 +1127,22 @@ impl Session {
                         return Ok(());
                     }
                     self.peer_setup = true;
+                    self.peer_origin = setup.origin.unwrap_or(0);
+                    // Only FIN may follow; anything else is discarded.
+                    if let Some(s) = self.slots.get_mut(&slot) {
+                        s.kind = Kind::Drain {
+                            reader: MessageReader::new(),
+                            goaway: false,
+                        };
+                    }
                     self.emit(Event::Setup(setup));
-                } else if fin {
-                    return Err((ErrorCode::Decode, "Setup stream ended early".into()));
+                    if fin {
+                        self.fail_recv(slot, None);
+                    }
+                    return Ok(());
                 }
-                if fin && let Some(s) = self.slots.get_mut(&slot) {
-                    s.recv_open = false;
-                    self.maybe_remove(slot);
+                if fin {
+                    return Err((ErrorCode::Decode, "Setup stream ended early".into()));
                 }
                 Ok(())
             }
@@ -1020,10 +1197,74 @@ impl Session {
                 goaway: true,
             },
             // FETCH is not served yet: "not available" is a legal answer.
-            Some(BidiType::Fetch) => return Err((ErrorCode::NotFound, "fetch not served".into())),
+            Some(BidiType::Fetch) => Kind::FetchIn {
+                reader: MessageReader::new(),
+                asked: false,
+                last_ts: 0,
+            },
             Some(BidiType::Probe) => return Err((ErrorCode::Cancel, "probe not offered".into())),
             None => return Err((ErrorCode::Cancel, format!("bidi stream type {typ}"))),
         };
+        Ok(())
+    }
+
+    /// A FETCH response: bare frames (05 format, deltas from 0), then FIN.
+    fn process_fetch_out(
+        &mut self,
+        slot: u64,
+        data: Option<Bytes>,
+        fin: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        // Each frame consumes at least one byte of input, so the input bounds the loop.
+        let mut data = data;
+        loop {
+            let Some(s) = self.slots.get_mut(&slot) else {
+                return Ok(());
+            };
+            let Kind::FetchOut { id, reader, ts } = &mut s.kind else {
+                return Ok(());
+            };
+            if let Some(d) = data.take() {
+                reader.push(d);
+            }
+            let fetch = *id;
+            match reader.next().map_err(|e| (e.code(), e.to_string()))? {
+                None => break,
+                Some(GroupItem::Header(_)) => {
+                    return Err((ErrorCode::Decode, "header in a fetch response".into()));
+                }
+                Some(GroupItem::Frame {
+                    timestamp_delta,
+                    payload,
+                }) => {
+                    let Some(t) = ts.checked_add(timestamp_delta).filter(|t| *t >= 0) else {
+                        return Err((
+                            ErrorCode::TimestampMismatch,
+                            "timestamp out of range".into(),
+                        ));
+                    };
+                    *ts = t;
+                    self.emit(Event::FetchFrame {
+                        fetch,
+                        timestamp: t as u64,
+                        payload,
+                    });
+                }
+            }
+        }
+        if fin {
+            let ok = matches!(
+                self.slots.get(&slot).map(|s| &s.kind),
+                Some(Kind::FetchOut { reader, .. }) if reader.at_boundary()
+            );
+            if !ok {
+                return Err((
+                    ErrorCode::WrongSize,
+                    "fetch response ended inside a frame".into(),
+                ));
+            }
+            self.fail_recv(slot, None);
+        }
         Ok(())
     }
 
@@ -1145,6 +1386,7 @@ impl Session {
                 | Kind::InterestIn { reader, .. }
                 | Kind::SubscribeIn { reader, .. }
                 | Kind::TrackIn { reader, .. }
+                | Kind::FetchIn { reader, .. }
                 | Kind::Drain { reader, .. } => reader,
                 _ => return Ok(()),
             };
@@ -1257,10 +1499,13 @@ impl Session {
                 } => match reader.read::<SubscribeUpdate>(v).map_err(dec)? {
                     Some(update) => {
                         let serve = *serve;
+                        // After the track ended the update has nothing left to change.
                         if let Some(st) = self.serves.get_mut(&serve) {
                             st.priority = update.priority;
+                            let groups: Vec<u64> = st.groups.iter().copied().collect();
+                            self.reprioritize(&groups, update.priority);
+                            self.emit(Event::SubscribeUpdated { serve, update });
                         }
-                        self.emit(Event::SubscribeUpdated { serve, update });
                         true
                     }
                     None => false,
@@ -1285,6 +1530,29 @@ impl Session {
                 Kind::TrackIn { reader, .. } => {
                     if reader.buffered() > 0 {
                         return Err((ErrorCode::UnexpectedMessage, "data after TRACK".into()));
+                    }
+                    false
+                }
+                Kind::FetchIn {
+                    reader,
+                    asked: false,
+                    ..
+                } => match reader.read::<Fetch>(v).map_err(dec)? {
+                    Some(fetch) => {
+                        if let Kind::FetchIn { asked, .. } = &mut s.kind {
+                            *asked = true;
+                        }
+                        self.emit(Event::FetchRequested {
+                            request: FetchServeId(slot),
+                            fetch,
+                        });
+                        true
+                    }
+                    None => false,
+                },
+                Kind::FetchIn { reader, .. } => {
+                    if reader.buffered() > 0 {
+                        return Err((ErrorCode::UnexpectedMessage, "data after FETCH".into()));
                     }
                     false
                 }
@@ -1317,6 +1585,7 @@ impl Session {
                 | Kind::InterestIn { reader, .. }
                 | Kind::SubscribeIn { reader, .. }
                 | Kind::TrackIn { reader, .. }
+                | Kind::FetchIn { reader, .. }
                 | Kind::Drain { reader, .. } => reader.buffered(),
                 _ => 0,
             });
@@ -1411,8 +1680,7 @@ impl Session {
             .published
             .iter()
             .filter(|(p, hops)| {
-                path::has_prefix(p, &req.prefix)
-                    && !(req.exclude_hop != 0 && hops.contains(&req.exclude_hop))
+                path::has_prefix(p, &req.prefix) && !self.excluded(hops, req.exclude_hop)
             })
             .map(|(p, h)| (p.clone(), self.wire_hops(h)))
             .collect();
@@ -1530,26 +1798,25 @@ impl Session {
         Ok(())
     }
 
-    /// Subscribes to `track` of `broadcast`. The ID is registered before SUBSCRIBE is sent,
+    /// Subscribes to `track` of `broadcast` with the given preferences (priority, ordered,
+    /// max latency, start, end; `SubscribeUpdate::latest(p)` for "from the latest group"). The ID is registered before SUBSCRIBE is sent,
     /// so groups that beat SUBSCRIBE_OK are accepted.
     pub fn subscribe(
         &mut self,
         broadcast: &str,
         track: &str,
-        priority: u8,
-        start: Option<u64>,
-        end: Option<u64>,
+        prefs: SubscribeUpdate,
     ) -> Result<SubscriptionId, SessionError> {
         let id = SubscriptionId(self.new_request_id()?);
         let msg = Subscribe {
             id: id.0,
             broadcast: path::normalize(broadcast),
             track: track.to_owned(),
-            priority,
-            ordered: false,
-            max_latency_ms: 0,
-            start,
-            end,
+            priority: prefs.priority,
+            ordered: prefs.ordered,
+            max_latency_ms: prefs.max_latency_ms,
+            start: prefs.start,
+            end: prefs.end,
         };
         let data = self.encode_typed(BidiType::Subscribe.id(), &msg)?;
         let slot = self.new_local(
@@ -1664,9 +1931,23 @@ impl Session {
         }
         .encode(v, &mut BytesMut::new())?;
         self.published.insert(p.clone(), hops.to_vec());
-        let targets = self.interest_in_slots(&p, Some(hops));
-        for (slot, suffix, already) in targets {
+        let targets = self.interest_in_slots(&p, hops);
+        for (slot, suffix, already, excluded) in targets {
             let mut buf = BytesMut::new();
+            if excluded {
+                // The new route runs through this peer: withdraw what it was told before.
+                if already {
+                    Announce {
+                        status: AnnounceStatus::Ended,
+                        suffix,
+                        hops: vec![],
+                    }
+                    .encode(v, &mut buf)?;
+                    self.mark_sent(slot, &p, false);
+                    self.send(slot, Out::Data(buf.freeze()));
+                }
+                continue;
+            }
             if already && !v.is_05_or_later() {
                 // 03/04 forbid a duplicate active: end it first, then re-announce.
                 Announce {
@@ -1698,7 +1979,7 @@ impl Session {
             });
         }
         let v = self.cfg.version;
-        for (slot, suffix, already) in self.interest_in_slots(&p, None) {
+        for (slot, suffix, already, _) in self.interest_in_slots(&p, &[]) {
             if !already {
                 continue;
             }
@@ -1715,10 +1996,17 @@ impl Session {
         Ok(())
     }
 
-    /// Announce streams whose prefix covers `p` (and whose exclude hop is not in `hops`):
-    /// `(slot, suffix, already sent)`.
-    fn interest_in_slots(&self, p: &str, hops: Option<&[u64]>) -> Vec<(u64, String, bool)> {
-        let mut out: Vec<(u64, String, bool)> = self
+    /// Split horizon: a broadcast whose chain holds the peer's Exclude Hop or SETUP Origin
+    /// came through that peer and must not be offered back to it.
+    fn excluded(&self, hops: &[u64], exclude_hop: u64) -> bool {
+        (exclude_hop != 0 && hops.contains(&exclude_hop))
+            || (self.peer_origin != 0 && hops.contains(&self.peer_origin))
+    }
+
+    /// Announce streams whose prefix covers `p`: `(slot, suffix, already sent, excluded)`,
+    /// where `excluded` applies the split-horizon rule to `hops`.
+    fn interest_in_slots(&self, p: &str, hops: &[u64]) -> Vec<(u64, String, bool, bool)> {
+        let mut out: Vec<(u64, String, bool, bool)> = self
             .slots
             .iter()
             .filter(|(_, s)| s.send_open)
@@ -1729,18 +2017,17 @@ impl Session {
                     ..
                 } => {
                     let suffix = path::strip_prefix(p, prefix)?;
-                    if let Some(h) = hops
-                        && *exclude != 0
-                        && h.contains(exclude)
-                    {
-                        return None;
-                    }
-                    Some((*k, suffix.to_owned(), sent.contains(p)))
+                    Some((
+                        *k,
+                        suffix.to_owned(),
+                        sent.contains(p),
+                        self.excluded(hops, *exclude),
+                    ))
                 }
                 _ => None,
             })
             .collect();
-        out.sort_by_key(|(k, _, _)| *k);
+        out.sort_by_key(|(k, ..)| *k);
         out
     }
 
@@ -1835,7 +2122,11 @@ impl Session {
         }
         .encode(v, &mut buf)?;
         let g = self.new_local(
-            Kind::GroupOut { serve, last_ts: 0 },
+            Kind::GroupOut {
+                serve,
+                sequence,
+                last_ts: 0,
+            },
             false,
             group_priority(priority, sequence),
         )?;
@@ -1854,7 +2145,6 @@ impl Session {
         timestamp: u64,
         payload: Bytes,
     ) -> Result<(), SessionError> {
-        let v = self.cfg.version;
         if self.queued_full(group.0) {
             return Err(SessionError::Backlog {
                 what: "group",
@@ -1873,18 +2163,27 @@ impl Session {
                 id: group.0,
             });
         };
-        let delta = i128::from(timestamp) - i128::from(*last_ts);
+        let prev = *last_ts;
+        let delta = i128::from(timestamp) - i128::from(prev);
         let delta = i64::try_from(delta).map_err(|_| EncodeError::Invalid {
             what: "timestamp delta",
         })?;
-        let mut hdr = BytesMut::with_capacity(FrameHeader::MAX_LEN);
-        FrameHeader {
-            timestamp_delta: delta,
-            size: payload.len() as u64,
-        }
-        .encode(v, &mut hdr)?;
         *last_ts = timestamp;
-        self.send(group.0, Out::Data(hdr.freeze()));
+        let hdr = match self.frame_header(delta, payload.len() as u64) {
+            Ok(h) => h,
+            Err(e) => {
+                // Undo: the frame was not written, so the next delta starts from before.
+                if let Some(Slot {
+                    kind: Kind::GroupOut { last_ts, .. },
+                    ..
+                }) = self.slots.get_mut(&group.0)
+                {
+                    *last_ts = prev;
+                }
+                return Err(e);
+            }
+        };
+        self.send(group.0, Out::Data(hdr));
         if !payload.is_empty() {
             self.send(group.0, Out::Data(payload));
         }
@@ -1938,8 +2237,8 @@ impl Session {
             self.send(slot, Out::Data(data));
         }
         if idle && let Some(st) = self.serves.remove(&serve) {
+            // Keep reading: the subscriber answers our FIN with its own (spec 3.4).
             self.send(st.slot, Out::Fin);
-            self.stop(st.slot, ErrorCode::Cancel);
         }
         Ok(())
     }
@@ -2035,6 +2334,123 @@ impl Session {
         )?;
         self.send(slot, Out::Data(data));
         Ok(())
+    }
+
+    /// Asks the peer for one group of a track from its cache (05). Frames arrive as
+    /// `FetchFrame`, then `FetchEnded`.
+    pub fn fetch(
+        &mut self,
+        broadcast: &str,
+        track: &str,
+        priority: u8,
+        group: u64,
+    ) -> Result<FetchId, SessionError> {
+        let v = self.cfg.version;
+        if !v.is_05_or_later() {
+            return Err(SessionError::NotInVersion {
+                what: "FETCH",
+                version: v,
+            });
+        }
+        let id = FetchId(self.new_request_id()?);
+        let msg = Fetch {
+            broadcast: path::normalize(broadcast),
+            track: track.to_owned(),
+            priority,
+            group,
+        };
+        let data = self.encode_typed(BidiType::Fetch.id(), &msg)?;
+        let kind = Kind::FetchOut {
+            id,
+            reader: GroupReader::frames_only(v),
+            ts: 0,
+        };
+        let slot = self.new_local(kind, true, CONTROL_PRIORITY)?;
+        self.send(slot, Out::Data(data));
+        Ok(id)
+    }
+
+    fn fetch_in_mut(&mut self, request: FetchServeId) -> Result<&mut u64, SessionError> {
+        match self.slots.get_mut(&request.0) {
+            Some(Slot {
+                kind:
+                    Kind::FetchIn {
+                        asked: true,
+                        last_ts,
+                        ..
+                    },
+                send_open: true,
+                ..
+            }) => Ok(last_ts),
+            _ => Err(SessionError::Unknown {
+                what: "fetch request",
+                id: request.0,
+            }),
+        }
+    }
+
+    /// Writes one frame of a FETCH response (timestamps delta-coded from 0, as in a group).
+    pub fn fetch_frame(
+        &mut self,
+        request: FetchServeId,
+        timestamp: u64,
+        payload: Bytes,
+    ) -> Result<(), SessionError> {
+        if self.queued_full(request.0) {
+            return Err(SessionError::Backlog {
+                what: "fetch",
+                id: request.0,
+                max: MAX_QUEUED_CHUNKS,
+            });
+        }
+        let last_ts = self.fetch_in_mut(request)?;
+        let delta = i64::try_from(i128::from(timestamp) - i128::from(*last_ts)).map_err(|_| {
+            EncodeError::Invalid {
+                what: "timestamp delta",
+            }
+        })?;
+        let size = payload.len() as u64;
+        let hdr = self.frame_header(delta, size)?;
+        *self.fetch_in_mut(request)? = timestamp;
+        self.send(request.0, Out::Data(hdr));
+        if !payload.is_empty() {
+            self.send(request.0, Out::Data(payload));
+        }
+        Ok(())
+    }
+
+    /// Ends a FETCH response (FIN).
+    pub fn end_fetch(&mut self, request: FetchServeId) -> Result<(), SessionError> {
+        self.fetch_in_mut(request)?;
+        // The fetcher answers our FIN with its own (spec 3.4); keep reading until then.
+        self.send(request.0, Out::Fin);
+        Ok(())
+    }
+
+    /// Refuses or aborts a FETCH (there is no error message: a reset is the answer).
+    pub fn reject_fetch(
+        &mut self,
+        request: FetchServeId,
+        code: ErrorCode,
+    ) -> Result<(), SessionError> {
+        self.fetch_in_mut(request)?;
+        self.send(request.0, Out::Reset(code));
+        self.stop(request.0, ErrorCode::Cancel);
+        Ok(())
+    }
+
+    /// Encodes a frame header into the shared arena (one allocation per ~256 headers).
+    fn frame_header(&mut self, delta: i64, size: u64) -> Result<Bytes, SessionError> {
+        let arena = &mut self.header_arena;
+        if arena.capacity() - arena.len() < FrameHeader::MAX_LEN {
+            *arena = BytesMut::with_capacity(HEADER_ARENA);
+        }
+        FrameHeader {
+            timestamp_delta: delta,
+            size,
+        }
+        .encode(self.cfg.version, arena)?;
+        Ok(arena.split().freeze())
     }
 
     /// Number of streams tracked (for metrics and leak tests).

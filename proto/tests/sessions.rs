@@ -92,6 +92,7 @@ impl Net {
                             self.s[peer].on_stop_sending(stream, code)
                         }
                         Action::SendDatagram { data } => self.s[peer].on_datagram(data),
+                        Action::SetPriority { .. } => {}
                         Action::Close { code, .. } => {
                             self.closed[side] = Some(code);
                             self.s[peer].on_connection_closed(code);
@@ -206,7 +207,7 @@ fn announce_subscribe_groups_end_on_every_version() {
             }
 
             let sub = n.s[CLIENT]
-                .subscribe("room/alice", "video", 2, None, None)
+                .subscribe("room/alice", "video", SubscribeUpdate::latest(2))
                 .unwrap();
             n.run();
             let Event::SubscribeRequested { serve, request } = n.take(RELAY).remove(0) else {
@@ -312,7 +313,9 @@ fn announce_subscribe_groups_end_on_every_version() {
 fn frame_payloads_are_written_without_copying() {
     let mut n = Net::new(Version::Lite05, 1500);
     n.s[RELAY].announce("a", &[]).unwrap();
-    let _ = n.s[CLIENT].subscribe("a", "t", 0, None, None).unwrap();
+    let _ = n.s[CLIENT]
+        .subscribe("a", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(RELAY)
@@ -344,7 +347,7 @@ fn late_joiner_receives_the_current_group_from_its_first_frame() {
         let mut late = Net::new(v, 7);
         let cache: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 100])).collect();
         let sub_early = early.s[CLIENT]
-            .subscribe("b", "video", 1, None, None)
+            .subscribe("b", "video", SubscribeUpdate::latest(1))
             .unwrap();
         early.run();
         let Some(Event::SubscribeRequested { serve: se, .. }) = early
@@ -364,7 +367,7 @@ fn late_joiner_receives_the_current_group_from_its_first_frame() {
 
         // The late viewer asks for "latest" mid-group 5 and gets group 5 from frame 0.
         let sub_late = late.s[CLIENT]
-            .subscribe("b", "video", 1, None, None)
+            .subscribe("b", "video", SubscribeUpdate::latest(1))
             .unwrap();
         late.run();
         let Some(Event::SubscribeRequested { serve: sl, request }) = late
@@ -442,7 +445,9 @@ fn ingest(v: Version) -> (Net, InterestId, SubscriptionId, ServeId) {
         }],
         "{v}"
     );
-    let sub = n.s[RELAY].subscribe("cam", "video", 0, None, None).unwrap();
+    let sub = n.s[RELAY]
+        .subscribe("cam", "video", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(CLIENT)
@@ -547,7 +552,9 @@ fn publisher_reset_of_one_group_keeps_the_subscription() {
 fn subscriber_unsubscribe_resets_open_groups_and_reports_cancel() {
     for v in versions() {
         let mut n = Net::new(v, 64);
-        let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+        let sub = n.s[CLIENT]
+            .subscribe("b", "t", SubscribeUpdate::latest(0))
+            .unwrap();
         n.run();
         let Some(Event::SubscribeRequested { serve, .. }) = n
             .take(RELAY)
@@ -583,7 +590,9 @@ fn subscriber_unsubscribe_resets_open_groups_and_reports_cancel() {
 #[test]
 fn rejected_subscribe_and_track_surface_the_code() {
     let mut n = Net::new(Version::Lite05, 64);
-    let sub = n.s[CLIENT].subscribe("nobody", "t", 0, None, None).unwrap();
+    let sub = n.s[CLIENT]
+        .subscribe("nobody", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     let req = n.s[CLIENT].request_track("nobody", "t").unwrap();
     n.run();
     for e in n.take(RELAY) {
@@ -770,7 +779,9 @@ fn stream_opened_later_flushes_queued_writes_in_order() {
     // The transport may bind the ID after the application already wrote frames.
     let v = Version::Lite04;
     let mut n = Net::new(v, 64);
-    let _sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    let _sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(RELAY)
@@ -803,7 +814,9 @@ fn stream_opened_later_flushes_queued_writes_in_order() {
 fn datagrams_reach_known_subscriptions_only() {
     let mut n = Net::new(Version::Lite05, 64);
     n.take(CLIENT);
-    let sub = n.s[CLIENT].subscribe("b", "t", 0, None, None).unwrap();
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
     n.run();
     let Some(Event::SubscribeRequested { serve, .. }) = n
         .take(RELAY)
@@ -856,4 +869,410 @@ fn goaway_reaches_the_peer() {
     }
     let mut n = Net::new(Version::Lite03, 2);
     assert!(n.s[RELAY].go_away("").is_err());
+}
+
+#[test]
+fn outstanding_requests_are_bounded() {
+    let mut n = Net::new(Version::Lite04, 64);
+    for i in 0..MAX_OUTSTANDING_REQUESTS {
+        n.s[CLIENT]
+            .subscribe("b", &format!("t{i}"), SubscribeUpdate::latest(0))
+            .unwrap();
+        while n.s[CLIENT].poll_action().is_some() {}
+    }
+    assert!(matches!(
+        n.s[CLIENT].subscribe("b", "one-too-many", SubscribeUpdate::latest(0)),
+        Err(SessionError::Limit { .. })
+    ));
+    assert!(matches!(
+        n.s[CLIENT].announce_interest(""),
+        Err(SessionError::Limit { .. })
+    ));
+}
+
+#[test]
+fn writes_to_a_stream_the_transport_has_not_opened_are_bounded() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    let g = n.s[RELAY].start_group(serve, 0).unwrap();
+    // The transport never binds the group stream (stream limit): the queue fills, then the
+    // caller is told to drop the group instead of buffering without bound.
+    let mut refused = false;
+    for _ in 0..MAX_QUEUED_CHUNKS {
+        if let Err(e) = n.s[RELAY].write_frame(g, 0, Bytes::from_static(b"x")) {
+            assert!(matches!(e, SessionError::Backlog { .. }));
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused);
+}
+
+#[test]
+fn peer_decode_errors_are_reported_with_their_code() {
+    let v = Version::Lite04;
+    let mut n = Net::new(v, 64);
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
+    n.run();
+    n.take(RELAY);
+    // The publisher answers with a DROP first: on 03/04 SUBSCRIBE_OK must come first.
+    let stream = StreamId(n.next_stream - 1);
+    n.s[CLIENT].on_stream_data(stream, Bytes::from_static(&[0x01, 0x03, 0x01, 0x03, 0x00]));
+    n.run();
+    let ev = n.take(CLIENT);
+    assert!(
+        matches!(
+            &ev[0],
+            Event::StreamFailed {
+                code: ErrorCode::ProtocolViolation,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev[1],
+        Event::SubscriptionClosed {
+            subscription: sub,
+            code: Some(ErrorCode::ProtocolViolation)
+        }
+    );
+}
+
+#[test]
+fn a_broken_client_announce_stream_is_finished_never_reset() {
+    // moq-net closes the whole session when a relay resets its Announce stream (spec 12.12).
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    n.s[RELAY].on_stream_opened(StreamId(700), true);
+    let mut buf = bytes::BytesMut::new();
+    coding::put_varint(&mut buf, "t", BidiType::Announce.id()).unwrap();
+    AnnounceRequest {
+        prefix: "".into(),
+        exclude_hop: 1,
+    }
+    .encode(v, &mut buf)
+    .unwrap();
+    buf.extend_from_slice(&[0x05, 0xff]); // junk after the request
+    n.s[RELAY].on_stream_data(StreamId(700), buf.freeze());
+    let mut acts = Vec::new();
+    while let Some(a) = n.s[RELAY].poll_action() {
+        acts.push(a);
+    }
+    assert!(
+        acts.contains(&Action::Finish {
+            stream: StreamId(700)
+        }),
+        "{acts:?}"
+    );
+    assert!(!acts.iter().any(|a| matches!(
+        a,
+        Action::Reset {
+            stream: StreamId(700),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_group_stream_the_transport_cannot_open_does_not_block_the_end_of_the_track() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    let g = n.s[RELAY].start_group(serve, 0).unwrap();
+    n.s[RELAY]
+        .write_frame(g, 0, Bytes::from_static(b"lost"))
+        .unwrap();
+    n.s[RELAY].end_group(g).unwrap();
+    // The transport refuses the stream: the session forgets the group.
+    let mut others = Vec::new();
+    while let Some(a) = n.s[RELAY].poll_action() {
+        match a {
+            Action::OpenUni { token, .. } => n.s[RELAY].on_stream_open_failed(token),
+            a => others.push(a),
+        }
+    }
+    for a in others {
+        if let Action::Write { stream, data } = a {
+            n.s[CLIENT].on_stream_data(stream, data);
+        }
+    }
+    n.s[RELAY].end_subscription(serve, 1).unwrap();
+    n.run();
+    let ev = n.take(CLIENT);
+    assert!(
+        ev.contains(&Event::SubscriptionClosed {
+            subscription: sub,
+            code: None
+        }),
+        "{ev:?}"
+    );
+    assert_eq!(n.s[RELAY].stream_count(), 0);
+}
+
+#[test]
+fn a_rejected_frame_leaves_the_group_stream_intact() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(0))
+        .unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    let g = n.s[RELAY].start_group(serve, 0).unwrap();
+    n.s[RELAY]
+        .write_frame(g, 10, Bytes::from_static(b"a"))
+        .unwrap();
+    // A timestamp jump that cannot be encoded as a delta is refused without writing.
+    assert!(
+        n.s[RELAY]
+            .write_frame(g, u64::MAX, Bytes::from_static(b"x"))
+            .is_err()
+    );
+    n.s[RELAY]
+        .write_frame(g, 20, Bytes::from_static(b"b"))
+        .unwrap();
+    n.s[RELAY].end_group(g).unwrap();
+    n.run();
+    let frames = frames_of(&n.take(CLIENT));
+    assert_eq!(
+        frames,
+        vec![
+            (0, Some(10), Bytes::from_static(b"a")),
+            (0, Some(20), Bytes::from_static(b"b"))
+        ],
+        "{sub:?}"
+    );
+}
+
+#[test]
+fn fetch_serves_one_cached_group_with_timestamps_from_zero() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 3);
+    n.take(RELAY);
+    n.take(CLIENT);
+    let f = n.s[CLIENT].fetch("room/alice", "video", 2, 7).unwrap();
+    n.run();
+    let ev = n.take(RELAY);
+    let Some(Event::FetchRequested { request, fetch }) = ev.into_iter().next() else {
+        panic!()
+    };
+    assert_eq!(
+        fetch,
+        Fetch {
+            broadcast: "room/alice".into(),
+            track: "video".into(),
+            priority: 2,
+            group: 7
+        }
+    );
+    n.s[RELAY]
+        .fetch_frame(request, 1000, Bytes::from_static(b"abc"))
+        .unwrap();
+    n.s[RELAY]
+        .fetch_frame(request, 1033, Bytes::from_static(b"de"))
+        .unwrap();
+    n.s[RELAY].end_fetch(request).unwrap();
+    n.run();
+    assert_eq!(
+        n.take(CLIENT),
+        vec![
+            Event::FetchFrame {
+                fetch: f,
+                timestamp: 1000,
+                payload: Bytes::from_static(b"abc")
+            },
+            Event::FetchFrame {
+                fetch: f,
+                timestamp: 1033,
+                payload: Bytes::from_static(b"de")
+            },
+            Event::FetchEnded {
+                fetch: f,
+                code: None
+            },
+        ]
+    );
+    assert_eq!(n.s[RELAY].stream_count(), 0);
+    assert_eq!(n.s[CLIENT].stream_count(), 0);
+
+    // A fetch the relay cannot serve is reset; before 05 there is no FETCH at all.
+    let f2 = n.s[CLIENT].fetch("gone", "video", 0, 1).unwrap();
+    n.run();
+    let Some(Event::FetchRequested { request, .. }) = n.take(RELAY).into_iter().next() else {
+        panic!()
+    };
+    n.s[RELAY]
+        .reject_fetch(request, ErrorCode::NotFound)
+        .unwrap();
+    n.run();
+    assert_eq!(
+        n.take(CLIENT),
+        vec![Event::FetchEnded {
+            fetch: f2,
+            code: Some(ErrorCode::NotFound)
+        }]
+    );
+    let mut old = Net::new(Version::Lite04, 64);
+    assert!(old.s[CLIENT].fetch("a", "b", 0, 0).is_err());
+    // A 04 peer that opens a Fetch stream anyway is reset, and the session lives on.
+    old.s[RELAY].on_stream_opened(StreamId(77), true);
+    old.s[RELAY].on_stream_data(StreamId(77), Bytes::from_static(&[0x03, 0x00]));
+    old.run();
+    assert!(!old.s[RELAY].is_closed());
+}
+
+#[test]
+fn a_cancelled_fetch_is_reported() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    n.take(RELAY);
+    let f = n.s[CLIENT].fetch("a", "v", 0, 1).unwrap();
+    n.run();
+    let Some(Event::FetchRequested { request, .. }) = n.take(RELAY).into_iter().next() else {
+        panic!()
+    };
+    n.s[RELAY]
+        .fetch_frame(request, 0, Bytes::from_static(b"x"))
+        .unwrap();
+    n.run();
+    // The client goes away from this fetch: reset of its side.
+    let stream = StreamId(n.next_stream - 1);
+    n.s[RELAY].on_stream_reset(stream, ErrorCode::Cancel);
+    n.run();
+    assert_eq!(
+        n.take(RELAY),
+        vec![Event::FetchCancelled {
+            request,
+            code: ErrorCode::Cancel
+        }]
+    );
+    assert!(
+        n.s[RELAY]
+            .fetch_frame(request, 1, Bytes::from_static(b"y"))
+            .is_err()
+    );
+    let _ = f;
+}
+
+#[test]
+fn a_route_change_through_the_peer_withdraws_the_broadcast_from_it() {
+    for v in [Version::Lite04, Version::Lite05] {
+        let mut n = Net::new(v, 64);
+        n.take(CLIENT);
+        let i = n.s[CLIENT].announce_interest("").unwrap();
+        n.s[RELAY].announce("x", &[5]).unwrap();
+        n.run();
+        assert_eq!(n.take(CLIENT).len(), 1);
+        // Failover: the new route came through the client itself.
+        n.s[RELAY].announce("x", &[CLIENT_HOP]).unwrap();
+        n.run();
+        assert_eq!(
+            n.take(CLIENT),
+            vec![Event::Unannounced {
+                interest: i,
+                path: "x".into()
+            }],
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn setup_origin_filters_like_exclude_hop_on_05() {
+    // A 05 peer whose ANNOUNCE_REQUEST carries exclude hop 0 but whose SETUP names its origin.
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    n.s[RELAY].announce("mine", &[CLIENT_HOP]).unwrap();
+    n.s[RELAY].announce("theirs", &[5]).unwrap();
+    n.s[RELAY].on_stream_opened(StreamId(600), true);
+    let mut buf = bytes::BytesMut::new();
+    coding::put_varint(&mut buf, "t", BidiType::Announce.id()).unwrap();
+    AnnounceRequest {
+        prefix: "".into(),
+        exclude_hop: 0,
+    }
+    .encode(v, &mut buf)
+    .unwrap();
+    n.s[RELAY].on_stream_data(StreamId(600), buf.freeze());
+    let mut written = bytes::BytesMut::new();
+    while let Some(a) = n.s[RELAY].poll_action() {
+        if let Action::Write {
+            stream: StreamId(600),
+            data,
+        } = a
+        {
+            written.extend_from_slice(&data);
+        }
+    }
+    let mut r = reader::MessageReader::new();
+    r.push(&written);
+    assert_eq!(r.read::<AnnounceOk>(v).unwrap().unwrap().active_count, 1);
+    assert_eq!(r.read::<Announce>(v).unwrap().unwrap().suffix, "theirs");
+    assert_eq!(r.buffered(), 0);
+}
+
+#[test]
+fn subscribe_update_reprioritizes_open_groups() {
+    let v = Version::Lite05;
+    let mut n = Net::new(v, 64);
+    let sub = n.s[CLIENT]
+        .subscribe("b", "t", SubscribeUpdate::latest(1))
+        .unwrap();
+    n.run();
+    let Some(Event::SubscribeRequested { serve, .. }) = n
+        .take(RELAY)
+        .into_iter()
+        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+    else {
+        panic!()
+    };
+    let _g = n.s[RELAY].start_group(serve, 4).unwrap();
+    n.run();
+    n.s[CLIENT]
+        .update_subscription(sub, SubscribeUpdate::latest(200))
+        .unwrap();
+    // Deliver the update by hand to see the relay's actions.
+    let mut upd = None;
+    while let Some(a) = n.s[CLIENT].poll_action() {
+        if let Action::Write { stream, data } = a {
+            upd = Some((stream, data));
+        }
+    }
+    let (stream, data) = upd.unwrap();
+    n.s[RELAY].on_stream_data(stream, data);
+    let acts: Vec<Action> = std::iter::from_fn(|| n.s[RELAY].poll_action()).collect();
+    assert!(acts.iter().any(|a| matches!(a, Action::SetPriority { priority, .. } if *priority == group_priority(200, 4))), "{acts:?}");
+    assert!(
+        matches!(n.s[RELAY].poll_event(), Some(Event::SubscribeUpdated { update, .. }) if update.priority == 200)
+    );
 }
