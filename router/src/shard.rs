@@ -17,8 +17,8 @@ use crate::ring::{self, Consumer, Producer};
 use crate::slab::{Key, Slab};
 use crate::subscriber::Subscriber;
 use crate::{
-    AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, MAX_SHARDS, PublisherEvent,
-    QueryId, RouterError, SubscriberId, TrackId, TrackInfo, path_has_prefix,
+    AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, MAX_SHARDS, PublisherEvent, QueryId,
+    RouterError, SubscriberId, TrackId, TrackInfo, path_has_prefix,
 };
 
 /// Groups a publisher may write concurrently on one track; past it the oldest open group
@@ -538,7 +538,10 @@ impl Shard {
         let t = self.owned_track(track)?;
         t.open.push(group);
         self.fan_local(track.0, Ev::Start(group));
-        self.fan_remote(track.0, group, false, |slot| Msg::GroupStart { slot, group });
+        self.fan_remote(track.0, group, false, |slot| Msg::GroupStart {
+            slot,
+            group,
+        });
         Ok(())
     }
 
@@ -757,7 +760,10 @@ impl Shard {
     /// Paths announced under `prefix` right now, from this shard's replica.
     pub fn announced(&self, prefix: &str) -> Vec<Arc<str>> {
         self.announces
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(p, _)| p.starts_with(prefix))
             .filter(|(p, _)| path_has_prefix(p, prefix))
             .map(|(p, _)| p.clone())
@@ -879,7 +885,15 @@ impl Shard {
                 let (Some(below), Some(p)) = (r.notice, peers[r.shard].as_mut()) else {
                     continue;
                 };
-                if p.try_data(Msg::Dropped { slot: r.slot, below }, 0).is_ok() {
+                if p.try_data(
+                    Msg::Dropped {
+                        slot: r.slot,
+                        below,
+                    },
+                    0,
+                )
+                .is_ok()
+                {
                     r.notice = None;
                 } else {
                     pending = true;
@@ -1386,8 +1400,7 @@ fn replay_newest(t: &Track, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
     let reserve = p.reserve;
     let slot = r.slot;
     let seq = g.seq;
-    if p
-        .try_data(Msg::GroupStart { slot, group: seq }, reserve)
+    if p.try_data(Msg::GroupStart { slot, group: seq }, reserve)
         .is_err()
     {
         r.floor = seq + 1;

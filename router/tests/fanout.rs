@@ -250,7 +250,10 @@ fn linger_keeps_broadcast_alive_across_publisher_reconnect() {
     let later = now + Duration::from_secs(4);
     settle(&mut s, later);
     assert_eq!(s[1].announced(""), vec!["cam".into()]);
-    assert_eq!(s[0].next_deadline(later), Some(now + Duration::from_secs(5)));
+    assert_eq!(
+        s[0].next_deadline(later),
+        Some(now + Duration::from_secs(5))
+    );
 
     // The publisher reconnects on the same worker: same broadcast, asked again for the
     // track its subscribers still want.
@@ -304,7 +307,11 @@ fn linger_ends_broadcast_after_window() {
     assert!(s[1].announced("").is_empty());
     let got = drain(&mut s[1], sub);
     assert_eq!(got.last(), Some(&Delivery::TrackEnded { end: 1 }));
-    assert_eq!(s[0].announce("cam").map(|_| ()), Ok(()), "path is free again");
+    assert_eq!(
+        s[0].announce("cam").map(|_| ()),
+        Ok(()),
+        "path is free again"
+    );
 }
 
 #[test]
@@ -333,8 +340,7 @@ fn one_upstream_demand_per_track_however_many_subscribers() {
         subs.push((shard, s[shard].subscribe("b", "audio").unwrap()));
     }
     settle(&mut s, now);
-    let Some(PublisherEvent::TrackWanted { track, name, .. }) = s[0].next_publisher_event()
-    else {
+    let Some(PublisherEvent::TrackWanted { track, name, .. }) = s[0].next_publisher_event() else {
         panic!("no TrackWanted");
     };
     assert_eq!(&*name, "audio");

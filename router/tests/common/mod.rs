@@ -38,8 +38,9 @@ impl Doorbell for ThreadDoorbell {
 }
 
 pub fn shards(n: usize, config: Config) -> (Vec<Shard>, Vec<Arc<CountingDoorbell>>) {
-    let bells: Vec<Arc<CountingDoorbell>> =
-        (0..n).map(|_| Arc::new(CountingDoorbell::default())).collect();
+    let bells: Vec<Arc<CountingDoorbell>> = (0..n)
+        .map(|_| Arc::new(CountingDoorbell::default()))
+        .collect();
     let dyn_bells = bells
         .iter()
         .map(|b| b.clone() as Arc<dyn Doorbell>)
@@ -89,3 +90,57 @@ pub fn payload(g: u64, i: u64) -> Bytes {
 /// Parks for at most this long when the router says so; a lost wake-up would show as a
 /// slow test rather than a hang.
 pub const PARK_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Checks one subscriber's delivery stream against the publisher's content: groups
+/// start at most once, frames arrive in order and byte-identical, a finished group has
+/// all its frames, and dropped groups are announced before anything else of them.
+#[derive(Default)]
+pub struct Checker {
+    pub ready: bool,
+    pub frames: u64,
+    pub complete_groups: Vec<u64>,
+    pub dropped_notices: u64,
+    pub ended: Option<u64>,
+    open: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Checker {
+    /// `frames_in(g)`: how many frames group `g` has when complete.
+    pub fn check(&mut self, d: Delivery, frames_in: impl Fn(u64) -> u64) {
+        match d {
+            Delivery::Ready(_) => {
+                assert!(!self.ready, "Ready twice");
+                self.ready = true;
+            }
+            Delivery::NotFound => panic!("unexpected NotFound"),
+            Delivery::GroupStart { group } => {
+                assert!(self.ready, "group before Ready");
+                assert!(self.ended.is_none(), "group after end");
+                assert!(
+                    self.complete_groups.last().is_none_or(|&g| g < group),
+                    "group {group} started after a newer one completed"
+                );
+                assert!(self.open.insert(group, 0).is_none(), "group {group} twice");
+            }
+            Delivery::Frame { group, payload: p } => {
+                let next = self
+                    .open
+                    .get_mut(&group)
+                    .expect("frame of a group not open");
+                assert_eq!(p, payload(group, *next), "group {group} frame {next}");
+                *next += 1;
+                self.frames += 1;
+            }
+            Delivery::GroupEnd { group } => {
+                let n = self.open.remove(&group).expect("end of a group not open");
+                assert_eq!(n, frames_in(group), "group {group} incomplete");
+                self.complete_groups.push(group);
+            }
+            Delivery::GroupsDropped { below } => {
+                self.dropped_notices += 1;
+                self.open.retain(|&g, _| g >= below);
+            }
+            Delivery::TrackEnded { end } => self.ended = Some(end),
+        }
+    }
+}
