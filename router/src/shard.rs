@@ -451,8 +451,8 @@ impl Shard {
             };
             if let Some(&max) = t.open.iter().max() {
                 t.open.clear();
-                self.fan_local(tk, Ev::AbortBelow(max + 1));
-                self.drop_for_remotes(tk, max + 1);
+                self.fan_local(tk, Ev::AbortBelow(max.saturating_add(1)));
+                self.drop_for_remotes(tk, max.saturating_add(1));
             }
         }
         Ok(())
@@ -593,8 +593,8 @@ impl Shard {
             });
         };
         t.open.swap_remove(pos);
-        self.fan_local(track.0, Ev::AbortBelow(group + 1));
-        self.drop_for_remotes(track.0, group + 1);
+        self.fan_local(track.0, Ev::AbortBelow(group.saturating_add(1)));
+        self.drop_for_remotes(track.0, group.saturating_add(1));
         Ok(())
     }
 
@@ -1224,12 +1224,13 @@ impl Shard {
             if !path_has_prefix(&path, &q.prefix) {
                 continue;
             }
-            if q.events.len() + 1 >= max {
-                if q.events.back() != Some(&AnnounceEvent::Lagged) {
-                    q.events.clear();
-                    q.events.push_back(AnnounceEvent::Lagged);
-                }
-            } else {
+            // Once lagged, the session re-reads the whole table when it takes `Lagged`,
+            // which covers every change until then: queue nothing more.
+            let lagged = q.events.front() == Some(&AnnounceEvent::Lagged);
+            if !lagged && q.events.len() + 1 >= max {
+                q.events.clear();
+                q.events.push_back(AnnounceEvent::Lagged);
+            } else if !lagged {
                 q.events.push_back(ev.clone());
             }
             if !q.in_ready {
@@ -1403,7 +1404,7 @@ fn replay_newest(t: &Track, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
     if p.try_data(Msg::GroupStart { slot, group: seq }, reserve)
         .is_err()
     {
-        r.floor = seq + 1;
+        r.floor = seq.saturating_add(1);
         return;
     }
     for f in &g.frames {
@@ -1413,10 +1414,10 @@ fn replay_newest(t: &Track, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
             payload: f.clone(),
         };
         if p.try_data(msg, reserve).is_err() {
-            r.floor = seq + 1;
+            r.floor = seq.saturating_add(1);
             p.send_control(Msg::Dropped {
                 slot,
-                below: seq + 1,
+                below: seq.saturating_add(1),
             });
             return;
         }

@@ -147,7 +147,7 @@ impl Subscriber {
             _ => true,
         });
         self.bytes -= freed;
-        self.floor = self.floor.max(last + 1);
+        self.floor = self.floor.max(last.saturating_add(1));
         self.groups_dropped += 1;
         if self.first_taken.is_some_and(|t| t <= last) {
             self.dropped_below = Some(self.floor);

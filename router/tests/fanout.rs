@@ -445,3 +445,100 @@ fn parked_shard_doorbell_rings_once_until_it_wakes() {
     s[0].flush();
     assert_eq!(bells[1].count(), before + 2);
 }
+
+#[test]
+fn cache_stays_within_byte_bound_and_late_joiner_still_gets_newest_group() {
+    let now = Instant::now();
+    let config = Config {
+        cache_max_bytes: 4 << 10,
+        cache_max_groups: 8,
+        ..small_config()
+    };
+    let (mut s, _) = shards(2, config);
+    let bc = s[0].announce("b").unwrap();
+    let track = s[0].publish_track(bc, "t", info()).unwrap();
+    settle(&mut s, now);
+    let early = s[1].subscribe("b", "t").unwrap();
+    settle(&mut s, now);
+    for g in 0..50 {
+        s[0].start_group(track, g).unwrap();
+        for i in 0..10 {
+            s[0].push_frame(track, g, payload(g, i)).unwrap();
+            assert!(s[0].cached_bytes() <= 4 << 10);
+        }
+        s[0].end_group(track, g).unwrap();
+        settle(&mut s, now);
+        assert!(s[1].cached_bytes() <= 4 << 10, "replica cache bounded too");
+    }
+    drain(&mut s[1], early);
+    let late = s[0].subscribe("b", "t").unwrap();
+    let got = drain(&mut s[0], late);
+    assert_eq!(got[1], Delivery::GroupStart { group: 49 });
+    assert_eq!(got.len(), 1 + 1 + 10 + 1);
+}
+
+#[test]
+fn group_larger_than_cache_is_not_offered_to_late_joiners() {
+    let config = Config {
+        cache_max_bytes: 1 << 10,
+        ..small_config()
+    };
+    let (mut s, _) = shards(1, config);
+    let bc = s[0].announce("b").unwrap();
+    let track = s[0].publish_track(bc, "t", info()).unwrap();
+    s[0].start_group(track, 0).unwrap();
+    s[0].push_frame(track, 0, Bytes::from(vec![1u8; 2000]))
+        .unwrap();
+    assert!(s[0].cached_bytes() <= 1 << 10);
+    let late = s[0].subscribe("b", "t").unwrap();
+    s[0].push_frame(track, 0, payload(0, 1)).unwrap();
+    s[0].start_group(track, 1).unwrap();
+    // Never joins mid-group: it skips the truncated group 0 and starts at group 1.
+    assert_eq!(
+        drain(&mut s[0], late),
+        vec![Delivery::Ready(info()), Delivery::GroupStart { group: 1 }]
+    );
+}
+
+#[test]
+fn undrained_announce_query_reports_lagged_instead_of_growing() {
+    let now = Instant::now();
+    let config = Config {
+        query_max_events: 8,
+        ..small_config()
+    };
+    let (mut s, _) = shards(2, config);
+    let (q, _) = s[1].announce_query("").unwrap();
+    for i in 0..100 {
+        s[0].announce(&format!("p{i}")).unwrap();
+    }
+    settle(&mut s, now);
+    assert_eq!(s[1].next_announce(q).unwrap(), Some(AnnounceEvent::Lagged));
+    assert_eq!(s[1].next_announce(q).unwrap(), None);
+    assert_eq!(s[1].announced("").len(), 100);
+}
+
+#[test]
+fn newest_publisher_of_a_path_wins_on_every_shard() {
+    let now = Instant::now();
+    let (mut s, _) = shards(3, small_config());
+    let old = s[0].announce("dup").unwrap();
+    settle(&mut s, now);
+    let new = s[1].announce("dup").unwrap();
+    let new_track = s[1].publish_track(new, "t", info()).unwrap();
+    settle(&mut s, now);
+    let sub = s[2].subscribe("dup", "t").unwrap();
+    settle(&mut s, now);
+    s[1].start_group(new_track, 0).unwrap();
+    settle(&mut s, now);
+    assert_eq!(
+        drain(&mut s[2], sub),
+        vec![Delivery::Ready(info()), Delivery::GroupStart { group: 0 }]
+    );
+    // The older one leaving does not end the path.
+    s[0].unannounce(old).unwrap();
+    settle(&mut s, now);
+    for shard in &s {
+        assert_eq!(shard.announced(""), vec!["dup".into()]);
+    }
+}
