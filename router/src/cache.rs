@@ -99,6 +99,11 @@ impl Cache {
         self.bytes -= removed;
     }
 
+    pub(crate) fn clear(&mut self) {
+        self.groups.clear();
+        self.bytes = 0;
+    }
+
     /// The group a late joiner starts from: the newest, if it is complete from its first
     /// frame.
     pub(crate) fn newest(&self) -> Option<&CachedGroup> {

@@ -84,6 +84,10 @@ enum Msg {
         slot: Key,
         below: u64,
     },
+    /// The publisher resumed after a loss: forget cached groups and numbering.
+    Restart {
+        slot: Key,
+    },
 }
 
 /// Counters of one shard, for metrics and tests.
@@ -387,6 +391,7 @@ impl Shard {
             self.lingering.retain(|&k| k != bk);
             let tks: Vec<Key> = b.tracks.values().copied().collect();
             for tk in tks {
+                self.restart_track(tk);
                 if let Some(t) = self.tracks.get_mut(tk) {
                     t.told_wanted = false;
                 }
@@ -1069,6 +1074,43 @@ impl Shard {
         });
     }
 
+    /// A resumed publisher may restart group numbering: drop the cache and let every
+    /// subscriber, here and on other shards, join at the next group it starts.
+    fn restart_track(&mut self, tk: Key) {
+        let Self {
+            tracks,
+            subs,
+            peers,
+            ..
+        } = self;
+        let Some(t) = tracks.get_mut(tk) else {
+            return;
+        };
+        t.cache.clear();
+        t.open.clear();
+        t.next_seq = 0;
+        for &sk in &t.subs {
+            if let Some(s) = subs.get_mut(sk) {
+                s.restart();
+            }
+        }
+        for r in &mut t.remotes {
+            let Some(p) = peers[r.shard].as_mut() else {
+                continue;
+            };
+            // The drop notice for groups cut by the loss must reach the shard before
+            // the restart, so both go in order on the control path.
+            if let Some(below) = r.notice.take() {
+                p.send_control(Msg::Dropped {
+                    slot: r.slot,
+                    below,
+                });
+            }
+            p.send_control(Msg::Restart { slot: r.slot });
+            r.floor = 0;
+        }
+    }
+
     fn track_became_ready(&mut self, tk: Key, info: TrackInfo) {
         let Self {
             tracks,
@@ -1270,6 +1312,20 @@ impl Shard {
             Msg::Dropped { slot, below } => {
                 if self.replica(slot, from).is_some() {
                     self.fan_local(slot, Ev::AbortBelow(below));
+                }
+            }
+            Msg::Restart { slot } => {
+                if self.replica(slot, from).is_some() {
+                    let Self { tracks, subs, .. } = self;
+                    if let Some(t) = tracks.get_mut(slot) {
+                        t.cache.clear();
+                        t.next_seq = 0;
+                        for &sk in &t.subs {
+                            if let Some(s) = subs.get_mut(sk) {
+                                s.restart();
+                            }
+                        }
+                    }
                 }
             }
             Msg::Subscribed { slot, info } => {

@@ -166,6 +166,13 @@ impl Subscriber {
         }
     }
 
+    /// The publisher came back after a loss and may number groups afresh: join at its
+    /// next group, whatever its sequence. Groups already queued are still delivered.
+    pub(crate) fn restart(&mut self) {
+        self.start = None;
+        self.floor = 0;
+    }
+
     pub(crate) fn pop(&mut self) -> Option<Delivery> {
         if let Some(below) = self.dropped_below.take() {
             return Some(Delivery::GroupsDropped { below });

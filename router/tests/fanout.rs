@@ -542,3 +542,42 @@ fn newest_publisher_of_a_path_wins_on_every_shard() {
         assert_eq!(shard.announced(""), vec!["dup".into()]);
     }
 }
+
+#[test]
+fn resumed_publisher_may_restart_group_numbering() {
+    let now = Instant::now();
+    let (mut s, _) = shards(2, small_config());
+    let bc = s[0].announce("cam").unwrap();
+    let track = s[0].publish_track(bc, "video", info()).unwrap();
+    settle(&mut s, now);
+    let local = s[0].subscribe("cam", "video").unwrap();
+    let remote = s[1].subscribe("cam", "video").unwrap();
+    settle(&mut s, now);
+    for g in 0..6 {
+        s[0].start_group(track, g).unwrap();
+        s[0].push_frame(track, g, payload(g, 0)).unwrap();
+        if g < 5 {
+            s[0].end_group(track, g).unwrap();
+        }
+    }
+    settle(&mut s, now);
+    drain(&mut s[0], local);
+    drain(&mut s[1], remote);
+    s[0].publisher_lost(now, bc).unwrap();
+    settle(&mut s, now);
+    assert_eq!(s[0].announce("cam").unwrap(), bc);
+    // The new session numbers its groups from 0 again.
+    s[0].start_group(track, 0).unwrap();
+    s[0].push_frame(track, 0, payload(0, 9)).unwrap();
+    settle(&mut s, now);
+    let expected = vec![
+        Delivery::GroupsDropped { below: 6 },
+        Delivery::GroupStart { group: 0 },
+        Delivery::Frame {
+            group: 0,
+            payload: payload(0, 9),
+        },
+    ];
+    assert_eq!(drain(&mut s[0], local), expected);
+    assert_eq!(drain(&mut s[1], remote), expected);
+}
