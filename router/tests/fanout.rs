@@ -581,3 +581,70 @@ fn resumed_publisher_may_restart_group_numbering() {
     assert_eq!(drain(&mut s[0], local), expected);
     assert_eq!(drain(&mut s[1], remote), expected);
 }
+
+#[test]
+fn publisher_reconnecting_on_another_shard_is_spliced_and_subscribers_continue() {
+    let now = Instant::now();
+    let config = Config {
+        linger: Duration::from_secs(5),
+        ..small_config()
+    };
+    let (mut s, _) = shards(3, config);
+    let old = s[0].announce("cam").unwrap();
+    let track = s[0].publish_track(old, "video", info()).unwrap();
+    settle(&mut s, now);
+    let local = s[0].subscribe("cam", "video").unwrap();
+    let remote = s[2].subscribe("cam", "video").unwrap();
+    settle(&mut s, now);
+    s[0].start_group(track, 0).unwrap();
+    s[0].push_frame(track, 0, payload(0, 0)).unwrap();
+    settle(&mut s, now);
+    drain(&mut s[0], local);
+    drain(&mut s[2], remote);
+
+    s[0].publisher_lost(now, old).unwrap();
+    settle(&mut s, now);
+    // The publisher comes back through another worker.
+    let new = s[1].announce("cam").unwrap();
+    settle(&mut s, now);
+    let Some(PublisherEvent::TrackWanted {
+        track: t1, name, ..
+    }) = s[1].next_publisher_event()
+    else {
+        panic!("new publisher was not asked for the track in demand");
+    };
+    assert_eq!(&*name, "video");
+    assert_eq!(s[1].publish_track(new, "video", info()).unwrap(), t1);
+    s[1].start_group(t1, 0).unwrap();
+    s[1].push_frame(t1, 0, payload(0, 5)).unwrap();
+    // Past the linger window: the spliced broadcast is not ended.
+    settle(&mut s, now + Duration::from_secs(10));
+    let expected = vec![
+        Delivery::GroupsDropped { below: 1 },
+        Delivery::GroupStart { group: 0 },
+        Delivery::Frame {
+            group: 0,
+            payload: payload(0, 5),
+        },
+    ];
+    assert_eq!(drain(&mut s[0], local), expected);
+    assert_eq!(drain(&mut s[2], remote), expected);
+    for shard in &s {
+        assert_eq!(shard.announced(""), vec!["cam".into()]);
+    }
+
+    // The new publisher leaving ends it everywhere, spliced subscribers included.
+    s[1].unannounce(new).unwrap();
+    settle(&mut s, now + Duration::from_secs(10));
+    for shard in &s {
+        assert!(shard.announced("").is_empty());
+    }
+    assert_eq!(
+        drain(&mut s[0], local),
+        vec![Delivery::TrackEnded { end: 1 }]
+    );
+    assert_eq!(
+        drain(&mut s[2], remote),
+        vec![Delivery::TrackEnded { end: 1 }]
+    );
+}
