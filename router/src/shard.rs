@@ -381,8 +381,11 @@ impl Shard {
     // ---------------------------------------------------------------- publishing
 
     /// Announces `path` (normalized) as published by a session on this shard. If a
-    /// broadcast at `path` is lingering here after an abrupt loss, it is resumed: same id,
-    /// same tracks and subscribers, and `TrackWanted` is re-issued for tracks in demand.
+    /// broadcast at `path` is lingering here after an abrupt loss (or was spliced to a
+    /// reconnect on another shard), it is resumed: same id, same tracks and subscribers,
+    /// caches cleared (the publisher may renumber groups), and `TrackWanted` re-issued
+    /// for tracks in demand. A lingering broadcast on ANOTHER shard is spliced: that shard
+    /// subscribes to this one and keeps feeding its subscribers.
     pub fn announce(&mut self, path: &str) -> Result<BroadcastId, RouterError> {
         if let Some(&bk) = self.by_path.get(path) {
             let Some(b) = self.broadcasts.get_mut(bk) else {

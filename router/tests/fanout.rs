@@ -648,3 +648,48 @@ fn publisher_reconnecting_on_another_shard_is_spliced_and_subscribers_continue()
         vec![Delivery::TrackEnded { end: 1 }]
     );
 }
+
+#[test]
+fn publisher_returning_to_the_spliced_shard_takes_the_broadcast_back() {
+    let now = Instant::now();
+    let (mut s, _) = shards(3, small_config());
+    let old = s[0].announce("cam").unwrap();
+    let track = s[0].publish_track(old, "video", info()).unwrap();
+    settle(&mut s, now);
+    let remote = s[2].subscribe("cam", "video").unwrap();
+    settle(&mut s, now);
+    s[0].publisher_lost(now, old).unwrap();
+    let new = s[1].announce("cam").unwrap();
+    settle(&mut s, now);
+    // Lost again, and back on shard 0 this time.
+    s[1].publisher_lost(now, new).unwrap();
+    settle(&mut s, now);
+    assert_eq!(s[0].announce("cam").unwrap(), old);
+    settle(&mut s, now);
+    while let Some(e) = s[1].next_publisher_event() {
+        drop(e);
+    }
+    assert!(matches!(
+        s[0].next_publisher_event(),
+        Some(router::PublisherEvent::TrackWanted { track: t, .. }) if t == track
+    ));
+    s[0].publish_track(old, "video", info()).unwrap();
+    s[0].start_group(track, 0).unwrap();
+    s[0].push_frame(track, 0, payload(0, 1)).unwrap();
+    settle(&mut s, now + Duration::from_secs(10));
+    let got = drain(&mut s[2], remote);
+    assert_eq!(got[0], Delivery::Ready(info()));
+    assert_eq!(
+        &got[got.len() - 2..],
+        &[
+            Delivery::GroupStart { group: 0 },
+            Delivery::Frame {
+                group: 0,
+                payload: payload(0, 1)
+            }
+        ]
+    );
+    for shard in &s {
+        assert_eq!(shard.announced(""), vec!["cam".into()]);
+    }
+}
