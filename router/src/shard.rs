@@ -994,8 +994,19 @@ impl Shard {
                 &self.config,
             ))
             .map_err(|_| self.limit("tracks", self.config.max_tracks))?;
-        if let Some(b) = self.broadcasts.get_mut(bk) {
-            b.tracks.insert(name, tk);
+        let Some(b) = self.broadcasts.get_mut(bk) else {
+            return Ok(tk);
+        };
+        b.tracks.insert(name.clone(), tk);
+        // A spliced broadcast has no publisher here: ask the shard that feeds it.
+        if let Some((feeder, fbc)) = b.fed_by
+            && let Some(p) = self.peers[feeder].as_mut()
+        {
+            p.send_control(Msg::Subscribe {
+                bc: fbc,
+                name,
+                slot: tk,
+            });
         }
         Ok(tk)
     }

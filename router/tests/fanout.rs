@@ -693,3 +693,36 @@ fn publisher_returning_to_the_spliced_shard_takes_the_broadcast_back() {
         assert_eq!(shard.announced(""), vec!["cam".into()]);
     }
 }
+
+#[test]
+fn new_track_requested_from_a_spliced_broadcast_is_fetched_from_its_feed() {
+    let now = Instant::now();
+    let (mut s, _) = shards(3, small_config());
+    let old = s[0].announce("cam").unwrap();
+    settle(&mut s, now);
+    let video = s[2].subscribe("cam", "video").unwrap();
+    settle(&mut s, now);
+    s[0].publisher_lost(now, old).unwrap();
+    let new = s[1].announce("cam").unwrap();
+    // Shard 0 is spliced before shard 2 learns of the new route: shard 2's request for
+    // another track still goes to shard 0.
+    s[0].poll(now);
+    s[0].flush();
+    s[1].poll(now);
+    s[1].flush();
+    let audio = s[2].subscribe("cam", "audio").unwrap();
+    settle(&mut s, now);
+    let mut wanted = Vec::new();
+    while let Some(e) = s[1].next_publisher_event() {
+        if let PublisherEvent::TrackWanted { name, .. } = e {
+            wanted.push(name.to_string());
+        }
+    }
+    wanted.sort();
+    assert_eq!(wanted, vec!["audio", "video"]);
+    s[1].publish_track(new, "audio", info()).unwrap();
+    s[1].publish_track(new, "video", info()).unwrap();
+    settle(&mut s, now);
+    assert_eq!(drain(&mut s[2], audio), vec![Delivery::Ready(info())]);
+    assert_eq!(drain(&mut s[2], video), vec![Delivery::Ready(info())]);
+}
