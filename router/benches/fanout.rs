@@ -1,1 +1,162 @@
-fn main() {}
+//! ns per delivered frame: one publisher, K local subscribers that drain every group,
+//! and the same through a second shard (stepped on one thread, so this is the CPU cost
+//! of ring push + pop + local fan-out, not the cross-core cache-line transfer).
+//! Command and figures: `router/benches/README.md`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use router::{Config, Doorbell, Router, Shard, SubscriberId, TrackId, TrackInfo};
+
+const FRAMES_PER_GROUP: u64 = 30;
+
+struct NoBell;
+impl Doorbell for NoBell {
+    fn ring(&self) {}
+}
+
+struct Setup {
+    shards: Vec<Shard>,
+    track: TrackId,
+    subs: Vec<SubscriberId>,
+    sub_shard: usize,
+    group: u64,
+    payload: Bytes,
+}
+
+fn setup(shard_count: usize, subscribers: usize) -> Setup {
+    let config = Config {
+        max_subscribers: subscribers.max(16),
+        ..Config::default()
+    };
+    let bells = (0..shard_count)
+        .map(|_| Arc::new(NoBell) as Arc<dyn Doorbell>)
+        .collect();
+    let mut shards = Router::build(config, bells).unwrap();
+    let now = Instant::now();
+    let bc = shards[0].announce("bench").unwrap();
+    let track = shards[0]
+        .publish_track(bc, "video", TrackInfo::default())
+        .unwrap();
+    let sub_shard = shard_count - 1;
+    for _ in 0..2 {
+        for s in shards.iter_mut() {
+            s.poll(now);
+            s.flush();
+        }
+    }
+    let subs = (0..subscribers)
+        .map(|_| shards[sub_shard].subscribe("bench", "video").unwrap())
+        .collect();
+    for _ in 0..2 {
+        for s in shards.iter_mut() {
+            s.poll(now);
+            s.flush();
+        }
+    }
+    // A shared (refcounted) payload, as a session would hand over after reading a frame.
+    let payload = Bytes::from(vec![0x5a; 1000]);
+    let _ = payload.clone();
+    Setup {
+        shards,
+        track,
+        subs,
+        sub_shard,
+        group: 0,
+        payload,
+    }
+}
+
+/// CPU time of the calling thread: unlike wall time it does not count the time the
+/// thread waited for a core, which on a shared machine dominates the figure.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_THREAD_CPUTIME_ID is always supported on
+    // Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn bench_group(b: &mut criterion::Bencher<'_>, s: &mut Setup, now: Instant, cpu: bool) {
+    if cpu {
+        b.iter_custom(|iters| {
+            let start = thread_cpu_time();
+            for _ in 0..iters {
+                std::hint::black_box(one_group(s, now));
+            }
+            thread_cpu_time() - start
+        })
+    } else {
+        b.iter(|| one_group(s, now))
+    }
+}
+
+/// Publishes one group and lets every subscriber drain it; returns frames delivered.
+fn one_group(s: &mut Setup, now: Instant) -> u64 {
+    let g = s.group;
+    s.group += 1;
+    let p = &mut s.shards[0];
+    p.start_group(s.track, g).unwrap();
+    for _ in 0..FRAMES_PER_GROUP {
+        p.push_frame(s.track, g, s.payload.clone()).unwrap();
+    }
+    p.end_group(s.track, g).unwrap();
+    p.flush();
+    let consumer = &mut s.shards[s.sub_shard];
+    consumer.poll(now);
+    let mut delivered = 0;
+    for &sub in &s.subs {
+        while let Some(d) = consumer.next_delivery(sub) {
+            delivered += matches!(d, router::Delivery::Frame { .. }) as u64;
+        }
+    }
+    while consumer.next_ready().is_some() {}
+    delivered
+}
+
+fn local_subscribers(c: &mut Criterion) {
+    for (name, cpu) in [
+        ("local_subscribers_wall", false),
+        ("local_subscribers_cpu", true),
+    ] {
+        let mut group = c.benchmark_group(name);
+        for k in [1usize, 10, 1000] {
+            group.throughput(Throughput::Elements(FRAMES_PER_GROUP * k as u64));
+            let mut s = setup(1, k);
+            let now = Instant::now();
+            assert_eq!(one_group(&mut s, now), FRAMES_PER_GROUP * k as u64);
+            group.bench_with_input(BenchmarkId::from_parameter(k), &k, |b, _| {
+                bench_group(b, &mut s, now, cpu)
+            });
+        }
+        group.finish();
+    }
+}
+
+fn shards(c: &mut Criterion) {
+    for (name, cpu) in [
+        ("shards_10_subscribers_wall", false),
+        ("shards_10_subscribers_cpu", true),
+    ] {
+        let mut group = c.benchmark_group(name);
+        for n in [1usize, 2] {
+            let k = 10;
+            group.throughput(Throughput::Elements(FRAMES_PER_GROUP * k as u64));
+            let mut s = setup(n, k);
+            let now = Instant::now();
+            assert_eq!(one_group(&mut s, now), FRAMES_PER_GROUP * k as u64);
+            group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                bench_group(b, &mut s, now, cpu)
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, local_subscribers, shards);
+criterion_main!(benches);

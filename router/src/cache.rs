@@ -11,6 +11,10 @@ use bytes::Bytes;
 /// still counts against the byte bound (about the size of a `Bytes` handle plus slack).
 pub(crate) const FRAME_OVERHEAD: usize = 48;
 
+/// Upper bound on frames reserved up front for a new group (one video GOP at 60 fps
+/// for ~4 s); more still fit, by regrowing.
+const MAX_RESERVED_FRAMES: usize = 256;
+
 pub(crate) struct CachedGroup {
     pub(crate) seq: u64,
     pub(crate) frames: Vec<Bytes>,
@@ -54,11 +58,17 @@ impl Cache {
             return;
         }
         let pos = self.groups.partition_point(|g| g.seq < seq);
+        // Groups of a track are similar in size: reserve what the previous one used so the
+        // per-frame append does not regrow (bounded by MAX_RESERVED_FRAMES).
+        let reserve = self
+            .groups
+            .back()
+            .map_or(0, |g| g.frames.len().min(MAX_RESERVED_FRAMES));
         self.groups.insert(
             pos,
             CachedGroup {
                 seq,
-                frames: Vec::new(),
+                frames: Vec::with_capacity(reserve),
                 ended: false,
                 truncated: false,
                 bytes: 0,
@@ -97,6 +107,11 @@ impl Cache {
             !drop
         });
         self.bytes -= removed;
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.groups.clear();
+        self.bytes = 0;
     }
 
     /// The group a late joiner starts from: the newest, if it is complete from its first

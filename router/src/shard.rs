@@ -84,6 +84,10 @@ enum Msg {
         slot: Key,
         below: u64,
     },
+    /// The publisher resumed after a loss: forget cached groups and numbering.
+    Restart {
+        slot: Key,
+    },
 }
 
 /// Counters of one shard, for metrics and tests.
@@ -152,6 +156,9 @@ struct Broadcast {
     path: Arc<str>,
     tracks: HashMap<Arc<str>, Key>,
     linger_until: Option<Instant>,
+    /// Spliced: the publisher came back on another shard, whose broadcast now feeds this
+    /// one's tracks so that existing subscribers continue. (shard, its broadcast key)
+    fed_by: Option<(usize, Key)>,
 }
 
 #[derive(Clone)]
@@ -374,19 +381,44 @@ impl Shard {
     // ---------------------------------------------------------------- publishing
 
     /// Announces `path` (normalized) as published by a session on this shard. If a
-    /// broadcast at `path` is lingering here after an abrupt loss, it is resumed: same id,
-    /// same tracks and subscribers, and `TrackWanted` is re-issued for tracks in demand.
+    /// broadcast at `path` is lingering here after an abrupt loss (or was spliced to a
+    /// reconnect on another shard), it is resumed: same id, same tracks and subscribers,
+    /// caches cleared (the publisher may renumber groups), and `TrackWanted` re-issued
+    /// for tracks in demand. A lingering broadcast on ANOTHER shard is spliced: that shard
+    /// subscribes to this one and keeps feeding its subscribers.
     pub fn announce(&mut self, path: &str) -> Result<BroadcastId, RouterError> {
         if let Some(&bk) = self.by_path.get(path) {
             let Some(b) = self.broadcasts.get_mut(bk) else {
                 return Err(RouterError::UnknownBroadcast);
             };
-            if b.linger_until.take().is_none() {
+            let fed = b.fed_by.take();
+            if b.linger_until.take().is_none() && fed.is_none() {
                 return Err(RouterError::Duplicate { path: path.into() });
             }
             self.lingering.retain(|&k| k != bk);
             let tks: Vec<Key> = b.tracks.values().copied().collect();
+            if let Some((feeder, fbc)) = fed {
+                // Back here after being fed from another shard: stop the feed and
+                // become the visible route again.
+                let path = b.path.clone();
+                self.unsubscribe_feed(&tks, feeder, fbc);
+                let order = self.order.fetch_add(1, Ordering::Relaxed);
+                self.route_add(
+                    path.clone(),
+                    Route {
+                        owner: self.id,
+                        bc: bk,
+                        order,
+                    },
+                );
+                self.broadcast_control(|| Msg::Announce {
+                    path: path.clone(),
+                    bc: bk,
+                    order,
+                });
+            }
             for tk in tks {
+                self.restart_track(tk);
                 if let Some(t) = self.tracks.get_mut(tk) {
                     t.told_wanted = false;
                 }
@@ -402,6 +434,7 @@ impl Shard {
                 path: path.clone(),
                 tracks: HashMap::new(),
                 linger_until: None,
+                fed_by: None,
             })
             .map_err(|_| self.limit("broadcasts", self.config.max_broadcasts))?;
         self.by_path.insert(path.clone(), bk);
@@ -451,8 +484,8 @@ impl Shard {
             };
             if let Some(&max) = t.open.iter().max() {
                 t.open.clear();
-                self.fan_local(tk, Ev::AbortBelow(max + 1));
-                self.drop_for_remotes(tk, max + 1);
+                self.fan_local(tk, Ev::AbortBelow(max.saturating_add(1)));
+                self.drop_for_remotes(tk, max.saturating_add(1));
             }
         }
         Ok(())
@@ -593,8 +626,8 @@ impl Shard {
             });
         };
         t.open.swap_remove(pos);
-        self.fan_local(track.0, Ev::AbortBelow(group + 1));
-        self.drop_for_remotes(track.0, group + 1);
+        self.fan_local(track.0, Ev::AbortBelow(group.saturating_add(1)));
+        self.drop_for_remotes(track.0, group.saturating_add(1));
         Ok(())
     }
 
@@ -615,7 +648,7 @@ impl Shard {
             if self
                 .broadcasts
                 .get(bc)
-                .is_none_or(|b| b.linger_until.is_some())
+                .is_none_or(|b| b.linger_until.is_some() || b.fed_by.is_some())
             {
                 continue;
             }
@@ -961,8 +994,19 @@ impl Shard {
                 &self.config,
             ))
             .map_err(|_| self.limit("tracks", self.config.max_tracks))?;
-        if let Some(b) = self.broadcasts.get_mut(bk) {
-            b.tracks.insert(name, tk);
+        let Some(b) = self.broadcasts.get_mut(bk) else {
+            return Ok(tk);
+        };
+        b.tracks.insert(name.clone(), tk);
+        // A spliced broadcast has no publisher here: ask the shard that feeds it.
+        if let Some((feeder, fbc)) = b.fed_by
+            && let Some(p) = self.peers[feeder].as_mut()
+        {
+            p.send_control(Msg::Subscribe {
+                bc: fbc,
+                name,
+                slot: tk,
+            });
         }
         Ok(tk)
     }
@@ -974,7 +1018,21 @@ impl Shard {
             return;
         };
         match t.origin.clone() {
-            Origin::Local { .. } => {
+            Origin::Local { bc } => {
+                if let Some((feeder, fbc)) = self.broadcasts.get(bc).and_then(|b| b.fed_by) {
+                    if !t.has_demand() {
+                        let name = t.name.clone();
+                        self.remove_track(tk);
+                        if let Some(p) = self.peers[feeder].as_mut() {
+                            p.send_control(Msg::Unsubscribe {
+                                bc: fbc,
+                                name,
+                                slot: tk,
+                            });
+                        }
+                    }
+                    return;
+                }
                 if !t.has_demand() && t.info.is_none() {
                     // A placeholder nobody wants any more: forget it, and tell the
                     // publisher if it was asked for it.
@@ -1058,6 +1116,10 @@ impl Shard {
         };
         self.by_path.remove(&b.path);
         self.lingering.retain(|&k| k != bk);
+        if let Some((feeder, fbc)) = b.fed_by {
+            let tks: Vec<Key> = b.tracks.values().copied().collect();
+            self.unsubscribe_feed(&tks, feeder, fbc);
+        }
         for (_, tk) in b.tracks {
             self.end_track_inner(tk);
         }
@@ -1067,6 +1129,102 @@ impl Shard {
             path: path.clone(),
             bc: bk,
         });
+    }
+
+    fn unsubscribe_feed(&mut self, tks: &[Key], feeder: usize, fbc: Key) {
+        for &tk in tks {
+            if let (Some(t), Some(p)) = (self.tracks.get(tk), self.peers[feeder].as_mut()) {
+                p.send_control(Msg::Unsubscribe {
+                    bc: fbc,
+                    name: t.name.clone(),
+                    slot: tk,
+                });
+            }
+        }
+    }
+
+    /// The publisher of broadcast `bk`, lingering here, came back on shard `feeder` as
+    /// its broadcast `fbc`: subscribe to it for every track still in demand and keep
+    /// serving our subscribers (local and on other shards) from that feed.
+    fn splice(&mut self, bk: Key, feeder: usize, fbc: Key) {
+        let Some(b) = self.broadcasts.get_mut(bk) else {
+            return;
+        };
+        b.linger_until = None;
+        b.fed_by = Some((feeder, fbc));
+        self.lingering.retain(|&k| k != bk);
+        let tks: Vec<Key> = b.tracks.values().copied().collect();
+        for tk in tks {
+            let Some(t) = self.tracks.get(tk) else {
+                continue;
+            };
+            if !t.has_demand() {
+                self.remove_track(tk);
+                continue;
+            }
+            let name = t.name.clone();
+            self.restart_track(tk);
+            if let Some(p) = self.peers[feeder].as_mut() {
+                p.send_control(Msg::Subscribe {
+                    bc: fbc,
+                    name,
+                    slot: tk,
+                });
+            }
+        }
+    }
+
+    /// Whether `slot` is a track fed by shard `from`: `Some(false)` for a replica,
+    /// `Some(true)` for an owned track of a spliced broadcast (which also feeds other
+    /// shards).
+    fn fed_kind(&self, slot: Key, from: usize) -> Option<bool> {
+        match self.tracks.get(slot)?.origin {
+            Origin::Replica { owner, .. } if owner == from => Some(false),
+            Origin::Local { bc } => self
+                .broadcasts
+                .get(bc)?
+                .fed_by
+                .filter(|&(feeder, _)| feeder == from)
+                .map(|_| true),
+            _ => None,
+        }
+    }
+
+    /// A resumed publisher may restart group numbering: drop the cache and let every
+    /// subscriber, here and on other shards, join at the next group it starts.
+    fn restart_track(&mut self, tk: Key) {
+        let Self {
+            tracks,
+            subs,
+            peers,
+            ..
+        } = self;
+        let Some(t) = tracks.get_mut(tk) else {
+            return;
+        };
+        t.cache.clear();
+        t.open.clear();
+        t.next_seq = 0;
+        for &sk in &t.subs {
+            if let Some(s) = subs.get_mut(sk) {
+                s.restart();
+            }
+        }
+        for r in &mut t.remotes {
+            let Some(p) = peers[r.shard].as_mut() else {
+                continue;
+            };
+            // The drop notice for groups cut by the loss must reach the shard before
+            // the restart, so both go in order on the control path.
+            if let Some(below) = r.notice.take() {
+                p.send_control(Msg::Dropped {
+                    slot: r.slot,
+                    below,
+                });
+            }
+            p.send_control(Msg::Restart { slot: r.slot });
+            r.floor = 0;
+        }
     }
 
     fn track_became_ready(&mut self, tk: Key, info: TrackInfo) {
@@ -1193,6 +1351,7 @@ impl Shard {
     fn route_add(&mut self, path: Arc<str>, route: Route) {
         let routes = self.announces.entry(path.clone()).or_default();
         let before = routes.iter().map(|r| r.order).max();
+        routes.retain(|r| !(r.owner == route.owner && r.bc == route.bc));
         routes.push(route);
         if before.is_none_or(|b| route.order > b) {
             self.notify_queries(AnnounceEvent::Active(path));
@@ -1224,12 +1383,13 @@ impl Shard {
             if !path_has_prefix(&path, &q.prefix) {
                 continue;
             }
-            if q.events.len() + 1 >= max {
-                if q.events.back() != Some(&AnnounceEvent::Lagged) {
-                    q.events.clear();
-                    q.events.push_back(AnnounceEvent::Lagged);
-                }
-            } else {
+            // Once lagged, the session re-reads the whole table when it takes `Lagged`,
+            // which covers every change until then: queue nothing more.
+            let lagged = q.events.front() == Some(&AnnounceEvent::Lagged);
+            if !lagged && q.events.len() + 1 >= max {
+                q.events.clear();
+                q.events.push_back(AnnounceEvent::Lagged);
+            } else if !lagged {
                 q.events.push_back(ev.clone());
             }
             if !q.in_ready {
@@ -1239,12 +1399,6 @@ impl Shard {
         }
     }
 
-    fn replica(&mut self, slot: Key, from: usize) -> Option<&mut Track> {
-        self.tracks
-            .get_mut(slot)
-            .filter(|t| matches!(t.origin, Origin::Replica { owner, .. } if owner == from))
-    }
-
     fn handle(&mut self, from: usize, m: Msg) {
         match m {
             Msg::Frame {
@@ -1252,27 +1406,64 @@ impl Shard {
                 group,
                 payload,
             } => {
-                if self.replica(slot, from).is_some() {
-                    self.fan_local(slot, Ev::Frame(group, &payload));
+                let Some(fed) = self.fed_kind(slot, from) else {
+                    return;
+                };
+                self.fan_local(slot, Ev::Frame(group, &payload));
+                if fed {
+                    self.fan_remote(slot, group, true, |s| Msg::Frame {
+                        slot: s,
+                        group,
+                        payload: payload.clone(),
+                    });
                 }
             }
             Msg::GroupStart { slot, group } => {
-                if self.replica(slot, from).is_some() {
-                    self.fan_local(slot, Ev::Start(group));
+                let Some(fed) = self.fed_kind(slot, from) else {
+                    return;
+                };
+                self.fan_local(slot, Ev::Start(group));
+                if fed {
+                    self.fan_remote(slot, group, false, |s| Msg::GroupStart { slot: s, group });
                 }
             }
             Msg::GroupEnd { slot, group } => {
-                if self.replica(slot, from).is_some() {
-                    self.fan_local(slot, Ev::End(group));
+                let Some(fed) = self.fed_kind(slot, from) else {
+                    return;
+                };
+                self.fan_local(slot, Ev::End(group));
+                if fed {
+                    self.fan_remote(slot, group, false, |s| Msg::GroupEnd { slot: s, group });
                 }
             }
             Msg::Dropped { slot, below } => {
-                if self.replica(slot, from).is_some() {
-                    self.fan_local(slot, Ev::AbortBelow(below));
+                let Some(fed) = self.fed_kind(slot, from) else {
+                    return;
+                };
+                self.fan_local(slot, Ev::AbortBelow(below));
+                if fed {
+                    self.drop_for_remotes(slot, below);
                 }
             }
+            Msg::Restart { slot } => match self.fed_kind(slot, from) {
+                Some(true) => self.restart_track(slot),
+                Some(false) => {
+                    let Self { tracks, subs, .. } = self;
+                    if let Some(t) = tracks.get_mut(slot) {
+                        t.cache.clear();
+                        t.next_seq = 0;
+                        for &sk in &t.subs {
+                            if let Some(s) = subs.get_mut(sk) {
+                                s.restart();
+                            }
+                        }
+                    }
+                }
+                None => {}
+            },
             Msg::Subscribed { slot, info } => {
-                if let Some(t) = self.replica(slot, from)
+                if self.fed_kind(slot, from).is_some()
+                    && let Some(t) = self.tracks.get_mut(slot)
                     && t.info.is_none()
                 {
                     t.info = Some(info);
@@ -1280,7 +1471,7 @@ impl Shard {
                 }
             }
             Msg::NotFound { slot } | Msg::TrackEnded { slot, .. } => {
-                if self.replica(slot, from).is_some() {
+                if self.fed_kind(slot, from).is_some() {
                     if let Msg::TrackEnded { end, .. } = m
                         && let Some(t) = self.tracks.get_mut(slot)
                     {
@@ -1303,15 +1494,15 @@ impl Shard {
                 }
             }
             Msg::Announce { path, bc, order } => {
-                // A newer publisher elsewhere supersedes one lingering here: end ours so
-                // its subscribers move to the live one.
+                // The publisher of a broadcast lingering here came back elsewhere:
+                // splice, so our subscribers continue from the new source.
                 if let Some(&mine) = self.by_path.get(&path)
                     && self
                         .broadcasts
                         .get(mine)
                         .is_some_and(|b| b.linger_until.is_some())
                 {
-                    self.end_broadcast(mine);
+                    self.splice(mine, from, bc);
                 }
                 self.route_add(
                     path,
@@ -1322,7 +1513,17 @@ impl Shard {
                     },
                 );
             }
-            Msg::Unannounce { path, bc } => self.route_remove(&path, from, bc),
+            Msg::Unannounce { path, bc } => {
+                if let Some(&mine) = self.by_path.get(&path)
+                    && self
+                        .broadcasts
+                        .get(mine)
+                        .is_some_and(|b| b.fed_by == Some((from, bc)))
+                {
+                    self.end_broadcast(mine);
+                }
+                self.route_remove(&path, from, bc);
+            }
         }
     }
 
@@ -1403,7 +1604,7 @@ fn replay_newest(t: &Track, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
     if p.try_data(Msg::GroupStart { slot, group: seq }, reserve)
         .is_err()
     {
-        r.floor = seq + 1;
+        r.floor = seq.saturating_add(1);
         return;
     }
     for f in &g.frames {
@@ -1413,10 +1614,10 @@ fn replay_newest(t: &Track, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
             payload: f.clone(),
         };
         if p.try_data(msg, reserve).is_err() {
-            r.floor = seq + 1;
+            r.floor = seq.saturating_add(1);
             p.send_control(Msg::Dropped {
                 slot,
-                below: seq + 1,
+                below: seq.saturating_add(1),
             });
             return;
         }

@@ -147,7 +147,7 @@ impl Subscriber {
             _ => true,
         });
         self.bytes -= freed;
-        self.floor = self.floor.max(last + 1);
+        self.floor = self.floor.max(last.saturating_add(1));
         self.groups_dropped += 1;
         if self.first_taken.is_some_and(|t| t <= last) {
             self.dropped_below = Some(self.floor);
@@ -164,6 +164,13 @@ impl Subscriber {
             };
             self.drop_through(oldest);
         }
+    }
+
+    /// The publisher came back after a loss and may number groups afresh: join at its
+    /// next group, whatever its sequence. Groups already queued are still delivered.
+    pub(crate) fn restart(&mut self) {
+        self.start = None;
+        self.floor = 0;
     }
 
     pub(crate) fn pop(&mut self) -> Option<Delivery> {
