@@ -71,7 +71,7 @@ impl Default for SocketConfig {
 }
 
 /// Thread layout (`[runtime]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuntimeConfig {
     /// Worker threads, each with its own socket and QUIC endpoint. 0 means one per allowed CPU.
     pub workers: usize,
@@ -79,16 +79,6 @@ pub struct RuntimeConfig {
     pub pin: bool,
     /// CPUs to pin to; empty means the process's allowed set.
     pub cpus: Vec<usize>,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            workers: 0,
-            pin: false,
-            cpus: Vec::new(),
-        }
-    }
 }
 
 /// QUIC transport settings (`[quic]`).

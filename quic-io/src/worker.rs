@@ -119,7 +119,6 @@ pub(crate) struct Core {
     max_conns: usize,
     bucket: TokenBucket,
     scratch: Vec<u8>,
-    read_chunks: Vec<Bytes>,
 }
 
 /// The socket and its send state.
@@ -506,14 +505,12 @@ impl Core {
 
     /// Reads everything a stream has; flow control bounds how much that can be.
     fn read_stream(&mut self, sid: SessionId, c: &mut Conn, id: StreamId, now: Instant) {
-        let mut chunks_out = std::mem::take(&mut self.read_chunks);
-        chunks_out.clear();
+        let mut chunks_out = Vec::new();
         let mut fin = false;
         let mut reset = None;
         {
             let mut recv = c.inner.recv_stream(id);
             let Ok(mut chunks) = recv.read(true) else {
-                self.read_chunks = chunks_out;
                 return;
             };
             loop {
@@ -532,8 +529,7 @@ impl Core {
             }
             let _ = chunks.finalize();
         }
-        let drained: Vec<Bytes> = chunks_out.drain(..).collect();
-        self.read_chunks = chunks_out;
+        let drained = chunks_out;
         if matches!(c.mode, Mode::H3(_)) {
             self.h3_stream_input(sid, c, id, drained, fin, reset, now);
             return;
@@ -682,12 +678,11 @@ impl Core {
                 }
             }
         }
-        if fin || reset.is_some() {
-            if let Mode::H3(h) = &mut c.mode
-                && !matches!(h.roles.get(&id), Some(H3Role::Request | H3Role::Control))
-            {
-                h.roles.remove(&id);
-            }
+        if (fin || reset.is_some())
+            && let Mode::H3(h) = &mut c.mode
+            && !matches!(h.roles.get(&id), Some(H3Role::Request | H3Role::Control))
+        {
+            h.roles.remove(&id);
         }
         if let Err(e) = result {
             debug!(worker = self.index, session = sid, error = %e, "closing h3 connection");
@@ -1125,7 +1120,6 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         max_conns: cfg.limits.max_connections_per_worker,
         bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
         scratch: Vec::with_capacity(max_segments * 1500),
-        read_chunks: Vec::new(),
     };
     let mut bufs: Vec<Vec<u8>> = (0..RECV_BUFS.min(quinn_udp::BATCH_SIZE.max(1)))
         .map(|_| vec![0u8; RECV_BUF_SIZE])
