@@ -13,6 +13,7 @@ pub use config::{
 };
 pub mod app;
 pub mod server;
+mod net;
 mod worker;
 
 pub use app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport};
