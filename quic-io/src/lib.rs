@@ -12,8 +12,8 @@ pub use config::{
     Config, Congestion, IoBackend, LimitsConfig, QuicConfig, RuntimeConfig, SocketConfig, TlsSource,
 };
 pub mod app;
-pub mod server;
 mod net;
+pub mod server;
 mod worker;
 
 pub use app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport};

@@ -56,7 +56,7 @@ pub(crate) struct RxDatagram {
 }
 
 pub(crate) enum Net {
-    Poll(PollNet),
+    Poll(Box<PollNet>),
     Uring(Box<UringNet>),
 }
 
@@ -81,9 +81,15 @@ impl Net {
             1
         };
         if uring {
-            Ok(Net::Uring(Box::new(UringNet::new(socket, udp, max_segments, stats, waker)?)))
+            Ok(Net::Uring(Box::new(UringNet::new(
+                socket,
+                udp,
+                max_segments,
+                stats,
+                waker,
+            )?)))
         } else {
-            Ok(Net::Poll(PollNet {
+            Ok(Net::Poll(Box::new(PollNet {
                 socket,
                 udp,
                 max_segments,
@@ -92,8 +98,11 @@ impl Net {
                 bufs: (0..POLL_RECV_BUFS.min(quinn_udp::BATCH_SIZE.max(1)))
                     .map(|_| vec![0u8; RECV_PAYLOAD])
                     .collect(),
-                metas: vec![quinn_udp::RecvMeta::default(); POLL_RECV_BUFS.min(quinn_udp::BATCH_SIZE.max(1))],
-            }))
+                metas: vec![
+                    quinn_udp::RecvMeta::default();
+                    POLL_RECV_BUFS.min(quinn_udp::BATCH_SIZE.max(1))
+                ],
+            })))
         }
     }
 
@@ -197,7 +206,9 @@ impl PollNet {
     fn send(&mut self, t: &quinn_proto::Transmit, buf: &[u8]) -> bool {
         let tx = quinn_udp::Transmit {
             destination: t.destination,
-            ecn: t.ecn.and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
+            ecn: t
+                .ecn
+                .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
             contents: &buf[..t.size],
             segment_size: t.segment_size.filter(|&s| s < t.size),
             src_ip: t.src_ip,
@@ -235,14 +246,28 @@ impl PollNet {
 
     fn recv(&mut self, out: &mut Vec<RxDatagram>) -> bool {
         for _ in 0..POLL_RECV_CALLS {
-            let mut iov: Vec<io::IoSliceMut<'_>> =
-                self.bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
-            match self.udp.recv((&self.socket).into(), &mut iov, &mut self.metas) {
+            let mut iov: Vec<io::IoSliceMut<'_>> = self
+                .bufs
+                .iter_mut()
+                .map(|b| io::IoSliceMut::new(b))
+                .collect();
+            match self
+                .udp
+                .recv((&self.socket).into(), &mut iov, &mut self.metas)
+            {
                 Ok(n) => {
                     drop(iov);
                     for (meta, buf) in self.metas.iter().zip(self.bufs.iter()).take(n) {
                         let ecn = meta.ecn.and_then(|e| EcnCodepoint::from_bits(e as u8));
-                        split_gro(out, &self.stats, &buf[..meta.len], meta.stride, meta.addr, meta.dst_ip, ecn);
+                        split_gro(
+                            out,
+                            &self.stats,
+                            &buf[..meta.len],
+                            meta.stride,
+                            meta.addr,
+                            meta.dst_ip,
+                            ecn,
+                        );
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -261,7 +286,12 @@ impl PollNet {
         let mut fds = [
             libc::pollfd {
                 fd: self.socket.as_raw_fd(),
-                events: libc::POLLIN | if self.blocked.is_some() { libc::POLLOUT } else { 0 },
+                events: libc::POLLIN
+                    | if self.blocked.is_some() {
+                        libc::POLLOUT
+                    } else {
+                        0
+                    },
                 revents: 0,
             },
             libc::pollfd {
@@ -333,8 +363,9 @@ impl UringNet {
             .build(URING_ENTRIES)
             .or_else(|_| IoUring::builder().build(URING_ENTRIES))?;
         let entries = URING_RECV_BUFS as usize;
-        let layout = Layout::from_size_align(entries * std::mem::size_of::<types::BufRingEntry>(), 4096)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let layout =
+            Layout::from_size_align(entries * std::mem::size_of::<types::BufRingEntry>(), 4096)
+                .map_err(|e| io::Error::other(e.to_string()))?;
         // SAFETY: non-zero size, valid alignment.
         let ptr = unsafe { alloc_zeroed(layout) };
         if ptr.is_null() {
@@ -344,8 +375,12 @@ impl UringNet {
         // SAFETY: the ring memory lives in self (ring_mem) as long as the ring does; the ring is
         // dropped first (field order) and unregisters with it.
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(ptr as u64, URING_RECV_BUFS, BUF_GROUP, 0)?;
+            ring.submitter().register_buf_ring_with_flags(
+                ptr as u64,
+                URING_RECV_BUFS,
+                BUF_GROUP,
+                0,
+            )?;
         }
         // SAFETY: msghdr is plain data; zero is a valid empty header.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -409,7 +444,9 @@ impl UringNet {
         // SAFETY: the tail field lives in the first entry of our ring; the kernel reads it
         // with acquire semantics.
         unsafe {
-            let tail_ptr = types::BufRingEntry::tail(self.ring_mem.ptr as *const types::BufRingEntry) as *const AtomicU16;
+            let tail_ptr =
+                types::BufRingEntry::tail(self.ring_mem.ptr as *const types::BufRingEntry)
+                    as *const AtomicU16;
             (*tail_ptr).store(self.tail, Ordering::Release);
         }
     }
@@ -503,7 +540,9 @@ impl UringNet {
         let mut done = 0;
         let mut more = false;
         loop {
-            let Some(cqe) = self.ring.completion().next() else { break };
+            let Some(cqe) = self.ring.completion().next() else {
+                break;
+            };
             done += 1;
             let (tag, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
             match tag & TAG_MASK {
@@ -526,7 +565,11 @@ impl UringNet {
                     }
                     // SAFETY: reads 8 bytes into our own u64 from the non-blocking eventfd.
                     unsafe {
-                        libc::read(self.wake_fd, &mut *self.wake_buf as *mut u64 as *mut libc::c_void, 8)
+                        libc::read(
+                            self.wake_fd,
+                            &mut *self.wake_buf as *mut u64 as *mut libc::c_void,
+                            8,
+                        )
                     };
                 }
                 _ => {
@@ -578,10 +621,13 @@ impl UringNet {
         for (level, typ, data) in Cmsgs::new(msg.control_data()) {
             match (level, typ) {
                 (libc::SOL_UDP, libc::UDP_GRO) if data.len() >= 4 => {
-                    stride = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]).max(0) as usize;
+                    stride =
+                        i32::from_ne_bytes([data[0], data[1], data[2], data[3]]).max(0) as usize;
                 }
                 (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
-                    local_ip = Some(IpAddr::V4(Ipv4Addr::new(data[8], data[9], data[10], data[11])));
+                    local_ip = Some(IpAddr::V4(Ipv4Addr::new(
+                        data[8], data[9], data[10], data[11],
+                    )));
                 }
                 (libc::IPPROTO_IP, libc::IP_TOS) if !data.is_empty() => {
                     ecn = EcnCodepoint::from_bits(data[0] & 0b11);
@@ -597,7 +643,15 @@ impl UringNet {
                 _ => {}
             }
         }
-        split_gro(out, &self.stats, msg.payload_data(), stride, remote, local_ip, ecn);
+        split_gro(
+            out,
+            &self.stats,
+            msg.payload_data(),
+            stride,
+            remote,
+            local_ip,
+            ecn,
+        );
     }
 
     fn wait(&mut self, timeout: Duration) {
@@ -608,7 +662,11 @@ impl UringNet {
         let args = types::SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
             Err(e) => debug!(error = %e, "io_uring_enter"),
         }
         let _ = &self.udp;
@@ -772,9 +830,18 @@ mod tests {
         w.push(libc::IPPROTO_IP, libc::IP_TOS, &2i32.to_ne_bytes());
         let n = w.len();
         let bytes = bytemuck_u64(&mut buf);
-        let got: Vec<_> = Cmsgs::new(&bytes[..n]).map(|(l, t, d)| (l, t, d.to_vec())).collect();
+        let got: Vec<_> = Cmsgs::new(&bytes[..n])
+            .map(|(l, t, d)| (l, t, d.to_vec()))
+            .collect();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0], (libc::SOL_UDP, libc::UDP_SEGMENT, 1200u16.to_ne_bytes().to_vec()));
+        assert_eq!(
+            got[0],
+            (
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                1200u16.to_ne_bytes().to_vec()
+            )
+        );
         assert_eq!(got[1].2, 2i32.to_ne_bytes().to_vec());
     }
 

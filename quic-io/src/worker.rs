@@ -20,8 +20,8 @@ use quinn_proto::{
 };
 use tracing::{debug, info, trace};
 
-use crate::net::{Net, RxDatagram};
 use crate::app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport};
+use crate::net::{Net, RxDatagram};
 use crate::server::{Shared, WorkerStats};
 use crate::wt;
 
@@ -696,7 +696,10 @@ impl Core {
         if !self.net.blocked() {
             loop {
                 buf.clear();
-                let Some(t) = c.inner.poll_transmit(now, self.net.max_segments(), &mut buf) else {
+                let Some(t) = c
+                    .inner
+                    .poll_transmit(now, self.net.max_segments(), &mut buf)
+                else {
                     break;
                 };
                 if !self.net.send(&t, &buf) {
@@ -1057,7 +1060,8 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         if g != tls_gen {
             tls_gen = g;
             if let Ok(slot) = shared.tls.lock() {
-                core.endpoint.set_server_config(Some(slot.server_config.clone()));
+                core.endpoint
+                    .set_server_config(Some(slot.server_config.clone()));
             }
         }
 
@@ -1104,10 +1108,23 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
                 break;
             }
             while let Some(ev) = core.events.pop_front() {
-                app.on_event(now, ev, &mut Io { core: &mut core, now });
+                app.on_event(
+                    now,
+                    ev,
+                    &mut Io {
+                        core: &mut core,
+                        now,
+                    },
+                );
             }
         }
-        app.poll(now, &mut Io { core: &mut core, now });
+        app.poll(
+            now,
+            &mut Io {
+                core: &mut core,
+                now,
+            },
+        );
         core.net.unblock();
         let batch = std::mem::take(&mut core.dirty);
         for sid in &batch {
@@ -1121,9 +1138,8 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         }
 
         // Wait (and, on io_uring, submit the queued sends in the same call).
-        let busy = recv_more
-            || !core.events.is_empty()
-            || (!core.dirty.is_empty() && !core.net.blocked());
+        let busy =
+            recv_more || !core.events.is_empty() || (!core.dirty.is_empty() && !core.net.blocked());
         let deadline = [core.next_timer(), app.timeout(), shutdown_deadline]
             .into_iter()
             .flatten()

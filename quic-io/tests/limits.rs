@@ -19,11 +19,26 @@ fn connections_beyond_the_per_worker_limit_are_refused() {
     let fp = server.fingerprint();
     runtime().block_on(async {
         let ep = client_endpoint();
-        let a = ep.connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost").unwrap().await.unwrap();
-        let b = ep.connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost").unwrap().await.unwrap();
-        let c = ep.connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost").unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(10), c).await.unwrap();
-        assert!(matches!(r, Err(quinn::ConnectionError::ConnectionClosed(_))), "{r:?}");
+        let a = ep
+            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let b = ep
+            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let c = ep
+            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
+            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), c)
+            .await
+            .unwrap();
+        assert!(
+            matches!(r, Err(quinn::ConnectionError::ConnectionClosed(_))),
+            "{r:?}"
+        );
         assert_eq!(quic_echo(&a, b"a").await, b"a");
         assert_eq!(quic_echo(&b, b"b").await, b"b");
     });
@@ -41,7 +56,11 @@ fn handshakes_above_the_rate_must_answer_a_retry_and_still_connect() {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let ep = client_endpoint();
             for i in 0..5u8 {
-                let c = ep.connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost").unwrap().await.unwrap();
+                let c = ep
+                    .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
+                    .unwrap()
+                    .await
+                    .unwrap();
                 assert_eq!(quic_echo(&c, &[i]).await, [i]);
             }
         })
@@ -59,16 +78,31 @@ fn tls_reload_serves_a_new_certificate_to_new_connections_only() {
     let old = server.fingerprint();
     runtime().block_on(async {
         let ep = client_endpoint();
-        let before = ep.connect_with(quinn_client(&old, "moq-lite-05"), addr, "localhost").unwrap().await.unwrap();
+        let before = ep
+            .connect_with(quinn_client(&old, "moq-lite-05"), addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
         let new = server.reload_tls().unwrap();
         assert_ne!(new, old);
         assert_eq!(server.fingerprint(), new);
         // Workers pick the new config up on their next iteration; they were woken.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let after = ep.connect_with(quinn_client(&new, "moq-lite-05"), addr, "localhost").unwrap().await.unwrap();
+        let after = ep
+            .connect_with(quinn_client(&new, "moq-lite-05"), addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
         assert_eq!(quic_echo(&after, b"new").await, b"new");
-        let stale = ep.connect_with(quinn_client(&old, "moq-lite-05"), addr, "localhost").unwrap();
-        assert!(tokio::time::timeout(Duration::from_secs(10), stale).await.unwrap().is_err());
+        let stale = ep
+            .connect_with(quinn_client(&old, "moq-lite-05"), addr, "localhost")
+            .unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), stale)
+                .await
+                .unwrap()
+                .is_err()
+        );
         assert_eq!(quic_echo(&before, b"old").await, b"old");
     });
 }
@@ -116,12 +150,46 @@ fn another_thread_wakes_a_parked_worker_to_push_data() {
     let waker = server.wakers()[0].clone();
     runtime().block_on(async {
         let ep = client_endpoint();
-        let c = ep.connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost").unwrap().await.unwrap();
+        let c = ep
+            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
         // Let the worker park (no keep-alive, nothing to do).
         tokio::time::sleep(Duration::from_millis(300)).await;
         tx.send(Bytes::from_static(b"pushed")).unwrap();
         waker.wake();
-        let d = tokio::time::timeout(Duration::from_millis(900), c.read_datagram()).await.unwrap().unwrap();
+        let d = tokio::time::timeout(Duration::from_millis(900), c.read_datagram())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&d[..], b"pushed");
     });
+}
+
+#[test]
+fn auto_backend_is_uring_exactly_when_uring_can_start() {
+    let cfg = |io| {
+        let mut c = quic_io::Config::new("127.0.0.1:0".parse().unwrap());
+        c.runtime.workers = 1;
+        c.socket.io = io;
+        c
+    };
+    let app = |_ctx: WorkerCtx| Pusher {
+        rx: Mutex::new(mpsc::channel().1),
+        sessions: Vec::new(),
+    };
+    let uring = Server::start(cfg(IoBackend::Uring), app);
+    let auto = Server::start(cfg(IoBackend::Auto), app).unwrap();
+    match uring {
+        Ok(h) => {
+            assert_eq!(h.backend(), "uring");
+            assert_eq!(auto.backend(), "uring");
+        }
+        Err(_) => assert_eq!(auto.backend(), "poll"),
+    }
+    assert_eq!(
+        Server::start(cfg(IoBackend::Poll), app).unwrap().backend(),
+        "poll"
+    );
 }
