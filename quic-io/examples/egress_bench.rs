@@ -27,7 +27,9 @@ struct Bulk {
 
 impl Bulk {
     fn pump(&mut self, io: &mut Io<'_>, s: SessionId, t: StreamId) {
-        let Some(left) = self.left.get_mut(&(s, t)) else { return };
+        let Some(left) = self.left.get_mut(&(s, t)) else {
+            return;
+        };
         while *left > 0 {
             let n = (*left).min(CHUNK);
             let mut c = [self.chunk.slice(..n)];
@@ -44,7 +46,11 @@ impl Bulk {
 impl Application for Bulk {
     fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
         match event {
-            Event::Data { session, stream, data } if data.starts_with(b"BULK ") => {
+            Event::Data {
+                session,
+                stream,
+                data,
+            } if data.starts_with(b"BULK ") => {
                 let n = std::str::from_utf8(&data[5..])
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
@@ -161,9 +167,13 @@ fn start_quinn_server(cfg: &Config) -> (SocketAddr, String, std::thread::JoinHan
     let t = std::thread::Builder::new()
         .name("quinn-server".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
             rt.block_on(async move {
-                let ep = quinn::Endpoint::server(sc, "127.0.0.1:0".parse().expect("addr")).expect("bind");
+                let ep = quinn::Endpoint::server(sc, "127.0.0.1:0".parse().expect("addr"))
+                    .expect("bind");
                 tx.send(ep.local_addr().expect("addr")).expect("send addr");
                 let chunk = Bytes::from(vec![0xabu8; CHUNK]);
                 while let Some(inc) = ep.accept().await {
@@ -173,7 +183,9 @@ fn start_quinn_server(cfg: &Config) -> (SocketAddr, String, std::thread::JoinHan
                         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                             let chunk = chunk.clone();
                             tokio::spawn(async move {
-                                let Ok(req) = recv.read_to_end(64).await else { return };
+                                let Ok(req) = recv.read_to_end(64).await else {
+                                    return;
+                                };
                                 let n: usize = std::str::from_utf8(&req[5..])
                                     .ok()
                                     .and_then(|s| s.trim().parse().ok())
@@ -202,8 +214,16 @@ fn start_quinn_server(cfg: &Config) -> (SocketAddr, String, std::thread::JoinHan
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("quic-io");
-    let conns: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1).clamp(1, 1000);
-    let mib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(256).clamp(1, 4096);
+    let conns: usize = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 1000);
+    let mib: usize = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256)
+        .clamp(1, 4096);
     let io = match args.get(4).map(String::as_str) {
         Some("poll") => IoBackend::Poll,
         Some("uring") => IoBackend::Uring,
@@ -241,16 +261,24 @@ fn main() {
         tokio::time::timeout(DEADLINE, async {
             // Spread connections over a few client sockets.
             let eps: Vec<_> = (0..conns.min(16))
-                .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client"))
+                .map(|_| {
+                    quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client")
+                })
                 .collect();
             let mut tasks = Vec::new();
             for i in 0..conns {
                 let ep = eps[i % eps.len()].clone();
                 let cc = client_config(&fp);
                 tasks.push(tokio::spawn(async move {
-                    let conn = ep.connect_with(cc, addr, "localhost").expect("connect").await.expect("handshake");
+                    let conn = ep
+                        .connect_with(cc, addr, "localhost")
+                        .expect("connect")
+                        .await
+                        .expect("handshake");
                     let (mut s, mut r) = conn.open_bi().await.expect("open");
-                    s.write_all(format!("BULK {per_conn}\n").as_bytes()).await.expect("request");
+                    s.write_all(format!("BULK {per_conn}\n").as_bytes())
+                        .await
+                        .expect("request");
                     s.finish().expect("finish");
                     let mut got = 0usize;
                     while let Some(c) = r.read_chunk(usize::MAX, false).await.expect("read") {

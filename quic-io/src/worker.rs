@@ -282,7 +282,8 @@ impl Core {
                     .and_then(|d| d.protocol)
                     .map(|p| String::from_utf8_lossy(&p).into_owned())
                     .unwrap_or_default();
-                c.mode = if alpn == "h3" {
+                // Outgoing connections are raw QUIC only (no client-side WebTransport yet).
+                c.mode = if alpn == "h3" && c.inner.side().is_server() {
                     Mode::H3(Box::new(H3 {
                         hs: wt::Handshake::new(self.wt_protocols.clone()),
                         roles: HashMap::new(),
@@ -404,7 +405,9 @@ impl Core {
             return;
         }
         c.closed = true;
-        if !c.ready {
+        // An incoming connection that never became a session is not the application's
+        // business; an outgoing one is (its `connect` must learn that it failed).
+        if !c.ready && c.inner.side().is_server() {
             return;
         }
         let (code, text) = match reason {
@@ -834,6 +837,48 @@ impl<'a> Io<'a> {
         }
         self.core.mark_dirty(s);
         Ok(id)
+    }
+
+    /// Opens an outgoing raw-QUIC connection from this worker's socket; it becomes a session
+    /// like any other (`SessionReady` once the handshake completes, `SessionClosed` if it
+    /// fails). Replies reach this worker only if nothing else shares its port: use it from a
+    /// one-worker `Server` (a client or upstream endpoint), not from a steered server group,
+    /// where the peer's long-header replies are hashed by 4-tuple to any worker.
+    pub fn connect(
+        &mut self,
+        config: quinn_proto::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<SessionId, IoError> {
+        let (handle, inner) = self
+            .core
+            .endpoint
+            .connect(self.now, config, addr, server_name)
+            .map_err(|e| IoError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let sid = self.core.next_id;
+        self.core.next_id += 1;
+        self.core.conns.insert(
+            sid,
+            Conn {
+                handle,
+                inner,
+                remote: addr,
+                mode: Mode::Handshaking,
+                ready: false,
+                closed: false,
+                dirty: false,
+                timer: None,
+                close_at: None,
+                pending_prefix: HashMap::new(),
+            },
+        );
+        self.core.by_handle.insert(handle, sid);
+        self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.core.mark_dirty(sid);
+        Ok(sid)
     }
 
     /// Opens a bidirectional stream (WebTransport prefix written for you).
