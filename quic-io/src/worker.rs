@@ -255,6 +255,7 @@ impl Core {
         let Some(mut c) = self.conns.remove(&sid) else {
             return;
         };
+        let _span = tracing::debug_span!("conn", id = sid, worker = self.index).entered();
         while let Some(ev) = c.inner.poll() {
             self.on_conn_event(sid, &mut c, ev, now);
         }
@@ -305,9 +306,13 @@ impl Core {
                     }));
                 }
                 Mode::H3(_) => {
-                    // Our control stream: open for the connection's whole life.
+                    // Our control stream: open for the connection's whole life, and never
+                    // the application's.
                     if let Some(id) = c.inner.streams().open(Dir::Uni) {
                         let _ = c.inner.send_stream(id).write(&wt::control_stream_bytes());
+                        if let Mode::H3(h) = &mut c.mode {
+                            h.roles.insert(id, H3Role::Control);
+                        }
                     }
                 }
                 Mode::Handshaking => {}
@@ -992,7 +997,8 @@ impl<'a> Io<'a> {
     }
 
     /// Closes the session. WebTransport: CLOSE_WEBTRANSPORT_SESSION capsule, then the QUIC
-    /// connection after a short grace; raw QUIC: CONNECTION_CLOSE with the plain code.
+    /// connection after a short grace; raw QUIC: CONNECTION_CLOSE with the plain code. No
+    /// `SessionClosed` event follows: the caller already knows.
     pub fn close(&mut self, s: SessionId, code: u32, reason: &str) {
         let now = self.now;
         let Ok(c) = self.conn(s) else { return };
