@@ -247,7 +247,7 @@ impl Server {
             .ok()
             .and_then(|a| a.as_socket())
             .ok_or_else(|| StartError::Socket(io::Error::other("no local address")))?;
-        if workers > 1 {
+        if workers > 1 && config.socket.steer_bpf {
             steer::attach_reuseport_cbpf(&sockets[0], workers).map_err(StartError::Socket)?;
         }
         info!(%local_addr, workers, backend, "quic listening");
