@@ -118,6 +118,11 @@ pub enum IoError {
         stream: StreamId,
         code: u32,
     },
+    #[error("connect to {addr}: {reason}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
     #[error("session {session}: datagram not sent: {reason}")]
     Datagram { session: SessionId, reason: String },
 }

@@ -53,6 +53,9 @@ pub struct SocketConfig {
     pub gro: bool,
     /// Upper bound on datagrams per GSO send. This kernel accepts up to 128.
     pub max_gso_segments: usize,
+    /// Attach the CID-steering BPF program to the reuseport group. Off only for tests of the
+    /// user-space forwarding path, or if a kernel refuses the program.
+    pub steer_bpf: bool,
 }
 
 impl Default for SocketConfig {
@@ -66,12 +69,13 @@ impl Default for SocketConfig {
             // 64 KiB of 1200-byte datagrams would be 54; 40 gave ~15x packets/s in the
             // measurements of DESIGN.md while keeping one send's burst short.
             max_gso_segments: 40,
+            steer_bpf: true,
         }
     }
 }
 
 /// Thread layout (`[runtime]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuntimeConfig {
     /// Worker threads, each with its own socket and QUIC endpoint. 0 means one per allowed CPU.
     pub workers: usize,
@@ -79,16 +83,6 @@ pub struct RuntimeConfig {
     pub pin: bool,
     /// CPUs to pin to; empty means the process's allowed set.
     pub cpus: Vec<usize>,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            workers: 0,
-            pin: false,
-            cpus: Vec::new(),
-        }
-    }
 }
 
 /// QUIC transport settings (`[quic]`).

@@ -2,20 +2,26 @@
 //! UDP socket (SO_REUSEPORT, CID-steered), quinn-proto endpoint and connections, presenting
 //! raw-QUIC and WebTransport sessions through one event/action interface. It knows QUIC, UDP,
 //! TLS and WebTransport, and must never know MoQ messages.
+//!
+//! The daemon builds a [`Config`], calls [`Server::start`] with a factory that makes one
+//! [`Application`] per worker (on that worker's thread), and keeps the [`ServerHandle`] for
+//! counters, wakers, `reload_tls()` (SIGHUP) and `shutdown()` (SIGTERM). The application sees
+//! [`Event`]s and acts through [`Io`]; nothing in that interface depends on whether raw QUIC
+//! or WebTransport carried the session.
 
+pub mod app;
 pub mod config;
+mod net;
+pub mod server;
 pub mod steer;
 pub mod tls;
+mod worker;
 pub mod wt;
 
+pub use app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport, VarInt};
 pub use config::{
     Config, Congestion, IoBackend, LimitsConfig, QuicConfig, RuntimeConfig, SocketConfig, TlsSource,
 };
-pub mod app;
-pub mod server;
-mod worker;
-
-pub use app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport, VarInt};
 pub use server::{
     Server, ServerHandle, StartError, StatsSnapshot, Waker, WorkerCtx, WorkerStats, allowed_cpus,
 };

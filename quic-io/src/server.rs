@@ -247,7 +247,7 @@ impl Server {
             .ok()
             .and_then(|a| a.as_socket())
             .ok_or_else(|| StartError::Socket(io::Error::other("no local address")))?;
-        if workers > 1 {
+        if workers > 1 && config.socket.steer_bpf {
             steer::attach_reuseport_cbpf(&sockets[0], workers).map_err(StartError::Socket)?;
         }
         info!(%local_addr, workers, backend, "quic listening");
@@ -291,6 +291,7 @@ impl Server {
                 waker: wakers[index].clone(),
                 forward_rx,
                 forward_tx: txs.iter().cloned().zip(wakers.iter().cloned()).collect(),
+                uring: backend == "uring",
             };
             let pin = if config.runtime.pin && !cpus.is_empty() {
                 Some(cpus[index % cpus.len()])
@@ -423,15 +424,14 @@ fn pick_backend(io: IoBackend) -> Result<&'static str, StartError> {
     match io {
         IoBackend::Poll => Ok("poll"),
         IoBackend::Auto => {
-            let uring = io_uring::IoUring::new(8).is_ok();
-            info!(
-                uring_available = uring,
-                "io = auto: running the poll(2) backend (the io_uring loop is not built yet)"
-            );
-            Ok("poll")
+            let uring = crate::net::uring_available();
+            let picked = if uring { "uring" } else { "poll" };
+            info!(backend = picked, "io = auto");
+            Ok(picked)
         }
+        IoBackend::Uring if crate::net::uring_available() => Ok("uring"),
         IoBackend::Uring => Err(StartError::Uring(
-            "the io_uring loop is not built yet; use io = auto or poll".into(),
+            "io_uring_setup failed (seccomp or kernel.io_uring_disabled?)".into(),
         )),
     }
 }

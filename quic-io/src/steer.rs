@@ -29,7 +29,7 @@ pub struct WorkerCidGenerator {
 impl WorkerCidGenerator {
     /// `workers` must be in 1..=256 and `worker < workers`.
     pub fn new(worker: usize, workers: usize) -> Self {
-        assert!(workers >= 1 && workers <= MAX_WORKERS && worker < workers);
+        assert!((1..=MAX_WORKERS).contains(&workers) && worker < workers);
         Self {
             worker,
             workers,

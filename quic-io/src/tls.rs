@@ -177,6 +177,101 @@ pub fn transport_config(config: &Config) -> Result<TransportConfig, TlsError> {
     Ok(t)
 }
 
+/// How an outgoing connection checks the server's certificate.
+#[derive(Debug, Clone)]
+pub enum ServerVerify {
+    /// WebPKI validation against these roots.
+    Roots(Arc<rustls::RootCertStore>),
+    /// Accept exactly the leaf certificates with these SHA-256 digests (as browsers'
+    /// `serverCertificateHashes`); for self-signed development relays.
+    Sha256(Vec<[u8; 32]>),
+}
+
+#[derive(Debug)]
+struct PinnedVerifier {
+    digests: Vec<[u8; 32]>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let d = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+        if self.digests.iter().any(|x| x.as_slice() == d.as_ref()) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client config for raw-QUIC connections offering `alpns`, with our transport
+/// parameters. TLS 1.3 only.
+pub fn client_config(
+    verify: ServerVerify,
+    alpns: &[&str],
+    config: &Config,
+) -> Result<quinn_proto::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let mut tls = match verify {
+        ServerVerify::Roots(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
+        ServerVerify::Sha256(digests) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier { digests, provider }))
+            .with_no_client_auth(),
+    };
+    tls.alpn_protocols = alpns.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut cc = quinn_proto::ClientConfig::new(Arc::new(quic));
+    cc.transport_config(Arc::new(transport_config(config)?));
+    Ok(cc)
+}
+
 /// A complete quinn-proto server config: TLS 1.3 only, our ALPNs, our transport parameters.
 pub fn server_config(
     material: &TlsMaterial,

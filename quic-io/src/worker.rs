@@ -8,7 +8,6 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -22,15 +21,12 @@ use quinn_proto::{
 use tracing::{debug, info, trace};
 
 use crate::app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport};
+use crate::net::{Net, RxDatagram};
 use crate::server::{Shared, WorkerStats};
 use crate::wt;
 
-/// One GRO batch can be up to 64 KiB of coalesced datagrams.
-const RECV_BUF_SIZE: usize = 64 * 1024;
-/// Receive buffers per recvmmsg: 16 × 64 KiB = 1 MiB per worker is plenty to drain a burst.
-const RECV_BUFS: usize = 16;
-/// recvmmsg calls per loop iteration before timers, the application and sends get a turn.
-const RECV_CALLS_PER_ITERATION: usize = 8;
+/// Longest sleep without a deadline: a safety net so a lost wake-up costs at most this.
+const MAX_PARK: Duration = Duration::from_secs(1);
 /// Mis-steered packets queued per worker pair; beyond this they are dropped (and counted) —
 /// QUIC retransmits, and a flood must not grow memory.
 pub(crate) const FORWARD_QUEUE: usize = 1024;
@@ -119,80 +115,6 @@ pub(crate) struct Core {
     max_conns: usize,
     bucket: TokenBucket,
     scratch: Vec<u8>,
-    read_chunks: Vec<Bytes>,
-}
-
-/// The socket and its send state.
-struct Net {
-    socket: std::net::UdpSocket,
-    udp: quinn_udp::UdpSocketState,
-    max_segments: usize,
-    /// A send that hit EAGAIN, retried when the socket is writable again.
-    blocked: Option<(quinn_proto::Transmit, Vec<u8>)>,
-    stats: Arc<WorkerStats>,
-}
-
-impl Net {
-    /// Sends one (possibly GSO) batch. On EAGAIN the batch is parked and `Ok(false)` returned.
-    fn send(&mut self, t: &quinn_proto::Transmit, buf: &[u8]) -> io::Result<bool> {
-        let tx = quinn_udp::Transmit {
-            destination: t.destination,
-            ecn: t
-                .ecn
-                .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
-            contents: &buf[..t.size],
-            segment_size: t.segment_size.filter(|&s| s < t.size),
-            src_ip: t.src_ip,
-        };
-        match self.udp.try_send((&self.socket).into(), &tx) {
-            Ok(()) => {
-                let segs = match tx.segment_size {
-                    Some(s) if s > 0 => t.size.div_ceil(s),
-                    _ => 1,
-                } as u64;
-                self.stats.tx_sends.fetch_add(1, Ordering::Relaxed);
-                self.stats.tx_datagrams.fetch_add(segs, Ordering::Relaxed);
-                self.stats
-                    .tx_bytes
-                    .fetch_add(t.size as u64, Ordering::Relaxed);
-                self.stats
-                    .tx_max_segments
-                    .fetch_max(segs, Ordering::Relaxed);
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let parked = quinn_proto::Transmit {
-                    destination: t.destination,
-                    ecn: t.ecn,
-                    size: t.size,
-                    segment_size: t.segment_size,
-                    src_ip: t.src_ip,
-                };
-                self.blocked = Some((parked, buf[..t.size].to_vec()));
-                Ok(false)
-            }
-            Err(e) => {
-                // quinn-udp turns GSO off for the socket on EIO/EINVAL; follow it so the
-                // next batches are single datagrams. The lost batch is resent by QUIC's loss
-                // recovery. EMSGSIZE is expected for MTU probes.
-                let gso = self.udp.max_gso_segments().max(1);
-                if gso < self.max_segments {
-                    tracing::warn!(error = %e, "GSO send failed; GSO off for this socket");
-                    self.max_segments = gso;
-                }
-                debug!(error = %e, "send failed");
-                self.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
-                Ok(true)
-            }
-        }
-    }
-
-    fn flush_blocked(&mut self) -> io::Result<bool> {
-        match self.blocked.take() {
-            None => Ok(true),
-            Some((t, buf)) => self.send(&t, &buf),
-        }
-    }
 }
 
 /// New-handshake rate limiter: above the rate, clients must prove their address (Retry).
@@ -333,6 +255,7 @@ impl Core {
         let Some(mut c) = self.conns.remove(&sid) else {
             return;
         };
+        let _span = tracing::debug_span!("conn", id = sid, worker = self.index).entered();
         while let Some(ev) = c.inner.poll() {
             self.on_conn_event(sid, &mut c, ev, now);
         }
@@ -360,7 +283,8 @@ impl Core {
                     .and_then(|d| d.protocol)
                     .map(|p| String::from_utf8_lossy(&p).into_owned())
                     .unwrap_or_default();
-                c.mode = if alpn == "h3" {
+                // Outgoing connections are raw QUIC only (no client-side WebTransport yet).
+                c.mode = if alpn == "h3" && c.inner.side().is_server() {
                     Mode::H3(Box::new(H3 {
                         hs: wt::Handshake::new(self.wt_protocols.clone()),
                         roles: HashMap::new(),
@@ -382,9 +306,13 @@ impl Core {
                     }));
                 }
                 Mode::H3(_) => {
-                    // Our control stream: open for the connection's whole life.
+                    // Our control stream: open for the connection's whole life, and never
+                    // the application's.
                     if let Some(id) = c.inner.streams().open(Dir::Uni) {
                         let _ = c.inner.send_stream(id).write(&wt::control_stream_bytes());
+                        if let Mode::H3(h) = &mut c.mode {
+                            h.roles.insert(id, H3Role::Control);
+                        }
                     }
                 }
                 Mode::Handshaking => {}
@@ -482,7 +410,9 @@ impl Core {
             return;
         }
         c.closed = true;
-        if !c.ready {
+        // An incoming connection that never became a session is not the application's
+        // business; an outgoing one is (its `connect` must learn that it failed).
+        if !c.ready && c.inner.side().is_server() {
             return;
         }
         let (code, text) = match reason {
@@ -506,14 +436,12 @@ impl Core {
 
     /// Reads everything a stream has; flow control bounds how much that can be.
     fn read_stream(&mut self, sid: SessionId, c: &mut Conn, id: StreamId, now: Instant) {
-        let mut chunks_out = std::mem::take(&mut self.read_chunks);
-        chunks_out.clear();
+        let mut chunks_out = Vec::new();
         let mut fin = false;
         let mut reset = None;
         {
             let mut recv = c.inner.recv_stream(id);
             let Ok(mut chunks) = recv.read(true) else {
-                self.read_chunks = chunks_out;
                 return;
             };
             loop {
@@ -532,8 +460,7 @@ impl Core {
             }
             let _ = chunks.finalize();
         }
-        let drained: Vec<Bytes> = chunks_out.drain(..).collect();
-        self.read_chunks = chunks_out;
+        let drained = chunks_out;
         if matches!(c.mode, Mode::H3(_)) {
             self.h3_stream_input(sid, c, id, drained, fin, reset, now);
             return;
@@ -682,12 +609,11 @@ impl Core {
                 }
             }
         }
-        if fin || reset.is_some() {
-            if let Mode::H3(h) = &mut c.mode
-                && !matches!(h.roles.get(&id), Some(H3Role::Request | H3Role::Control))
-            {
-                h.roles.remove(&id);
-            }
+        if (fin || reset.is_some())
+            && let Mode::H3(h) = &mut c.mode
+            && !matches!(h.roles.get(&id), Some(H3Role::Request | H3Role::Control))
+        {
+            h.roles.remove(&id);
         }
         if let Err(e) = result {
             debug!(worker = self.index, session = sid, error = %e, "closing h3 connection");
@@ -775,18 +701,20 @@ impl Core {
         };
         let mut buf = std::mem::take(&mut self.scratch);
         let mut ok = true;
-        if self.net.blocked.is_none() {
+        if !self.net.blocked() {
             loop {
                 buf.clear();
-                let Some(t) = c.inner.poll_transmit(now, self.net.max_segments, &mut buf) else {
+                let Some(t) = c
+                    .inner
+                    .poll_transmit(now, self.net.max_segments(), &mut buf)
+                else {
                     break;
                 };
-                match self.net.send(&t, &buf) {
-                    Ok(true) => {}
-                    _ => {
-                        ok = false;
-                        break;
-                    }
+                if !self.net.send(&t, &buf) {
+                    // The batch was built but could not be queued; QUIC's loss recovery
+                    // resends its contents. Rare: only when the socket is full.
+                    ok = false;
+                    break;
                 }
             }
         } else {
@@ -916,6 +844,48 @@ impl<'a> Io<'a> {
         Ok(id)
     }
 
+    /// Opens an outgoing raw-QUIC connection from this worker's socket; it becomes a session
+    /// like any other (`SessionReady` once the handshake completes, `SessionClosed` if it
+    /// fails). Replies reach this worker only if nothing else shares its port: use it from a
+    /// one-worker `Server` (a client or upstream endpoint), not from a steered server group,
+    /// where the peer's long-header replies are hashed by 4-tuple to any worker.
+    pub fn connect(
+        &mut self,
+        config: quinn_proto::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<SessionId, IoError> {
+        let (handle, inner) = self
+            .core
+            .endpoint
+            .connect(self.now, config, addr, server_name)
+            .map_err(|e| IoError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let sid = self.core.next_id;
+        self.core.next_id += 1;
+        self.core.conns.insert(
+            sid,
+            Conn {
+                handle,
+                inner,
+                remote: addr,
+                mode: Mode::Handshaking,
+                ready: false,
+                closed: false,
+                dirty: false,
+                timer: None,
+                close_at: None,
+                pending_prefix: HashMap::new(),
+            },
+        );
+        self.core.by_handle.insert(handle, sid);
+        self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.core.mark_dirty(sid);
+        Ok(sid)
+    }
+
     /// Opens a bidirectional stream (WebTransport prefix written for you).
     pub fn open_bi(&mut self, s: SessionId) -> Result<StreamId, IoError> {
         self.open(s, Dir::Bi)
@@ -1027,7 +997,8 @@ impl<'a> Io<'a> {
     }
 
     /// Closes the session. WebTransport: CLOSE_WEBTRANSPORT_SESSION capsule, then the QUIC
-    /// connection after a short grace; raw QUIC: CONNECTION_CLOSE with the plain code.
+    /// connection after a short grace; raw QUIC: CONNECTION_CLOSE with the plain code. No
+    /// `SessionClosed` event follows: the caller already knows.
     pub fn close(&mut self, s: SessionId, code: u32, reason: &str) {
         let now = self.now;
         let Ok(c) = self.conn(s) else { return };
@@ -1076,6 +1047,7 @@ pub(crate) struct WorkerSetup {
     pub waker: crate::server::Waker,
     pub forward_rx: Receiver<Forwarded>,
     pub forward_tx: Vec<(SyncSender<Forwarded>, crate::server::Waker)>,
+    pub uring: bool,
 }
 
 pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<()> {
@@ -1089,21 +1061,21 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         waker,
         forward_rx,
         forward_tx,
+        uring,
     } = setup;
     let cfg = &shared.config;
-    let udp = quinn_udp::UdpSocketState::new((&socket).into())?;
-    if !cfg.socket.gro {
-        set_gro(&socket, false);
-    }
-    let max_segments = if cfg.socket.gso {
-        cfg.socket
-            .max_gso_segments
-            .clamp(1, udp.max_gso_segments().max(1))
-    } else {
-        1
-    };
+    let net = Net::new(
+        socket,
+        uring,
+        cfg.socket.max_gso_segments,
+        cfg.socket.gso,
+        cfg.socket.gro,
+        stats.clone(),
+        &waker,
+    )?;
     let now = Instant::now();
     let mut tls_gen = shared.tls_generation.load(Ordering::Acquire);
+    let max_segments = net.max_segments();
     let mut core = Core {
         index,
         endpoint,
@@ -1113,31 +1085,16 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         dirty: Vec::new(),
         events: VecDeque::new(),
         timers: BTreeSet::new(),
-        net: Net {
-            socket,
-            udp,
-            max_segments,
-            blocked: None,
-            stats: stats.clone(),
-        },
+        net,
         stats: stats.clone(),
         wt_protocols: cfg.quic.wt_protocols.clone(),
         max_conns: cfg.limits.max_connections_per_worker,
         bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
         scratch: Vec::with_capacity(max_segments * 1500),
-        read_chunks: Vec::new(),
     };
-    let mut bufs: Vec<Vec<u8>> = (0..RECV_BUFS.min(quinn_udp::BATCH_SIZE.max(1)))
-        .map(|_| vec![0u8; RECV_BUF_SIZE])
-        .collect();
-    let mut metas = vec![quinn_udp::RecvMeta::default(); bufs.len()];
+    let mut rx: Vec<RxDatagram> = Vec::new();
     let mut shutdown_deadline: Option<Instant> = None;
-    debug!(
-        worker = index,
-        max_segments,
-        gro = core.net.udp.gro_segments(),
-        "worker running"
-    );
+    debug!(worker = index, max_segments, uring, "worker running");
 
     loop {
         let now = Instant::now();
@@ -1158,72 +1115,32 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
                     .set_server_config(Some(slot.server_config.clone()));
             }
         }
-        waker.drain();
 
-        // Receive.
-        let mut recv_more = false;
-        for call in 0..RECV_CALLS_PER_ITERATION {
-            let mut iov: Vec<io::IoSliceMut<'_>> =
-                bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
-            match core
-                .net
-                .udp
-                .recv((&core.net.socket).into(), &mut iov, &mut metas)
+        // Receive: our own datagrams, then what other workers forwarded.
+        rx.clear();
+        let recv_more = core.net.recv(&mut rx);
+        for d in rx.drain(..) {
+            if workers > 1
+                && let Some(owner) = crate::steer::packet_owner(&d.data, workers)
+                && owner != index
             {
-                Ok(n) => {
-                    drop(iov);
-                    for (meta, buf) in metas.iter().zip(bufs.iter()).take(n) {
-                        let stride = if meta.stride == 0 {
-                            meta.len
-                        } else {
-                            meta.stride
-                        };
-                        stats.rx_batches.fetch_add(1, Ordering::Relaxed);
-                        let segs = meta.len.div_ceil(stride.max(1)) as u64;
-                        stats.rx_datagrams.fetch_add(segs, Ordering::Relaxed);
-                        stats.rx_max_segments.fetch_max(segs, Ordering::Relaxed);
-                        for dgram in buf[..meta.len].chunks(stride.max(1)) {
-                            let ecn = meta.ecn.and_then(|e| EcnCodepoint::from_bits(e as u8));
-                            if workers > 1
-                                && let Some(owner) = crate::steer::packet_owner(dgram, workers)
-                                && owner != index
-                            {
-                                stats.missteered.fetch_add(1, Ordering::Relaxed);
-                                let (tx, w) = &forward_tx[owner];
-                                let fwd = Forwarded {
-                                    data: BytesMut::from(dgram),
-                                    remote: meta.addr,
-                                    local_ip: meta.dst_ip,
-                                    ecn,
-                                };
-                                match tx.try_send(fwd) {
-                                    Ok(()) => w.wake(),
-                                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                                        stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                }
-                                continue;
-                            }
-                            core.handle_datagram(
-                                now,
-                                meta.addr,
-                                meta.dst_ip,
-                                ecn,
-                                BytesMut::from(dgram),
-                            );
-                        }
-                    }
-                    if call + 1 == RECV_CALLS_PER_ITERATION {
-                        recv_more = true;
+                stats.missteered.fetch_add(1, Ordering::Relaxed);
+                let (tx, w) = &forward_tx[owner];
+                let fwd = Forwarded {
+                    data: d.data,
+                    remote: d.remote,
+                    local_ip: d.local_ip,
+                    ecn: d.ecn,
+                };
+                match tx.try_send(fwd) {
+                    Ok(()) => w.wake(),
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                        stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors and the like surface here; they are per-packet, not fatal.
-                    trace!(error = %e, "recv error");
-                    break;
-                }
+                continue;
             }
+            core.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
         }
         for _ in 0..FORWARD_QUEUE {
             let Ok(f) = forward_rx.try_recv() else { break };
@@ -1259,7 +1176,7 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
                 now,
             },
         );
-        let _ = core.net.flush_blocked();
+        core.net.unblock();
         let batch = std::mem::take(&mut core.dirty);
         for sid in &batch {
             if let Some(c) = core.conns.get_mut(sid) {
@@ -1271,61 +1188,23 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
             core.flush(sid, now);
         }
 
-        // Wait.
-        let busy = recv_more
-            || !core.events.is_empty()
-            || (!core.dirty.is_empty() && core.net.blocked.is_none());
+        // Wait (and, on io_uring, submit the queued sends in the same call).
+        let busy =
+            recv_more || !core.events.is_empty() || (!core.dirty.is_empty() && !core.net.blocked());
         let deadline = [core.next_timer(), app.timeout(), shutdown_deadline]
             .into_iter()
             .flatten()
             .min();
-        let timeout_ms: i32 = if busy {
-            0
+        let timeout = if busy {
+            Duration::ZERO
         } else {
-            match deadline {
-                None => 1000,
-                Some(d) => {
-                    let dt = d.saturating_duration_since(Instant::now());
-                    dt.as_micros().div_ceil(1000).min(1000) as i32
-                }
-            }
+            deadline
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(MAX_PARK)
+                .min(MAX_PARK)
         };
-        let mut fds = [
-            libc::pollfd {
-                fd: core.net.socket.as_raw_fd(),
-                events: libc::POLLIN
-                    | if core.net.blocked.is_some() {
-                        libc::POLLOUT
-                    } else {
-                        0
-                    },
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: waker.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        if timeout_ms != 0 {
-            // SAFETY: fds is a valid array of two pollfd for the duration of the call.
-            unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
-        }
+        core.net.wait(timeout, &waker);
     }
     info!(worker = index, "worker stopped");
     Ok(())
-}
-
-fn set_gro(socket: &std::net::UdpSocket, on: bool) {
-    let v: libc::c_int = on.into();
-    // SAFETY: a plain setsockopt with a c_int value on a socket we own.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            &v as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }

@@ -236,7 +236,7 @@ enum ConnectState {
     /// Waiting for a CONNECT on the first request stream.
     Waiting,
     /// The CONNECT was decoded but the peer's SETTINGS have not arrived.
-    Held(ConnectRequest, u64),
+    Held(Box<ConnectRequest>, u64),
     /// Accepted; the CONNECT stream now carries capsules.
     Live { stream: u64 },
     /// Rejected or closed.
@@ -333,7 +333,7 @@ impl Handshake {
                     if let ConnectState::Held(req, stream) =
                         std::mem::replace(&mut self.connect, ConnectState::Waiting)
                     {
-                        self.answer(req, stream);
+                        self.answer(*req, stream);
                     }
                 }
                 (0x04, true) => return Err(WtError::DuplicateSettings),
@@ -415,7 +415,7 @@ impl Handshake {
                 if self.settings_seen {
                     self.answer(req, stream);
                 } else {
-                    self.connect = ConnectState::Held(req, stream);
+                    self.connect = ConnectState::Held(Box::new(req), stream);
                 }
             }
             Err(ConnectError::FieldSectionTooLarge | ConnectError::FrameTooLarge) => {
@@ -486,10 +486,7 @@ impl Handshake {
         }
         self.connect_buf.extend_from_slice(data);
         // Unwrap DATA frames into capsules, in place: frames first, then capsules.
-        loop {
-            let Some((typ, hdr, total)) = frame_header(&self.connect_buf) else {
-                break;
-            };
+        while let Some((typ, hdr, total)) = frame_header(&self.connect_buf) {
             if total > MAX_CAPSULE_BUFFER {
                 return Err(WtError::TooLarge {
                     stream,

@@ -154,10 +154,16 @@ impl Application for Echo {
     }
 }
 
+/// `QUIC_IO_BACKEND=poll` (or `uring`) forces every test onto one backend, so the whole
+/// suite can be run against each.
 pub fn config(workers: usize, io: IoBackend) -> Config {
     let mut c = Config::new("127.0.0.1:0".parse().unwrap());
     c.runtime.workers = workers;
-    c.socket.io = io;
+    c.socket.io = match std::env::var("QUIC_IO_BACKEND").as_deref() {
+        Ok("poll") => IoBackend::Poll,
+        Ok("uring") => IoBackend::Uring,
+        _ => io,
+    };
     c
 }
 
