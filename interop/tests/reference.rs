@@ -207,6 +207,24 @@ async fn forced_versions_04_and_03_carry_data_over_both_transports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pinned_to_06_fails_against_a_relay_without_06() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    for url in [relay.https_url("anon"), relay.quic_url("anon")] {
+        let mut options = ConnectOptions::new(relay.trust()).with_versions(&["moq-lite-06"]);
+        options.connect_timeout = Duration::from_secs(5);
+        let result = connect_with(&url, options).await;
+        assert!(
+            matches!(result, Err(Error::Connect { .. })),
+            "{url}: {:?}",
+            result.err()
+        );
+        if let Err(err) = result {
+            eprintln!("{url}: {err}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_follows_the_url_scheme() {
     let relay = relay(&RELAY_VERSIONS).await;
     let wt = open(&relay.https_url("anon"), ConnectOptions::new(relay.trust())).await;
