@@ -20,6 +20,7 @@
 //!   empty means the client default, newest first: `moq-lite-06, moq-lite-05,
 //!   moq-lite-04, moq-lite-03, moql, moqt-22 … moqt-15, moq-00`.
 
+pub mod cut_proxy;
 mod error;
 mod publish;
 pub mod reference_relay;

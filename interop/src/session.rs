@@ -65,6 +65,10 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Bound on each later wait (see [`DEFAULT_OP_TIMEOUT`]).
     pub op_timeout: Duration,
+    /// QUIC idle timeout to advertise; `None` keeps the client's 10 s. QUIC uses the
+    /// smaller of both ends', so a short one here makes the relay notice a vanished
+    /// client (see [`crate::cut_proxy`]) quickly.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -77,6 +81,7 @@ impl ConnectOptions {
             subscribe_prefix: Some(String::new()),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             op_timeout: DEFAULT_OP_TIMEOUT,
+            idle_timeout: None,
         }
     }
 
@@ -146,12 +151,17 @@ pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Session,
         url::Host::Domain(_) => None,
     };
 
-    let client = config
-        .init(moq_tokio::quic::Config::default())
-        .map_err(|source| Error::Setup {
-            what: "client",
-            source,
-        })?;
+    let mut quic = moq_tokio::quic::Config::default();
+    if let Some(idle) = options.idle_timeout {
+        quic.idle_timeout = idle;
+        // Keep-alives must come well inside the idle timeout, or a quiet but live
+        // session would time out.
+        quic.keep_alive = quic.keep_alive.min(idle / 3);
+    }
+    let client = config.init(quic).map_err(|source| Error::Setup {
+        what: "client",
+        source,
+    })?;
     let mut client = client.with_reconnect(false);
 
     let publish = if options.publish {

@@ -366,3 +366,53 @@ async fn abrupt_publisher_crash_ends_the_broadcast_for_the_subscriber() {
     );
     subscriber.close().await;
 }
+
+/// QUIC idle timeout the vanishing publisher advertises; QUIC takes the smaller of both
+/// ends', so the relay drops the silent peer after this long.
+const VANISH_IDLE: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silently_vanished_publisher_ends_the_broadcast_after_the_idle_timeout() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let proxy = interop::cut_proxy::CutProxy::start(relay.local_addr())
+        .await
+        .expect("proxy starts");
+    let mut options = ConnectOptions::new(relay.trust()).publish_only();
+    options.idle_timeout = Some(VANISH_IDLE);
+    let publisher = open(&format!("https://{}/anon", proxy.local_addr()), options).await;
+    let subscriber = open(
+        &relay.https_url("anon"),
+        ConnectOptions::new(relay.trust()).subscribe_only("demo"),
+    )
+    .await;
+    let mut announcements = subscriber.announcements().expect("announcements");
+
+    let (_broadcast, mut tracks) = publisher.publish("demo/a", &["video"]).expect("publish");
+    let track = tracks.pop().expect("one track");
+    announcements
+        .wait_announced("demo/a")
+        .await
+        .expect("announced");
+    let mut sub = subscriber
+        .subscribe("demo/a", "video")
+        .await
+        .expect("subscribe");
+    track.write_group([payload(0, 1)]).expect("group");
+    let first = sub.next_group().await.expect("event").expect("a group");
+    assert_eq!((first.sequence, first.complete), (0, true));
+
+    // No CONNECTION_CLOSE: from the relay's side the publisher just goes quiet.
+    proxy.cut();
+    let started = std::time::Instant::now();
+    announcements
+        .wait_ended("demo/a")
+        .await
+        .expect("unannounced after the idle timeout");
+    sub.broadcast_ended(Duration::from_secs(5))
+        .await
+        .expect("broadcast ends");
+    eprintln!("vanished publisher noticed after {:?}", started.elapsed());
+    drop(track);
+    subscriber.close().await;
+    drop(publisher);
+}
