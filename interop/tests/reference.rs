@@ -30,8 +30,18 @@ fn loopback() -> SocketAddr {
 /// A payload that differs per (group, frame) in both content and size, including one
 /// frame larger than a QUIC packet and a flow-control window's worth of small ones.
 fn payload(group: u64, frame: u64) -> Bytes {
+    payload_with_head(group, frame, 200_000)
+}
+
+/// As [`payload`] with a 2 kB first frame, for tests with many subscribers: a debug
+/// build of the in-process relay on a shared 2-core box moves only a few MB/s.
+fn small_payload(group: u64, frame: u64) -> Bytes {
+    payload_with_head(group, frame, 2_000)
+}
+
+fn payload_with_head(group: u64, frame: u64, head: usize) -> Bytes {
     let len = match frame {
-        0 => 200_000,
+        0 => head,
         _ => 1 + ((group * 31 + frame * 7) % 1500) as usize,
     };
     let mut bytes = Vec::with_capacity(len);
@@ -56,7 +66,9 @@ async fn relay(versions: &[&str]) -> ReferenceRelay {
         .expect("reference relay starts")
 }
 
-fn write_groups(track: &interop::TrackPublisher, groups: std::ops::Range<u64>) {
+type Payload = fn(u64, u64) -> Bytes;
+
+fn write_groups(track: &interop::TrackPublisher, groups: std::ops::Range<u64>, payload: Payload) {
     for group in groups {
         let sequence = track
             .write_group((0..FRAMES_PER_GROUP).map(|frame| payload(group, frame)))
@@ -71,6 +83,7 @@ async fn receive_groups(
     count: u64,
     next_index: &mut [u64],
     ended: &mut [bool],
+    payload: Payload,
 ) {
     let mut done = 0;
     while done < count {
@@ -136,15 +149,15 @@ async fn publish_and_receive(relay: &ReferenceRelay, url: &str, versions: &[&str
         .await
         .expect("subscribe");
 
-    // Group 0 first, read in full, then the rest in a burst. Before 05 a fresh
-    // subscription starts at whatever group is newest when the publisher processes
-    // it, so a burst written at once would legitimately arrive as its last group only.
+    // Group 0 first, read in full, then the rest in a burst. Up to 05 the reference
+    // publisher starts a fresh subscription at whatever group is newest when it first
+    // has one to serve, so a burst written at once would arrive as its last group only.
     let mut ended = vec![false; GROUPS as usize];
     let mut next_index = vec![0u64; GROUPS as usize];
-    write_groups(&track, 0..1);
-    receive_groups(&mut sub, 1, &mut next_index, &mut ended).await;
-    write_groups(&track, 1..GROUPS);
-    receive_groups(&mut sub, GROUPS - 1, &mut next_index, &mut ended).await;
+    write_groups(&track, 0..1, payload);
+    receive_groups(&mut sub, 1, &mut next_index, &mut ended, payload).await;
+    write_groups(&track, 1..GROUPS, payload);
+    receive_groups(&mut sub, GROUPS - 1, &mut next_index, &mut ended, payload).await;
 
     // Finish only after everything arrived: the reference relay cancels its upstream
     // subscription as soon as the track's end is known, even with a group still in
@@ -415,4 +428,90 @@ async fn silently_vanished_publisher_ends_the_broadcast_after_the_idle_timeout()
     drop(track);
     subscriber.close().await;
     drop(publisher);
+}
+
+/// Subscribers in the fan-out test: enough to exercise the relay's fan-out and the
+/// harness's concurrency, few enough for a shared 2-core machine in debug builds.
+const FANOUT_SUBSCRIBERS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_of_a_fan_out_receives_every_frame_in_order() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let publisher = open(
+        &relay.quic_url("anon"),
+        ConnectOptions::new(relay.trust()).publish_only(),
+    )
+    .await;
+    let (_broadcast, mut tracks) = publisher.publish("demo/a", &["video"]).expect("publish");
+    let track = tracks.pop().expect("one track");
+
+    // Half over WebTransport, half over raw QUIC; all subscribed before any group.
+    let mut subscribers = Vec::new();
+    for i in 0..FANOUT_SUBSCRIBERS {
+        let url = match i % 2 {
+            0 => relay.https_url("anon"),
+            _ => relay.quic_url("anon"),
+        };
+        let session = open(
+            &url,
+            ConnectOptions::new(relay.trust()).subscribe_only("demo"),
+        )
+        .await;
+        assert_eq!(session.version_name().as_deref(), Some("moq-lite-05"));
+        let sub = session
+            .subscribe("demo/a", "video")
+            .await
+            .expect("subscribe");
+        subscribers.push((session, sub));
+    }
+
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(2 * FANOUT_SUBSCRIBERS);
+    let mut readers = tokio::task::JoinSet::new();
+    for (session, mut sub) in subscribers {
+        let done = done_tx.clone();
+        readers.spawn(async move {
+            let mut next_index = vec![0u64; GROUPS as usize];
+            let mut ended = vec![false; GROUPS as usize];
+            receive_groups(&mut sub, 1, &mut next_index, &mut ended, small_payload).await;
+            done.send(()).await.expect("main task waits");
+            receive_groups(
+                &mut sub,
+                GROUPS - 1,
+                &mut next_index,
+                &mut ended,
+                small_payload,
+            )
+            .await;
+            done.send(()).await.expect("main task waits");
+            let end = sub.next().await.expect("end of track");
+            session.close().await;
+            end
+        });
+    }
+    // Group 0 alone first: up to 05 the reference publisher starts a subscription at
+    // whatever group is newest when it first has one to serve, so a burst into a
+    // fresh subscription arrives as its last group only (see publish_and_receive).
+    write_groups(&track, 0..1, small_payload);
+    for _ in 0..FANOUT_SUBSCRIBERS {
+        tokio::time::timeout(Duration::from_secs(30), done_rx.recv())
+            .await
+            .expect("every reader gets group 0")
+            .expect("readers alive");
+    }
+    write_groups(&track, 1..GROUPS, small_payload);
+    // Finish once every reader has every group (see publish_and_receive for why).
+    for _ in 0..FANOUT_SUBSCRIBERS {
+        tokio::time::timeout(Duration::from_secs(30), done_rx.recv())
+            .await
+            .expect("every reader gets every group")
+            .expect("readers alive");
+    }
+    track.finish().expect("finish");
+    while let Some(joined) = readers.join_next().await {
+        assert_eq!(
+            joined.expect("reader task"),
+            TrackEvent::End(TrackEnd::Finished)
+        );
+    }
+    publisher.close().await;
 }
