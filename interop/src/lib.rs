@@ -24,6 +24,7 @@ pub mod cut_proxy;
 mod error;
 mod publish;
 pub mod reference_relay;
+pub mod rogue;
 mod session;
 mod subscribe;
 
