@@ -515,3 +515,82 @@ async fn every_subscriber_of_a_fan_out_receives_every_frame_in_order() {
     }
     publisher.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_on_05_starts_at_the_newest_group_from_its_first_frame() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let url = relay.quic_url("anon");
+    let publisher = open(&url, ConnectOptions::new(relay.trust()).publish_only()).await;
+    let early = open(
+        &url,
+        ConnectOptions::new(relay.trust()).subscribe_only("demo"),
+    )
+    .await;
+    let (_broadcast, mut tracks) = publisher.publish("demo/a", &["t"]).expect("publish");
+    let track = tracks.pop().expect("track");
+
+    // An early subscriber keeps the relay's upstream subscription (and cache) alive.
+    let mut early_sub = early.subscribe("demo/a", "t").await.expect("subscribe");
+    write_groups(&track, 0..1, small_payload);
+    let mut next_index = vec![0u64; GROUPS as usize];
+    let mut ended = vec![false; GROUPS as usize];
+    receive_groups(
+        &mut early_sub,
+        1,
+        &mut next_index,
+        &mut ended,
+        small_payload,
+    )
+    .await;
+    write_groups(&track, 1..3, small_payload);
+    receive_groups(
+        &mut early_sub,
+        2,
+        &mut next_index,
+        &mut ended,
+        small_payload,
+    )
+    .await;
+    let mut open_group = track.append_group().expect("group 3");
+    open_group
+        .write_frame(small_payload(3, 0))
+        .expect("frame 0");
+    open_group
+        .write_frame(small_payload(3, 1))
+        .expect("frame 1");
+
+    let late = open(
+        &url,
+        ConnectOptions::new(relay.trust()).subscribe_only("demo"),
+    )
+    .await;
+    assert_eq!(late.version_name().as_deref(), Some("moq-lite-05"));
+    let mut late_sub = late.subscribe("demo/a", "t").await.expect("late subscribe");
+    for index in 0..2 {
+        match late_sub.next().await.expect("event") {
+            TrackEvent::Frame(frame) => {
+                assert_eq!((frame.group, frame.index), (3, index));
+                assert_eq!(frame.payload, small_payload(3, index));
+            }
+            other => panic!("late joiner expected frame {index} of group 3, got {other:?}"),
+        }
+    }
+    open_group
+        .write_frame(small_payload(3, 2))
+        .expect("frame 2");
+    open_group.finish().expect("finish group 3");
+    match late_sub.next().await.expect("event") {
+        TrackEvent::Frame(frame) => assert_eq!((frame.group, frame.index), (3, 2)),
+        other => panic!("expected frame 2 of group 3, got {other:?}"),
+    }
+    assert_eq!(
+        late_sub.next().await.expect("event"),
+        TrackEvent::GroupEnd {
+            group: 3,
+            frames: 3
+        }
+    );
+    late.close().await;
+    early.close().await;
+    publisher.close().await;
+}
