@@ -30,7 +30,7 @@ mod subscribe;
 
 pub use error::Error;
 pub use publish::{BroadcastPublisher, GroupPublisher, TrackPublisher};
-pub use session::{ConnectOptions, Session, TlsTrust, Transport, connect, connect_with};
+pub use session::{ConnectOptions, Dialer, Session, TlsTrust, Transport, connect, connect_with};
 pub use subscribe::{
     AnnounceEvent, Announcements, Received, ReceivedGroup, SubscribeOptions, TrackEnd, TrackEvent,
     TrackSubscriber,

