@@ -648,3 +648,37 @@ async fn one_dialer_holds_many_idle_sessions_over_one_endpoint() {
     dialer.close().await;
     publisher.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_relay_roots_each_session_at_its_request_path() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let publisher = open(
+        &relay.https_url("anon"),
+        ConnectOptions::new(relay.trust()).publish_only(),
+    )
+    .await;
+    let at_root = open(
+        &relay.quic_url(""),
+        ConnectOptions::new(relay.trust()).subscribe_only("anon"),
+    )
+    .await;
+    let at_anon = open(
+        &relay.quic_url("anon"),
+        ConnectOptions::new(relay.trust()).subscribe_only(""),
+    )
+    .await;
+    let mut seen_from_root = at_root.announcements().expect("feed");
+    let mut seen_from_anon = at_anon.announcements().expect("feed");
+    let (_broadcast, _tracks) = publisher.publish("bbb", &["t"]).expect("publish");
+    assert_eq!(
+        seen_from_root.next().await.expect("announce"),
+        AnnounceEvent::Announced("anon/bbb".into())
+    );
+    assert_eq!(
+        seen_from_anon.next().await.expect("announce"),
+        AnnounceEvent::Announced("bbb".into())
+    );
+    publisher.close().await;
+    at_root.close().await;
+    at_anon.close().await;
+}
