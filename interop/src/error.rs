@@ -62,6 +62,10 @@ pub enum Error {
     #[error("limit reached: {0}")]
     Limit(String),
 
+    /// The misbehaving client's transport failed (see [`crate::rogue`]).
+    #[error("rogue client: {0}")]
+    Rogue(String),
+
     /// The announcement feed or session ended while we waited on it.
     #[error("{0} closed")]
     Closed(&'static str),

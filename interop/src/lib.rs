@@ -20,15 +20,17 @@
 //!   empty means the client default, newest first: `moq-lite-06, moq-lite-05,
 //!   moq-lite-04, moq-lite-03, moql, moqt-22 … moqt-15, moq-00`.
 
+pub mod cut_proxy;
 mod error;
 mod publish;
 pub mod reference_relay;
+pub mod rogue;
 mod session;
 mod subscribe;
 
 pub use error::Error;
 pub use publish::{BroadcastPublisher, GroupPublisher, TrackPublisher};
-pub use session::{ConnectOptions, Session, TlsTrust, Transport, connect, connect_with};
+pub use session::{ConnectOptions, Dialer, Session, TlsTrust, Transport, connect, connect_with};
 pub use subscribe::{
     AnnounceEvent, Announcements, Received, ReceivedGroup, SubscribeOptions, TrackEnd, TrackEvent,
     TrackSubscriber,

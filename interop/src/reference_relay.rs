@@ -1,15 +1,17 @@
 //! An in-process relay built only from the reference crates (`moq-tokio` server +
 //! one shared `moq-net` origin): every accepted session publishes into the origin and
 //! is served from it. It is the "other relay" for side-by-side tests and benchmarks and
-//! the peer that proves this harness works without our relay. It owns its listener,
-//! its generated self-signed certificate and one task per session, all bounded; it
-//! must never grow features of its own (auth, roots per path, clustering), because then
-//! it would stop being the reference.
+//! the peer that proves this harness works without our relay. Like moq-relay (spec
+//! 8.1), each session is rooted at its request path: a client at `/anon` publishing
+//! `bbb` creates `anon/bbb`. It owns its listener, its generated self-signed
+//! certificate and one task per session, all bounded; it must never grow features of
+//! its own (auth, clustering), because then it would stop being the reference.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use moq_net::{Pattern, Patterns};
 use tokio::task::JoinSet;
 
 use crate::error::Error;
@@ -108,9 +110,25 @@ pub async fn start_with(config: RelayConfig) -> Result<ReferenceRelay, Error> {
                 continue;
             }
             counter.fetch_add(1, Ordering::Relaxed);
-            let request = request
-                .with_publisher(origin.consume())
-                .with_subscriber(origin.clone());
+            let root = request.path().to_owned();
+            let everything = Patterns::from(Pattern::all());
+            let scoped = origin
+                .consume()
+                .scope(&root, &everything)
+                .and_then(|publish| {
+                    origin
+                        .scope(&root, &everything)
+                        .map(|subscribe| (publish, subscribe))
+                });
+            let (publish, subscribe) = match scoped {
+                Ok(scoped) => scoped,
+                Err(err) => {
+                    tracing::debug!(%err, root, "reference relay refusing an unusable root");
+                    let _ = request.reject(moq_tokio::server::Reject::App(400)).await;
+                    continue;
+                }
+            };
+            let request = request.with_publisher(publish).with_subscriber(subscribe);
             sessions.spawn(async move {
                 match request.ok().await {
                     Ok(session) => {

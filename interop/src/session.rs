@@ -65,6 +65,10 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Bound on each later wait (see [`DEFAULT_OP_TIMEOUT`]).
     pub op_timeout: Duration,
+    /// QUIC idle timeout to advertise; `None` keeps the client's 10 s. QUIC uses the
+    /// smaller of both ends', so a short one here makes the relay notice a vanished
+    /// client (see [`crate::cut_proxy`]) quickly.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -77,6 +81,7 @@ impl ConnectOptions {
             subscribe_prefix: Some(String::new()),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             op_timeout: DEFAULT_OP_TIMEOUT,
+            idle_timeout: None,
         }
     }
 
@@ -114,93 +119,158 @@ pub async fn connect(url: &str, tls: TlsTrust) -> Result<Session, Error> {
 }
 
 /// Dial `url` with explicit options. Returns once the MoQ session is established.
+/// The session has a QUIC endpoint (UDP socket) of its own; use a [`Dialer`] to open
+/// many sessions over one endpoint.
 pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Session, Error> {
-    let parsed = url::Url::parse(url).map_err(|err| Error::InvalidUrl {
-        url: url.split('?').next().unwrap_or_default().to_owned(),
-        reason: err.to_string(),
-    })?;
-    let shown = redact(&parsed);
-    let transport = match parsed.scheme() {
-        "https" => Transport::WebTransport,
-        "moql" | "moqt" => Transport::RawQuic,
-        other => return Err(Error::UnsupportedScheme(other.to_owned())),
-    };
-    let host = parsed.host().ok_or_else(|| Error::InvalidUrl {
-        url: shown.clone(),
-        reason: "no host".into(),
-    })?;
+    let dialer = Dialer::new(url, options)?;
+    let mut session = dialer.dial().await?;
+    session.owns_endpoint = true;
+    Ok(session)
+}
 
-    let mut config = moq_tokio::connect::Config::default();
-    match &options.tls {
-        TlsTrust::InsecureSkipVerify => config.tls.insecure = Some(true),
-        TlsTrust::Fingerprint(hex) => config.tls.fingerprint = vec![hex.replace(':', "")],
-    }
-    config.version = parse_versions(&options.versions)?;
-    config.timeout = options.connect_timeout;
-    config.once = Some(true);
-    // The client's default bind is a dual-stack `[::]:0`; bind the family of an IP
-    // literal instead, so an IPv4-only loopback (containers) still works.
-    config.bind = match host {
-        url::Host::Ipv4(_) => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
-        url::Host::Ipv6(_) => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)),
-        url::Host::Domain(_) => None,
-    };
+/// Sessions one [`Dialer`] may open: the 1000-idle-connection test plus headroom;
+/// each costs a task and client state, so a runaway loop must stop somewhere.
+pub const MAX_SESSIONS_PER_DIALER: usize = 10_000;
 
-    let client = config
-        .init(moq_tokio::quic::Config::default())
-        .map_err(|source| Error::Setup {
+/// Opens many sessions to one URL over one client QUIC endpoint (one UDP socket), the
+/// cheap way to hold hundreds of idle connections open against a relay.
+pub struct Dialer {
+    client: moq_tokio::Client,
+    url: url::Url,
+    shown: String,
+    transport: Transport,
+    options: ConnectOptions,
+    dialed: std::sync::atomic::AtomicUsize,
+}
+
+impl Dialer {
+    /// Check `url` and `options` and bind the client endpoint; nothing is sent yet.
+    pub fn new(url: &str, options: ConnectOptions) -> Result<Self, Error> {
+        let parsed = url::Url::parse(url).map_err(|err| Error::InvalidUrl {
+            url: url.split('?').next().unwrap_or_default().to_owned(),
+            reason: err.to_string(),
+        })?;
+        let shown = redact(&parsed);
+        let transport = match parsed.scheme() {
+            "https" => Transport::WebTransport,
+            "moql" | "moqt" => Transport::RawQuic,
+            other => return Err(Error::UnsupportedScheme(other.to_owned())),
+        };
+        let host = parsed.host().ok_or_else(|| Error::InvalidUrl {
+            url: shown.clone(),
+            reason: "no host".into(),
+        })?;
+
+        let mut config = moq_tokio::connect::Config::default();
+        match &options.tls {
+            TlsTrust::InsecureSkipVerify => config.tls.insecure = Some(true),
+            TlsTrust::Fingerprint(hex) => config.tls.fingerprint = vec![hex.replace(':', "")],
+        }
+        config.version = parse_versions(&options.versions)?;
+        config.timeout = options.connect_timeout;
+        config.once = Some(true);
+        // The client's default bind is a dual-stack `[::]:0`; bind the family of an IP
+        // literal instead, so an IPv4-only loopback (containers) still works.
+        config.bind = match host {
+            url::Host::Ipv4(_) => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            url::Host::Ipv6(_) => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)),
+            url::Host::Domain(_) => None,
+        };
+        let mut quic = moq_tokio::quic::Config::default();
+        if let Some(idle) = options.idle_timeout {
+            quic.idle_timeout = idle;
+            // Keep-alives must come well inside the idle timeout, or a quiet but live
+            // session would time out.
+            quic.keep_alive = quic.keep_alive.min(idle / 3);
+        }
+        let client = config.init(quic).map_err(|source| Error::Setup {
             what: "client",
             source,
         })?;
-    let mut client = client.with_reconnect(false);
-
-    let publish = if options.publish {
-        let origin = moq_tokio::origin::spawn();
-        client = client.with_publisher(origin.consume());
-        Some(origin)
-    } else {
-        None
-    };
-
-    let subscribe = match &options.subscribe_prefix {
-        Some(prefix) => {
-            let origin = moq_tokio::origin::spawn();
-            let pattern = Pattern::subtree(prefix).map_err(|err| Error::InvalidPath {
-                path: prefix.clone(),
-                reason: err.to_string(),
-            })?;
-            let scoped = origin
-                .scope("", &Patterns::from(pattern))
-                .map_err(|err| Error::moq(format!("scoping subscriptions to {prefix:?}"), err))?;
-            client = client.with_subscriber(scoped.clone());
-            Some(scoped)
+        // Validate the prefix now rather than on the first dial.
+        if let Some(prefix) = &options.subscribe_prefix {
+            subtree(prefix)?;
         }
-        None => None,
-    };
+        Ok(Self {
+            client: client.with_reconnect(false),
+            url: parsed,
+            shown,
+            transport,
+            options,
+            dialed: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
 
-    // moq-tokio bounds the attempt itself with `config.timeout`; the outer bound is a
-    // backstop in case the loop never reports.
-    let connection = bounded(
-        || format!("session with {shown}"),
-        options.connect_timeout + Duration::from_secs(1),
-        client.connect(parsed.clone()).established(),
-    )
-    .await?
-    .map_err(|source| Error::Connect {
-        url: shown.clone(),
-        source,
+    /// Open one more session. Closing it ([`Session::close`]) leaves the shared
+    /// endpoint to the dialer; see [`Dialer::close`].
+    pub async fn dial(&self) -> Result<Session, Error> {
+        let dialed = self
+            .dialed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if dialed >= MAX_SESSIONS_PER_DIALER {
+            return Err(Error::Limit(format!(
+                "{MAX_SESSIONS_PER_DIALER} sessions from one dialer"
+            )));
+        }
+        let mut client = self.client.clone();
+        let publish = if self.options.publish {
+            let origin = moq_tokio::origin::spawn();
+            client = client.with_publisher(origin.consume());
+            Some(origin)
+        } else {
+            None
+        };
+        let subscribe = match &self.options.subscribe_prefix {
+            Some(prefix) => {
+                let origin = moq_tokio::origin::spawn();
+                let scoped = origin.scope("", &subtree(prefix)?).map_err(|err| {
+                    Error::moq(format!("scoping subscriptions to {prefix:?}"), err)
+                })?;
+                client = client.with_subscriber(scoped.clone());
+                Some(scoped)
+            }
+            None => None,
+        };
+
+        // moq-tokio bounds the attempt itself with `connect_timeout`; the outer bound
+        // is a backstop in case the loop never reports.
+        let shown = &self.shown;
+        let connection = bounded(
+            || format!("session with {shown}"),
+            self.options.connect_timeout + Duration::from_secs(1),
+            client.connect(self.url.clone()).established(),
+        )
+        .await?
+        .map_err(|source| Error::Connect {
+            url: shown.clone(),
+            source,
+        })?;
+
+        tracing::debug!(url = %shown, version = ?connection.version(), transport = ?self.transport, "interop session established");
+        Ok(Session {
+            client,
+            connection,
+            publish,
+            subscribe,
+            transport: self.transport,
+            url: shown.clone(),
+            op_timeout: self.options.op_timeout,
+            owns_endpoint: false,
+        })
+    }
+
+    /// Close the shared endpoint, ending every session it carries.
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.client.close()).await;
+    }
+}
+
+fn subtree(prefix: &str) -> Result<Patterns, Error> {
+    let pattern = Pattern::subtree(prefix).map_err(|err| Error::InvalidPath {
+        path: prefix.to_owned(),
+        reason: err.to_string(),
     })?;
-
-    tracing::debug!(url = %shown, version = ?connection.version(), ?transport, "interop session established");
-    Ok(Session {
-        client,
-        connection,
-        publish,
-        subscribe,
-        transport,
-        url: shown,
-        op_timeout: options.op_timeout,
-    })
+    Ok(Patterns::from(pattern))
 }
 
 fn parse_versions(names: &[String]) -> Result<Vec<moq_net::Version>, Error> {
@@ -224,6 +294,9 @@ pub struct Session {
     transport: Transport,
     url: String,
     op_timeout: Duration,
+    /// Whether closing this session also closes the client endpoint (false when a
+    /// [`Dialer`] shares it between sessions).
+    owns_endpoint: bool,
 }
 
 impl Session {
@@ -334,10 +407,15 @@ impl Session {
     /// receive the QUIC close.
     pub async fn close(self) {
         let Self {
-            client, connection, ..
+            client,
+            connection,
+            owns_endpoint,
+            ..
         } = self;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await;
+        if owns_endpoint {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await;
+        }
     }
 
     /// Simulate a crash: close the QUIC connection at once with application code
@@ -349,12 +427,17 @@ impl Session {
             connection,
             publish,
             subscribe,
+            owns_endpoint,
             ..
         } = self;
         connection.abort(moq_net::Error::App(CRASH_CODE));
         // Send the CONNECTION_CLOSE before the origins drop, so the peer never sees a
         // tidy unannounce first.
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await;
+        if owns_endpoint {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await;
+        } else {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.closed()).await;
+        }
         drop((publish, subscribe));
     }
 }

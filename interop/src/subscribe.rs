@@ -108,8 +108,9 @@ impl Announcements {
     }
 }
 
-/// How to subscribe. The default asks the publisher for everything it still holds
-/// within `max_age` and never skips a group locally unless it is that stale.
+/// How to subscribe. The default never skips a group locally unless it is 30 s stale.
+/// Where delivery starts is the publisher's choice: up to 05 the newest group; on 06
+/// the oldest group still within `max_age`.
 #[derive(Clone, Copy, Debug)]
 pub struct SubscribeOptions {
     /// Subscriber priority on the wire (higher first).

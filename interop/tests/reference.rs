@@ -30,8 +30,18 @@ fn loopback() -> SocketAddr {
 /// A payload that differs per (group, frame) in both content and size, including one
 /// frame larger than a QUIC packet and a flow-control window's worth of small ones.
 fn payload(group: u64, frame: u64) -> Bytes {
+    payload_with_head(group, frame, 200_000)
+}
+
+/// As [`payload`] with a 2 kB first frame, for tests with many subscribers: a debug
+/// build of the in-process relay on a shared 2-core box moves only a few MB/s.
+fn small_payload(group: u64, frame: u64) -> Bytes {
+    payload_with_head(group, frame, 2_000)
+}
+
+fn payload_with_head(group: u64, frame: u64, head: usize) -> Bytes {
     let len = match frame {
-        0 => 200_000,
+        0 => head,
         _ => 1 + ((group * 31 + frame * 7) % 1500) as usize,
     };
     let mut bytes = Vec::with_capacity(len);
@@ -56,7 +66,9 @@ async fn relay(versions: &[&str]) -> ReferenceRelay {
         .expect("reference relay starts")
 }
 
-fn write_groups(track: &interop::TrackPublisher, groups: std::ops::Range<u64>) {
+type Payload = fn(u64, u64) -> Bytes;
+
+fn write_groups(track: &interop::TrackPublisher, groups: std::ops::Range<u64>, payload: Payload) {
     for group in groups {
         let sequence = track
             .write_group((0..FRAMES_PER_GROUP).map(|frame| payload(group, frame)))
@@ -71,6 +83,7 @@ async fn receive_groups(
     count: u64,
     next_index: &mut [u64],
     ended: &mut [bool],
+    payload: Payload,
 ) {
     let mut done = 0;
     while done < count {
@@ -136,15 +149,15 @@ async fn publish_and_receive(relay: &ReferenceRelay, url: &str, versions: &[&str
         .await
         .expect("subscribe");
 
-    // Group 0 first, read in full, then the rest in a burst. Before 05 a fresh
-    // subscription starts at whatever group is newest when the publisher processes
-    // it, so a burst written at once would legitimately arrive as its last group only.
+    // Group 0 first, read in full, then the rest in a burst. Up to 05 the reference
+    // publisher starts a fresh subscription at whatever group is newest when it first
+    // has one to serve, so a burst written at once would arrive as its last group only.
     let mut ended = vec![false; GROUPS as usize];
     let mut next_index = vec![0u64; GROUPS as usize];
-    write_groups(&track, 0..1);
-    receive_groups(&mut sub, 1, &mut next_index, &mut ended).await;
-    write_groups(&track, 1..GROUPS);
-    receive_groups(&mut sub, GROUPS - 1, &mut next_index, &mut ended).await;
+    write_groups(&track, 0..1, payload);
+    receive_groups(&mut sub, 1, &mut next_index, &mut ended, payload).await;
+    write_groups(&track, 1..GROUPS, payload);
+    receive_groups(&mut sub, GROUPS - 1, &mut next_index, &mut ended, payload).await;
 
     // Finish only after everything arrived: the reference relay cancels its upstream
     // subscription as soon as the track's end is known, even with a group still in
@@ -202,6 +215,24 @@ async fn forced_versions_04_and_03_carry_data_over_both_transports() {
         for url in [relay.https_url("anon"), relay.quic_url("anon")] {
             let negotiated = publish_and_receive(&relay, &url, &[version]).await;
             assert_eq!(negotiated, version, "over {url}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pinned_to_06_fails_against_a_relay_without_06() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    for url in [relay.https_url("anon"), relay.quic_url("anon")] {
+        let mut options = ConnectOptions::new(relay.trust()).with_versions(&["moq-lite-06"]);
+        options.connect_timeout = Duration::from_secs(5);
+        let result = connect_with(&url, options).await;
+        assert!(
+            matches!(result, Err(Error::Connect { .. })),
+            "{url}: {:?}",
+            result.err()
+        );
+        if let Err(err) = result {
+            eprintln!("{url}: {err}");
         }
     }
 }
@@ -347,4 +378,307 @@ async fn abrupt_publisher_crash_ends_the_broadcast_for_the_subscriber() {
         started.elapsed()
     );
     subscriber.close().await;
+}
+
+/// QUIC idle timeout the vanishing publisher advertises; QUIC takes the smaller of both
+/// ends', so the relay drops the silent peer after this long.
+const VANISH_IDLE: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silently_vanished_publisher_ends_the_broadcast_after_the_idle_timeout() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let proxy = interop::cut_proxy::CutProxy::start(relay.local_addr())
+        .await
+        .expect("proxy starts");
+    let mut options = ConnectOptions::new(relay.trust()).publish_only();
+    options.idle_timeout = Some(VANISH_IDLE);
+    let publisher = open(&format!("https://{}/anon", proxy.local_addr()), options).await;
+    let subscriber = open(
+        &relay.https_url("anon"),
+        ConnectOptions::new(relay.trust()).subscribe_only("demo"),
+    )
+    .await;
+    let mut announcements = subscriber.announcements().expect("announcements");
+
+    let (_broadcast, mut tracks) = publisher.publish("demo/a", &["video"]).expect("publish");
+    let track = tracks.pop().expect("one track");
+    announcements
+        .wait_announced("demo/a")
+        .await
+        .expect("announced");
+    let mut sub = subscriber
+        .subscribe("demo/a", "video")
+        .await
+        .expect("subscribe");
+    track.write_group([payload(0, 1)]).expect("group");
+    let first = sub.next_group().await.expect("event").expect("a group");
+    assert_eq!((first.sequence, first.complete), (0, true));
+
+    // No CONNECTION_CLOSE: from the relay's side the publisher just goes quiet.
+    proxy.cut();
+    let started = std::time::Instant::now();
+    announcements
+        .wait_ended("demo/a")
+        .await
+        .expect("unannounced after the idle timeout");
+    sub.broadcast_ended(Duration::from_secs(5))
+        .await
+        .expect("broadcast ends");
+    eprintln!("vanished publisher noticed after {:?}", started.elapsed());
+    drop(track);
+    subscriber.close().await;
+    drop(publisher);
+}
+
+/// Subscribers in the fan-out test: enough to exercise the relay's fan-out and the
+/// harness's concurrency, few enough for a shared 2-core machine in debug builds.
+const FANOUT_SUBSCRIBERS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_of_a_fan_out_receives_every_frame_in_order() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let publisher = open(
+        &relay.quic_url("anon"),
+        ConnectOptions::new(relay.trust()).publish_only(),
+    )
+    .await;
+    let (_broadcast, mut tracks) = publisher.publish("demo/a", &["video"]).expect("publish");
+    let track = tracks.pop().expect("one track");
+
+    // Half over WebTransport, half over raw QUIC; all subscribed before any group.
+    let mut subscribers = Vec::new();
+    for i in 0..FANOUT_SUBSCRIBERS {
+        let url = match i % 2 {
+            0 => relay.https_url("anon"),
+            _ => relay.quic_url("anon"),
+        };
+        let session = open(
+            &url,
+            ConnectOptions::new(relay.trust()).subscribe_only("demo"),
+        )
+        .await;
+        assert_eq!(session.version_name().as_deref(), Some("moq-lite-05"));
+        let sub = session
+            .subscribe("demo/a", "video")
+            .await
+            .expect("subscribe");
+        subscribers.push((session, sub));
+    }
+
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(2 * FANOUT_SUBSCRIBERS);
+    let mut readers = tokio::task::JoinSet::new();
+    for (session, mut sub) in subscribers {
+        let done = done_tx.clone();
+        readers.spawn(async move {
+            let mut next_index = vec![0u64; GROUPS as usize];
+            let mut ended = vec![false; GROUPS as usize];
+            receive_groups(&mut sub, 1, &mut next_index, &mut ended, small_payload).await;
+            done.send(()).await.expect("main task waits");
+            receive_groups(
+                &mut sub,
+                GROUPS - 1,
+                &mut next_index,
+                &mut ended,
+                small_payload,
+            )
+            .await;
+            done.send(()).await.expect("main task waits");
+            let end = sub.next().await.expect("end of track");
+            session.close().await;
+            end
+        });
+    }
+    // Group 0 alone first: up to 05 the reference publisher starts a subscription at
+    // whatever group is newest when it first has one to serve, so a burst into a
+    // fresh subscription arrives as its last group only (see publish_and_receive).
+    write_groups(&track, 0..1, small_payload);
+    for _ in 0..FANOUT_SUBSCRIBERS {
+        tokio::time::timeout(Duration::from_secs(30), done_rx.recv())
+            .await
+            .expect("every reader gets group 0")
+            .expect("readers alive");
+    }
+    write_groups(&track, 1..GROUPS, small_payload);
+    // Finish once every reader has every group (see publish_and_receive for why).
+    for _ in 0..FANOUT_SUBSCRIBERS {
+        tokio::time::timeout(Duration::from_secs(30), done_rx.recv())
+            .await
+            .expect("every reader gets every group")
+            .expect("readers alive");
+    }
+    track.finish().expect("finish");
+    while let Some(joined) = readers.join_next().await {
+        assert_eq!(
+            joined.expect("reader task"),
+            TrackEvent::End(TrackEnd::Finished)
+        );
+    }
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_on_05_starts_at_the_newest_group_from_its_first_frame() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let url = relay.quic_url("anon");
+    let publisher = open(&url, ConnectOptions::new(relay.trust()).publish_only()).await;
+    let early = open(
+        &url,
+        ConnectOptions::new(relay.trust()).subscribe_only("demo"),
+    )
+    .await;
+    let (_broadcast, mut tracks) = publisher.publish("demo/a", &["t"]).expect("publish");
+    let track = tracks.pop().expect("track");
+
+    // An early subscriber keeps the relay's upstream subscription (and cache) alive.
+    let mut early_sub = early.subscribe("demo/a", "t").await.expect("subscribe");
+    write_groups(&track, 0..1, small_payload);
+    let mut next_index = vec![0u64; GROUPS as usize];
+    let mut ended = vec![false; GROUPS as usize];
+    receive_groups(
+        &mut early_sub,
+        1,
+        &mut next_index,
+        &mut ended,
+        small_payload,
+    )
+    .await;
+    write_groups(&track, 1..3, small_payload);
+    receive_groups(
+        &mut early_sub,
+        2,
+        &mut next_index,
+        &mut ended,
+        small_payload,
+    )
+    .await;
+    let mut open_group = track.append_group().expect("group 3");
+    open_group
+        .write_frame(small_payload(3, 0))
+        .expect("frame 0");
+    open_group
+        .write_frame(small_payload(3, 1))
+        .expect("frame 1");
+
+    let late = open(
+        &url,
+        ConnectOptions::new(relay.trust()).subscribe_only("demo"),
+    )
+    .await;
+    assert_eq!(late.version_name().as_deref(), Some("moq-lite-05"));
+    let mut late_sub = late.subscribe("demo/a", "t").await.expect("late subscribe");
+    for index in 0..2 {
+        match late_sub.next().await.expect("event") {
+            TrackEvent::Frame(frame) => {
+                assert_eq!((frame.group, frame.index), (3, index));
+                assert_eq!(frame.payload, small_payload(3, index));
+            }
+            other => panic!("late joiner expected frame {index} of group 3, got {other:?}"),
+        }
+    }
+    open_group
+        .write_frame(small_payload(3, 2))
+        .expect("frame 2");
+    open_group.finish().expect("finish group 3");
+    match late_sub.next().await.expect("event") {
+        TrackEvent::Frame(frame) => assert_eq!((frame.group, frame.index), (3, 2)),
+        other => panic!("expected frame 2 of group 3, got {other:?}"),
+    }
+    assert_eq!(
+        late_sub.next().await.expect("event"),
+        TrackEvent::GroupEnd {
+            group: 3,
+            frames: 3
+        }
+    );
+    late.close().await;
+    early.close().await;
+    publisher.close().await;
+}
+
+/// Idle sessions in the dialer test: a tenth of issue 6's 1000, to keep this suite
+/// quick on a shared machine; the code path is the same.
+const IDLE_SESSIONS: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dialer_holds_many_idle_sessions_over_one_endpoint() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let dialer = interop::Dialer::new(
+        &relay.quic_url("anon"),
+        ConnectOptions::new(relay.trust()).subscribe_only("idle"),
+    )
+    .expect("dialer");
+    let started = std::time::Instant::now();
+    let mut sessions = Vec::with_capacity(IDLE_SESSIONS);
+    for _ in 0..IDLE_SESSIONS {
+        sessions.push(dialer.dial().await.expect("idle session"));
+    }
+    eprintln!("{IDLE_SESSIONS} sessions in {:?}", started.elapsed());
+    // The relay counts a session when its accept loop gets to it, which can trail the
+    // client's view of the handshake by a moment.
+    for _ in 0..500 {
+        if relay.sessions_accepted() == IDLE_SESSIONS as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(relay.sessions_accepted(), IDLE_SESSIONS as u64);
+
+    // Closing one session leaves the others (and the shared endpoint) alive.
+    let first = sessions.remove(0);
+    first.close().await;
+    let last = sessions.last().expect("sessions left");
+    assert_eq!(last.version_name().as_deref(), Some("moq-lite-05"));
+    let publisher = open(
+        &relay.quic_url("anon"),
+        ConnectOptions::new(relay.trust()).publish_only(),
+    )
+    .await;
+    let (_broadcast, mut tracks) = publisher.publish("idle/x", &["t"]).expect("publish");
+    let track = tracks.pop().expect("track");
+    let mut sub = last
+        .subscribe("idle/x", "t")
+        .await
+        .expect("subscribe on a shared endpoint");
+    track
+        .write_group([Bytes::from_static(b"still alive")])
+        .expect("group");
+    let group = sub.next_group().await.expect("event").expect("group");
+    assert_eq!(group.frames, [Bytes::from_static(b"still alive")]);
+
+    dialer.close().await;
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_relay_roots_each_session_at_its_request_path() {
+    let relay = relay(&RELAY_VERSIONS).await;
+    let publisher = open(
+        &relay.https_url("anon"),
+        ConnectOptions::new(relay.trust()).publish_only(),
+    )
+    .await;
+    let at_root = open(
+        &relay.quic_url(""),
+        ConnectOptions::new(relay.trust()).subscribe_only("anon"),
+    )
+    .await;
+    let at_anon = open(
+        &relay.quic_url("anon"),
+        ConnectOptions::new(relay.trust()).subscribe_only(""),
+    )
+    .await;
+    let mut seen_from_root = at_root.announcements().expect("feed");
+    let mut seen_from_anon = at_anon.announcements().expect("feed");
+    let (_broadcast, _tracks) = publisher.publish("bbb", &["t"]).expect("publish");
+    assert_eq!(
+        seen_from_root.next().await.expect("announce"),
+        AnnounceEvent::Announced("anon/bbb".into())
+    );
+    assert_eq!(
+        seen_from_anon.next().await.expect("announce"),
+        AnnounceEvent::Announced("bbb".into())
+    );
+    publisher.close().await;
+    at_root.close().await;
+    at_anon.close().await;
 }
