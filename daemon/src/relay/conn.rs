@@ -166,6 +166,11 @@ impl Conn {
                 };
                 let _ = io.stop_sending(session, stream, code.stream_code(self.version) as u32);
             }
+            Action::SetPriority { stream, priority } => {
+                if let Some(stream) = to_quic(stream) {
+                    let _ = io.set_priority(session, stream, priority);
+                }
+            }
             Action::SendDatagram { data } => {
                 let _ = io.send_datagram(session, data);
             }

@@ -42,6 +42,17 @@ const MAX_DRIVE_ROUNDS: usize = 1024;
 /// I/O; the rest is handled on the next iteration (the loop does not sleep meanwhile).
 const MAX_DELIVERIES_PER_POLL: usize = 65_536;
 
+/// How the relay subscribes to a publishing session: every group, unordered, and a
+/// latency budget long enough that the publisher never skips a group on our account (the
+/// relay's own subscribers apply their budgets).
+const UPSTREAM_SUBSCRIPTION: proto::SubscribeUpdate = proto::SubscribeUpdate {
+    priority: 0,
+    ordered: false,
+    max_latency_ms: 30_000,
+    start: None,
+    end: None,
+};
+
 /// What a router subscriber on this worker is for.
 #[derive(Debug, Clone, Copy)]
 enum SubscriberRole {
@@ -423,6 +434,16 @@ impl RelayWorker {
                     debug!(worker = self.worker, session, %err, "track info not routed");
                 }
             }
+            MoqEvent::FetchRequested { request, .. } => {
+                // FETCH of a cached group is not served yet: refuse it cleanly.
+                let _ = conn.moq.reject_fetch(request, ErrorCode::NotFound);
+            }
+            MoqEvent::FetchCancelled { .. }
+            | MoqEvent::FetchFrame { .. }
+            | MoqEvent::FetchEnded { .. } => {}
+            MoqEvent::StreamFailed { code, reason } => {
+                debug!(worker = self.worker, session, ?code, %reason, "stream failed");
+            }
             MoqEvent::GoAway { uri } => {
                 debug!(worker = self.worker, session, %uri, "peer sent GOAWAY")
             }
@@ -437,13 +458,11 @@ impl RelayWorker {
         conn.moq.on_connection_closed(ErrorCode::from_number(code));
         for (path, broadcast) in conn.published.drain() {
             self.broadcasts.remove(&broadcast);
-            // A publisher that left without unannouncing may come back: keep its broadcast
-            // for the linger period (`[cluster] linger`), as moq-relay does.
-            let result = if code == 0 {
-                self.shard.unannounce(broadcast)
-            } else {
-                self.shard.publisher_lost(now, broadcast)
-            };
+            // A publisher that leaves gracefully withdraws its announcements first (they
+            // were handled as `Unannounced`); one that still has broadcasts is lost and
+            // may come back, so they linger (`[cluster] linger`). The close code cannot
+            // decide this: the reference client's crash over WebTransport arrives as 0.
+            let result = self.shard.publisher_lost(now, broadcast);
             if let Err(err) = result {
                 debug!(worker = self.worker, session, %path, %err, "broadcast end not routed");
             }
@@ -509,7 +528,7 @@ impl RelayWorker {
                             }
                         }
                     }
-                    match conn.moq.subscribe(&relative, &name, 0, None, None) {
+                    match conn.moq.subscribe(&relative, &name, UPSTREAM_SUBSCRIPTION) {
                         Ok(subscription) => conn.add_upstream(subscription, broadcast, track, name),
                         Err(err) => {
                             warn!(worker = self.worker, session, %err, "cannot subscribe to the publisher");

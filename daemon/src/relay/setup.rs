@@ -89,6 +89,7 @@ pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) 
             gso: config.effective_gso(),
             gro: config.socket.gro,
             max_gso_segments: config.socket.max_gso_segments,
+            steer_bpf: true,
         },
         quic: quic_io::QuicConfig {
             idle_timeout: quic.idle_timeout,
