@@ -152,11 +152,11 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         if !server.workers_alive() {
             anyhow::bail!("a worker thread stopped; exiting so the service manager restarts us");
         }
-        if let Some(interval) = watchdog {
-            if last_ping.elapsed() >= interval {
-                notify::watchdog();
-                last_ping = Instant::now();
-            }
+        if let Some(interval) = watchdog
+            && last_ping.elapsed() >= interval
+        {
+            notify::watchdog();
+            last_ping = Instant::now();
         }
         std::thread::sleep(CONTROL_TICK);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::Running;
 use interop::{
-    AnnounceEvent, Bytes, ConnectOptions, Session, TlsTrust, TrackEnd, TrackEvent, TrackSubscriber,
+    AnnounceEvent, Bytes, ConnectOptions, Session, TlsTrust, TrackEvent, TrackSubscriber,
     connect_with,
 };
 

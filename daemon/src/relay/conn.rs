@@ -366,11 +366,11 @@ impl Conn {
                 Err(err) => debug!(session = self.id, group, %err, "group not started"),
             },
             Delivery::Frame { group, payload } => {
-                if let Some(&id) = state.groups.get(&group) {
-                    if let Err(err) = moq.write_frame(id, 0, payload) {
-                        debug!(session = self.id, group, %err, "frame not written");
-                        state.groups.remove(&group);
-                    }
+                if let Some(&id) = state.groups.get(&group)
+                    && let Err(err) = moq.write_frame(id, 0, payload)
+                {
+                    debug!(session = self.id, group, %err, "frame not written");
+                    state.groups.remove(&group);
                 }
             }
             Delivery::GroupEnd { group } => {

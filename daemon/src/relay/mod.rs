@@ -374,10 +374,10 @@ impl RelayWorker {
                 payload,
                 ..
             } => {
-                if let Some(upstream) = conn.upstream.get(&subscription) {
-                    if let Err(err) = self.shard.push_frame(upstream.track, sequence, payload) {
-                        debug!(worker = self.worker, session, %err, "frame not routed");
-                    }
+                if let Some(upstream) = conn.upstream.get(&subscription)
+                    && let Err(err) = self.shard.push_frame(upstream.track, sequence, payload)
+                {
+                    debug!(worker = self.worker, session, %err, "frame not routed");
                 }
             }
             MoqEvent::GroupEnded {
