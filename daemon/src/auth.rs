@@ -7,6 +7,8 @@
 //! verification is not built yet; a session that presents a token is refused with the
 //! same code moq-relay uses for a token it cannot verify.
 
+use proto::path::{join, normalize, strip_prefix};
+
 use crate::config::AuthConfig;
 
 /// Application close code for every refusal that moq-relay maps to HTTP 401/403.
@@ -174,36 +176,6 @@ fn reduce(
         return Err(Rejection::NothingGranted(root.to_owned()));
     }
     Ok(access)
-}
-
-/// Splits on `/`, drops empty segments, joins with `/`: `/room//123/` is `room/123`.
-pub fn normalize(path: &str) -> String {
-    path.split('/')
-        .filter(|segment| !segment.is_empty())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// The rest of normalised `path` after the segment-aware `prefix` (empty when equal),
-/// or `None` when `prefix` does not cover it (`foo` covers `foo/bar`, not `foobar`).
-pub fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
-    if prefix.is_empty() {
-        return Some(path);
-    }
-    let rest = path.strip_prefix(prefix)?;
-    if rest.is_empty() {
-        Some(rest)
-    } else {
-        rest.strip_prefix('/')
-    }
-}
-
-fn join(a: &str, b: &str) -> String {
-    match (a.is_empty(), b.is_empty()) {
-        (true, _) => b.to_owned(),
-        (_, true) => a.to_owned(),
-        _ => format!("{a}/{b}"),
-    }
 }
 
 #[cfg(test)]
