@@ -4,7 +4,6 @@
 
 pub mod auth;
 pub mod config;
-pub mod cpu;
 pub mod listen;
 pub mod logging;
 pub mod notify;

@@ -11,7 +11,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use moq_relayd::config::{self, Loaded, Source};
-use moq_relayd::{auth, cpu, logging, notify, relay, support};
+use moq_relayd::{auth, logging, notify, relay, support};
 
 /// Exit status for a configuration that cannot be used (as with `--check`).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -113,7 +113,7 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
             "[auth] grants nothing (no `public`, no key): every publish and subscribe will be refused"
         );
     }
-    let relay = relay::start(config, &cpu::allowed_cpus())?;
+    let relay = relay::start(config, &config::allowed_cpus())?;
     let server = &relay.handle;
     let local_addr = server.local_addr();
     let fingerprint = server.fingerprint();

@@ -12,4 +12,4 @@ mod validate;
 
 pub use load::{ConfigError, Loaded, Source, load, load_embedded_default, to_toml};
 pub use types::*;
-pub use validate::HostFacts;
+pub use validate::{HostFacts, allowed_cpus};

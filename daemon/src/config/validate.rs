@@ -19,9 +19,16 @@ pub struct HostFacts {
 impl HostFacts {
     pub fn of_this_process() -> Self {
         Self {
-            allowed_cpus: crate::cpu::allowed_cpus(),
+            allowed_cpus: allowed_cpus(),
         }
     }
+}
+
+/// The CPUs this process may run on (the workers pin from the same set). If the kernel
+/// will not say, CPU 0 alone, so any larger worker count fails validation loudly.
+pub fn allowed_cpus() -> Vec<usize> {
+    let cpus = quic_io::allowed_cpus();
+    if cpus.is_empty() { vec![0] } else { cpus }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

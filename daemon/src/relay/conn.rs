@@ -422,3 +422,13 @@ impl Conn {
         true
     }
 }
+
+/// A publisher's TRACK_INFO as the router keeps it.
+pub fn router_track_info(info: &proto::TrackInfo) -> router::TrackInfo {
+    router::TrackInfo {
+        priority: info.priority,
+        ordered: info.ordered,
+        max_latency: std::time::Duration::from_millis(info.max_latency_ms),
+        timescale: info.timescale,
+    }
+}

@@ -416,17 +416,14 @@ impl RelayWorker {
                     return;
                 };
                 let result = match info {
-                    Ok(info) => {
-                        let info = router::TrackInfo {
-                            priority: info.priority,
-                            ordered: info.ordered,
-                            max_latency: std::time::Duration::from_millis(info.max_latency_ms),
-                            timescale: info.timescale,
-                        };
-                        self.shard
-                            .publish_track(upstream.broadcast, &upstream.name, info)
-                            .map(drop)
-                    }
+                    Ok(info) => self
+                        .shard
+                        .publish_track(
+                            upstream.broadcast,
+                            &upstream.name,
+                            conn::router_track_info(&info),
+                        )
+                        .map(drop),
                     Err(ErrorCode::NotFound) => self.shard.reject_track(upstream.track),
                     Err(_) => Ok(()),
                 };
