@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::Running;
+use interop::rogue::RogueSession;
 use interop::{
     AnnounceEvent, Bytes, ConnectOptions, Session, TlsTrust, TrackEvent, TrackSubscriber,
     connect_with,
@@ -330,4 +331,80 @@ async fn without_an_auth_section_sessions_are_refused() {
     assert!(!refused.is_empty());
     let line = relay.relay.wait_for_line("session refused");
     assert!(line.contains("no anonymous access"), "{line}");
+}
+
+/// Garbage after a valid stream type on the streams a session is steered by: a raw-QUIC
+/// 04 Subscribe stream whose SUBSCRIBE cannot be parsed, and a WebTransport 05 Setup
+/// stream whose SETUP cannot be parsed. (Random bytes as the stream type itself are an
+/// unknown type, which moq-lite says to refuse per stream, so they prove less.)
+const GARBAGE_STREAMS: [(&str, bool, &[u8]); 2] = [
+    ("moq-lite-04", true, &[0x02, 0x04, 0xff, 0xff, 0xff, 0xff]),
+    ("moq-lite-05", false, &[0x01, 0x03, 0xff, 0xff, 0xff]),
+];
+
+/// The session close code moq-lite 03–05 use for a protocol violation.
+const PROTOCOL_VIOLATION: u64 = 15;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_control_stream_closes_that_session_and_no_other() {
+    let relay = Running::start(PUBLIC_TWO_WORKERS);
+    let url = relay.https_url("");
+    let publisher = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
+    let (_broadcast, mut tracks) = publisher
+        .publish("demo/steady", &["video"])
+        .expect("publish");
+    let track = tracks.pop().unwrap();
+    let subscriber = open(
+        &url,
+        ConnectOptions::new(trust(&relay)).subscribe_only("demo"),
+    )
+    .await;
+    let mut sub = subscriber
+        .subscribe("demo/steady", "video")
+        .await
+        .expect("subscribe");
+
+    let rogue_trust = trust(&relay);
+    let (quic_url, https_url) = (relay.quic_url(""), relay.https_url(""));
+    let rogues = tokio::spawn(async move {
+        let mut closes = Vec::new();
+        for (version, raw, garbage) in GARBAGE_STREAMS {
+            let url = if raw { &quic_url } else { &https_url };
+            let mut rogue =
+                RogueSession::connect(url, &rogue_trust, version, Duration::from_secs(10))
+                    .await
+                    .unwrap_or_else(|err| panic!("rogue {version} handshake: {err}"));
+            if raw {
+                rogue.send_bidi(garbage).await.expect("write garbage");
+            } else {
+                rogue.send_uni(garbage).await.expect("write garbage");
+            }
+            let close = rogue.closed(Duration::from_secs(10)).await.expect("closed");
+            closes.push((version, close));
+        }
+        closes
+    });
+
+    // Keep the flow going for as long as the rogues live, and a little after.
+    let mut group = 0;
+    let mut after = 3;
+    while after > 0 {
+        assert!(group < 1000, "the rogue sessions were never closed");
+        if rogues.is_finished() {
+            after -= 1;
+        }
+        write_group(&track, group);
+        expect_group(&mut sub, group, FRAMES).await;
+        group += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (version, close) in rogues.await.expect("rogue task") {
+        assert_eq!(
+            close.code,
+            Some(PROTOCOL_VIOLATION),
+            "{version} rogue closed with {close:?}"
+        );
+        assert!(close.reason.contains("malformed"), "{close:?}");
+    }
+    publisher.close().await;
 }

@@ -439,7 +439,15 @@ impl RelayWorker {
             | MoqEvent::FetchFrame { .. }
             | MoqEvent::FetchEnded { .. } => {}
             MoqEvent::StreamFailed { code, reason } => {
-                debug!(worker = self.worker, session, ?code, %reason, "stream failed");
+                if breaks_the_protocol(code) {
+                    // A peer that sends bytes we cannot parse is broken, not unlucky: keep
+                    // nothing of it rather than guess what its other streams meant.
+                    debug!(worker = self.worker, session, ?code, %reason, "malformed peer closed");
+                    conn.moq
+                        .close(ErrorCode::ProtocolViolation, format!("malformed: {reason}"));
+                } else {
+                    debug!(worker = self.worker, session, ?code, %reason, "stream refused");
+                }
             }
             MoqEvent::GoAway { uri } => {
                 debug!(worker = self.worker, session, %uri, "peer sent GOAWAY")
@@ -726,4 +734,19 @@ impl Application for RelayWorker {
         }
         self.shard.next_deadline(self.now)
     }
+}
+
+/// Stream failures that mean the peer broke the wire format, as opposed to refusals a
+/// well-behaved peer can meet (an unknown stream type, which the draft says to ignore so
+/// extensions can be probed, or a limit such as too many subscriptions).
+fn breaks_the_protocol(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Decode
+            | ErrorCode::WrongSize
+            | ErrorCode::UnexpectedMessage
+            | ErrorCode::ProtocolViolation
+            | ErrorCode::Duplicate
+            | ErrorCode::Version
+    )
 }
