@@ -27,6 +27,32 @@ const DATAGRAM_RECV_BUFFER: usize = 256 * 1024;
 /// application's unidirectional streams.
 const H3_EXTRA_UNI_STREAMS: u32 = 3;
 
+/// Concurrent streams of each direction a new connection may open at first. quinn-proto
+/// allocates state for every stream the peer may open, up front: at moq-relay's 10,000
+/// per direction that is ~0.8 MiB and ~1 ms per connection, even for an idle one. So
+/// connections start with this many and the worker doubles the credit, up to the
+/// configured maximum, whenever the peer has half of it open.
+pub const INITIAL_STREAM_CREDIT: u32 = 64;
+
+/// The (bidi, uni) credit a connection starts with.
+pub(crate) fn initial_stream_credit(q: &crate::QuicConfig) -> (u32, u32) {
+    let (bidi, uni) = max_stream_credit(q);
+    (
+        bidi.min(INITIAL_STREAM_CREDIT),
+        uni.min(INITIAL_STREAM_CREDIT),
+    )
+}
+
+/// The (bidi, uni) credit a connection may grow to.
+pub(crate) fn max_stream_credit(q: &crate::QuicConfig) -> (u32, u32) {
+    let uni = if q.webtransport {
+        q.max_uni_streams.saturating_add(H3_EXTRA_UNI_STREAMS)
+    } else {
+        q.max_uni_streams
+    };
+    (q.max_bidi_streams, uni)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("reading {path}: {source}")]
@@ -151,12 +177,8 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 pub fn transport_config(config: &Config) -> Result<TransportConfig, TlsError> {
     let q = &config.quic;
     let mut t = TransportConfig::default();
-    let uni = if q.webtransport {
-        q.max_uni_streams.saturating_add(H3_EXTRA_UNI_STREAMS)
-    } else {
-        q.max_uni_streams
-    };
-    t.max_concurrent_bidi_streams(VarInt::from_u32(q.max_bidi_streams));
+    let (bidi, uni) = initial_stream_credit(q);
+    t.max_concurrent_bidi_streams(VarInt::from_u32(bidi));
     t.max_concurrent_uni_streams(VarInt::from_u32(uni));
     t.max_idle_timeout(Some(
         IdleTimeout::try_from(q.idle_timeout).map_err(|_| TlsError::IdleTimeout(q.idle_timeout))?,

@@ -113,6 +113,8 @@ pub(crate) struct Core {
     stats: Arc<WorkerStats>,
     wt_protocols: Vec<String>,
     max_conns: usize,
+    /// The most concurrent (bidi, uni) streams a peer may grow to.
+    max_streams: (u32, u32),
     bucket: TokenBucket,
     scratch: Vec<u8>,
 }
@@ -335,6 +337,11 @@ impl Core {
                     // Data that arrived before accept raises no Readable: read now.
                     self.read_stream(sid, c, id, now);
                 }
+                let cap = match dir {
+                    Dir::Bi => self.max_streams.0,
+                    Dir::Uni => self.max_streams.1,
+                };
+                grow_stream_credit(&mut c.inner, dir, cap);
             }
             Q::Stream(StreamEvent::Readable { id }) => self.read_stream(sid, c, id, now),
             Q::Stream(StreamEvent::Writable { id }) => {
@@ -1089,6 +1096,7 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         stats: stats.clone(),
         wt_protocols: cfg.quic.wt_protocols.clone(),
         max_conns: cfg.limits.max_connections_per_worker,
+        max_streams: crate::tls::max_stream_credit(&cfg.quic),
         bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
         scratch: Vec::with_capacity(max_segments * 1500),
     };
@@ -1207,4 +1215,16 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
     }
     info!(worker = index, "worker stopped");
     Ok(())
+}
+
+/// Doubles the peer's stream credit in `dir`, up to `cap`, once it has half of it open, so
+/// a busy peer never waits on credit for more than a round trip while an idle one keeps
+/// the small allocation it started with (see `tls::INITIAL_STREAM_CREDIT`).
+fn grow_stream_credit(conn: &mut quinn_proto::Connection, dir: Dir, cap: u32) {
+    let credit = conn.max_concurrent_streams(dir);
+    let open = conn.streams().remote_open_streams(dir);
+    if open.saturating_mul(2) >= credit && credit < u64::from(cap) {
+        let grown = credit.saturating_mul(2).clamp(1, u64::from(cap));
+        conn.set_max_concurrent_streams(dir, VarInt::from_u64(grown).unwrap_or(VarInt::MAX));
+    }
 }

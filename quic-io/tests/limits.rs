@@ -193,3 +193,64 @@ fn auto_backend_is_uring_exactly_when_uring_can_start() {
         "poll"
     );
 }
+
+/// Opens `count` bidi streams and holds them all open (each has sent one byte, none is
+/// finished), then finishes them and checks every echo. Fails by timeout if the server
+/// never grants credit for that many at once.
+async fn hold_bidi_streams_open(conn: &quinn::Connection, count: usize) {
+    let mut held = Vec::with_capacity(count);
+    for i in 0..count {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[i as u8]).await.unwrap();
+        held.push((send, recv));
+    }
+    for (i, (mut send, mut recv)) in held.into_iter().enumerate() {
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(16).await.unwrap(), [i as u8]);
+    }
+}
+
+#[test]
+fn stream_credit_grows_from_a_small_start_to_the_configured_maximum() {
+    let mut cfg = config(1, IoBackend::Auto);
+    cfg.quic.max_bidi_streams = 300;
+    let (server, _seen) = start(cfg);
+    let addr = server.local_addr();
+    let fp = server.fingerprint();
+    runtime().block_on(async {
+        let conn = client_endpoint()
+            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        // Many more than a connection starts with, all open at the same time.
+        let count = 300;
+        assert!(count > quic_io::tls::INITIAL_STREAM_CREDIT as usize * 4);
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            hold_bidi_streams_open(&conn, count),
+        )
+        .await
+        .expect("credit grew to the configured maximum");
+        // And never past it: on a fresh connection (no freed streams whose credit quinn
+        // returns in batches) 300 can be held open and the 301st must wait.
+        let conn = client_endpoint()
+            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for i in 0..count {
+            let opening = tokio::time::timeout(Duration::from_secs(10), conn.open_bi());
+            held.push(
+                opening
+                    .await
+                    .unwrap_or_else(|_| panic!("stream {i} got no credit"))
+                    .unwrap(),
+            );
+            held.last_mut().unwrap().0.write_all(b"x").await.unwrap();
+        }
+        let over = tokio::time::timeout(Duration::from_millis(500), conn.open_bi()).await;
+        assert!(over.is_err(), "the peer got credit beyond max_bidi_streams");
+    });
+}
