@@ -199,6 +199,13 @@ async fn fanout_to_50_subscribers_over_raw_quic_on_every_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_through_a_single_worker_on_both_transports() {
+    let relay = Running::start(&PUBLIC_TWO_WORKERS.replace("workers = 2", "workers = 1"));
+    fanout(&relay, &relay.https_url(""), &[], 10).await;
+    fanout(&relay, &relay.quic_url(""), &["moq-lite-04"], 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_starts_at_the_newest_group() {
     let relay = Running::start(PUBLIC_TWO_WORKERS);
     let url = relay.https_url("");
