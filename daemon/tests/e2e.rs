@@ -112,6 +112,33 @@ fn write_group(track: &interop::TrackPublisher, group: u64) {
     assert_eq!(written, group);
 }
 
+/// A publisher of `path` (one track, `video`) and a subscriber session scoped to `demo`,
+/// both over WebTransport.
+struct Flow {
+    publisher: Session,
+    _broadcast: interop::BroadcastPublisher,
+    track: interop::TrackPublisher,
+    subscriber: Session,
+}
+
+async fn flow(relay: &Running, path: &str) -> Flow {
+    let url = relay.https_url("");
+    let publisher = open(&url, ConnectOptions::new(trust(relay)).publish_only()).await;
+    let (broadcast, mut tracks) = publisher.publish(path, &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let subscriber = open(
+        &url,
+        ConnectOptions::new(trust(relay)).subscribe_only("demo"),
+    )
+    .await;
+    Flow {
+        publisher,
+        _broadcast: broadcast,
+        track,
+        subscriber,
+    }
+}
+
 /// One publisher, `subscribers` subscribers on their own connections, through the relay
 /// at `url` with the client offering `versions` (empty: the client's default list).
 /// Returns the negotiated version.
@@ -279,17 +306,12 @@ async fn prefix_discovery_sees_later_broadcasts_and_their_end_but_nothing_outsid
 async fn abrupt_publisher_loss_ends_the_broadcast_within_linger_plus_one_second() {
     const LINGER: Duration = Duration::from_secs(1);
     let relay = Running::start(&format!("{PUBLIC_TWO_WORKERS}[cluster]\nlinger = \"1s\"\n"));
-    let url = relay.https_url("");
-    let publisher = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
-    let (_broadcast, mut tracks) = publisher
-        .publish("demo/crash", &["video"])
-        .expect("publish");
-    let track = tracks.pop().unwrap();
-    let subscriber = open(
-        &url,
-        ConnectOptions::new(trust(&relay)).subscribe_only("demo"),
-    )
-    .await;
+    let Flow {
+        publisher,
+        _broadcast,
+        track,
+        subscriber,
+    } = flow(&relay, "demo/crash").await;
     let mut announcements = subscriber.announcements().unwrap();
     announcements
         .wait_announced("demo/crash")
@@ -355,17 +377,12 @@ const PROTOCOL_VIOLATION: u64 = 15;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_a_control_stream_closes_that_session_and_no_other() {
     let relay = Running::start(PUBLIC_TWO_WORKERS);
-    let url = relay.https_url("");
-    let publisher = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
-    let (_broadcast, mut tracks) = publisher
-        .publish("demo/steady", &["video"])
-        .expect("publish");
-    let track = tracks.pop().unwrap();
-    let subscriber = open(
-        &url,
-        ConnectOptions::new(trust(&relay)).subscribe_only("demo"),
-    )
-    .await;
+    let Flow {
+        publisher,
+        _broadcast,
+        track,
+        subscriber,
+    } = flow(&relay, "demo/steady").await;
     let mut sub = subscriber
         .subscribe("demo/steady", "video")
         .await
