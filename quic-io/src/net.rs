@@ -236,6 +236,7 @@ impl PollNet {
                 if gso < self.max_segments {
                     warn!(error = %e, "GSO send failed; GSO off for this socket");
                     self.max_segments = gso;
+                    self.stats.gso_disabled.store(1, Ordering::Relaxed);
                 }
                 debug!(error = %e, "send failed");
                 self.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
@@ -583,6 +584,7 @@ impl UringNet {
                         {
                             warn!(errno = err, "GSO send failed; GSO off for this socket");
                             self.max_segments = 1;
+                            self.stats.gso_disabled.store(1, Ordering::Relaxed);
                         } else {
                             debug!(errno = err, "sendmsg failed");
                         }

@@ -63,6 +63,9 @@ pub struct WorkerStats {
     pub tx_max_segments: AtomicU64,
     pub tx_bytes: AtomicU64,
     pub tx_errors: AtomicU64,
+    /// 1 once the kernel refused a GSO send (EIO/EINVAL) and this worker's socket fell back
+    /// to one datagram per send for the rest of its life.
+    pub gso_disabled: AtomicU64,
     /// Packets this worker received for another worker's connection (forwarded, not reset).
     pub missteered: AtomicU64,
     /// Packets other workers forwarded to this one.
@@ -91,6 +94,7 @@ pub struct StatsSnapshot {
     pub tx_max_segments: u64,
     pub tx_bytes: u64,
     pub tx_errors: u64,
+    pub gso_disabled: u64,
     pub missteered: u64,
     pub forwarded_in: u64,
     pub forward_dropped: u64,
@@ -124,6 +128,7 @@ impl WorkerStats {
             tx_max_segments: l(&self.tx_max_segments),
             tx_bytes: l(&self.tx_bytes),
             tx_errors: l(&self.tx_errors),
+            gso_disabled: l(&self.gso_disabled),
             missteered: l(&self.missteered),
             forwarded_in: l(&self.forwarded_in),
             forward_dropped: l(&self.forward_dropped),
