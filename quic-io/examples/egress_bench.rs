@@ -256,6 +256,7 @@ fn main() {
         .build()
         .expect("client runtime");
     let cpu0 = thread_cpu(prefix);
+    let client0 = thread_cpu("bench-client");
     let t0 = Instant::now();
     let total = rt.block_on(async {
         tokio::time::timeout(DEADLINE, async {
@@ -299,11 +300,21 @@ fn main() {
     });
     let wall = t0.elapsed().as_secs_f64();
     let cpu = thread_cpu(prefix) - cpu0;
+    let client = thread_cpu("bench-client") - client0;
     let mhz = cpu_mhz();
+    // Mean datagrams per send, from quic-io's counters (quinn's server exposes none).
+    let gso = _handle
+        .as_ref()
+        .map(|h| format!("{:.1}", h.stats()[0].gso_segments_per_send()))
+        .unwrap_or_else(|| "-".into());
+    // A client thread busy for (nearly) the whole run means the client, not the server,
+    // set the pace: compare CPU per byte then, not throughput.
     println!(
-        "server={which} backend={backend} conns={conns} bytes={total} wall={wall:.2}s throughput={:.0} Mbit/s server_cpu={cpu:.2}s ns/byte={:.3} est_cycles/byte={:.2} (cpu {mhz:.0} MHz)",
+        "server={which} backend={backend} conns={conns} bytes={total} wall={wall:.2}s throughput={:.0} Mbit/s server_cpu={cpu:.2}s ns/byte={:.3} est_cycles/byte={:.2} (cpu {mhz:.0} MHz) server_busy={:.0}% client_busy={:.0}% gso_per_send={gso}",
         total as f64 * 8.0 / wall / 1e6,
         cpu * 1e9 / total as f64,
         cpu * mhz * 1e6 / total as f64,
+        100.0 * cpu / wall,
+        100.0 * client / wall,
     );
 }
