@@ -34,6 +34,11 @@ pub(crate) const FORWARD_QUEUE: usize = 1024;
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
 /// Passes over newly dirty connections per iteration; further work waits for the next turn.
 const DRIVE_PASSES: usize = 4;
+/// Shortest sleep, as in poll(2) and tokio: waking for a pacing timer tens of microseconds
+/// away sends one datagram per wake-up where a millisecond's worth would leave as one GSO
+/// batch (measured with egress_bench at a paced 100 Mbit/s: twice the CPU per byte on
+/// io_uring, whose timeout is exact, against poll's millisecond rounding).
+const MIN_SLEEP: Duration = Duration::from_millis(1);
 /// How long shutdown waits for connections to say goodbye before the worker exits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -1203,10 +1208,12 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         let timeout = if busy {
             Duration::ZERO
         } else {
-            deadline
-                .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(MAX_PARK)
-                .min(MAX_PARK)
+            match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                // Already due: look again at once.
+                Some(d) if d.is_zero() => d,
+                Some(d) => d.clamp(MIN_SLEEP, MAX_PARK),
+                None => MAX_PARK,
+            }
         };
         core.net.wait(timeout, &waker);
     }
