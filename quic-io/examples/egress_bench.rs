@@ -4,7 +4,12 @@
 //! per byte (from /proc thread accounting). Bounded: every run transfers a fixed byte count
 //! and gives up after `DEADLINE`.
 //!
-//! `cargo run --release -p quic-io --example egress_bench -- <quic-io|quinn> <conns> <MiB per conn> [poll|uring]`
+//! `cargo run --release -p quic-io --example egress_bench -- <quic-io|quinn> <conns> <MiB per conn> [poll|uring|auto] [Mbit/s]`
+//!
+//! With a rate (total over all connections), both servers pace their writes to it the same
+//! way (what has become due, checked every `PACE_TICK`), so CPU per byte is compared at equal
+//! offered load rather than at whatever throughput the shared machine and the one-thread
+//! client allow.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,32 +24,61 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// Download chunks: one shared buffer sliced, never copied.
 const CHUNK: usize = 64 * 1024;
 
+/// Paced runs re-check what has become due this often (tokio's timer granularity).
+const PACE_TICK: Duration = Duration::from_millis(1);
+
+/// Paced streams write in pieces of this size, like a media frame, not a trickle of what
+/// one tick allows (which would make the run a test of packets per second).
+const PACE_QUANTUM: usize = 16 * 1024;
+
+/// Bytes a paced stream may have written `elapsed` after its start; unpaced: everything.
+fn due(rate: Option<f64>, elapsed: Duration, total: usize) -> usize {
+    match rate {
+        Some(bytes_per_sec) => {
+            let due = (bytes_per_sec * elapsed.as_secs_f64()) as usize;
+            (due / PACE_QUANTUM * PACE_QUANTUM).min(total)
+        }
+        None => total,
+    }
+}
+
+struct Download {
+    total: usize,
+    sent: usize,
+    start: Instant,
+}
+
 /// Answers `BULK <n>` on a bidi stream with n bytes, then FIN.
 struct Bulk {
     chunk: Bytes,
-    left: HashMap<(SessionId, StreamId), usize>,
+    left: HashMap<(SessionId, StreamId), Download>,
+    /// Bytes per second per stream, when paced.
+    rate: Option<f64>,
 }
 
 impl Bulk {
-    fn pump(&mut self, io: &mut Io<'_>, s: SessionId, t: StreamId) {
-        let Some(left) = self.left.get_mut(&(s, t)) else {
+    fn pump(&mut self, io: &mut Io<'_>, now: Instant, s: SessionId, t: StreamId) {
+        let Some(d) = self.left.get_mut(&(s, t)) else {
             return;
         };
-        while *left > 0 {
-            let n = (*left).min(CHUNK);
+        let allowed = due(self.rate, now - d.start, d.total);
+        while d.sent < allowed {
+            let n = (allowed - d.sent).min(CHUNK);
             let mut c = [self.chunk.slice(..n)];
             match io.write(s, t, &mut c) {
                 Ok(0) | Err(_) => return,
-                Ok(w) => *left -= w,
+                Ok(w) => d.sent += w,
             }
         }
-        let _ = io.finish(s, t);
-        self.left.remove(&(s, t));
+        if d.sent == d.total {
+            let _ = io.finish(s, t);
+            self.left.remove(&(s, t));
+        }
     }
 }
 
 impl Application for Bulk {
-    fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
+    fn on_event(&mut self, now: Instant, event: Event, io: &mut Io<'_>) {
         match event {
             Event::Data {
                 session,
@@ -55,17 +89,33 @@ impl Application for Bulk {
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
                     .unwrap_or(0);
-                self.left.insert((session, stream), n);
-                self.pump(io, session, stream);
+                self.left.insert(
+                    (session, stream),
+                    Download {
+                        total: n,
+                        sent: 0,
+                        start: now,
+                    },
+                );
+                self.pump(io, now, session, stream);
             }
-            Event::Writable { session, stream } => self.pump(io, session, stream),
+            Event::Writable { session, stream } => self.pump(io, now, session, stream),
             Event::SessionClosed { session, .. } => self.left.retain(|k, _| k.0 != session),
             _ => {}
         }
     }
-    fn poll(&mut self, _now: Instant, _io: &mut Io<'_>) {}
+    fn poll(&mut self, now: Instant, io: &mut Io<'_>) {
+        if self.rate.is_none() {
+            return;
+        }
+        // At most one entry per benchmark connection (bounded by the `conns` argument).
+        let keys: Vec<_> = self.left.keys().copied().collect();
+        for (s, t) in keys {
+            self.pump(io, now, s, t);
+        }
+    }
     fn timeout(&self) -> Option<Instant> {
-        None
+        (self.rate.is_some() && !self.left.is_empty()).then(|| Instant::now() + PACE_TICK)
     }
 }
 
@@ -160,7 +210,10 @@ fn cpu_mhz() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn start_quinn_server(cfg: &Config) -> (SocketAddr, String, std::thread::JoinHandle<()>) {
+fn start_quinn_server(
+    cfg: &Config,
+    rate: Option<f64>,
+) -> (SocketAddr, String, std::thread::JoinHandle<()>) {
     let material = quic_io::tls::generate(&["localhost".into()]).expect("cert");
     let sc = quic_io::tls::server_config(&material, cfg).expect("server config");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -190,13 +243,19 @@ fn start_quinn_server(cfg: &Config) -> (SocketAddr, String, std::thread::JoinHan
                                     .ok()
                                     .and_then(|s| s.trim().parse().ok())
                                     .unwrap_or(0);
-                                let mut left = n;
-                                while left > 0 {
-                                    let k = left.min(CHUNK);
+                                let start = Instant::now();
+                                let mut sent = 0;
+                                while sent < n {
+                                    let allowed = due(rate, start.elapsed(), n);
+                                    if allowed <= sent {
+                                        tokio::time::sleep(PACE_TICK).await;
+                                        continue;
+                                    }
+                                    let k = (allowed - sent).min(CHUNK);
                                     if send.write_chunk(chunk.slice(..k)).await.is_err() {
                                         return;
                                     }
-                                    left -= k;
+                                    sent += k;
                                 }
                                 let _ = send.finish();
                                 let _ = send.stopped().await;
@@ -229,6 +288,12 @@ fn main() {
         Some("uring") => IoBackend::Uring,
         _ => IoBackend::Auto,
     };
+    // Total offered rate in Mbit/s, split evenly over the connections.
+    let rate: Option<f64> = args
+        .get(5)
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|r| *r > 0.0)
+        .map(|mbit| mbit * 1e6 / 8.0 / conns as f64);
     let per_conn = mib << 20;
     let mut cfg = Config::new("127.0.0.1:0".parse().expect("addr"));
     cfg.runtime.workers = 1;
@@ -236,12 +301,13 @@ fn main() {
 
     let mut _handle = None;
     let (addr, fp, prefix, backend) = if which == "quinn" {
-        let (a, f, _t) = start_quinn_server(&cfg);
+        let (a, f, _t) = start_quinn_server(&cfg, rate);
         (a, f, "quinn-server", "tokio")
     } else {
-        let h = Server::start(cfg, |_ctx: WorkerCtx| Bulk {
+        let h = Server::start(cfg, move |_ctx: WorkerCtx| Bulk {
             chunk: Bytes::from(vec![0xabu8; CHUNK]),
             left: HashMap::new(),
+            rate,
         })
         .expect("server");
         let r = (h.local_addr(), h.fingerprint(), "quic-worker", h.backend());
@@ -256,6 +322,7 @@ fn main() {
         .build()
         .expect("client runtime");
     let cpu0 = thread_cpu(prefix);
+    let client0 = thread_cpu("bench-client");
     let t0 = Instant::now();
     let total = rt.block_on(async {
         tokio::time::timeout(DEADLINE, async {
@@ -299,11 +366,21 @@ fn main() {
     });
     let wall = t0.elapsed().as_secs_f64();
     let cpu = thread_cpu(prefix) - cpu0;
+    let client = thread_cpu("bench-client") - client0;
     let mhz = cpu_mhz();
+    // Mean datagrams per send, from quic-io's counters (quinn's server exposes none).
+    let gso = _handle
+        .as_ref()
+        .map(|h| format!("{:.1}", h.stats()[0].gso_segments_per_send()))
+        .unwrap_or_else(|| "-".into());
+    // A client thread busy for (nearly) the whole run means the client, not the server,
+    // set the pace: compare CPU per byte then, not throughput.
     println!(
-        "server={which} backend={backend} conns={conns} bytes={total} wall={wall:.2}s throughput={:.0} Mbit/s server_cpu={cpu:.2}s ns/byte={:.3} est_cycles/byte={:.2} (cpu {mhz:.0} MHz)",
+        "server={which} backend={backend} conns={conns} bytes={total} wall={wall:.2}s throughput={:.0} Mbit/s server_cpu={cpu:.2}s ns/byte={:.3} est_cycles/byte={:.2} (cpu {mhz:.0} MHz) server_busy={:.0}% client_busy={:.0}% gso_per_send={gso}",
         total as f64 * 8.0 / wall / 1e6,
         cpu * 1e9 / total as f64,
         cpu * mhz * 1e6 / total as f64,
+        100.0 * cpu / wall,
+        100.0 * client / wall,
     );
 }

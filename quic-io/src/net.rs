@@ -94,6 +94,7 @@ impl Net {
                 udp,
                 max_segments,
                 blocked: None,
+                tx: Vec::with_capacity(max_segments * 1500),
                 stats,
                 bufs: (0..POLL_RECV_BUFS.min(quinn_udp::BATCH_SIZE.max(1)))
                     .map(|_| vec![0u8; RECV_PAYLOAD])
@@ -119,6 +120,23 @@ impl Net {
         match self {
             Net::Poll(p) => p.send(t, buf),
             Net::Uring(u) => u.send(t, buf),
+        }
+    }
+
+    /// A cleared buffer to build the next send in (for `poll_transmit`), or None when no send
+    /// can be queued until the socket drains. Follow it with `send_built`.
+    pub fn tx_buffer(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            Net::Poll(p) => p.tx_buffer(),
+            Net::Uring(u) => u.tx_buffer(),
+        }
+    }
+
+    /// Queues the batch just built in `tx_buffer()`; `false` as for `send`.
+    pub fn send_built(&mut self, t: &quinn_proto::Transmit) -> bool {
+        match self {
+            Net::Poll(p) => p.send_built(t),
+            Net::Uring(u) => u.send_built(t),
         }
     }
 
@@ -182,6 +200,9 @@ fn split_gro(
     stats.rx_datagrams.fetch_add(segs, Ordering::Relaxed);
     stats.rx_max_segments.fetch_max(segs, Ordering::Relaxed);
     for d in payload.chunks(stride) {
+        // One allocation per datagram, not one per GRO batch shared by views: quinn-proto
+        // hands stream data out as slices of the datagram, and a relay may cache such a
+        // slice for seconds — it must not pin a whole 64 KiB batch.
         out.push(RxDatagram {
             remote,
             local_ip,
@@ -197,12 +218,29 @@ pub(crate) struct PollNet {
     max_segments: usize,
     /// A send that hit EAGAIN, retried when the socket is writable again.
     blocked: Option<(quinn_proto::Transmit, Vec<u8>)>,
+    /// Where `poll_transmit` builds the next batch.
+    tx: Vec<u8>,
     stats: Arc<WorkerStats>,
     bufs: Vec<Vec<u8>>,
     metas: Vec<quinn_udp::RecvMeta>,
 }
 
 impl PollNet {
+    fn tx_buffer(&mut self) -> Option<&mut Vec<u8>> {
+        if self.blocked.is_some() {
+            return None;
+        }
+        self.tx.clear();
+        Some(&mut self.tx)
+    }
+
+    fn send_built(&mut self, t: &quinn_proto::Transmit) -> bool {
+        let buf = std::mem::take(&mut self.tx);
+        let r = self.send(t, &buf);
+        self.tx = buf;
+        r
+    }
+
     fn send(&mut self, t: &quinn_proto::Transmit, buf: &[u8]) -> bool {
         let tx = quinn_udp::Transmit {
             destination: t.destination,
@@ -236,6 +274,7 @@ impl PollNet {
                 if gso < self.max_segments {
                     warn!(error = %e, "GSO send failed; GSO off for this socket");
                     self.max_segments = gso;
+                    self.stats.gso_disabled.store(1, Ordering::Relaxed);
                 }
                 debug!(error = %e, "send failed");
                 self.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
@@ -483,13 +522,32 @@ impl UringNet {
     }
 
     fn send(&mut self, t: &quinn_proto::Transmit, buf: &[u8]) -> bool {
+        let Some(slot) = self.tx_buffer() else {
+            return false;
+        };
+        slot.extend_from_slice(&buf[..t.size]);
+        self.send_built(t)
+    }
+
+    /// The buffer of the free slot `send_built` will use next.
+    fn tx_buffer(&mut self) -> Option<&mut Vec<u8>> {
+        let i = *self.free.last()?;
+        let buf = &mut self.slots[i].buf;
+        buf.clear();
+        Some(buf)
+    }
+
+    fn send_built(&mut self, t: &quinn_proto::Transmit) -> bool {
         let Some(i) = self.free.pop() else {
             return false;
         };
         let segment = t.segment_size.filter(|&s| s < t.size);
         let slot = &mut self.slots[i];
-        slot.buf.clear();
-        slot.buf.extend_from_slice(&buf[..t.size]);
+        if slot.buf.len() < t.size {
+            // Not built by tx_buffer(): nothing valid to send.
+            self.free.push(i);
+            return false;
+        }
         slot.iov = libc::iovec {
             iov_base: slot.buf.as_mut_ptr() as *mut libc::c_void,
             iov_len: t.size,
@@ -583,6 +641,7 @@ impl UringNet {
                         {
                             warn!(errno = err, "GSO send failed; GSO off for this socket");
                             self.max_segments = 1;
+                            self.stats.gso_disabled.store(1, Ordering::Relaxed);
                         } else {
                             debug!(errno = err, "sendmsg failed");
                         }

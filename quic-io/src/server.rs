@@ -39,6 +39,14 @@ pub enum StartError {
     Uring(String),
     #[error("spawning worker {worker}: {source}")]
     Spawn { worker: usize, source: io::Error },
+    #[error("runtime.cpus: CPU {cpu} is not in this process's allowed set {allowed:?}")]
+    CpuNotAllowed { cpu: usize, allowed: Vec<usize> },
+    #[error("pinning worker {worker} to CPU {cpu}: {source}")]
+    Pin {
+        worker: usize,
+        cpu: usize,
+        source: io::Error,
+    },
 }
 
 /// Per-worker counters. Written only by the owning worker (relaxed atomics, no lock), read
@@ -55,6 +63,9 @@ pub struct WorkerStats {
     pub tx_max_segments: AtomicU64,
     pub tx_bytes: AtomicU64,
     pub tx_errors: AtomicU64,
+    /// 1 once the kernel refused a GSO send (EIO/EINVAL) and this worker's socket fell back
+    /// to one datagram per send for the rest of its life.
+    pub gso_disabled: AtomicU64,
     /// Packets this worker received for another worker's connection (forwarded, not reset).
     pub missteered: AtomicU64,
     /// Packets other workers forwarded to this one.
@@ -83,6 +94,7 @@ pub struct StatsSnapshot {
     pub tx_max_segments: u64,
     pub tx_bytes: u64,
     pub tx_errors: u64,
+    pub gso_disabled: u64,
     pub missteered: u64,
     pub forwarded_in: u64,
     pub forward_dropped: u64,
@@ -116,6 +128,7 @@ impl WorkerStats {
             tx_max_segments: l(&self.tx_max_segments),
             tx_bytes: l(&self.tx_bytes),
             tx_errors: l(&self.tx_errors),
+            gso_disabled: l(&self.gso_disabled),
             missteered: l(&self.missteered),
             forwarded_in: l(&self.forwarded_in),
             forward_dropped: l(&self.forward_dropped),
@@ -219,8 +232,11 @@ pub struct ServerHandle {
 pub struct Server;
 
 impl Server {
-    /// Binds, spawns the workers and returns once every socket is bound. `factory` runs once
-    /// on each worker thread to build that worker's application.
+    /// Binds, spawns the workers and returns once every socket is bound and, with
+    /// `runtime.pin`, every worker is pinned (worker i to the i-th CPU of `runtime.cpus`, or
+    /// of the process's allowed set, wrapping around). A CPU outside the allowed set is
+    /// refused up front. `factory` runs once on each worker thread to build that worker's
+    /// application.
     pub fn start<A, F>(config: Config, factory: F) -> Result<ServerHandle, StartError>
     where
         A: Application + 'static,
@@ -234,6 +250,16 @@ impl Server {
         };
         if workers > steer::MAX_WORKERS {
             return Err(StartError::Workers(workers));
+        }
+        let cpus: Vec<usize> = if config.runtime.cpus.is_empty() {
+            allowed.clone()
+        } else {
+            config.runtime.cpus.clone()
+        };
+        if config.runtime.pin
+            && let Some(&cpu) = cpus.iter().find(|c| !allowed.contains(c))
+        {
+            return Err(StartError::CpuNotAllowed { cpu, allowed });
         }
         let backend = pick_backend(config.socket.io)?;
 
@@ -268,11 +294,9 @@ impl Server {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers)
             .map(|_| sync_channel::<Forwarded>(FORWARD_QUEUE))
             .unzip();
-        let cpus: Vec<usize> = if config.runtime.cpus.is_empty() {
-            allowed
-        } else {
-            config.runtime.cpus.clone()
-        };
+        // Each worker reports whether pinning worked before it touches its socket, so a
+        // failure is a start error, not a warning in a log nobody reads.
+        let (pinned_tx, pinned_rx) = sync_channel::<(usize, usize, io::Error)>(workers);
         let factory = Arc::new(factory);
         let mut handles = Vec::with_capacity(workers);
         for (index, (socket, forward_rx)) in sockets.into_iter().zip(rxs).enumerate() {
@@ -299,6 +323,7 @@ impl Server {
                 None
             };
             let factory = factory.clone();
+            let pinned_tx = pinned_tx.clone();
             let ctx = WorkerCtx {
                 index,
                 workers,
@@ -311,7 +336,10 @@ impl Server {
                         && let Err(e) = pin_to(cpu)
                     {
                         warn!(worker = index, cpu, error = %e, "pinning failed");
+                        let _ = pinned_tx.send((index, cpu, e));
+                        return Ok(());
                     }
+                    drop(pinned_tx);
                     let app = factory(ctx);
                     let r = worker::run(setup, app);
                     if let Err(e) = &r {
@@ -329,12 +357,27 @@ impl Server {
                 stats,
             });
         }
-        Ok(ServerHandle {
+        drop(pinned_tx);
+        let mut server = ServerHandle {
             local_addr,
             workers: handles,
             shared,
             backend,
-        })
+        };
+        // Every worker has either dropped its sender (pinned or not asked to) or sent an
+        // error, so this returns once all of them are past pinning.
+        if let Ok((worker, cpu, source)) = pinned_rx.recv() {
+            server.stop();
+            return Err(StartError::Pin {
+                worker,
+                cpu,
+                source,
+            });
+        }
+        if config.runtime.pin && !cpus.is_empty() {
+            info!(cpus = ?(0..workers).map(|i| cpus[i % cpus.len()]).collect::<Vec<_>>(), "workers pinned");
+        }
+        Ok(server)
     }
 }
 

@@ -34,6 +34,11 @@ pub(crate) const FORWARD_QUEUE: usize = 1024;
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
 /// Passes over newly dirty connections per iteration; further work waits for the next turn.
 const DRIVE_PASSES: usize = 4;
+/// Shortest sleep, as in poll(2) and tokio: waking for a pacing timer tens of microseconds
+/// away sends one datagram per wake-up where a millisecond's worth would leave as one GSO
+/// batch (measured with egress_bench at a paced 100 Mbit/s: twice the CPU per byte on
+/// io_uring, whose timeout is exact, against poll's millisecond rounding).
+const MIN_SLEEP: Duration = Duration::from_millis(1);
 /// How long shutdown waits for connections to say goodbye before the worker exits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -103,7 +108,10 @@ impl Conn {
 pub(crate) struct Core {
     pub index: usize,
     endpoint: Endpoint,
-    conns: HashMap<SessionId, Conn>,
+    /// Boxed: a quinn-proto `Connection` is kilobytes, and `drive`/`flush` take each dirty
+    /// connection out of the map and put it back every iteration; moving a pointer instead
+    /// of the struct was a tenth of the worker's CPU with 100 connections.
+    conns: HashMap<SessionId, Box<Conn>>,
     by_handle: HashMap<ConnectionHandle, SessionId>,
     next_id: SessionId,
     dirty: Vec<SessionId>,
@@ -225,7 +233,7 @@ impl Core {
                 debug!(worker = self.index, session = sid, %remote, "accepted");
                 self.conns.insert(
                     sid,
-                    Conn {
+                    Box::new(Conn {
                         handle,
                         inner,
                         remote,
@@ -236,7 +244,7 @@ impl Core {
                         timer: None,
                         close_at: None,
                         pending_prefix: HashMap::new(),
-                    },
+                    }),
                 );
                 self.by_handle.insert(handle, sid);
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -706,28 +714,25 @@ impl Core {
         let Some(mut c) = self.conns.remove(&sid) else {
             return true;
         };
-        let mut buf = std::mem::take(&mut self.scratch);
         let mut ok = true;
-        if !self.net.blocked() {
-            loop {
-                buf.clear();
-                let Some(t) = c
-                    .inner
-                    .poll_transmit(now, self.net.max_segments(), &mut buf)
-                else {
-                    break;
-                };
-                if !self.net.send(&t, &buf) {
-                    // The batch was built but could not be queued; QUIC's loss recovery
-                    // resends its contents. Rare: only when the socket is full.
-                    ok = false;
-                    break;
-                }
+        let max_segments = self.net.max_segments();
+        loop {
+            // quinn-proto writes the batch straight into the buffer the kernel will read:
+            // no copy between building a packet and sending it.
+            let Some(buf) = self.net.tx_buffer() else {
+                ok = false;
+                break;
+            };
+            let Some(t) = c.inner.poll_transmit(now, max_segments, buf) else {
+                break;
+            };
+            if !self.net.send_built(&t) {
+                // The batch was built but could not be queued; QUIC's loss recovery
+                // resends its contents. Rare: only when the socket is full.
+                ok = false;
+                break;
             }
-        } else {
-            ok = false;
         }
-        self.scratch = buf;
         let mut drained = false;
         while let Some(ev) = c.inner.poll_endpoint_events() {
             drained |= ev.is_drained();
@@ -874,7 +879,7 @@ impl<'a> Io<'a> {
         self.core.next_id += 1;
         self.core.conns.insert(
             sid,
-            Conn {
+            Box::new(Conn {
                 handle,
                 inner,
                 remote: addr,
@@ -885,7 +890,7 @@ impl<'a> Io<'a> {
                 timer: None,
                 close_at: None,
                 pending_prefix: HashMap::new(),
-            },
+            }),
         );
         self.core.by_handle.insert(handle, sid);
         self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -1101,6 +1106,8 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         scratch: Vec::with_capacity(max_segments * 1500),
     };
     let mut rx: Vec<RxDatagram> = Vec::new();
+    // The dirty list of one drive pass, kept across iterations so a pass allocates nothing.
+    let mut pass: Vec<SessionId> = Vec::new();
     let mut shutdown_deadline: Option<Instant> = None;
     debug!(worker = index, max_segments, uring, "worker running");
 
@@ -1159,9 +1166,10 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
 
         // Drive connections and the application.
         for _ in 0..DRIVE_PASSES {
-            let batch: Vec<SessionId> = core.dirty.clone();
-            for sid in &batch {
-                core.drive(*sid, now);
+            pass.clear();
+            pass.extend_from_slice(&core.dirty);
+            for &sid in &pass {
+                core.drive(sid, now);
             }
             if core.events.is_empty() {
                 break;
@@ -1185,13 +1193,15 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
             },
         );
         core.net.unblock();
-        let batch = std::mem::take(&mut core.dirty);
-        for sid in &batch {
+        // Swap rather than take: both vectors keep their capacity across iterations.
+        pass.clear();
+        std::mem::swap(&mut pass, &mut core.dirty);
+        for sid in &pass {
             if let Some(c) = core.conns.get_mut(sid) {
                 c.dirty = false;
             }
         }
-        for sid in batch {
+        for &sid in &pass {
             core.drive(sid, now);
             core.flush(sid, now);
         }
@@ -1206,10 +1216,12 @@ pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<
         let timeout = if busy {
             Duration::ZERO
         } else {
-            deadline
-                .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(MAX_PARK)
-                .min(MAX_PARK)
+            match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                // Already due: look again at once.
+                Some(d) if d.is_zero() => d,
+                Some(d) => d.clamp(MIN_SLEEP, MAX_PARK),
+                None => MAX_PARK,
+            }
         };
         core.net.wait(timeout, &waker);
     }
