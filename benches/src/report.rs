@@ -1,0 +1,309 @@
+//! A run's result: latency percentiles and CDF, delivered rate, loss, relay and client
+//! cost, the environment (load average, CPUs), as a human table and as JSON. It owns the
+//! arithmetic from raw worker results to figures; it must never measure anything itself.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::client::{MAX_LATENCY_US, WorkerResult};
+use crate::procstat::Sample;
+use crate::scenario::{Load, Target, Timeline};
+
+/// Client CPU use above this share of the CPUs it was given means the client, not the
+/// relay, may have set the figures.
+pub const SATURATION_SHARE: f64 = 0.9;
+/// Points on the latency CDF kept for the JSON and the plot.
+const CDF_POINTS: usize = 200;
+
+/// /proc readings at the measured window's edges.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    pub relay_before: Option<Sample>,
+    pub relay_after: Option<Sample>,
+    pub client_before: Option<Sample>,
+    pub client_after: Option<Sample>,
+    pub load_avg: [f64; 3],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayCost {
+    pub pid: u32,
+    pub cpu_secs: f64,
+    /// Share of one CPU over the window.
+    pub cpu_share: f64,
+    pub rss_mib: f64,
+    pub cpu_us_per_frame: f64,
+    pub cpu_ms_per_mb: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientCost {
+    pub workers: usize,
+    pub cpus: Vec<usize>,
+    pub cpu_secs: f64,
+    /// CPU used / (window × CPUs given).
+    pub cpu_share: f64,
+    pub saturated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    pub t: u64,
+    pub frames: u64,
+    pub mbps: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub load: Load,
+    pub window_secs: f64,
+    pub subscribers_total: usize,
+    pub subscribers_active: usize,
+    pub latency: Latency,
+    pub expected_frames: u64,
+    pub delivered_frames: u64,
+    pub delivered_fps: f64,
+    pub delivered_mbps: f64,
+    pub lost_frames: u64,
+    pub lost_groups: u64,
+    pub publisher_stalls: u64,
+    pub relay: Option<RelayCost>,
+    pub client: ClientCost,
+    pub load_avg: [f64; 3],
+    pub errors: Vec<String>,
+    pub error_count: u64,
+    /// (percentile, latency ms) from 0 to 100.
+    pub cdf: Vec<(f64, f64)>,
+    pub per_second: Vec<Second>,
+}
+
+impl Report {
+    pub fn build(
+        load: &Load,
+        target: &Target,
+        timeline: &Timeline,
+        results: Vec<WorkerResult>,
+        cost: Cost,
+    ) -> Report {
+        let window = (timeline.t1 - timeline.t0) as f64 / 1e9;
+        let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
+            .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+        let mut groups = vec![0u64; load.publishers];
+        let mut per_second: Vec<(u64, u64)> = Vec::new();
+        let mut subs = Vec::new();
+        let mut errors = Vec::new();
+        let mut error_count = 0;
+        let mut stalls = 0;
+        for r in results {
+            let _ = hist.add(&r.histogram);
+            for (b, n) in r.measured_groups {
+                if let Some(slot) = groups.get_mut(b) {
+                    *slot = (*slot).max(n);
+                }
+            }
+            if per_second.len() < r.per_second.len() {
+                per_second.resize(r.per_second.len(), (0, 0));
+            }
+            for (i, (f, b)) in r.per_second.into_iter().enumerate() {
+                per_second[i].0 += f;
+                per_second[i].1 += b;
+            }
+            subs.extend(r.subs);
+            errors.extend(r.errors);
+            error_count += r.error_count;
+            stalls += r.publisher_stalls;
+        }
+        let gs = u64::from(load.group_size);
+        let mut expected = 0;
+        let mut delivered = 0;
+        let mut bytes = 0;
+        let mut lost_groups = 0;
+        for s in &subs {
+            let g = groups.get(s.broadcast).copied().unwrap_or(0);
+            expected += g * gs;
+            delivered += s.frames.min(g * gs);
+            bytes += s.bytes;
+            lost_groups += g.saturating_sub(s.complete_groups);
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        let latency = Latency {
+            samples: hist.len(),
+            p50_ms: ms(hist.value_at_quantile(0.50)),
+            p90_ms: ms(hist.value_at_quantile(0.90)),
+            p99_ms: ms(hist.value_at_quantile(0.99)),
+            p999_ms: ms(hist.value_at_quantile(0.999)),
+            max_ms: ms(hist.max()),
+            mean_ms: hist.mean() / 1000.0,
+        };
+        let cdf = if hist.is_empty() {
+            Vec::new()
+        } else {
+            (0..=CDF_POINTS)
+                .map(|i| {
+                    // Denser towards the tail: q = 1 - 10^(-4 i / N).
+                    let q = 1.0 - 10f64.powf(-4.0 * i as f64 / CDF_POINTS as f64);
+                    (q * 100.0, ms(hist.value_at_quantile(q)))
+                })
+                .collect()
+        };
+        let relay = match (target.relay_pid, cost.relay_before, cost.relay_after) {
+            (Some(pid), Some(a), Some(b)) => {
+                let cpu = (b.cpu_secs - a.cpu_secs).max(0.0);
+                Some(RelayCost {
+                    pid,
+                    cpu_secs: cpu,
+                    cpu_share: cpu / window,
+                    rss_mib: b.rss_bytes as f64 / (1 << 20) as f64,
+                    cpu_us_per_frame: if delivered > 0 {
+                        cpu * 1e6 / delivered as f64
+                    } else {
+                        0.0
+                    },
+                    cpu_ms_per_mb: if bytes > 0 {
+                        cpu * 1e3 / (bytes as f64 / 1e6)
+                    } else {
+                        0.0
+                    },
+                })
+            }
+            _ => None,
+        };
+        let workers = load.cpus.len().max(1);
+        let client_cpu = match (cost.client_before, cost.client_after) {
+            (Some(a), Some(b)) => (b.cpu_secs - a.cpu_secs).max(0.0),
+            _ => 0.0,
+        };
+        let share = client_cpu / (window * workers as f64);
+        Report {
+            target: target.addr.to_string(),
+            load: load.clone(),
+            window_secs: window,
+            subscribers_total: subs.len(),
+            subscribers_active: subs.iter().filter(|s| s.subscribed).count(),
+            latency,
+            expected_frames: expected,
+            delivered_frames: delivered,
+            delivered_fps: delivered as f64 / window,
+            delivered_mbps: bytes as f64 * 8.0 / 1e6 / window,
+            lost_frames: expected - delivered,
+            lost_groups,
+            publisher_stalls: stalls,
+            relay,
+            client: ClientCost {
+                workers,
+                cpus: load.cpus.clone(),
+                cpu_secs: client_cpu,
+                cpu_share: share,
+                saturated: share >= SATURATION_SHARE,
+            },
+            load_avg: cost.load_avg,
+            errors,
+            error_count,
+            cdf,
+            per_second: per_second
+                .into_iter()
+                .enumerate()
+                .map(|(t, (frames, b))| Second {
+                    t: t as u64,
+                    frames,
+                    mbps: b as f64 * 8.0 / 1e6,
+                })
+                .collect(),
+        }
+    }
+
+    /// The human summary.
+    pub fn table(&self) -> String {
+        let l = &self.load;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "target {}  {} × {} subs  {} fps × {} B  group {}  {}  window {:.1}s  load avg {:.2} {:.2} {:.2}",
+            self.target,
+            l.publishers,
+            l.subscribers,
+            l.fps,
+            l.frame_size,
+            l.group_size,
+            l.version,
+            self.window_secs,
+            self.load_avg[0],
+            self.load_avg[1],
+            self.load_avg[2]
+        );
+        let lat = &self.latency;
+        let _ = writeln!(
+            s,
+            "latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  ({} samples)",
+            lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.p999_ms, lat.max_ms, lat.samples
+        );
+        let _ = writeln!(
+            s,
+            "delivered   {:.0} frames/s  {:.1} Mbit/s  lost {} of {} frames, {} groups  subscribers {}/{}",
+            self.delivered_fps,
+            self.delivered_mbps,
+            self.lost_frames,
+            self.expected_frames,
+            self.lost_groups,
+            self.subscribers_active,
+            self.subscribers_total
+        );
+        match &self.relay {
+            Some(r) => {
+                let _ = writeln!(
+                    s,
+                    "relay       pid {}  cpu {:.1}% of a core  {:.2} µs/frame  {:.2} ms/MB  rss {:.1} MiB",
+                    r.pid,
+                    r.cpu_share * 100.0,
+                    r.cpu_us_per_frame,
+                    r.cpu_ms_per_mb,
+                    r.rss_mib
+                );
+            }
+            None => {
+                let _ = writeln!(s, "relay       (no --relay-pid: cost not sampled)");
+            }
+        }
+        let c = &self.client;
+        let _ = writeln!(
+            s,
+            "client      {} worker(s) on cpus {:?}  cpu {:.0}% of its share{}",
+            c.workers,
+            c.cpus,
+            c.cpu_share * 100.0,
+            if c.saturated {
+                "  CLIENT SATURATED: figures may be the client's"
+            } else {
+                ""
+            }
+        );
+        if self.publisher_stalls > 0 {
+            let _ = writeln!(
+                s,
+                "publisher stalls (fell >200 ms behind): {}",
+                self.publisher_stalls
+            );
+        }
+        if self.error_count > 0 {
+            let _ = writeln!(s, "errors: {}", self.error_count);
+            for e in &self.errors {
+                let _ = writeln!(s, "  {e}");
+            }
+        }
+        s
+    }
+}
