@@ -137,10 +137,14 @@ impl Target {
             .map_err(|e| bad(&e.to_string()))?
             .next()
             .ok_or_else(|| bad("host resolves to nothing"))?;
-        let server_name = match u.host() {
-            Some(url::Host::Domain(d)) => d.to_owned(),
-            // A relay with a generated certificate names itself localhost.
-            _ => "localhost".to_owned(),
+        // Non-special schemes (moql://) keep IP literals as opaque hosts: check by parsing.
+        // A relay with a generated certificate names itself localhost.
+        let server_name = match host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(_) => "localhost".to_owned(),
+            Err(_) => host.to_owned(),
         };
         let target = Target {
             addr,
