@@ -304,30 +304,30 @@ impl BenchWorker {
             (_, MoqEvent::FetchRequested { request, .. }) => {
                 let _ = peer.moq.reject_fetch(request, ErrorCode::NotFound);
             }
-            (State::Sub(s), MoqEvent::Announced { path, .. }) => {
-                if s.subscription.is_none() && proto::path::normalize(&path) == s.name {
-                    match peer
-                        .moq
-                        .subscribe(&s.name, TRACK, SubscribeUpdate::latest(0))
-                    {
-                        Ok(id) => s.subscription = Some(id),
-                        Err(e) => {
-                            let msg = format!("subscriber of {}: subscribe: {e}", s.broadcast);
-                            self.error(msg);
-                        }
+            (State::Sub(s), MoqEvent::Announced { path, .. })
+                if s.subscription.is_none() && proto::path::normalize(&path) == s.name =>
+            {
+                match peer
+                    .moq
+                    .subscribe(&s.name, TRACK, SubscribeUpdate::latest(0))
+                {
+                    Ok(id) => s.subscription = Some(id),
+                    Err(e) => {
+                        let msg = format!("subscriber of {}: subscribe: {e}", s.broadcast);
+                        self.error(msg);
                     }
                 }
             }
-            (State::Sub(s), MoqEvent::SubscriptionClosed { subscription, code }) => {
-                if s.subscription == Some(subscription) {
-                    s.subscription = None;
-                    if now_ns() < t.t1 {
-                        let msg = format!(
-                            "subscriber of {}: subscription closed ({code:?}) before the end",
-                            s.broadcast
-                        );
-                        self.error(msg);
-                    }
+            (State::Sub(s), MoqEvent::SubscriptionClosed { subscription, code })
+                if s.subscription == Some(subscription) =>
+            {
+                s.subscription = None;
+                if now_ns() < t.t1 {
+                    let msg = format!(
+                        "subscriber of {}: subscription closed ({code:?}) before the end",
+                        s.broadcast
+                    );
+                    self.error(msg);
                 }
             }
             (State::Sub(s), MoqEvent::Frame { payload, .. }) => {
@@ -411,7 +411,7 @@ impl BenchWorker {
                 let ts_ms = sent.saturating_sub(epoch_ns) / 1_000_000;
                 let over = peer.pending_bytes > MAX_PENDING_BYTES;
                 let mut failed = Vec::new();
-                for &(serve, g) in &p.open {
+                for &(_, g) in &p.open {
                     if over {
                         failed.push(g);
                         continue;
@@ -420,7 +420,6 @@ impl BenchWorker {
                         errors.push(format!("publisher {}: frame {}: {e}", p.broadcast, p.frame));
                         failed.push(g);
                     }
-                    let _ = serve;
                 }
                 for g in failed {
                     let _ = peer.moq.abort_group(g, ErrorCode::Dropped);
