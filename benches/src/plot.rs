@@ -74,7 +74,10 @@ pub fn draw(out: &Path, reports: &[(String, &Report)]) -> Result<(), BenchError>
         .map_err(|e| err(e.to_string()))?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("latency ms (log)").y_desc("percentile");
+        mesh.x_desc("latency ms (log)")
+            .y_desc("percentile")
+            .x_labels(6)
+            .x_label_formatter(&|v| format!("{v:.1}"));
     } else {
         mesh.disable_x_mesh()
             .disable_y_mesh()

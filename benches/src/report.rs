@@ -127,6 +127,7 @@ impl Report {
             error_count += r.error_count;
             stalls += r.publisher_stalls;
         }
+        let last_busy = per_second.iter().rposition(|&(f, _)| f > 0).unwrap_or(0);
         let gs = u64::from(load.group_size);
         let mut expected = 0;
         let mut delivered = 0;
@@ -216,6 +217,8 @@ impl Report {
             cdf,
             per_second: per_second
                 .into_iter()
+                // The drain after the window ends in empty seconds: not a throughput drop.
+                .take(last_busy + 1)
                 .enumerate()
                 .map(|(t, (frames, b))| Second {
                     t: t as u64,
