@@ -310,3 +310,81 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::SubResult;
+    use crate::scenario::{Load, Trust};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        load: Load,
+    }
+
+    fn worker(hist: &[u64], groups: u64, subs: Vec<SubResult>) -> WorkerResult {
+        let mut h = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap();
+        for &v in hist {
+            h.record(v).unwrap();
+        }
+        WorkerResult {
+            worker: 0,
+            histogram: h,
+            per_second: vec![(hist.len() as u64, 4096 * hist.len() as u64), (0, 0)],
+            measured_groups: vec![(0, groups)],
+            subs,
+            errors: Vec::new(),
+            error_count: 0,
+            publisher_stalls: 0,
+        }
+    }
+
+    #[test]
+    fn loss_counts_missing_frames_and_incomplete_groups_per_subscriber() {
+        let load = Wrap::parse_from(["x", "--group-size", "10", "--duration", "1s"]).load;
+        let target = Target {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            server_name: "localhost".into(),
+            path: String::new(),
+            trust: Trust::Insecure,
+            relay_pid: None,
+        };
+        let timeline = Timeline::new(0, &load);
+        let sub = |frames, complete| SubResult {
+            broadcast: 0,
+            frames,
+            bytes: frames * 4096,
+            complete_groups: complete,
+            subscribed: true,
+        };
+        // 3 measured groups of 10: one subscriber got everything, one missed 4 frames of
+        // one group.
+        let r = Report::build(
+            &load,
+            &target,
+            &timeline,
+            vec![worker(
+                &[1000, 2000, 50_000],
+                3,
+                vec![sub(30, 3), sub(26, 2)],
+            )],
+            Cost {
+                relay_before: None,
+                relay_after: None,
+                client_before: None,
+                client_after: None,
+                load_avg: [0.0; 3],
+            },
+        );
+        assert_eq!(r.expected_frames, 60);
+        assert_eq!(r.delivered_frames, 56);
+        assert_eq!(r.lost_frames, 4);
+        assert_eq!(r.lost_groups, 1);
+        assert_eq!(r.latency.samples, 3);
+        assert!((r.latency.max_ms - 50.0).abs() < 0.1);
+        assert_eq!(r.per_second.len(), 1, "empty drain seconds are trimmed");
+        assert!(r.relay.is_none());
+    }
+}
