@@ -23,7 +23,7 @@ for W in 1 2; do
         "$T/relay-bench" run --spawn "$(relay_cmd "$W" "$RELAY_CPUS")" \
             --publishers 1 --subscribers "$S" --fps 30 --frame-size 4096 --group-size 30 \
             --duration "$DURATION" --warmup 2s --ramp-up 3s --cpus "$CLIENT_CPUS" \
-            --json "$OUT/w$W-s$S.json" --plot "$OUT/w$W-s$S.png"
+            --json "$OUT/w$W-s$S.json" $( [ "$W$S" = 1100 ] && echo --plot "$OUT/w1-s100.png" )
     done
     if [ "$SATURATE" = 1 ]; then
         echo "== saturation, workers $W"

@@ -11,6 +11,9 @@ pub struct Sample {
     pub cpu_secs: f64,
     /// Resident set, bytes.
     pub rss_bytes: u64,
+    /// Time its threads were runnable but waiting for a CPU (schedstat), seconds: high
+    /// means the machine, not the process, set the pace.
+    pub runq_wait_secs: f64,
 }
 
 /// Reads `/proc/<pid>/stat` and `status`. None when the process is gone.
@@ -26,7 +29,24 @@ pub fn sample(pid: u32) -> Option<Sample> {
     Some(Sample {
         cpu_secs: cpu_ticks as f64 / ticks_per_sec(),
         rss_bytes: rss_kib * 1024,
+        runq_wait_secs: runq_wait_ns(pid) as f64 / 1e9,
     })
+}
+
+/// Threads of one process read for schedstat; far above any relay's.
+const MAX_THREADS_SCANNED: usize = 4_096;
+
+/// Sum of the run-queue wait (second field of `/proc/<pid>/task/<tid>/schedstat`) over
+/// the process's threads; 0 when schedstats are unavailable.
+fn runq_wait_ns(pid: u32) -> u64 {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .take(MAX_THREADS_SCANNED)
+        .filter_map(|e| fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// `pid` and every live descendant summed: a relay started through `sh -c` or `taskset`
@@ -37,6 +57,7 @@ pub fn sample_tree(pid: u32) -> Option<Sample> {
         if let Some(s) = sample(child) {
             total.cpu_secs += s.cpu_secs;
             total.rss_bytes += s.rss_bytes;
+            total.runq_wait_secs += s.runq_wait_secs;
         }
     }
     Some(total)

@@ -47,6 +47,9 @@ pub struct RelayCost {
     pub rss_mib: f64,
     pub cpu_us_per_frame: f64,
     pub cpu_ms_per_mb: f64,
+    /// Share of the window its threads spent runnable but waiting for a CPU (summed over
+    /// threads): another load on its CPUs slowed it.
+    pub runq_wait_share: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +59,9 @@ pub struct ClientCost {
     pub cpu_secs: f64,
     /// CPU used / (window × CPUs given).
     pub cpu_share: f64,
+    /// Share of the window its threads waited for a CPU (summed over threads).
+    pub runq_wait_share: f64,
+    /// It used ≥ 90 % of its CPUs, or used + waited ≥ 90 %: it wanted more CPU than it had.
     pub saturated: bool,
 }
 
@@ -179,16 +185,21 @@ impl Report {
                     } else {
                         0.0
                     },
+                    runq_wait_share: (b.runq_wait_secs - a.runq_wait_secs).max(0.0) / window,
                 })
             }
             _ => None,
         };
         let workers = load.cpus.len().max(1);
-        let client_cpu = match (cost.client_before, cost.client_after) {
-            (Some(a), Some(b)) => (b.cpu_secs - a.cpu_secs).max(0.0),
-            _ => 0.0,
+        let (client_cpu, client_wait) = match (cost.client_before, cost.client_after) {
+            (Some(a), Some(b)) => (
+                (b.cpu_secs - a.cpu_secs).max(0.0),
+                (b.runq_wait_secs - a.runq_wait_secs).max(0.0),
+            ),
+            _ => (0.0, 0.0),
         };
         let share = client_cpu / (window * workers as f64);
+        let wait_share = client_wait / (window * workers as f64);
         Report {
             target: target.addr.to_string(),
             load: load.clone(),
@@ -209,7 +220,8 @@ impl Report {
                 cpus: load.cpus.clone(),
                 cpu_secs: client_cpu,
                 cpu_share: share,
-                saturated: share >= SATURATION_SHARE,
+                runq_wait_share: wait_share,
+                saturated: share + wait_share >= SATURATION_SHARE,
             },
             load_avg: cost.load_avg,
             errors,
@@ -269,9 +281,10 @@ impl Report {
             Some(r) => {
                 let _ = writeln!(
                     s,
-                    "relay       pid {}  cpu {:.1}% of a core  {:.2} µs/frame  {:.2} ms/MB  rss {:.1} MiB",
+                    "relay       pid {}  cpu {:.1}% of a core (+{:.0}% waiting for a cpu)  {:.2} µs/frame  {:.2} ms/MB  rss {:.1} MiB",
                     r.pid,
                     r.cpu_share * 100.0,
+                    r.runq_wait_share * 100.0,
                     r.cpu_us_per_frame,
                     r.cpu_ms_per_mb,
                     r.rss_mib
@@ -284,12 +297,13 @@ impl Report {
         let c = &self.client;
         let _ = writeln!(
             s,
-            "client      {} worker(s) on cpus {:?}  cpu {:.0}% of its share{}",
+            "client      {} worker(s) on cpus {:?}  cpu {:.0}% of its share (+{:.0}% waiting for a cpu){}",
             c.workers,
             c.cpus,
             c.cpu_share * 100.0,
+            c.runq_wait_share * 100.0,
             if c.saturated {
-                "  CLIENT SATURATED: figures may be the client's"
+                "  CLIENT SATURATED (or starved by other load): figures may be the client's"
             } else {
                 ""
             }
