@@ -28,7 +28,7 @@ for W in 1 2; do
     if [ "$SATURATE" = 1 ]; then
         echo "== saturation, workers $W"
         "$T/relay-bench" saturate --spawn "$(relay_cmd "$W" "$RELAY_CPUS")" \
-            --publishers 1 --subscribers 250 --max 4000 --p99-ms 50 --fps 30 --frame-size 4096 \
+            --publishers 1 --subscribers 50 --max 1000 --p99-ms 50 --fps 30 --frame-size 4096 \
             --duration "$DURATION" --warmup 2s --ramp-up 5s --cpus "$CLIENT_CPUS" \
             --json "$OUT/w$W-saturation.json"
     fi

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 /// Runs of a comparison; each spawns its relay, so this bounds the relays started.
 const MAX_ROUNDS: usize = 20;
 /// Runs of a saturation search.
-const MAX_SEARCH_STEPS: usize = 12;
+const MAX_SEARCH_STEPS: usize = 8;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -313,8 +313,8 @@ fn saturate(mut a: SaturateArgs) -> anyhow::Result<()> {
             None => (n * 2).min(a.max),
             Some(hi) => lo + (hi - lo) / 2,
         };
-        // Stop when the bracket is within 5 % or cannot move.
-        if next == n || next <= lo || bad.is_some_and(|hi| (hi - lo) * 20 <= hi) {
+        // Stop when the bracket is within 10 % or cannot move.
+        if next == n || next <= lo || bad.is_some_and(|hi| (hi - lo) * 10 <= hi) {
             break;
         }
         n = next;
