@@ -277,7 +277,12 @@ fn ratios(a: &str, b: &str, runs: &[(String, Report)]) -> String {
         format!("| figure (median of rounds) | {a} | {b} | {b} / {a} |\n|---|---|---|---|\n");
     for (name, f) in figures {
         let (x, y) = (of(a, f), of(b, f));
-        s += &format!("| {name} | {x:.2} | {y:.2} | {:.2} |\n", y / x);
+        let ratio = if x > 0.0 && x.is_finite() && y.is_finite() {
+            format!("{:.2}", y / x)
+        } else {
+            "–".to_owned()
+        };
+        s += &format!("| {name} | {x:.2} | {y:.2} | {ratio} |\n");
     }
     s
 }
