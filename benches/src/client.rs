@@ -483,13 +483,18 @@ impl BenchWorker {
                 }
             }
         }
-        let unconnected: Vec<Role> = self
+        let never: Vec<Role> = self
             .connecting
             .drain()
             .map(|(_, r)| r)
             .chain(self.connects.drain(..).map(|(_, r)| r))
-            .chain(self.lost.drain(..))
             .collect();
+        for role in &never {
+            self.error(format!(
+                "{role:?}: no session with the relay by the end of the run"
+            ));
+        }
+        let unconnected: Vec<Role> = never.into_iter().chain(self.lost.drain(..)).collect();
         for role in unconnected {
             match role {
                 // Its groups were never counted: the subscribers' loss shows it.

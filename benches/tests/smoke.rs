@@ -99,7 +99,9 @@ fn five_second_fanout_through_moq_relayd_loses_no_frames() {
         frame_size: 4096,
         group_size: 30,
         duration: Duration::from_secs(5),
-        warmup: Duration::from_secs(1),
+        // Generous for a debug build on a loaded machine: every subscriber must be on
+        // before the first measured group.
+        warmup: Duration::from_secs(2),
         ramp_up: Duration::from_millis(500),
         drain: Duration::from_secs(2),
         version: proto::Version::Lite04,
@@ -127,4 +129,45 @@ fn five_second_fanout_through_moq_relayd_loses_no_frames() {
     assert_eq!(report.latency.samples, report.delivered_frames);
     let relay_cost = report.relay.expect("relay pid was sampled");
     assert!(relay_cost.rss_mib > 0.0);
+}
+
+#[test]
+fn silent_relay_is_reported_as_errors_within_the_run_time() {
+    // A bound UDP socket that never answers: handshakes go nowhere.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let load = Load {
+        publishers: 1,
+        subscribers: 2,
+        fps: 30,
+        frame_size: 1024,
+        group_size: 10,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        ramp_up: Duration::from_millis(200),
+        drain: Duration::from_millis(200),
+        version: proto::Version::Lite04,
+        transport: TransportKind::Quic,
+        cpus: Vec::new(),
+    };
+    let target = Target {
+        addr: silent.local_addr().expect("addr"),
+        server_name: "localhost".into(),
+        path: String::new(),
+        trust: Trust::Insecure,
+        relay_pid: None,
+    };
+    let started = std::time::Instant::now();
+    let report = benches::run(&load, &target).expect("the run itself completes");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "run overran its phases"
+    );
+    assert_eq!(
+        report.error_count, 3,
+        "each session named: {:?}",
+        report.errors
+    );
+    assert!(report.errors.iter().all(|e| e.contains("no session")));
+    assert_eq!(report.subscribers_active, 0);
+    assert_eq!(report.latency.samples, 0);
 }
