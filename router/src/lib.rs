@@ -16,6 +16,7 @@
 //! shard.next_deadline() }`.
 
 mod cache;
+mod log;
 pub mod park;
 pub mod ring;
 mod shard;
@@ -162,17 +163,6 @@ pub enum Delivery {
     TrackEnded {
         end: u64,
     },
-}
-
-impl Delivery {
-    pub(crate) fn group(&self) -> Option<u64> {
-        match self {
-            Delivery::GroupStart { group }
-            | Delivery::Frame { group, .. }
-            | Delivery::GroupEnd { group } => Some(*group),
-            _ => None,
-        }
-    }
 }
 
 /// Demand changes the publishing session acts on (open or close its upstream
