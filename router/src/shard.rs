@@ -586,20 +586,36 @@ impl Shard {
         group: u64,
         payload: Bytes,
     ) -> Result<(), RouterError> {
-        let t = self.owned_track(track)?;
+        let Self {
+            tracks,
+            logs,
+            subs,
+            ready_subs,
+            config,
+            ..
+        } = self;
+        let t = match tracks.get(track.0) {
+            Some(t) if matches!(t.origin, Origin::Local { .. }) => t,
+            _ => return Err(RouterError::UnknownTrack),
+        };
         if !t.open.contains(&group) {
             return Err(RouterError::GroupNotOpen {
                 track: t.name.to_string(),
                 group,
             });
         }
-        if !t.remotes.is_empty() {
-            self.fan_remote(track.0, group, true, |slot| Msg::Frame {
-                slot,
-                group,
-                payload: payload.clone(),
-            });
+        // The per-frame path of a track read only on this shard: one lookup, one append.
+        if t.remotes.is_empty() {
+            if let Some(log) = logs.get_mut(t.log) {
+                append_frame(t, log, subs, ready_subs, config, group, payload);
+            }
+            return Ok(());
         }
+        self.fan_remote(track.0, group, true, |slot| Msg::Frame {
+            slot,
+            group,
+            payload: payload.clone(),
+        });
         self.fan_local(track.0, Ev::Frame(group, payload));
         Ok(())
     }
@@ -1338,16 +1354,14 @@ impl Shard {
             return;
         };
         let scan = match ev {
+            Ev::Frame(g, p) => {
+                return append_frame(t, log, subs, ready_subs, config, g, p);
+            }
             Ev::Start(g) => {
                 t.next_seq = t.next_seq.max(g.saturating_add(1));
                 let i = log.push(Entry::Start(g));
                 log.cache.start(g, i);
                 true
-            }
-            Ev::Frame(g, p) => {
-                log.cache.frame(g, p.len());
-                log.push(Entry::Frame(g, p));
-                false
             }
             Ev::End(g) => {
                 log.cache.end(g);
@@ -1678,6 +1692,9 @@ fn join_at_newest(log: &Log, s: &mut Subscriber) {
 /// is in exactly one of the two, so the queue stays bounded by the subscriber count).
 #[inline]
 fn wake_idle(log: &mut Log, subs: &mut Slab<Subscriber>, ready: &mut VecDeque<Key>) {
+    if log.idle.is_empty() {
+        return;
+    }
     for sk in log.idle.drain(..) {
         if let Some(s) = subs.get_mut(sk)
             && !s.in_ready
@@ -1686,6 +1703,26 @@ fn wake_idle(log: &mut Log, subs: &mut Slab<Subscriber>, ready: &mut VecDeque<Ke
             ready.push_back(sk);
         }
     }
+}
+
+/// Appends a frame to a track's log: the whole per-frame cost of local fan-out, however
+/// many subscribers read the track.
+#[inline]
+fn append_frame(
+    t: &Track,
+    log: &mut Log,
+    subs: &mut Slab<Subscriber>,
+    ready: &mut VecDeque<Key>,
+    config: &Config,
+    group: u64,
+    payload: Bytes,
+) {
+    log.cache.frame(group, payload.len());
+    log.push(Entry::Frame(group, payload));
+    if log.total() >= log.check_at {
+        scan_log(log, &t.subs, subs, config);
+    }
+    wake_idle(log, subs, ready);
 }
 
 /// Walks a track's subscribers: drops the oldest groups of any that is over its byte

@@ -129,14 +129,9 @@ impl Subscriber {
     }
 
     /// Applies the entry at `index`; the delivery it makes, if any.
-    #[inline]
+    #[inline(always)]
     fn step(&mut self, index: u64, e: &Entry) -> Option<Delivery> {
-        if let Some((_, until)) = self.replay
-            && index >= until
-        {
-            self.replay = None;
-        }
-        if !self.in_replay(index, e.group()) {
+        if self.replay.is_some() && !self.replay_step(index, e) {
             return None;
         }
         match e {
@@ -165,7 +160,20 @@ impl Subscriber {
         }
     }
 
+    /// Leaves the late-join replay once past it; whether the entry is this
+    /// subscriber's.
+    #[cold]
+    fn replay_step(&mut self, index: u64, e: &Entry) -> bool {
+        if let Some((_, until)) = self.replay
+            && index >= until
+        {
+            self.replay = None;
+        }
+        self.in_replay(index, e.group())
+    }
+
     /// Next delivery, in order; `None` when everything in the log was read.
+    #[inline]
     pub(crate) fn next(&mut self, log: &Log) -> Option<Delivery> {
         if let Some(below) = self.dropped_below.take() {
             return Some(Delivery::GroupsDropped { below });
@@ -174,10 +182,15 @@ impl Subscriber {
             return Some(Delivery::Ready(info));
         }
         debug_assert!(self.cursor >= log.base(), "log trimmed past a cursor");
-        self.cursor = self.cursor.max(log.base());
         // Each pass consumes one entry, so this ends at the log's end.
         loop {
             let Some(e) = log.get(self.cursor) else {
+                if self.cursor < log.base() {
+                    // Never happens (the log is trimmed only behind every cursor); if it
+                    // did, resume at the oldest entry rather than stall.
+                    self.cursor = log.base();
+                    continue;
+                }
                 if !self.finished
                     && let Some(f) = &log.finish
                 {
