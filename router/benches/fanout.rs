@@ -1,4 +1,5 @@
-//! ns per delivered frame: one publisher, K local subscribers that drain every group,
+//! ns per delivered frame: one publisher, K local subscribers that drain every group
+//! (the `Bytes` clone handed out at `next_delivery` and its drop are inside the timing),
 //! and the same through a second shard (stepped on one thread, so this is the CPU cost
 //! of ring push + pop + local fan-out, not the cross-core cache-line transfer).
 //! Command and figures: `router/benches/README.md`.
@@ -158,5 +159,25 @@ fn shards(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, local_subscribers, shards);
+/// The floor under every figure above: one refcount clone and drop of a shared payload,
+/// which each subscriber's session pays for its own send-stream handle (and the bench
+/// loop pays once per published frame to hand the router a payload).
+fn payload_handle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("payload_clone_drop_cpu");
+    group.throughput(Throughput::Elements(1));
+    let payload = Bytes::from(vec![0x5a; 1000]);
+    let _ = payload.clone();
+    group.bench_function("1", |b| {
+        b.iter_custom(|iters| {
+            let start = thread_cpu_time();
+            for _ in 0..iters {
+                std::hint::black_box(payload.clone());
+            }
+            thread_cpu_time() - start
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, local_subscribers, shards, payload_handle);
 criterion_main!(benches);

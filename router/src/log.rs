@@ -105,8 +105,12 @@ impl Log {
 
     #[inline]
     pub(crate) fn get(&self, index: u64) -> Option<&Entry> {
-        let i = usize::try_from(index.checked_sub(self.base)?).ok()?;
-        self.slots.get(i).map(|s| &s.entry)
+        // Below `base` wraps to a huge offset, which `get` rejects like one past the end.
+        let i = index.wrapping_sub(self.base);
+        if i >= self.slots.len() as u64 {
+            return None;
+        }
+        self.slots.get(i as usize).map(|s| &s.entry)
     }
 
     /// Cost of the entries from `index` to the end.
