@@ -30,7 +30,9 @@ fn frames_are_held_once_however_many_subscribers_stall() {
     let (mut s, _) = shards(1, config);
     let bc = s[0].announce("b").unwrap();
     let track = s[0].publish_track(bc, "t", info()).unwrap();
-    let stalled: Vec<_> = (0..200).map(|_| s[0].subscribe("b", "t").unwrap()).collect();
+    let stalled: Vec<_> = (0..200)
+        .map(|_| s[0].subscribe("b", "t").unwrap())
+        .collect();
     for g in 0..100 {
         publish_group(&mut s[0], track, g);
         // Each reader's share is bounded, and the memory behind all of them is one log
@@ -40,7 +42,10 @@ fn frames_are_held_once_however_many_subscribers_stall() {
         }
         assert!(s[0].log_bytes() <= (16 << 10) + 2 * bound);
     }
-    assert!(s[0].total_queued_bytes() > 100 * (16 << 10), "they really lag");
+    assert!(
+        s[0].total_queued_bytes() > 100 * (16 << 10),
+        "they really lag"
+    );
     // Every one of them still resumes at whole, newest groups.
     for sub in stalled {
         let mut check = Checker::default();
