@@ -231,6 +231,10 @@ impl Subscriber {
                 return;
             };
             self.drop_through(g);
+            if g == u64::MAX {
+                // The floor cannot rise past the largest group: step over it by hand.
+                self.cursor += 1;
+            }
         }
     }
 
