@@ -1,6 +1,6 @@
 //! Broadcast model, cache and cross-core fanout for moq-relayd. It owns the announce
-//! table replicas, tracks, group caches and subscriber queues of every shard, and the
-//! SPSC rings between shards. It must never know the wire format, read a clock, take a
+//! table replicas, tracks, frame logs (with their late-join caches) and subscriber
+//! cursors of every shard, and the SPSC rings between shards. It must never know the wire format, read a clock, take a
 //! lock, block a publisher, or copy a payload: frames move as refcounted `Bytes`, time
 //! comes in as `now`.
 //!

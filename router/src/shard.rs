@@ -795,7 +795,8 @@ impl Shard {
         Ok(())
     }
 
-    /// Next delivery for `sub`, in order; `None` when its queue is empty.
+    /// Next delivery for `sub`, in order; `None` when it has read everything so far. A
+    /// frame comes as its own `Bytes` handle (a refcount clone of the log's).
     #[inline]
     pub fn next_delivery(&mut self, sub: SubscriberId) -> Option<Delivery> {
         let s = self.subs.get_mut(sub.0)?;
