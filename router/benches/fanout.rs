@@ -1,4 +1,5 @@
-//! ns per delivered frame: one publisher, K local subscribers that drain every group,
+//! ns per delivered frame: one publisher, K local subscribers that drain every group
+//! (the `Bytes` clone handed out at `next_delivery` and its drop are inside the timing),
 //! and the same through a second shard (stepped on one thread, so this is the CPU cost
 //! of ring push + pop + local fan-out, not the cross-core cache-line transfer).
 //! Command and figures: `router/benches/README.md`.
@@ -96,14 +97,48 @@ fn bench_group(b: &mut criterion::Bencher<'_>, s: &mut Setup, now: Instant, cpu:
     }
 }
 
+/// Iterations per batch whose payload handles are made before the clock starts: small,
+/// so that the 30 × this handles (32 bytes each, 30 KiB) do not evict the
+/// router's state, yet the two clock reads per batch are amortised over 960 frames.
+const OWNED_BATCH: u64 = 32;
+
+/// Like `bench_group` on CPU time, but the publisher hands over payload handles it already
+/// owns, as a session does with the `Bytes` it read: their creation (one refcount
+/// increment each here) is left out of the timing, their release by the router is not.
+fn bench_group_owned(b: &mut criterion::Bencher<'_>, s: &mut Setup, now: Instant) {
+    b.iter_custom(|iters| {
+        let mut total = Duration::ZERO;
+        let mut done = 0;
+        while done < iters {
+            let n = OWNED_BATCH.min(iters - done);
+            let mut handles: Vec<Bytes> = (0..n * FRAMES_PER_GROUP)
+                .map(|_| s.payload.clone())
+                .collect();
+            let start = thread_cpu_time();
+            for _ in 0..n {
+                let frames = handles.drain(handles.len() - FRAMES_PER_GROUP as usize..);
+                std::hint::black_box(publish_and_drain(s, now, frames));
+            }
+            total += thread_cpu_time() - start;
+            done += n;
+        }
+        total
+    })
+}
+
 /// Publishes one group and lets every subscriber drain it; returns frames delivered.
 fn one_group(s: &mut Setup, now: Instant) -> u64 {
+    let payload = s.payload.clone();
+    publish_and_drain(s, now, (0..FRAMES_PER_GROUP).map(move |_| payload.clone()))
+}
+
+fn publish_and_drain(s: &mut Setup, now: Instant, frames: impl Iterator<Item = Bytes>) -> u64 {
     let g = s.group;
     s.group += 1;
     let p = &mut s.shards[0];
     p.start_group(s.track, g).unwrap();
-    for _ in 0..FRAMES_PER_GROUP {
-        p.push_frame(s.track, g, s.payload.clone()).unwrap();
+    for frame in frames {
+        p.push_frame(s.track, g, frame).unwrap();
     }
     p.end_group(s.track, g).unwrap();
     p.flush();
@@ -158,5 +193,45 @@ fn shards(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, local_subscribers, shards);
+fn local_subscribers_owned(c: &mut Criterion) {
+    let mut group = c.benchmark_group("local_subscribers_owned_cpu");
+    for k in [1usize, 10, 1000] {
+        group.throughput(Throughput::Elements(FRAMES_PER_GROUP * k as u64));
+        let mut s = setup(1, k);
+        let now = Instant::now();
+        assert_eq!(one_group(&mut s, now), FRAMES_PER_GROUP * k as u64);
+        group.bench_with_input(BenchmarkId::from_parameter(k), &k, |b, _| {
+            bench_group_owned(b, &mut s, now)
+        });
+    }
+    group.finish();
+}
+
+/// The floor under every figure above: one refcount clone and drop of a shared payload,
+/// which each subscriber's session pays for its own send-stream handle (and the bench
+/// loop pays once per published frame to hand the router a payload).
+fn payload_handle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("payload_clone_drop_cpu");
+    group.throughput(Throughput::Elements(1));
+    let payload = Bytes::from(vec![0x5a; 1000]);
+    let _ = payload.clone();
+    group.bench_function("1", |b| {
+        b.iter_custom(|iters| {
+            let start = thread_cpu_time();
+            for _ in 0..iters {
+                std::hint::black_box(payload.clone());
+            }
+            thread_cpu_time() - start
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    local_subscribers,
+    local_subscribers_owned,
+    shards,
+    payload_handle
+);
 criterion_main!(benches);

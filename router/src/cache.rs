@@ -1,23 +1,20 @@
-//! Per-track cache of the newest groups, for late joiners. It owns references to frame
-//! payloads (shared `Bytes`, never copies) and must never exceed its group or byte bound:
+//! Which of a track's newest groups late joiners may start from. It owns only group
+//! metadata (sequence, where the group starts in the track's frame log, size, ended or
+//! truncated); the payloads live once in the log, which keeps every entry from the oldest
+//! cached group's start on. It must never account more than its group or byte bound:
 //! the newest group is always kept, unless it alone exceeds the byte bound, in which case
 //! it is marked truncated and no late joiner may start from it.
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
-
 /// Bytes charged per cached frame on top of its payload, so that a flood of empty frames
 /// still counts against the byte bound (about the size of a `Bytes` handle plus slack).
 pub(crate) const FRAME_OVERHEAD: usize = 48;
 
-/// Upper bound on frames reserved up front for a new group (one video GOP at 60 fps
-/// for ~4 s); more still fit, by regrowing.
-const MAX_RESERVED_FRAMES: usize = 256;
-
 pub(crate) struct CachedGroup {
     pub(crate) seq: u64,
-    pub(crate) frames: Vec<Bytes>,
+    /// Absolute log index of the group's `Start` entry.
+    pub(crate) start: u64,
     pub(crate) ended: bool,
     truncated: bool,
     bytes: usize,
@@ -49,26 +46,22 @@ impl Cache {
     }
 
     fn find(&self, seq: u64) -> Option<usize> {
+        // Frames almost always go to the newest group: search from the back.
         self.groups.iter().rposition(|g| g.seq == seq)
     }
 
-    /// Records a new group, keeping groups sorted by sequence.
-    pub(crate) fn start(&mut self, seq: u64) {
+    /// Records a new group whose `Start` is at log index `start`, keeping groups sorted
+    /// by sequence.
+    pub(crate) fn start(&mut self, seq: u64, start: u64) {
         if self.contains(seq) {
             return;
         }
         let pos = self.groups.partition_point(|g| g.seq < seq);
-        // Groups of a track are similar in size: reserve what the previous one used so the
-        // per-frame append does not regrow (bounded by MAX_RESERVED_FRAMES).
-        let reserve = self
-            .groups
-            .back()
-            .map_or(0, |g| g.frames.len().min(MAX_RESERVED_FRAMES));
         self.groups.insert(
             pos,
             CachedGroup {
                 seq,
-                frames: Vec::with_capacity(reserve),
+                start,
                 ended: false,
                 truncated: false,
                 bytes: 0,
@@ -77,17 +70,19 @@ impl Cache {
         self.evict();
     }
 
-    pub(crate) fn frame(&mut self, seq: u64, payload: &Bytes) {
+    /// Accounts a frame of `payload_len` bytes to group `seq`.
+    pub(crate) fn frame(&mut self, seq: u64, payload_len: usize) {
         let Some(i) = self.find(seq) else { return };
         let g = &mut self.groups[i];
         if g.truncated || g.ended {
             return;
         }
-        let cost = payload.len() + FRAME_OVERHEAD;
-        g.frames.push(payload.clone());
+        let cost = payload_len + FRAME_OVERHEAD;
         g.bytes += cost;
         self.bytes += cost;
-        self.evict();
+        if self.bytes > self.max_bytes {
+            self.evict();
+        }
     }
 
     pub(crate) fn end(&mut self, seq: u64) {
@@ -120,6 +115,32 @@ impl Cache {
         self.groups.back().filter(|g| !g.truncated)
     }
 
+    /// The oldest log index a cached group still needs, if any.
+    pub(crate) fn keep_from(&self) -> Option<u64> {
+        self.groups
+            .iter()
+            .filter(|g| !g.truncated)
+            .map(|g| g.start)
+            .min()
+    }
+
+    /// Forgets the cached group that pins the oldest log entries (the log is over its
+    /// hard bound because other groups' frames are interleaved with the cached ones).
+    pub(crate) fn forget_oldest_start(&mut self) {
+        let oldest = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.truncated)
+            .min_by_key(|(_, g)| g.start)
+            .map(|(i, _)| i);
+        if let Some(i) = oldest
+            && let Some(g) = self.groups.remove(i)
+        {
+            self.bytes -= g.bytes;
+        }
+    }
+
     fn evict(&mut self) {
         while self.groups.len() > self.max_groups
             || (self.bytes > self.max_bytes && self.groups.len() > 1)
@@ -133,7 +154,6 @@ impl Cache {
         {
             self.bytes -= g.bytes;
             g.bytes = 0;
-            g.frames = Vec::new();
             g.truncated = true;
         }
     }

@@ -1,6 +1,6 @@
 //! Broadcast model, cache and cross-core fanout for moq-relayd. It owns the announce
-//! table replicas, tracks, group caches and subscriber queues of every shard, and the
-//! SPSC rings between shards. It must never know the wire format, read a clock, take a
+//! table replicas, tracks, frame logs (with their late-join caches) and subscriber
+//! cursors of every shard, and the SPSC rings between shards. It must never know the wire format, read a clock, take a
 //! lock, block a publisher, or copy a payload: frames move as refcounted `Bytes`, time
 //! comes in as `now`.
 //!
@@ -8,7 +8,10 @@
 //! core). Each `Shard` is moved into its thread and used from there only. A broadcast is
 //! owned by the shard of its publisher; every shard keeps a replica of the announce table;
 //! a subscriber on another shard is served through one replica track per shard, fed by
-//! one ring push per frame.
+//! one ring push per frame. On each shard a track's frames are appended once to its log
+//! (which also serves late joiners); local subscribers read the log through cursors, so
+//! local fan-out costs one append per frame plus, per subscriber, the `Bytes` clone its
+//! session takes at `next_delivery`.
 //!
 //! The embedding loop, per iteration:
 //! `shard.poll(now)` → run sessions (publish, subscribe, drain deliveries) →
@@ -16,6 +19,7 @@
 //! shard.next_deadline() }`.
 
 mod cache;
+mod log;
 pub mod park;
 pub mod ring;
 mod shard;
@@ -47,7 +51,9 @@ pub trait Doorbell: Send + Sync {
 pub struct Config {
     /// Messages per ordered shard pair ring (rounded up to a power of two).
     pub ring_capacity: usize,
-    /// Bytes queued per local subscriber before its oldest groups are dropped.
+    /// Unread bytes per local subscriber before its oldest groups are dropped. A track's
+    /// log on one shard, shared by all its local subscribers, holds at most
+    /// `cache_max_bytes + 2 * subscriber_max_bytes` (entries counted with their payload).
     pub subscriber_max_bytes: usize,
     /// Groups cached per track (the newest is always kept).
     pub cache_max_groups: usize,
@@ -162,17 +168,6 @@ pub enum Delivery {
     TrackEnded {
         end: u64,
     },
-}
-
-impl Delivery {
-    pub(crate) fn group(&self) -> Option<u64> {
-        match self {
-            Delivery::GroupStart { group }
-            | Delivery::Frame { group, .. }
-            | Delivery::GroupEnd { group } => Some(*group),
-            _ => None,
-        }
-    }
 }
 
 /// Demand changes the publishing session acts on (open or close its upstream

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::cache::Cache;
+use crate::log::{Entry, Log};
 use crate::park::ParkState;
 use crate::ring::{self, Consumer, Producer};
 use crate::slab::{Key, Slab};
@@ -182,7 +183,8 @@ struct Track {
     origin: Origin,
     /// `None` while waiting for the publisher (owner) or the owner's reply (replica).
     info: Option<TrackInfo>,
-    cache: Cache,
+    /// The track's shared frame log (with the late-join cache) in `Shard::logs`.
+    log: Key,
     open: Vec<u64>,
     /// One past the highest group seen: the exclusive end if the track ends now.
     next_seq: u64,
@@ -194,12 +196,12 @@ struct Track {
 }
 
 impl Track {
-    fn new(name: Arc<str>, origin: Origin, info: Option<TrackInfo>, config: &Config) -> Self {
+    fn new(name: Arc<str>, origin: Origin, info: Option<TrackInfo>, log: Key) -> Self {
         Self {
             name,
             origin,
             info,
-            cache: Cache::new(config.cache_max_groups, config.cache_max_bytes),
+            log,
             open: Vec::new(),
             next_seq: 0,
             subs: Vec::new(),
@@ -221,13 +223,13 @@ struct Query {
     in_ready: bool,
 }
 
-/// Local fan-out step applied to a track's cache and subscribers.
-#[derive(Clone, Copy)]
-enum Ev<'a> {
+/// Local fan-out step appended to a track's log.
+enum Ev {
     Start(u64),
-    Frame(u64, &'a Bytes),
+    Frame(u64, Bytes),
     End(u64),
     AbortBelow(u64),
+    Restart,
 }
 
 /// Builds the shards.
@@ -291,6 +293,8 @@ impl Router {
                 by_path: HashMap::new(),
                 lingering: Vec::new(),
                 tracks: Slab::new(config.max_tracks),
+                // A log outlives its track while subscribers still read it.
+                logs: Slab::new(config.max_tracks.saturating_add(config.max_subscribers)),
                 replicas: HashMap::new(),
                 subs: Slab::new(config.max_subscribers),
                 ready_subs: VecDeque::new(),
@@ -321,6 +325,7 @@ pub struct Shard {
     by_path: HashMap<Arc<str>, Key>,
     lingering: Vec<Key>,
     tracks: Slab<Track>,
+    logs: Slab<Log>,
     replicas: HashMap<(usize, Key, Arc<str>), Key>,
     subs: Slab<Subscriber>,
     ready_subs: VecDeque<Key>,
@@ -506,15 +511,7 @@ impl Shard {
             Some(&tk) => tk,
             None => {
                 let name: Arc<str> = name.into();
-                let tk = self
-                    .tracks
-                    .insert(Track::new(
-                        name.clone(),
-                        Origin::Local { bc: bc.0 },
-                        Some(info),
-                        &self.config,
-                    ))
-                    .map_err(|_| self.limit("tracks", self.config.max_tracks))?;
+                let tk = self.insert_track(name.clone(), Origin::Local { bc: bc.0 }, Some(info))?;
                 if let Some(b) = self.broadcasts.get_mut(bc.0) {
                     b.tracks.insert(name, tk);
                 }
@@ -557,7 +554,10 @@ impl Shard {
         if t.info.is_none() {
             return Err(RouterError::UnknownTrack);
         }
-        if t.open.contains(&group) || t.cache.contains(group) {
+        let lk = t.log;
+        let cached = self.logs.get(lk).is_some_and(|l| l.cache.contains(group));
+        let t = self.owned_track(track)?;
+        if t.open.contains(&group) || cached {
             return Err(RouterError::DuplicateGroup {
                 track: t.name.to_string(),
                 group,
@@ -586,19 +586,37 @@ impl Shard {
         group: u64,
         payload: Bytes,
     ) -> Result<(), RouterError> {
-        let t = self.owned_track(track)?;
+        let Self {
+            tracks,
+            logs,
+            subs,
+            ready_subs,
+            config,
+            ..
+        } = self;
+        let t = match tracks.get(track.0) {
+            Some(t) if matches!(t.origin, Origin::Local { .. }) => t,
+            _ => return Err(RouterError::UnknownTrack),
+        };
         if !t.open.contains(&group) {
             return Err(RouterError::GroupNotOpen {
                 track: t.name.to_string(),
                 group,
             });
         }
-        self.fan_local(track.0, Ev::Frame(group, &payload));
+        // The per-frame path of a track read only on this shard: one lookup, one append.
+        if t.remotes.is_empty() {
+            if let Some(log) = logs.get_mut(t.log) {
+                append_frame(t, log, subs, ready_subs, config, group, payload);
+            }
+            return Ok(());
+        }
         self.fan_remote(track.0, group, true, |slot| Msg::Frame {
             slot,
             group,
             payload: payload.clone(),
         });
+        self.fan_local(track.0, Ev::Frame(group, payload));
         Ok(())
     }
 
@@ -694,18 +712,14 @@ impl Shard {
                 Some(&tk) => tk,
                 None => {
                     self.check_outboxes()?;
-                    let tk = self
-                        .tracks
-                        .insert(Track::new(
-                            name.clone(),
-                            Origin::Replica {
-                                owner: route.owner,
-                                bc: route.bc,
-                            },
-                            None,
-                            &self.config,
-                        ))
-                        .map_err(|_| self.limit("tracks", self.config.max_tracks))?;
+                    let tk = self.insert_track(
+                        name.clone(),
+                        Origin::Replica {
+                            owner: route.owner,
+                            bc: route.bc,
+                        },
+                        None,
+                    )?;
                     self.replicas.insert(key, tk);
                     if let Some(p) = self.peers[route.owner].as_mut() {
                         p.send_control(Msg::Subscribe {
@@ -718,28 +732,44 @@ impl Shard {
                 }
             }
         };
-        let sk = match self
-            .subs
-            .insert(Subscriber::new(tk, self.config.subscriber_max_bytes))
-        {
+        let Some(lk) = self.tracks.get(tk).map(|t| t.log) else {
+            return Err(RouterError::UnknownTrack);
+        };
+        let Some(end) = self.logs.get(lk).map(Log::end) else {
+            return Err(RouterError::UnknownTrack);
+        };
+        let sk = match self.subs.insert(Subscriber::new(
+            tk,
+            lk,
+            end,
+            self.config.subscriber_max_bytes,
+        )) {
             Ok(sk) => sk,
             Err(_) => return Err(self.limit("subscribers", self.config.max_subscribers)),
         };
         let Self {
             tracks,
+            logs,
             subs,
             ready_subs,
             ..
         } = self;
-        if let (Some(t), Some(s)) = (tracks.get_mut(tk), subs.get_mut(sk)) {
+        if let (Some(t), Some(s), Some(log)) =
+            (tracks.get_mut(tk), subs.get_mut(sk), logs.get_mut(lk))
+        {
             t.subs.push(sk);
+            log.readers += 1;
             if let Some(info) = t.info {
                 s.ready(info);
-                join_at_newest(t, s);
+                join_at_newest(log, s);
+                s.enforce_bound(log);
+                log.check_at = log.check_at.min(s.limit(log).saturating_add(1));
             }
-            if s.has_pending() && !s.in_ready {
+            if s.has_pending(log) {
                 s.in_ready = true;
                 ready_subs.push_back(sk);
+            } else {
+                log.idle.push(sk);
             }
         }
         self.demand_changed(tk);
@@ -751,6 +781,13 @@ impl Shard {
             return Err(RouterError::UnknownSubscriber);
         };
         self.retired_drops += s.groups_dropped;
+        if let Some(log) = self.logs.get_mut(s.log) {
+            log.readers = log.readers.saturating_sub(1);
+            log.idle.retain(|&k| k != sub.0);
+            if log.readers == 0 && log.orphan {
+                self.logs.remove(s.log);
+            }
+        }
         if let Some(t) = self.tracks.get_mut(s.track) {
             t.subs.retain(|&k| k != sub.0);
             self.demand_changed(s.track);
@@ -758,9 +795,12 @@ impl Shard {
         Ok(())
     }
 
-    /// Next delivery for `sub`, in order; `None` when its queue is empty.
+    /// Next delivery for `sub`, in order; `None` when it has read everything so far. A
+    /// frame comes as its own `Bytes` handle (a refcount clone of the log's).
+    #[inline]
     pub fn next_delivery(&mut self, sub: SubscriberId) -> Option<Delivery> {
-        self.subs.get_mut(sub.0)?.pop()
+        let s = self.subs.get_mut(sub.0)?;
+        s.next(self.logs.get(s.log)?)
     }
 
     /// A subscriber that got deliveries since it was last returned here.
@@ -768,24 +808,49 @@ impl Shard {
         while let Some(sk) = self.ready_subs.pop_front() {
             if let Some(s) = self.subs.get_mut(sk) {
                 s.in_ready = false;
+                // Woken again by the next append to its log.
+                if let Some(log) = self.logs.get_mut(s.log) {
+                    log.idle.push(sk);
+                }
                 return Some(SubscriberId(sk));
             }
         }
         None
     }
 
+    /// Bytes `sub` has not read yet: the share of its track's log it pins.
     pub fn queued_bytes(&self, sub: SubscriberId) -> Option<usize> {
-        self.subs.get(sub.0).map(Subscriber::queued_bytes)
+        let s = self.subs.get(sub.0)?;
+        Some(self.logs.get(s.log).map_or(0, |l| s.queued_bytes(l)))
     }
 
-    /// Bytes queued for all local subscribers (walks them: for metrics and tests).
+    /// Unread bytes summed over all local subscribers (walks them: for metrics and
+    /// tests). Subscribers of one track share its log, so memory held is at most the
+    /// largest of them per track, not this sum.
     pub fn total_queued_bytes(&self) -> usize {
-        self.subs.iter().map(|(_, s)| s.queued_bytes()).sum()
+        self.subs
+            .iter()
+            .map(|(_, s)| self.logs.get(s.log).map_or(0, |l| s.queued_bytes(l)))
+            .sum()
     }
 
-    /// Bytes held by the caches of this shard's tracks (walks them: metrics and tests).
+    /// Bytes of the newest groups kept for late joiners, per the cache bounds (walks the
+    /// tracks: metrics and tests).
     pub fn cached_bytes(&self) -> usize {
-        self.tracks.iter().map(|(_, t)| t.cache.bytes()).sum()
+        self.tracks
+            .iter()
+            .filter_map(|(_, t)| self.logs.get(t.log))
+            .map(|l| l.cache.bytes())
+            .sum()
+    }
+
+    /// Bytes of entries held by the track logs (frames counted once however many
+    /// subscribers read them; walks the logs: metrics and tests).
+    pub fn log_bytes(&self) -> usize {
+        self.logs
+            .iter()
+            .map(|(_, l)| usize::try_from(l.held()).unwrap_or(usize::MAX))
+            .sum()
     }
 
     // ---------------------------------------------------------------- announce queries
@@ -969,6 +1034,27 @@ impl Shard {
 
     // ---------------------------------------------------------------- internals
 
+    /// A new track with its own (empty) log.
+    fn insert_track(
+        &mut self,
+        name: Arc<str>,
+        origin: Origin,
+        info: Option<TrackInfo>,
+    ) -> Result<Key, RouterError> {
+        let cache = Cache::new(self.config.cache_max_groups, self.config.cache_max_bytes);
+        let lk = self
+            .logs
+            .insert(Log::new(cache))
+            .map_err(|_| self.limit("tracks", self.config.max_tracks))?;
+        match self.tracks.insert(Track::new(name, origin, info, lk)) {
+            Ok(tk) => Ok(tk),
+            Err(_) => {
+                self.logs.remove(lk);
+                Err(self.limit("tracks", self.config.max_tracks))
+            }
+        }
+    }
+
     fn visible_route(&self, path: &str) -> Option<Route> {
         self.announces
             .get(path)?
@@ -985,15 +1071,7 @@ impl Shard {
             return Ok(tk);
         }
         let name: Arc<str> = name.into();
-        let tk = self
-            .tracks
-            .insert(Track::new(
-                name.clone(),
-                Origin::Local { bc: bk },
-                None,
-                &self.config,
-            ))
-            .map_err(|_| self.limit("tracks", self.config.max_tracks))?;
+        let tk = self.insert_track(name.clone(), Origin::Local { bc: bk }, None)?;
         let Some(b) = self.broadcasts.get_mut(bk) else {
             return Ok(tk);
         };
@@ -1067,6 +1145,13 @@ impl Shard {
 
     fn remove_track(&mut self, tk: Key) -> Option<Track> {
         let t = self.tracks.remove(tk)?;
+        // Subscribers still reading the log keep it until they leave.
+        if let Some(log) = self.logs.get_mut(t.log) {
+            log.orphan = true;
+            if log.readers == 0 {
+                self.logs.remove(t.log);
+            }
+        }
         match t.origin {
             Origin::Local { bc } => {
                 if let Some(b) = self.broadcasts.get_mut(bc) {
@@ -1086,18 +1171,15 @@ impl Shard {
         };
         let end = t.next_seq;
         let live = t.info.is_some();
-        for &sk in &t.subs {
-            if let Some(s) = self.subs.get_mut(sk) {
-                let d = if live {
-                    Delivery::TrackEnded { end }
-                } else {
-                    Delivery::NotFound
-                };
-                if s.finish(d) && !s.in_ready {
-                    s.in_ready = true;
-                    self.ready_subs.push_back(sk);
-                }
-            }
+        if let Some(log) = self.logs.get_mut(t.log)
+            && log.finish.is_none()
+        {
+            log.finish = Some(if live {
+                Delivery::TrackEnded { end }
+            } else {
+                Delivery::NotFound
+            });
+            wake_idle(log, &mut self.subs, &mut self.ready_subs);
         }
         for r in &t.remotes {
             if let Some(p) = self.peers[r.shard].as_mut() {
@@ -1193,23 +1275,16 @@ impl Shard {
     /// A resumed publisher may restart group numbering: drop the cache and let every
     /// subscriber, here and on other shards, join at the next group it starts.
     fn restart_track(&mut self, tk: Key) {
-        let Self {
-            tracks,
-            subs,
-            peers,
-            ..
-        } = self;
+        let Some(t) = self.tracks.get_mut(tk) else {
+            return;
+        };
+        t.open.clear();
+        t.next_seq = 0;
+        self.fan_local(tk, Ev::Restart);
+        let Self { tracks, peers, .. } = self;
         let Some(t) = tracks.get_mut(tk) else {
             return;
         };
-        t.cache.clear();
-        t.open.clear();
-        t.next_seq = 0;
-        for &sk in &t.subs {
-            if let Some(s) = subs.get_mut(sk) {
-                s.restart();
-            }
-        }
         for r in &mut t.remotes {
             let Some(p) = peers[r.shard].as_mut() else {
                 continue;
@@ -1230,6 +1305,7 @@ impl Shard {
     fn track_became_ready(&mut self, tk: Key, info: TrackInfo) {
         let Self {
             tracks,
+            logs,
             subs,
             ready_subs,
             peers,
@@ -1239,58 +1315,86 @@ impl Shard {
         let Some(t) = tracks.get_mut(tk) else {
             return;
         };
+        let Some(log) = logs.get_mut(t.log) else {
+            return;
+        };
         for &sk in &t.subs {
             if let Some(s) = subs.get_mut(sk) {
                 s.ready(info);
-                join_at_newest(t, s);
-                if s.has_pending() && !s.in_ready {
-                    s.in_ready = true;
-                    ready_subs.push_back(sk);
-                }
+                join_at_newest(log, s);
+                s.enforce_bound(log);
+                log.check_at = log.check_at.min(s.limit(log).saturating_add(1));
             }
         }
-        let mut remotes = std::mem::take(&mut t.remotes);
-        for r in &mut remotes {
+        wake_idle(log, subs, ready_subs);
+        for r in &mut t.remotes {
             if let Some(p) = peers[r.shard].as_mut() {
                 p.send_control(Msg::Subscribed { slot: r.slot, info });
-                replay_newest(t, r, p, stats);
+                replay_newest(log, r, p, stats);
             }
         }
-        t.remotes = remotes;
     }
 
-    fn fan_local(&mut self, tk: Key, ev: Ev<'_>) {
+    /// Appends one step to the track's log: O(1) however many local subscribers read
+    /// it, except for the subscriber scan (at each group start, or when the log grew
+    /// past the point where some subscriber could be over its bound) and waking the
+    /// subscribers that had read everything.
+    fn fan_local(&mut self, tk: Key, ev: Ev) {
         let Self {
             tracks,
+            logs,
             subs,
             ready_subs,
+            config,
             ..
         } = self;
         let Some(t) = tracks.get_mut(tk) else {
             return;
         };
-        match ev {
+        let Some(log) = logs.get_mut(t.log) else {
+            return;
+        };
+        let scan = match ev {
+            Ev::Frame(g, p) => {
+                return append_frame(t, log, subs, ready_subs, config, g, p);
+            }
             Ev::Start(g) => {
-                t.cache.start(g);
                 t.next_seq = t.next_seq.max(g.saturating_add(1));
+                let i = log.push(Entry::Start(g));
+                log.cache.start(g, i);
+                true
             }
-            Ev::Frame(g, p) => t.cache.frame(g, p),
-            Ev::End(g) => t.cache.end(g),
-            Ev::AbortBelow(b) => t.cache.abort_below(b),
-        }
-        for &sk in &t.subs {
-            let Some(s) = subs.get_mut(sk) else { continue };
-            let queued = match ev {
-                Ev::Start(g) => s.group_start(g),
-                Ev::Frame(g, p) => s.frame(g, p),
-                Ev::End(g) => s.group_end(g),
-                Ev::AbortBelow(b) => s.abort_below(b),
-            };
-            if queued && !s.in_ready {
-                s.in_ready = true;
-                ready_subs.push_back(sk);
+            Ev::End(g) => {
+                log.cache.end(g);
+                log.push(Entry::End(g));
+                false
             }
+            Ev::AbortBelow(b) => {
+                log.cache.abort_below(b);
+                log.push(Entry::AbortBelow(b));
+                // Applied now, so that queued entries of the aborted groups are never
+                // handed out; a subscriber still behind a restart meets the entry in
+                // order instead (group numbers before and after it are unrelated).
+                for &sk in &t.subs {
+                    if let Some(s) = subs.get_mut(sk)
+                        && s.past(log.last_restart)
+                    {
+                        s.abort_below(b);
+                    }
+                }
+                true
+            }
+            Ev::Restart => {
+                log.cache.clear();
+                let i = log.push(Entry::Restart);
+                log.last_restart = Some(i);
+                true
+            }
+        };
+        if scan || log.total() >= log.check_at {
+            scan_log(log, &t.subs, subs, config);
         }
+        wake_idle(log, subs, ready_subs);
     }
 
     /// Pushes one message per interested shard for `group`; a shard whose ring has no
@@ -1409,7 +1513,6 @@ impl Shard {
                 let Some(fed) = self.fed_kind(slot, from) else {
                     return;
                 };
-                self.fan_local(slot, Ev::Frame(group, &payload));
                 if fed {
                     self.fan_remote(slot, group, true, |s| Msg::Frame {
                         slot: s,
@@ -1417,6 +1520,7 @@ impl Shard {
                         payload: payload.clone(),
                     });
                 }
+                self.fan_local(slot, Ev::Frame(group, payload));
             }
             Msg::GroupStart { slot, group } => {
                 let Some(fed) = self.fed_kind(slot, from) else {
@@ -1448,16 +1552,10 @@ impl Shard {
             Msg::Restart { slot } => match self.fed_kind(slot, from) {
                 Some(true) => self.restart_track(slot),
                 Some(false) => {
-                    let Self { tracks, subs, .. } = self;
-                    if let Some(t) = tracks.get_mut(slot) {
-                        t.cache.clear();
+                    if let Some(t) = self.tracks.get_mut(slot) {
                         t.next_seq = 0;
-                        for &sk in &t.subs {
-                            if let Some(s) = subs.get_mut(sk) {
-                                s.restart();
-                            }
-                        }
                     }
+                    self.fan_local(slot, Ev::Restart);
                 }
                 None => {}
             },
@@ -1539,6 +1637,7 @@ impl Shard {
         };
         let Self {
             tracks,
+            logs,
             peers,
             stats,
             ..
@@ -1554,7 +1653,9 @@ impl Shard {
         };
         if let Some(info) = t.info {
             p.send_control(Msg::Subscribed { slot, info });
-            replay_newest(t, &mut r, p, stats);
+            if let Some(log) = logs.get(t.log) {
+                replay_newest(log, &mut r, p, stats);
+            }
         }
         t.remotes.push(r);
         self.demand_changed(tk);
@@ -1582,22 +1683,84 @@ fn push_data(p: &mut Peer, r: &mut Remote, msg: Msg) -> bool {
 }
 
 /// Late join for a new local subscriber: the newest cached group from its first frame.
-fn join_at_newest(t: &Track, s: &mut Subscriber) {
-    if let Some(g) = t.cache.newest() {
-        s.group_start(g.seq);
-        for f in &g.frames {
-            s.frame(g.seq, f);
-        }
-        if g.ended {
-            s.group_end(g.seq);
+fn join_at_newest(log: &Log, s: &mut Subscriber) {
+    if let Some(g) = log.cache.newest() {
+        s.join(g.seq, g.start, log.end());
+    }
+}
+
+/// Moves every subscriber of `log` that had read everything to the ready queue (each
+/// is in exactly one of the two, so the queue stays bounded by the subscriber count).
+#[inline]
+fn wake_idle(log: &mut Log, subs: &mut Slab<Subscriber>, ready: &mut VecDeque<Key>) {
+    if log.idle.is_empty() {
+        return;
+    }
+    for sk in log.idle.drain(..) {
+        if let Some(s) = subs.get_mut(sk)
+            && !s.in_ready
+        {
+            s.in_ready = true;
+            ready.push_back(sk);
         }
     }
 }
 
+/// Appends a frame to a track's log: the whole per-frame cost of local fan-out, however
+/// many subscribers read the track.
+#[inline]
+fn append_frame(
+    t: &Track,
+    log: &mut Log,
+    subs: &mut Slab<Subscriber>,
+    ready: &mut VecDeque<Key>,
+    config: &Config,
+    group: u64,
+    payload: Bytes,
+) {
+    log.cache.frame(group, payload.len());
+    log.push(Entry::Frame(group, payload));
+    if log.total() >= log.check_at {
+        scan_log(log, &t.subs, subs, config);
+    }
+    wake_idle(log, subs, ready);
+}
+
+/// Walks a track's subscribers: drops the oldest groups of any that is over its byte
+/// bound, sets when the next such walk is due, and trims the log to what the slowest
+/// subscriber and the late-join cache still need (and to its hard bound: the cache bound
+/// plus one subscriber bound).
+fn scan_log(log: &mut Log, readers: &[Key], subs: &mut Slab<Subscriber>, config: &Config) {
+    let mut keep = log.end();
+    let mut limit = u64::MAX;
+    for &sk in readers {
+        if let Some(s) = subs.get_mut(sk) {
+            s.enforce_bound(log);
+            keep = keep.min(s.cursor());
+            limit = limit.min(s.limit(log));
+        }
+    }
+    let cap = (config.cache_max_bytes as u64).saturating_add(config.subscriber_max_bytes as u64);
+    // Each pass forgets one cached group: bounded by the cache's group count.
+    loop {
+        log.trim(keep.min(log.cache.keep_from().unwrap_or(u64::MAX)));
+        if log.held() <= cap || log.cache.keep_from().is_none() {
+            break;
+        }
+        log.cache.forget_oldest_start();
+    }
+    // Walk again at the latest after one subscriber bound of appends, so that a log
+    // without readers is trimmed too.
+    let periodic = log
+        .total()
+        .saturating_add(config.subscriber_max_bytes as u64);
+    log.check_at = limit.saturating_add(1).min(periodic);
+}
+
 /// Late join for a shard that just subscribed: the newest cached group through its
 /// ring. If the ring fills, the shard simply starts at a later group.
-fn replay_newest(t: &Track, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
-    let Some(g) = t.cache.newest() else { return };
+fn replay_newest(log: &Log, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
+    let Some(g) = log.cache.newest() else { return };
     let reserve = p.reserve;
     let slot = r.slot;
     let seq = g.seq;
@@ -1607,7 +1770,11 @@ fn replay_newest(t: &Track, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
         r.floor = seq.saturating_add(1);
         return;
     }
-    for f in &g.frames {
+    let frames = log.iter_from(g.start).filter_map(|e| match e {
+        Entry::Frame(group, f) if *group == seq => Some(f),
+        _ => None,
+    });
+    for f in frames {
         let msg = Msg::Frame {
             slot,
             group: seq,

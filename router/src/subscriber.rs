@@ -1,24 +1,22 @@
-//! One local subscriber's delivery queue. It owns the queued deliveries and their byte
-//! count, and enforces the per-subscriber bound by dropping the OLDEST queued groups so
-//! the newest keep flowing. It must never block the caller, never hold more than its
-//! bound, and never copy a payload.
+//! One local subscriber: a cursor into its track's shared log, plus the little state that
+//! is its own (where it joined, which groups it dropped, what it must be told). It
+//! enforces the per-subscriber bound by dropping its OLDEST unread groups (raising its
+//! floor and moving its cursor) so the newest keep flowing. It must never block the
+//! caller, never let its unread backlog exceed its bound once the shard has scanned it,
+//! and never copy a payload (a frame is handed out as a refcounted `Bytes` clone).
 
-use std::collections::VecDeque;
-
-use bytes::Bytes;
-
+use crate::log::{ENTRY_OVERHEAD, Entry, Log};
 use crate::slab::Key;
 use crate::{Delivery, TrackInfo};
 
-/// Bytes charged per queued delivery on top of its payload, so that control entries and
-/// empty frames count against the bound (about the size of one queue entry).
-pub(crate) const ENTRY_OVERHEAD: usize = 64;
-
 pub(crate) struct Subscriber {
     pub(crate) track: Key,
-    queue: VecDeque<Delivery>,
-    bytes: usize,
+    pub(crate) log: Key,
+    /// Absolute index of the next log entry to read.
+    cursor: u64,
     max_bytes: usize,
+    /// `Ready` still to be handed out (it comes before any log entry).
+    ready: Option<TrackInfo>,
     /// First group this subscriber joined at; `None` until a group starts (late join
     /// happens at a group boundary, never mid-group).
     start: Option<u64>,
@@ -28,106 +26,220 @@ pub(crate) struct Subscriber {
     first_taken: Option<u64>,
     /// Pending "reset every open group below N" notice, coalesced.
     dropped_below: Option<u64>,
+    /// Late join replay `(group, until)`: entries before log index `until` happened
+    /// before this subscriber existed, so of those only group `group`'s are its own.
+    replay: Option<(u64, u64)>,
     pub(crate) in_ready: bool,
-    /// Track ended or not found was queued; nothing follows.
+    /// The track's last delivery (ended or not found) was handed out; nothing follows.
     finished: bool,
     pub(crate) groups_dropped: u64,
 }
 
 impl Subscriber {
-    pub(crate) fn new(track: Key, max_bytes: usize) -> Self {
+    pub(crate) fn new(track: Key, log: Key, cursor: u64, max_bytes: usize) -> Self {
         Self {
             track,
-            queue: VecDeque::new(),
-            bytes: 0,
+            log,
+            cursor,
             max_bytes,
+            ready: None,
             start: None,
             floor: 0,
             first_taken: None,
             dropped_below: None,
+            replay: None,
             in_ready: false,
             finished: false,
             groups_dropped: 0,
         }
     }
 
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.bytes
-    }
-
-    pub(crate) fn has_pending(&self) -> bool {
-        !self.queue.is_empty() || self.dropped_below.is_some()
-    }
-
-    fn cost(d: &Delivery) -> usize {
-        match d {
-            Delivery::Frame { payload, .. } => payload.len() + ENTRY_OVERHEAD,
-            _ => ENTRY_OVERHEAD,
+    fn control_bytes(&self) -> usize {
+        if self.ready.is_some() {
+            ENTRY_OVERHEAD
+        } else {
+            0
         }
     }
 
-    fn push(&mut self, d: Delivery) {
-        self.bytes += Self::cost(&d);
-        self.queue.push_back(d);
-        self.enforce_bound();
+    /// Bytes this subscriber has not read yet (entries of groups it will skip count too:
+    /// the bound errs on the side of dropping).
+    pub(crate) fn queued_bytes(&self, log: &Log) -> usize {
+        usize::try_from(log.backlog(self.cursor))
+            .unwrap_or(usize::MAX)
+            .saturating_add(self.control_bytes())
     }
 
-    /// Returns true if something was queued.
-    pub(crate) fn ready(&mut self, info: TrackInfo) -> bool {
-        if self.finished {
-            return false;
-        }
-        self.push(Delivery::Ready(info));
-        true
+    /// The log total past which this subscriber would be over its bound.
+    pub(crate) fn limit(&self, log: &Log) -> u64 {
+        let read = log.total() - log.backlog(self.cursor);
+        let room = self.max_bytes.saturating_sub(self.control_bytes()) as u64;
+        read.saturating_add(room)
     }
 
-    pub(crate) fn finish(&mut self, d: Delivery) -> bool {
-        if self.finished {
-            return false;
+    pub(crate) fn has_pending(&self, log: &Log) -> bool {
+        self.ready.is_some()
+            || self.dropped_below.is_some()
+            || self.cursor < log.end()
+            || (log.finish.is_some() && !self.finished)
+    }
+
+    pub(crate) fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The track is live: `Ready` comes first.
+    pub(crate) fn ready(&mut self, info: TrackInfo) {
+        if !self.finished {
+            self.ready = Some(info);
         }
-        self.finished = true;
-        self.push(d);
-        true
+    }
+
+    /// Late join at the cached group `group` whose `Start` is at log index `start`;
+    /// `until` is the log's end now.
+    pub(crate) fn join(&mut self, group: u64, start: u64, until: u64) {
+        self.cursor = start;
+        self.replay = Some((group, until));
     }
 
     fn wants(&self, group: u64) -> bool {
         !self.finished && group >= self.floor && self.start.is_some_and(|s| group >= s)
     }
 
-    pub(crate) fn group_start(&mut self, group: u64) -> bool {
-        if self.finished || group < self.floor {
-            return false;
+    fn in_replay(&self, index: u64, group: Option<u64>) -> bool {
+        match self.replay {
+            Some((g, until)) if index < until => group == Some(g),
+            _ => true,
         }
-        match self.start {
-            None => self.start = Some(group),
-            Some(s) if group < s => return false,
-            Some(_) => {}
-        }
-        self.push(Delivery::GroupStart { group });
-        true
     }
 
+    /// Whether the entry at `index` is handed to the session (false: skipped, or a
+    /// control entry applied silently).
+    fn delivers(&self, index: u64, e: &Entry) -> bool {
+        if !self.in_replay(index, e.group()) {
+            return false;
+        }
+        match *e {
+            Entry::Start(g) => {
+                !self.finished && g >= self.floor && self.start.is_none_or(|s| g >= s)
+            }
+            Entry::Frame(g, _) | Entry::End(g) => self.wants(g),
+            Entry::AbortBelow(_) | Entry::Restart => false,
+        }
+    }
+
+    /// Applies the entry at `index`; the delivery it makes, if any.
+    #[inline(always)]
+    fn step(&mut self, index: u64, e: &Entry) -> Option<Delivery> {
+        if self.replay.is_some() && !self.replay_step(index, e) {
+            return None;
+        }
+        match e {
+            Entry::Start(g) => {
+                let g = *g;
+                if self.finished || g < self.floor || self.start.is_some_and(|s| g < s) {
+                    return None;
+                }
+                self.start.get_or_insert(g);
+                self.first_taken = Some(self.first_taken.map_or(g, |t| t.min(g)));
+                Some(Delivery::GroupStart { group: g })
+            }
+            Entry::Frame(g, p) => self.wants(*g).then(|| Delivery::Frame {
+                group: *g,
+                payload: p.clone(),
+            }),
+            Entry::End(g) => self.wants(*g).then_some(Delivery::GroupEnd { group: *g }),
+            Entry::AbortBelow(below) => {
+                self.abort_below(*below);
+                None
+            }
+            Entry::Restart => {
+                self.restart();
+                None
+            }
+        }
+    }
+
+    /// Leaves the late-join replay once past it; whether the entry is this
+    /// subscriber's.
+    #[cold]
+    fn replay_step(&mut self, index: u64, e: &Entry) -> bool {
+        if let Some((_, until)) = self.replay
+            && index >= until
+        {
+            self.replay = None;
+        }
+        self.in_replay(index, e.group())
+    }
+
+    /// Next delivery, in order; `None` when everything in the log was read.
     #[inline]
-    pub(crate) fn frame(&mut self, group: u64, payload: &Bytes) -> bool {
-        if !self.wants(group) {
-            return false;
+    pub(crate) fn next(&mut self, log: &Log) -> Option<Delivery> {
+        if let Some(below) = self.dropped_below.take() {
+            return Some(Delivery::GroupsDropped { below });
         }
-        self.push(Delivery::Frame {
-            group,
-            payload: payload.clone(),
-        });
-        true
+        if let Some(info) = self.ready.take() {
+            return Some(Delivery::Ready(info));
+        }
+        debug_assert!(self.cursor >= log.base(), "log trimmed past a cursor");
+        // Each pass consumes one entry, so this ends at the log's end.
+        loop {
+            let Some(e) = log.get(self.cursor) else {
+                if self.cursor < log.base() {
+                    // Never happens (the log is trimmed only behind every cursor); if it
+                    // did, resume at the oldest entry rather than stall.
+                    self.cursor = log.base();
+                    continue;
+                }
+                if !self.finished
+                    && let Some(f) = &log.finish
+                {
+                    self.finished = true;
+                    return Some(f.clone());
+                }
+                return None;
+            };
+            let index = self.cursor;
+            self.cursor += 1;
+            if let Some(d) = self.step(index, e) {
+                return Some(d);
+            }
+            if let Some(below) = self.dropped_below.take() {
+                return Some(Delivery::GroupsDropped { below });
+            }
+        }
     }
 
-    pub(crate) fn group_end(&mut self, group: u64) -> bool {
-        if !self.wants(group) {
-            return false;
+    /// Past the byte bound, drop the oldest unread group until back under it. A single
+    /// group larger than the bound is dropped too, so the bound always holds.
+    pub(crate) fn enforce_bound(&mut self, log: &Log) {
+        self.cursor = self.cursor.max(log.base());
+        // Each pass either returns or raises the floor past the group at the cursor, which
+        // the next pass then steps over: the loop ends within the log's length.
+        loop {
+            while let Some(e) = log.get(self.cursor) {
+                if self.delivers(self.cursor, e) {
+                    break;
+                }
+                self.step(self.cursor, e);
+                self.cursor += 1;
+            }
+            if self.queued_bytes(log) <= self.max_bytes {
+                return;
+            }
+            let Some(g) = log.get(self.cursor).and_then(Entry::group) else {
+                return;
+            };
+            self.drop_through(g);
+            if g == u64::MAX {
+                // The floor cannot rise past the largest group: step over it by hand.
+                self.cursor += 1;
+            }
         }
-        self.push(Delivery::GroupEnd { group });
-        true
     }
 
-    /// Every group below `below` lost data upstream of this subscriber.
+    /// Every group below `below` lost data upstream of this subscriber. True if that
+    /// changed anything.
     pub(crate) fn abort_below(&mut self, below: u64) -> bool {
         if self.finished || below <= self.floor {
             return false;
@@ -136,17 +248,8 @@ impl Subscriber {
         true
     }
 
-    /// Drops every queued delivery of groups `<= last` and everything later for them.
+    /// Groups `<= last` are gone for this subscriber.
     fn drop_through(&mut self, last: u64) {
-        let mut freed = 0;
-        self.queue.retain(|d| match d.group() {
-            Some(g) if g <= last => {
-                freed += Self::cost(d);
-                false
-            }
-            _ => true,
-        });
-        self.bytes -= freed;
         self.floor = self.floor.max(last.saturating_add(1));
         self.groups_dropped += 1;
         if self.first_taken.is_some_and(|t| t <= last) {
@@ -154,34 +257,15 @@ impl Subscriber {
         }
     }
 
-    /// Past the byte bound, drop the oldest queued group until back under it. A single
-    /// group larger than the bound is dropped too, so the bound always holds.
-    fn enforce_bound(&mut self) {
-        // Each pass removes at least the front group's entries, so the loop ends.
-        while self.bytes > self.max_bytes {
-            let Some(oldest) = self.queue.iter().find_map(Delivery::group) else {
-                break;
-            };
-            self.drop_through(oldest);
-        }
-    }
-
     /// The publisher came back after a loss and may number groups afresh: join at its
-    /// next group, whatever its sequence. Groups already queued are still delivered.
+    /// next group, whatever its sequence. Groups already in the log are still delivered.
     pub(crate) fn restart(&mut self) {
         self.start = None;
         self.floor = 0;
     }
 
-    pub(crate) fn pop(&mut self) -> Option<Delivery> {
-        if let Some(below) = self.dropped_below.take() {
-            return Some(Delivery::GroupsDropped { below });
-        }
-        let d = self.queue.pop_front()?;
-        self.bytes -= Self::cost(&d);
-        if let Delivery::GroupStart { group } = d {
-            self.first_taken = Some(self.first_taken.map_or(group, |t| t.min(group)));
-        }
-        Some(d)
+    /// Whether aborts may be applied ahead of the cursor (it is past the last restart).
+    pub(crate) fn past(&self, index: Option<u64>) -> bool {
+        index.is_none_or(|i| self.cursor > i)
     }
 }
