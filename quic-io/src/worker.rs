@@ -62,7 +62,18 @@ enum H3Role {
     Request,
     /// A WebTransport stream of the session: bytes go to the application.
     App,
+    /// Client side: a session stream the server opened before we read its 200; delivered to
+    /// the application when the session becomes ready (flow control bounds the bytes).
+    Early {
+        data: Vec<Bytes>,
+        fin: bool,
+        reset: Option<VarInt>,
+    },
 }
+
+/// Server streams held before the CONNECT response is read; a server opens a handful (MoQ
+/// control, announces), so more than this before our session exists is abuse.
+const MAX_EARLY_STREAMS: usize = 64;
 
 enum Mode {
     /// TLS not finished; ALPN unknown.
@@ -458,6 +469,39 @@ impl Core {
         }
     }
 
+    /// Client side: hands the streams the server opened before its 200 to the application.
+    fn release_early(&mut self, sid: SessionId, c: &mut Conn) {
+        let Mode::H3(h) = &mut c.mode else { return };
+        let mut ids: Vec<StreamId> = h
+            .roles
+            .iter()
+            .filter(|(_, r)| matches!(r, H3Role::Early { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable_by_key(|id| u64::from(*id));
+        for id in ids {
+            let Some(H3Role::Early { data, fin, reset }) = h.roles.insert(id, H3Role::App) else {
+                continue;
+            };
+            self.events.push_back(Event::StreamOpened {
+                session: sid,
+                stream: id,
+                bidi: id.dir() == Dir::Bi,
+            });
+            for d in data {
+                self.events.push_back(Event::Data {
+                    session: sid,
+                    stream: id,
+                    data: d,
+                });
+            }
+            if fin || reset.is_some() {
+                h.roles.remove(&id);
+            }
+            self.stream_end(sid, id, fin, reset);
+        }
+    }
+
     fn is_app_stream(&self, c: &Conn, id: StreamId) -> bool {
         match &c.mode {
             Mode::H3(h) => {
@@ -600,6 +644,15 @@ impl Core {
             let _ = rest.split_to(n);
             first = Some(rest.freeze());
             let session = h.hs.session();
+            let pending = h.hs.pending_session();
+            let early = h
+                .roles
+                .values()
+                .filter(|r| matches!(r, H3Role::Early { .. }))
+                .count();
+            let Some(role) = h.roles.get_mut(&id) else {
+                return;
+            };
             *role = match (uni, bi) {
                 (Some(wt::UniKind::Control), _) => {
                     result = h.hs.on_control_opened(id.into());
@@ -614,6 +667,12 @@ impl Core {
                             bidi: id.dir() == Dir::Bi,
                         });
                         H3Role::App
+                    } else if !c.ready && pending == Some(s) && early < MAX_EARLY_STREAMS {
+                        H3Role::Early {
+                            data: Vec::new(),
+                            fin: false,
+                            reset: None,
+                        }
                     } else {
                         let _ = c.inner.recv_stream(id).stop(VarInt::from_u32(0x3994bd84));
                         H3Role::Ignore
@@ -632,7 +691,9 @@ impl Core {
             };
         }
         let Mode::H3(h) = &mut c.mode else { return };
-        let Some(role) = h.roles.get(&id) else { return };
+        let Some(role) = h.roles.get_mut(&id) else {
+            return;
+        };
         let data: Vec<Bytes> = first
             .into_iter()
             .chain(chunks)
@@ -651,6 +712,15 @@ impl Core {
                 }
             }
             H3Role::Ignore => {}
+            H3Role::Early {
+                data: held,
+                fin: f,
+                reset: r,
+            } => {
+                held.extend(data);
+                *f |= fin;
+                *r = r.or(reset);
+            }
             H3Role::Request => {
                 for d in &data {
                     if result.is_ok() {
@@ -679,7 +749,10 @@ impl Core {
         }
         if (fin || reset.is_some())
             && let Mode::H3(h) = &mut c.mode
-            && !matches!(h.roles.get(&id), Some(H3Role::Request | H3Role::Control))
+            && !matches!(
+                h.roles.get(&id),
+                Some(H3Role::Request | H3Role::Control | H3Role::Early { .. })
+            )
         {
             h.roles.remove(&id);
         }
@@ -741,6 +814,7 @@ impl Core {
                         query: req.query,
                         remote: c.remote,
                     }));
+                    self.release_early(sid, c);
                 }
                 wt::Output::Refused { status, reason } => {
                     info!(worker = self.index, session = sid, %reason, "webtransport refused");

@@ -364,6 +364,15 @@ impl Handshake {
         }
     }
 
+    /// Client side: the session ID our CONNECT will have, while the response is awaited.
+    /// The server may open session streams right behind its 200, and they can be read first.
+    pub fn pending_session(&self) -> Option<u64> {
+        match self.connect {
+            ConnectState::Requested { stream } => Some(stream),
+            _ => None,
+        }
+    }
+
     /// A peer uni stream turned out to be a control stream.
     pub fn on_control_opened(&mut self, stream: u64) -> Result<(), WtError> {
         if self.control.is_some() {
