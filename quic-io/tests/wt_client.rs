@@ -185,3 +185,99 @@ fn webtransport_client_offering_no_known_protocol_gets_a_session_without_one() {
     assert_eq!(out.bidi, b"wt bidi");
     assert_eq!(server_saw[0].transport.version(), None);
 }
+
+/// Opens a uni stream and says hello the moment a session is ready, as a relay does with
+/// its first MoQ streams: the bytes leave right behind the CONNECT response.
+struct Greeter;
+
+impl Application for Greeter {
+    fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
+        if let Event::SessionReady(info) = event
+            && let Ok(u) = io.open_uni(info.id)
+        {
+            let _ = io.write(info.id, u, &mut [Bytes::from_static(b"hello early")]);
+            let _ = io.finish(info.id, u);
+        }
+    }
+    fn poll(&mut self, _now: Instant, _io: &mut Io<'_>) {}
+    fn timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// Reports the first stream the server finishes.
+struct Listener {
+    target: SocketAddr,
+    config: Option<quinn_proto::ClientConfig>,
+    got: HashMap<StreamId, Vec<u8>>,
+    done: Mutex<mpsc::Sender<Result<Vec<u8>, String>>>,
+}
+
+impl Application for Listener {
+    fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
+        match event {
+            Event::Data { stream, data, .. } => {
+                self.got.entry(stream).or_default().extend_from_slice(&data)
+            }
+            Event::Finished { session, stream } => {
+                let data = self.got.remove(&stream).unwrap_or_default();
+                let _ = self.done.lock().unwrap().send(Ok(data));
+                io.close(session, 0, "done");
+            }
+            Event::SessionClosed { code, reason, .. } => {
+                let _ = self
+                    .done
+                    .lock()
+                    .unwrap()
+                    .send(Err(format!("closed {code} {reason}")));
+            }
+            _ => {}
+        }
+    }
+
+    fn poll(&mut self, _now: Instant, io: &mut Io<'_>) {
+        if let Some(cfg) = self.config.take() {
+            let authority = format!("localhost:{}", self.target.port());
+            let _ = io.connect_webtransport(cfg, self.target, "localhost", &authority, "/", &[]);
+        }
+    }
+
+    fn timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+#[test]
+fn stream_the_server_opens_right_behind_its_200_reaches_the_client() {
+    // Several rounds: whether the stream's packet is read before the response varies.
+    for _ in 0..3 {
+        let server = Server::start(config(1, IoBackend::Auto), |_ctx: WorkerCtx| Greeter)
+            .expect("server starts");
+        let fp = server.fingerprint();
+        let mut digest = [0u8; 32];
+        for (i, b) in digest.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&fp[2 * i..2 * i + 2], 16).unwrap();
+        }
+        let mut ccfg = Config::new("127.0.0.1:0".parse().unwrap());
+        ccfg.runtime.workers = 1;
+        ccfg.socket.io = config(1, IoBackend::Auto).socket.io;
+        let tls = client_config(ServerVerify::Sha256(vec![digest]), &["h3"], &ccfg).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let target = server.local_addr();
+        let tx = Mutex::new(Some(tx));
+        let client = Server::start(ccfg, move |_ctx: WorkerCtx| Listener {
+            target,
+            config: Some(tls.clone()),
+            got: HashMap::new(),
+            done: Mutex::new(tx.lock().unwrap().take().expect("one worker")),
+        })
+        .unwrap();
+        client.wakers()[0].wake();
+        let r = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("listener reported");
+        client.shutdown();
+        server.shutdown();
+        assert_eq!(r.unwrap(), b"hello early");
+    }
+}
