@@ -645,11 +645,15 @@ impl Core {
             first = Some(rest.freeze());
             let session = h.hs.session();
             let pending = h.hs.pending_session();
-            let early = h
-                .roles
-                .values()
-                .filter(|r| matches!(r, H3Role::Early { .. }))
-                .count();
+            // Counted only while a client waits for its 200: never on the server's hot path.
+            let early = match (c.ready, pending) {
+                (false, Some(_)) => h
+                    .roles
+                    .values()
+                    .filter(|r| matches!(r, H3Role::Early { .. }))
+                    .count(),
+                _ => 0,
+            };
             let Some(role) = h.roles.get_mut(&id) else {
                 return;
             };
