@@ -18,7 +18,7 @@ use quic_io::{Application, Event, Io, IoError, SessionId, StreamId, VarInt};
 
 use crate::clock::{Epoch, now_ns};
 use crate::frame::Header;
-use crate::scenario::{Load, Target, Timeline};
+use crate::scenario::{Load, Target, Timeline, TransportKind};
 
 /// The one track every benchmark broadcast carries.
 pub const TRACK: &str = "video";
@@ -202,9 +202,9 @@ impl BenchWorker {
             io.close(info.id, 0, "unsupported version");
             return;
         };
-        let setup_path = version
-            .is_05_or_later()
-            .then(|| self.shared.target.path.clone());
+        // On WebTransport the path travels in the CONNECT URL and must not be in SETUP.
+        let raw = matches!(info.transport, quic_io::Transport::Quic { .. });
+        let setup_path = (raw && version.is_05_or_later()).then(|| self.shared.target.path.clone());
         let hint = match role {
             Role::Publisher(_) => SetupRole::Publisher,
             Role::Subscriber(_) => SetupRole::Subscriber,
@@ -454,7 +454,22 @@ impl BenchWorker {
                 return;
             };
             let target = &self.shared.target;
-            match io.connect(self.shared.tls.clone(), target.addr, &target.server_name) {
+            let load = &self.shared.load;
+            let dialed = match load.transport {
+                TransportKind::Quic => {
+                    io.connect(self.shared.tls.clone(), target.addr, &target.server_name)
+                }
+                // Offer only the chosen version so the run measures what it says it does.
+                TransportKind::Webtransport => io.connect_webtransport(
+                    self.shared.tls.clone(),
+                    target.addr,
+                    &target.server_name,
+                    &target.authority(),
+                    &target.path_and_query(),
+                    &[load.version.alpn()],
+                ),
+            };
+            match dialed {
                 Ok(sid) => {
                     self.connecting.insert(sid, role);
                 }

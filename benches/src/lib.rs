@@ -68,7 +68,11 @@ pub fn run(load: &Load, target: &Target) -> Result<Report, BenchError> {
     ccfg.runtime.workers = 1;
     // One group stream per group per subscription arrives at once at most a few at a time;
     // the default (1024) is far above that.
-    let tls = tls::client_config(&target.trust, load.version.alpn(), &ccfg)?;
+    let alpn = match load.transport {
+        TransportKind::Quic => load.version.alpn(),
+        TransportKind::Webtransport => "h3",
+    };
+    let tls = tls::client_config(&target.trust, alpn, &ccfg)?;
 
     let epoch = Epoch::now();
     let start = epoch.ns() + START_DELAY.as_nanos() as u64;

@@ -147,6 +147,7 @@ fn resolve(t: &TargetArgs, load: &mut Load) -> anyhow::Result<(Target, Option<Sp
             addr: relay.addr,
             server_name: "localhost".into(),
             path: t.path.clone(),
+            query: String::new(),
             trust,
             relay_pid: Some(relay.pid()),
         };

@@ -362,6 +362,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             server_name: "localhost".into(),
             path: String::new(),
+            query: String::new(),
             trust: Trust::Insecure,
             relay_pid: None,
         };

@@ -26,7 +26,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3_600);
 pub enum TransportKind {
     /// Raw QUIC, ALPN = the moq-lite version.
     Quic,
-    /// WebTransport over HTTP/3 (not implemented yet: the run is refused).
+    /// WebTransport over HTTP/3 (ALPN `h3`); the moq-lite version is the `wt-protocol`.
     Webtransport,
 }
 
@@ -113,14 +113,31 @@ pub struct Target {
     pub addr: SocketAddr,
     /// TLS server name (SNI).
     pub server_name: String,
-    /// Connection path: SETUP Path on raw QUIC 05; ignored on 03/04 raw QUIC.
+    /// Connection path without the leading `/`: SETUP Path on raw QUIC 05, the CONNECT path
+    /// on WebTransport; ignored on 03/04 raw QUIC.
     pub path: String,
+    /// URL query without `?` (e.g. `jwt=…`): sent in the WebTransport CONNECT only.
+    pub query: String,
     pub trust: Trust,
     /// Process whose CPU and memory are sampled over the measured window.
     pub relay_pid: Option<u32>,
 }
 
 impl Target {
+    /// The WebTransport CONNECT `:path`: `/path` plus `?query` when there is one.
+    pub fn path_and_query(&self) -> String {
+        match self.query.is_empty() {
+            true => format!("/{}", self.path),
+            false => format!("/{}?{}", self.path, self.query),
+        }
+    }
+
+    /// The WebTransport CONNECT `:authority`: the TLS name and the port (an IP literal is
+    /// named `localhost`, like the SNI, since that is what a generated certificate covers).
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.server_name, self.addr.port())
+    }
+
     /// From a `moql://host:port/path` (raw QUIC) or `https://…` (WebTransport) URL.
     pub fn from_url(url: &str, trust: Trust) -> Result<(Target, TransportKind), BenchError> {
         let bad = |why: &str| BenchError::Config(format!("--connect {url}: {why}"));
@@ -150,6 +167,7 @@ impl Target {
             addr,
             server_name,
             path: u.path().trim_start_matches('/').to_owned(),
+            query: u.query().unwrap_or_default().to_owned(),
             trust,
             relay_pid: None,
         };
@@ -191,11 +209,6 @@ impl Load {
         }
         if self.duration.is_zero() {
             return bad("--duration must be positive".into());
-        }
-        if self.transport == TransportKind::Webtransport {
-            return Err(BenchError::Unsupported(
-                "WebTransport client (use raw QUIC: moql://)",
-            ));
         }
         Ok(())
     }
@@ -260,5 +273,19 @@ mod tests {
         assert_eq!(t.path, "anon");
         assert_eq!(t.server_name, "localhost");
         assert!(Target::from_url("ftp://x/", Trust::Insecure).is_err());
+    }
+
+    #[test]
+    fn https_url_selects_webtransport_and_keeps_path_and_query() {
+        let (t, kind) = Target::from_url(
+            "https://127.0.0.1:4443/anon/room?jwt=a.b.c",
+            Trust::Insecure,
+        )
+        .unwrap();
+        assert_eq!(kind, TransportKind::Webtransport);
+        assert_eq!(t.path, "anon/room");
+        assert_eq!(t.query, "jwt=a.b.c");
+        assert_eq!(t.path_and_query(), "/anon/room?jwt=a.b.c");
+        assert_eq!(t.authority(), "localhost:4443");
     }
 }

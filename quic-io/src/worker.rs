@@ -62,7 +62,18 @@ enum H3Role {
     Request,
     /// A WebTransport stream of the session: bytes go to the application.
     App,
+    /// Client side: a session stream the server opened before we read its 200; delivered to
+    /// the application when the session becomes ready (flow control bounds the bytes).
+    Early {
+        data: Vec<Bytes>,
+        fin: bool,
+        reset: Option<VarInt>,
+    },
 }
+
+/// Server streams held before the CONNECT response is read; a server opens a handful (MoQ
+/// control, announces), so more than this before our session exists is abuse.
+const MAX_EARLY_STREAMS: usize = 64;
 
 enum Mode {
     /// TLS not finished; ALPN unknown.
@@ -93,6 +104,8 @@ struct Conn {
     close_at: Option<(Instant, VarInt)>,
     /// Bytes that must precede application data on a stream (WebTransport prefixes).
     pending_prefix: HashMap<StreamId, Bytes>,
+    /// An outgoing WebTransport dial: the client handshake, until ALPN `h3` is confirmed.
+    dial: Option<Box<wt::Handshake>>,
 }
 
 impl Conn {
@@ -244,6 +257,7 @@ impl Core {
                         timer: None,
                         close_at: None,
                         pending_prefix: HashMap::new(),
+                        dial: None,
                     }),
                 );
                 self.by_handle.insert(handle, sid);
@@ -293,14 +307,34 @@ impl Core {
                     .and_then(|d| d.protocol)
                     .map(|p| String::from_utf8_lossy(&p).into_owned())
                     .unwrap_or_default();
-                // Outgoing connections are raw QUIC only (no client-side WebTransport yet).
-                c.mode = if alpn == "h3" && c.inner.side().is_server() {
-                    Mode::H3(Box::new(H3 {
+                // Outgoing connections speak h3 only when dialed as WebTransport.
+                c.mode = match c.dial.take() {
+                    Some(hs) if alpn == "h3" => Mode::H3(Box::new(H3 {
+                        hs: *hs,
+                        roles: HashMap::new(),
+                    })),
+                    Some(_) => {
+                        let reason = format!("server chose ALPN {alpn:?}, not h3");
+                        c.inner.close(
+                            now,
+                            VarInt::from_u64(wt::h3::GENERAL_PROTOCOL_ERROR).unwrap_or_default(),
+                            Bytes::from(reason.clone()),
+                        );
+                        if !c.closed {
+                            c.closed = true;
+                            self.events.push_back(Event::SessionClosed {
+                                session: sid,
+                                code: 1,
+                                reason,
+                            });
+                        }
+                        Mode::Handshaking
+                    }
+                    None if alpn == "h3" && c.inner.side().is_server() => Mode::H3(Box::new(H3 {
                         hs: wt::Handshake::new(self.wt_protocols.clone()),
                         roles: HashMap::new(),
-                    }))
-                } else {
-                    Mode::Quic { alpn }
+                    })),
+                    None => Mode::Quic { alpn },
                 };
             }
             Q::Connected => match &c.mode {
@@ -323,6 +357,9 @@ impl Core {
                         if let Mode::H3(h) = &mut c.mode {
                             h.roles.insert(id, H3Role::Control);
                         }
+                    }
+                    if c.inner.side().is_client() {
+                        self.send_connect(sid, c, now);
                     }
                 }
                 Mode::Handshaking => {}
@@ -402,6 +439,66 @@ impl Core {
                 }
             }
             Q::DatagramsUnblocked => {}
+        }
+    }
+
+    /// Client side: opens the CONNECT request stream and writes the request on it.
+    fn send_connect(&mut self, sid: SessionId, c: &mut Conn, now: Instant) {
+        let Some(id) = c.inner.streams().open(Dir::Bi) else {
+            // A fresh connection always has bidi credit unless the server grants none.
+            c.inner.close(
+                now,
+                VarInt::from_u64(wt::h3::GENERAL_PROTOCOL_ERROR).unwrap_or_default(),
+                Bytes::from_static(b"no bidi stream for CONNECT"),
+            );
+            let reason = quinn_proto::ConnectionError::LocallyClosed;
+            self.session_closed(sid, c, &reason);
+            return;
+        };
+        let Mode::H3(h) = &mut c.mode else { return };
+        let req = h.hs.start_request(id.into());
+        h.roles.insert(id, H3Role::Request);
+        match c.inner.send_stream(id).write(&req) {
+            Ok(n) if n == req.len() => {}
+            Ok(n) => {
+                c.pending_prefix.insert(id, req.slice(n..));
+            }
+            Err(_) => {
+                c.pending_prefix.insert(id, req);
+            }
+        }
+    }
+
+    /// Client side: hands the streams the server opened before its 200 to the application.
+    fn release_early(&mut self, sid: SessionId, c: &mut Conn) {
+        let Mode::H3(h) = &mut c.mode else { return };
+        let mut ids: Vec<StreamId> = h
+            .roles
+            .iter()
+            .filter(|(_, r)| matches!(r, H3Role::Early { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable_by_key(|id| u64::from(*id));
+        for id in ids {
+            let Some(H3Role::Early { data, fin, reset }) = h.roles.insert(id, H3Role::App) else {
+                continue;
+            };
+            self.events.push_back(Event::StreamOpened {
+                session: sid,
+                stream: id,
+                bidi: id.dir() == Dir::Bi,
+            });
+            for d in data {
+                self.events.push_back(Event::Data {
+                    session: sid,
+                    stream: id,
+                    data: d,
+                });
+            }
+            if fin || reset.is_some() {
+                h.roles.remove(&id);
+            }
+            self.stream_end(sid, id, fin, reset);
         }
     }
 
@@ -547,6 +644,19 @@ impl Core {
             let _ = rest.split_to(n);
             first = Some(rest.freeze());
             let session = h.hs.session();
+            let pending = h.hs.pending_session();
+            // Counted only while a client waits for its 200: never on the server's hot path.
+            let early = match (c.ready, pending) {
+                (false, Some(_)) => h
+                    .roles
+                    .values()
+                    .filter(|r| matches!(r, H3Role::Early { .. }))
+                    .count(),
+                _ => 0,
+            };
+            let Some(role) = h.roles.get_mut(&id) else {
+                return;
+            };
             *role = match (uni, bi) {
                 (Some(wt::UniKind::Control), _) => {
                     result = h.hs.on_control_opened(id.into());
@@ -561,6 +671,12 @@ impl Core {
                             bidi: id.dir() == Dir::Bi,
                         });
                         H3Role::App
+                    } else if !c.ready && pending == Some(s) && early < MAX_EARLY_STREAMS {
+                        H3Role::Early {
+                            data: Vec::new(),
+                            fin: false,
+                            reset: None,
+                        }
                     } else {
                         let _ = c.inner.recv_stream(id).stop(VarInt::from_u32(0x3994bd84));
                         H3Role::Ignore
@@ -579,7 +695,9 @@ impl Core {
             };
         }
         let Mode::H3(h) = &mut c.mode else { return };
-        let Some(role) = h.roles.get(&id) else { return };
+        let Some(role) = h.roles.get_mut(&id) else {
+            return;
+        };
         let data: Vec<Bytes> = first
             .into_iter()
             .chain(chunks)
@@ -598,6 +716,15 @@ impl Core {
                 }
             }
             H3Role::Ignore => {}
+            H3Role::Early {
+                data: held,
+                fin: f,
+                reset: r,
+            } => {
+                held.extend(data);
+                *f |= fin;
+                *r = r.or(reset);
+            }
             H3Role::Request => {
                 for d in &data {
                     if result.is_ok() {
@@ -626,7 +753,10 @@ impl Core {
         }
         if (fin || reset.is_some())
             && let Mode::H3(h) = &mut c.mode
-            && !matches!(h.roles.get(&id), Some(H3Role::Request | H3Role::Control))
+            && !matches!(
+                h.roles.get(&id),
+                Some(H3Role::Request | H3Role::Control | H3Role::Early { .. })
+            )
         {
             h.roles.remove(&id);
         }
@@ -688,6 +818,23 @@ impl Core {
                         query: req.query,
                         remote: c.remote,
                     }));
+                    self.release_early(sid, c);
+                }
+                wt::Output::Refused { status, reason } => {
+                    info!(worker = self.index, session = sid, %reason, "webtransport refused");
+                    if !c.closed {
+                        c.closed = true;
+                        self.events.push_back(Event::SessionClosed {
+                            session: sid,
+                            code: status.map(u64::from).unwrap_or(1),
+                            reason,
+                        });
+                    }
+                    c.inner.close(
+                        now,
+                        VarInt::from_u64(wt::h3::REQUEST_REJECTED).unwrap_or_default(),
+                        Bytes::new(),
+                    );
                 }
                 wt::Output::Closed { code, reason } => {
                     if c.ready && !c.closed {
@@ -867,6 +1014,41 @@ impl<'a> Io<'a> {
         addr: SocketAddr,
         server_name: &str,
     ) -> Result<SessionId, IoError> {
+        self.dial(config, addr, server_name, None)
+    }
+
+    /// Opens an outgoing WebTransport session: `config` must offer ALPN `h3`. After the QUIC
+    /// handshake the worker sends SETTINGS and an extended CONNECT for
+    /// `https://{authority}{path_and_query}` offering `protocols` as `wt-available-protocols`;
+    /// a 200 raises `SessionReady` with `Transport::WebTransport { protocol }` (the server's
+    /// `wt-protocol`), and from then on the session behaves like a server-side one. A refusal
+    /// raises `SessionClosed` whose `code` is the HTTP status (1 when there was none) and whose
+    /// reason says why. The same one-worker caveat as [`Io::connect`] applies.
+    pub fn connect_webtransport(
+        &mut self,
+        config: quinn_proto::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+        authority: &str,
+        path_and_query: &str,
+        protocols: &[&str],
+    ) -> Result<SessionId, IoError> {
+        let hs = wt::Handshake::client(authority, path_and_query, protocols).map_err(|e| {
+            IoError::Connect {
+                addr,
+                reason: e.to_string(),
+            }
+        })?;
+        self.dial(config, addr, server_name, Some(Box::new(hs)))
+    }
+
+    fn dial(
+        &mut self,
+        config: quinn_proto::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+        dial: Option<Box<wt::Handshake>>,
+    ) -> Result<SessionId, IoError> {
         let (handle, inner) = self
             .core
             .endpoint
@@ -890,6 +1072,7 @@ impl<'a> Io<'a> {
                 timer: None,
                 close_at: None,
                 pending_prefix: HashMap::new(),
+                dial,
             }),
         );
         self.core.by_handle.insert(handle, sid);

@@ -1,4 +1,5 @@
-//! The WebTransport-over-HTTP/3 server handshake and framing as a sans-IO state machine:
+//! The WebTransport-over-HTTP/3 handshake (server side, and the client side a dialing worker
+//! uses) and framing as a sans-IO state machine:
 //! SETTINGS exchange, extended CONNECT (path and query captured, `wt-protocol` negotiated),
 //! the 0x41/0x54 stream prefixes, quarter-stream-ID datagrams, CLOSE_WEBTRANSPORT_SESSION
 //! and the u32 ⇄ HTTP/3 error-code mapping. It takes bytes in and returns bytes and decisions
@@ -62,6 +63,10 @@ pub enum WtError {
     DuplicateControl(u64),
     #[error("control stream closed")]
     ControlClosed,
+    #[error("server opened request stream {0}")]
+    ServerRequestStream(u64),
+    #[error("CONNECT target is not a valid https URL: {0}")]
+    BadTarget(String),
 }
 
 impl WtError {
@@ -72,7 +77,10 @@ impl WtError {
             WtError::DuplicateSettings | WtError::FrameUnexpected { .. } => h3::FRAME_UNEXPECTED,
             WtError::NoWebTransport | WtError::BadSettings(_) => h3::SETTINGS_ERROR,
             WtError::TooLarge { .. } => h3::EXCESSIVE_LOAD,
-            WtError::DuplicateControl(_) => h3::STREAM_CREATION_ERROR,
+            WtError::DuplicateControl(_) | WtError::ServerRequestStream(_) => {
+                h3::STREAM_CREATION_ERROR
+            }
+            WtError::BadTarget(_) => h3::REQUEST_REJECTED,
             WtError::ControlClosed => h3::CLOSED_CRITICAL_STREAM,
         }
     }
@@ -229,6 +237,9 @@ pub enum Output {
     Ready(SessionRequest),
     /// The peer closed the session (capsule, FIN or reset of the CONNECT stream).
     Closed { code: u32, reason: String },
+    /// Client side: the server did not accept our CONNECT. `status` is the HTTP status when
+    /// the response carried one.
+    Refused { status: Option<u16>, reason: String },
 }
 
 #[derive(Debug)]
@@ -237,6 +248,8 @@ enum ConnectState {
     Waiting,
     /// The CONNECT was decoded but the peer's SETTINGS have not arrived.
     Held(Box<ConnectRequest>, u64),
+    /// Client side: our CONNECT is out on this stream; waiting for the response HEADERS.
+    Requested { stream: u64 },
     /// Accepted; the CONNECT stream now carries capsules.
     Live { stream: u64 },
     /// Rejected or closed.
@@ -254,6 +267,15 @@ pub struct Handshake {
     connect_stream: Option<u64>,
     connect_buf: BytesMut,
     outputs: std::collections::VecDeque<Output>,
+    /// Client side only: the CONNECT we send and what it asked for.
+    client: Option<Box<ClientRequest>>,
+}
+
+/// What a dialing client asked for; kept to report it with `Ready` and to check the answer.
+#[derive(Debug)]
+struct ClientRequest {
+    request: ConnectRequest,
+    offered: Vec<String>,
 }
 
 impl Handshake {
@@ -269,7 +291,59 @@ impl Handshake {
             connect_stream: None,
             connect_buf: BytesMut::new(),
             outputs: Default::default(),
+            client: None,
         }
+    }
+
+    /// Client side of one HTTP/3 connection that will carry one WebTransport session to
+    /// `https://{authority}{path_and_query}`, offering `protocols` (our preference first) in
+    /// `wt-available-protocols`. Fails here, before any packet is sent, if the target or a
+    /// protocol cannot be encoded.
+    pub fn client(
+        authority: &str,
+        path_and_query: &str,
+        protocols: &[&str],
+    ) -> Result<Self, WtError> {
+        if !path_and_query.starts_with('/') {
+            return Err(WtError::BadTarget(format!(
+                "path {path_and_query:?} must start with '/'"
+            )));
+        }
+        let url: url::Url = format!("https://{authority}{path_and_query}")
+            .parse()
+            .map_err(|e: url::ParseError| WtError::BadTarget(e.to_string()))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(WtError::BadTarget(format!("no host in {authority:?}")));
+        }
+        let offered: Vec<String> = protocols.iter().map(|p| p.to_string()).collect();
+        let request = ConnectRequest::new(url).with_protocols(offered.clone());
+        // Encode once now so a bad protocol string is an error of the call, not of the wire.
+        request
+            .encode(&mut BytesMut::new())
+            .map_err(|e| WtError::BadTarget(e.to_string()))?;
+        let mut h = Self::new(Vec::new());
+        h.client = Some(Box::new(ClientRequest { request, offered }));
+        Ok(h)
+    }
+
+    /// Client side: the request stream the glue opened for the CONNECT; returns the HEADERS
+    /// frame to write on it (not finished: the stream carries capsules afterwards). Empty for
+    /// a server-side handshake or a second call.
+    pub fn start_request(&mut self, stream: u64) -> Bytes {
+        let Some(c) = &self.client else {
+            return Bytes::new();
+        };
+        if !matches!(self.connect, ConnectState::Waiting) {
+            return Bytes::new();
+        }
+        let mut b = BytesMut::new();
+        if c.request.encode(&mut b).is_err() {
+            // `client()` already encoded this exact request successfully.
+            return Bytes::new();
+        }
+        self.connect_stream = Some(stream);
+        self.connect = ConnectState::Requested { stream };
+        b.freeze()
     }
 
     /// The next thing to do, if any.
@@ -286,6 +360,15 @@ impl Handshake {
     pub fn session(&self) -> Option<u64> {
         match self.connect {
             ConnectState::Live { stream } => Some(stream),
+            _ => None,
+        }
+    }
+
+    /// Client side: the session ID our CONNECT will have, while the response is awaited.
+    /// The server may open session streams right behind its 200, and they can be read first.
+    pub fn pending_session(&self) -> Option<u64> {
+        match self.connect {
+            ConnectState::Requested { stream } => Some(stream),
             _ => None,
         }
     }
@@ -330,8 +413,11 @@ impl Handshake {
                         return Err(WtError::NoWebTransport);
                     }
                     self.settings_seen = true;
-                    if let ConnectState::Held(req, stream) =
-                        std::mem::replace(&mut self.connect, ConnectState::Waiting)
+                    // Only a held CONNECT moves on; any other state (a client's pending
+                    // request, a live session) must survive late SETTINGS untouched.
+                    if matches!(self.connect, ConnectState::Held(..))
+                        && let ConnectState::Held(req, stream) =
+                            std::mem::replace(&mut self.connect, ConnectState::Waiting)
                     {
                         self.answer(*req, stream);
                     }
@@ -364,6 +450,11 @@ impl Handshake {
                 return self.on_capsule_data(stream, data, fin);
             }
             ConnectState::Held(_, s) if s == stream => return Ok(()),
+            ConnectState::Requested { stream: s } if s == stream => {
+                return self.on_response_data(stream, data, fin);
+            }
+            // RFC 9114 6.1: servers never open bidirectional streams.
+            _ if self.client.is_some() => return Err(WtError::ServerRequestStream(stream)),
             _ => {
                 // A second request on a one-session connection: refuse it.
                 self.outputs.push_back(Output::Send {
@@ -475,6 +566,90 @@ impl Handshake {
             protocol,
         }));
         self.connect = ConnectState::Live { stream };
+    }
+
+    /// Client side: bytes of the CONNECT response (and any capsules right behind it).
+    fn on_response_data(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<(), WtError> {
+        if self.connect_buf.len() + data.len() > MAX_CONNECT_BUFFER {
+            return Err(WtError::TooLarge {
+                stream,
+                limit: MAX_CONNECT_BUFFER,
+            });
+        }
+        self.connect_buf.extend_from_slice(data);
+        let Some((typ, _, total)) = frame_header(&self.connect_buf) else {
+            if fin {
+                self.refuse(None, "CONNECT stream ended before a response".into());
+            }
+            return Ok(());
+        };
+        if typ != 0x01 {
+            // RFC 9114 4.1: a response starts with HEADERS.
+            return Err(WtError::FrameUnexpected { stream, frame: typ });
+        }
+        if total > MAX_CONNECT_BUFFER {
+            return Err(WtError::TooLarge {
+                stream,
+                limit: MAX_CONNECT_BUFFER,
+            });
+        }
+        if self.connect_buf.len() < total {
+            if fin {
+                self.refuse(None, "CONNECT stream ended inside the response".into());
+            }
+            return Ok(());
+        }
+        let mut frame = self.connect_buf.split_to(total).freeze();
+        let resp = match ConnectResponse::decode(&mut frame) {
+            Ok(r) if r.status == web_transport_proto::http::StatusCode::OK => r,
+            Ok(r) => {
+                self.refuse(Some(r.status.as_u16()), format!("status {}", r.status));
+                return Ok(());
+            }
+            Err(ConnectError::WrongStatus(Some(s))) => {
+                self.refuse(Some(s.as_u16()), format!("status {s}"));
+                return Ok(());
+            }
+            Err(e) => {
+                self.refuse(None, format!("malformed response: {e}"));
+                return Ok(());
+            }
+        };
+        let Some(client) = self.client.take() else {
+            return Ok(());
+        };
+        if let Some(p) = &resp.protocol
+            && !client.offered.iter().any(|o| o == p)
+        {
+            self.refuse(
+                Some(200),
+                format!("server chose wt-protocol {p:?}, not offered"),
+            );
+            return Ok(());
+        }
+        let url = &client.request.url;
+        self.outputs.push_back(Output::Ready(SessionRequest {
+            session: stream,
+            authority: url.authority().to_string(),
+            path: url.path().to_string(),
+            query: url.query().unwrap_or_default().to_string(),
+            protocol: resp.protocol,
+        }));
+        self.connect = ConnectState::Live { stream };
+        // Capsules (a CLOSE) may ride right behind the response.
+        if !self.connect_buf.is_empty() || fin {
+            return self.on_capsule_data(stream, &[], fin);
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, status: Option<u16>, reason: String) {
+        self.connect = ConnectState::Done;
+        self.connect_buf = BytesMut::new();
+        self.outputs.push_back(Output::Refused {
+            status,
+            reason: format!("WebTransport CONNECT refused: {reason}"),
+        });
     }
 
     fn on_capsule_data(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<(), WtError> {
@@ -867,5 +1042,166 @@ mod tests {
             assert_eq!(error_from_http3(h), Some(n));
         }
         assert_eq!(error_from_http3(0x100), None);
+    }
+
+    fn drain(h: &mut Handshake) -> Vec<Output> {
+        std::iter::from_fn(|| h.poll_output()).collect()
+    }
+
+    /// Runs our client CONNECT through our server side; returns the client and the bytes the
+    /// server answered on the request stream.
+    fn client_against_server(path_and_query: &str, offer: &[&str]) -> (Handshake, Bytes) {
+        let mut c = Handshake::client("relay.example.com:4443", path_and_query, offer).unwrap();
+        let req = c.start_request(0);
+        assert_eq!(req[0], 0x01, "CONNECT is a HEADERS frame");
+        let mut s = Handshake::new(supported());
+        let ctrl = control_stream_bytes();
+        s.on_control_opened(2).unwrap();
+        s.on_control_data(&ctrl[1..], false).unwrap();
+        s.on_request_data(0, &req, false).unwrap();
+        let mut answer = None;
+        for o in drain(&mut s) {
+            if let Output::Send {
+                stream: 0, data, ..
+            } = o
+            {
+                answer = Some(data);
+            }
+        }
+        c.on_control_opened(3).unwrap();
+        c.on_control_data(&ctrl[1..], false).unwrap();
+        (c, answer.expect("server answered"))
+    }
+
+    #[test]
+    fn client_connect_is_accepted_by_our_server_with_path_query_and_protocol() {
+        let (mut c, answer) =
+            client_against_server("/anon/room?jwt=abc.def", &["moq-lite-04", "moq-lite-03"]);
+        // Byte by byte, to prove the response is buffered until whole.
+        for b in answer.iter() {
+            assert!(c.poll_output().is_none());
+            c.on_request_data(0, &[*b], false).unwrap();
+        }
+        let outs = drain(&mut c);
+        assert_eq!(
+            outs,
+            vec![Output::Ready(SessionRequest {
+                session: 0,
+                authority: "relay.example.com:4443".into(),
+                path: "/anon/room".into(),
+                query: "jwt=abc.def".into(),
+                protocol: Some("moq-lite-04".into()),
+            })]
+        );
+        assert_eq!(c.session(), Some(0));
+        assert!(c.is_connect_stream(0));
+    }
+
+    #[test]
+    fn server_sees_the_client_path_query_and_first_offered_protocol() {
+        let mut c = Handshake::client("localhost:4443", "/a?jwt=x", &["moq-lite-05"]).unwrap();
+        let req = c.start_request(4);
+        let mut s = Handshake::new(supported());
+        s.on_control_opened(3).unwrap();
+        s.on_control_data(&control_stream_bytes()[1..], false)
+            .unwrap();
+        s.on_request_data(4, &req, false).unwrap();
+        let req = ready(&mut s).1.unwrap();
+        assert_eq!(req.authority, "localhost:4443");
+        assert_eq!((req.path.as_str(), req.query.as_str()), ("/a", "jwt=x"));
+        assert_eq!(req.protocol.as_deref(), Some("moq-lite-05"));
+    }
+
+    #[test]
+    fn capsule_right_behind_the_response_closes_the_client_session() {
+        let (mut c, answer) = client_against_server("/", &["moq-lite-05"]);
+        let mut both = answer.to_vec();
+        both.extend_from_slice(&close_capsule(9, "go away"));
+        c.on_request_data(0, &both, false).unwrap();
+        let outs = drain(&mut c);
+        assert!(matches!(outs[0], Output::Ready(_)));
+        assert_eq!(
+            outs[1],
+            Output::Closed {
+                code: 9,
+                reason: "go away".into()
+            }
+        );
+    }
+
+    #[test]
+    fn non_200_response_refuses_the_client_session_with_its_status() {
+        let (mut c, _) = client_against_server("/", &["moq-lite-05"]);
+        let resp = response_bytes(web_transport_proto::http::StatusCode::NOT_FOUND, None);
+        c.on_request_data(0, &resp, true).unwrap();
+        match drain(&mut c).as_slice() {
+            [Output::Refused { status, reason }] => {
+                assert_eq!(*status, Some(404));
+                assert!(reason.contains("404"), "{reason}");
+            }
+            o => panic!("unexpected {o:?}"),
+        }
+        assert_eq!(c.session(), None);
+    }
+
+    #[test]
+    fn client_refuses_a_protocol_it_did_not_offer() {
+        let (mut c, _) = client_against_server("/", &["moq-lite-03"]);
+        let resp = response_bytes(
+            web_transport_proto::http::StatusCode::OK,
+            Some("moq-lite-05"),
+        );
+        c.on_request_data(0, &resp, false).unwrap();
+        assert!(matches!(
+            drain(&mut c).as_slice(),
+            [Output::Refused {
+                status: Some(200),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn connect_stream_ending_before_a_response_refuses_without_status() {
+        let (mut c, answer) = client_against_server("/", &[]);
+        c.on_request_data(0, &answer[..3], true).unwrap();
+        assert!(matches!(
+            drain(&mut c).as_slice(),
+            [Output::Refused { status: None, .. }]
+        ));
+    }
+
+    #[test]
+    fn client_rejects_server_request_streams_and_data_before_headers() {
+        let (mut c, _) = client_against_server("/", &[]);
+        assert_eq!(
+            c.on_request_data(1, &[0x01, 0x00], false),
+            Err(WtError::ServerRequestStream(1))
+        );
+        assert_eq!(
+            c.on_request_data(0, &[0x00, 0x01, 0xaa], false),
+            Err(WtError::FrameUnexpected {
+                stream: 0,
+                frame: 0
+            })
+        );
+    }
+
+    #[test]
+    fn bad_client_targets_fail_before_anything_is_sent() {
+        assert!(matches!(
+            Handshake::client("localhost:4443", "no-slash", &[]),
+            Err(WtError::BadTarget(_))
+        ));
+        assert!(matches!(
+            Handshake::client("", "/", &[]),
+            Err(WtError::BadTarget(_))
+        ));
+        assert!(matches!(
+            Handshake::client("localhost", "/", &["caf\u{e9}"]),
+            Err(WtError::BadTarget(_))
+        ));
+        // A server-side handshake has no request to start.
+        assert!(Handshake::new(supported()).start_request(0).is_empty());
     }
 }
