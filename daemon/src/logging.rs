@@ -20,5 +20,9 @@ pub fn init(level: LogLevel) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // When stderr is gone (a closed pipe, a restarted log collector) tracing-subscriber
+        // would report it with eprintln!, which panics: losing log lines must not stop
+        // the relay.
+        .log_internal_errors(false)
         .init();
 }

@@ -68,3 +68,54 @@ fn broken_file_on_sighup_keeps_the_running_configuration() {
     relay.signal(libc::SIGTERM);
     assert!(relay.wait_exit().success());
 }
+
+#[test]
+fn losing_stderr_loses_log_lines_not_the_relay() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moq-relayd"))
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("serving on udp://") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "relay exited early"
+        );
+    }
+    drop(stderr);
+
+    // Each SIGHUP logs a reload: writes into the closed pipe.
+    for _ in 0..3 {
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the relay died when its log pipe closed"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
