@@ -103,6 +103,9 @@ async fn expect_any_group(sub: &mut TrackSubscriber, frames: u64) -> u64 {
 }
 
 const FRAMES: u64 = 4;
+/// How long one step of a fan-out test waits for every subscriber (a loaded 2-core CI
+/// machine with 50 sessions per step).
+const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 const GROUPS: u64 = 6;
 
 fn write_group(track: &interop::TrackPublisher, group: u64) {
@@ -186,14 +189,31 @@ async fn fanout(relay: &Running, url: &str, versions: &[&str], subscribers: usiz
             session.close().await;
         });
     }
-    for _ in 0..subscribers {
-        ready_rx.recv().await.expect("subscriber subscribed");
-    }
+    drop(ready_tx);
+    // A subscriber task that panics never reports: wait for the others only so long,
+    // then let its panic (from `join_next`) say what went wrong instead of hanging.
+    let mut all_report = async |what: &str| {
+        for n in 0..subscribers {
+            match tokio::time::timeout(STEP_TIMEOUT, ready_rx.recv()).await {
+                Ok(Some(())) => {}
+                _ => {
+                    tasks.abort_all();
+                    while let Some(result) = tasks.join_next().await {
+                        if let Err(err) = result
+                            && err.is_panic()
+                        {
+                            std::panic::resume_unwind(err.into_panic());
+                        }
+                    }
+                    panic!("only {n} of {subscribers} subscribers {what}");
+                }
+            }
+        }
+    };
+    all_report("subscribed").await;
     go_tx.send(0).unwrap();
     write_group(&track, 0);
-    for _ in 0..subscribers {
-        ready_rx.recv().await.expect("subscriber got group 0");
-    }
+    all_report("got group 0").await;
     for group in 1..GROUPS {
         write_group(&track, group);
     }
