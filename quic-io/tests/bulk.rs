@@ -16,11 +16,7 @@ fn bulk_transfer_batches(io: IoBackend) {
     runtime().block_on(async {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let ep = client_endpoint();
-            let conn = ep
-                .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-                .unwrap()
-                .await
-                .unwrap();
+            let conn = connect_moq05(&ep, &fp, addr).await;
             // Download: the echo app answers `BULK n` with n bytes.
             let (mut send, mut recv) = conn.open_bi().await.unwrap();
             send.write_all(format!("BULK {DOWNLOAD}\n").as_bytes())

@@ -82,11 +82,7 @@ fn gso_refused_by_the_kernel_falls_back_to_single_datagrams(io: IoBackend) {
     runtime().block_on(async {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let ep = client_endpoint();
-            let conn = ep
-                .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-                .unwrap()
-                .await
-                .unwrap();
+            let conn = connect_moq05(&ep, &fp, addr).await;
 
             // 1. GSO works, and is used.
             download(&conn).await;

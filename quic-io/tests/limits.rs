@@ -19,16 +19,8 @@ fn connections_beyond_the_per_worker_limit_are_refused() {
     let fp = server.fingerprint();
     runtime().block_on(async {
         let ep = client_endpoint();
-        let a = ep
-            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
-        let b = ep
-            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
+        let a = connect_moq05(&ep, &fp, addr).await;
+        let b = connect_moq05(&ep, &fp, addr).await;
         let c = ep
             .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
             .unwrap();
@@ -56,11 +48,7 @@ fn handshakes_above_the_rate_must_answer_a_retry_and_still_connect() {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let ep = client_endpoint();
             for i in 0..5u8 {
-                let c = ep
-                    .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-                    .unwrap()
-                    .await
-                    .unwrap();
+                let c = connect_moq05(&ep, &fp, addr).await;
                 assert_eq!(quic_echo(&c, &[i]).await, [i]);
             }
         })
@@ -78,21 +66,13 @@ fn tls_reload_serves_a_new_certificate_to_new_connections_only() {
     let old = server.fingerprint();
     runtime().block_on(async {
         let ep = client_endpoint();
-        let before = ep
-            .connect_with(quinn_client(&old, "moq-lite-05"), addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
+        let before = connect_moq05(&ep, &old, addr).await;
         let new = server.reload_tls().unwrap();
         assert_ne!(new, old);
         assert_eq!(server.fingerprint(), new);
         // Workers pick the new config up on their next iteration; they were woken.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let after = ep
-            .connect_with(quinn_client(&new, "moq-lite-05"), addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
+        let after = connect_moq05(&ep, &new, addr).await;
         assert_eq!(quic_echo(&after, b"new").await, b"new");
         let stale = ep
             .connect_with(quinn_client(&old, "moq-lite-05"), addr, "localhost")
@@ -150,11 +130,7 @@ fn another_thread_wakes_a_parked_worker_to_push_data() {
     let waker = server.wakers()[0].clone();
     runtime().block_on(async {
         let ep = client_endpoint();
-        let c = ep
-            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
+        let c = connect_moq05(&ep, &fp, addr).await;
         // Let the worker park (no keep-alive, nothing to do).
         tokio::time::sleep(Duration::from_millis(300)).await;
         tx.send(Bytes::from_static(b"pushed")).unwrap();
@@ -218,11 +194,7 @@ fn stream_credit_grows_from_a_small_start_to_the_configured_maximum() {
     let addr = server.local_addr();
     let fp = server.fingerprint();
     runtime().block_on(async {
-        let conn = client_endpoint()
-            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = connect_moq05(&client_endpoint(), &fp, addr).await;
         // Many more than a connection starts with, all open at the same time.
         let count = 300;
         assert!(count > quic_io::tls::INITIAL_STREAM_CREDIT as usize * 4);
@@ -234,11 +206,7 @@ fn stream_credit_grows_from_a_small_start_to_the_configured_maximum() {
         .expect("credit grew to the configured maximum");
         // And never past it: on a fresh connection (no freed streams whose credit quinn
         // returns in batches) 300 can be held open and the 301st must wait.
-        let conn = client_endpoint()
-            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = connect_moq05(&client_endpoint(), &fp, addr).await;
         let mut held = Vec::new();
         for i in 0..count {
             let opening = tokio::time::timeout(Duration::from_secs(10), conn.open_bi());

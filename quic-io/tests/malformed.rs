@@ -13,11 +13,7 @@ const GARBAGE_PACKETS: usize = 300;
 
 async fn established(fp: &str, addr: std::net::SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
     let ep = client_endpoint();
-    let conn = ep
-        .connect_with(quinn_client(fp, "moq-lite-05"), addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let conn = connect_moq05(&ep, fp, addr).await;
     assert_eq!(quic_echo(&conn, b"before").await, b"before");
     (ep, conn)
 }

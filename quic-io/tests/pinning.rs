@@ -146,11 +146,7 @@ fn echo_once(server: &quic_io::ServerHandle) {
     runtime().block_on(async {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let ep = client_endpoint();
-            let conn = ep
-                .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-                .unwrap()
-                .await
-                .unwrap();
+            let conn = connect_moq05(&ep, &fp, addr).await;
             assert_eq!(quic_echo(&conn, b"pinned").await, b"pinned");
             conn.close(0u32.into(), b"");
         })

@@ -131,11 +131,7 @@ fn server_stream_reset_code_reaches_quinn_translated() {
     let fp = server.fingerprint();
     runtime().block_on(async {
         let ep = client_endpoint();
-        let conn = ep
-            .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = connect_moq05(&ep, &fp, addr).await;
         conn.send_datagram(bytes::Bytes::from_static(b"ping"))
             .unwrap();
         let back = tokio::time::timeout(Duration::from_secs(10), conn.read_datagram())
@@ -163,11 +159,7 @@ fn missteered_packets_are_forwarded_to_their_owner_not_reset() {
             let mut conns = Vec::new();
             for i in 0..REBINDING_CLIENTS {
                 let ep = client_endpoint();
-                let c = ep
-                    .connect_with(quinn_client(&fp, "moq-lite-05"), addr, "localhost")
-                    .unwrap()
-                    .await
-                    .unwrap();
+                let c = connect_moq05(&ep, &fp, addr).await;
                 assert_eq!(
                     quic_echo(&c, format!("a{i}").as_bytes()).await,
                     format!("a{i}").as_bytes()

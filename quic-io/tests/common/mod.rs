@@ -298,6 +298,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// Every test is bounded in time.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 
+/// A raw QUIC moq-lite-05 connection from `ep` to the server with fingerprint `fp`.
+pub async fn connect_moq05(ep: &quinn::Endpoint, fp: &str, addr: SocketAddr) -> quinn::Connection {
+    ep.connect_with(quinn_client(fp, "moq-lite-05"), addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap()
+}
+
 /// A raw QUIC echo round trip on a fresh bidi stream.
 pub async fn quic_echo(conn: &quinn::Connection, msg: &[u8]) -> Vec<u8> {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
