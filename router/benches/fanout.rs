@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use router::{Config, Doorbell, Router, Shard, SubscriberId, TrackId, TrackInfo};
 
 const FRAMES_PER_GROUP: u64 = 30;
@@ -234,4 +234,33 @@ criterion_group!(
     shards,
     payload_handle
 );
-criterion_main!(benches);
+
+/// Without criterion: publishes `ROUTER_BENCH_GROUPS` groups to `ROUTER_BENCH_SUBSCRIBERS`
+/// (default 1) local subscribers and exits. Run under `valgrind --tool=callgrind` at two
+/// group counts, the difference in instructions over the difference in frames is the
+/// instruction count per delivered frame: a figure the noisy VM cannot move.
+fn count_instructions(groups: u64) {
+    let subscribers = std::env::var("ROUTER_BENCH_SUBSCRIBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut s = setup(1, subscribers);
+    let now = Instant::now();
+    let mut delivered = 0;
+    for _ in 0..groups {
+        delivered += one_group(&mut s, now);
+    }
+    assert_eq!(delivered, groups * FRAMES_PER_GROUP * subscribers as u64);
+    println!("{delivered} frames delivered");
+}
+
+fn main() {
+    if let Some(groups) = std::env::var("ROUTER_BENCH_GROUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return count_instructions(groups);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -46,7 +46,7 @@ impl Cache {
     }
 
     fn find(&self, seq: u64) -> Option<usize> {
-        // Frames almost always go to the newest group: search from the back.
+        // Newest groups are at the back: search from there.
         self.groups.iter().rposition(|g| g.seq == seq)
     }
 
@@ -71,9 +71,17 @@ impl Cache {
     }
 
     /// Accounts a frame of `payload_len` bytes to group `seq`.
+    #[inline(always)]
     pub(crate) fn frame(&mut self, seq: u64, payload_len: usize) {
-        let Some(i) = self.find(seq) else { return };
-        let g = &mut self.groups[i];
+        // This runs once per frame, which almost always goes to the newest group: the
+        // deque's iterator in `find` costs more than the rest of the append.
+        let newest_matches = self.groups.back().is_some_and(|g| g.seq == seq);
+        let group = if newest_matches {
+            self.groups.back_mut()
+        } else {
+            self.older_mut(seq)
+        };
+        let Some(g) = group else { return };
         if g.truncated || g.ended {
             return;
         }
@@ -83,6 +91,11 @@ impl Cache {
         if self.bytes > self.max_bytes {
             self.evict();
         }
+    }
+
+    #[cold]
+    fn older_mut(&mut self, seq: u64) -> Option<&mut CachedGroup> {
+        self.find(seq).map(|i| &mut self.groups[i])
     }
 
     pub(crate) fn end(&mut self, seq: u64) {
@@ -141,6 +154,7 @@ impl Cache {
         }
     }
 
+    #[cold]
     fn evict(&mut self) {
         while self.groups.len() > self.max_groups
             || (self.bytes > self.max_bytes && self.groups.len() > 1)

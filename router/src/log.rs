@@ -149,10 +149,13 @@ impl Log {
     /// Drops every entry below `index` (never past the end).
     pub(crate) fn trim(&mut self, index: u64) {
         let index = index.min(self.end());
-        while self.base < index {
-            self.slots.pop_front();
-            self.base += 1;
-        }
+        let Some(n) = index.checked_sub(self.base).filter(|&n| n > 0) else {
+            return;
+        };
+        // n <= slots.len(), which is a usize. Dropping in place (not one pop at a time) is
+        // a third of the per-frame cost of a one-subscriber track otherwise.
+        self.slots.drain(..n as usize);
+        self.base = index;
     }
 
     /// Entries from `index` on, for replaying a cached group to another shard.

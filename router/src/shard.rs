@@ -1708,7 +1708,7 @@ fn wake_idle(log: &mut Log, subs: &mut Slab<Subscriber>, ready: &mut VecDeque<Ke
 
 /// Appends a frame to a track's log: the whole per-frame cost of local fan-out, however
 /// many subscribers read the track.
-#[inline]
+#[inline(always)]
 fn append_frame(
     t: &Track,
     log: &mut Log,

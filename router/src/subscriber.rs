@@ -22,6 +22,10 @@ pub(crate) struct Subscriber {
     start: Option<u64>,
     /// Groups below this were dropped for this subscriber.
     floor: u64,
+    /// Smallest group whose frames this subscriber reads, `None` while it reads none
+    /// (not started or finished): `start`, `floor` and `finished` folded into the one
+    /// comparison the per-frame path makes. Kept by `recompute_reads_from`.
+    reads_from: Option<u64>,
     /// Smallest group whose start the session has taken, i.e. which may have a stream.
     first_taken: Option<u64>,
     /// Pending "reset every open group below N" notice, coalesced.
@@ -45,6 +49,7 @@ impl Subscriber {
             ready: None,
             start: None,
             floor: 0,
+            reads_from: None,
             first_taken: None,
             dropped_below: None,
             replay: None,
@@ -102,8 +107,16 @@ impl Subscriber {
         self.replay = Some((group, until));
     }
 
+    #[inline(always)]
     fn wants(&self, group: u64) -> bool {
-        !self.finished && group >= self.floor && self.start.is_some_and(|s| group >= s)
+        self.reads_from.is_some_and(|from| group >= from)
+    }
+
+    fn recompute_reads_from(&mut self) {
+        self.reads_from = match self.start {
+            Some(start) if !self.finished => Some(start.max(self.floor)),
+            _ => None,
+        };
     }
 
     fn in_replay(&self, index: u64, group: Option<u64>) -> bool {
@@ -140,7 +153,10 @@ impl Subscriber {
                 if self.finished || g < self.floor || self.start.is_some_and(|s| g < s) {
                     return None;
                 }
-                self.start.get_or_insert(g);
+                if self.start.is_none() {
+                    self.start = Some(g);
+                    self.recompute_reads_from();
+                }
                 self.first_taken = Some(self.first_taken.map_or(g, |t| t.min(g)));
                 Some(Delivery::GroupStart { group: g })
             }
@@ -175,6 +191,24 @@ impl Subscriber {
     /// Next delivery, in order; `None` when everything in the log was read.
     #[inline]
     pub(crate) fn next(&mut self, log: &Log) -> Option<Delivery> {
+        // Nearly every call hands out a frame of a group this subscriber reads, with no
+        // notice pending: serve it without the general walk below.
+        if self.dropped_below.is_none()
+            && self.ready.is_none()
+            && self.replay.is_none()
+            && let Some(Entry::Frame(g, p)) = log.get(self.cursor)
+            && self.wants(*g)
+        {
+            self.cursor += 1;
+            return Some(Delivery::Frame {
+                group: *g,
+                payload: p.clone(),
+            });
+        }
+        self.next_in_order(log)
+    }
+
+    fn next_in_order(&mut self, log: &Log) -> Option<Delivery> {
         if let Some(below) = self.dropped_below.take() {
             return Some(Delivery::GroupsDropped { below });
         }
@@ -195,6 +229,7 @@ impl Subscriber {
                     && let Some(f) = &log.finish
                 {
                     self.finished = true;
+                    self.recompute_reads_from();
                     return Some(f.clone());
                 }
                 return None;
@@ -251,6 +286,7 @@ impl Subscriber {
     /// Groups `<= last` are gone for this subscriber.
     fn drop_through(&mut self, last: u64) {
         self.floor = self.floor.max(last.saturating_add(1));
+        self.recompute_reads_from();
         self.groups_dropped += 1;
         if self.first_taken.is_some_and(|t| t <= last) {
             self.dropped_below = Some(self.floor);
@@ -262,6 +298,7 @@ impl Subscriber {
     pub(crate) fn restart(&mut self) {
         self.start = None;
         self.floor = 0;
+        self.recompute_reads_from();
     }
 
     /// Whether aborts may be applied ahead of the cursor (it is past the last restart).
