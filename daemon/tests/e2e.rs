@@ -46,25 +46,27 @@ fn trust(relay: &Running) -> TlsTrust {
 }
 
 /// Reads one whole group and checks it is `group`, complete, byte-identical, in order.
-async fn expect_group(sub: &mut TrackSubscriber, group: u64, frames: u64) {
-    let mut index = 0;
+/// Returns the frames' timestamps (milliseconds).
+async fn expect_group(sub: &mut TrackSubscriber, group: u64, frames: u64) -> Vec<u64> {
+    let mut stamps = Vec::new();
     loop {
         match sub.next().await.expect("track event") {
             TrackEvent::Frame(frame) => {
+                let index = stamps.len() as u64;
                 assert_eq!((frame.group, frame.index), (group, index), "frame order");
                 assert_eq!(
                     frame.payload,
                     payload(group, index),
                     "payload of group {group} frame {index}"
                 );
-                index += 1;
+                stamps.push(frame.timestamp_ms);
             }
             TrackEvent::GroupEnd {
                 group: ended,
                 frames: count,
             } => {
                 assert_eq!((ended, count), (group, frames), "group end");
-                return;
+                return stamps;
             }
             other => panic!("expected group {group}, got {other:?}"),
         }
@@ -288,6 +290,94 @@ async fn late_joiner_starts_at_the_newest_group() {
     write_group(&track, 3);
     expect_group(&mut late_sub, 3, FRAMES).await;
     expect_group(&mut early_sub, 3, FRAMES).await;
+}
+
+fn unix_millis() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since.as_millis()).unwrap()
+}
+
+/// Frame timestamps cross the relay unchanged on 05 (to a WebTransport and a raw QUIC
+/// subscriber), and frames from a 04 publisher, which carry none, reach a 05 subscriber
+/// stamped with the wall-clock time they arrived at the relay (spec 5.11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_timestamps_cross_the_relay_and_04_frames_are_stamped_on_arrival() {
+    // Not monotonic (a B-frame) and far from the publisher's own clock, so neither a
+    // reordering nor a re-stamp can pass.
+    const STAMPS: [u64; 4] = [90_000_000, 90_000_033, 90_000_016, 90_000_066];
+    let relay = Running::start(PUBLIC_TWO_WORKERS);
+    let webtransport = relay.https_url("");
+    let raw_quic = relay.quic_url("");
+
+    let publisher = open(
+        &webtransport,
+        ConnectOptions::new(trust(&relay)).publish_only(),
+    )
+    .await;
+    let (_broadcast, mut tracks) = publisher
+        .publish("demo/stamps", &["video"])
+        .expect("publish");
+    let track = tracks.pop().unwrap();
+    let mut subscribers = Vec::new();
+    for (url, versions) in [(&webtransport, &[][..]), (&raw_quic, &["moq-lite-05"][..])] {
+        let session = open(
+            url,
+            ConnectOptions::new(trust(&relay))
+                .with_versions(versions)
+                .subscribe_only("demo"),
+        )
+        .await;
+        assert_eq!(session.version_name().as_deref(), Some("moq-lite-05"));
+        let sub = session
+            .subscribe("demo/stamps", "video")
+            .await
+            .expect("subscribe");
+        subscribers.push((session, sub));
+    }
+    let mut group = track.append_group().expect("group");
+    let sequence = group.sequence();
+    for (index, &stamp) in STAMPS.iter().enumerate() {
+        group
+            .write_frame_at(stamp, payload(sequence, index as u64))
+            .expect("frame");
+    }
+    group.finish().expect("finish");
+    for (_, sub) in &mut subscribers {
+        let stamps = expect_group(sub, sequence, STAMPS.len() as u64).await;
+        assert_eq!(stamps, STAMPS, "timestamps through the relay");
+    }
+
+    let old = open(
+        &raw_quic,
+        ConnectOptions::new(trust(&relay))
+            .with_versions(&["moq-lite-04"])
+            .publish_only(),
+    )
+    .await;
+    let (_bridged, mut tracks) = old.publish("demo/bridged", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let session = open(
+        &webtransport,
+        ConnectOptions::new(trust(&relay)).subscribe_only("demo"),
+    )
+    .await;
+    let mut sub = session
+        .subscribe("demo/bridged", "video")
+        .await
+        .expect("subscribe");
+    let before = unix_millis();
+    write_group(&track, 0);
+    let stamps = expect_group(&mut sub, 0, FRAMES).await;
+    let after = unix_millis();
+    for stamp in &stamps {
+        assert!(
+            (before..=after).contains(stamp),
+            "04 frame stamped {stamp}, not within its arrival window {before}..={after}"
+        );
+    }
+    assert!(stamps.is_sorted(), "arrival stamps go forward: {stamps:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

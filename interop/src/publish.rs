@@ -143,6 +143,12 @@ impl GroupPublisher {
     /// Append one frame. Its timestamp is the time since the track was created.
     pub fn write_frame(&mut self, payload: Bytes) -> Result<(), Error> {
         let millis = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.write_frame_at(millis, payload)
+    }
+
+    /// Append one frame with the given timestamp in milliseconds (the track's default
+    /// timescale); it need not grow within the group (B-frames).
+    pub fn write_frame_at(&mut self, millis: u64, payload: Bytes) -> Result<(), Error> {
         let timestamp = Timestamp::from_millis(millis).unwrap_or(Timestamp::ZERO);
         let sequence = self.inner.sequence;
         self.inner.write_frame(timestamp, payload).map_err(|err| {

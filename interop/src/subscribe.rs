@@ -138,6 +138,9 @@ pub struct Received {
     pub group: u64,
     /// Index of the frame inside its group, from 0.
     pub index: u64,
+    /// The frame's timestamp in milliseconds (before 05, which carries none, the client
+    /// stamps the time the frame arrived).
+    pub timestamp_ms: u64,
     /// The payload.
     pub payload: Bytes,
 }
@@ -267,6 +270,7 @@ impl TrackSubscriber {
                 let received = Received {
                     group: sequence,
                     index: *index,
+                    timestamp_ms: u64::try_from(frame.timestamp.as_millis()).unwrap_or(u64::MAX),
                     payload: frame.payload,
                 };
                 *index += 1;

@@ -138,7 +138,7 @@ fn publish_and_drain(s: &mut Setup, now: Instant, frames: impl Iterator<Item = B
     let p = &mut s.shards[0];
     p.start_group(s.track, g).unwrap();
     for frame in frames {
-        p.push_frame(s.track, g, frame).unwrap();
+        p.push_frame(s.track, g, g, frame).unwrap();
     }
     p.end_group(s.track, g).unwrap();
     p.flush();

@@ -147,27 +147,21 @@ pub enum Delivery {
     /// The publisher does not have this track (reset 13); nothing follows.
     NotFound,
     /// A group begins: open its stream.
-    GroupStart {
-        group: u64,
-    },
+    GroupStart { group: u64 },
     Frame {
         group: u64,
+        /// In the track's timescale, as the publisher's session handed it over.
+        timestamp: u64,
         payload: Bytes,
     },
     /// The group is complete: FIN its stream.
-    GroupEnd {
-        group: u64,
-    },
+    GroupEnd { group: u64 },
     /// Reset every open stream of a group below `below`: those groups were dropped
     /// (slow subscriber, slow shard, or lost publisher).
-    GroupsDropped {
-        below: u64,
-    },
+    GroupsDropped { below: u64 },
     /// No group at or past `end` will come (exclusive, moq-lite SUBSCRIBE_END); nothing
     /// follows.
-    TrackEnded {
-        end: u64,
-    },
+    TrackEnded { end: u64 },
 }
 
 /// Demand changes the publishing session acts on (open or close its upstream

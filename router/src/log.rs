@@ -19,10 +19,19 @@ use crate::slab::Key;
 /// frames count against a subscriber's byte bound (about the size of one entry).
 pub(crate) const ENTRY_OVERHEAD: usize = 64;
 
+/// One frame as the publisher's session handed it over.
+#[derive(Clone, Debug)]
+pub(crate) struct Frame {
+    pub(crate) group: u64,
+    /// In the track's timescale; the router never interprets it.
+    pub(crate) timestamp: u64,
+    pub(crate) payload: Bytes,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) enum Entry {
     Start(u64),
-    Frame(u64, Bytes),
+    Frame(Frame),
     End(u64),
     /// Every group below this lost data upstream.
     AbortBelow(u64),
@@ -33,14 +42,14 @@ pub(crate) enum Entry {
 impl Entry {
     pub(crate) fn group(&self) -> Option<u64> {
         match self {
-            Entry::Start(g) | Entry::Frame(g, _) | Entry::End(g) => Some(*g),
+            Entry::Start(g) | Entry::Frame(Frame { group: g, .. }) | Entry::End(g) => Some(*g),
             Entry::AbortBelow(_) | Entry::Restart => None,
         }
     }
 
     fn cost(&self) -> u64 {
         let payload = match self {
-            Entry::Frame(_, p) => p.len(),
+            Entry::Frame(f) => f.payload.len(),
             _ => 0,
         };
         (payload + ENTRY_OVERHEAD) as u64

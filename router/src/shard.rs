@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::cache::Cache;
-use crate::log::{Entry, Log};
+use crate::log::{Entry, Frame, Log};
 use crate::park::ParkState;
 use crate::ring::{self, Consumer, Producer};
 use crate::slab::{Key, Slab};
@@ -74,8 +74,7 @@ enum Msg {
     },
     Frame {
         slot: Key,
-        group: u64,
-        payload: Bytes,
+        frame: Frame,
     },
     GroupEnd {
         slot: Key,
@@ -226,7 +225,7 @@ struct Query {
 /// Local fan-out step appended to a track's log.
 enum Ev {
     Start(u64),
-    Frame(u64, Bytes),
+    Frame(Frame),
     End(u64),
     AbortBelow(u64),
     Restart,
@@ -579,11 +578,13 @@ impl Shard {
     }
 
     /// Appends a frame to an open group; the payload is shared with every subscriber and
-    /// shard by refcount.
+    /// shard by refcount. `timestamp` (in the track's timescale) is handed to every
+    /// subscriber unchanged.
     pub fn push_frame(
         &mut self,
         track: TrackId,
         group: u64,
+        timestamp: u64,
         payload: Bytes,
     ) -> Result<(), RouterError> {
         let Self {
@@ -604,19 +605,23 @@ impl Shard {
                 group,
             });
         }
+        let frame = Frame {
+            group,
+            timestamp,
+            payload,
+        };
         // The per-frame path of a track read only on this shard: one lookup, one append.
         if t.remotes.is_empty() {
             if let Some(log) = logs.get_mut(t.log) {
-                append_frame(t, log, subs, ready_subs, config, group, payload);
+                append_frame(t, log, subs, ready_subs, config, frame);
             }
             return Ok(());
         }
         self.fan_remote(track.0, group, true, |slot| Msg::Frame {
             slot,
-            group,
-            payload: payload.clone(),
+            frame: frame.clone(),
         });
-        self.fan_local(track.0, Ev::Frame(group, payload));
+        self.fan_local(track.0, Ev::Frame(frame));
         Ok(())
     }
 
@@ -1355,8 +1360,8 @@ impl Shard {
             return;
         };
         let scan = match ev {
-            Ev::Frame(g, p) => {
-                return append_frame(t, log, subs, ready_subs, config, g, p);
+            Ev::Frame(f) => {
+                return append_frame(t, log, subs, ready_subs, config, f);
             }
             Ev::Start(g) => {
                 t.next_seq = t.next_seq.max(g.saturating_add(1));
@@ -1505,22 +1510,17 @@ impl Shard {
 
     fn handle(&mut self, from: usize, m: Msg) {
         match m {
-            Msg::Frame {
-                slot,
-                group,
-                payload,
-            } => {
+            Msg::Frame { slot, frame } => {
                 let Some(fed) = self.fed_kind(slot, from) else {
                     return;
                 };
                 if fed {
-                    self.fan_remote(slot, group, true, |s| Msg::Frame {
+                    self.fan_remote(slot, frame.group, true, |s| Msg::Frame {
                         slot: s,
-                        group,
-                        payload: payload.clone(),
+                        frame: frame.clone(),
                     });
                 }
-                self.fan_local(slot, Ev::Frame(group, payload));
+                self.fan_local(slot, Ev::Frame(frame));
             }
             Msg::GroupStart { slot, group } => {
                 let Some(fed) = self.fed_kind(slot, from) else {
@@ -1715,11 +1715,10 @@ fn append_frame(
     subs: &mut Slab<Subscriber>,
     ready: &mut VecDeque<Key>,
     config: &Config,
-    group: u64,
-    payload: Bytes,
+    frame: Frame,
 ) {
-    log.cache.frame(group, payload.len());
-    log.push(Entry::Frame(group, payload));
+    log.cache.frame(frame.group, frame.payload.len());
+    log.push(Entry::Frame(frame));
     if log.total() >= log.check_at {
         scan_log(log, &t.subs, subs, config);
     }
@@ -1771,14 +1770,13 @@ fn replay_newest(log: &Log, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
         return;
     }
     let frames = log.iter_from(g.start).filter_map(|e| match e {
-        Entry::Frame(group, f) if *group == seq => Some(f),
+        Entry::Frame(f) if f.group == seq => Some(f),
         _ => None,
     });
     for f in frames {
         let msg = Msg::Frame {
             slot,
-            group: seq,
-            payload: f.clone(),
+            frame: f.clone(),
         };
         if p.try_data(msg, reserve).is_err() {
             r.floor = seq.saturating_add(1);

@@ -5,7 +5,7 @@
 //! caller, never let its unread backlog exceed its bound once the shard has scanned it,
 //! and never copy a payload (a frame is handed out as a refcounted `Bytes` clone).
 
-use crate::log::{ENTRY_OVERHEAD, Entry, Log};
+use crate::log::{ENTRY_OVERHEAD, Entry, Frame, Log};
 use crate::slab::Key;
 use crate::{Delivery, TrackInfo};
 
@@ -136,7 +136,7 @@ impl Subscriber {
             Entry::Start(g) => {
                 !self.finished && g >= self.floor && self.start.is_none_or(|s| g >= s)
             }
-            Entry::Frame(g, _) | Entry::End(g) => self.wants(g),
+            Entry::Frame(Frame { group: g, .. }) | Entry::End(g) => self.wants(g),
             Entry::AbortBelow(_) | Entry::Restart => false,
         }
     }
@@ -160,9 +160,10 @@ impl Subscriber {
                 self.first_taken = Some(self.first_taken.map_or(g, |t| t.min(g)));
                 Some(Delivery::GroupStart { group: g })
             }
-            Entry::Frame(g, p) => self.wants(*g).then(|| Delivery::Frame {
-                group: *g,
-                payload: p.clone(),
+            Entry::Frame(f) => self.wants(f.group).then(|| Delivery::Frame {
+                group: f.group,
+                timestamp: f.timestamp,
+                payload: f.payload.clone(),
             }),
             Entry::End(g) => self.wants(*g).then_some(Delivery::GroupEnd { group: *g }),
             Entry::AbortBelow(below) => {
@@ -196,13 +197,14 @@ impl Subscriber {
         if self.dropped_below.is_none()
             && self.ready.is_none()
             && self.replay.is_none()
-            && let Some(Entry::Frame(g, p)) = log.get(self.cursor)
-            && self.wants(*g)
+            && let Some(Entry::Frame(f)) = log.get(self.cursor)
+            && self.wants(f.group)
         {
             self.cursor += 1;
             return Some(Delivery::Frame {
-                group: *g,
-                payload: p.clone(),
+                group: f.group,
+                timestamp: f.timestamp,
+                payload: f.payload.clone(),
             });
         }
         self.next_in_order(log)

@@ -25,7 +25,8 @@ fn subscriber_on_other_shard_gets_ready_frames_and_end() {
     let sub = s[1].subscribe("room/alice", "video").unwrap();
     settle(&mut s, now);
     s[0].start_group(track, 0).unwrap();
-    s[0].push_frame(track, 0, payload(0, 0)).unwrap();
+    s[0].push_frame(track, 0, stamp(0, 0), payload(0, 0))
+        .unwrap();
     s[0].end_group(track, 0).unwrap();
     s[0].end_track(track).unwrap();
     settle(&mut s, now);
@@ -36,6 +37,7 @@ fn subscriber_on_other_shard_gets_ready_frames_and_end() {
             Delivery::GroupStart { group: 0 },
             Delivery::Frame {
                 group: 0,
+                timestamp: stamp(0, 0),
                 payload: payload(0, 0)
             },
             Delivery::GroupEnd { group: 0 },
@@ -63,7 +65,8 @@ fn one_ring_push_per_frame_per_interested_shard() {
     for g in 0..10 {
         s[0].start_group(track, g).unwrap();
         for i in 0..frames / 10 {
-            s[0].push_frame(track, g, payload(g, i)).unwrap();
+            s[0].push_frame(track, g, stamp(g, i), payload(g, i))
+                .unwrap();
         }
         s[0].end_group(track, g).unwrap();
         settle(&mut s, now);
@@ -90,7 +93,7 @@ fn payload_is_shared_not_copied_across_shards_and_subscribers() {
     settle(&mut s, now);
     let data = Bytes::from(vec![7u8; 1000]);
     s[0].start_group(track, 0).unwrap();
-    s[0].push_frame(track, 0, data.clone()).unwrap();
+    s[0].push_frame(track, 0, 0, data.clone()).unwrap();
     settle(&mut s, now);
     for (shard, sub) in [(0, local), (1, remote)] {
         let frame = drain(&mut s[shard], sub)
@@ -113,7 +116,8 @@ fn late_joiner_starts_at_newest_group_from_its_first_frame() {
     for g in 0..5 {
         s[0].start_group(track, g).unwrap();
         for i in 0..3 {
-            s[0].push_frame(track, g, payload(g, i)).unwrap();
+            s[0].push_frame(track, g, stamp(g, i), payload(g, i))
+                .unwrap();
         }
         if g < 4 {
             s[0].end_group(track, g).unwrap();
@@ -123,7 +127,8 @@ fn late_joiner_starts_at_newest_group_from_its_first_frame() {
     let local = s[0].subscribe("b", "t").unwrap();
     let remote = s[1].subscribe("b", "t").unwrap();
     settle(&mut s, now);
-    s[0].push_frame(track, 4, payload(4, 3)).unwrap();
+    s[0].push_frame(track, 4, stamp(4, 3), payload(4, 3))
+        .unwrap();
     s[0].end_group(track, 4).unwrap();
     s[0].start_group(track, 5).unwrap();
     settle(&mut s, now);
@@ -131,6 +136,7 @@ fn late_joiner_starts_at_newest_group_from_its_first_frame() {
     for i in 0..4 {
         expected.push(Delivery::Frame {
             group: 4,
+            timestamp: stamp(4, i),
             payload: payload(4, i),
         });
     }
@@ -151,7 +157,8 @@ fn second_shard_joining_live_track_starts_at_newest_group() {
     settle(&mut s, now);
     for g in 0..3 {
         s[0].start_group(track, g).unwrap();
-        s[0].push_frame(track, g, payload(g, 0)).unwrap();
+        s[0].push_frame(track, g, stamp(g, 0), payload(g, 0))
+            .unwrap();
         s[0].end_group(track, g).unwrap();
     }
     settle(&mut s, now);
@@ -232,7 +239,8 @@ fn linger_keeps_broadcast_alive_across_publisher_reconnect() {
     };
     s[0].publish_track(bc, "video", info()).unwrap();
     s[0].start_group(track, 0).unwrap();
-    s[0].push_frame(track, 0, payload(0, 0)).unwrap();
+    s[0].push_frame(track, 0, stamp(0, 0), payload(0, 0))
+        .unwrap();
     settle(&mut s, now);
     assert_eq!(
         drain(&mut s[1], sub),
@@ -241,6 +249,7 @@ fn linger_keeps_broadcast_alive_across_publisher_reconnect() {
             Delivery::GroupStart { group: 0 },
             Delivery::Frame {
                 group: 0,
+                timestamp: stamp(0, 0),
                 payload: payload(0, 0)
             },
         ]
@@ -268,7 +277,8 @@ fn linger_keeps_broadcast_alive_across_publisher_reconnect() {
     );
     assert_eq!(s[0].publish_track(bc, "video", info()).unwrap(), track);
     s[0].start_group(track, 1).unwrap();
-    s[0].push_frame(track, 1, payload(1, 0)).unwrap();
+    s[0].push_frame(track, 1, stamp(1, 0), payload(1, 0))
+        .unwrap();
     settle(&mut s, now + Duration::from_secs(10));
     assert_eq!(s[1].announced(""), vec!["cam".into()]);
     // The group cut by the loss is reset; the subscription continues.
@@ -279,6 +289,7 @@ fn linger_keeps_broadcast_alive_across_publisher_reconnect() {
             Delivery::GroupStart { group: 1 },
             Delivery::Frame {
                 group: 1,
+                timestamp: stamp(1, 0),
                 payload: payload(1, 0)
             },
         ]
@@ -399,7 +410,7 @@ fn frames_for_unopened_group_are_rejected() {
     let bc = s[0].announce("b").unwrap();
     let t = s[0].publish_track(bc, "t", info()).unwrap();
     assert!(matches!(
-        s[0].push_frame(t, 3, Bytes::new()),
+        s[0].push_frame(t, 3, 0, Bytes::new()),
         Err(RouterError::GroupNotOpen { group: 3, .. })
     ));
     s[0].start_group(t, 3).unwrap();
@@ -423,12 +434,14 @@ fn parked_shard_doorbell_rings_once_until_it_wakes() {
     let before = bells[1].count();
     s[0].start_group(track, 0).unwrap();
     for i in 0..50 {
-        s[0].push_frame(track, 0, payload(0, i)).unwrap();
+        s[0].push_frame(track, 0, stamp(0, i), payload(0, i))
+            .unwrap();
     }
     s[0].flush();
     assert_eq!(bells[1].count(), before + 1);
     // Still parked (has not run): more pushes ring no more.
-    s[0].push_frame(track, 0, payload(0, 50)).unwrap();
+    s[0].push_frame(track, 0, stamp(0, 50), payload(0, 50))
+        .unwrap();
     s[0].flush();
     assert_eq!(bells[1].count(), before + 1);
     // It must not park again with work pending...
@@ -436,7 +449,8 @@ fn parked_shard_doorbell_rings_once_until_it_wakes() {
     // ...and after it ran, a new park is rung again.
     s[1].poll(now);
     assert!(s[1].prepare_park());
-    s[0].push_frame(track, 0, payload(0, 51)).unwrap();
+    s[0].push_frame(track, 0, stamp(0, 51), payload(0, 51))
+        .unwrap();
     s[0].flush();
     assert_eq!(bells[1].count(), before + 2);
     // A producer that pushed nothing rings nothing.
@@ -463,7 +477,8 @@ fn cache_stays_within_byte_bound_and_late_joiner_still_gets_newest_group() {
     for g in 0..50 {
         s[0].start_group(track, g).unwrap();
         for i in 0..10 {
-            s[0].push_frame(track, g, payload(g, i)).unwrap();
+            s[0].push_frame(track, g, stamp(g, i), payload(g, i))
+                .unwrap();
             assert!(s[0].cached_bytes() <= 4 << 10);
         }
         s[0].end_group(track, g).unwrap();
@@ -487,11 +502,12 @@ fn group_larger_than_cache_is_not_offered_to_late_joiners() {
     let bc = s[0].announce("b").unwrap();
     let track = s[0].publish_track(bc, "t", info()).unwrap();
     s[0].start_group(track, 0).unwrap();
-    s[0].push_frame(track, 0, Bytes::from(vec![1u8; 2000]))
+    s[0].push_frame(track, 0, 0, Bytes::from(vec![1u8; 2000]))
         .unwrap();
     assert!(s[0].cached_bytes() <= 1 << 10);
     let late = s[0].subscribe("b", "t").unwrap();
-    s[0].push_frame(track, 0, payload(0, 1)).unwrap();
+    s[0].push_frame(track, 0, stamp(0, 1), payload(0, 1))
+        .unwrap();
     s[0].start_group(track, 1).unwrap();
     // Never joins mid-group: it skips the truncated group 0 and starts at group 1.
     assert_eq!(
@@ -555,7 +571,8 @@ fn resumed_publisher_may_restart_group_numbering() {
     settle(&mut s, now);
     for g in 0..6 {
         s[0].start_group(track, g).unwrap();
-        s[0].push_frame(track, g, payload(g, 0)).unwrap();
+        s[0].push_frame(track, g, stamp(g, 0), payload(g, 0))
+            .unwrap();
         if g < 5 {
             s[0].end_group(track, g).unwrap();
         }
@@ -568,13 +585,15 @@ fn resumed_publisher_may_restart_group_numbering() {
     assert_eq!(s[0].announce("cam").unwrap(), bc);
     // The new session numbers its groups from 0 again.
     s[0].start_group(track, 0).unwrap();
-    s[0].push_frame(track, 0, payload(0, 9)).unwrap();
+    s[0].push_frame(track, 0, stamp(0, 9), payload(0, 9))
+        .unwrap();
     settle(&mut s, now);
     let expected = vec![
         Delivery::GroupsDropped { below: 6 },
         Delivery::GroupStart { group: 0 },
         Delivery::Frame {
             group: 0,
+            timestamp: stamp(0, 9),
             payload: payload(0, 9),
         },
     ];
@@ -597,7 +616,8 @@ fn publisher_reconnecting_on_another_shard_is_spliced_and_subscribers_continue()
     let remote = s[2].subscribe("cam", "video").unwrap();
     settle(&mut s, now);
     s[0].start_group(track, 0).unwrap();
-    s[0].push_frame(track, 0, payload(0, 0)).unwrap();
+    s[0].push_frame(track, 0, stamp(0, 0), payload(0, 0))
+        .unwrap();
     settle(&mut s, now);
     drain(&mut s[0], local);
     drain(&mut s[2], remote);
@@ -616,7 +636,7 @@ fn publisher_reconnecting_on_another_shard_is_spliced_and_subscribers_continue()
     assert_eq!(&*name, "video");
     assert_eq!(s[1].publish_track(new, "video", info()).unwrap(), t1);
     s[1].start_group(t1, 0).unwrap();
-    s[1].push_frame(t1, 0, payload(0, 5)).unwrap();
+    s[1].push_frame(t1, 0, stamp(0, 5), payload(0, 5)).unwrap();
     // Past the linger window: the spliced broadcast is not ended.
     settle(&mut s, now + Duration::from_secs(10));
     let expected = vec![
@@ -624,6 +644,7 @@ fn publisher_reconnecting_on_another_shard_is_spliced_and_subscribers_continue()
         Delivery::GroupStart { group: 0 },
         Delivery::Frame {
             group: 0,
+            timestamp: stamp(0, 5),
             payload: payload(0, 5),
         },
     ];
@@ -675,7 +696,8 @@ fn publisher_returning_to_the_spliced_shard_takes_the_broadcast_back() {
     ));
     s[0].publish_track(old, "video", info()).unwrap();
     s[0].start_group(track, 0).unwrap();
-    s[0].push_frame(track, 0, payload(0, 1)).unwrap();
+    s[0].push_frame(track, 0, stamp(0, 1), payload(0, 1))
+        .unwrap();
     settle(&mut s, now + Duration::from_secs(10));
     let got = drain(&mut s[2], remote);
     assert_eq!(got[0], Delivery::Ready(info()));
@@ -685,6 +707,7 @@ fn publisher_returning_to_the_spliced_shard_takes_the_broadcast_back() {
             Delivery::GroupStart { group: 0 },
             Delivery::Frame {
                 group: 0,
+                timestamp: stamp(0, 1),
                 payload: payload(0, 1)
             }
         ]

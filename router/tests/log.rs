@@ -14,7 +14,7 @@ const GROUP: u64 = 30;
 fn publish_group(s: &mut router::Shard, track: router::TrackId, g: u64) {
     s.start_group(track, g).unwrap();
     for i in 0..GROUP {
-        s.push_frame(track, g, payload(g, i)).unwrap();
+        s.push_frame(track, g, stamp(g, i), payload(g, i)).unwrap();
     }
     s.end_group(track, g).unwrap();
 }

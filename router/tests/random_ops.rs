@@ -88,7 +88,9 @@ fn run(seed: u64) {
                     0 => s[sh].start_group(t, g),
                     1 => s[sh].end_group(t, g),
                     2 => s[sh].abort_group(t, g),
-                    _ => s[sh].push_frame(t, g, Bytes::from(vec![0u8; rng.below(3000) as usize])),
+                    _ => {
+                        s[sh].push_frame(t, g, 0, Bytes::from(vec![0u8; rng.below(3000) as usize]))
+                    }
                 };
             }
             8 if !tracks.is_empty() && rng.below(10) == 0 => {

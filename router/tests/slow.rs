@@ -38,7 +38,7 @@ fn stalled_subscriber_stays_under_its_byte_bound_and_resumes_at_newest_groups() 
         s[0].start_group(track, g).unwrap();
         for i in 0..GROUP {
             // The publisher never waits and never fails.
-            s[0].push_frame(track, g, big(g, i)).unwrap();
+            s[0].push_frame(track, g, stamp(g, i), big(g, i)).unwrap();
             assert!(s[0].queued_bytes(stalled).unwrap() <= BOUND);
             fast_frames += drain(&mut s[0], fast)
                 .iter()
@@ -59,8 +59,13 @@ fn stalled_subscriber_stays_under_its_byte_bound_and_resumes_at_newest_groups() 
     for d in got {
         check.check(
             match d {
-                Delivery::Frame { group, payload } => Delivery::Frame {
+                Delivery::Frame {
                     group,
+                    timestamp,
+                    payload,
+                } => Delivery::Frame {
+                    group,
+                    timestamp,
                     payload: payload.slice(..payload.len().min(big_prefix(group, &payload))),
                 },
                 d => d,
@@ -79,7 +84,8 @@ fn stalled_subscriber_stays_under_its_byte_bound_and_resumes_at_newest_groups() 
 
     // Live again: the next group arrives whole.
     s[0].start_group(track, groups).unwrap();
-    s[0].push_frame(track, groups, big(groups, 0)).unwrap();
+    s[0].push_frame(track, groups, stamp(groups, 0), big(groups, 0))
+        .unwrap();
     s[0].end_group(track, groups).unwrap();
     let got = drain(&mut s[0], stalled);
     assert_eq!(got.len(), 3);
@@ -113,7 +119,7 @@ fn subscriber_that_opened_a_group_is_told_it_was_dropped() {
             s[0].start_group(track, g).unwrap();
         }
         for i in 0..GROUP {
-            s[0].push_frame(track, g, big(g, i)).unwrap();
+            s[0].push_frame(track, g, stamp(g, i), big(g, i)).unwrap();
         }
         s[0].end_group(track, g).unwrap();
     }
@@ -149,7 +155,8 @@ fn slow_shard_loses_whole_groups_counted_and_publisher_never_blocks() {
     let mut check = Checker::default();
     s[0].start_group(track, 0).unwrap();
     for i in 0..GROUP {
-        s[0].push_frame(track, 0, payload(0, i)).unwrap();
+        s[0].push_frame(track, 0, stamp(0, i), payload(0, i))
+            .unwrap();
     }
     s[0].end_group(track, 0).unwrap();
     settle(&mut s, now);
@@ -160,7 +167,8 @@ fn slow_shard_loses_whole_groups_counted_and_publisher_never_blocks() {
     for g in 1..100 {
         s[0].start_group(track, g).unwrap();
         for i in 0..GROUP {
-            s[0].push_frame(track, g, payload(g, i)).unwrap();
+            s[0].push_frame(track, g, stamp(g, i), payload(g, i))
+                .unwrap();
         }
         s[0].end_group(track, g).unwrap();
         s[0].poll(now);
@@ -183,7 +191,8 @@ fn slow_shard_loses_whole_groups_counted_and_publisher_never_blocks() {
         }
         s[0].start_group(track, g).unwrap();
         for i in 0..GROUP {
-            s[0].push_frame(track, g, payload(g, i)).unwrap();
+            s[0].push_frame(track, g, stamp(g, i), payload(g, i))
+                .unwrap();
         }
         s[0].end_group(track, g).unwrap();
     }

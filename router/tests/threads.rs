@@ -111,7 +111,7 @@ fn every_subscriber_on_both_shards_gets_every_frame_in_order() {
         if i == 0 {
             s0.start_group(track, g).unwrap();
         }
-        s0.push_frame(track, g, payload(g, i)).unwrap();
+        s0.push_frame(track, g, stamp(g, i), payload(g, i)).unwrap();
         if i + 1 == frames_in(g) {
             s0.end_group(track, g).unwrap();
             run(&mut s0, &mut local_check);

@@ -365,9 +365,13 @@ impl Conn {
                 }
                 Err(err) => debug!(session = self.id, group, %err, "group not started"),
             },
-            Delivery::Frame { group, payload } => {
+            Delivery::Frame {
+                group,
+                timestamp,
+                payload,
+            } => {
                 if let Some(&id) = state.groups.get(&group)
-                    && let Err(err) = moq.write_frame(id, 0, payload)
+                    && let Err(err) = moq.write_frame(id, timestamp, payload)
                 {
                     debug!(session = self.id, group, %err, "frame not written");
                     state.groups.remove(&group);

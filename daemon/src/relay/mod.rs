@@ -371,11 +371,16 @@ impl RelayWorker {
             MoqEvent::Frame {
                 subscription,
                 sequence,
+                timestamp,
                 payload,
-                ..
             } => {
+                // 03/04 frames carry no timestamp: stamp them as the reference does, so that
+                // a 05 subscriber still sees media time move.
+                let timestamp = timestamp.unwrap_or_else(arrival_millis);
                 if let Some(upstream) = conn.upstream.get(&subscription)
-                    && let Err(err) = self.shard.push_frame(upstream.track, sequence, payload)
+                    && let Err(err) =
+                        self.shard
+                            .push_frame(upstream.track, sequence, timestamp, payload)
                 {
                     debug!(worker = self.worker, session, %err, "frame not routed");
                 }
@@ -400,13 +405,13 @@ impl RelayWorker {
             MoqEvent::Datagram {
                 subscription,
                 sequence,
+                timestamp,
                 payload,
-                ..
             } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     let track = upstream.track;
                     if self.shard.start_group(track, sequence).is_ok() {
-                        let _ = self.shard.push_frame(track, sequence, payload);
+                        let _ = self.shard.push_frame(track, sequence, timestamp, payload);
                         let _ = self.shard.end_group(track, sequence);
                     }
                 }
@@ -734,6 +739,15 @@ impl Application for RelayWorker {
         }
         self.shard.next_deadline(self.now)
     }
+}
+
+/// Wall-clock arrival time in milliseconds since the Unix epoch: the timestamp moq-lite
+/// gives a frame that came without one (spec 5.11, bridging 03/04 into 05), in the
+/// default timescale of 1000 units per second that such a track has.
+fn arrival_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Stream failures that mean the peer broke the wire format, as opposed to refusals a

@@ -87,6 +87,12 @@ pub fn payload(g: u64, i: u64) -> Bytes {
     Bytes::from(v)
 }
 
+/// Timestamp of frame `i` of group `g`: distinct per frame and not monotonic inside a
+/// group (like B-frames), so that a timestamp lost or taken from another frame shows.
+pub fn stamp(g: u64, i: u64) -> u64 {
+    g * 1_000_000 + (i ^ 1) * 33
+}
+
 /// Parks for at most this long when the router says so; a lost wake-up would show as a
 /// slow test rather than a hang.
 pub const PARK_TIMEOUT: Duration = Duration::from_millis(50);
@@ -122,12 +128,21 @@ impl Checker {
                 );
                 assert!(self.open.insert(group, 0).is_none(), "group {group} twice");
             }
-            Delivery::Frame { group, payload: p } => {
+            Delivery::Frame {
+                group,
+                timestamp,
+                payload: p,
+            } => {
                 let next = self
                     .open
                     .get_mut(&group)
                     .expect("frame of a group not open");
                 assert_eq!(p, payload(group, *next), "group {group} frame {next}");
+                assert_eq!(
+                    timestamp,
+                    stamp(group, *next),
+                    "timestamp of group {group} frame {next}"
+                );
                 *next += 1;
                 self.frames += 1;
             }
