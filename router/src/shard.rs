@@ -600,10 +600,7 @@ impl Shard {
             _ => return Err(RouterError::UnknownTrack),
         };
         if !t.open.contains(&group) {
-            return Err(RouterError::GroupNotOpen {
-                track: t.name.to_string(),
-                group,
-            });
+            return Err(group_not_open(t, group));
         }
         let frame = Frame {
             group,
@@ -611,27 +608,30 @@ impl Shard {
             payload,
         };
         // The per-frame path of a track read only on this shard: one lookup, one append.
-        if t.remotes.is_empty() {
-            if let Some(log) = logs.get_mut(t.log) {
-                append_frame(t, log, subs, ready_subs, config, frame);
-            }
+        // The rest stays out of line so that this path keeps a small stack frame.
+        if !t.remotes.is_empty() {
+            self.push_frame_to_remotes(track, frame);
             return Ok(());
         }
-        self.fan_remote(track.0, group, true, |slot| Msg::Frame {
+        if let Some(log) = logs.get_mut(t.log) {
+            append_frame(t, log, subs, ready_subs, config, frame);
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn push_frame_to_remotes(&mut self, track: TrackId, frame: Frame) {
+        self.fan_remote(track.0, frame.group, true, |slot| Msg::Frame {
             slot,
             frame: frame.clone(),
         });
         self.fan_local(track.0, Ev::Frame(frame));
-        Ok(())
     }
 
     pub fn end_group(&mut self, track: TrackId, group: u64) -> Result<(), RouterError> {
         let t = self.owned_track(track)?;
         let Some(pos) = t.open.iter().position(|&g| g == group) else {
-            return Err(RouterError::GroupNotOpen {
-                track: t.name.to_string(),
-                group,
-            });
+            return Err(group_not_open(t, group));
         };
         t.open.swap_remove(pos);
         self.fan_local(track.0, Ev::End(group));
@@ -643,10 +643,7 @@ impl Shard {
     pub fn abort_group(&mut self, track: TrackId, group: u64) -> Result<(), RouterError> {
         let t = self.owned_track(track)?;
         let Some(pos) = t.open.iter().position(|&g| g == group) else {
-            return Err(RouterError::GroupNotOpen {
-                track: t.name.to_string(),
-                group,
-            });
+            return Err(group_not_open(t, group));
         };
         t.open.swap_remove(pos);
         self.fan_local(track.0, Ev::AbortBelow(group.saturating_add(1)));
@@ -1703,6 +1700,14 @@ fn wake_idle(log: &mut Log, subs: &mut Slab<Subscriber>, ready: &mut VecDeque<Ke
             s.in_ready = true;
             ready.push_back(sk);
         }
+    }
+}
+
+#[cold]
+fn group_not_open(t: &Track, group: u64) -> RouterError {
+    RouterError::GroupNotOpen {
+        track: t.name.to_string(),
+        group,
     }
 }
 
