@@ -205,6 +205,28 @@ pub fn close_capsule(code: u32, reason: &str) -> Bytes {
     b.freeze()
 }
 
+/// Buffers more of the CONNECT stream, refusing a peer that would make it outgrow `limit`.
+fn append_bounded(
+    buf: &mut BytesMut,
+    stream: u64,
+    data: &[u8],
+    limit: usize,
+) -> Result<(), WtError> {
+    if buf.len() + data.len() > limit {
+        return Err(WtError::TooLarge { stream, limit });
+    }
+    buf.extend_from_slice(data);
+    Ok(())
+}
+
+/// A frame of `total` bytes announced on the CONNECT stream must fit in its buffer.
+fn fits(stream: u64, total: usize, limit: usize) -> Result<(), WtError> {
+    if total > limit {
+        return Err(WtError::TooLarge { stream, limit });
+    }
+    Ok(())
+}
+
 /// One parsed HTTP/3 frame header: type, payload offset, total frame length.
 fn frame_header(buf: &[u8]) -> Option<(u64, usize, usize)> {
     let mut b = buf;
@@ -468,13 +490,7 @@ impl Handshake {
                 return Ok(());
             }
         }
-        if self.connect_buf.len() + data.len() > MAX_CONNECT_BUFFER {
-            return Err(WtError::TooLarge {
-                stream,
-                limit: MAX_CONNECT_BUFFER,
-            });
-        }
-        self.connect_buf.extend_from_slice(data);
+        append_bounded(&mut self.connect_buf, stream, data, MAX_CONNECT_BUFFER)?;
         let Some((typ, _, total)) = frame_header(&self.connect_buf) else {
             return Ok(());
         };
@@ -486,12 +502,7 @@ impl Handshake {
             self.reject(stream, web_transport_proto::http::StatusCode::BAD_REQUEST);
             return Ok(());
         }
-        if total > MAX_CONNECT_BUFFER {
-            return Err(WtError::TooLarge {
-                stream,
-                limit: MAX_CONNECT_BUFFER,
-            });
-        }
+        fits(stream, total, MAX_CONNECT_BUFFER)?;
         if self.connect_buf.len() < total {
             if fin {
                 self.reject(stream, web_transport_proto::http::StatusCode::BAD_REQUEST);
@@ -570,13 +581,7 @@ impl Handshake {
 
     /// Client side: bytes of the CONNECT response (and any capsules right behind it).
     fn on_response_data(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<(), WtError> {
-        if self.connect_buf.len() + data.len() > MAX_CONNECT_BUFFER {
-            return Err(WtError::TooLarge {
-                stream,
-                limit: MAX_CONNECT_BUFFER,
-            });
-        }
-        self.connect_buf.extend_from_slice(data);
+        append_bounded(&mut self.connect_buf, stream, data, MAX_CONNECT_BUFFER)?;
         let Some((typ, _, total)) = frame_header(&self.connect_buf) else {
             if fin {
                 self.refuse(None, "CONNECT stream ended before a response".into());
@@ -587,12 +592,7 @@ impl Handshake {
             // RFC 9114 4.1: a response starts with HEADERS.
             return Err(WtError::FrameUnexpected { stream, frame: typ });
         }
-        if total > MAX_CONNECT_BUFFER {
-            return Err(WtError::TooLarge {
-                stream,
-                limit: MAX_CONNECT_BUFFER,
-            });
-        }
+        fits(stream, total, MAX_CONNECT_BUFFER)?;
         if self.connect_buf.len() < total {
             if fin {
                 self.refuse(None, "CONNECT stream ended inside the response".into());
@@ -653,21 +653,10 @@ impl Handshake {
     }
 
     fn on_capsule_data(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<(), WtError> {
-        if self.connect_buf.len() + data.len() > MAX_CAPSULE_BUFFER {
-            return Err(WtError::TooLarge {
-                stream,
-                limit: MAX_CAPSULE_BUFFER,
-            });
-        }
-        self.connect_buf.extend_from_slice(data);
+        append_bounded(&mut self.connect_buf, stream, data, MAX_CAPSULE_BUFFER)?;
         // Unwrap DATA frames into capsules, in place: frames first, then capsules.
         while let Some((typ, hdr, total)) = frame_header(&self.connect_buf) {
-            if total > MAX_CAPSULE_BUFFER {
-                return Err(WtError::TooLarge {
-                    stream,
-                    limit: MAX_CAPSULE_BUFFER,
-                });
-            }
+            fits(stream, total, MAX_CAPSULE_BUFFER)?;
             if self.connect_buf.len() < total {
                 break;
             }
