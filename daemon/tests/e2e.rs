@@ -41,6 +41,16 @@ async fn open(url: &str, options: ConnectOptions) -> Session {
         .unwrap_or_else(|err| panic!("connect {url}: {err}"))
 }
 
+/// A session of its own scoped to `demo`, subscribed to track `video` of `path`.
+async fn watch(url: &str, options: ConnectOptions, path: &str) -> (Session, TrackSubscriber) {
+    let session = open(url, options.subscribe_only("demo")).await;
+    let sub = session
+        .subscribe(path, "video")
+        .await
+        .unwrap_or_else(|err| panic!("subscribe to {path}: {err}"));
+    (session, sub)
+}
+
 fn trust(relay: &Running) -> TlsTrust {
     TlsTrust::Fingerprint(relay.fingerprint.clone())
 }
@@ -263,29 +273,14 @@ async fn late_joiner_starts_at_the_newest_group() {
     let track = tracks.pop().unwrap();
 
     // An early subscriber makes the relay pull the track, so its groups are cached.
-    let early = open(
-        &url,
-        ConnectOptions::new(trust(&relay)).subscribe_only("demo"),
-    )
-    .await;
-    let mut early_sub = early
-        .subscribe("demo/late", "video")
-        .await
-        .expect("subscribe");
+    let (_early, mut early_sub) =
+        watch(&url, ConnectOptions::new(trust(&relay)), "demo/late").await;
     for group in 0..3 {
         write_group(&track, group);
         expect_group(&mut early_sub, group, FRAMES).await;
     }
 
-    let late = open(
-        &url,
-        ConnectOptions::new(trust(&relay)).subscribe_only("demo"),
-    )
-    .await;
-    let mut late_sub = late
-        .subscribe("demo/late", "video")
-        .await
-        .expect("subscribe");
+    let (_late, mut late_sub) = watch(&url, ConnectOptions::new(trust(&relay)), "demo/late").await;
     expect_group(&mut late_sub, 2, FRAMES).await;
     write_group(&track, 3);
     expect_group(&mut late_sub, 3, FRAMES).await;
@@ -322,18 +317,9 @@ async fn frame_timestamps_cross_the_relay_and_04_frames_are_stamped_on_arrival()
     let track = tracks.pop().unwrap();
     let mut subscribers = Vec::new();
     for (url, versions) in [(&webtransport, &[][..]), (&raw_quic, &["moq-lite-05"][..])] {
-        let session = open(
-            url,
-            ConnectOptions::new(trust(&relay))
-                .with_versions(versions)
-                .subscribe_only("demo"),
-        )
-        .await;
+        let options = ConnectOptions::new(trust(&relay)).with_versions(versions);
+        let (session, sub) = watch(url, options, "demo/stamps").await;
         assert_eq!(session.version_name().as_deref(), Some("moq-lite-05"));
-        let sub = session
-            .subscribe("demo/stamps", "video")
-            .await
-            .expect("subscribe");
         subscribers.push((session, sub));
     }
     let mut group = track.append_group().expect("group");
@@ -358,15 +344,12 @@ async fn frame_timestamps_cross_the_relay_and_04_frames_are_stamped_on_arrival()
     .await;
     let (_bridged, mut tracks) = old.publish("demo/bridged", &["video"]).expect("publish");
     let track = tracks.pop().unwrap();
-    let session = open(
+    let (_session, mut sub) = watch(
         &webtransport,
-        ConnectOptions::new(trust(&relay)).subscribe_only("demo"),
+        ConnectOptions::new(trust(&relay)),
+        "demo/bridged",
     )
     .await;
-    let mut sub = session
-        .subscribe("demo/bridged", "video")
-        .await
-        .expect("subscribe");
     let before = unix_millis();
     write_group(&track, 0);
     let stamps = expect_group(&mut sub, 0, FRAMES).await;
