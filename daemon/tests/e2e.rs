@@ -363,6 +363,39 @@ async fn frame_timestamps_cross_the_relay_and_04_frames_are_stamped_on_arrival()
     assert!(stamps.is_sorted(), "arrival stamps go forward: {stamps:?}");
 }
 
+/// A 05 subscriber that joined at the newest group FETCHes older ones: the relay serves a
+/// cached group whole, timestamps included, and refuses one it no longer caches. One
+/// worker: a FETCH is answered from the serving worker's own cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_serves_a_cached_group_whole_and_refuses_an_evicted_one() {
+    const CACHED_GROUPS: u64 = 4;
+    let relay = Running::start(&PUBLIC_TWO_WORKERS.replace("workers = 2", "workers = 1"));
+    let url = relay.https_url("");
+    let publisher = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
+    let (_broadcast, mut tracks) = publisher.publish("demo/vod", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let (_early, mut early_sub) = watch(&url, ConnectOptions::new(trust(&relay)), "demo/vod").await;
+    let mut stamps = Vec::new();
+    for group in 0..=CACHED_GROUPS {
+        write_group(&track, group);
+        stamps.push(expect_group(&mut early_sub, group, FRAMES).await);
+    }
+    let (late, mut late_sub) = watch(&url, ConnectOptions::new(trust(&relay)), "demo/vod").await;
+    assert_eq!(late.version_name().as_deref(), Some("moq-lite-05"));
+    expect_group(&mut late_sub, CACHED_GROUPS, FRAMES).await;
+
+    let oldest_cached = 1;
+    let fetched = late_sub.fetch_group(oldest_cached).await.expect("fetch");
+    let payloads: Vec<_> = fetched.iter().map(|f| f.payload.clone()).collect();
+    let expected: Vec<_> = (0..FRAMES).map(|i| payload(oldest_cached, i)).collect();
+    assert_eq!(payloads, expected, "the fetched group, whole and in order");
+    let fetched_stamps: Vec<_> = fetched.iter().map(|f| f.timestamp_ms).collect();
+    assert_eq!(fetched_stamps, stamps[oldest_cached as usize]);
+
+    let evicted = late_sub.fetch_group(0).await;
+    assert!(evicted.is_err(), "group 0 left the cache: {evicted:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_discovery_sees_later_broadcasts_and_their_end_but_nothing_outside() {
     let relay = Running::start(PUBLIC_TWO_WORKERS);

@@ -145,6 +145,17 @@ pub struct Received {
     pub payload: Bytes,
 }
 
+impl Received {
+    fn new(group: u64, index: u64, frame: moq_net::frame::Frame) -> Self {
+        Self {
+            group,
+            index,
+            timestamp_ms: u64::try_from(frame.timestamp.as_millis()).unwrap_or(u64::MAX),
+            payload: frame.payload,
+        }
+    }
+}
+
 /// How a track ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TrackEnd {
@@ -177,6 +188,7 @@ pub enum TrackEvent {
 /// come out in order.
 pub struct TrackSubscriber {
     broadcast: moq_net::broadcast::Consumer,
+    track: String,
     inner: moq_net::track::Subscriber,
     current: Option<(moq_net::group::Consumer, u64)>,
     end: Option<TrackEnd>,
@@ -217,12 +229,51 @@ impl TrackSubscriber {
         .map_err(|err| Error::moq(format!("subscribing to {label:?}"), err))?;
         Ok(Self {
             broadcast: consumer,
+            track: track.to_owned(),
             inner,
             current: None,
             end: None,
             timeout,
             label,
         })
+    }
+
+    /// One past group of this track, whole: from the client's own cache if it holds the
+    /// group, otherwise by a moq-lite FETCH (05) to the peer. Waits at most the session's
+    /// op timeout. A refused fetch is an `Error::Moq`.
+    pub async fn fetch_group(&self, sequence: u64) -> Result<Vec<Received>, Error> {
+        let label = &self.label;
+        let track = self
+            .broadcast
+            .track(&self.track)
+            .map_err(|err| Error::moq(format!("looking up track {label:?}"), err))?;
+        let mut group = bounded(
+            || format!("a fetch of group {sequence} of {label:?}"),
+            self.timeout,
+            track.fetch_group(sequence, None),
+        )
+        .await?
+        .map_err(|err| Error::moq(format!("fetching group {sequence} of {label:?}"), err))?;
+        let mut frames = Vec::new();
+        loop {
+            let index = frames.len() as u64;
+            if index > MAX_FRAMES_PER_GROUP {
+                return Err(Error::Limit(format!(
+                    "fetched group {sequence} of {label:?} has more than {MAX_FRAMES_PER_GROUP} frames"
+                )));
+            }
+            let read = bounded(
+                || format!("frame {index} of fetched group {sequence} of {label:?}"),
+                self.timeout,
+                group.read_frame(),
+            )
+            .await?
+            .map_err(|err| Error::moq(format!("reading fetched group {sequence}"), err))?;
+            let Some(frame) = read else {
+                return Ok(frames);
+            };
+            frames.push(Received::new(sequence, index, frame));
+        }
     }
 
     /// The next event, waiting at most the session's op timeout.
@@ -267,12 +318,7 @@ impl TrackSubscriber {
                         "group {sequence} of {label:?} has more than {MAX_FRAMES_PER_GROUP} frames"
                     )));
                 }
-                let received = Received {
-                    group: sequence,
-                    index: *index,
-                    timestamp_ms: u64::try_from(frame.timestamp.as_millis()).unwrap_or(u64::MAX),
-                    payload: frame.payload,
-                };
+                let received = Received::new(sequence, *index, frame);
                 *index += 1;
                 Ok(TrackEvent::Frame(received))
             }

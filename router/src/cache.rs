@@ -122,6 +122,13 @@ impl Cache {
         self.bytes = 0;
     }
 
+    /// Group `seq` if it is cached whole: ended, and no frame of it left out.
+    pub(crate) fn complete(&self, seq: u64) -> Option<&CachedGroup> {
+        self.find(seq)
+            .map(|i| &self.groups[i])
+            .filter(|g| g.ended && !g.truncated)
+    }
+
     /// The group a late joiner starts from: the newest, if it is complete from its first
     /// frame.
     pub(crate) fn newest(&self) -> Option<&CachedGroup> {

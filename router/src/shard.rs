@@ -778,6 +778,31 @@ impl Shard {
         Ok(SubscriberId(sk))
     }
 
+    /// The frames of group `group` of `track` in the broadcast at `path`, as
+    /// `(timestamp, payload)` in order, if this shard's cache holds that group whole
+    /// (moq-lite FETCH). `None` when it is not cached on this shard, still being written,
+    /// or was too large to cache. At most the cache's byte bound of payload handles.
+    pub fn cached_group(&self, path: &str, track: &str, group: u64) -> Option<Vec<(u64, Bytes)>> {
+        let route = self.visible_route(path)?;
+        let tk = if route.owner == self.id {
+            *self.broadcasts.get(route.bc)?.tracks.get(track)?
+        } else {
+            *self
+                .replicas
+                .get(&(route.owner, route.bc, Arc::<str>::from(track)))?
+        };
+        let log = self.logs.get(self.tracks.get(tk)?.log)?;
+        let cached = log.cache.complete(group)?;
+        let frames = log
+            .iter_from(cached.start)
+            .take_while(|e| !matches!(e, Entry::End(g) if *g == group))
+            .filter_map(|e| match e {
+                Entry::Frame(f) if f.group == group => Some((f.timestamp, f.payload.clone())),
+                _ => None,
+            });
+        Some(frames.collect())
+    }
+
     pub fn unsubscribe(&mut self, sub: SubscriberId) -> Result<(), RouterError> {
         let Some(s) = self.subs.remove(sub.0) else {
             return Err(RouterError::UnknownSubscriber);

@@ -18,10 +18,7 @@ fn small_config() -> Config {
 #[test]
 fn subscriber_on_other_shard_gets_ready_frames_and_end() {
     let now = Instant::now();
-    let (mut s, _) = shards(2, small_config());
-    let bc = s[0].announce("room/alice").unwrap();
-    let track = s[0].publish_track(bc, "video", info()).unwrap();
-    settle(&mut s, now);
+    let (mut s, _, track) = published(2, small_config(), "room/alice", "video", now);
     let sub = s[1].subscribe("room/alice", "video").unwrap();
     settle(&mut s, now);
     s[0].start_group(track, 0).unwrap();
@@ -49,10 +46,7 @@ fn subscriber_on_other_shard_gets_ready_frames_and_end() {
 #[test]
 fn one_ring_push_per_frame_per_interested_shard() {
     let now = Instant::now();
-    let (mut s, _) = shards(4, small_config());
-    let bc = s[0].announce("b").unwrap();
-    let track = s[0].publish_track(bc, "t", info()).unwrap();
-    settle(&mut s, now);
+    let (mut s, _, track) = published(4, small_config(), "b", "t", now);
     // Three subscribers on shard 1, two on shard 2, none on shard 3, one local.
     let mut subs = Vec::new();
     for (shard, n) in [(1, 3), (2, 2), (0, 1)] {
@@ -84,10 +78,7 @@ fn one_ring_push_per_frame_per_interested_shard() {
 #[test]
 fn payload_is_shared_not_copied_across_shards_and_subscribers() {
     let now = Instant::now();
-    let (mut s, _) = shards(2, small_config());
-    let bc = s[0].announce("b").unwrap();
-    let track = s[0].publish_track(bc, "t", info()).unwrap();
-    settle(&mut s, now);
+    let (mut s, _, track) = published(2, small_config(), "b", "t", now);
     let local = s[0].subscribe("b", "t").unwrap();
     let remote = s[1].subscribe("b", "t").unwrap();
     settle(&mut s, now);
@@ -149,10 +140,7 @@ fn late_joiner_starts_at_newest_group_from_its_first_frame() {
 #[test]
 fn second_shard_joining_live_track_starts_at_newest_group() {
     let now = Instant::now();
-    let (mut s, _) = shards(3, small_config());
-    let bc = s[0].announce("b").unwrap();
-    let track = s[0].publish_track(bc, "t", info()).unwrap();
-    settle(&mut s, now);
+    let (mut s, _, track) = published(3, small_config(), "b", "t", now);
     let first = s[1].subscribe("b", "t").unwrap();
     settle(&mut s, now);
     for g in 0..3 {
@@ -303,10 +291,7 @@ fn linger_ends_broadcast_after_window() {
         linger: Duration::from_secs(5),
         ..small_config()
     };
-    let (mut s, _) = shards(2, config);
-    let bc = s[0].announce("cam").unwrap();
-    let track = s[0].publish_track(bc, "video", info()).unwrap();
-    settle(&mut s, now);
+    let (mut s, bc, track) = published(2, config, "cam", "video", now);
     let sub = s[1].subscribe("cam", "video").unwrap();
     settle(&mut s, now);
     s[0].start_group(track, 0).unwrap();
@@ -468,10 +453,7 @@ fn cache_stays_within_byte_bound_and_late_joiner_still_gets_newest_group() {
         cache_max_groups: 8,
         ..small_config()
     };
-    let (mut s, _) = shards(2, config);
-    let bc = s[0].announce("b").unwrap();
-    let track = s[0].publish_track(bc, "t", info()).unwrap();
-    settle(&mut s, now);
+    let (mut s, _, track) = published(2, config, "b", "t", now);
     let early = s[1].subscribe("b", "t").unwrap();
     settle(&mut s, now);
     for g in 0..50 {
@@ -562,10 +544,7 @@ fn newest_publisher_of_a_path_wins_on_every_shard() {
 #[test]
 fn resumed_publisher_may_restart_group_numbering() {
     let now = Instant::now();
-    let (mut s, _) = shards(2, small_config());
-    let bc = s[0].announce("cam").unwrap();
-    let track = s[0].publish_track(bc, "video", info()).unwrap();
-    settle(&mut s, now);
+    let (mut s, bc, track) = published(2, small_config(), "cam", "video", now);
     let local = s[0].subscribe("cam", "video").unwrap();
     let remote = s[1].subscribe("cam", "video").unwrap();
     settle(&mut s, now);
@@ -748,4 +727,52 @@ fn new_track_requested_from_a_spliced_broadcast_is_fetched_from_its_feed() {
     settle(&mut s, now);
     assert_eq!(drain(&mut s[2], audio), vec![Delivery::Ready(info())]);
     assert_eq!(drain(&mut s[2], video), vec![Delivery::Ready(info())]);
+}
+
+/// FETCH serves a whole cached group, on the owner's shard and on a shard that holds a
+/// replica, and nothing that is not cached whole.
+#[test]
+fn cached_group_serves_whole_cached_groups_only() {
+    let now = Instant::now();
+    let config = Config {
+        cache_max_groups: 2,
+        ..small_config()
+    };
+    let (mut s, _, track) = published(3, config, "room/alice", "video", now);
+    let _sub = s[1].subscribe("room/alice", "video").unwrap();
+    settle(&mut s, now);
+    for g in 0..4 {
+        s[0].start_group(track, g).unwrap();
+        for i in 0..3 {
+            s[0].push_frame(track, g, stamp(g, i), payload(g, i))
+                .unwrap();
+        }
+        if g < 3 {
+            s[0].end_group(track, g).unwrap();
+        }
+    }
+    settle(&mut s, now);
+    let whole = |g: u64| {
+        (0..3)
+            .map(|i| (stamp(g, i), payload(g, i)))
+            .collect::<Vec<_>>()
+    };
+    for shard in [0, 1] {
+        assert_eq!(
+            s[shard].cached_group("room/alice", "video", 2),
+            Some(whole(2))
+        );
+        // Evicted (two groups cached: 2 and the open 3), still open, never published.
+        for g in [0, 3, 9] {
+            assert_eq!(
+                s[shard].cached_group("room/alice", "video", g),
+                None,
+                "group {g}"
+            );
+        }
+        assert_eq!(s[shard].cached_group("room/alice", "audio", 2), None);
+        assert_eq!(s[shard].cached_group("room/bob", "video", 2), None);
+    }
+    // Shard 2 knows the broadcast but holds no copy of the track.
+    assert_eq!(s[2].cached_group("room/alice", "video", 2), None);
 }

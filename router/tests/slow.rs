@@ -146,10 +146,7 @@ fn slow_shard_loses_whole_groups_counted_and_publisher_never_blocks() {
         ring_capacity: 64,
         ..Config::default()
     };
-    let (mut s, _) = shards(2, config);
-    let bc = s[0].announce("b").unwrap();
-    let track = s[0].publish_track(bc, "t", info()).unwrap();
-    settle(&mut s, now);
+    let (mut s, _, track) = published(2, config, "b", "t", now);
     let sub = s[1].subscribe("b", "t").unwrap();
     settle(&mut s, now);
     let mut check = Checker::default();

@@ -102,6 +102,15 @@ impl Conn {
         }
     }
 
+    /// The relay-wide path of `broadcast` if this session may subscribe to it (SUBSCRIBE,
+    /// TRACK and FETCH all read it).
+    pub fn readable(&self, broadcast: &str) -> Option<String> {
+        self.access
+            .as_ref()
+            .filter(|access| access.may_subscribe(broadcast))
+            .map(|access| access.absolute(broadcast))
+    }
+
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes
     }

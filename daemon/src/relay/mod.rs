@@ -254,15 +254,10 @@ impl RelayWorker {
             }
             MoqEvent::InterestEnded { .. } => {}
             MoqEvent::SubscribeRequested { serve, request } => {
-                let allowed = conn
-                    .access
-                    .as_ref()
-                    .filter(|access| access.may_subscribe(&request.broadcast));
-                let Some(access) = allowed else {
+                let Some(absolute) = conn.readable(&request.broadcast) else {
                     let _ = conn.moq.reject_subscribe(serve, ErrorCode::Unauthorized);
                     return;
                 };
-                let absolute = access.absolute(&request.broadcast);
                 match self.shard.subscribe(&absolute, &request.track) {
                     Ok(sub) => {
                         conn.serves.insert(
@@ -298,15 +293,11 @@ impl RelayWorker {
                 broadcast,
                 track,
             } => {
-                let allowed = conn
-                    .access
-                    .as_ref()
-                    .filter(|access| access.may_subscribe(&broadcast));
-                let Some(access) = allowed else {
+                let Some(absolute) = conn.readable(&broadcast) else {
                     let _ = conn.moq.reject_track(request, ErrorCode::Unauthorized);
                     return;
                 };
-                match self.shard.subscribe(&access.absolute(&broadcast), &track) {
+                match self.shard.subscribe(&absolute, &track) {
                     Ok(sub) => {
                         self.subscribers
                             .insert(sub, (session, SubscriberRole::TrackInfo(request)));
@@ -436,9 +427,28 @@ impl RelayWorker {
                     debug!(worker = self.worker, session, %err, "track info not routed");
                 }
             }
-            MoqEvent::FetchRequested { request, .. } => {
-                // FETCH of a cached group is not served yet: refuse it cleanly.
-                let _ = conn.moq.reject_fetch(request, ErrorCode::NotFound);
+            MoqEvent::FetchRequested { request, fetch } => {
+                let Some(absolute) = conn.readable(&fetch.broadcast) else {
+                    let _ = conn.moq.reject_fetch(request, ErrorCode::Unauthorized);
+                    return;
+                };
+                // Served from this worker's cache only: a group still being written, or
+                // one this worker holds no copy of, is answered NotFound.
+                let Some(frames) = self
+                    .shard
+                    .cached_group(&absolute, &fetch.track, fetch.group)
+                else {
+                    let _ = conn.moq.reject_fetch(request, ErrorCode::NotFound);
+                    return;
+                };
+                for (timestamp, payload) in frames {
+                    if let Err(err) = conn.moq.fetch_frame(request, timestamp, payload) {
+                        debug!(worker = self.worker, session, %err, "fetch not served");
+                        let _ = conn.moq.reject_fetch(request, ErrorCode::Cancel);
+                        return;
+                    }
+                }
+                let _ = conn.moq.end_fetch(request);
             }
             MoqEvent::FetchCancelled { .. }
             | MoqEvent::FetchFrame { .. }

@@ -7,7 +7,9 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use router::{Config, Delivery, Doorbell, Router, Shard, SubscriberId, TrackInfo};
+use router::{
+    BroadcastId, Config, Delivery, Doorbell, Router, Shard, SubscriberId, TrackId, TrackInfo,
+};
 
 /// Counts rings; for single-threaded tests that step shards by hand.
 #[derive(Default)]
@@ -46,6 +48,22 @@ pub fn shards(n: usize, config: Config) -> (Vec<Shard>, Vec<Arc<CountingDoorbell
         .map(|b| b.clone() as Arc<dyn Doorbell>)
         .collect();
     (Router::build(config, dyn_bells).unwrap(), bells)
+}
+
+/// `n` shards with broadcast `path` announced on shard 0 and its track `track` live,
+/// known to every shard.
+pub fn published(
+    n: usize,
+    config: Config,
+    path: &str,
+    track: &str,
+    now: Instant,
+) -> (Vec<Shard>, BroadcastId, TrackId) {
+    let (mut s, _) = shards(n, config);
+    let bc = s[0].announce(path).unwrap();
+    let t = s[0].publish_track(bc, track, info()).unwrap();
+    settle(&mut s, now);
+    (s, bc, t)
 }
 
 /// One loop iteration on every shard, in order, a few times so that replies to replies
