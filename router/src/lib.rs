@@ -138,6 +138,10 @@ id_type!(
     /// A live announce query on this shard.
     QueryId
 );
+id_type!(
+    /// A FETCH started on this shard.
+    FetchId
+);
 
 /// What a subscriber receives, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +167,9 @@ pub enum Delivery {
     /// follows.
     TrackEnded { end: u64 },
 }
+
+/// A group's frames as `(timestamp, payload)`, in order: the answer to a FETCH.
+pub type GroupFrames = Vec<(u64, Bytes)>;
 
 /// Demand changes the publishing session acts on (open or close its upstream
 /// subscription for a track).

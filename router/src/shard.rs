@@ -18,8 +18,8 @@ use crate::ring::{self, Consumer, Producer};
 use crate::slab::{Key, Slab};
 use crate::subscriber::Subscriber;
 use crate::{
-    AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, MAX_SHARDS, PublisherEvent, QueryId,
-    RouterError, SubscriberId, TrackId, TrackInfo, path_has_prefix,
+    AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, FetchId, GroupFrames, MAX_SHARDS,
+    PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackInfo, path_has_prefix,
 };
 
 /// Groups a publisher may write concurrently on one track; past it the oldest open group
@@ -87,6 +87,18 @@ enum Msg {
     /// The publisher resumed after a loss: forget cached groups and numbering.
     Restart {
         slot: Key,
+    },
+    /// A FETCH this shard could not answer from its own cache, for the owner's.
+    Fetch {
+        bc: Key,
+        name: Arc<str>,
+        group: u64,
+        ticket: Key,
+    },
+    /// The owner's answer to `Fetch`: the group whole, or `None`.
+    Fetched {
+        ticket: Key,
+        frames: Option<GroupFrames>,
     },
 }
 
@@ -303,12 +315,18 @@ impl Router {
                 pub_ready: VecDeque::new(),
                 pub_direct: VecDeque::new(),
                 notice_tracks: Vec::new(),
+                fetches: Slab::new(MAX_PENDING_FETCHES),
+                fetch_answers: VecDeque::new(),
                 stats: Stats::default(),
                 retired_drops: 0,
             })
             .collect())
     }
 }
+
+/// FETCHes a shard may have outstanding at owner shards: each waits one ring round trip,
+/// so more than this means an owner is not draining its ring.
+const MAX_PENDING_FETCHES: usize = 1024;
 
 /// One worker's part of the router. `Send`, used from one thread.
 pub struct Shard {
@@ -334,6 +352,10 @@ pub struct Shard {
     pub_ready: VecDeque<Key>,
     pub_direct: VecDeque<PublisherEvent>,
     notice_tracks: Vec<Key>,
+    /// FETCHes started and not yet handed back by `next_fetch_answer` (asked of an owner
+    /// shard, or answered and waiting in `fetch_answers`).
+    fetches: Slab<()>,
+    fetch_answers: VecDeque<(FetchId, Option<GroupFrames>)>,
     stats: Stats,
     retired_drops: u64,
 }
@@ -778,19 +800,60 @@ impl Shard {
         Ok(SubscriberId(sk))
     }
 
-    /// The frames of group `group` of `track` in the broadcast at `path`, as
-    /// `(timestamp, payload)` in order, if this shard's cache holds that group whole
-    /// (moq-lite FETCH). `None` when it is not cached on this shard, still being written,
-    /// or was too large to cache. At most the cache's byte bound of payload handles.
-    pub fn cached_group(&self, path: &str, track: &str, group: u64) -> Option<Vec<(u64, Bytes)>> {
-        let route = self.visible_route(path)?;
-        let tk = if route.owner == self.id {
-            *self.broadcasts.get(route.bc)?.tracks.get(track)?
-        } else {
-            *self
-                .replicas
-                .get(&(route.owner, route.bc, Arc::<str>::from(track)))?
+    /// Starts a FETCH (moq-lite) of group `group` of `track` in the broadcast at `path`:
+    /// answered from this shard's cache if it holds the group whole, otherwise by the
+    /// broadcast's owner shard. The answer comes from `next_fetch_answer`: the group's
+    /// frames as `(timestamp, payload)` in order, or `None` when it is not cached whole
+    /// (evicted, still being written, too large to cache, or never published).
+    pub fn fetch(&mut self, path: &str, track: &str, group: u64) -> Result<FetchId, RouterError> {
+        let Some(route) = self.visible_route(path) else {
+            return Err(RouterError::Unroutable { path: path.into() });
         };
+        let local = if route.owner == self.id {
+            self.broadcasts
+                .get(route.bc)
+                .and_then(|b| b.tracks.get(track).copied())
+        } else {
+            self.replicas
+                .get(&(route.owner, route.bc, Arc::<str>::from(track)))
+                .copied()
+        };
+        let frames = local.and_then(|tk| self.cached_frames(tk, group));
+        self.check_outboxes()?;
+        let ticket = self
+            .fetches
+            .insert(())
+            .map_err(|_| self.limit("pending fetches", MAX_PENDING_FETCHES))?;
+        match (frames, self.peers[route.owner].as_mut()) {
+            (None, Some(owner)) => owner.send_control(Msg::Fetch {
+                bc: route.bc,
+                name: track.into(),
+                group,
+                ticket,
+            }),
+            (frames, _) => self.fetch_answers.push_back((FetchId(ticket), frames)),
+        }
+        Ok(FetchId(ticket))
+    }
+
+    /// A FETCH answer, in the order they came (never one for a cancelled FETCH).
+    pub fn next_fetch_answer(&mut self) -> Option<(FetchId, Option<GroupFrames>)> {
+        // Each pass removes one queued answer: bounded by the queue.
+        while let Some((id, frames)) = self.fetch_answers.pop_front() {
+            if self.fetches.remove(id.0).is_some() {
+                return Some((id, frames));
+            }
+        }
+        None
+    }
+
+    /// The FETCH's requester went away: its answer, if it comes, is dropped.
+    pub fn cancel_fetch(&mut self, id: FetchId) {
+        self.fetches.remove(id.0);
+    }
+
+    /// Frames of group `group` of track `tk` if this shard's cache holds it whole.
+    fn cached_frames(&self, tk: Key, group: u64) -> Option<GroupFrames> {
         let log = self.logs.get(self.tracks.get(tk)?.log)?;
         let cached = log.cache.complete(group)?;
         let frames = log
@@ -1581,6 +1644,26 @@ impl Shard {
                 }
                 None => {}
             },
+            Msg::Fetch {
+                bc,
+                name,
+                group,
+                ticket,
+            } => {
+                let frames = self
+                    .broadcasts
+                    .get(bc)
+                    .and_then(|b| b.tracks.get(&name).copied())
+                    .and_then(|tk| self.cached_frames(tk, group));
+                if let Some(p) = self.peers[from].as_mut() {
+                    p.send_control(Msg::Fetched { ticket, frames });
+                }
+            }
+            Msg::Fetched { ticket, frames } => {
+                if self.fetches.get(ticket).is_some() {
+                    self.fetch_answers.push_back((FetchId(ticket), frames));
+                }
+            }
             Msg::Subscribed { slot, info } => {
                 if self.fed_kind(slot, from).is_some()
                     && let Some(t) = self.tracks.get_mut(slot)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use router::{AnnounceEvent, Config, Delivery, PublisherEvent, RouterError};
+use router::{AnnounceEvent, Config, Delivery, PublisherEvent, RouterError, Shard};
 
 fn small_config() -> Config {
     Config {
@@ -729,10 +729,20 @@ fn new_track_requested_from_a_spliced_broadcast_is_fetched_from_its_feed() {
     assert_eq!(drain(&mut s[2], video), vec![Delivery::Ready(info())]);
 }
 
-/// FETCH serves a whole cached group, on the owner's shard and on a shard that holds a
-/// replica, and nothing that is not cached whole.
+/// Runs a FETCH on `shard` to its answer.
+fn fetch(s: &mut [Shard], shard: usize, track: &str, group: u64) -> Option<Vec<(u64, Bytes)>> {
+    let id = s[shard].fetch("room/alice", track, group).unwrap();
+    settle(s, Instant::now());
+    let (answered, frames) = s[shard].next_fetch_answer().expect("an answer");
+    assert_eq!(answered, id);
+    assert_eq!(s[shard].next_fetch_answer(), None, "one answer per fetch");
+    frames
+}
+
+/// FETCH serves a group cached whole: from the shard's own cache (owner or replica) or,
+/// on a shard without a copy, from the owner's; nothing that is not cached whole.
 #[test]
-fn cached_group_serves_whole_cached_groups_only() {
+fn fetch_serves_whole_cached_groups_from_any_shard() {
     let now = Instant::now();
     let config = Config {
         cache_max_groups: 2,
@@ -757,22 +767,24 @@ fn cached_group_serves_whole_cached_groups_only() {
             .map(|i| (stamp(g, i), payload(g, i)))
             .collect::<Vec<_>>()
     };
-    for shard in [0, 1] {
+    // Shard 2 holds no copy of the track: its FETCH goes to the owner, shard 0.
+    for shard in [0, 1, 2] {
         assert_eq!(
-            s[shard].cached_group("room/alice", "video", 2),
-            Some(whole(2))
+            fetch(&mut s, shard, "video", 2),
+            Some(whole(2)),
+            "shard {shard}"
         );
         // Evicted (two groups cached: 2 and the open 3), still open, never published.
         for g in [0, 3, 9] {
-            assert_eq!(
-                s[shard].cached_group("room/alice", "video", g),
-                None,
-                "group {g}"
-            );
+            assert_eq!(fetch(&mut s, shard, "video", g), None, "group {g}");
         }
-        assert_eq!(s[shard].cached_group("room/alice", "audio", 2), None);
-        assert_eq!(s[shard].cached_group("room/bob", "video", 2), None);
+        assert_eq!(fetch(&mut s, shard, "audio", 2), None);
     }
-    // Shard 2 knows the broadcast but holds no copy of the track.
-    assert_eq!(s[2].cached_group("room/alice", "video", 2), None);
+    assert!(s[2].fetch("room/bob", "video", 2).is_err(), "not announced");
+
+    // A cancelled FETCH never answers, even when the owner's reply arrives later.
+    let id = s[2].fetch("room/alice", "video", 2).unwrap();
+    s[2].cancel_fetch(id);
+    settle(&mut s, now);
+    assert_eq!(s[2].next_fetch_answer(), None);
 }

@@ -19,10 +19,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use proto::session::{Event as MoqEvent, ServeId, TrackServeId};
+use proto::session::{Event as MoqEvent, FetchServeId, ServeId, TrackServeId};
 use proto::{ErrorCode, SubscribeResponse};
 use quic_io::{Application, Event as IoEvent, Io, SessionId, SessionInfo, Transport};
-use router::{AnnounceEvent, BroadcastId, PublisherEvent, QueryId, Shard, SubscriberId};
+use router::{AnnounceEvent, BroadcastId, FetchId, PublisherEvent, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
@@ -75,6 +75,9 @@ pub struct RelayWorker {
     queries: HashMap<QueryId, SessionId>,
     /// Broadcasts published by sessions on this worker → the session.
     broadcasts: HashMap<BroadcastId, SessionId>,
+    /// FETCHes waiting for the router's answer → the session and its request (bounded by
+    /// the router's limit on pending fetches).
+    fetches: HashMap<FetchId, (SessionId, FetchServeId)>,
     /// Subscribers skipped because their session's output was full; retried first.
     deferred: VecDeque<SubscriberId>,
     deferred_set: HashSet<SubscriberId>,
@@ -99,6 +102,7 @@ impl RelayWorker {
             subscribers: HashMap::new(),
             queries: HashMap::new(),
             broadcasts: HashMap::new(),
+            fetches: HashMap::new(),
             deferred: VecDeque::new(),
             deferred_set: HashSet::new(),
             may_park: false,
@@ -432,27 +436,27 @@ impl RelayWorker {
                     let _ = conn.moq.reject_fetch(request, ErrorCode::Unauthorized);
                     return;
                 };
-                // Served from this worker's cache only: a group still being written, or
-                // one this worker holds no copy of, is answered NotFound.
-                let Some(frames) = self
-                    .shard
-                    .cached_group(&absolute, &fetch.track, fetch.group)
-                else {
-                    let _ = conn.moq.reject_fetch(request, ErrorCode::NotFound);
-                    return;
-                };
-                for (timestamp, payload) in frames {
-                    if let Err(err) = conn.moq.fetch_frame(request, timestamp, payload) {
-                        debug!(worker = self.worker, session, %err, "fetch not served");
-                        let _ = conn.moq.reject_fetch(request, ErrorCode::Cancel);
-                        return;
+                // Answered by `fetch_answers`, from this worker's cache or the owner's.
+                match self.shard.fetch(&absolute, &fetch.track, fetch.group) {
+                    Ok(id) => {
+                        self.fetches.insert(id, (session, request));
+                    }
+                    Err(err) => {
+                        debug!(worker = self.worker, session, %err, "fetch refused");
+                        let _ = conn.moq.reject_fetch(request, ErrorCode::NotFound);
                     }
                 }
-                let _ = conn.moq.end_fetch(request);
             }
-            MoqEvent::FetchCancelled { .. }
-            | MoqEvent::FetchFrame { .. }
-            | MoqEvent::FetchEnded { .. } => {}
+            MoqEvent::FetchCancelled { request, .. } => {
+                self.fetches.retain(|&id, &mut (owner, pending)| {
+                    let cancelled = owner == session && pending == request;
+                    if cancelled {
+                        self.shard.cancel_fetch(id);
+                    }
+                    !cancelled
+                });
+            }
+            MoqEvent::FetchFrame { .. } | MoqEvent::FetchEnded { .. } => {}
             MoqEvent::StreamFailed { code, reason } => {
                 if breaks_the_protocol(code) {
                     // A peer that sends bytes we cannot parse is broken, not unlucky: keep
@@ -497,6 +501,12 @@ impl RelayWorker {
                 let _ = self.shard.unsubscribe(*sub);
             }
             keep
+        });
+        self.fetches.retain(|&id, &mut (owner, _)| {
+            if owner == session {
+                self.shard.cancel_fetch(id);
+            }
+            owner != session
         });
         if let Some(query) = conn.query {
             self.queries.remove(&query);
@@ -603,6 +613,37 @@ impl RelayWorker {
                     .map(|path| path.to_string())
                     .collect();
                 conn.resync_announcements(&current);
+            }
+            self.drive(session, io);
+        }
+    }
+
+    /// Writes each answered FETCH onto its stream, or refuses it.
+    fn fetch_answers(&mut self, io: &mut Io<'_>) {
+        // Each pass takes one answer; the router holds at most its pending-fetch limit.
+        while let Some((id, frames)) = self.shard.next_fetch_answer() {
+            let Some((session, request)) = self.fetches.remove(&id) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get_mut(&session) else {
+                continue;
+            };
+            let Some(frames) = frames else {
+                let _ = conn.moq.reject_fetch(request, ErrorCode::NotFound);
+                self.drive(session, io);
+                continue;
+            };
+            let written = frames.into_iter().try_for_each(|(timestamp, payload)| {
+                conn.moq.fetch_frame(request, timestamp, payload)
+            });
+            match written {
+                Ok(()) => {
+                    let _ = conn.moq.end_fetch(request);
+                }
+                Err(err) => {
+                    debug!(worker = self.worker, session, %err, "fetch not served");
+                    let _ = conn.moq.reject_fetch(request, ErrorCode::Cancel);
+                }
             }
             self.drive(session, io);
         }
@@ -735,6 +776,7 @@ impl Application for RelayWorker {
         self.shard.poll(now);
         self.publisher_events(io);
         self.announce_events(io);
+        self.fetch_answers(io);
         self.deliveries(io);
         // Deliveries deferred for flow control wait for the peer's ACKs (socket input);
         // only those left by the per-poll budget need another iteration at once.
