@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use quic_io::tls::{ServerVerify, client_config};
-use quic_io::{Application, Config, Event, Io, IoBackend, Server, SessionId, WorkerCtx};
+use quic_io::{Application, Event, Io, IoBackend, Server, SessionId, WorkerCtx};
 
 /// Dials once from `poll`, sends a message on a bidi stream and reports what comes back.
 struct Dialer {
@@ -68,19 +67,11 @@ impl Application for Dialer {
 
 fn dial(fingerprint_ok: bool) -> Result<Vec<u8>, String> {
     let (server, _seen) = start(config(2, IoBackend::Auto));
-    let mut digest = [0u8; 32];
-    let fp = server.fingerprint();
-    for (i, b) in digest.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&fp[2 * i..2 * i + 2], 16).unwrap();
-    }
+    let mut digest = sha256_of(&server.fingerprint());
     if !fingerprint_ok {
         digest[0] ^= 1;
     }
-    let mut ccfg = Config::new("127.0.0.1:0".parse().unwrap());
-    ccfg.runtime.workers = 1;
-    ccfg.socket.io = config(1, IoBackend::Auto).socket.io;
-    let client_tls =
-        client_config(ServerVerify::Sha256(vec![digest]), &["moq-lite-04"], &ccfg).unwrap();
+    let (ccfg, client_tls) = pinned_client(digest, &["moq-lite-04"]);
     let (tx, rx) = mpsc::channel();
     let target = server.local_addr();
     let tx = Mutex::new(Some(tx));

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use quic_io::tls::{ServerVerify, client_config};
 use quic_io::{
-    Application, Config, Event, Io, IoBackend, Server, SessionInfo, StreamId, Transport, WorkerCtx,
+    Application, Event, Io, IoBackend, Server, SessionInfo, StreamId, Transport, WorkerCtx,
 };
 
 /// What the dialing side saw: its `SessionReady`, and the bytes echoed on the bidi stream and
@@ -112,15 +111,7 @@ fn dial_wt(
     protocols: &'static [&'static str],
 ) -> (Result<Outcome, String>, Vec<SessionInfo>) {
     let (server, seen) = start(config(2, IoBackend::Auto));
-    let fp = server.fingerprint();
-    let mut digest = [0u8; 32];
-    for (i, b) in digest.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&fp[2 * i..2 * i + 2], 16).unwrap();
-    }
-    let mut ccfg = Config::new("127.0.0.1:0".parse().unwrap());
-    ccfg.runtime.workers = 1;
-    ccfg.socket.io = config(1, IoBackend::Auto).socket.io;
-    let client_tls = client_config(ServerVerify::Sha256(vec![digest]), &["h3"], &ccfg).unwrap();
+    let (ccfg, client_tls) = pinned_client(sha256_of(&server.fingerprint()), &["h3"]);
     let (tx, rx) = mpsc::channel();
     let target = server.local_addr();
     let tx = Mutex::new(Some(tx));
@@ -253,15 +244,7 @@ fn stream_the_server_opens_right_behind_its_200_reaches_the_client() {
     for _ in 0..3 {
         let server = Server::start(config(1, IoBackend::Auto), |_ctx: WorkerCtx| Greeter)
             .expect("server starts");
-        let fp = server.fingerprint();
-        let mut digest = [0u8; 32];
-        for (i, b) in digest.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&fp[2 * i..2 * i + 2], 16).unwrap();
-        }
-        let mut ccfg = Config::new("127.0.0.1:0".parse().unwrap());
-        ccfg.runtime.workers = 1;
-        ccfg.socket.io = config(1, IoBackend::Auto).socket.io;
-        let tls = client_config(ServerVerify::Sha256(vec![digest]), &["h3"], &ccfg).unwrap();
+        let (ccfg, tls) = pinned_client(sha256_of(&server.fingerprint()), &["h3"]);
         let (tx, rx) = mpsc::channel();
         let target = server.local_addr();
         let tx = Mutex::new(Some(tx));

@@ -181,6 +181,26 @@ pub fn start(config: Config) -> (ServerHandle, Arc<Mutex<Seen>>) {
     (h, seen)
 }
 
+/// The 32 bytes of a hex SHA-256 fingerprint, as `ServerVerify::Sha256` wants them.
+pub fn sha256_of(fingerprint: &str) -> [u8; 32] {
+    hex_to_bytes(fingerprint)
+        .try_into()
+        .expect("a SHA-256 fingerprint is 32 bytes")
+}
+
+/// A one-worker quic-io client endpoint config and a client TLS config that accepts only
+/// the server certificate with SHA-256 `digest`.
+pub fn pinned_client(digest: [u8; 32], alpns: &[&str]) -> (Config, quinn_proto::ClientConfig) {
+    let endpoint = config(1, IoBackend::Auto);
+    let tls = quic_io::tls::client_config(
+        quic_io::tls::ServerVerify::Sha256(vec![digest]),
+        alpns,
+        &endpoint,
+    )
+    .unwrap();
+    (endpoint, tls)
+}
+
 fn hex_to_bytes(h: &str) -> Vec<u8> {
     (0..h.len())
         .step_by(2)
