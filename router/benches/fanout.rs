@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group};
 use router::{Config, Doorbell, Router, Shard, SubscriberId, TrackId, TrackInfo};
 
 const FRAMES_PER_GROUP: u64 = 30;
@@ -154,6 +155,21 @@ fn publish_and_drain(s: &mut Setup, now: Instant, frames: impl Iterator<Item = B
     delivered
 }
 
+/// A setup for one case of `group`, its throughput set to the frames one iteration
+/// delivers, after one group went through whole (every subscriber got every frame).
+fn checked_setup(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    shard_count: usize,
+    subscribers: usize,
+) -> (Setup, Instant) {
+    let delivered = FRAMES_PER_GROUP * subscribers as u64;
+    group.throughput(Throughput::Elements(delivered));
+    let mut s = setup(shard_count, subscribers);
+    let now = Instant::now();
+    assert_eq!(one_group(&mut s, now), delivered);
+    (s, now)
+}
+
 fn local_subscribers(c: &mut Criterion) {
     for (name, cpu) in [
         ("local_subscribers_wall", false),
@@ -161,10 +177,7 @@ fn local_subscribers(c: &mut Criterion) {
     ] {
         let mut group = c.benchmark_group(name);
         for k in [1usize, 10, 1000] {
-            group.throughput(Throughput::Elements(FRAMES_PER_GROUP * k as u64));
-            let mut s = setup(1, k);
-            let now = Instant::now();
-            assert_eq!(one_group(&mut s, now), FRAMES_PER_GROUP * k as u64);
+            let (mut s, now) = checked_setup(&mut group, 1, k);
             group.bench_with_input(BenchmarkId::from_parameter(k), &k, |b, _| {
                 bench_group(b, &mut s, now, cpu)
             });
@@ -180,11 +193,7 @@ fn shards(c: &mut Criterion) {
     ] {
         let mut group = c.benchmark_group(name);
         for n in [1usize, 2] {
-            let k = 10;
-            group.throughput(Throughput::Elements(FRAMES_PER_GROUP * k as u64));
-            let mut s = setup(n, k);
-            let now = Instant::now();
-            assert_eq!(one_group(&mut s, now), FRAMES_PER_GROUP * k as u64);
+            let (mut s, now) = checked_setup(&mut group, n, 10);
             group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
                 bench_group(b, &mut s, now, cpu)
             });
@@ -196,10 +205,7 @@ fn shards(c: &mut Criterion) {
 fn local_subscribers_owned(c: &mut Criterion) {
     let mut group = c.benchmark_group("local_subscribers_owned_cpu");
     for k in [1usize, 10, 1000] {
-        group.throughput(Throughput::Elements(FRAMES_PER_GROUP * k as u64));
-        let mut s = setup(1, k);
-        let now = Instant::now();
-        assert_eq!(one_group(&mut s, now), FRAMES_PER_GROUP * k as u64);
+        let (mut s, now) = checked_setup(&mut group, 1, k);
         group.bench_with_input(BenchmarkId::from_parameter(k), &k, |b, _| {
             bench_group_owned(b, &mut s, now)
         });
