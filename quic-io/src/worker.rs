@@ -109,6 +109,20 @@ struct Conn {
 }
 
 impl Conn {
+    /// Writes bytes that must precede anything else on a new stream; what the stream does
+    /// not take now is kept and sent before the application's data.
+    fn write_prefix(&mut self, id: StreamId, prefix: Bytes) {
+        match self.inner.send_stream(id).write(&prefix) {
+            Ok(n) if n == prefix.len() => {}
+            Ok(n) => {
+                self.pending_prefix.insert(id, prefix.slice(n..));
+            }
+            Err(_) => {
+                self.pending_prefix.insert(id, prefix);
+            }
+        }
+    }
+
     fn session(&self) -> Option<u64> {
         match &self.mode {
             Mode::H3(h) => h.hs.session(),
@@ -458,15 +472,7 @@ impl Core {
         let Mode::H3(h) = &mut c.mode else { return };
         let req = h.hs.start_request(id.into());
         h.roles.insert(id, H3Role::Request);
-        match c.inner.send_stream(id).write(&req) {
-            Ok(n) if n == req.len() => {}
-            Ok(n) => {
-                c.pending_prefix.insert(id, req.slice(n..));
-            }
-            Err(_) => {
-                c.pending_prefix.insert(id, req);
-            }
-        }
+        c.write_prefix(id, req);
     }
 
     /// Client side: hands the streams the server opened before its 200 to the application.
@@ -989,15 +995,7 @@ impl<'a> Io<'a> {
             if let Mode::H3(h) = &mut c.mode {
                 h.roles.insert(id, H3Role::App);
             }
-            match c.inner.send_stream(id).write(&prefix) {
-                Ok(n) if n == prefix.len() => {}
-                Ok(n) => {
-                    c.pending_prefix.insert(id, prefix.slice(n..));
-                }
-                Err(_) => {
-                    c.pending_prefix.insert(id, prefix);
-                }
-            }
+            c.write_prefix(id, prefix);
         }
         self.core.mark_dirty(s);
         Ok(id)
