@@ -3,13 +3,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use common::*;
-use quic_io::{Application, Event, Io, IoBackend, Server, SessionId, WorkerCtx};
+use quic_io::{Application, Event, Io, IoBackend, SessionId};
 
 /// Dials once from `poll`, sends a message on a bidi stream and reports what comes back.
 struct Dialer {
@@ -17,7 +15,7 @@ struct Dialer {
     config: Option<quinn_proto::ClientConfig>,
     session: Option<SessionId>,
     got: Vec<u8>,
-    done: Mutex<mpsc::Sender<Result<Vec<u8>, String>>>,
+    done: Reporter<Vec<u8>>,
 }
 
 impl Application for Dialer {
@@ -36,19 +34,11 @@ impl Application for Dialer {
             }
             Event::Data { data, .. } => self.got.extend_from_slice(&data),
             Event::Finished { session, .. } => {
-                let _ = self
-                    .done
-                    .lock()
-                    .unwrap()
-                    .send(Ok(std::mem::take(&mut self.got)));
+                self.done.report(Ok(std::mem::take(&mut self.got)));
                 io.close(session, 0, "done");
             }
             Event::SessionClosed { code, reason, .. } => {
-                let _ = self
-                    .done
-                    .lock()
-                    .unwrap()
-                    .send(Err(format!("closed {code} {reason}")));
+                self.done.closed(code, &reason);
             }
             _ => {}
         }
@@ -72,21 +62,14 @@ fn dial(fingerprint_ok: bool) -> Result<Vec<u8>, String> {
         digest[0] ^= 1;
     }
     let (ccfg, client_tls) = pinned_client(digest, &["moq-lite-04"]);
-    let (tx, rx) = mpsc::channel();
     let target = server.local_addr();
-    let tx = Mutex::new(Some(tx));
-    let client = Server::start(ccfg, move |_ctx: WorkerCtx| Dialer {
+    let (client, r) = run_client(ccfg, "dialer", move |done| Dialer {
         target,
         config: Some(client_tls.clone()),
         session: None,
         got: Vec::new(),
-        done: Mutex::new(tx.lock().unwrap().take().expect("one worker")),
-    })
-    .unwrap();
-    client.wakers()[0].wake();
-    let r = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("dialer reported");
+        done,
+    });
     client.shutdown();
     server.shutdown();
     r

@@ -5,8 +5,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,13 +31,7 @@ struct WtDialer {
     bidi: Option<StreamId>,
     got: HashMap<StreamId, Vec<u8>>,
     finished: Vec<StreamId>,
-    done: Mutex<mpsc::Sender<Result<Outcome, String>>>,
-}
-
-impl WtDialer {
-    fn report(&self, r: Result<Outcome, String>) {
-        let _ = self.done.lock().unwrap().send(r);
-    }
+    done: Reporter<Outcome>,
 }
 
 impl Application for WtDialer {
@@ -74,13 +66,11 @@ impl Application for WtDialer {
                         (Some(info), Some(bidi), Some(uni)) => Ok(Outcome { info, bidi, uni }),
                         other => Err(format!("incomplete: {other:?}")),
                     };
-                    self.report(r);
+                    self.done.report(r);
                     io.close(session, 0, "done");
                 }
             }
-            Event::SessionClosed { code, reason, .. } => {
-                self.report(Err(format!("closed {code} {reason}")))
-            }
+            Event::SessionClosed { code, reason, .. } => self.done.closed(code, &reason),
             _ => {}
         }
     }
@@ -96,7 +86,7 @@ impl Application for WtDialer {
                 self.path_and_query,
                 self.protocols,
             ) {
-                self.report(Err(e.to_string()));
+                self.done.report(Err(e.to_string()));
             }
         }
     }
@@ -112,10 +102,8 @@ fn dial_wt(
 ) -> (Result<Outcome, String>, Vec<SessionInfo>) {
     let (server, seen) = start(config(2, IoBackend::Auto));
     let (ccfg, client_tls) = pinned_client(sha256_of(&server.fingerprint()), &["h3"]);
-    let (tx, rx) = mpsc::channel();
     let target = server.local_addr();
-    let tx = Mutex::new(Some(tx));
-    let client = Server::start(ccfg, move |_ctx: WorkerCtx| WtDialer {
+    let (client, r) = run_client(ccfg, "dialer", move |done| WtDialer {
         target,
         config: Some(client_tls.clone()),
         path_and_query,
@@ -124,13 +112,8 @@ fn dial_wt(
         bidi: None,
         got: HashMap::new(),
         finished: Vec::new(),
-        done: Mutex::new(tx.lock().unwrap().take().expect("one worker")),
-    })
-    .unwrap();
-    client.wakers()[0].wake();
-    let r = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("dialer reported");
+        done,
+    });
     // Let the close capsule reach the server before it stops.
     std::thread::sleep(Duration::from_millis(200));
     client.shutdown();
@@ -201,7 +184,7 @@ struct Listener {
     target: SocketAddr,
     config: Option<quinn_proto::ClientConfig>,
     got: HashMap<StreamId, Vec<u8>>,
-    done: Mutex<mpsc::Sender<Result<Vec<u8>, String>>>,
+    done: Reporter<Vec<u8>>,
 }
 
 impl Application for Listener {
@@ -212,15 +195,11 @@ impl Application for Listener {
             }
             Event::Finished { session, stream } => {
                 let data = self.got.remove(&stream).unwrap_or_default();
-                let _ = self.done.lock().unwrap().send(Ok(data));
+                self.done.report(Ok(data));
                 io.close(session, 0, "done");
             }
             Event::SessionClosed { code, reason, .. } => {
-                let _ = self
-                    .done
-                    .lock()
-                    .unwrap()
-                    .send(Err(format!("closed {code} {reason}")));
+                self.done.closed(code, &reason);
             }
             _ => {}
         }
@@ -245,20 +224,13 @@ fn stream_the_server_opens_right_behind_its_200_reaches_the_client() {
         let server = Server::start(config(1, IoBackend::Auto), |_ctx: WorkerCtx| Greeter)
             .expect("server starts");
         let (ccfg, tls) = pinned_client(sha256_of(&server.fingerprint()), &["h3"]);
-        let (tx, rx) = mpsc::channel();
         let target = server.local_addr();
-        let tx = Mutex::new(Some(tx));
-        let client = Server::start(ccfg, move |_ctx: WorkerCtx| Listener {
+        let (client, r) = run_client(ccfg, "listener", move |done| Listener {
             target,
             config: Some(tls.clone()),
             got: HashMap::new(),
-            done: Mutex::new(tx.lock().unwrap().take().expect("one worker")),
-        })
-        .unwrap();
-        client.wakers()[0].wake();
-        let r = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("listener reported");
+            done,
+        });
         client.shutdown();
         server.shutdown();
         assert_eq!(r.unwrap(), b"hello early");

@@ -181,6 +181,47 @@ pub fn start(config: Config) -> (ServerHandle, Arc<Mutex<Seen>>) {
     (h, seen)
 }
 
+/// Hands a test client's one result back to the test thread.
+pub struct Reporter<T>(Mutex<std::sync::mpsc::Sender<Result<T, String>>>);
+
+impl<T> Reporter<T> {
+    pub fn report(&self, result: Result<T, String>) {
+        let _ = self.0.lock().unwrap().send(result);
+    }
+
+    /// The session closed before the client had its result.
+    pub fn closed(&self, code: u64, reason: &str) {
+        self.report(Err(format!("closed {code} {reason}")));
+    }
+}
+
+/// Starts the one-worker client endpoint `client` running the application `make` builds
+/// around its reporter, and waits (at most 20 s) for the result it reports. The caller
+/// shuts the client down.
+pub fn run_client<T, A>(
+    client: Config,
+    what: &str,
+    make: impl Fn(Reporter<T>) -> A + Send + Sync + 'static,
+) -> (ServerHandle, Result<T, String>)
+where
+    T: Send + 'static,
+    A: Application + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(Some(tx));
+    let handle = Server::start(client, move |_ctx: WorkerCtx| {
+        make(Reporter(Mutex::new(
+            tx.lock().unwrap().take().expect("one worker"),
+        )))
+    })
+    .unwrap();
+    handle.wakers()[0].wake();
+    let result = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} reported"));
+    (handle, result)
+}
+
 /// The 32 bytes of a hex SHA-256 fingerprint, as `ServerVerify::Sha256` wants them.
 pub fn sha256_of(fingerprint: &str) -> [u8; 32] {
     hex_to_bytes(fingerprint)
