@@ -539,7 +539,7 @@ impl BenchWorker {
     }
 }
 
-impl Application for BenchWorker {
+impl Application<Io<'_>> for BenchWorker {
     fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
         if self.finished {
             return;

@@ -77,7 +77,7 @@ impl Bulk {
     }
 }
 
-impl Application for Bulk {
+impl Application<Io<'_>> for Bulk {
     fn on_event(&mut self, now: Instant, event: Event, io: &mut Io<'_>) {
         match event {
             Event::Data {

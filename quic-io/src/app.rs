@@ -127,13 +127,57 @@ pub enum IoError {
     Datagram { session: SessionId, reason: String },
 }
 
+/// What a session may do to its connection: the seam between the application and the
+/// worker. [`crate::Io`] carries it out on real connections; a test can hand the same
+/// application an in-memory fake and check what it asked for. Error codes are application
+/// codes (the WebTransport translation happens below this line).
+pub trait SessionIo {
+    /// Opens a bidirectional stream (any WebTransport prefix is written for the caller).
+    fn open_bi(&mut self, session: SessionId) -> Result<StreamId, IoError>;
+    /// Opens a unidirectional stream (any WebTransport prefix is written for the caller).
+    fn open_uni(&mut self, session: SessionId) -> Result<StreamId, IoError>;
+    /// Queues chunks without copying; consumed chunks (and the consumed front of a partial
+    /// one) are taken out of `chunks`. Returns the bytes accepted; fewer than offered means
+    /// flow control is full and a `Writable` event will follow.
+    fn write(
+        &mut self,
+        session: SessionId,
+        stream: StreamId,
+        chunks: &mut [Bytes],
+    ) -> Result<usize, IoError>;
+    /// Finishes our side of the stream (FIN after queued data).
+    fn finish(&mut self, session: SessionId, stream: StreamId) -> Result<(), IoError>;
+    /// Abandons our side of the stream with an application code.
+    fn reset(&mut self, session: SessionId, stream: StreamId, code: u32) -> Result<(), IoError>;
+    /// Asks the peer to stop sending on the stream.
+    fn stop_sending(
+        &mut self,
+        session: SessionId,
+        stream: StreamId,
+        code: u32,
+    ) -> Result<(), IoError>;
+    /// Higher goes first among this session's streams.
+    fn set_priority(
+        &mut self,
+        session: SessionId,
+        stream: StreamId,
+        priority: i32,
+    ) -> Result<(), IoError>;
+    /// Sends an unreliable datagram (dropped rather than queued when the buffer is full).
+    fn send_datagram(&mut self, session: SessionId, data: Bytes) -> Result<(), IoError>;
+    /// Closes the session; no `SessionClosed` event follows (the caller already knows).
+    fn close(&mut self, session: SessionId, code: u32, reason: &str);
+}
+
 /// One worker's application: it is built on the worker thread by the factory passed to
-/// `Server::start`, and is only ever called from that thread.
-pub trait Application {
+/// `Server::start`, and is only ever called from that thread. Generic over the transport
+/// so the same application runs on a worker (`T = Io`) and against a fake in a test;
+/// an application that also dials (relay-bench) implements it for `Io` alone.
+pub trait Application<T: SessionIo + ?Sized> {
     /// A session event. Act on it through `io`.
-    fn on_event(&mut self, now: Instant, event: Event, io: &mut crate::Io<'_>);
+    fn on_event(&mut self, now: Instant, event: Event, io: &mut T);
     /// Called once per loop iteration, after the events: drain cross-thread work here.
-    fn poll(&mut self, now: Instant, io: &mut crate::Io<'_>);
+    fn poll(&mut self, now: Instant, io: &mut T);
     /// When the application next needs `poll` even if nothing arrives.
     fn timeout(&self) -> Option<Instant>;
 }

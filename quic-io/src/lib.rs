@@ -18,7 +18,9 @@ pub mod tls;
 mod worker;
 pub mod wt;
 
-pub use app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport, VarInt};
+pub use app::{
+    Application, Event, IoError, SessionId, SessionInfo, SessionIo, StreamId, Transport, VarInt,
+};
 pub use config::{
     Config, Congestion, IoBackend, LimitsConfig, QuicConfig, RuntimeConfig, SocketConfig, TlsSource,
 };

@@ -19,7 +19,7 @@ use crate::app::Application;
 use crate::config::{Config, IoBackend};
 use crate::steer::{self, WorkerCidGenerator};
 use crate::tls::{self, TlsError};
-use crate::worker::{self, FORWARD_QUEUE, Forwarded, WorkerSetup};
+use crate::worker::{self, FORWARD_QUEUE, Forwarded, Io, WorkerSetup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -239,7 +239,7 @@ impl Server {
     /// application.
     pub fn start<A, F>(config: Config, factory: F) -> Result<ServerHandle, StartError>
     where
-        A: Application + 'static,
+        A: for<'io> Application<Io<'io>> + 'static,
         F: Fn(WorkerCtx) -> A + Send + Sync + 'static,
     {
         let allowed = allowed_cpus();

@@ -20,7 +20,9 @@ use quinn_proto::{
 };
 use tracing::{debug, info, trace};
 
-use crate::app::{Application, Event, IoError, SessionId, SessionInfo, StreamId, Transport};
+use crate::app::{
+    Application, Event, IoError, SessionId, SessionInfo, SessionIo, StreamId, Transport,
+};
 use crate::net::{Net, RxDatagram};
 use crate::server::{Shared, WorkerStats};
 use crate::wt;
@@ -1218,6 +1220,56 @@ impl<'a> Io<'a> {
     }
 }
 
+/// The worker's connections as the application's transport: each call is the inherent
+/// method of the same name.
+impl SessionIo for Io<'_> {
+    fn open_bi(&mut self, s: SessionId) -> Result<StreamId, IoError> {
+        Io::open_bi(self, s)
+    }
+
+    fn open_uni(&mut self, s: SessionId) -> Result<StreamId, IoError> {
+        Io::open_uni(self, s)
+    }
+
+    fn write(
+        &mut self,
+        s: SessionId,
+        stream: StreamId,
+        chunks: &mut [Bytes],
+    ) -> Result<usize, IoError> {
+        Io::write(self, s, stream, chunks)
+    }
+
+    fn finish(&mut self, s: SessionId, stream: StreamId) -> Result<(), IoError> {
+        Io::finish(self, s, stream)
+    }
+
+    fn reset(&mut self, s: SessionId, stream: StreamId, code: u32) -> Result<(), IoError> {
+        Io::reset(self, s, stream, code)
+    }
+
+    fn stop_sending(&mut self, s: SessionId, stream: StreamId, code: u32) -> Result<(), IoError> {
+        Io::stop_sending(self, s, stream, code)
+    }
+
+    fn set_priority(
+        &mut self,
+        s: SessionId,
+        stream: StreamId,
+        priority: i32,
+    ) -> Result<(), IoError> {
+        Io::set_priority(self, s, stream, priority)
+    }
+
+    fn send_datagram(&mut self, s: SessionId, data: Bytes) -> Result<(), IoError> {
+        Io::send_datagram(self, s, data)
+    }
+
+    fn close(&mut self, s: SessionId, code: u32, reason: &str) {
+        Io::close(self, s, code, reason)
+    }
+}
+
 fn write_err(s: SessionId, stream: StreamId, e: quinn_proto::WriteError) -> IoError {
     match e {
         quinn_proto::WriteError::Stopped(code) => IoError::Stopped {
@@ -1243,7 +1295,10 @@ pub(crate) struct WorkerSetup {
     pub uring: bool,
 }
 
-pub(crate) fn run<A: Application>(setup: WorkerSetup, mut app: A) -> io::Result<()> {
+pub(crate) fn run<A>(setup: WorkerSetup, mut app: A) -> io::Result<()>
+where
+    A: for<'io> Application<Io<'io>>,
+{
     let WorkerSetup {
         index,
         workers,

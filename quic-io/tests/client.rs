@@ -18,7 +18,7 @@ struct Dialer {
     done: Reporter<Vec<u8>>,
 }
 
-impl Application for Dialer {
+impl Application<Io<'_>> for Dialer {
     fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
         match event {
             Event::SessionReady(info) => {

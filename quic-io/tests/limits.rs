@@ -93,7 +93,7 @@ struct Pusher {
     sessions: Vec<SessionId>,
 }
 
-impl Application for Pusher {
+impl Application<Io<'_>> for Pusher {
     fn on_event(&mut self, _now: Instant, event: Event, _io: &mut Io<'_>) {
         if let Event::SessionReady(info) = event {
             self.sessions.push(info.id);

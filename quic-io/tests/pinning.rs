@@ -126,7 +126,7 @@ fn pinning_to_a_cpu_outside_the_allowed_set_is_refused_with_the_cpu_named() {
 /// An application that does nothing: the refused start must not get as far as using it.
 struct Silent;
 
-impl quic_io::Application for Silent {
+impl quic_io::Application<quic_io::Io<'_>> for Silent {
     fn on_event(
         &mut self,
         _now: std::time::Instant,

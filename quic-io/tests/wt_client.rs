@@ -34,7 +34,7 @@ struct WtDialer {
     done: Reporter<Outcome>,
 }
 
-impl Application for WtDialer {
+impl Application<Io<'_>> for WtDialer {
     fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
         match event {
             Event::SessionReady(info) => {
@@ -164,7 +164,7 @@ fn webtransport_client_offering_no_known_protocol_gets_a_session_without_one() {
 /// its first MoQ streams: the bytes leave right behind the CONNECT response.
 struct Greeter;
 
-impl Application for Greeter {
+impl Application<Io<'_>> for Greeter {
     fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
         if let Event::SessionReady(info) = event
             && let Ok(u) = io.open_uni(info.id)
@@ -187,7 +187,7 @@ struct Listener {
     done: Reporter<Vec<u8>>,
 }
 
-impl Application for Listener {
+impl Application<Io<'_>> for Listener {
     fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
         match event {
             Event::Data { stream, data, .. } => {

@@ -694,7 +694,7 @@ impl RelayWorker {
     }
 }
 
-impl Application for RelayWorker {
+impl Application<Io<'_>> for RelayWorker {
     fn on_event(&mut self, now: Instant, event: IoEvent, io: &mut Io<'_>) {
         let session = match event {
             IoEvent::SessionReady(info) => return self.session_ready(info, io),

@@ -68,7 +68,7 @@ impl Echo {
     }
 }
 
-impl Application for Echo {
+impl Application<Io<'_>> for Echo {
     fn on_event(&mut self, _now: Instant, event: Event, io: &mut Io<'_>) {
         match event {
             Event::SessionReady(info) => {
@@ -205,7 +205,7 @@ pub fn run_client<T, A>(
 ) -> (ServerHandle, Result<T, String>)
 where
     T: Send + 'static,
-    A: Application + 'static,
+    A: for<'io> Application<Io<'io>> + 'static,
 {
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = Mutex::new(Some(tx));
