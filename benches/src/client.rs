@@ -8,13 +8,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use bytes::Bytes;
+use driver::Driver;
 use hdrhistogram::Histogram;
-use proto::session::{
-    Action, Event as MoqEvent, GroupId, ServeId, Session, StreamId as MoqStreamId, SubscriptionId,
-};
+use proto::session::{Event as MoqEvent, GroupId, ServeId, Session, SubscriptionId};
 use proto::{ErrorCode, SetupRole, SubscribeUpdate, TrackInfo, Version};
-use quic_io::{Application, Event, Io, IoError, SessionId, StreamId, VarInt};
+use quic_io::{Application, Event, Io, SessionId};
 
 use crate::clock::{Epoch, now_ns};
 use crate::frame::Header;
@@ -41,12 +39,13 @@ const MAX_FRAMES_PER_POLL: usize = 8;
 const MAX_PUBLISH_LAG_NS: u64 = 200_000_000;
 /// Moq events handled per drive of one session.
 const MAX_EVENTS_PER_DRIVE: usize = 65_536;
-/// Actions carried out per drive of one session (the session bounds its own queue).
-const MAX_ACTIONS_PER_DRIVE: usize = 65_536;
 /// Groups one subscriber tracks for loss accounting: an hour at 30 groups/s fits.
 const MAX_TRACKED_GROUPS: usize = 1 << 17;
 /// Unsent bytes per session before the publisher's writes fail the group.
 const MAX_PENDING_BYTES: usize = 64 << 20;
+/// The driver's hard bound: above ours, so a publisher fails whole groups itself (one
+/// round of frames past its check) before the driver has to reset a stream.
+const MAX_DRIVER_PENDING_BYTES: usize = 2 * MAX_PENDING_BYTES;
 
 /// What a session does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,12 +91,6 @@ pub struct WorkerResult {
     pub publisher_stalls: u64,
 }
 
-#[derive(Debug, Default)]
-struct Pending {
-    chunks: VecDeque<Bytes>,
-    finish: bool,
-}
-
 struct Publisher {
     broadcast: usize,
     name: String,
@@ -126,11 +119,9 @@ enum State {
 }
 
 struct Peer {
-    moq: Session,
-    version: Version,
+    /// The moq-lite session and its output waiting on flow control.
+    driver: Driver,
     state: State,
-    pending: HashMap<StreamId, Pending>,
-    pending_bytes: usize,
 }
 
 pub struct BenchWorker {
@@ -246,11 +237,8 @@ impl BenchWorker {
         self.peers.insert(
             info.id,
             Peer {
-                moq,
-                version,
+                driver: Driver::new(info.id, moq, MAX_DRIVER_PENDING_BYTES),
                 state,
-                pending: HashMap::new(),
-                pending_bytes: 0,
             },
         );
         self.drive(info.id, io);
@@ -262,17 +250,12 @@ impl BenchWorker {
             return;
         };
         for _ in 0..MAX_EVENTS_PER_DRIVE {
-            let Some(ev) = peer.moq.poll_event() else {
+            let Some(ev) = peer.driver.session_mut().poll_event() else {
                 break;
             };
             self.on_moq_event(&mut peer, ev);
         }
-        for _ in 0..MAX_ACTIONS_PER_DRIVE {
-            let Some(action) = peer.moq.poll_action() else {
-                break;
-            };
-            apply(sid, &mut peer, io, action);
-        }
+        peer.driver.flush(io);
         self.peers.insert(sid, peer);
     }
 
@@ -281,10 +264,13 @@ impl BenchWorker {
         match (&mut peer.state, ev) {
             (State::Pub(p), MoqEvent::SubscribeRequested { serve, request }) => {
                 if request.track == TRACK && proto::path::normalize(&request.broadcast) == p.name {
-                    let _ = peer.moq.accept_subscribe(serve);
+                    let _ = peer.driver.session_mut().accept_subscribe(serve);
                     p.serves.push(serve);
                 } else {
-                    let _ = peer.moq.reject_subscribe(serve, ErrorCode::NotFound);
+                    let _ = peer
+                        .driver
+                        .session_mut()
+                        .reject_subscribe(serve, ErrorCode::NotFound);
                 }
             }
             (State::Pub(p), MoqEvent::SubscribeCancelled { serve, .. }) => {
@@ -296,21 +282,31 @@ impl BenchWorker {
             }
             (State::Pub(_), MoqEvent::TrackRequested { request, track, .. }) => {
                 if track == TRACK {
-                    let _ = peer.moq.answer_track(request, TrackInfo::DEFAULT);
+                    let _ = peer
+                        .driver
+                        .session_mut()
+                        .answer_track(request, TrackInfo::DEFAULT);
                 } else {
-                    let _ = peer.moq.reject_track(request, ErrorCode::NotFound);
+                    let _ = peer
+                        .driver
+                        .session_mut()
+                        .reject_track(request, ErrorCode::NotFound);
                 }
             }
             (_, MoqEvent::FetchRequested { request, .. }) => {
-                let _ = peer.moq.reject_fetch(request, ErrorCode::NotFound);
+                let _ = peer
+                    .driver
+                    .session_mut()
+                    .reject_fetch(request, ErrorCode::NotFound);
             }
             (State::Sub(s), MoqEvent::Announced { path, .. })
                 if s.subscription.is_none() && proto::path::normalize(&path) == s.name =>
             {
-                match peer
-                    .moq
-                    .subscribe(&s.name, TRACK, SubscribeUpdate::latest(0))
-                {
+                match peer.driver.session_mut().subscribe(
+                    &s.name,
+                    TRACK,
+                    SubscribeUpdate::latest(0),
+                ) {
                     Ok(id) => s.subscription = Some(id),
                     Err(e) => {
                         let msg = format!("subscriber of {}: subscribe: {e}", s.broadcast);
@@ -394,7 +390,7 @@ impl BenchWorker {
                         p.measured_groups += 1;
                     }
                     for &serve in &p.serves {
-                        match peer.moq.start_group(serve, group) {
+                        match peer.driver.session_mut().start_group(serve, group) {
                             Ok(g) => p.open.push((serve, g)),
                             Err(e) => errors
                                 .push(format!("publisher {}: group {group}: {e}", p.broadcast)),
@@ -409,25 +405,29 @@ impl BenchWorker {
                 };
                 let payload = header.encode(frame_size);
                 let ts_ms = sent.saturating_sub(epoch_ns) / 1_000_000;
-                let over = peer.pending_bytes > MAX_PENDING_BYTES;
+                let over = peer.driver.pending_bytes() > MAX_PENDING_BYTES;
                 let mut failed = Vec::new();
                 for &(_, g) in &p.open {
                     if over {
                         failed.push(g);
                         continue;
                     }
-                    if let Err(e) = peer.moq.write_frame(g, ts_ms, payload.clone()) {
+                    if let Err(e) = peer
+                        .driver
+                        .session_mut()
+                        .write_frame(g, ts_ms, payload.clone())
+                    {
                         errors.push(format!("publisher {}: frame {}: {e}", p.broadcast, p.frame));
                         failed.push(g);
                     }
                 }
                 for g in failed {
-                    let _ = peer.moq.abort_group(g, ErrorCode::Dropped);
+                    let _ = peer.driver.session_mut().abort_group(g, ErrorCode::Dropped);
                     p.open.retain(|(_, x)| *x != g);
                 }
                 if k + 1 == group_size {
                     for (_, g) in p.open.drain(..) {
-                        let _ = peer.moq.end_group(g);
+                        let _ = peer.driver.session_mut().end_group(g);
                     }
                 }
                 p.frame += 1;
@@ -572,7 +572,9 @@ impl Application<Io<'_>> for BenchWorker {
                     // Keep what it measured.
                     self.peers.insert(*session, peer);
                     if let Some(p) = self.peers.get_mut(session) {
-                        p.moq.on_connection_closed(ErrorCode::Closed);
+                        p.driver
+                            .session_mut()
+                            .on_connection_closed(ErrorCode::Closed);
                     }
                 }
                 return;
@@ -588,23 +590,8 @@ impl Application<Io<'_>> for BenchWorker {
         let Some(peer) = self.peers.get_mut(&sid) else {
             return;
         };
-        let v = peer.version;
-        match event {
-            Event::StreamOpened { stream, bidi, .. } => {
-                peer.moq.on_stream_opened(to_moq(stream), bidi)
-            }
-            Event::Data { stream, data, .. } => peer.moq.on_stream_data(to_moq(stream), data),
-            Event::Finished { stream, .. } => peer.moq.on_stream_finished(to_moq(stream)),
-            Event::Reset { stream, code, .. } => peer
-                .moq
-                .on_stream_reset(to_moq(stream), ErrorCode::from_stream_code(code.into(), v)),
-            Event::StopSending { stream, code, .. } => peer
-                .moq
-                .on_stop_sending(to_moq(stream), ErrorCode::from_stream_code(code.into(), v)),
-            Event::Writable { stream, .. } => flush_stream(sid, peer, io, stream),
-            Event::Datagram { data, .. } => peer.moq.on_datagram(data),
-            Event::SessionReady(_) | Event::SessionClosed { .. } => {}
-        }
+        let handled = peer.driver.on_event(event, io);
+        debug_assert!(handled, "a lifecycle event reached the driver");
         self.drive(sid, io);
     }
 
@@ -636,133 +623,5 @@ impl Application<Io<'_>> for BenchWorker {
             }
         }
         Some(self.shared.epoch.instant_at(next))
-    }
-}
-
-fn to_moq(stream: StreamId) -> MoqStreamId {
-    MoqStreamId(VarInt::from(stream).into_inner())
-}
-
-fn to_quic(stream: MoqStreamId) -> Option<StreamId> {
-    VarInt::from_u64(stream.0).ok().map(StreamId::from)
-}
-
-/// Carries out one session action on the worker's `Io`.
-fn apply(sid: SessionId, peer: &mut Peer, io: &mut Io<'_>, action: Action) {
-    let v = peer.version;
-    match action {
-        Action::OpenUni { token, priority } | Action::OpenBi { token, priority } => {
-            let opened = if matches!(action, Action::OpenBi { .. }) {
-                io.open_bi(sid)
-            } else {
-                io.open_uni(sid)
-            };
-            match opened {
-                Ok(stream) => {
-                    let _ = io.set_priority(sid, stream, priority);
-                    peer.moq.on_stream_bound(token, to_moq(stream));
-                }
-                Err(_) => peer.moq.on_stream_open_failed(token),
-            }
-        }
-        Action::Write { stream, data } => {
-            let Some(stream) = to_quic(stream) else {
-                return;
-            };
-            if let Some(p) = peer.pending.get_mut(&stream) {
-                peer.pending_bytes += data.len();
-                p.chunks.push_back(data);
-                return;
-            }
-            let mut chunks = [data];
-            match io.write(sid, stream, &mut chunks) {
-                Ok(_) => {
-                    let [rest] = chunks;
-                    if !rest.is_empty() {
-                        peer.pending_bytes += rest.len();
-                        peer.pending
-                            .entry(stream)
-                            .or_default()
-                            .chunks
-                            .push_back(rest);
-                    }
-                }
-                Err(e) => write_failed(peer, stream, e),
-            }
-        }
-        Action::Finish { stream } => {
-            let Some(stream) = to_quic(stream) else {
-                return;
-            };
-            match peer.pending.get_mut(&stream) {
-                Some(p) => p.finish = true,
-                None => {
-                    let _ = io.finish(sid, stream);
-                }
-            }
-        }
-        Action::Reset { stream, code } => {
-            let Some(stream) = to_quic(stream) else {
-                return;
-            };
-            drop_pending(peer, stream);
-            let _ = io.reset(sid, stream, code.stream_code(v) as u32);
-        }
-        Action::StopSending { stream, code } => {
-            if let Some(stream) = to_quic(stream) {
-                let _ = io.stop_sending(sid, stream, code.stream_code(v) as u32);
-            }
-        }
-        Action::SetPriority { stream, priority } => {
-            if let Some(stream) = to_quic(stream) {
-                let _ = io.set_priority(sid, stream, priority);
-            }
-        }
-        Action::SendDatagram { data } => {
-            let _ = io.send_datagram(sid, data);
-        }
-        Action::Close { code, reason } => {
-            io.close(sid, code.session_code(v) as u32, &reason);
-        }
-    }
-}
-
-/// Flow control opened on `stream`: send what waited, then its FIN.
-fn flush_stream(sid: SessionId, peer: &mut Peer, io: &mut Io<'_>, stream: StreamId) {
-    let Some(mut pending) = peer.pending.remove(&stream) else {
-        return;
-    };
-    let before: usize = pending.chunks.iter().map(Bytes::len).sum();
-    let result = io.write(sid, stream, pending.chunks.make_contiguous());
-    while pending.chunks.front().is_some_and(Bytes::is_empty) {
-        pending.chunks.pop_front();
-    }
-    let after: usize = pending.chunks.iter().map(Bytes::len).sum();
-    peer.pending_bytes -= before - after;
-    if let Err(e) = result {
-        peer.pending_bytes -= after;
-        write_failed(peer, stream, e);
-        return;
-    }
-    if pending.chunks.is_empty() {
-        if pending.finish {
-            let _ = io.finish(sid, stream);
-        }
-    } else {
-        peer.pending.insert(stream, pending);
-    }
-}
-
-fn drop_pending(peer: &mut Peer, stream: StreamId) {
-    if let Some(p) = peer.pending.remove(&stream) {
-        peer.pending_bytes -= p.chunks.iter().map(Bytes::len).sum::<usize>();
-    }
-}
-
-fn write_failed(peer: &mut Peer, stream: StreamId, err: IoError) {
-    drop_pending(peer, stream);
-    if let IoError::Stopped { code, .. } = err {
-        let code = ErrorCode::from_stream_code(code.into(), peer.version);
-        peer.moq.on_stop_sending(to_moq(stream), code);
     }
 }

@@ -1,41 +1,21 @@
-//! One relay session: its moq-lite state machine, its grants, what it publishes and
-//! serves, and the output its streams' flow control has not taken yet. It carries out
-//! the session's actions on the worker's `Io`; it never talks to the router (the worker
-//! does, with the ids kept here).
+//! One relay session: its moq-lite state machine (with the session driver that carries
+//! out its actions), its grants, and what it publishes and serves. It never talks to the
+//! router (the worker does, with the ids kept here).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use driver::{DEFAULT_MAX_PENDING_BYTES, Driver};
 use proto::session::{
-    Action, Config as SessionConfig, GroupId, Perspective, ServeId, Session,
-    StreamId as MoqStreamId, SubscriptionId, TrackRequestId, TrackServeId,
+    Config as SessionConfig, GroupId, Perspective, ServeId, Session, SubscriptionId,
+    TrackRequestId, TrackServeId,
 };
 use proto::{ErrorCode, Version};
-use quic_io::{Io, IoError, SessionId, StreamId as QuicStreamId, VarInt};
+use quic_io::SessionId;
 use router::{BroadcastId, Delivery, QueryId, SubscriberId, TrackId};
 use tracing::debug;
 
 use crate::auth::Access;
-
-/// Actions carried out per drive round; the session's own output bound
-/// (`proto::session::MAX_PENDING_OUTPUTS`) is far above it, so this only spreads work.
-const MAX_ACTIONS_PER_FLUSH: usize = 65_536;
-
-pub fn to_proto(stream: QuicStreamId) -> MoqStreamId {
-    MoqStreamId(VarInt::from(stream).into_inner())
-}
-
-fn to_quic(stream: MoqStreamId) -> Option<QuicStreamId> {
-    VarInt::from_u64(stream.0).ok().map(QuicStreamId::from)
-}
-
-/// Output a stream's flow control has not accepted yet, in order.
-#[derive(Debug, Default)]
-struct Pending {
-    chunks: VecDeque<Bytes>,
-    finish: bool,
-}
 
 /// A peer's subscription we serve from a router subscriber.
 #[derive(Debug)]
@@ -56,7 +36,8 @@ pub struct Upstream {
 pub struct Conn {
     pub id: SessionId,
     pub version: Version,
-    pub moq: Session,
+    /// The moq-lite session and the output its streams' flow control has not taken yet.
+    pub driver: Driver,
     /// `None` until the session is authorised.
     pub access: Option<Access>,
     /// Raw QUIC 05: the grants wait for the client's SETUP, which carries the path.
@@ -71,8 +52,6 @@ pub struct Conn {
     pub query: Option<QueryId>,
     /// Paths (relative to the session root) currently announced to the peer.
     announced: HashSet<String>,
-    pending: HashMap<QuicStreamId, Pending>,
-    pending_bytes: usize,
 }
 
 impl Conn {
@@ -87,7 +66,7 @@ impl Conn {
         Self {
             id,
             version,
-            moq,
+            driver: Driver::new(id, moq, DEFAULT_MAX_PENDING_BYTES),
             access: None,
             awaiting_setup: false,
             published: HashMap::new(),
@@ -97,8 +76,6 @@ impl Conn {
             track_requests: HashMap::new(),
             query: None,
             announced: HashSet::new(),
-            pending: HashMap::new(),
-            pending_bytes: 0,
         }
     }
 
@@ -112,147 +89,12 @@ impl Conn {
     }
 
     pub fn pending_bytes(&self) -> usize {
-        self.pending_bytes
+        self.driver.pending_bytes()
     }
 
-    /// Carries out the session's queued actions.
-    pub fn flush_actions(&mut self, io: &mut Io<'_>) {
-        for _ in 0..MAX_ACTIONS_PER_FLUSH {
-            let Some(action) = self.moq.poll_action() else {
-                return;
-            };
-            self.apply(io, action);
-        }
-    }
-
-    fn apply(&mut self, io: &mut Io<'_>, action: Action) {
-        let session = self.id;
-        match action {
-            Action::OpenUni { token, priority } | Action::OpenBi { token, priority } => {
-                let bidi = matches!(action, Action::OpenBi { .. });
-                let opened = if bidi {
-                    io.open_bi(session)
-                } else {
-                    io.open_uni(session)
-                };
-                match opened {
-                    Ok(stream) => {
-                        let _ = io.set_priority(session, stream, priority);
-                        self.moq.on_stream_bound(token, to_proto(stream));
-                    }
-                    Err(err) => {
-                        debug!(session, %err, "stream not opened");
-                        self.moq.on_stream_open_failed(token);
-                    }
-                }
-            }
-            Action::Write { stream, data } => {
-                if let Some(stream) = to_quic(stream) {
-                    self.write(io, stream, data);
-                }
-            }
-            Action::Finish { stream } => {
-                let Some(stream) = to_quic(stream) else {
-                    return;
-                };
-                match self.pending.get_mut(&stream) {
-                    Some(pending) => pending.finish = true,
-                    None => {
-                        let _ = io.finish(session, stream);
-                    }
-                }
-            }
-            Action::Reset { stream, code } => {
-                let Some(stream) = to_quic(stream) else {
-                    return;
-                };
-                self.drop_pending(stream);
-                let _ = io.reset(session, stream, code.stream_code(self.version) as u32);
-            }
-            Action::StopSending { stream, code } => {
-                let Some(stream) = to_quic(stream) else {
-                    return;
-                };
-                let _ = io.stop_sending(session, stream, code.stream_code(self.version) as u32);
-            }
-            Action::SetPriority { stream, priority } => {
-                if let Some(stream) = to_quic(stream) {
-                    let _ = io.set_priority(session, stream, priority);
-                }
-            }
-            Action::SendDatagram { data } => {
-                let _ = io.send_datagram(session, data);
-            }
-            Action::Close { code, reason } => {
-                io.close(session, code.session_code(self.version) as u32, &reason);
-            }
-        }
-    }
-
-    fn write(&mut self, io: &mut Io<'_>, stream: QuicStreamId, data: Bytes) {
-        if let Some(pending) = self.pending.get_mut(&stream) {
-            self.pending_bytes += data.len();
-            pending.chunks.push_back(data);
-            return;
-        }
-        let mut chunks = [data];
-        match io.write(self.id, stream, &mut chunks) {
-            Ok(_) => {
-                let [rest] = chunks;
-                if !rest.is_empty() {
-                    self.pending_bytes += rest.len();
-                    self.pending
-                        .entry(stream)
-                        .or_default()
-                        .chunks
-                        .push_back(rest);
-                }
-            }
-            Err(err) => self.stream_write_failed(stream, err),
-        }
-    }
-
-    /// Flow control opened up on `stream`: send what waited, then its FIN.
-    pub fn flush_stream(&mut self, io: &mut Io<'_>, stream: QuicStreamId) {
-        let Some(mut pending) = self.pending.remove(&stream) else {
-            return;
-        };
-        let before: usize = pending.chunks.iter().map(Bytes::len).sum();
-        let result = io.write(self.id, stream, pending.chunks.make_contiguous());
-        while pending.chunks.front().is_some_and(Bytes::is_empty) {
-            pending.chunks.pop_front();
-        }
-        let after: usize = pending.chunks.iter().map(Bytes::len).sum();
-        self.pending_bytes -= before - after;
-        if let Err(err) = result {
-            self.pending_bytes -= after;
-            self.stream_write_failed(stream, err);
-            return;
-        }
-        if pending.chunks.is_empty() {
-            if pending.finish {
-                let _ = io.finish(self.id, stream);
-            }
-        } else {
-            self.pending.insert(stream, pending);
-        }
-    }
-
-    fn drop_pending(&mut self, stream: QuicStreamId) {
-        if let Some(pending) = self.pending.remove(&stream) {
-            self.pending_bytes -= pending.chunks.iter().map(Bytes::len).sum::<usize>();
-        }
-    }
-
-    fn stream_write_failed(&mut self, stream: QuicStreamId, err: IoError) {
-        self.drop_pending(stream);
-        match err {
-            IoError::Stopped { code, .. } => {
-                let code = ErrorCode::from_stream_code(code.into(), self.version);
-                self.moq.on_stop_sending(to_proto(stream), code);
-            }
-            other => debug!(session = self.id, %other, "write failed"),
-        }
+    /// The moq-lite session.
+    pub fn moq(&mut self) -> &mut Session {
+        self.driver.session_mut()
     }
 
     // ------------------------------------------------------------------ announcements
@@ -268,7 +110,7 @@ impl Conn {
             return;
         }
         let relative = relative.to_owned();
-        if self.moq.announce(&relative, &[]).is_ok() {
+        if self.driver.session_mut().announce(&relative, &[]).is_ok() {
             self.announced.insert(relative);
         }
     }
@@ -282,7 +124,7 @@ impl Conn {
             return;
         };
         if self.announced.remove(relative) {
-            let _ = self.moq.unannounce(relative);
+            let _ = self.driver.session_mut().unannounce(relative);
         }
     }
 
@@ -300,7 +142,7 @@ impl Conn {
             .collect();
         for relative in gone {
             self.announced.remove(&relative);
-            let _ = self.moq.unannounce(&relative);
+            let _ = self.driver.session_mut().unannounce(&relative);
         }
         for absolute in current {
             self.announce_to_peer(absolute);
@@ -346,7 +188,7 @@ impl Conn {
             if let Some(up) = self.upstream.remove(&subscription) {
                 self.upstream_by_track.remove(&up.track);
             }
-            let _ = self.moq.unsubscribe(subscription);
+            let _ = self.driver.session_mut().unsubscribe(subscription);
         }
     }
 
@@ -358,7 +200,7 @@ impl Conn {
         let Some(state) = self.serves.get_mut(&serve) else {
             return true;
         };
-        let moq = &mut self.moq;
+        let moq = self.driver.session_mut();
         match delivery {
             Delivery::Ready(_) => {
                 let _ = moq.accept_subscribe(serve);
@@ -426,10 +268,13 @@ impl Conn {
                     max_latency_ms: u64::try_from(info.max_latency.as_millis()).unwrap_or(u64::MAX),
                     timescale: info.timescale,
                 };
-                let _ = self.moq.answer_track(request, info);
+                let _ = self.driver.session_mut().answer_track(request, info);
             }
             _ => {
-                let _ = self.moq.reject_track(request, ErrorCode::NotFound);
+                let _ = self
+                    .driver
+                    .session_mut()
+                    .reject_track(request, ErrorCode::NotFound);
             }
         }
         true

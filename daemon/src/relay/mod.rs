@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use proto::session::{Event as MoqEvent, FetchServeId, ServeId, TrackServeId};
 use proto::{ErrorCode, SubscribeResponse};
-use quic_io::{Application, Event as IoEvent, Io, SessionId, SessionInfo, Transport};
+use quic_io::{Application, Event as IoEvent, SessionId, SessionInfo, SessionIo, Transport};
 use router::{AnnounceEvent, BroadcastId, FetchId, PublisherEvent, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
@@ -111,7 +111,7 @@ impl RelayWorker {
         }
     }
 
-    fn session_ready(&mut self, info: SessionInfo, io: &mut Io<'_>) {
+    fn session_ready<T: SessionIo>(&mut self, info: SessionInfo, io: &mut T) {
         let Some(version) = info.transport.version().and_then(proto::Version::from_alpn) else {
             // ALPN or wt-protocol outside what we offered: only a buggy peer gets here.
             warn!(worker = self.worker, session = info.id, transport = ?info.transport, "no moq-lite version negotiated");
@@ -149,7 +149,7 @@ impl RelayWorker {
             Ok(access) => access,
             Err(rejection) => {
                 info!(worker = self.worker, session, %rejection, "session refused");
-                conn.moq
+                conn.moq()
                     .close(ErrorCode::Unauthorized, "unauthorized".into());
                 return;
             }
@@ -157,7 +157,7 @@ impl RelayWorker {
         debug!(worker = self.worker, session, root = %access.root, subscribe = ?access.subscribe, publish = ?access.publish, "session authorised");
         // Ask the peer for what it may publish, one announce interest per granted prefix.
         for prefix in &access.publish {
-            if let Err(err) = conn.moq.announce_interest(prefix) {
+            if let Err(err) = conn.moq().announce_interest(prefix) {
                 warn!(worker = self.worker, session, %err, "cannot ask for announcements");
             }
         }
@@ -181,13 +181,13 @@ impl RelayWorker {
     }
 
     /// Handles the session's pending actions and events until it is quiet.
-    fn drive(&mut self, session: SessionId, io: &mut Io<'_>) {
+    fn drive<T: SessionIo>(&mut self, session: SessionId, io: &mut T) {
         for _ in 0..MAX_DRIVE_ROUNDS {
             let Some(conn) = self.conns.get_mut(&session) else {
                 return;
             };
-            conn.flush_actions(io);
-            let Some(event) = conn.moq.poll_event() else {
+            conn.driver.flush(io);
+            let Some(event) = conn.moq().poll_event() else {
                 return;
             };
             self.on_moq_event(session, event);
@@ -259,7 +259,7 @@ impl RelayWorker {
             MoqEvent::InterestEnded { .. } => {}
             MoqEvent::SubscribeRequested { serve, request } => {
                 let Some(absolute) = conn.readable(&request.broadcast) else {
-                    let _ = conn.moq.reject_subscribe(serve, ErrorCode::Unauthorized);
+                    let _ = conn.moq().reject_subscribe(serve, ErrorCode::Unauthorized);
                     return;
                 };
                 match self.shard.subscribe(&absolute, &request.track) {
@@ -276,7 +276,7 @@ impl RelayWorker {
                     }
                     Err(err) => {
                         debug!(worker = self.worker, session, broadcast = %absolute, track = %request.track, %err, "subscribe refused");
-                        let _ = conn.moq.reject_subscribe(serve, ErrorCode::NotFound);
+                        let _ = conn.moq().reject_subscribe(serve, ErrorCode::NotFound);
                     }
                 }
             }
@@ -298,7 +298,7 @@ impl RelayWorker {
                 track,
             } => {
                 let Some(absolute) = conn.readable(&broadcast) else {
-                    let _ = conn.moq.reject_track(request, ErrorCode::Unauthorized);
+                    let _ = conn.moq().reject_track(request, ErrorCode::Unauthorized);
                     return;
                 };
                 match self.shard.subscribe(&absolute, &track) {
@@ -307,7 +307,7 @@ impl RelayWorker {
                             .insert(sub, (session, SubscriberRole::TrackInfo(request)));
                     }
                     Err(_) => {
-                        let _ = conn.moq.reject_track(request, ErrorCode::NotFound);
+                        let _ = conn.moq().reject_track(request, ErrorCode::NotFound);
                     }
                 }
             }
@@ -433,7 +433,7 @@ impl RelayWorker {
             }
             MoqEvent::FetchRequested { request, fetch } => {
                 let Some(absolute) = conn.readable(&fetch.broadcast) else {
-                    let _ = conn.moq.reject_fetch(request, ErrorCode::Unauthorized);
+                    let _ = conn.moq().reject_fetch(request, ErrorCode::Unauthorized);
                     return;
                 };
                 // Answered by `fetch_answers`, from this worker's cache or the owner's.
@@ -443,7 +443,7 @@ impl RelayWorker {
                     }
                     Err(err) => {
                         debug!(worker = self.worker, session, %err, "fetch refused");
-                        let _ = conn.moq.reject_fetch(request, ErrorCode::NotFound);
+                        let _ = conn.moq().reject_fetch(request, ErrorCode::NotFound);
                     }
                 }
             }
@@ -462,7 +462,7 @@ impl RelayWorker {
                     // A peer that sends bytes we cannot parse is broken, not unlucky: keep
                     // nothing of it rather than guess what its other streams meant.
                     debug!(worker = self.worker, session, ?code, %reason, "malformed peer closed");
-                    conn.moq
+                    conn.moq()
                         .close(ErrorCode::ProtocolViolation, format!("malformed: {reason}"));
                 } else {
                     debug!(worker = self.worker, session, ?code, %reason, "stream refused");
@@ -479,7 +479,8 @@ impl RelayWorker {
             return;
         };
         debug!(worker = self.worker, session, code, "session closed");
-        conn.moq.on_connection_closed(ErrorCode::from_number(code));
+        conn.moq()
+            .on_connection_closed(ErrorCode::from_number(code));
         for (path, broadcast) in conn.published.drain() {
             self.broadcasts.remove(&broadcast);
             // A publisher that leaves gracefully withdraws its announcements first (they
@@ -516,7 +517,7 @@ impl RelayWorker {
 
     /// Demand changes for tracks published by sessions here: subscribe upstream to the
     /// publishing session, or stop.
-    fn publisher_events(&mut self, io: &mut Io<'_>) {
+    fn publisher_events<T: SessionIo>(&mut self, io: &mut T) {
         while let Some(event) = self.shard.next_publisher_event() {
             match event {
                 PublisherEvent::TrackWanted {
@@ -542,7 +543,7 @@ impl RelayWorker {
                     // ask the publisher for the track's info too, so the track goes live
                     // (and waiting subscribers get their answer) as soon as it exists.
                     if conn.version == proto::Version::Lite05 {
-                        match conn.moq.request_track(&relative, &name) {
+                        match conn.moq().request_track(&relative, &name) {
                             Ok(request) => {
                                 conn.track_requests.insert(
                                     request,
@@ -558,7 +559,10 @@ impl RelayWorker {
                             }
                         }
                     }
-                    match conn.moq.subscribe(&relative, &name, UPSTREAM_SUBSCRIPTION) {
+                    match conn
+                        .moq()
+                        .subscribe(&relative, &name, UPSTREAM_SUBSCRIPTION)
+                    {
                         Ok(subscription) => conn.add_upstream(subscription, broadcast, track, name),
                         Err(err) => {
                             warn!(worker = self.worker, session, %err, "cannot subscribe to the publisher");
@@ -576,7 +580,7 @@ impl RelayWorker {
                     };
                     if let Some(subscription) = conn.upstream_by_track.remove(&track) {
                         conn.upstream.remove(&subscription);
-                        let _ = conn.moq.unsubscribe(subscription);
+                        let _ = conn.moq().unsubscribe(subscription);
                     }
                     self.drive(session, io);
                 }
@@ -584,7 +588,7 @@ impl RelayWorker {
         }
     }
 
-    fn announce_events(&mut self, io: &mut Io<'_>) {
+    fn announce_events<T: SessionIo>(&mut self, io: &mut T) {
         while let Some(query) = self.shard.next_ready_query() {
             let Some(&session) = self.queries.get(&query) else {
                 continue;
@@ -619,7 +623,7 @@ impl RelayWorker {
     }
 
     /// Writes each answered FETCH onto its stream, or refuses it.
-    fn fetch_answers(&mut self, io: &mut Io<'_>) {
+    fn fetch_answers<T: SessionIo>(&mut self, io: &mut T) {
         // Each pass takes one answer; the router holds at most its pending-fetch limit.
         while let Some((id, frames)) = self.shard.next_fetch_answer() {
             let Some((session, request)) = self.fetches.remove(&id) else {
@@ -629,27 +633,27 @@ impl RelayWorker {
                 continue;
             };
             let Some(frames) = frames else {
-                let _ = conn.moq.reject_fetch(request, ErrorCode::NotFound);
+                let _ = conn.moq().reject_fetch(request, ErrorCode::NotFound);
                 self.drive(session, io);
                 continue;
             };
             let written = frames.into_iter().try_for_each(|(timestamp, payload)| {
-                conn.moq.fetch_frame(request, timestamp, payload)
+                conn.moq().fetch_frame(request, timestamp, payload)
             });
             match written {
                 Ok(()) => {
-                    let _ = conn.moq.end_fetch(request);
+                    let _ = conn.moq().end_fetch(request);
                 }
                 Err(err) => {
                     debug!(worker = self.worker, session, %err, "fetch not served");
-                    let _ = conn.moq.reject_fetch(request, ErrorCode::Cancel);
+                    let _ = conn.moq().reject_fetch(request, ErrorCode::Cancel);
                 }
             }
             self.drive(session, io);
         }
     }
 
-    fn deliveries(&mut self, io: &mut Io<'_>) {
+    fn deliveries<T: SessionIo>(&mut self, io: &mut T) {
         let mut handled = 0;
         let mut retry = std::mem::take(&mut self.deferred);
         self.deferred_set.clear();
@@ -694,85 +698,30 @@ impl RelayWorker {
     }
 }
 
-impl Application<Io<'_>> for RelayWorker {
-    fn on_event(&mut self, now: Instant, event: IoEvent, io: &mut Io<'_>) {
+impl<T: SessionIo> Application<T> for RelayWorker {
+    fn on_event(&mut self, now: Instant, event: IoEvent, io: &mut T) {
         let session = match event {
             IoEvent::SessionReady(info) => return self.session_ready(info, io),
             IoEvent::SessionClosed { session, code, .. } => {
                 return self.session_closed(session, code, now);
             }
-            IoEvent::StreamOpened {
-                session,
-                stream,
-                bidi,
-            } => {
-                let Some(conn) = self.conns.get_mut(&session) else {
-                    return;
-                };
-                conn.moq.on_stream_opened(conn::to_proto(stream), bidi);
-                session
-            }
-            IoEvent::Data {
-                session,
-                stream,
-                data,
-            } => {
-                let Some(conn) = self.conns.get_mut(&session) else {
-                    return;
-                };
-                conn.moq.on_stream_data(conn::to_proto(stream), data);
-                session
-            }
-            IoEvent::Finished { session, stream } => {
-                let Some(conn) = self.conns.get_mut(&session) else {
-                    return;
-                };
-                conn.moq.on_stream_finished(conn::to_proto(stream));
-                session
-            }
-            IoEvent::Reset {
-                session,
-                stream,
-                code,
-            } => {
-                let Some(conn) = self.conns.get_mut(&session) else {
-                    return;
-                };
-                let code = ErrorCode::from_stream_code(code.into(), conn.version);
-                conn.moq.on_stream_reset(conn::to_proto(stream), code);
-                session
-            }
-            IoEvent::StopSending {
-                session,
-                stream,
-                code,
-            } => {
-                let Some(conn) = self.conns.get_mut(&session) else {
-                    return;
-                };
-                let code = ErrorCode::from_stream_code(code.into(), conn.version);
-                conn.moq.on_stop_sending(conn::to_proto(stream), code);
-                session
-            }
-            IoEvent::Writable { session, stream } => {
-                let Some(conn) = self.conns.get_mut(&session) else {
-                    return;
-                };
-                conn.flush_stream(io, stream);
-                session
-            }
-            IoEvent::Datagram { session, data } => {
-                let Some(conn) = self.conns.get_mut(&session) else {
-                    return;
-                };
-                conn.moq.on_datagram(data);
-                session
-            }
+            IoEvent::StreamOpened { session, .. }
+            | IoEvent::Data { session, .. }
+            | IoEvent::Finished { session, .. }
+            | IoEvent::Reset { session, .. }
+            | IoEvent::StopSending { session, .. }
+            | IoEvent::Writable { session, .. }
+            | IoEvent::Datagram { session, .. } => session,
         };
+        let Some(conn) = self.conns.get_mut(&session) else {
+            return;
+        };
+        let handled = conn.driver.on_event(event, io);
+        debug_assert!(handled, "a lifecycle event reached the driver");
         self.drive(session, io);
     }
 
-    fn poll(&mut self, now: Instant, io: &mut Io<'_>) {
+    fn poll(&mut self, now: Instant, io: &mut T) {
         self.shard.poll(now);
         self.publisher_events(io);
         self.announce_events(io);
