@@ -13,16 +13,18 @@
 //! `Session::write_frame` → `Action::Write` → `Io::write`.
 
 mod conn;
+mod publish;
+mod serve;
 mod setup;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use proto::ErrorCode;
 use proto::session::{Event as MoqEvent, FetchServeId, ServeId, TrackServeId};
-use proto::{ErrorCode, SubscribeResponse};
 use quic_io::{Application, Event as IoEvent, SessionId, SessionInfo, SessionIo, Transport};
-use router::{AnnounceEvent, BroadcastId, FetchId, PublisherEvent, QueryId, Shard, SubscriberId};
+use router::{BroadcastId, FetchId, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
@@ -41,17 +43,6 @@ const MAX_DRIVE_ROUNDS: usize = 1024;
 /// Router deliveries handled per loop iteration, so one busy track cannot starve packet
 /// I/O; the rest is handled on the next iteration (the loop does not sleep meanwhile).
 const MAX_DELIVERIES_PER_POLL: usize = 65_536;
-
-/// How the relay subscribes to a publishing session: every group, unordered, and a
-/// latency budget long enough that the publisher never skips a group on our account (the
-/// relay's own subscribers apply their budgets).
-const UPSTREAM_SUBSCRIPTION: proto::SubscribeUpdate = proto::SubscribeUpdate {
-    priority: 0,
-    ordered: false,
-    max_latency_ms: 30_000,
-    start: None,
-    end: None,
-};
 
 /// What a router subscriber on this worker is for.
 #[derive(Debug, Clone, Copy)]
@@ -221,241 +212,8 @@ impl RelayWorker {
             MoqEvent::AnnounceInterest { .. } => {
                 // The session answers from the table `announce_to_peer` keeps current.
             }
-            MoqEvent::Announced { path, .. } => {
-                let Some(access) = conn.access.as_ref() else {
-                    return;
-                };
-                if !access.may_publish(&path) {
-                    debug!(worker = self.worker, session, %path, "announcement outside the publish grant ignored");
-                    return;
-                }
-                let absolute = access.absolute(&path);
-                if conn.published.contains_key(&absolute) {
-                    return;
-                }
-                match self.shard.announce(&absolute) {
-                    Ok(broadcast) => {
-                        info!(worker = self.worker, session, broadcast = %absolute, "publishing");
-                        conn.published.insert(absolute, broadcast);
-                        self.broadcasts.insert(broadcast, session);
-                    }
-                    Err(err) => {
-                        warn!(worker = self.worker, session, broadcast = %absolute, %err, "cannot publish")
-                    }
-                }
-            }
-            MoqEvent::Unannounced { path, .. } => {
-                let Some(access) = conn.access.as_ref() else {
-                    return;
-                };
-                let absolute = access.absolute(&path);
-                if let Some(broadcast) = conn.published.remove(&absolute) {
-                    info!(worker = self.worker, session, broadcast = %absolute, "unpublished");
-                    self.broadcasts.remove(&broadcast);
-                    conn.forget_broadcast(broadcast);
-                    let _ = self.shard.unannounce(broadcast);
-                }
-            }
             MoqEvent::InterestEnded { .. } => {}
-            MoqEvent::SubscribeRequested { serve, request } => {
-                let Some(absolute) = conn.readable(&request.broadcast) else {
-                    let _ = conn.moq().reject_subscribe(serve, ErrorCode::Unauthorized);
-                    return;
-                };
-                match self.shard.subscribe(&absolute, &request.track) {
-                    Ok(sub) => {
-                        conn.serves.insert(
-                            serve,
-                            conn::Serve {
-                                sub,
-                                groups: HashMap::new(),
-                            },
-                        );
-                        self.subscribers
-                            .insert(sub, (session, SubscriberRole::Serve(serve)));
-                    }
-                    Err(err) => {
-                        debug!(worker = self.worker, session, broadcast = %absolute, track = %request.track, %err, "subscribe refused");
-                        let _ = conn.moq().reject_subscribe(serve, ErrorCode::NotFound);
-                    }
-                }
-            }
             MoqEvent::SubscribeUpdated { .. } => {}
-            MoqEvent::SubscribeCancelled { serve, .. } => {
-                if let Some(state) = conn.serves.remove(&serve) {
-                    self.subscribers.remove(&state.sub);
-                    let _ = self.shard.unsubscribe(state.sub);
-                }
-            }
-            MoqEvent::GroupCancelled { serve, group, .. } => {
-                if let Some(state) = conn.serves.get_mut(&serve) {
-                    state.groups.retain(|_, open| *open != group);
-                }
-            }
-            MoqEvent::TrackRequested {
-                request,
-                broadcast,
-                track,
-            } => {
-                let Some(absolute) = conn.readable(&broadcast) else {
-                    let _ = conn.moq().reject_track(request, ErrorCode::Unauthorized);
-                    return;
-                };
-                match self.shard.subscribe(&absolute, &track) {
-                    Ok(sub) => {
-                        self.subscribers
-                            .insert(sub, (session, SubscriberRole::TrackInfo(request)));
-                    }
-                    Err(_) => {
-                        let _ = conn.moq().reject_track(request, ErrorCode::NotFound);
-                    }
-                }
-            }
-            MoqEvent::SubscribeResponse {
-                subscription,
-                response,
-            } => {
-                let Some(upstream) = conn.upstream.get(&subscription) else {
-                    return;
-                };
-                let info = match response {
-                    SubscribeResponse::Ok(ok) => router::TrackInfo {
-                        priority: ok.priority,
-                        ordered: ok.ordered,
-                        max_latency: std::time::Duration::from_millis(ok.max_latency_ms),
-                        ..router::TrackInfo::default()
-                    },
-                    SubscribeResponse::Start { .. } => router::TrackInfo::default(),
-                    SubscribeResponse::End { .. } | SubscribeResponse::Drop(_) => return,
-                };
-                if let Err(err) = self
-                    .shard
-                    .publish_track(upstream.broadcast, &upstream.name, info)
-                {
-                    debug!(worker = self.worker, session, %err, "track not published");
-                }
-            }
-            MoqEvent::SubscriptionClosed { subscription, code } => {
-                if let Some(upstream) = conn.upstream.remove(&subscription) {
-                    conn.upstream_by_track.remove(&upstream.track);
-                    let result = match code {
-                        Some(ErrorCode::NotFound) => self.shard.reject_track(upstream.track),
-                        _ => self.shard.end_track(upstream.track),
-                    };
-                    if let Err(err) = result {
-                        debug!(worker = self.worker, session, %err, "track end not routed");
-                    }
-                }
-            }
-            MoqEvent::GroupStarted {
-                subscription,
-                sequence,
-            } => {
-                if let Some(upstream) = conn.upstream.get(&subscription) {
-                    // The router counts groups that beat SUBSCRIBE_OK as the track going live.
-                    let _ = self.shard.publish_track(
-                        upstream.broadcast,
-                        &upstream.name,
-                        router::TrackInfo::default(),
-                    );
-                    if let Err(err) = self.shard.start_group(upstream.track, sequence) {
-                        debug!(worker = self.worker, session, %err, "group not started");
-                    }
-                }
-            }
-            MoqEvent::Frame {
-                subscription,
-                sequence,
-                timestamp,
-                payload,
-            } => {
-                // 03/04 frames carry no timestamp: stamp them as the reference does, so that
-                // a 05 subscriber still sees media time move.
-                let timestamp = timestamp.unwrap_or_else(arrival_millis);
-                if let Some(upstream) = conn.upstream.get(&subscription)
-                    && let Err(err) =
-                        self.shard
-                            .push_frame(upstream.track, sequence, timestamp, payload)
-                {
-                    debug!(worker = self.worker, session, %err, "frame not routed");
-                }
-            }
-            MoqEvent::GroupEnded {
-                subscription,
-                sequence,
-            } => {
-                if let Some(upstream) = conn.upstream.get(&subscription) {
-                    let _ = self.shard.end_group(upstream.track, sequence);
-                }
-            }
-            MoqEvent::GroupAborted {
-                subscription,
-                sequence,
-                ..
-            } => {
-                if let Some(upstream) = conn.upstream.get(&subscription) {
-                    let _ = self.shard.abort_group(upstream.track, sequence);
-                }
-            }
-            MoqEvent::Datagram {
-                subscription,
-                sequence,
-                timestamp,
-                payload,
-            } => {
-                if let Some(upstream) = conn.upstream.get(&subscription) {
-                    let track = upstream.track;
-                    if self.shard.start_group(track, sequence).is_ok() {
-                        let _ = self.shard.push_frame(track, sequence, timestamp, payload);
-                        let _ = self.shard.end_group(track, sequence);
-                    }
-                }
-            }
-            MoqEvent::TrackInfo { request, info } => {
-                let Some(upstream) = conn.track_requests.remove(&request) else {
-                    return;
-                };
-                let result = match info {
-                    Ok(info) => self
-                        .shard
-                        .publish_track(
-                            upstream.broadcast,
-                            &upstream.name,
-                            conn::router_track_info(&info),
-                        )
-                        .map(drop),
-                    Err(ErrorCode::NotFound) => self.shard.reject_track(upstream.track),
-                    Err(_) => Ok(()),
-                };
-                if let Err(err) = result {
-                    debug!(worker = self.worker, session, %err, "track info not routed");
-                }
-            }
-            MoqEvent::FetchRequested { request, fetch } => {
-                let Some(absolute) = conn.readable(&fetch.broadcast) else {
-                    let _ = conn.moq().reject_fetch(request, ErrorCode::Unauthorized);
-                    return;
-                };
-                // Answered by `fetch_answers`, from this worker's cache or the owner's.
-                match self.shard.fetch(&absolute, &fetch.track, fetch.group) {
-                    Ok(id) => {
-                        self.fetches.insert(id, (session, request));
-                    }
-                    Err(err) => {
-                        debug!(worker = self.worker, session, %err, "fetch refused");
-                        let _ = conn.moq().reject_fetch(request, ErrorCode::NotFound);
-                    }
-                }
-            }
-            MoqEvent::FetchCancelled { request, .. } => {
-                self.fetches.retain(|&id, &mut (owner, pending)| {
-                    let cancelled = owner == session && pending == request;
-                    if cancelled {
-                        self.shard.cancel_fetch(id);
-                    }
-                    !cancelled
-                });
-            }
             MoqEvent::FetchFrame { .. } | MoqEvent::FetchEnded { .. } => {}
             MoqEvent::StreamFailed { code, reason } => {
                 if breaks_the_protocol(code) {
@@ -471,6 +229,23 @@ impl RelayWorker {
             MoqEvent::GoAway { uri } => {
                 debug!(worker = self.worker, session, %uri, "peer sent GOAWAY")
             }
+
+            event @ (MoqEvent::Announced { .. }
+            | MoqEvent::Unannounced { .. }
+            | MoqEvent::SubscribeResponse { .. }
+            | MoqEvent::SubscriptionClosed { .. }
+            | MoqEvent::GroupStarted { .. }
+            | MoqEvent::Frame { .. }
+            | MoqEvent::GroupEnded { .. }
+            | MoqEvent::GroupAborted { .. }
+            | MoqEvent::Datagram { .. }
+            | MoqEvent::TrackInfo { .. }) => self.on_publisher_event(session, event),
+            event @ (MoqEvent::SubscribeRequested { .. }
+            | MoqEvent::SubscribeCancelled { .. }
+            | MoqEvent::GroupCancelled { .. }
+            | MoqEvent::TrackRequested { .. }
+            | MoqEvent::FetchRequested { .. }
+            | MoqEvent::FetchCancelled { .. }) => self.on_subscriber_request(session, event),
         }
     }
 
@@ -513,188 +288,6 @@ impl RelayWorker {
             self.queries.remove(&query);
             let _ = self.shard.close_query(query);
         }
-    }
-
-    /// Demand changes for tracks published by sessions here: subscribe upstream to the
-    /// publishing session, or stop.
-    fn publisher_events<T: SessionIo>(&mut self, io: &mut T) {
-        while let Some(event) = self.shard.next_publisher_event() {
-            match event {
-                PublisherEvent::TrackWanted {
-                    broadcast,
-                    track,
-                    name,
-                } => {
-                    debug!(worker = self.worker, %name, "track wanted");
-                    let Some(&session) = self.broadcasts.get(&broadcast) else {
-                        continue;
-                    };
-                    let Some(conn) = self.conns.get_mut(&session) else {
-                        continue;
-                    };
-                    if conn.upstream_by_track.contains_key(&track) {
-                        continue;
-                    }
-                    let Some(relative) = conn.relative_broadcast(broadcast) else {
-                        continue;
-                    };
-                    // On 05 a publisher may hold SUBSCRIBE_START back until it has a
-                    // group, while a subscriber waits for TRACK_INFO before subscribing:
-                    // ask the publisher for the track's info too, so the track goes live
-                    // (and waiting subscribers get their answer) as soon as it exists.
-                    if conn.version == proto::Version::Lite05 {
-                        match conn.moq().request_track(&relative, &name) {
-                            Ok(request) => {
-                                conn.track_requests.insert(
-                                    request,
-                                    conn::Upstream {
-                                        broadcast,
-                                        track,
-                                        name: name.clone(),
-                                    },
-                                );
-                            }
-                            Err(err) => {
-                                debug!(worker = self.worker, session, %err, "cannot ask for track info")
-                            }
-                        }
-                    }
-                    match conn
-                        .moq()
-                        .subscribe(&relative, &name, UPSTREAM_SUBSCRIPTION)
-                    {
-                        Ok(subscription) => conn.add_upstream(subscription, broadcast, track, name),
-                        Err(err) => {
-                            warn!(worker = self.worker, session, %err, "cannot subscribe to the publisher");
-                            let _ = self.shard.reject_track(track);
-                        }
-                    }
-                    self.drive(session, io);
-                }
-                PublisherEvent::TrackUnused { broadcast, track } => {
-                    let Some(&session) = self.broadcasts.get(&broadcast) else {
-                        continue;
-                    };
-                    let Some(conn) = self.conns.get_mut(&session) else {
-                        continue;
-                    };
-                    if let Some(subscription) = conn.upstream_by_track.remove(&track) {
-                        conn.upstream.remove(&subscription);
-                        let _ = conn.moq().unsubscribe(subscription);
-                    }
-                    self.drive(session, io);
-                }
-            }
-        }
-    }
-
-    fn announce_events<T: SessionIo>(&mut self, io: &mut T) {
-        while let Some(query) = self.shard.next_ready_query() {
-            let Some(&session) = self.queries.get(&query) else {
-                continue;
-            };
-            let mut resync = false;
-            while let Ok(Some(event)) = self.shard.next_announce(query) {
-                let Some(conn) = self.conns.get_mut(&session) else {
-                    break;
-                };
-                match event {
-                    AnnounceEvent::Active(path) => conn.announce_to_peer(&path),
-                    AnnounceEvent::Ended(path) => conn.unannounce_to_peer(&path),
-                    AnnounceEvent::Lagged => resync = true,
-                }
-            }
-            if resync && let Some(conn) = self.conns.get_mut(&session) {
-                let root = conn
-                    .access
-                    .as_ref()
-                    .map(|access| access.root.clone())
-                    .unwrap_or_default();
-                let current: HashSet<String> = self
-                    .shard
-                    .announced(&root)
-                    .iter()
-                    .map(|path| path.to_string())
-                    .collect();
-                conn.resync_announcements(&current);
-            }
-            self.drive(session, io);
-        }
-    }
-
-    /// Writes each answered FETCH onto its stream, or refuses it.
-    fn fetch_answers<T: SessionIo>(&mut self, io: &mut T) {
-        // Each pass takes one answer; the router holds at most its pending-fetch limit.
-        while let Some((id, frames)) = self.shard.next_fetch_answer() {
-            let Some((session, request)) = self.fetches.remove(&id) else {
-                continue;
-            };
-            let Some(conn) = self.conns.get_mut(&session) else {
-                continue;
-            };
-            let Some(frames) = frames else {
-                let _ = conn.moq().reject_fetch(request, ErrorCode::NotFound);
-                self.drive(session, io);
-                continue;
-            };
-            let written = frames.into_iter().try_for_each(|(timestamp, payload)| {
-                conn.moq().fetch_frame(request, timestamp, payload)
-            });
-            match written {
-                Ok(()) => {
-                    let _ = conn.moq().end_fetch(request);
-                }
-                Err(err) => {
-                    debug!(worker = self.worker, session, %err, "fetch not served");
-                    let _ = conn.moq().reject_fetch(request, ErrorCode::Cancel);
-                }
-            }
-            self.drive(session, io);
-        }
-    }
-
-    fn deliveries<T: SessionIo>(&mut self, io: &mut T) {
-        let mut handled = 0;
-        let mut retry = std::mem::take(&mut self.deferred);
-        self.deferred_set.clear();
-        loop {
-            let next = retry.pop_front().or_else(|| self.shard.next_ready());
-            let Some(sub) = next else { break };
-            let Some(&(session, role)) = self.subscribers.get(&sub) else {
-                continue;
-            };
-            let Some(conn) = self.conns.get_mut(&session) else {
-                continue;
-            };
-            if conn.pending_bytes() > MAX_PENDING_BYTES_PER_SESSION
-                || handled >= MAX_DELIVERIES_PER_POLL
-            {
-                if self.deferred_set.insert(sub) {
-                    self.deferred.push_back(sub);
-                }
-                continue;
-            }
-            while let Some(delivery) = self.shard.next_delivery(sub) {
-                handled += 1;
-                let finished = match role {
-                    SubscriberRole::Serve(serve) => conn.deliver(serve, delivery),
-                    SubscriberRole::TrackInfo(request) => conn.answer_track_info(request, delivery),
-                };
-                if finished {
-                    self.subscribers.remove(&sub);
-                    let _ = self.shard.unsubscribe(sub);
-                    break;
-                }
-                if conn.pending_bytes() > MAX_PENDING_BYTES_PER_SESSION {
-                    if self.deferred_set.insert(sub) {
-                        self.deferred.push_back(sub);
-                    }
-                    break;
-                }
-            }
-            self.drive(session, io);
-        }
-        self.budget_exhausted = handled >= MAX_DELIVERIES_PER_POLL;
     }
 }
 

@@ -1,0 +1,264 @@
+//! The publisher side of a relay worker: what publishing peers announce and send, and
+//! the router's demand for their tracks (one upstream subscription per track, opened
+//! when the router first wants it and closed when nobody does).
+
+use proto::ErrorCode;
+use proto::SubscribeResponse;
+use proto::session::Event as MoqEvent;
+use quic_io::{SessionId, SessionIo};
+use router::PublisherEvent;
+use tracing::{debug, info, warn};
+
+use super::{RelayWorker, arrival_millis, conn};
+
+/// How the relay subscribes to a publishing session: every group, unordered, and a
+/// latency budget long enough that the publisher never skips a group on our account (the
+/// relay's own subscribers apply their budgets).
+const UPSTREAM_SUBSCRIPTION: proto::SubscribeUpdate = proto::SubscribeUpdate {
+    priority: 0,
+    ordered: false,
+    max_latency_ms: 30_000,
+    start: None,
+    end: None,
+};
+
+impl RelayWorker {
+    /// What a publishing peer sent: its announcements, and the tracks, groups and frames
+    /// of the relay's subscriptions to it.
+    pub(super) fn on_publisher_event(&mut self, session: SessionId, event: MoqEvent) {
+        let Some(conn) = self.conns.get_mut(&session) else {
+            return;
+        };
+        match event {
+            MoqEvent::Announced { path, .. } => {
+                let Some(access) = conn.access.as_ref() else {
+                    return;
+                };
+                if !access.may_publish(&path) {
+                    debug!(worker = self.worker, session, %path, "announcement outside the publish grant ignored");
+                    return;
+                }
+                let absolute = access.absolute(&path);
+                if conn.published.contains_key(&absolute) {
+                    return;
+                }
+                match self.shard.announce(&absolute) {
+                    Ok(broadcast) => {
+                        info!(worker = self.worker, session, broadcast = %absolute, "publishing");
+                        conn.published.insert(absolute, broadcast);
+                        self.broadcasts.insert(broadcast, session);
+                    }
+                    Err(err) => {
+                        warn!(worker = self.worker, session, broadcast = %absolute, %err, "cannot publish")
+                    }
+                }
+            }
+            MoqEvent::Unannounced { path, .. } => {
+                let Some(access) = conn.access.as_ref() else {
+                    return;
+                };
+                let absolute = access.absolute(&path);
+                if let Some(broadcast) = conn.published.remove(&absolute) {
+                    info!(worker = self.worker, session, broadcast = %absolute, "unpublished");
+                    self.broadcasts.remove(&broadcast);
+                    conn.forget_broadcast(broadcast);
+                    let _ = self.shard.unannounce(broadcast);
+                }
+            }
+            MoqEvent::SubscribeResponse {
+                subscription,
+                response,
+            } => {
+                let Some(upstream) = conn.upstream.get(&subscription) else {
+                    return;
+                };
+                let info = match response {
+                    SubscribeResponse::Ok(ok) => router::TrackInfo {
+                        priority: ok.priority,
+                        ordered: ok.ordered,
+                        max_latency: std::time::Duration::from_millis(ok.max_latency_ms),
+                        ..router::TrackInfo::default()
+                    },
+                    SubscribeResponse::Start { .. } => router::TrackInfo::default(),
+                    SubscribeResponse::End { .. } | SubscribeResponse::Drop(_) => return,
+                };
+                if let Err(err) = self
+                    .shard
+                    .publish_track(upstream.broadcast, &upstream.name, info)
+                {
+                    debug!(worker = self.worker, session, %err, "track not published");
+                }
+            }
+            MoqEvent::SubscriptionClosed { subscription, code } => {
+                if let Some(upstream) = conn.upstream.remove(&subscription) {
+                    conn.upstream_by_track.remove(&upstream.track);
+                    let result = match code {
+                        Some(ErrorCode::NotFound) => self.shard.reject_track(upstream.track),
+                        _ => self.shard.end_track(upstream.track),
+                    };
+                    if let Err(err) = result {
+                        debug!(worker = self.worker, session, %err, "track end not routed");
+                    }
+                }
+            }
+            MoqEvent::GroupStarted {
+                subscription,
+                sequence,
+            } => {
+                if let Some(upstream) = conn.upstream.get(&subscription) {
+                    // The router counts groups that beat SUBSCRIBE_OK as the track going live.
+                    let _ = self.shard.publish_track(
+                        upstream.broadcast,
+                        &upstream.name,
+                        router::TrackInfo::default(),
+                    );
+                    if let Err(err) = self.shard.start_group(upstream.track, sequence) {
+                        debug!(worker = self.worker, session, %err, "group not started");
+                    }
+                }
+            }
+            MoqEvent::Frame {
+                subscription,
+                sequence,
+                timestamp,
+                payload,
+            } => {
+                // 03/04 frames carry no timestamp: stamp them as the reference does, so that
+                // a 05 subscriber still sees media time move.
+                let timestamp = timestamp.unwrap_or_else(arrival_millis);
+                if let Some(upstream) = conn.upstream.get(&subscription)
+                    && let Err(err) =
+                        self.shard
+                            .push_frame(upstream.track, sequence, timestamp, payload)
+                {
+                    debug!(worker = self.worker, session, %err, "frame not routed");
+                }
+            }
+            MoqEvent::GroupEnded {
+                subscription,
+                sequence,
+            } => {
+                if let Some(upstream) = conn.upstream.get(&subscription) {
+                    let _ = self.shard.end_group(upstream.track, sequence);
+                }
+            }
+            MoqEvent::GroupAborted {
+                subscription,
+                sequence,
+                ..
+            } => {
+                if let Some(upstream) = conn.upstream.get(&subscription) {
+                    let _ = self.shard.abort_group(upstream.track, sequence);
+                }
+            }
+            MoqEvent::Datagram {
+                subscription,
+                sequence,
+                timestamp,
+                payload,
+            } => {
+                if let Some(upstream) = conn.upstream.get(&subscription) {
+                    let track = upstream.track;
+                    if self.shard.start_group(track, sequence).is_ok() {
+                        let _ = self.shard.push_frame(track, sequence, timestamp, payload);
+                        let _ = self.shard.end_group(track, sequence);
+                    }
+                }
+            }
+            MoqEvent::TrackInfo { request, info } => {
+                let Some(upstream) = conn.track_requests.remove(&request) else {
+                    return;
+                };
+                let result = match info {
+                    Ok(info) => self
+                        .shard
+                        .publish_track(
+                            upstream.broadcast,
+                            &upstream.name,
+                            conn::router_track_info(&info),
+                        )
+                        .map(drop),
+                    Err(ErrorCode::NotFound) => self.shard.reject_track(upstream.track),
+                    Err(_) => Ok(()),
+                };
+                if let Err(err) = result {
+                    debug!(worker = self.worker, session, %err, "track info not routed");
+                }
+            }
+            other => debug_assert!(false, "on_publisher_event got {other:?}"),
+        }
+    }
+
+    /// Demand changes for tracks published by sessions here: subscribe upstream to the
+    /// publishing session, or stop.
+    pub(super) fn publisher_events<T: SessionIo>(&mut self, io: &mut T) {
+        while let Some(event) = self.shard.next_publisher_event() {
+            match event {
+                PublisherEvent::TrackWanted {
+                    broadcast,
+                    track,
+                    name,
+                } => {
+                    debug!(worker = self.worker, %name, "track wanted");
+                    let Some(&session) = self.broadcasts.get(&broadcast) else {
+                        continue;
+                    };
+                    let Some(conn) = self.conns.get_mut(&session) else {
+                        continue;
+                    };
+                    if conn.upstream_by_track.contains_key(&track) {
+                        continue;
+                    }
+                    let Some(relative) = conn.relative_broadcast(broadcast) else {
+                        continue;
+                    };
+                    // On 05 a publisher may hold SUBSCRIBE_START back until it has a
+                    // group, while a subscriber waits for TRACK_INFO before subscribing:
+                    // ask the publisher for the track's info too, so the track goes live
+                    // (and waiting subscribers get their answer) as soon as it exists.
+                    if conn.version == proto::Version::Lite05 {
+                        match conn.moq().request_track(&relative, &name) {
+                            Ok(request) => {
+                                conn.track_requests.insert(
+                                    request,
+                                    conn::Upstream {
+                                        broadcast,
+                                        track,
+                                        name: name.clone(),
+                                    },
+                                );
+                            }
+                            Err(err) => {
+                                debug!(worker = self.worker, session, %err, "cannot ask for track info")
+                            }
+                        }
+                    }
+                    match conn
+                        .moq()
+                        .subscribe(&relative, &name, UPSTREAM_SUBSCRIPTION)
+                    {
+                        Ok(subscription) => conn.add_upstream(subscription, broadcast, track, name),
+                        Err(err) => {
+                            warn!(worker = self.worker, session, %err, "cannot subscribe to the publisher");
+                            let _ = self.shard.reject_track(track);
+                        }
+                    }
+                    self.drive(session, io);
+                }
+                PublisherEvent::TrackUnused { broadcast, track } => {
+                    let Some(&session) = self.broadcasts.get(&broadcast) else {
+                        continue;
+                    };
+                    let Some(conn) = self.conns.get_mut(&session) else {
+                        continue;
+                    };
+                    if let Some(subscription) = conn.upstream_by_track.remove(&track) {
+                        conn.upstream.remove(&subscription);
+                        let _ = conn.moq().unsubscribe(subscription);
+                    }
+                    self.drive(session, io);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The subscriber side of a relay worker: peers' subscriptions, TRACK requests and
+//! fetches, served from the router shard, and the announcements each peer may see. It
+//! pulls router deliveries only while a session's output fits its bound, so a slow
+//! reader costs old groups (the router drops them), never memory.
+
+use std::collections::{HashMap, HashSet};
+
+use proto::ErrorCode;
+use proto::session::Event as MoqEvent;
+use quic_io::{SessionId, SessionIo};
+use router::AnnounceEvent;
+use tracing::debug;
+
+use super::{
+    MAX_DELIVERIES_PER_POLL, MAX_PENDING_BYTES_PER_SESSION, RelayWorker, SubscriberRole, conn,
+};
+
+impl RelayWorker {
+    /// What a subscribing peer asked for: subscriptions, track info and fetches.
+    pub(super) fn on_subscriber_request(&mut self, session: SessionId, event: MoqEvent) {
+        let Some(conn) = self.conns.get_mut(&session) else {
+            return;
+        };
+        match event {
+            MoqEvent::SubscribeRequested { serve, request } => {
+                let Some(absolute) = conn.readable(&request.broadcast) else {
+                    let _ = conn.moq().reject_subscribe(serve, ErrorCode::Unauthorized);
+                    return;
+                };
+                match self.shard.subscribe(&absolute, &request.track) {
+                    Ok(sub) => {
+                        conn.serves.insert(
+                            serve,
+                            conn::Serve {
+                                sub,
+                                groups: HashMap::new(),
+                            },
+                        );
+                        self.subscribers
+                            .insert(sub, (session, SubscriberRole::Serve(serve)));
+                    }
+                    Err(err) => {
+                        debug!(worker = self.worker, session, broadcast = %absolute, track = %request.track, %err, "subscribe refused");
+                        let _ = conn.moq().reject_subscribe(serve, ErrorCode::NotFound);
+                    }
+                }
+            }
+            MoqEvent::SubscribeCancelled { serve, .. } => {
+                if let Some(state) = conn.serves.remove(&serve) {
+                    self.subscribers.remove(&state.sub);
+                    let _ = self.shard.unsubscribe(state.sub);
+                }
+            }
+            MoqEvent::GroupCancelled { serve, group, .. } => {
+                if let Some(state) = conn.serves.get_mut(&serve) {
+                    state.groups.retain(|_, open| *open != group);
+                }
+            }
+            MoqEvent::TrackRequested {
+                request,
+                broadcast,
+                track,
+            } => {
+                let Some(absolute) = conn.readable(&broadcast) else {
+                    let _ = conn.moq().reject_track(request, ErrorCode::Unauthorized);
+                    return;
+                };
+                match self.shard.subscribe(&absolute, &track) {
+                    Ok(sub) => {
+                        self.subscribers
+                            .insert(sub, (session, SubscriberRole::TrackInfo(request)));
+                    }
+                    Err(_) => {
+                        let _ = conn.moq().reject_track(request, ErrorCode::NotFound);
+                    }
+                }
+            }
+            MoqEvent::FetchRequested { request, fetch } => {
+                let Some(absolute) = conn.readable(&fetch.broadcast) else {
+                    let _ = conn.moq().reject_fetch(request, ErrorCode::Unauthorized);
+                    return;
+                };
+                // Answered by `fetch_answers`, from this worker's cache or the owner's.
+                match self.shard.fetch(&absolute, &fetch.track, fetch.group) {
+                    Ok(id) => {
+                        self.fetches.insert(id, (session, request));
+                    }
+                    Err(err) => {
+                        debug!(worker = self.worker, session, %err, "fetch refused");
+                        let _ = conn.moq().reject_fetch(request, ErrorCode::NotFound);
+                    }
+                }
+            }
+            MoqEvent::FetchCancelled { request, .. } => {
+                self.fetches.retain(|&id, &mut (owner, pending)| {
+                    let cancelled = owner == session && pending == request;
+                    if cancelled {
+                        self.shard.cancel_fetch(id);
+                    }
+                    !cancelled
+                });
+            }
+            other => debug_assert!(false, "on_subscriber_request got {other:?}"),
+        }
+    }
+
+    pub(super) fn announce_events<T: SessionIo>(&mut self, io: &mut T) {
+        while let Some(query) = self.shard.next_ready_query() {
+            let Some(&session) = self.queries.get(&query) else {
+                continue;
+            };
+            let mut resync = false;
+            while let Ok(Some(event)) = self.shard.next_announce(query) {
+                let Some(conn) = self.conns.get_mut(&session) else {
+                    break;
+                };
+                match event {
+                    AnnounceEvent::Active(path) => conn.announce_to_peer(&path),
+                    AnnounceEvent::Ended(path) => conn.unannounce_to_peer(&path),
+                    AnnounceEvent::Lagged => resync = true,
+                }
+            }
+            if resync && let Some(conn) = self.conns.get_mut(&session) {
+                let root = conn
+                    .access
+                    .as_ref()
+                    .map(|access| access.root.clone())
+                    .unwrap_or_default();
+                let current: HashSet<String> = self
+                    .shard
+                    .announced(&root)
+                    .iter()
+                    .map(|path| path.to_string())
+                    .collect();
+                conn.resync_announcements(&current);
+            }
+            self.drive(session, io);
+        }
+    }
+
+    /// Writes each answered FETCH onto its stream, or refuses it.
+    pub(super) fn fetch_answers<T: SessionIo>(&mut self, io: &mut T) {
+        // Each pass takes one answer; the router holds at most its pending-fetch limit.
+        while let Some((id, frames)) = self.shard.next_fetch_answer() {
+            let Some((session, request)) = self.fetches.remove(&id) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get_mut(&session) else {
+                continue;
+            };
+            let Some(frames) = frames else {
+                let _ = conn.moq().reject_fetch(request, ErrorCode::NotFound);
+                self.drive(session, io);
+                continue;
+            };
+            let written = frames.into_iter().try_for_each(|(timestamp, payload)| {
+                conn.moq().fetch_frame(request, timestamp, payload)
+            });
+            match written {
+                Ok(()) => {
+                    let _ = conn.moq().end_fetch(request);
+                }
+                Err(err) => {
+                    debug!(worker = self.worker, session, %err, "fetch not served");
+                    let _ = conn.moq().reject_fetch(request, ErrorCode::Cancel);
+                }
+            }
+            self.drive(session, io);
+        }
+    }
+
+    pub(super) fn deliveries<T: SessionIo>(&mut self, io: &mut T) {
+        let mut handled = 0;
+        let mut retry = std::mem::take(&mut self.deferred);
+        self.deferred_set.clear();
+        loop {
+            let next = retry.pop_front().or_else(|| self.shard.next_ready());
+            let Some(sub) = next else { break };
+            let Some(&(session, role)) = self.subscribers.get(&sub) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get_mut(&session) else {
+                continue;
+            };
+            if conn.pending_bytes() > MAX_PENDING_BYTES_PER_SESSION
+                || handled >= MAX_DELIVERIES_PER_POLL
+            {
+                if self.deferred_set.insert(sub) {
+                    self.deferred.push_back(sub);
+                }
+                continue;
+            }
+            while let Some(delivery) = self.shard.next_delivery(sub) {
+                handled += 1;
+                let finished = match role {
+                    SubscriberRole::Serve(serve) => conn.deliver(serve, delivery),
+                    SubscriberRole::TrackInfo(request) => conn.answer_track_info(request, delivery),
+                };
+                if finished {
+                    self.subscribers.remove(&sub);
+                    let _ = self.shard.unsubscribe(sub);
+                    break;
+                }
+                if conn.pending_bytes() > MAX_PENDING_BYTES_PER_SESSION {
+                    if self.deferred_set.insert(sub) {
+                        self.deferred.push_back(sub);
+                    }
+                    break;
+                }
+            }
+            self.drive(session, io);
+        }
+        self.budget_exhausted = handled >= MAX_DELIVERIES_PER_POLL;
+    }
+}
