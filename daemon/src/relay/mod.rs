@@ -12,9 +12,9 @@
 //! fanout, maybe across cores) → `Delivery::Frame` for each local subscriber →
 //! `Session::write_frame` → `Action::Write` → `Io::write`.
 
-mod conn;
 mod publish;
 mod serve;
+mod session;
 mod setup;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -28,7 +28,7 @@ use router::{BroadcastId, FetchId, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-use conn::Conn;
+use session::RelaySession;
 pub use setup::{RelayServer, start};
 
 /// Output bytes one session may have waiting on flow control before the relay stops
@@ -59,7 +59,7 @@ pub struct RelayWorker {
     shard: Shard,
     auth: Arc<Authenticator>,
     hop_id: u64,
-    conns: HashMap<SessionId, Conn>,
+    sessions: HashMap<SessionId, RelaySession>,
     /// Router subscriber → the session and request it serves.
     subscribers: HashMap<SubscriberId, (SessionId, SubscriberRole)>,
     /// Router announce query → the session it feeds.
@@ -89,7 +89,7 @@ impl RelayWorker {
             shard,
             auth,
             hop_id,
-            conns: HashMap::new(),
+            sessions: HashMap::new(),
             subscribers: HashMap::new(),
             queries: HashMap::new(),
             broadcasts: HashMap::new(),
@@ -113,7 +113,7 @@ impl RelayWorker {
             );
             return;
         };
-        let conn = Conn::new(info.id, version, self.hop_id);
+        let conn = RelaySession::new(info.id, version, self.hop_id);
         debug!(worker = self.worker, session = info.id, %version, transport = ?info.transport, path = %info.path, "session ready");
         // Raw QUIC 05 carries the path in the client's SETUP; everything else is decided now.
         let decide_now = match &info.transport {
@@ -121,10 +121,10 @@ impl RelayWorker {
             Transport::Quic { .. } if version == proto::Version::Lite05 => None,
             Transport::Quic { .. } => Some(("/".to_owned(), String::new())),
         };
-        self.conns.insert(info.id, conn);
+        self.sessions.insert(info.id, conn);
         if let Some((path, query)) = decide_now {
             self.authorize(info.id, &path, &query);
-        } else if let Some(conn) = self.conns.get_mut(&info.id) {
+        } else if let Some(conn) = self.sessions.get_mut(&info.id) {
             conn.awaiting_setup = true;
         }
         self.drive(info.id, io);
@@ -132,7 +132,7 @@ impl RelayWorker {
 
     /// Decides the session's grants; a refused session is closed with code 6.
     fn authorize(&mut self, session: SessionId, path: &str, query: &str) {
-        let Some(conn) = self.conns.get_mut(&session) else {
+        let Some(conn) = self.sessions.get_mut(&session) else {
             return;
         };
         conn.awaiting_setup = false;
@@ -174,7 +174,7 @@ impl RelayWorker {
     /// Handles the session's pending actions and events until it is quiet.
     fn drive<T: SessionIo>(&mut self, session: SessionId, io: &mut T) {
         for _ in 0..MAX_DRIVE_ROUNDS {
-            let Some(conn) = self.conns.get_mut(&session) else {
+            let Some(conn) = self.sessions.get_mut(&session) else {
                 return;
             };
             conn.driver.flush(io);
@@ -191,7 +191,7 @@ impl RelayWorker {
     }
 
     fn on_moq_event(&mut self, session: SessionId, event: MoqEvent) {
-        let Some(conn) = self.conns.get_mut(&session) else {
+        let Some(conn) = self.sessions.get_mut(&session) else {
             return;
         };
         if !matches!(
@@ -250,7 +250,7 @@ impl RelayWorker {
     }
 
     fn session_closed(&mut self, session: SessionId, code: u64, now: Instant) {
-        let Some(mut conn) = self.conns.remove(&session) else {
+        let Some(mut conn) = self.sessions.remove(&session) else {
             return;
         };
         debug!(worker = self.worker, session, code, "session closed");
@@ -306,7 +306,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
             | IoEvent::Writable { session, .. }
             | IoEvent::Datagram { session, .. } => session,
         };
-        let Some(conn) = self.conns.get_mut(&session) else {
+        let Some(conn) = self.sessions.get_mut(&session) else {
             return;
         };
         let handled = conn.driver.on_event(event, io);

@@ -9,7 +9,7 @@ use quic_io::{SessionId, SessionIo};
 use router::PublisherEvent;
 use tracing::{debug, info, warn};
 
-use super::{RelayWorker, arrival_millis, conn};
+use super::{RelayWorker, arrival_millis, session};
 
 /// How the relay subscribes to a publishing session: every group, unordered, and a
 /// latency budget long enough that the publisher never skips a group on our account (the
@@ -26,7 +26,7 @@ impl RelayWorker {
     /// What a publishing peer sent: its announcements, and the tracks, groups and frames
     /// of the relay's subscriptions to it.
     pub(super) fn on_publisher_event(&mut self, session: SessionId, event: MoqEvent) {
-        let Some(conn) = self.conns.get_mut(&session) else {
+        let Some(conn) = self.sessions.get_mut(&session) else {
             return;
         };
         match event {
@@ -175,7 +175,7 @@ impl RelayWorker {
                         .publish_track(
                             upstream.broadcast,
                             &upstream.name,
-                            conn::router_track_info(&info),
+                            session::router_track_info(&info),
                         )
                         .map(drop),
                     Err(ErrorCode::NotFound) => self.shard.reject_track(upstream.track),
@@ -203,7 +203,7 @@ impl RelayWorker {
                     let Some(&session) = self.broadcasts.get(&broadcast) else {
                         continue;
                     };
-                    let Some(conn) = self.conns.get_mut(&session) else {
+                    let Some(conn) = self.sessions.get_mut(&session) else {
                         continue;
                     };
                     if conn.upstream_by_track.contains_key(&track) {
@@ -221,7 +221,7 @@ impl RelayWorker {
                             Ok(request) => {
                                 conn.track_requests.insert(
                                     request,
-                                    conn::Upstream {
+                                    session::Upstream {
                                         broadcast,
                                         track,
                                         name: name.clone(),
@@ -249,7 +249,7 @@ impl RelayWorker {
                     let Some(&session) = self.broadcasts.get(&broadcast) else {
                         continue;
                     };
-                    let Some(conn) = self.conns.get_mut(&session) else {
+                    let Some(conn) = self.sessions.get_mut(&session) else {
                         continue;
                     };
                     if let Some(subscription) = conn.upstream_by_track.remove(&track) {

@@ -12,13 +12,13 @@ use router::AnnounceEvent;
 use tracing::debug;
 
 use super::{
-    MAX_DELIVERIES_PER_POLL, MAX_PENDING_BYTES_PER_SESSION, RelayWorker, SubscriberRole, conn,
+    MAX_DELIVERIES_PER_POLL, MAX_PENDING_BYTES_PER_SESSION, RelayWorker, SubscriberRole, session,
 };
 
 impl RelayWorker {
     /// What a subscribing peer asked for: subscriptions, track info and fetches.
     pub(super) fn on_subscriber_request(&mut self, session: SessionId, event: MoqEvent) {
-        let Some(conn) = self.conns.get_mut(&session) else {
+        let Some(conn) = self.sessions.get_mut(&session) else {
             return;
         };
         match event {
@@ -31,7 +31,7 @@ impl RelayWorker {
                     Ok(sub) => {
                         conn.serves.insert(
                             serve,
-                            conn::Serve {
+                            session::Serve {
                                 sub,
                                 groups: HashMap::new(),
                             },
@@ -111,7 +111,7 @@ impl RelayWorker {
             };
             let mut resync = false;
             while let Ok(Some(event)) = self.shard.next_announce(query) {
-                let Some(conn) = self.conns.get_mut(&session) else {
+                let Some(conn) = self.sessions.get_mut(&session) else {
                     break;
                 };
                 match event {
@@ -120,7 +120,7 @@ impl RelayWorker {
                     AnnounceEvent::Lagged => resync = true,
                 }
             }
-            if resync && let Some(conn) = self.conns.get_mut(&session) {
+            if resync && let Some(conn) = self.sessions.get_mut(&session) {
                 let root = conn
                     .access
                     .as_ref()
@@ -145,7 +145,7 @@ impl RelayWorker {
             let Some((session, request)) = self.fetches.remove(&id) else {
                 continue;
             };
-            let Some(conn) = self.conns.get_mut(&session) else {
+            let Some(conn) = self.sessions.get_mut(&session) else {
                 continue;
             };
             let Some(frames) = frames else {
@@ -179,7 +179,7 @@ impl RelayWorker {
             let Some(&(session, role)) = self.subscribers.get(&sub) else {
                 continue;
             };
-            let Some(conn) = self.conns.get_mut(&session) else {
+            let Some(conn) = self.sessions.get_mut(&session) else {
                 continue;
             };
             if conn.pending_bytes() > MAX_PENDING_BYTES_PER_SESSION

@@ -33,7 +33,7 @@ pub struct Upstream {
     pub name: Arc<str>,
 }
 
-pub struct Conn {
+pub struct RelaySession {
     pub id: SessionId,
     pub version: Version,
     /// The moq-lite session and the output its streams' flow control has not taken yet.
@@ -54,7 +54,7 @@ pub struct Conn {
     announced: HashSet<String>,
 }
 
-impl Conn {
+impl RelaySession {
     pub fn new(id: SessionId, version: Version, hop_id: u64) -> Self {
         let moq = Session::new(SessionConfig {
             version,
