@@ -12,6 +12,7 @@
 //! fanout, maybe across cores) → `Delivery::Frame` for each local subscriber →
 //! `Session::write_frame` → `Action::Write` → `Io::write`.
 
+mod counters;
 mod publish;
 mod serve;
 mod session;
@@ -28,6 +29,7 @@ use router::{BroadcastId, FetchId, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
+pub use counters::{RelayCounters, SessionRefusals};
 use session::RelaySession;
 pub use setup::{RelayServer, start};
 
@@ -80,6 +82,11 @@ pub struct RelayWorker {
     budget_exhausted: bool,
     /// The time of the last `poll`, for `timeout`.
     now: Instant,
+    /// Closed sessions' counts and the worker's own; `counters()` adds the live sessions.
+    counters: RelayCounters,
+    /// A session's output waiting on flow control past which its deliveries wait
+    /// (`MAX_PENDING_BYTES_PER_SESSION`; tests lower it).
+    max_pending_bytes: usize,
 }
 
 impl RelayWorker {
@@ -99,7 +106,19 @@ impl RelayWorker {
             may_park: false,
             budget_exhausted: false,
             now: Instant::now(),
+            counters: RelayCounters::default(),
+            max_pending_bytes: MAX_PENDING_BYTES_PER_SESSION,
         }
+    }
+
+    /// Everything this worker counted, closed and live sessions together.
+    pub fn counters(&self) -> RelayCounters {
+        let mut total = self.counters;
+        for conn in self.sessions.values() {
+            total.session_refusals.add(&conn.refusals);
+            total.driver.add(&conn.driver.counters());
+        }
+        total
     }
 
     fn session_ready<T: SessionIo>(&mut self, info: SessionInfo, io: &mut T) {
@@ -122,6 +141,7 @@ impl RelayWorker {
             Transport::Quic { .. } => Some(("/".to_owned(), String::new())),
         };
         self.sessions.insert(info.id, conn);
+        self.counters.sessions_opened += 1;
         if let Some((path, query)) = decide_now {
             self.authorize(info.id, &path, &query);
         } else if let Some(conn) = self.sessions.get_mut(&info.id) {
@@ -254,6 +274,9 @@ impl RelayWorker {
             return;
         };
         debug!(worker = self.worker, session, code, "session closed");
+        self.counters.sessions_closed += 1;
+        self.counters.session_refusals.add(&conn.refusals);
+        self.counters.driver.add(&conn.driver.counters());
         conn.moq()
             .on_connection_closed(ErrorCode::from_number(code));
         for (path, broadcast) in conn.published.drain() {
@@ -265,28 +288,23 @@ impl RelayWorker {
             let result = self.shard.publisher_lost(now, broadcast);
             if let Err(err) = result {
                 debug!(worker = self.worker, session, %path, %err, "broadcast end not routed");
+                self.counters.router_refusals += 1;
             }
         }
-        for state in conn.serves.values() {
-            self.subscribers.remove(&state.sub);
-            let _ = self.shard.unsubscribe(state.sub);
+        // Only this session's own state: a mass disconnect costs O(sessions), not O(N²).
+        for sub in conn.router_subscribers.drain() {
+            let removed = self.subscribers.remove(&sub);
+            debug_assert!(removed.is_some_and(|(owner, _)| owner == session));
+            self.counters.note_router(self.shard.unsubscribe(sub));
         }
-        self.subscribers.retain(|sub, (owner, _)| {
-            let keep = *owner != session;
-            if !keep {
-                let _ = self.shard.unsubscribe(*sub);
-            }
-            keep
-        });
-        self.fetches.retain(|&id, &mut (owner, _)| {
-            if owner == session {
-                self.shard.cancel_fetch(id);
-            }
-            owner != session
-        });
+        for (_, id) in conn.fetches.drain() {
+            let removed = self.fetches.remove(&id);
+            debug_assert!(removed.is_some_and(|(owner, _)| owner == session));
+            self.shard.cancel_fetch(id);
+        }
         if let Some(query) = conn.query {
             self.queries.remove(&query);
-            let _ = self.shard.close_query(query);
+            self.counters.note_router(self.shard.close_query(query));
         }
     }
 }

@@ -62,7 +62,7 @@ impl RelayWorker {
                     info!(worker = self.worker, session, broadcast = %absolute, "unpublished");
                     self.broadcasts.remove(&broadcast);
                     conn.forget_broadcast(broadcast);
-                    let _ = self.shard.unannounce(broadcast);
+                    self.counters.note_router(self.shard.unannounce(broadcast));
                 }
             }
             MoqEvent::SubscribeResponse {
@@ -107,11 +107,11 @@ impl RelayWorker {
             } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     // The router counts groups that beat SUBSCRIBE_OK as the track going live.
-                    let _ = self.shard.publish_track(
+                    self.counters.note_router(self.shard.publish_track(
                         upstream.broadcast,
                         &upstream.name,
                         router::TrackInfo::default(),
-                    );
+                    ));
                     if let Err(err) = self.shard.start_group(upstream.track, sequence) {
                         debug!(worker = self.worker, session, %err, "group not started");
                     }
@@ -139,7 +139,8 @@ impl RelayWorker {
                 sequence,
             } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
-                    let _ = self.shard.end_group(upstream.track, sequence);
+                    self.counters
+                        .note_router(self.shard.end_group(upstream.track, sequence));
                 }
             }
             MoqEvent::GroupAborted {
@@ -148,7 +149,8 @@ impl RelayWorker {
                 ..
             } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
-                    let _ = self.shard.abort_group(upstream.track, sequence);
+                    self.counters
+                        .note_router(self.shard.abort_group(upstream.track, sequence));
                 }
             }
             MoqEvent::Datagram {
@@ -160,8 +162,11 @@ impl RelayWorker {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     let track = upstream.track;
                     if self.shard.start_group(track, sequence).is_ok() {
-                        let _ = self.shard.push_frame(track, sequence, timestamp, payload);
-                        let _ = self.shard.end_group(track, sequence);
+                        self.counters.note_router(
+                            self.shard.push_frame(track, sequence, timestamp, payload),
+                        );
+                        self.counters
+                            .note_router(self.shard.end_group(track, sequence));
                     }
                 }
             }
@@ -240,7 +245,7 @@ impl RelayWorker {
                         Ok(subscription) => conn.add_upstream(subscription, broadcast, track, name),
                         Err(err) => {
                             warn!(worker = self.worker, session, %err, "cannot subscribe to the publisher");
-                            let _ = self.shard.reject_track(track);
+                            self.counters.note_router(self.shard.reject_track(track));
                         }
                     }
                     self.drive(session, io);
@@ -254,7 +259,8 @@ impl RelayWorker {
                     };
                     if let Some(subscription) = conn.upstream_by_track.remove(&track) {
                         conn.upstream.remove(&subscription);
-                        let _ = conn.moq().unsubscribe(subscription);
+                        conn.refusals
+                            .note(conn.driver.session_mut().unsubscribe(subscription));
                     }
                     self.drive(session, io);
                 }

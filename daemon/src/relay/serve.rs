@@ -11,9 +11,7 @@ use quic_io::{SessionId, SessionIo};
 use router::AnnounceEvent;
 use tracing::debug;
 
-use super::{
-    MAX_DELIVERIES_PER_POLL, MAX_PENDING_BYTES_PER_SESSION, RelayWorker, SubscriberRole, session,
-};
+use super::{MAX_DELIVERIES_PER_POLL, RelayWorker, SubscriberRole, session};
 
 impl RelayWorker {
     /// What a subscribing peer asked for: subscriptions, track info and fetches.
@@ -24,7 +22,11 @@ impl RelayWorker {
         match event {
             MoqEvent::SubscribeRequested { serve, request } => {
                 let Some(absolute) = conn.readable(&request.broadcast) else {
-                    let _ = conn.moq().reject_subscribe(serve, ErrorCode::Unauthorized);
+                    conn.refusals.note(
+                        conn.driver
+                            .session_mut()
+                            .reject_subscribe(serve, ErrorCode::Unauthorized),
+                    );
                     return;
                 };
                 match self.shard.subscribe(&absolute, &request.track) {
@@ -38,17 +40,23 @@ impl RelayWorker {
                         );
                         self.subscribers
                             .insert(sub, (session, SubscriberRole::Serve(serve)));
+                        conn.router_subscribers.insert(sub);
                     }
                     Err(err) => {
                         debug!(worker = self.worker, session, broadcast = %absolute, track = %request.track, %err, "subscribe refused");
-                        let _ = conn.moq().reject_subscribe(serve, ErrorCode::NotFound);
+                        conn.refusals.note(
+                            conn.driver
+                                .session_mut()
+                                .reject_subscribe(serve, ErrorCode::NotFound),
+                        );
                     }
                 }
             }
             MoqEvent::SubscribeCancelled { serve, .. } => {
                 if let Some(state) = conn.serves.remove(&serve) {
                     self.subscribers.remove(&state.sub);
-                    let _ = self.shard.unsubscribe(state.sub);
+                    conn.router_subscribers.remove(&state.sub);
+                    self.counters.note_router(self.shard.unsubscribe(state.sub));
                 }
             }
             MoqEvent::GroupCancelled { serve, group, .. } => {
@@ -62,43 +70,59 @@ impl RelayWorker {
                 track,
             } => {
                 let Some(absolute) = conn.readable(&broadcast) else {
-                    let _ = conn.moq().reject_track(request, ErrorCode::Unauthorized);
+                    conn.refusals.note(
+                        conn.driver
+                            .session_mut()
+                            .reject_track(request, ErrorCode::Unauthorized),
+                    );
                     return;
                 };
                 match self.shard.subscribe(&absolute, &track) {
                     Ok(sub) => {
                         self.subscribers
                             .insert(sub, (session, SubscriberRole::TrackInfo(request)));
+                        conn.router_subscribers.insert(sub);
                     }
                     Err(_) => {
-                        let _ = conn.moq().reject_track(request, ErrorCode::NotFound);
+                        conn.refusals.note(
+                            conn.driver
+                                .session_mut()
+                                .reject_track(request, ErrorCode::NotFound),
+                        );
                     }
                 }
             }
             MoqEvent::FetchRequested { request, fetch } => {
                 let Some(absolute) = conn.readable(&fetch.broadcast) else {
-                    let _ = conn.moq().reject_fetch(request, ErrorCode::Unauthorized);
+                    conn.refusals.note(
+                        conn.driver
+                            .session_mut()
+                            .reject_fetch(request, ErrorCode::Unauthorized),
+                    );
                     return;
                 };
                 // Answered by `fetch_answers`, from this worker's cache or the owner's.
                 match self.shard.fetch(&absolute, &fetch.track, fetch.group) {
                     Ok(id) => {
                         self.fetches.insert(id, (session, request));
+                        let earlier = conn.fetches.insert(request, id);
+                        debug_assert!(earlier.is_none(), "the session reused a fetch request id");
                     }
                     Err(err) => {
                         debug!(worker = self.worker, session, %err, "fetch refused");
-                        let _ = conn.moq().reject_fetch(request, ErrorCode::NotFound);
+                        conn.refusals.note(
+                            conn.driver
+                                .session_mut()
+                                .reject_fetch(request, ErrorCode::NotFound),
+                        );
                     }
                 }
             }
             MoqEvent::FetchCancelled { request, .. } => {
-                self.fetches.retain(|&id, &mut (owner, pending)| {
-                    let cancelled = owner == session && pending == request;
-                    if cancelled {
-                        self.shard.cancel_fetch(id);
-                    }
-                    !cancelled
-                });
+                if let Some(id) = conn.fetches.remove(&request) {
+                    self.fetches.remove(&id);
+                    self.shard.cancel_fetch(id);
+                }
             }
             other => debug_assert!(false, "on_subscriber_request got {other:?}"),
         }
@@ -148,8 +172,14 @@ impl RelayWorker {
             let Some(conn) = self.sessions.get_mut(&session) else {
                 continue;
             };
+            let indexed = conn.fetches.remove(&request);
+            debug_assert_eq!(indexed, Some(id), "fetch indexes disagree");
             let Some(frames) = frames else {
-                let _ = conn.moq().reject_fetch(request, ErrorCode::NotFound);
+                conn.refusals.note(
+                    conn.driver
+                        .session_mut()
+                        .reject_fetch(request, ErrorCode::NotFound),
+                );
                 self.drive(session, io);
                 continue;
             };
@@ -158,11 +188,16 @@ impl RelayWorker {
             });
             match written {
                 Ok(()) => {
-                    let _ = conn.moq().end_fetch(request);
+                    conn.refusals
+                        .note(conn.driver.session_mut().end_fetch(request));
                 }
                 Err(err) => {
                     debug!(worker = self.worker, session, %err, "fetch not served");
-                    let _ = conn.moq().reject_fetch(request, ErrorCode::Cancel);
+                    conn.refusals.note(
+                        conn.driver
+                            .session_mut()
+                            .reject_fetch(request, ErrorCode::Cancel),
+                    );
                 }
             }
             self.drive(session, io);
@@ -182,9 +217,7 @@ impl RelayWorker {
             let Some(conn) = self.sessions.get_mut(&session) else {
                 continue;
             };
-            if conn.pending_bytes() > MAX_PENDING_BYTES_PER_SESSION
-                || handled >= MAX_DELIVERIES_PER_POLL
-            {
+            if conn.pending_bytes() > self.max_pending_bytes || handled >= MAX_DELIVERIES_PER_POLL {
                 if self.deferred_set.insert(sub) {
                     self.deferred.push_back(sub);
                 }
@@ -198,10 +231,11 @@ impl RelayWorker {
                 };
                 if finished {
                     self.subscribers.remove(&sub);
-                    let _ = self.shard.unsubscribe(sub);
+                    conn.router_subscribers.remove(&sub);
+                    self.counters.note_router(self.shard.unsubscribe(sub));
                     break;
                 }
-                if conn.pending_bytes() > MAX_PENDING_BYTES_PER_SESSION {
+                if conn.pending_bytes() > self.max_pending_bytes {
                     if self.deferred_set.insert(sub) {
                         self.deferred.push_back(sub);
                     }

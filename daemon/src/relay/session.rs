@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use driver::{DEFAULT_MAX_PENDING_BYTES, Driver};
 use proto::session::{
-    Config as SessionConfig, GroupId, Perspective, ServeId, Session, SubscriptionId,
+    Config as SessionConfig, FetchServeId, GroupId, Perspective, ServeId, Session, SubscriptionId,
     TrackRequestId, TrackServeId,
 };
 use proto::{ErrorCode, Version};
 use quic_io::SessionId;
-use router::{BroadcastId, Delivery, QueryId, SubscriberId, TrackId};
+use router::{BroadcastId, Delivery, FetchId, QueryId, SubscriberId, TrackId};
 use tracing::debug;
 
+use super::counters::SessionRefusals;
 use crate::auth::Access;
 
 /// A peer's subscription we serve from a router subscriber.
@@ -52,6 +53,12 @@ pub struct RelaySession {
     pub query: Option<QueryId>,
     /// Paths (relative to the session root) currently announced to the peer.
     announced: HashSet<String>,
+    /// Every router subscriber this session holds (serving SUBSCRIBE or answering
+    /// TRACK), so closing it touches only its own.
+    pub router_subscribers: HashSet<SubscriberId>,
+    /// FETCHes waiting for the router's answer, by the peer's request.
+    pub fetches: HashMap<FetchServeId, FetchId>,
+    pub refusals: SessionRefusals,
 }
 
 impl RelaySession {
@@ -76,6 +83,9 @@ impl RelaySession {
             track_requests: HashMap::new(),
             query: None,
             announced: HashSet::new(),
+            router_subscribers: HashSet::new(),
+            fetches: HashMap::new(),
+            refusals: SessionRefusals::default(),
         }
     }
 
@@ -124,7 +134,8 @@ impl RelaySession {
             return;
         };
         if self.announced.remove(relative) {
-            let _ = self.driver.session_mut().unannounce(relative);
+            self.refusals
+                .note(self.driver.session_mut().unannounce(relative));
         }
     }
 
@@ -142,7 +153,8 @@ impl RelaySession {
             .collect();
         for relative in gone {
             self.announced.remove(&relative);
-            let _ = self.driver.session_mut().unannounce(&relative);
+            self.refusals
+                .note(self.driver.session_mut().unannounce(&relative));
         }
         for absolute in current {
             self.announce_to_peer(absolute);
@@ -188,7 +200,8 @@ impl RelaySession {
             if let Some(up) = self.upstream.remove(&subscription) {
                 self.upstream_by_track.remove(&up.track);
             }
-            let _ = self.driver.session_mut().unsubscribe(subscription);
+            self.refusals
+                .note(self.driver.session_mut().unsubscribe(subscription));
         }
     }
 
@@ -203,10 +216,11 @@ impl RelaySession {
         let moq = self.driver.session_mut();
         match delivery {
             Delivery::Ready(_) => {
-                let _ = moq.accept_subscribe(serve);
+                self.refusals.note(moq.accept_subscribe(serve));
             }
             Delivery::NotFound => {
-                let _ = moq.reject_subscribe(serve, ErrorCode::NotFound);
+                self.refusals
+                    .note(moq.reject_subscribe(serve, ErrorCode::NotFound));
                 self.serves.remove(&serve);
                 return true;
             }
@@ -214,7 +228,10 @@ impl RelaySession {
                 Ok(id) => {
                     state.groups.insert(group, id);
                 }
-                Err(err) => debug!(session = self.id, group, %err, "group not started"),
+                Err(err) => {
+                    debug!(session = self.id, group, %err, "group not started");
+                    self.refusals.note::<()>(Err(err));
+                }
             },
             Delivery::Frame {
                 group,
@@ -226,11 +243,12 @@ impl RelaySession {
                 {
                     debug!(session = self.id, group, %err, "frame not written");
                     state.groups.remove(&group);
+                    self.refusals.note::<()>(Err(err));
                 }
             }
             Delivery::GroupEnd { group } => {
                 if let Some(id) = state.groups.remove(&group) {
-                    let _ = moq.end_group(id);
+                    self.refusals.note(moq.end_group(id));
                 }
             }
             Delivery::GroupsDropped { below } => {
@@ -242,15 +260,15 @@ impl RelaySession {
                     .collect();
                 for group in dropped {
                     if let Some(id) = state.groups.remove(&group) {
-                        let _ = moq.abort_group(id, ErrorCode::Dropped);
+                        self.refusals.note(moq.abort_group(id, ErrorCode::Dropped));
                     }
                 }
             }
             Delivery::TrackEnded { end } => {
                 for (_, id) in state.groups.drain() {
-                    let _ = moq.abort_group(id, ErrorCode::Cancel);
+                    self.refusals.note(moq.abort_group(id, ErrorCode::Cancel));
                 }
-                let _ = moq.end_subscription(serve, end);
+                self.refusals.note(moq.end_subscription(serve, end));
                 self.serves.remove(&serve);
                 return true;
             }
@@ -268,13 +286,15 @@ impl RelaySession {
                     max_latency_ms: u64::try_from(info.max_latency.as_millis()).unwrap_or(u64::MAX),
                     timescale: info.timescale,
                 };
-                let _ = self.driver.session_mut().answer_track(request, info);
+                self.refusals
+                    .note(self.driver.session_mut().answer_track(request, info));
             }
             _ => {
-                let _ = self
+                let rejected = self
                     .driver
                     .session_mut()
                     .reject_track(request, ErrorCode::NotFound);
+                self.refusals.note(rejected);
             }
         }
         true

@@ -1,0 +1,66 @@
+//! Per-worker counters of results the relay's bookkeeping expected to succeed. A refused
+//! call is never fatal (the peer or the router moved first), but a count that grows
+//! means the relay's view of a session or of the router drifted: the ops endpoint
+//! exports these. Plain integers: each worker owns its own.
+
+use driver::DriverCounters;
+use proto::session::SessionError;
+use router::RouterError;
+use tracing::debug;
+
+/// Session calls that were refused.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRefusals {
+    /// The session had already closed: normal while a session is torn down.
+    pub closed: u64,
+    /// An id the session did not know, or one of its limits: drift, or a peer at a limit.
+    pub other: u64,
+}
+
+impl SessionRefusals {
+    /// The value of `result`, counting a refusal.
+    pub fn note<T>(&mut self, result: Result<T, SessionError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(SessionError::Closed) => {
+                self.closed += 1;
+                None
+            }
+            Err(err) => {
+                debug!(%err, "session refused a relay call");
+                self.other += 1;
+                None
+            }
+        }
+    }
+
+    pub fn add(&mut self, other: &SessionRefusals) {
+        self.closed += other.closed;
+        self.other += other.other;
+    }
+}
+
+/// Everything one relay worker counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayCounters {
+    pub sessions_opened: u64,
+    pub sessions_closed: u64,
+    pub session_refusals: SessionRefusals,
+    /// Router calls refused (an id the router no longer knew, a group out of order).
+    pub router_refusals: u64,
+    pub driver: DriverCounters,
+}
+
+impl RelayCounters {
+    /// The value of `result`, counting a router refusal.
+    pub fn note_router<T>(&mut self, result: Result<T, RouterError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(err) => {
+                debug!(%err, "router refused a relay call");
+                self.router_refusals += 1;
+                None
+            }
+        }
+    }
+}
