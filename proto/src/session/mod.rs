@@ -20,6 +20,10 @@ use crate::path;
 use crate::reader::{GroupItem, GroupReader, MessageReader};
 use crate::{DecodeError, ErrorCode, Version};
 
+mod slots;
+
+use slots::{Kind, Out, Slot};
+
 /// Streams tracked at once, all kinds: QUIC allows 1024 concurrent bidi and 1024 uni per
 /// direction by default (spec 2.6), so four times that covers every legal state.
 pub const MAX_STREAMS: usize = 4096;
@@ -322,84 +326,6 @@ pub fn group_priority(subscriber_priority: u8, sequence: u64) -> i32 {
 }
 
 #[derive(Debug)]
-enum Out {
-    Data(Bytes),
-    Fin,
-    Reset(ErrorCode),
-}
-
-#[derive(Debug)]
-enum Kind {
-    UniUnknown(MessageReader),
-    BidiUnknown(MessageReader),
-    SetupIn(MessageReader),
-    SetupOut,
-    GroupIn {
-        reader: GroupReader,
-        target: Option<(SubscriptionId, u64)>,
-        ts: i64,
-    },
-    GroupOut {
-        serve: ServeId,
-        sequence: u64,
-        last_ts: u64,
-    },
-    InterestOut {
-        id: InterestId,
-        prefix: String,
-        reader: MessageReader,
-        hop: Option<u64>,
-        active: HashSet<String>,
-    },
-    SubscribeOut {
-        id: SubscriptionId,
-        reader: MessageReader,
-        responses: u64,
-    },
-    TrackOut {
-        id: TrackRequestId,
-        reader: MessageReader,
-    },
-    InterestIn {
-        reader: MessageReader,
-        state: Option<(String, u64)>,
-        sent: HashSet<String>,
-    },
-    SubscribeIn {
-        reader: MessageReader,
-        serve: Option<ServeId>,
-    },
-    TrackIn {
-        reader: MessageReader,
-        asked: bool,
-    },
-    FetchIn {
-        reader: MessageReader,
-        asked: bool,
-        last_ts: u64,
-    },
-    FetchOut {
-        id: FetchId,
-        reader: GroupReader,
-        ts: i64,
-    },
-    /// Probe / GoAway streams: read and discard (bounded), never written.
-    Drain {
-        reader: MessageReader,
-        goaway: bool,
-    },
-}
-
-#[derive(Debug)]
-struct Slot {
-    id: Option<StreamId>,
-    queued: Vec<Out>,
-    kind: Kind,
-    send_open: bool,
-    recv_open: bool,
-}
-
-#[derive(Debug)]
 struct Serve {
     slot: u64,
     priority: u8,
@@ -559,92 +485,6 @@ impl Session {
             return;
         }
         self.events.push_back(e);
-    }
-
-    fn new_local(&mut self, kind: Kind, bidi: bool, priority: i32) -> Result<u64, SessionError> {
-        if self.slots.len() >= MAX_STREAMS {
-            return Err(SessionError::Limit {
-                what: "streams",
-                max: MAX_STREAMS,
-            });
-        }
-        let slot = self.next_slot;
-        self.next_slot += 1;
-        self.slots.insert(
-            slot,
-            Slot {
-                id: None,
-                queued: Vec::new(),
-                kind,
-                send_open: true,
-                recv_open: bidi,
-            },
-        );
-        let token = OpenToken(slot);
-        self.push_action(if bidi {
-            Action::OpenBi { token, priority }
-        } else {
-            Action::OpenUni { token, priority }
-        });
-        Ok(slot)
-    }
-
-    /// Sends on a slot, or queues until the transport binds it.
-    fn send(&mut self, slot: u64, out: Out) {
-        let Some(s) = self.slots.get_mut(&slot) else {
-            return;
-        };
-        if !s.send_open {
-            return;
-        }
-        if matches!(out, Out::Fin | Out::Reset(_)) {
-            s.send_open = false;
-        }
-        match s.id {
-            Some(stream) => {
-                let a = match out {
-                    Out::Data(data) => Action::Write { stream, data },
-                    Out::Fin => Action::Finish { stream },
-                    Out::Reset(code) => Action::Reset { stream, code },
-                };
-                self.push_action(a);
-            }
-            None => s.queued.push(out),
-        }
-        self.maybe_remove(slot);
-    }
-
-    fn queued_full(&self, slot: u64) -> bool {
-        self.slots
-            .get(&slot)
-            .is_some_and(|s| s.queued.len() >= MAX_QUEUED_CHUNKS)
-    }
-
-    fn stop(&mut self, slot: u64, code: ErrorCode) {
-        let Some(s) = self.slots.get_mut(&slot) else {
-            return;
-        };
-        if !s.recv_open {
-            return;
-        }
-        s.recv_open = false;
-        if let Some(stream) = s.id {
-            self.push_action(Action::StopSending { stream, code });
-        }
-        self.maybe_remove(slot);
-    }
-
-    /// Drops a slot once both directions are done and nothing is waiting to be sent.
-    fn maybe_remove(&mut self, slot: u64) {
-        let done = self.slots.get(&slot).is_some_and(|s| {
-            !s.send_open && !s.recv_open && (s.id.is_some() || s.queued.is_empty())
-        });
-        if done
-            && let Some(s) = self.slots.remove(&slot)
-            && let Some(id) = s.id
-        {
-            self.by_id.remove(&id);
-        }
     }
 
     fn encode<M: Message>(&mut self, m: &M) -> Result<Bytes, SessionError> {
