@@ -22,6 +22,7 @@ use crate::{DecodeError, ErrorCode, Version};
 
 mod announce;
 mod slots;
+mod subscribe;
 
 use slots::{Kind, Out, Slot};
 
@@ -1109,105 +1110,6 @@ impl Session {
         Ok(())
     }
 
-    fn process_group(
-        &mut self,
-        slot: u64,
-        data: Option<Bytes>,
-        fin: bool,
-    ) -> Result<(), (ErrorCode, String)> {
-        let v = self.cfg.version;
-        let Some(s) = self.slots.get_mut(&slot) else {
-            return Ok(());
-        };
-        let Kind::GroupIn { reader, .. } = &mut s.kind else {
-            return Ok(());
-        };
-        if let Some(d) = data {
-            reader.push(d);
-        }
-        // Each item consumes at least one byte of the chunk; MAX_FRAME_SIZE+ bounds the loop.
-        loop {
-            let Some(s) = self.slots.get_mut(&slot) else {
-                return Ok(());
-            };
-            let Kind::GroupIn { reader, target, ts } = &mut s.kind else {
-                return Ok(());
-            };
-            let item = reader.next().map_err(|e| (e.code(), e.to_string()))?;
-            match item {
-                None => break,
-                Some(GroupItem::Header(h)) => {
-                    let sub = SubscriptionId(h.subscribe_id);
-                    if self.subs.contains_key(&sub) {
-                        *target = Some((sub, h.sequence));
-                        self.emit(Event::GroupStarted {
-                            subscription: sub,
-                            sequence: h.sequence,
-                        });
-                    } else {
-                        // Unknown ID (e.g. after an unsubscribe): not an error, just unwanted.
-                        self.stop(slot, ErrorCode::Cancel);
-                        return Ok(());
-                    }
-                }
-                Some(GroupItem::Frame {
-                    timestamp_delta,
-                    payload,
-                }) => {
-                    let Some((subscription, sequence)) = *target else {
-                        return Ok(());
-                    };
-                    let timestamp = if v.is_05_or_later() {
-                        match ts.checked_add(timestamp_delta).filter(|t| *t >= 0) {
-                            Some(t) => {
-                                *ts = t;
-                                Some(t as u64)
-                            }
-                            None => {
-                                return Err((
-                                    ErrorCode::TimestampMismatch,
-                                    "timestamp out of range".into(),
-                                ));
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    self.emit(Event::Frame {
-                        subscription,
-                        sequence,
-                        timestamp,
-                        payload,
-                    });
-                }
-            }
-        }
-        if fin {
-            let Some(s) = self.slots.get_mut(&slot) else {
-                return Ok(());
-            };
-            let Kind::GroupIn { reader, target, .. } = &mut s.kind else {
-                return Ok(());
-            };
-            if reader.finish().is_err() {
-                return Err((
-                    ErrorCode::WrongSize,
-                    "group stream ended inside a frame".into(),
-                ));
-            }
-            let target = target.take();
-            s.recv_open = false;
-            if let Some((subscription, sequence)) = target {
-                self.emit(Event::GroupEnded {
-                    subscription,
-                    sequence,
-                });
-            }
-            self.maybe_remove(slot);
-        }
-        Ok(())
-    }
-
     fn process_control(
         &mut self,
         slot: u64,
@@ -1474,81 +1376,6 @@ impl Session {
 
     // -----------------------------------------------------------------------------------
     // Subscriber-role API (we ask the peer)
-
-    /// Subscribes to `track` of `broadcast` with the given preferences (priority, ordered,
-    /// max latency, start, end; `SubscribeUpdate::latest(p)` for "from the latest group"). The ID is registered before SUBSCRIBE is sent,
-    /// so groups that beat SUBSCRIBE_OK are accepted.
-    pub fn subscribe(
-        &mut self,
-        broadcast: &str,
-        track: &str,
-        prefs: SubscribeUpdate,
-    ) -> Result<SubscriptionId, SessionError> {
-        let id = SubscriptionId(self.new_request_id()?);
-        let msg = Subscribe {
-            id: id.0,
-            broadcast: path::normalize(broadcast),
-            track: track.to_owned(),
-            priority: prefs.priority,
-            ordered: prefs.ordered,
-            max_latency_ms: prefs.max_latency_ms,
-            start: prefs.start,
-            end: prefs.end,
-        };
-        let data = self.encode_typed(BidiType::Subscribe.id(), &msg)?;
-        let slot = self.new_local(
-            Kind::SubscribeOut {
-                id,
-                reader: MessageReader::new(),
-                responses: 0,
-            },
-            true,
-            CONTROL_PRIORITY,
-        )?;
-        self.subs.insert(id, slot);
-        self.send(slot, Out::Data(data));
-        Ok(id)
-    }
-
-    /// Sends SUBSCRIBE_UPDATE.
-    pub fn update_subscription(
-        &mut self,
-        id: SubscriptionId,
-        update: SubscribeUpdate,
-    ) -> Result<(), SessionError> {
-        let slot = *self.subs.get(&id).ok_or(SessionError::Unknown {
-            what: "subscription",
-            id: id.0,
-        })?;
-        let data = self.encode(&update)?;
-        self.send(slot, Out::Data(data));
-        Ok(())
-    }
-
-    /// Cancels a subscription (FIN); in-flight groups for it are stopped.
-    pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), SessionError> {
-        let slot = self.subs.remove(&id).ok_or(SessionError::Unknown {
-            what: "subscription",
-            id: id.0,
-        })?;
-        self.send(slot, Out::Fin);
-        self.stop(slot, ErrorCode::Cancel);
-        let groups: Vec<u64> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| matches!(s.kind, Kind::GroupIn { target: Some((sub, _)), .. } if sub == id))
-            .map(|(k, _)| *k)
-            .collect();
-        for g in groups {
-            if let Some(s) = self.slots.get_mut(&g)
-                && let Kind::GroupIn { target, .. } = &mut s.kind
-            {
-                *target = None;
-            }
-            self.stop(g, ErrorCode::Cancel);
-        }
-        Ok(())
-    }
 
     /// Asks for TRACK_INFO (05 only).
     pub fn request_track(
