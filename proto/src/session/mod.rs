@@ -21,9 +21,12 @@ use crate::reader::{GroupItem, GroupReader, MessageReader};
 use crate::{DecodeError, ErrorCode, Version};
 
 mod announce;
+mod serve;
 mod slots;
 mod subscribe;
 
+use serve::Serve;
+pub use serve::group_priority;
 use slots::{Kind, Out, Slot};
 
 /// Streams tracked at once, all kinds: QUIC allows 1024 concurrent bidi and 1024 uni per
@@ -43,10 +46,6 @@ pub const MAX_QUEUED_CHUNKS: usize = 1024;
 pub const MAX_PENDING_OUTPUTS: usize = 1 << 16;
 /// Send priority of control streams: above every group (see [`group_priority`]).
 pub const CONTROL_PRIORITY: i32 = i32::MAX;
-
-/// Bytes of frame-header arena allocated at a time: ~256 headers share one allocation
-/// instead of one malloc per frame on the send path.
-const HEADER_ARENA: usize = 4096;
 
 /// Hasher for keys the session or the transport assigns (slot counters, QUIC stream IDs):
 /// they are not chosen freely by the peer, so SipHash's flood resistance buys nothing and
@@ -318,23 +317,6 @@ pub enum SessionError {
     WrongState { what: &'static str },
     #[error("encode: {0}")]
     Encode(#[from] EncodeError),
-}
-
-/// Send priority of a group stream: subscriber priority first, then newer groups first
-/// (the reference scheduler's order; it ignores `ordered`).
-pub fn group_priority(subscriber_priority: u8, sequence: u64) -> i32 {
-    // 2^22 groups of ordering per priority level keeps the result below 2^30.
-    (i32::from(subscriber_priority) << 22) | (sequence & ((1 << 22) - 1)) as i32
-}
-
-#[derive(Debug)]
-struct Serve {
-    slot: u64,
-    priority: u8,
-    accepted: bool,
-    started: bool,
-    ending: bool,
-    groups: HashSet<u64>,
 }
 
 /// One moq-lite session (both roles). Drive it with `on_*` calls and application calls,
@@ -748,24 +730,6 @@ impl Session {
     // -----------------------------------------------------------------------------------
     // Receive-side processing
 
-    /// Re-ranks open group streams after the subscriber changed its priority.
-    fn reprioritize(&mut self, groups: &[u64], priority: u8) {
-        for g in groups {
-            if let Some(Slot {
-                id: Some(stream),
-                kind: Kind::GroupOut { sequence, .. },
-                ..
-            }) = self.slots.get(g)
-            {
-                let a = Action::SetPriority {
-                    stream: *stream,
-                    priority: group_priority(priority, *sequence),
-                };
-                self.push_action(a);
-            }
-        }
-    }
-
     /// Resets our side, stops theirs, and reports what the transaction loses.
     fn fail_stream(&mut self, slot: u64, code: ErrorCode, why: String) {
         self.emit(Event::StreamFailed { code, reason: why });
@@ -898,31 +862,6 @@ impl Session {
             s.recv_open = false;
         }
         self.maybe_remove(slot);
-    }
-
-    fn cancel_serve(&mut self, serve: ServeId, code: Option<ErrorCode>) {
-        let Some(st) = self.serves.remove(&serve) else {
-            return;
-        };
-        for g in st.groups {
-            self.send(g, Out::Reset(ErrorCode::Cancel));
-        }
-        self.send(st.slot, Out::Fin);
-        self.emit(Event::SubscribeCancelled { serve, code });
-    }
-
-    fn group_gone(&mut self, serve: ServeId, slot: u64) {
-        let finish = match self.serves.get_mut(&serve) {
-            Some(st) => {
-                st.groups.remove(&slot);
-                st.ending && st.groups.is_empty()
-            }
-            None => false,
-        };
-        if finish && let Some(st) = self.serves.remove(&serve) {
-            // Keep reading: the subscriber answers our FIN with its own (spec 3.4).
-            self.send(st.slot, Out::Fin);
-        }
     }
 
     /// Feeds data (or FIN) into a slot's parser. Errors carry the reset code.
@@ -1340,40 +1279,6 @@ impl Session {
         Ok(())
     }
 
-    fn on_subscribe(&mut self, slot: u64, sub: Subscribe) -> Result<(), (ErrorCode, String)> {
-        let serve = ServeId(sub.id);
-        if self.serves.contains_key(&serve) {
-            return Err((
-                ErrorCode::Duplicate,
-                format!("subscribe id {} in use", sub.id),
-            ));
-        }
-        if self.serves.len() >= MAX_OUTSTANDING_REQUESTS {
-            return Err((ErrorCode::BoundsExceeded, "too many subscriptions".into()));
-        }
-        if let Some(s) = self.slots.get_mut(&slot)
-            && let Kind::SubscribeIn { serve: sv, .. } = &mut s.kind
-        {
-            *sv = Some(serve);
-        }
-        self.serves.insert(
-            serve,
-            Serve {
-                slot,
-                priority: sub.priority,
-                accepted: false,
-                started: false,
-                ending: false,
-                groups: HashSet::new(),
-            },
-        );
-        self.emit(Event::SubscribeRequested {
-            serve,
-            request: sub,
-        });
-        Ok(())
-    }
-
     // -----------------------------------------------------------------------------------
     // Subscriber-role API (we ask the peer)
 
@@ -1410,206 +1315,6 @@ impl Session {
 
     // -----------------------------------------------------------------------------------
     // Publisher-role API (we serve the peer)
-
-    fn serve_mut(&mut self, serve: ServeId) -> Result<&mut Serve, SessionError> {
-        self.serves.get_mut(&serve).ok_or(SessionError::Unknown {
-            what: "served subscription",
-            id: serve.0,
-        })
-    }
-
-    /// Accepts the peer's subscription. On 03/04 this sends SUBSCRIBE_OK at once (it must be
-    /// the first response); on 05 SUBSCRIBE_START goes out with the first group.
-    pub fn accept_subscribe(&mut self, serve: ServeId) -> Result<(), SessionError> {
-        let v = self.cfg.version;
-        let st = self.serve_mut(serve)?;
-        if st.accepted {
-            return Ok(());
-        }
-        st.accepted = true;
-        let (slot, priority) = (st.slot, st.priority);
-        if !v.is_05_or_later() {
-            // The reference echoes the subscriber's priority, unordered, 0 ms, no range.
-            let ok = SubscribeOk {
-                priority,
-                ordered: false,
-                max_latency_ms: 0,
-                start: None,
-                end: None,
-            };
-            let data = self.encode(&SubscribeResponse::Ok(ok))?;
-            self.send(slot, Out::Data(data));
-        }
-        Ok(())
-    }
-
-    /// Rejects (or later fails) the peer's subscription: resets it with `code` (e.g.
-    /// `Unroutable`, `NotFound`) and resets its open groups.
-    pub fn reject_subscribe(
-        &mut self,
-        serve: ServeId,
-        code: ErrorCode,
-    ) -> Result<(), SessionError> {
-        let st = self.serves.remove(&serve).ok_or(SessionError::Unknown {
-            what: "served subscription",
-            id: serve.0,
-        })?;
-        for g in st.groups {
-            self.send(g, Out::Reset(code));
-        }
-        self.send(st.slot, Out::Reset(code));
-        self.stop(st.slot, code);
-        Ok(())
-    }
-
-    /// Opens a group stream for the peer's subscription. On 05 the first group also sends
-    /// SUBSCRIBE_START(`sequence`).
-    pub fn start_group(&mut self, serve: ServeId, sequence: u64) -> Result<GroupId, SessionError> {
-        let v = self.cfg.version;
-        if self.closed {
-            return Err(SessionError::Closed);
-        }
-        self.accept_subscribe(serve)?;
-        let st = self.serve_mut(serve)?;
-        if st.ending {
-            return Err(SessionError::WrongState {
-                what: "start_group after end_subscription",
-            });
-        }
-        let (slot, priority, started) = (st.slot, st.priority, st.started);
-        st.started = true;
-        if !started && v.is_05_or_later() {
-            let data = self.encode(&SubscribeResponse::Start { group: sequence })?;
-            self.send(slot, Out::Data(data));
-        }
-        let mut buf = BytesMut::new();
-        put_varint(&mut buf, "stream type", UniType::Group.id())?;
-        GroupHeader {
-            subscribe_id: serve.0,
-            sequence,
-        }
-        .encode(v, &mut buf)?;
-        let g = self.new_local(
-            Kind::GroupOut {
-                serve,
-                sequence,
-                last_ts: 0,
-            },
-            false,
-            group_priority(priority, sequence),
-        )?;
-        if let Some(st) = self.serves.get_mut(&serve) {
-            st.groups.insert(g);
-        }
-        self.send(g, Out::Data(buf.freeze()));
-        Ok(GroupId(g))
-    }
-
-    /// Writes one frame: its header as one chunk, then `payload` as given (never copied).
-    /// `timestamp` is absolute in the track's timescale; ignored before 05.
-    pub fn write_frame(
-        &mut self,
-        group: GroupId,
-        timestamp: u64,
-        payload: Bytes,
-    ) -> Result<(), SessionError> {
-        if self.queued_full(group.0) {
-            return Err(SessionError::Backlog {
-                what: "group",
-                id: group.0,
-                max: MAX_QUEUED_CHUNKS,
-            });
-        }
-        let s = self.slots.get_mut(&group.0).filter(|s| s.send_open);
-        let Some(Slot {
-            kind: Kind::GroupOut { last_ts, .. },
-            ..
-        }) = s
-        else {
-            return Err(SessionError::Unknown {
-                what: "group",
-                id: group.0,
-            });
-        };
-        let prev = *last_ts;
-        let delta = i128::from(timestamp) - i128::from(prev);
-        let delta = i64::try_from(delta).map_err(|_| EncodeError::Invalid {
-            what: "timestamp delta",
-        })?;
-        *last_ts = timestamp;
-        let hdr = match self.frame_header(delta, payload.len() as u64) {
-            Ok(h) => h,
-            Err(e) => {
-                // Undo: the frame was not written, so the next delta starts from before.
-                if let Some(Slot {
-                    kind: Kind::GroupOut { last_ts, .. },
-                    ..
-                }) = self.slots.get_mut(&group.0)
-                {
-                    *last_ts = prev;
-                }
-                return Err(e);
-            }
-        };
-        self.send(group.0, Out::Data(hdr));
-        if !payload.is_empty() {
-            self.send(group.0, Out::Data(payload));
-        }
-        Ok(())
-    }
-
-    /// Finishes a group stream (FIN).
-    pub fn end_group(&mut self, group: GroupId) -> Result<(), SessionError> {
-        self.close_group(group, Out::Fin)
-    }
-
-    /// Resets a group stream (e.g. `Old`, `Evicted`, `Lagged`).
-    pub fn abort_group(&mut self, group: GroupId, code: ErrorCode) -> Result<(), SessionError> {
-        self.close_group(group, Out::Reset(code))
-    }
-
-    fn close_group(&mut self, group: GroupId, out: Out) -> Result<(), SessionError> {
-        let serve = match self.slots.get(&group.0).map(|s| &s.kind) {
-            Some(Kind::GroupOut { serve, .. }) => *serve,
-            _ => {
-                return Err(SessionError::Unknown {
-                    what: "group",
-                    id: group.0,
-                });
-            }
-        };
-        self.send(group.0, out);
-        // Until the transport opens the stream the group is not handed off: the Subscribe
-        // stream must not FIN before it (on_stream_bound finishes the bookkeeping).
-        if self.slots.get(&group.0).is_none_or(|s| s.id.is_some()) {
-            self.group_gone(serve, group.0);
-        }
-        Ok(())
-    }
-
-    /// The track ended: no group ≥ `end` (exclusive) will come. On 05 sends SUBSCRIBE_END;
-    /// the Subscribe stream is FINed once every open group has ended.
-    pub fn end_subscription(&mut self, serve: ServeId, end: u64) -> Result<(), SessionError> {
-        let v = self.cfg.version;
-        let st = self.serve_mut(serve)?;
-        if st.ending {
-            return Ok(());
-        }
-        st.ending = true;
-        let (slot, accepted, idle) = (st.slot, st.accepted, st.groups.is_empty());
-        if !accepted {
-            self.accept_subscribe(serve)?;
-        }
-        if v.is_05_or_later() {
-            let data = self.encode(&SubscribeResponse::End { group: end })?;
-            self.send(slot, Out::Data(data));
-        }
-        if idle && let Some(st) = self.serves.remove(&serve) {
-            // Keep reading: the subscriber answers our FIN with its own (spec 3.4).
-            self.send(st.slot, Out::Fin);
-        }
-        Ok(())
-    }
 
     /// Answers a TRACK request with TRACK_INFO and FIN.
     pub fn answer_track(
@@ -1805,20 +1510,6 @@ impl Session {
         self.send(request.0, Out::Reset(code));
         self.stop(request.0, ErrorCode::Cancel);
         Ok(())
-    }
-
-    /// Encodes a frame header into the shared arena (one allocation per ~256 headers).
-    fn frame_header(&mut self, delta: i64, size: u64) -> Result<Bytes, SessionError> {
-        let arena = &mut self.header_arena;
-        if arena.capacity() - arena.len() < FrameHeader::MAX_LEN {
-            *arena = BytesMut::with_capacity(HEADER_ARENA);
-        }
-        FrameHeader {
-            timestamp_delta: delta,
-            size,
-        }
-        .encode(self.cfg.version, arena)?;
-        Ok(arena.split().freeze())
     }
 
     /// Number of streams tracked (for metrics and leak tests).
