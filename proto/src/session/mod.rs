@@ -21,6 +21,7 @@ use crate::reader::{GroupReader, MessageReader};
 use crate::{DecodeError, ErrorCode, Version};
 
 mod announce;
+mod datagram;
 mod fetch;
 mod serve;
 mod slots;
@@ -587,26 +588,6 @@ impl Session {
         self.subs.clear();
         self.interests.clear();
         self.tracks.clear();
-    }
-
-    /// A QUIC datagram arrived. Malformed, oversized or unknown-subscription datagrams are
-    /// dropped silently (spec 7).
-    pub fn on_datagram(&mut self, data: Bytes) {
-        if self.closed {
-            return;
-        }
-        let Ok(d) = Datagram::decode(self.cfg.version, data) else {
-            return;
-        };
-        let subscription = SubscriptionId(d.subscribe_id);
-        if self.subs.contains_key(&subscription) {
-            self.emit(Event::Datagram {
-                subscription,
-                sequence: d.group,
-                timestamp: d.timestamp,
-                payload: d.payload,
-            });
-        }
     }
 
     /// The peer opened a stream.
@@ -1226,34 +1207,6 @@ impl Session {
 
     // -----------------------------------------------------------------------------------
     // Publisher-role API (we serve the peer)
-
-    /// Sends a whole single-frame group as a datagram (05). The body is at most 1200 bytes.
-    pub fn send_datagram(
-        &mut self,
-        serve: ServeId,
-        sequence: u64,
-        timestamp: u64,
-        payload: &Bytes,
-    ) -> Result<(), SessionError> {
-        let v = self.cfg.version;
-        if !v.is_05_or_later() {
-            return Err(SessionError::NotInVersion {
-                what: "DATAGRAM",
-                version: v,
-            });
-        }
-        self.serve_mut(serve)?;
-        let mut buf = BytesMut::with_capacity(24 + payload.len());
-        Datagram {
-            subscribe_id: serve.0,
-            group: sequence,
-            timestamp,
-            payload: payload.clone(),
-        }
-        .encode(v, &mut buf)?;
-        self.push_action(Action::SendDatagram { data: buf.freeze() });
-        Ok(())
-    }
 
     /// Opens a Goaway stream (04/05): the peer should stop opening streams and migrate to
     /// `uri` if it is not empty.
