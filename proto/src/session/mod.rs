@@ -21,6 +21,7 @@ use crate::reader::{GroupReader, MessageReader};
 use crate::{DecodeError, ErrorCode, Version};
 
 mod announce;
+mod control;
 mod datagram;
 mod fetch;
 mod serve;
@@ -421,38 +422,6 @@ impl Session {
 
     // -----------------------------------------------------------------------------------
     // Internal plumbing
-
-    fn open_setup(&mut self) {
-        let (role, path) = match self.cfg.perspective {
-            Perspective::Client => (
-                self.cfg.setup_role.map(|r| match r {
-                    SetupRole::Both => 0,
-                    SetupRole::Publisher => 1,
-                    SetupRole::Subscriber => 2,
-                }),
-                self.cfg.setup_path.clone().filter(|p| !p.is_empty()),
-            ),
-            Perspective::Server => (None, None),
-        };
-        let setup = Setup {
-            probe: None,
-            path,
-            role,
-            cost: None,
-            origin: (self.cfg.hop_id != 0).then_some(self.cfg.hop_id),
-        };
-        let mut buf = BytesMut::new();
-        let res = put_varint(&mut buf, "type", UniType::Setup.id())
-            .and_then(|_| setup.encode(self.cfg.version, &mut buf));
-        if let Err(e) = res {
-            self.close(ErrorCode::Encode, format!("setup: {e}"));
-            return;
-        }
-        if let Ok(slot) = self.new_local(Kind::SetupOut, false, CONTROL_PRIORITY) {
-            self.send(slot, Out::Data(buf.freeze()));
-            self.send(slot, Out::Fin);
-        }
-    }
 
     fn push_action(&mut self, a: Action) {
         if self.actions.len() >= MAX_PENDING_OUTPUTS && !self.closed {
@@ -1207,30 +1176,6 @@ impl Session {
 
     // -----------------------------------------------------------------------------------
     // Publisher-role API (we serve the peer)
-
-    /// Opens a Goaway stream (04/05): the peer should stop opening streams and migrate to
-    /// `uri` if it is not empty.
-    pub fn go_away(&mut self, uri: &str) -> Result<(), SessionError> {
-        if self.closed {
-            return Err(SessionError::Closed);
-        }
-        let data = self.encode_typed(
-            BidiType::GoAway.id(),
-            &GoAway {
-                uri: uri.to_owned(),
-            },
-        )?;
-        let slot = self.new_local(
-            Kind::Drain {
-                reader: MessageReader::new(),
-                goaway: false,
-            },
-            true,
-            CONTROL_PRIORITY,
-        )?;
-        self.send(slot, Out::Data(data));
-        Ok(())
-    }
 
     /// Number of streams tracked (for metrics and leak tests).
     pub fn stream_count(&self) -> usize {
