@@ -12,14 +12,19 @@ use crate::coding::put_varint;
 use crate::message::{BidiType, GoAway, Message, Setup, SetupRole, UniType};
 use crate::reader::MessageReader;
 
+/// SETUP Role parameter values (spec 4.2); `Setup::role` decodes the same numbers.
+const ROLE_BOTH: u64 = 0;
+const ROLE_PUBLISHER: u64 = 1;
+const ROLE_SUBSCRIBER: u64 = 2;
+
 impl Session {
     pub(super) fn open_setup(&mut self) {
         let (role, path) = match self.cfg.perspective {
             Perspective::Client => (
                 self.cfg.setup_role.map(|r| match r {
-                    SetupRole::Both => 0,
-                    SetupRole::Publisher => 1,
-                    SetupRole::Subscriber => 2,
+                    SetupRole::Both => ROLE_BOTH,
+                    SetupRole::Publisher => ROLE_PUBLISHER,
+                    SetupRole::Subscriber => ROLE_SUBSCRIBER,
                 }),
                 self.cfg.setup_path.clone().filter(|p| !p.is_empty()),
             ),

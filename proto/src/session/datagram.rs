@@ -9,6 +9,10 @@ use bytes::{Bytes, BytesMut};
 use super::{Action, Event, ServeId, Session, SessionError, SubscriptionId};
 use crate::message::Datagram;
 
+/// Longest DATAGRAM header: three varints (subscribe id, group, timestamp) of at most 8
+/// bytes each, so the buffer is sized once and never regrows.
+const DATAGRAM_HEADER_MAX_LEN: usize = 3 * 8;
+
 impl Session {
     /// A QUIC datagram arrived. Malformed, oversized or unknown-subscription datagrams are
     /// dropped silently (spec 7).
@@ -30,7 +34,8 @@ impl Session {
         }
     }
 
-    /// Sends a whole single-frame group as a datagram (05). The body is at most 1200 bytes.
+    /// Sends a whole single-frame group as a datagram (05). The body (header and payload)
+    /// is at most [`crate::coding::MAX_DATAGRAM_SIZE`] bytes.
     pub fn send_datagram(
         &mut self,
         serve: ServeId,
@@ -46,7 +51,7 @@ impl Session {
             });
         }
         self.serve_mut(serve)?;
-        let mut buf = BytesMut::with_capacity(24 + payload.len());
+        let mut buf = BytesMut::with_capacity(DATAGRAM_HEADER_MAX_LEN + payload.len());
         Datagram {
             subscribe_id: serve.0,
             group: sequence,

@@ -217,7 +217,8 @@ impl Session {
                 reader: MessageReader::new(),
                 goaway: true,
             },
-            // FETCH is not served yet: "not available" is a legal answer.
+            // FETCH of one cached group: the application answers `FetchRequested` with
+            // `fetch_frame`… `end_fetch`, or `reject_fetch` when it does not have the group.
             Some(BidiType::Fetch) => Kind::FetchIn {
                 reader: MessageReader::new(),
                 asked: false,

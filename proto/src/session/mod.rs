@@ -64,18 +64,22 @@ pub const CONTROL_PRIORITY: i32 = i32::MAX;
 #[derive(Default, Clone, Copy)]
 struct IdHasher(u64);
 
+/// 2^64 / φ: multiplying by it (Fibonacci hashing) spreads sequential IDs over the high
+/// bits the table indexes by.
+const FIBONACCI_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(FIBONACCI_MULTIPLIER);
         }
     }
     fn write_u64(&mut self, v: u64) {
         // Fibonacci hashing spreads sequential IDs across the table.
-        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = (self.0 ^ v).wrapping_mul(FIBONACCI_MULTIPLIER);
     }
 }
 

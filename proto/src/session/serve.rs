@@ -21,11 +21,16 @@ use crate::message::{
     FrameHeader, GroupHeader, Message, Subscribe, SubscribeOk, SubscribeResponse, UniType,
 };
 
+/// Low bits of a group's send priority that order groups within one subscriber priority:
+/// 2^22 groups of ordering per level keeps the result below 2^30, so it stays under
+/// [`super::CONTROL_PRIORITY`] and never goes negative.
+const GROUP_ORDER_BITS: u32 = 22;
+
 /// Send priority of a group stream: subscriber priority first, then newer groups first
 /// (the reference scheduler's order; it ignores `ordered`).
 pub fn group_priority(subscriber_priority: u8, sequence: u64) -> i32 {
-    // 2^22 groups of ordering per priority level keeps the result below 2^30.
-    (i32::from(subscriber_priority) << 22) | (sequence & ((1 << 22) - 1)) as i32
+    (i32::from(subscriber_priority) << GROUP_ORDER_BITS)
+        | (sequence & ((1 << GROUP_ORDER_BITS) - 1)) as i32
 }
 
 /// Bytes of frame-header arena allocated at a time: ~256 headers share one allocation
