@@ -41,7 +41,9 @@ impl Session {
             active: HashSet::new(),
         };
         let slot = self.new_local(kind, true, CONTROL_PRIORITY)?;
-        self.interests.insert(id, slot);
+        let prev = self.interests.insert(id, slot);
+        // Request IDs come from a counter, so each is new.
+        debug_assert!(prev.is_none(), "request {id:?} registered twice");
         self.send(slot, Out::Data(data));
         Ok(id)
     }

@@ -43,6 +43,7 @@ impl Session {
         }
         let slot = self.next_slot;
         self.next_slot += 1;
+        debug_assert!(!self.slots.contains_key(&slot), "slot {slot} reused");
         let kind = if bidi {
             Kind::BidiUnknown(MessageReader::new())
         } else {
@@ -58,7 +59,9 @@ impl Session {
                 recv_open: true,
             },
         );
-        self.by_id.insert(stream, slot);
+        let prev = self.by_id.insert(stream, slot);
+        // Checked at the top: a stream the peer opens is new to us.
+        debug_assert!(prev.is_none(), "stream {stream:?} opened twice");
     }
 
     /// Bytes arrived on a stream.
@@ -312,7 +315,10 @@ impl Session {
                 Kind::TrackOut { reader, id } => match reader.read::<TrackInfo>(v).map_err(dec)? {
                     Some(info) => {
                         let id = *id;
-                        self.tracks.remove(&id);
+                        let pending = self.tracks.remove(&id);
+                        // A TrackOut slot's request stays in `tracks` until it is answered
+                        // (here, once: the slot turns into a Drain) or fails.
+                        debug_assert_eq!(pending, Some(slot), "track request {id:?} not pending");
                         s.kind = Kind::Drain {
                             reader: MessageReader::new(),
                             goaway: false,
@@ -430,7 +436,7 @@ impl Session {
                         }
                     } else {
                         // Discard: keep nothing (probe reports, bytes after TRACK_INFO).
-                        let _ = reader.take_rest();
+                        drop(reader.take_rest());
                         false
                     }
                 }

@@ -20,6 +20,8 @@ impl Session {
             self.push_action(Action::Finish { stream });
             return;
         };
+        // The transport binds each token once.
+        debug_assert!(s.id.is_none(), "token {token:?} bound twice");
         s.id = Some(stream);
         let queued = std::mem::take(&mut s.queued);
         // A group ended before its stream existed counts as handed off only now.
@@ -27,7 +29,9 @@ impl Session {
             Kind::GroupOut { serve, .. } if !s.send_open => Some(serve),
             _ => None,
         };
-        self.by_id.insert(stream, slot);
+        let prev = self.by_id.insert(stream, slot);
+        // The transport never hands out a stream ID that is still in use.
+        debug_assert!(prev.is_none(), "stream {stream:?} bound while in use");
         for out in queued {
             let a = match out {
                 Out::Data(data) => Action::Write { stream, data },
@@ -197,7 +201,9 @@ impl Session {
             Kind::InterestOut {
                 id, prefix, active, ..
             } => {
-                self.interests.remove(&id);
+                let pending = self.interests.remove(&id);
+                // An interest leaves the map only here (the kind is replaced, so once).
+                debug_assert_eq!(pending, Some(slot), "interest {id:?} not registered");
                 let mut paths: Vec<String> = active.into_iter().collect();
                 paths.sort();
                 for p in paths {
@@ -217,6 +223,8 @@ impl Session {
                 );
             }
             Kind::SubscribeOut { id, .. } => {
+                // Not asserted: `unsubscribe` removes the ID first, and a stream it left
+                // unopened still fails here if the transport cannot open it.
                 self.subs.remove(&id);
                 self.emit(Event::SubscriptionClosed {
                     subscription: id,
@@ -232,7 +240,9 @@ impl Session {
                 );
             }
             Kind::TrackOut { id, .. } => {
-                self.tracks.remove(&id);
+                let pending = self.tracks.remove(&id);
+                // An answered request is a Drain by now, so a TrackOut is still pending.
+                debug_assert_eq!(pending, Some(slot), "track request {id:?} not pending");
                 self.emit(Event::TrackInfo {
                     request: id,
                     info: Err(code.unwrap_or(ErrorCode::UnexpectedMessage)),

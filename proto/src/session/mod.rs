@@ -457,6 +457,7 @@ impl Session {
             return;
         }
         self.events.push_back(e);
+        debug_assert!(self.events.len() <= MAX_PENDING_OUTPUTS);
     }
 
     fn encode<M: Message>(&mut self, m: &M) -> Result<Bytes, SessionError> {

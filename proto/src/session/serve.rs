@@ -25,6 +25,7 @@ use crate::message::{
 /// 2^22 groups of ordering per level keeps the result below 2^30, so it stays under
 /// [`super::CONTROL_PRIORITY`] and never goes negative.
 const GROUP_ORDER_BITS: u32 = 22;
+const _: () = assert!((u8::MAX as i64 + 1) << GROUP_ORDER_BITS <= 1 << 30);
 
 /// Send priority of a group stream: subscriber priority first, then newer groups first
 /// (the reference scheduler's order; it ignores `ordered`).
@@ -36,6 +37,8 @@ pub fn group_priority(subscriber_priority: u8, sequence: u64) -> i32 {
 /// Bytes of frame-header arena allocated at a time: ~256 headers share one allocation
 /// instead of one malloc per frame on the send path.
 const HEADER_ARENA: usize = 4096;
+// A fresh arena must hold at least one header, or `frame_header` would allocate per frame.
+const _: () = assert!(HEADER_ARENA >= FrameHeader::MAX_LEN);
 
 #[derive(Debug)]
 pub(super) struct Serve {
@@ -68,7 +71,7 @@ impl Session {
         {
             *sv = Some(serve);
         }
-        self.serves.insert(
+        let prev = self.serves.insert(
             serve,
             Serve {
                 slot,
@@ -79,6 +82,7 @@ impl Session {
                 groups: HashSet::new(),
             },
         );
+        debug_assert!(prev.is_none(), "serve {serve:?} registered twice");
         self.emit(Event::SubscribeRequested {
             serve,
             request: sub,
@@ -151,6 +155,11 @@ impl Session {
                 what: "start_group after end_subscription",
             });
         }
+        // accept_subscribe above ran first: on 03/04 SUBSCRIBE_OK precedes every group.
+        debug_assert!(
+            st.accepted,
+            "serve {serve:?} started before it was accepted"
+        );
         let (slot, priority, started) = (st.slot, st.priority, st.started);
         st.started = true;
         if !started && v.is_05_or_later() {
@@ -174,7 +183,9 @@ impl Session {
             group_priority(priority, sequence),
         )?;
         if let Some(st) = self.serves.get_mut(&serve) {
-            st.groups.insert(g);
+            let fresh = st.groups.insert(g);
+            // `g` is a new slot number, so no group of any serve has it yet.
+            debug_assert!(fresh, "group slot {g} already open");
         }
         self.send(g, Out::Data(buf.freeze()));
         Ok(GroupId(g))
@@ -230,6 +241,13 @@ impl Session {
         if !payload.is_empty() {
             self.send(group.0, Out::Data(payload));
         }
+        // The check above lets one frame (header and payload) past the bound, no more.
+        debug_assert!(
+            self.slots
+                .get(&group.0)
+                .is_none_or(|s| s.queued.len() <= MAX_QUEUED_CHUNKS + 1),
+            "group {group:?} queued past its bound"
+        );
         Ok(())
     }
 
@@ -318,6 +336,8 @@ impl Session {
     pub(super) fn group_gone(&mut self, serve: ServeId, slot: u64) {
         let finish = match self.serves.get_mut(&serve) {
             Some(st) => {
+                // Not asserted: the peer may reuse a Subscribe ID once the old serve is
+                // gone, and a group of the old one still bound later lands here, unknown.
                 st.groups.remove(&slot);
                 st.ending && st.groups.is_empty()
             }

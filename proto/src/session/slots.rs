@@ -111,7 +111,7 @@ impl Session {
         }
         let slot = self.next_slot;
         self.next_slot += 1;
-        self.slots.insert(
+        let prev = self.slots.insert(
             slot,
             Slot {
                 id: None,
@@ -121,6 +121,8 @@ impl Session {
                 recv_open: bidi,
             },
         );
+        // Slot numbers are never reused: tokens, GroupIds and FetchServeIds are slot numbers.
+        debug_assert!(prev.is_none(), "slot {slot} reused");
         let token = OpenToken(slot);
         self.push_action(if bidi {
             Action::OpenBi { token, priority }
@@ -184,7 +186,9 @@ impl Session {
             && let Some(s) = self.slots.remove(&slot)
             && let Some(id) = s.id
         {
-            self.by_id.remove(&id);
+            let mapped = self.by_id.remove(&id);
+            // A bound slot is in `by_id` under its stream until it is removed here.
+            debug_assert_eq!(mapped, Some(slot), "stream {id:?} not mapped to its slot");
         }
     }
 }

@@ -45,7 +45,9 @@ impl Session {
             true,
             CONTROL_PRIORITY,
         )?;
-        self.subs.insert(id, slot);
+        let prev = self.subs.insert(id, slot);
+        // Request IDs come from a counter, so each is new.
+        debug_assert!(prev.is_none(), "request {id:?} registered twice");
         self.send(slot, Out::Data(data));
         Ok(id)
     }

@@ -37,7 +37,9 @@ impl Session {
             true,
             CONTROL_PRIORITY,
         )?;
-        self.tracks.insert(id, slot);
+        let prev = self.tracks.insert(id, slot);
+        // Request IDs come from a counter, so each is new.
+        debug_assert!(prev.is_none(), "request {id:?} registered twice");
         self.send(slot, Out::Data(data));
         Ok(id)
     }
