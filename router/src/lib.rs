@@ -18,6 +18,7 @@
 //! `shard.flush()` → `if shard.prepare_park() { sleep until the doorbell, I/O or
 //! shard.next_deadline() }`.
 
+mod announce;
 mod cache;
 mod log;
 pub mod park;

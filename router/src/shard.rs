@@ -4,13 +4,14 @@
 //! read a clock, or copy a payload; the only cross-thread traffic is ring pushes and
 //! `ParkState` updates, batched into one doorbell decision per target per `flush`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::announce::{AnnounceTable, Route};
 use crate::cache::Cache;
 use crate::log::{Entry, Frame, Log};
 use crate::park::ParkState;
@@ -19,7 +20,7 @@ use crate::slab::{Key, Slab};
 use crate::subscriber::Subscriber;
 use crate::{
     AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, FetchId, GroupFrames, MAX_SHARDS,
-    PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackInfo, path_has_prefix,
+    PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackInfo,
 };
 
 /// Groups a publisher may write concurrently on one track; past it the oldest open group
@@ -157,13 +158,6 @@ impl Peer {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Route {
-    owner: usize,
-    bc: Key,
-    order: u64,
-}
-
 struct Broadcast {
     path: Arc<str>,
     tracks: HashMap<Arc<str>, Key>,
@@ -226,12 +220,6 @@ impl Track {
     fn has_demand(&self) -> bool {
         !self.subs.is_empty() || !self.remotes.is_empty()
     }
-}
-
-struct Query {
-    prefix: Arc<str>,
-    events: VecDeque<AnnounceEvent>,
-    in_ready: bool,
 }
 
 /// Local fan-out step appended to a track's log.
@@ -309,9 +297,7 @@ impl Router {
                 replicas: HashMap::new(),
                 subs: Slab::new(config.max_subscribers),
                 ready_subs: VecDeque::new(),
-                announces: BTreeMap::new(),
-                queries: Slab::new(config.max_queries),
-                ready_queries: VecDeque::new(),
+                announces: AnnounceTable::new(config.max_queries, config.query_max_events),
                 pub_ready: VecDeque::new(),
                 pub_direct: VecDeque::new(),
                 notice_tracks: Vec::new(),
@@ -346,9 +332,7 @@ pub struct Shard {
     replicas: HashMap<(usize, Key, Arc<str>), Key>,
     subs: Slab<Subscriber>,
     ready_subs: VecDeque<Key>,
-    announces: BTreeMap<Arc<str>, Vec<Route>>,
-    queries: Slab<Query>,
-    ready_queries: VecDeque<Key>,
+    announces: AnnounceTable,
     pub_ready: VecDeque<Key>,
     pub_direct: VecDeque<PublisherEvent>,
     notice_tracks: Vec<Key>,
@@ -429,7 +413,7 @@ impl Shard {
                 let path = b.path.clone();
                 self.unsubscribe_feed(&tks, feeder, fbc);
                 let order = self.order.fetch_add(1, Ordering::Relaxed);
-                self.route_add(
+                self.announces.add(
                     path.clone(),
                     Route {
                         owner: self.id,
@@ -470,7 +454,7 @@ impl Shard {
             bc: bk,
             order,
         };
-        self.route_add(path.clone(), route);
+        self.announces.add(path.clone(), route);
         self.broadcast_control(|| Msg::Announce {
             path: path.clone(),
             bc: bk,
@@ -721,7 +705,7 @@ impl Shard {
     /// `Ready` (or `NotFound`), then the newest cached group from its first frame, then
     /// live groups.
     pub fn subscribe(&mut self, path: &str, track: &str) -> Result<SubscriberId, RouterError> {
-        let Some(route) = self.visible_route(path) else {
+        let Some(route) = self.announces.visible(path) else {
             return Err(RouterError::Unroutable { path: path.into() });
         };
         if self.subs.len() >= self.config.max_subscribers {
@@ -806,7 +790,7 @@ impl Shard {
     /// frames as `(timestamp, payload)` in order, or `None` when it is not cached whole
     /// (evicted, still being written, too large to cache, or never published).
     pub fn fetch(&mut self, path: &str, track: &str, group: u64) -> Result<FetchId, RouterError> {
-        let Some(route) = self.visible_route(path) else {
+        let Some(route) = self.announces.visible(path) else {
             return Err(RouterError::Unroutable { path: path.into() });
         };
         let local = if route.owner == self.id {
@@ -947,15 +931,7 @@ impl Shard {
 
     /// Paths announced under `prefix` right now, from this shard's replica.
     pub fn announced(&self, prefix: &str) -> Vec<Arc<str>> {
-        self.announces
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(p, _)| p.starts_with(prefix))
-            .filter(|(p, _)| path_has_prefix(p, prefix))
-            .map(|(p, _)| p.clone())
-            .collect()
+        self.announces.announced(prefix)
     }
 
     /// Current matches plus a query that receives every later change under `prefix`.
@@ -964,39 +940,22 @@ impl Shard {
         prefix: &str,
     ) -> Result<(QueryId, Vec<Arc<str>>), RouterError> {
         let q = self
-            .queries
-            .insert(Query {
-                prefix: prefix.into(),
-                events: VecDeque::new(),
-                in_ready: false,
-            })
-            .map_err(|_| self.limit("queries", self.config.max_queries))?;
-        Ok((QueryId(q), self.announced(prefix)))
+            .announces
+            .open(prefix)
+            .ok_or_else(|| self.limit("queries", self.config.max_queries))?;
+        Ok((q, self.announced(prefix)))
     }
 
     pub fn next_announce(&mut self, query: QueryId) -> Result<Option<AnnounceEvent>, RouterError> {
-        let q = self
-            .queries
-            .get_mut(query.0)
-            .ok_or(RouterError::UnknownQuery)?;
-        Ok(q.events.pop_front())
+        self.announces.next_event(query)
     }
 
     pub fn next_ready_query(&mut self) -> Option<QueryId> {
-        while let Some(qk) = self.ready_queries.pop_front() {
-            if let Some(q) = self.queries.get_mut(qk) {
-                q.in_ready = false;
-                return Some(QueryId(qk));
-            }
-        }
-        None
+        self.announces.next_ready()
     }
 
     pub fn close_query(&mut self, query: QueryId) -> Result<(), RouterError> {
-        self.queries
-            .remove(query.0)
-            .map(|_| ())
-            .ok_or(RouterError::UnknownQuery)
+        self.announces.close(query)
     }
 
     // ---------------------------------------------------------------- the loop
@@ -1145,14 +1104,6 @@ impl Shard {
         }
     }
 
-    fn visible_route(&self, path: &str) -> Option<Route> {
-        self.announces
-            .get(path)?
-            .iter()
-            .max_by_key(|r| r.order)
-            .copied()
-    }
-
     fn owned_track_for_demand(&mut self, bk: Key, name: &str) -> Result<Key, RouterError> {
         let Some(b) = self.broadcasts.get(bk) else {
             return Err(RouterError::UnknownBroadcast);
@@ -1295,7 +1246,7 @@ impl Shard {
         for (_, tk) in b.tracks {
             self.end_track_inner(tk);
         }
-        self.route_remove(&b.path, self.id, bk);
+        self.announces.remove(&b.path, self.id, bk);
         let path = b.path;
         self.broadcast_control(|| Msg::Unannounce {
             path: path.clone(),
@@ -1542,57 +1493,6 @@ impl Shard {
         }
     }
 
-    fn route_add(&mut self, path: Arc<str>, route: Route) {
-        let routes = self.announces.entry(path.clone()).or_default();
-        let before = routes.iter().map(|r| r.order).max();
-        routes.retain(|r| !(r.owner == route.owner && r.bc == route.bc));
-        routes.push(route);
-        if before.is_none_or(|b| route.order > b) {
-            self.notify_queries(AnnounceEvent::Active(path));
-        }
-    }
-
-    fn route_remove(&mut self, path: &Arc<str>, owner: usize, bc: Key) {
-        let Some(routes) = self.announces.get_mut(path) else {
-            return;
-        };
-        let before = routes.iter().map(|r| r.order).max();
-        routes.retain(|r| !(r.owner == owner && r.bc == bc));
-        let after = routes.iter().map(|r| r.order).max();
-        if after.is_none() {
-            self.announces.remove(path);
-            self.notify_queries(AnnounceEvent::Ended(path.clone()));
-        } else if after != before {
-            self.notify_queries(AnnounceEvent::Active(path.clone()));
-        }
-    }
-
-    fn notify_queries(&mut self, ev: AnnounceEvent) {
-        let path = match &ev {
-            AnnounceEvent::Active(p) | AnnounceEvent::Ended(p) => p.clone(),
-            AnnounceEvent::Lagged => return,
-        };
-        let max = self.config.query_max_events;
-        for (qk, q) in self.queries.iter_mut() {
-            if !path_has_prefix(&path, &q.prefix) {
-                continue;
-            }
-            // Once lagged, the session re-reads the whole table when it takes `Lagged`,
-            // which covers every change until then: queue nothing more.
-            let lagged = q.events.front() == Some(&AnnounceEvent::Lagged);
-            if !lagged && q.events.len() + 1 >= max {
-                q.events.clear();
-                q.events.push_back(AnnounceEvent::Lagged);
-            } else if !lagged {
-                q.events.push_back(ev.clone());
-            }
-            if !q.in_ready {
-                q.in_ready = true;
-                self.ready_queries.push_back(qk);
-            }
-        }
-    }
-
     fn handle(&mut self, from: usize, m: Msg) {
         match m {
             Msg::Frame { slot, frame } => {
@@ -1707,7 +1607,7 @@ impl Shard {
                 {
                     self.splice(mine, from, bc);
                 }
-                self.route_add(
+                self.announces.add(
                     path,
                     Route {
                         owner: from,
@@ -1725,7 +1625,7 @@ impl Shard {
                 {
                     self.end_broadcast(mine);
                 }
-                self.route_remove(&path, from, bc);
+                self.announces.remove(&path, from, bc);
             }
         }
     }
