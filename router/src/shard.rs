@@ -18,6 +18,10 @@ use crate::park::ParkState;
 use crate::ring::{self, Consumer, Producer};
 use crate::slab::{Key, Slab};
 use crate::subscriber::Subscriber;
+mod fetch;
+
+use fetch::MAX_PENDING_FETCHES;
+
 use crate::{
     AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, FetchId, GroupFrames, MAX_SHARDS,
     PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackInfo,
@@ -309,10 +313,6 @@ impl Router {
             .collect())
     }
 }
-
-/// FETCHes a shard may have outstanding at owner shards: each waits one ring round trip,
-/// so more than this means an owner is not draining its ring.
-const MAX_PENDING_FETCHES: usize = 1024;
 
 /// One worker's part of the router. `Send`, used from one thread.
 pub struct Shard {
@@ -782,72 +782,6 @@ impl Shard {
         }
         self.demand_changed(tk);
         Ok(SubscriberId(sk))
-    }
-
-    /// Starts a FETCH (moq-lite) of group `group` of `track` in the broadcast at `path`:
-    /// answered from this shard's cache if it holds the group whole, otherwise by the
-    /// broadcast's owner shard. The answer comes from `next_fetch_answer`: the group's
-    /// frames as `(timestamp, payload)` in order, or `None` when it is not cached whole
-    /// (evicted, still being written, too large to cache, or never published).
-    pub fn fetch(&mut self, path: &str, track: &str, group: u64) -> Result<FetchId, RouterError> {
-        let Some(route) = self.announces.visible(path) else {
-            return Err(RouterError::Unroutable { path: path.into() });
-        };
-        let local = if route.owner == self.id {
-            self.broadcasts
-                .get(route.bc)
-                .and_then(|b| b.tracks.get(track).copied())
-        } else {
-            self.replicas
-                .get(&(route.owner, route.bc, Arc::<str>::from(track)))
-                .copied()
-        };
-        let frames = local.and_then(|tk| self.cached_frames(tk, group));
-        self.check_outboxes()?;
-        let ticket = self
-            .fetches
-            .insert(())
-            .map_err(|_| self.limit("pending fetches", MAX_PENDING_FETCHES))?;
-        match (frames, self.peers[route.owner].as_mut()) {
-            (None, Some(owner)) => owner.send_control(Msg::Fetch {
-                bc: route.bc,
-                name: track.into(),
-                group,
-                ticket,
-            }),
-            (frames, _) => self.fetch_answers.push_back((FetchId(ticket), frames)),
-        }
-        Ok(FetchId(ticket))
-    }
-
-    /// A FETCH answer, in the order they came (never one for a cancelled FETCH).
-    pub fn next_fetch_answer(&mut self) -> Option<(FetchId, Option<GroupFrames>)> {
-        // Each pass removes one queued answer: bounded by the queue.
-        while let Some((id, frames)) = self.fetch_answers.pop_front() {
-            if self.fetches.remove(id.0).is_some() {
-                return Some((id, frames));
-            }
-        }
-        None
-    }
-
-    /// The FETCH's requester went away: its answer, if it comes, is dropped.
-    pub fn cancel_fetch(&mut self, id: FetchId) {
-        self.fetches.remove(id.0);
-    }
-
-    /// Frames of group `group` of track `tk` if this shard's cache holds it whole.
-    fn cached_frames(&self, tk: Key, group: u64) -> Option<GroupFrames> {
-        let log = self.logs.get(self.tracks.get(tk)?.log)?;
-        let cached = log.cache.complete(group)?;
-        let frames = log
-            .iter_from(cached.start)
-            .take_while(|e| !matches!(e, Entry::End(g) if *g == group))
-            .filter_map(|e| match e {
-                Entry::Frame(f) if f.group == group => Some((f.timestamp, f.payload.clone())),
-                _ => None,
-            });
-        Some(frames.collect())
     }
 
     pub fn unsubscribe(&mut self, sub: SubscriberId) -> Result<(), RouterError> {
@@ -1549,21 +1483,8 @@ impl Shard {
                 name,
                 group,
                 ticket,
-            } => {
-                let frames = self
-                    .broadcasts
-                    .get(bc)
-                    .and_then(|b| b.tracks.get(&name).copied())
-                    .and_then(|tk| self.cached_frames(tk, group));
-                if let Some(p) = self.peers[from].as_mut() {
-                    p.send_control(Msg::Fetched { ticket, frames });
-                }
-            }
-            Msg::Fetched { ticket, frames } => {
-                if self.fetches.get(ticket).is_some() {
-                    self.fetch_answers.push_back((FetchId(ticket), frames));
-                }
-            }
+            } => self.on_fetch(from, bc, &name, group, ticket),
+            Msg::Fetched { ticket, frames } => self.on_fetched(ticket, frames),
             Msg::Subscribed { slot, info } => {
                 if self.fed_kind(slot, from).is_some()
                     && let Some(t) = self.tracks.get_mut(slot)
