@@ -15,13 +15,15 @@ use crate::announce::{AnnounceTable, Route};
 use crate::cache::Cache;
 use crate::log::{Entry, Frame, Log};
 use crate::park::ParkState;
-use crate::ring::{self, Consumer, Producer};
+use crate::ring::{self, Consumer};
 use crate::slab::{Key, Slab};
 use crate::subscriber::Subscriber;
 mod demand;
 mod fetch;
+mod peer;
 
 use fetch::MAX_PENDING_FETCHES;
+use peer::{Msg, Peer, push_data};
 
 use crate::{
     AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, FetchId, GroupFrames, MAX_SHARDS,
@@ -41,73 +43,6 @@ const CONTROL_RESERVE_DIVISOR: usize = 8;
 /// draining their ring do not ring us, so we poll for room.
 const OUTBOX_RETRY: Duration = Duration::from_millis(1);
 
-/// A message on a ring. The sender is implied by the ring it arrives on. `slot` is the
-/// receiving shard's replica track key (for data) as chosen in `Subscribe`.
-enum Msg {
-    Announce {
-        path: Arc<str>,
-        bc: Key,
-        order: u64,
-    },
-    Unannounce {
-        path: Arc<str>,
-        bc: Key,
-    },
-    Subscribe {
-        bc: Key,
-        name: Arc<str>,
-        slot: Key,
-    },
-    Unsubscribe {
-        bc: Key,
-        name: Arc<str>,
-        slot: Key,
-    },
-    Subscribed {
-        slot: Key,
-        info: TrackInfo,
-    },
-    NotFound {
-        slot: Key,
-    },
-    TrackEnded {
-        slot: Key,
-        end: u64,
-    },
-    GroupStart {
-        slot: Key,
-        group: u64,
-    },
-    Frame {
-        slot: Key,
-        frame: Frame,
-    },
-    GroupEnd {
-        slot: Key,
-        group: u64,
-    },
-    Dropped {
-        slot: Key,
-        below: u64,
-    },
-    /// The publisher resumed after a loss: forget cached groups and numbering.
-    Restart {
-        slot: Key,
-    },
-    /// A FETCH this shard could not answer from its own cache, for the owner's.
-    Fetch {
-        bc: Key,
-        name: Arc<str>,
-        group: u64,
-        ticket: Key,
-    },
-    /// The owner's answer to `Fetch`: the group whole, or `None`.
-    Fetched {
-        ticket: Key,
-        frames: Option<GroupFrames>,
-    },
-}
-
 /// Counters of one shard, for metrics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -123,44 +58,6 @@ pub struct Stats {
     pub doorbells: u64,
     /// Messages taken from inbound rings.
     pub received: u64,
-}
-
-struct Peer {
-    tx: Producer<Msg>,
-    park: Arc<ParkState>,
-    doorbell: Arc<dyn Doorbell>,
-    /// Control messages that found the ring full; bounded by `Config::outbox_max` for
-    /// new work (teardown messages may exceed it by the teardowns of live state).
-    outbox: VecDeque<Msg>,
-    /// Pushed since the last `flush`: notify the target once there.
-    pushed: bool,
-    reserve: usize,
-}
-
-impl Peer {
-    fn try_data(&mut self, msg: Msg, reserve: usize) -> Result<(), Msg> {
-        if !self.outbox.is_empty() || self.tx.free(reserve + 1) <= reserve {
-            return Err(msg);
-        }
-        self.tx.push(msg)?;
-        self.pushed = true;
-        Ok(())
-    }
-
-    fn send_control(&mut self, msg: Msg) {
-        let msg = if self.outbox.is_empty() {
-            match self.tx.push(msg) {
-                Ok(()) => {
-                    self.pushed = true;
-                    return;
-                }
-                Err(m) => m,
-            }
-        } else {
-            msg
-        };
-        self.outbox.push_back(msg);
-    }
 }
 
 struct Broadcast {
@@ -366,26 +263,6 @@ impl Shard {
             what,
             limit,
             shard: self.id,
-        }
-    }
-
-    fn check_outboxes(&self) -> Result<(), RouterError> {
-        for (peer, p) in self.peers.iter().enumerate() {
-            if let Some(p) = p
-                && p.outbox.len() >= self.config.outbox_max
-            {
-                return Err(RouterError::Backlogged {
-                    peer,
-                    pending: p.outbox.len(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn broadcast_control(&mut self, mut make: impl FnMut() -> Msg) {
-        for p in self.peers.iter_mut().flatten() {
-            p.send_control(make());
         }
     }
 
@@ -1465,26 +1342,6 @@ impl Shard {
         t.remotes.push(r);
         self.demand_changed(tk);
     }
-}
-
-/// Data push to one interested shard, after any pending drop notice.
-fn push_data(p: &mut Peer, r: &mut Remote, msg: Msg) -> bool {
-    if let Some(below) = r.notice {
-        if p.try_data(
-            Msg::Dropped {
-                slot: r.slot,
-                below,
-            },
-            0,
-        )
-        .is_err()
-        {
-            return false;
-        }
-        r.notice = None;
-    }
-    let reserve = p.reserve;
-    p.try_data(msg, reserve).is_ok()
 }
 
 /// Late join for a new local subscriber: the newest cached group from its first frame.
