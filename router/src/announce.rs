@@ -28,6 +28,8 @@ struct Query {
 }
 
 pub(crate) struct AnnounceTable {
+    /// Shards of the router: every route's owner is below this.
+    shards: usize,
     routes: BTreeMap<Arc<str>, Vec<Route>>,
     queries: Slab<Query>,
     /// Queries with events since the session last took them; each at most once
@@ -37,8 +39,9 @@ pub(crate) struct AnnounceTable {
 }
 
 impl AnnounceTable {
-    pub(crate) fn new(max_queries: usize, max_events: usize) -> Self {
+    pub(crate) fn new(shards: usize, max_queries: usize, max_events: usize) -> Self {
         Self {
+            shards,
             routes: BTreeMap::new(),
             queries: Slab::new(max_queries),
             ready: VecDeque::new(),
@@ -58,6 +61,14 @@ impl AnnounceTable {
     /// Adds (or replaces, for the same owner and broadcast) a route to `path`; queries
     /// hear `Active` if it became the visible route.
     pub(crate) fn add(&mut self, path: Arc<str>, route: Route) {
+        // An owner past the shard count would be stored here and make every later
+        // subscribe to this path index a peer that does not exist.
+        assert!(
+            route.owner < self.shards,
+            "route owner {} of {path:?} is not below the shard count {}",
+            route.owner,
+            self.shards
+        );
         let routes = self.routes.entry(path.clone()).or_default();
         let before = routes.iter().map(|r| r.order).max();
         routes.retain(|r| !(r.owner == route.owner && r.bc == route.bc));
@@ -183,7 +194,7 @@ mod tests {
     }
 
     fn table() -> AnnounceTable {
-        AnnounceTable::new(8, 16)
+        AnnounceTable::new(4, 8, 16)
     }
 
     fn drain(t: &mut AnnounceTable, q: QueryId) -> Vec<AnnounceEvent> {
@@ -256,7 +267,7 @@ mod tests {
 
     #[test]
     fn undrained_query_lags_then_resyncs_from_a_snapshot() {
-        let mut t = AnnounceTable::new(8, 4);
+        let mut t = AnnounceTable::new(4, 8, 4);
         let q = t.open("").unwrap();
         for i in 0..10 {
             t.add(format!("p{i}").into(), route(0, key(i), u64::from(i)));
@@ -273,7 +284,7 @@ mod tests {
 
     #[test]
     fn queries_are_bounded_and_closed_ids_are_unknown() {
-        let mut t = AnnounceTable::new(2, 16);
+        let mut t = AnnounceTable::new(1, 2, 16);
         let a = t.open("x").unwrap();
         let _b = t.open("y").unwrap();
         assert_eq!(t.open("z"), None);
@@ -281,5 +292,12 @@ mod tests {
         assert_eq!(t.close(a), Err(RouterError::UnknownQuery));
         assert_eq!(t.next_event(a), Err(RouterError::UnknownQuery));
         assert!(t.open("z").is_some());
+    }
+
+    #[test]
+    #[should_panic(expected = "not below the shard count")]
+    fn route_owner_past_the_shard_count_is_refused() {
+        let mut t = AnnounceTable::new(2, 1, 1);
+        t.add("p".into(), route(2, key(0), 0));
     }
 }

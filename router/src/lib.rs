@@ -46,6 +46,12 @@ pub trait Doorbell: Send + Sync {
     fn ring(&self);
 }
 
+/// Default messages per ordered shard pair ring: a power of two, so that it is used as
+/// configured rather than rounded up. 1000 tracks at 30 frames/s crossing one shard pair
+/// take about a quarter of a second to fill it.
+const DEFAULT_RING_CAPACITY: usize = 8192;
+const _: () = assert!(DEFAULT_RING_CAPACITY.is_power_of_two());
+
 /// Limits and timings of the router; every bound the router uses comes from here or from
 /// a named constant.
 #[derive(Clone, Debug)]
@@ -79,7 +85,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            ring_capacity: 8192,
+            ring_capacity: DEFAULT_RING_CAPACITY,
             subscriber_max_bytes: 4 << 20,
             cache_max_groups: 4,
             cache_max_bytes: 16 << 20,

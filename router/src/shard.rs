@@ -42,6 +42,12 @@ const MAX_OPEN_GROUPS: usize = 16;
 /// subscribe replies and track ends still fit while a peer is slow.
 const CONTROL_RESERVE_DIVISOR: usize = 8;
 
+/// Smallest ring the router builds: below it the control reserve
+/// (`1 / CONTROL_RESERVE_DIVISOR` of the ring) would be under two slots.
+const MIN_RING_CAPACITY: usize = 16;
+const _: () = assert!(MIN_RING_CAPACITY.is_power_of_two());
+const _: () = assert!(MIN_RING_CAPACITY / CONTROL_RESERVE_DIVISOR >= 2);
+
 /// How soon a shard with control messages stuck in an outbox wants to run again: peers
 /// draining their ring do not ring us, so we poll for room.
 const OUTBOX_RETRY: Duration = Duration::from_millis(1);
@@ -140,7 +146,7 @@ impl Router {
         if n == 0 || n > MAX_SHARDS {
             return Err(RouterError::Config("shard count must be 1..=64"));
         }
-        if config.ring_capacity < 16 {
+        if config.ring_capacity < MIN_RING_CAPACITY {
             return Err(RouterError::Config("ring_capacity must be at least 16"));
         }
         if config.subscriber_max_bytes == 0 || config.cache_max_groups == 0 {
@@ -160,6 +166,9 @@ impl Router {
                     continue;
                 }
                 let (tx, rx) = ring::channel(config.ring_capacity);
+                debug_assert!(
+                    tx.capacity().is_power_of_two() && tx.capacity() >= MIN_RING_CAPACITY
+                );
                 let reserve = tx.capacity() / CONTROL_RESERVE_DIVISOR;
                 tx_row.push(Some(Peer {
                     tx,
@@ -193,7 +202,7 @@ impl Router {
                 replicas: HashMap::new(),
                 subs: Slab::new(config.max_subscribers),
                 ready_subs: VecDeque::new(),
-                announces: AnnounceTable::new(config.max_queries, config.query_max_events),
+                announces: AnnounceTable::new(n, config.max_queries, config.query_max_events),
                 pub_ready: VecDeque::new(),
                 pub_direct: VecDeque::new(),
                 notice_tracks: Vec::new(),

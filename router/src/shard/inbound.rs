@@ -9,6 +9,14 @@ use crate::slab::Key;
 impl Shard {
     /// One message from shard `from`'s ring.
     pub(super) fn handle(&mut self, from: usize, m: Msg) {
+        // `from` is the index of the inbound ring, never our own: every `peers[from]`
+        // below and every route or remote recorded with it relies on that.
+        debug_assert!(
+            from < self.peers.len() && from != self.id,
+            "message from shard {from} on shard {} of {}",
+            self.id,
+            self.peers.len()
+        );
         match m {
             Msg::Frame { slot, frame } => {
                 let Some(fed) = self.fed_kind(slot, from) else {
