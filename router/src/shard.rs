@@ -628,6 +628,13 @@ impl Shard {
             return Err(RouterError::UnknownSubscriber);
         };
         self.retired_drops += s.groups_dropped;
+        // A log is freed only with its last reader, so this subscriber's is still there
+        // and counts it: a miss or a zero count means the reader bookkeeping drifted (and
+        // a log would be freed under a reader, or never).
+        debug_assert!(
+            self.logs.get(s.log).is_some_and(|l| l.readers > 0),
+            "subscriber's log is gone or does not count it as a reader"
+        );
         if let Some(log) = self.logs.get_mut(s.log) {
             log.readers = log.readers.saturating_sub(1);
             log.idle.retain(|&k| k != sub.0);
@@ -636,7 +643,10 @@ impl Shard {
             }
         }
         if let Some(t) = self.tracks.get_mut(s.track) {
+            let before = t.subs.len();
             t.subs.retain(|&k| k != sub.0);
+            // Demand is counted from this list: the subscriber was in it exactly once.
+            debug_assert_eq!(t.subs.len() + 1, before, "subscriber not listed once");
             self.demand_changed(s.track);
         }
         Ok(())
