@@ -36,6 +36,8 @@ pub(crate) struct AnnounceTable {
     /// (`in_ready`), so bounded by the query count.
     ready: VecDeque<Key>,
     max_events: usize,
+    /// Times a query overflowed its queue and was told `Lagged`.
+    lagged: u64,
 }
 
 impl AnnounceTable {
@@ -46,7 +48,13 @@ impl AnnounceTable {
             queries: Slab::new(max_queries),
             ready: VecDeque::new(),
             max_events,
+            lagged: 0,
         }
+    }
+
+    /// Times a query was told `Lagged` since the table was built.
+    pub(crate) fn lagged(&self) -> u64 {
+        self.lagged
     }
 
     /// The route subscribers of `path` use: the newest announce of it.
@@ -164,6 +172,7 @@ impl AnnounceTable {
             if !lagged && q.events.len() + 1 >= max {
                 q.events.clear();
                 q.events.push_back(AnnounceEvent::Lagged);
+                self.lagged += 1;
             } else if !lagged {
                 q.events.push_back(ev.clone());
             }
@@ -272,6 +281,7 @@ mod tests {
         for i in 0..10 {
             t.add(format!("p{i}").into(), route(0, key(i), u64::from(i)));
         }
+        assert_eq!(t.lagged(), 1, "lagged once, not once per lost event");
         assert_eq!(drain(&mut t, q), [AnnounceEvent::Lagged]);
         assert_eq!(
             t.announced("").len(),
@@ -280,6 +290,7 @@ mod tests {
         );
         t.add("p10".into(), route(0, key(10), 10));
         assert_eq!(drain(&mut t, q), [active("p10")]);
+        assert_eq!(t.lagged(), 1);
     }
 
     #[test]

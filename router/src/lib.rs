@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use shard::{Router, Shard, Stats};
+pub use shard::{Router, Shard, ShardCounters, Stats};
 
 /// Shards are addressed by bit in a `u64` interest set in places, and each ordered pair
 /// owns a ring: 64 cores is beyond this daemon's target machines.

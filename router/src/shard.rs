@@ -69,6 +69,25 @@ pub struct Stats {
     pub received: u64,
 }
 
+/// Plain counters of what one shard dropped, deferred or refused instead of failing a
+/// call, for metrics (the ops issue exports them) and tests. Each counts an event that is
+/// legal but, in large numbers, means a peer is slow or bookkeeping drifted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCounters {
+    /// Messages from other shards for a track or broadcast that ended here since they
+    /// were sent, ignored.
+    pub stale_messages: u64,
+    /// FETCH answers dropped because the FETCH was cancelled first.
+    pub fetch_answers_dropped: u64,
+    /// Times an announce query was not drained in time and was told `Lagged`.
+    pub queries_lagged: u64,
+    /// Control messages that found a peer's ring full and waited in its outbox.
+    pub control_deferred: u64,
+    /// `TrackUnused` events not queued because the publisher event queue was at its
+    /// bound: 0 unless the queue's bookkeeping is wrong (debug builds assert instead).
+    pub publisher_events_dropped: u64,
+}
+
 struct Broadcast {
     path: Arc<str>,
     tracks: HashMap<Arc<str>, Key>,
@@ -176,6 +195,7 @@ impl Router {
                     doorbell: doorbells[to].clone(),
                     outbox: VecDeque::new(),
                     pushed: false,
+                    deferred: 0,
                     reserve,
                 }));
                 rxs[to][from] = Some(rx);
@@ -209,6 +229,7 @@ impl Router {
                 fetches: Slab::new(MAX_PENDING_FETCHES),
                 fetch_answers: VecDeque::new(),
                 stats: Stats::default(),
+                counters: ShardCounters::default(),
                 retired_drops: 0,
             })
             .collect())
@@ -242,6 +263,7 @@ pub struct Shard {
     fetches: Slab<()>,
     fetch_answers: VecDeque<(FetchId, Option<GroupFrames>)>,
     stats: Stats,
+    counters: ShardCounters,
     retired_drops: u64,
 }
 
@@ -259,6 +281,15 @@ impl Shard {
         s.subscriber_drops =
             self.retired_drops + self.subs.iter().map(|(_, s)| s.groups_dropped).sum::<u64>();
         s
+    }
+
+    /// What this shard dropped, deferred or refused without failing a call (cheap: sums
+    /// one field per peer).
+    pub fn counters(&self) -> ShardCounters {
+        let mut c = self.counters;
+        c.queries_lagged = self.announces.lagged();
+        c.control_deferred = self.peers.iter().flatten().map(|p| p.deferred).sum();
+        c
     }
 
     fn limit(&self, what: &'static str, limit: usize) -> RouterError {

@@ -110,12 +110,21 @@ impl Shard {
                     // publisher if it was asked for it.
                     if t.told_wanted
                         && let Origin::Local { bc } = t.origin
-                        && self.pub_direct.len() < self.config.max_tracks
                     {
-                        self.pub_direct.push_back(PublisherEvent::TrackUnused {
-                            broadcast: BroadcastId(bc),
-                            track: TrackId(tk),
-                        });
+                        if self.pub_direct.len() < self.config.max_tracks {
+                            self.pub_direct.push_back(PublisherEvent::TrackUnused {
+                                broadcast: BroadcastId(bc),
+                                track: TrackId(tk),
+                            });
+                        } else {
+                            // Unreachable by construction: a track is told wanted only
+                            // when this queue is empty (`next_publisher_event` drains it
+                            // first), and at most `max_tracks` tracks live at once. If it
+                            // happens, the publisher keeps an upstream subscription nobody
+                            // reads.
+                            debug_assert!(false, "publisher event queue past max_tracks");
+                            self.counters.publisher_events_dropped += 1;
+                        }
                     }
                     self.remove_track(tk);
                     return;

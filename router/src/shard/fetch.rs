@@ -58,6 +58,8 @@ impl Shard {
             if self.fetches.remove(id.0).is_some() {
                 return Some((id, frames));
             }
+            // Answered here, then cancelled before it was taken.
+            self.counters.fetch_answers_dropped += 1;
         }
         None
     }
@@ -98,6 +100,8 @@ impl Shard {
     pub(super) fn on_fetched(&mut self, ticket: Key, frames: Option<GroupFrames>) {
         if self.fetches.get(ticket).is_some() {
             self.fetch_answers.push_back((FetchId(ticket), frames));
+        } else {
+            self.counters.fetch_answers_dropped += 1;
         }
     }
 }

@@ -20,7 +20,7 @@ impl Shard {
         match m {
             Msg::Frame { slot, frame } => {
                 let Some(fed) = self.fed_kind(slot, from) else {
-                    return;
+                    return self.stale_message();
                 };
                 if fed {
                     self.fan_remote(slot, frame.group, true, |s| Msg::Frame {
@@ -32,7 +32,7 @@ impl Shard {
             }
             Msg::GroupStart { slot, group } => {
                 let Some(fed) = self.fed_kind(slot, from) else {
-                    return;
+                    return self.stale_message();
                 };
                 self.fan_local(slot, Ev::Start(group));
                 if fed {
@@ -41,7 +41,7 @@ impl Shard {
             }
             Msg::GroupEnd { slot, group } => {
                 let Some(fed) = self.fed_kind(slot, from) else {
-                    return;
+                    return self.stale_message();
                 };
                 self.fan_local(slot, Ev::End(group));
                 if fed {
@@ -50,7 +50,7 @@ impl Shard {
             }
             Msg::Dropped { slot, below } => {
                 let Some(fed) = self.fed_kind(slot, from) else {
-                    return;
+                    return self.stale_message();
                 };
                 self.fan_local(slot, Ev::AbortBelow(below));
                 if fed {
@@ -65,7 +65,7 @@ impl Shard {
                     }
                     self.fan_local(slot, Ev::Restart);
                 }
-                None => {}
+                None => self.stale_message(),
             },
             Msg::Fetch {
                 bc,
@@ -75,8 +75,10 @@ impl Shard {
             } => self.on_fetch(from, bc, &name, group, ticket),
             Msg::Fetched { ticket, frames } => self.on_fetched(ticket, frames),
             Msg::Subscribed { slot, info } => {
-                if self.fed_kind(slot, from).is_some()
-                    && let Some(t) = self.tracks.get_mut(slot)
+                if self.fed_kind(slot, from).is_none() {
+                    return self.stale_message();
+                }
+                if let Some(t) = self.tracks.get_mut(slot)
                     && t.info.is_none()
                 {
                     t.info = Some(info);
@@ -84,7 +86,9 @@ impl Shard {
                 }
             }
             Msg::NotFound { slot } | Msg::TrackEnded { slot, .. } => {
-                if self.fed_kind(slot, from).is_some() {
+                if self.fed_kind(slot, from).is_none() {
+                    self.stale_message();
+                } else {
                     if let Msg::TrackEnded { end, .. } = m
                         && let Some(t) = self.tracks.get_mut(slot)
                     {
@@ -104,6 +108,8 @@ impl Shard {
                 {
                     t.remotes.retain(|r| !(r.shard == from && r.slot == slot));
                     self.demand_changed(tk);
+                } else {
+                    self.stale_message();
                 }
             }
             Msg::Announce { path, bc, order } => {
@@ -138,6 +144,14 @@ impl Shard {
                 self.announces.remove(&path, from, bc);
             }
         }
+    }
+
+    /// A message for a track or broadcast that ended here since it was sent (normal
+    /// around an end or an unsubscribe, racing the ring): ignored, and counted so that a
+    /// steady stream of them, which would mean drifting keys, shows in metrics.
+    #[cold]
+    fn stale_message(&mut self) {
+        self.counters.stale_messages += 1;
     }
 
     fn on_remote_subscribe(&mut self, from: usize, bc: Key, name: &str, slot: Key) {

@@ -90,6 +90,8 @@ pub(super) struct Peer {
     pub(super) outbox: VecDeque<Msg>,
     /// Pushed since the last `flush`: notify the target once there.
     pub(super) pushed: bool,
+    /// Control messages that found the ring full and waited in the outbox.
+    pub(super) deferred: u64,
     pub(super) reserve: usize,
 }
 
@@ -115,6 +117,7 @@ impl Peer {
         } else {
             msg
         };
+        self.deferred += 1;
         self.outbox.push_back(msg);
     }
 }
