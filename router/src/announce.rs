@@ -52,6 +52,16 @@ impl AnnounceTable {
         }
     }
 
+    /// Paths with at least one route.
+    pub(crate) fn path_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Open queries.
+    pub(crate) fn query_count(&self) -> usize {
+        self.queries.len()
+    }
+
     /// Times a query was told `Lagged` since the table was built.
     pub(crate) fn lagged(&self) -> u64 {
         self.lagged
@@ -252,6 +262,7 @@ mod tests {
         assert_eq!(t.next_ready(), Some(q));
         assert_eq!(t.next_ready(), None, "one ready entry per burst");
         assert_eq!(drain(&mut t, q), [active("a/b"), ended("a/b")]);
+        assert_eq!(t.path_count(), 0);
         assert_eq!(t.visible("a/b"), None);
     }
 
@@ -299,6 +310,7 @@ mod tests {
         let a = t.open("x").unwrap();
         let _b = t.open("y").unwrap();
         assert_eq!(t.open("z"), None);
+        assert_eq!(t.query_count(), 2);
         t.close(a).unwrap();
         assert_eq!(t.close(a), Err(RouterError::UnknownQuery));
         assert_eq!(t.next_event(a), Err(RouterError::UnknownQuery));

@@ -283,6 +283,36 @@ impl Shard {
         s
     }
 
+    // Read-only introspection for tests and metrics: each is O(1), a length kept anyway.
+
+    /// Live local subscribers on this shard (those `unsubscribe` has not removed yet).
+    pub fn subscriber_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// FETCHes started on this shard and not yet handed back by `next_fetch_answer` or
+    /// cancelled: waiting for an owner shard's answer, or answered and not yet taken.
+    pub fn pending_fetch_count(&self) -> usize {
+        self.fetches.len()
+    }
+
+    /// Open announce queries on this shard.
+    pub fn query_count(&self) -> usize {
+        self.announces.query_count()
+    }
+
+    /// Broadcasts owned by this shard: announced here and not ended, lingering or
+    /// spliced ones included.
+    pub fn broadcast_count(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// Paths in this shard's replica of the announce table: announced on any shard, as
+    /// far as this shard has heard.
+    pub fn announced_count(&self) -> usize {
+        self.announces.path_count()
+    }
+
     /// What this shard dropped, deferred or refused without failing a call (cheap: sums
     /// one field per peer).
     pub fn counters(&self) -> ShardCounters {
