@@ -3,6 +3,12 @@
 //! shard. It is single-threaded (moved into its thread once) and must never block, lock,
 //! read a clock, or copy a payload; the only cross-thread traffic is ring pushes and
 //! `ParkState` updates, batched into one doorbell decision per target per `flush`.
+//!
+//! This file holds the shard's state, its public publish/subscribe/loop API and the
+//! track and broadcast lifecycle. By concern, the rest lives in: `fanout` (a track's steps
+//! to its log and to interested shards), `peer` (messages and ring ends, sending side),
+//! `inbound` (what each message does here), `demand` (`TrackWanted` / `TrackUnused`),
+//! `fetch` (FETCH), and `crate::announce` (the announce table replica and its queries).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -47,6 +53,8 @@ const CONTROL_RESERVE_DIVISOR: usize = 8;
 const MIN_RING_CAPACITY: usize = 16;
 const _: () = assert!(MIN_RING_CAPACITY.is_power_of_two());
 const _: () = assert!(MIN_RING_CAPACITY / CONTROL_RESERVE_DIVISOR >= 2);
+// The `Router::build` error messages spell these bounds out.
+const _: () = assert!(MIN_RING_CAPACITY == 16 && MAX_SHARDS == 64);
 
 /// How soon a shard with control messages stuck in an outbox wants to run again: peers
 /// draining their ring do not ring us, so we poll for room.
