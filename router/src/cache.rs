@@ -114,6 +114,8 @@ impl Cache {
             }
             !drop
         });
+        // Every group's bytes are part of the total: a larger sum means they drifted.
+        debug_assert!(removed <= self.bytes, "cache bytes underflow");
         self.bytes -= removed;
     }
 
@@ -157,6 +159,7 @@ impl Cache {
         if let Some(i) = oldest
             && let Some(g) = self.groups.remove(i)
         {
+            debug_assert!(g.bytes <= self.bytes, "cache bytes underflow");
             self.bytes -= g.bytes;
         }
     }
@@ -167,12 +170,14 @@ impl Cache {
             || (self.bytes > self.max_bytes && self.groups.len() > 1)
         {
             if let Some(g) = self.groups.pop_front() {
+                debug_assert!(g.bytes <= self.bytes, "cache bytes underflow");
                 self.bytes -= g.bytes;
             }
         }
         if self.bytes > self.max_bytes
             && let Some(g) = self.groups.back_mut()
         {
+            debug_assert!(g.bytes <= self.bytes, "cache bytes underflow");
             self.bytes -= g.bytes;
             g.bytes = 0;
             g.truncated = true;

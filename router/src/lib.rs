@@ -1,11 +1,12 @@
 //! Broadcast model, cache and cross-core fanout for moq-relayd. It owns the announce
 //! table replicas, tracks, frame logs (with their late-join caches) and subscriber
-//! cursors of every shard, and the SPSC rings between shards. It must never know the wire format, read a clock, take a
-//! lock, block a publisher, or copy a payload: frames move as refcounted `Bytes`, time
-//! comes in as `now`.
+//! cursors of every shard, and the SPSC rings between shards. It must never know the
+//! wire format, read a clock, take a lock, block a publisher, or copy a payload: frames
+//! move as refcounted `Bytes`, time comes in as `now`.
 //!
-//! Shape: [`Router::build`] returns one [`Shard`] per worker (plus one for the upstream
-//! core). Each `Shard` is moved into its thread and used from there only. A broadcast is
+//! Shape: [`Router::build`] returns one [`Shard`] per [`Doorbell`] it is given, in order;
+//! the daemon gives one per worker, and there is no other kind of shard. Each `Shard` is
+//! moved into its thread and used from there only. A broadcast is
 //! owned by the shard of its publisher; every shard keeps a replica of the announce table;
 //! a subscriber on another shard is served through one replica track per shard, fed by
 //! one ring push per frame. On each shard a track's frames are appended once to its log
@@ -16,8 +17,10 @@
 //! The embedding loop, per iteration:
 //! `shard.poll(now)` → run sessions (publish, subscribe, drain deliveries) →
 //! `shard.flush()` → `if shard.prepare_park() { sleep until the doorbell, I/O or
-//! shard.next_deadline() }`.
+//! shard.next_deadline() }`. A shard that pushed to a peer rings that peer's doorbell in
+//! `flush`, and only if the peer parked and nobody rang it since (see [`park`]).
 
+mod announce;
 mod cache;
 mod log;
 pub mod park;
@@ -32,18 +35,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use shard::{Router, Shard, Stats};
+pub use shard::{Router, Shard, ShardCounters, Stats};
 
-/// Shards are addressed by bit in a `u64` interest set in places, and each ordered pair
-/// owns a ring: 64 cores is beyond this daemon's target machines.
+/// Each ordered pair of shards owns a ring, so a router of n shards holds n·(n−1) rings
+/// of `ring_capacity` slots: 64 cores is beyond this daemon's target machines.
+/// (`Router::build`'s error message spells the bound out.)
 pub const MAX_SHARDS: usize = 64;
 
-/// Wakes a parked shard's loop. Implemented by the embedding loop (eventfd / MSG_RING in
-/// the io_uring worker, `Thread::unpark` in tests). Rung only when the target declared
-/// itself parked, at most once per producer iteration per target.
+/// Wakes a parked shard's loop. Implemented by the embedding loop: the daemon writes the
+/// worker's eventfd (quic-io's `Waker`), which its poll or io_uring wait includes; tests
+/// use `Thread::unpark`. Rung from the producer's `Shard::flush`, and only when the target
+/// declared itself parked (`prepare_park` returned true) and no producer rang it since:
+/// at most once per park of the target, however many shards pushed to it.
 pub trait Doorbell: Send + Sync {
     fn ring(&self);
 }
+
+/// Default messages per ordered shard pair ring: a power of two, so that it is used as
+/// configured rather than rounded up. 1000 tracks at 30 frames/s crossing one shard pair
+/// take about a quarter of a second to fill it.
+const DEFAULT_RING_CAPACITY: usize = 8192;
+const _: () = assert!(DEFAULT_RING_CAPACITY.is_power_of_two());
 
 /// Limits and timings of the router; every bound the router uses comes from here or from
 /// a named constant.
@@ -78,7 +90,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            ring_capacity: 8192,
+            ring_capacity: DEFAULT_RING_CAPACITY,
             subscriber_max_bytes: 4 << 20,
             cache_max_groups: 4,
             cache_max_bytes: 16 << 20,

@@ -57,10 +57,23 @@ pub struct Consumer<T> {
     cached_tail: usize,
 }
 
+/// Smallest ring: one slot would make "full" and "empty" the same index distance.
+const MIN_CAPACITY: usize = 2;
+// Slots are addressed as `index & mask`, which needs a power-of-two slot count.
+const _: () = assert!(MIN_CAPACITY.is_power_of_two());
+
 /// Creates a ring holding at least `capacity` items (rounded up to a power of two, at
 /// least 2).
 pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
-    let cap = capacity.max(2).next_power_of_two();
+    // `next_power_of_two` would wrap to 0 in release past `usize::MAX / 2`, and a mask
+    // built from that would address slots that do not exist.
+    let cap = capacity
+        .max(MIN_CAPACITY)
+        .checked_next_power_of_two()
+        .filter(|c| c.is_power_of_two());
+    let Some(cap) = cap else {
+        panic!("ring capacity {capacity} has no power of two that fits a usize");
+    };
     let slots = (0..cap)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect::<Vec<_>>()

@@ -3,23 +3,40 @@
 //! shard. It is single-threaded (moved into its thread once) and must never block, lock,
 //! read a clock, or copy a payload; the only cross-thread traffic is ring pushes and
 //! `ParkState` updates, batched into one doorbell decision per target per `flush`.
+//!
+//! This file holds the shard's state, its public publish/subscribe/loop API and the
+//! track and broadcast lifecycle. By concern, the rest lives in: `fanout` (a track's steps
+//! to its log and to interested shards), `peer` (messages and ring ends, sending side),
+//! `inbound` (what each message does here), `demand` (`TrackWanted` / `TrackUnused`),
+//! `fetch` (FETCH), and `crate::announce` (the announce table replica and its queries).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::announce::{AnnounceTable, Route};
 use crate::cache::Cache;
-use crate::log::{Entry, Frame, Log};
+use crate::log::{Frame, Log};
 use crate::park::ParkState;
-use crate::ring::{self, Consumer, Producer};
+use crate::ring::{self, Consumer};
 use crate::slab::{Key, Slab};
 use crate::subscriber::Subscriber;
+mod demand;
+mod fanout;
+mod fetch;
+mod inbound;
+mod peer;
+
+use fanout::{Ev, append_frame, join_at_newest, replay_newest, wake_idle};
+use fetch::MAX_PENDING_FETCHES;
+use peer::{Msg, Peer, push_data};
+
 use crate::{
     AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, FetchId, GroupFrames, MAX_SHARDS,
-    PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackInfo, path_has_prefix,
+    PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackInfo,
 };
 
 /// Groups a publisher may write concurrently on one track; past it the oldest open group
@@ -31,76 +48,17 @@ const MAX_OPEN_GROUPS: usize = 16;
 /// subscribe replies and track ends still fit while a peer is slow.
 const CONTROL_RESERVE_DIVISOR: usize = 8;
 
+/// Smallest ring the router builds: below it the control reserve
+/// (`1 / CONTROL_RESERVE_DIVISOR` of the ring) would be under two slots.
+const MIN_RING_CAPACITY: usize = 16;
+const _: () = assert!(MIN_RING_CAPACITY.is_power_of_two());
+const _: () = assert!(MIN_RING_CAPACITY / CONTROL_RESERVE_DIVISOR >= 2);
+// The `Router::build` error messages spell these bounds out.
+const _: () = assert!(MIN_RING_CAPACITY == 16 && MAX_SHARDS == 64);
+
 /// How soon a shard with control messages stuck in an outbox wants to run again: peers
 /// draining their ring do not ring us, so we poll for room.
 const OUTBOX_RETRY: Duration = Duration::from_millis(1);
-
-/// A message on a ring. The sender is implied by the ring it arrives on. `slot` is the
-/// receiving shard's replica track key (for data) as chosen in `Subscribe`.
-enum Msg {
-    Announce {
-        path: Arc<str>,
-        bc: Key,
-        order: u64,
-    },
-    Unannounce {
-        path: Arc<str>,
-        bc: Key,
-    },
-    Subscribe {
-        bc: Key,
-        name: Arc<str>,
-        slot: Key,
-    },
-    Unsubscribe {
-        bc: Key,
-        name: Arc<str>,
-        slot: Key,
-    },
-    Subscribed {
-        slot: Key,
-        info: TrackInfo,
-    },
-    NotFound {
-        slot: Key,
-    },
-    TrackEnded {
-        slot: Key,
-        end: u64,
-    },
-    GroupStart {
-        slot: Key,
-        group: u64,
-    },
-    Frame {
-        slot: Key,
-        frame: Frame,
-    },
-    GroupEnd {
-        slot: Key,
-        group: u64,
-    },
-    Dropped {
-        slot: Key,
-        below: u64,
-    },
-    /// The publisher resumed after a loss: forget cached groups and numbering.
-    Restart {
-        slot: Key,
-    },
-    /// A FETCH this shard could not answer from its own cache, for the owner's.
-    Fetch {
-        bc: Key,
-        name: Arc<str>,
-        group: u64,
-        ticket: Key,
-    },
-    /// The owner's answer to `Fetch`: the group whole, or `None`.
-    Fetched {
-        ticket: Key,
-        frames: Option<GroupFrames>,
-    },
-}
 
 /// Counters of one shard, for metrics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -119,49 +77,23 @@ pub struct Stats {
     pub received: u64,
 }
 
-struct Peer {
-    tx: Producer<Msg>,
-    park: Arc<ParkState>,
-    doorbell: Arc<dyn Doorbell>,
-    /// Control messages that found the ring full; bounded by `Config::outbox_max` for
-    /// new work (teardown messages may exceed it by the teardowns of live state).
-    outbox: VecDeque<Msg>,
-    /// Pushed since the last `flush`: notify the target once there.
-    pushed: bool,
-    reserve: usize,
-}
-
-impl Peer {
-    fn try_data(&mut self, msg: Msg, reserve: usize) -> Result<(), Msg> {
-        if !self.outbox.is_empty() || self.tx.free(reserve + 1) <= reserve {
-            return Err(msg);
-        }
-        self.tx.push(msg)?;
-        self.pushed = true;
-        Ok(())
-    }
-
-    fn send_control(&mut self, msg: Msg) {
-        let msg = if self.outbox.is_empty() {
-            match self.tx.push(msg) {
-                Ok(()) => {
-                    self.pushed = true;
-                    return;
-                }
-                Err(m) => m,
-            }
-        } else {
-            msg
-        };
-        self.outbox.push_back(msg);
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Route {
-    owner: usize,
-    bc: Key,
-    order: u64,
+/// Plain counters of what one shard dropped, deferred or refused instead of failing a
+/// call, for metrics (the ops issue exports them) and tests. Each counts an event that is
+/// legal but, in large numbers, means a peer is slow or bookkeeping drifted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCounters {
+    /// Messages from other shards for a track or broadcast that ended here since they
+    /// were sent, ignored.
+    pub stale_messages: u64,
+    /// FETCH answers dropped because the FETCH was cancelled first.
+    pub fetch_answers_dropped: u64,
+    /// Times an announce query was not drained in time and was told `Lagged`.
+    pub queries_lagged: u64,
+    /// Control messages that found a peer's ring full and waited in its outbox.
+    pub control_deferred: u64,
+    /// `TrackUnused` events not queued because the publisher event queue was at its
+    /// bound: 0 unless the queue's bookkeeping is wrong (debug builds assert instead).
+    pub publisher_events_dropped: u64,
 }
 
 struct Broadcast {
@@ -228,21 +160,6 @@ impl Track {
     }
 }
 
-struct Query {
-    prefix: Arc<str>,
-    events: VecDeque<AnnounceEvent>,
-    in_ready: bool,
-}
-
-/// Local fan-out step appended to a track's log.
-enum Ev {
-    Start(u64),
-    Frame(Frame),
-    End(u64),
-    AbortBelow(u64),
-    Restart,
-}
-
 /// Builds the shards.
 pub struct Router;
 
@@ -256,7 +173,7 @@ impl Router {
         if n == 0 || n > MAX_SHARDS {
             return Err(RouterError::Config("shard count must be 1..=64"));
         }
-        if config.ring_capacity < 16 {
+        if config.ring_capacity < MIN_RING_CAPACITY {
             return Err(RouterError::Config("ring_capacity must be at least 16"));
         }
         if config.subscriber_max_bytes == 0 || config.cache_max_groups == 0 {
@@ -276,6 +193,9 @@ impl Router {
                     continue;
                 }
                 let (tx, rx) = ring::channel(config.ring_capacity);
+                debug_assert!(
+                    tx.capacity().is_power_of_two() && tx.capacity() >= MIN_RING_CAPACITY
+                );
                 let reserve = tx.capacity() / CONTROL_RESERVE_DIVISOR;
                 tx_row.push(Some(Peer {
                     tx,
@@ -283,6 +203,7 @@ impl Router {
                     doorbell: doorbells[to].clone(),
                     outbox: VecDeque::new(),
                     pushed: false,
+                    deferred: 0,
                     reserve,
                 }));
                 rxs[to][from] = Some(rx);
@@ -309,24 +230,19 @@ impl Router {
                 replicas: HashMap::new(),
                 subs: Slab::new(config.max_subscribers),
                 ready_subs: VecDeque::new(),
-                announces: BTreeMap::new(),
-                queries: Slab::new(config.max_queries),
-                ready_queries: VecDeque::new(),
+                announces: AnnounceTable::new(n, config.max_queries, config.query_max_events),
                 pub_ready: VecDeque::new(),
                 pub_direct: VecDeque::new(),
                 notice_tracks: Vec::new(),
                 fetches: Slab::new(MAX_PENDING_FETCHES),
                 fetch_answers: VecDeque::new(),
                 stats: Stats::default(),
+                counters: ShardCounters::default(),
                 retired_drops: 0,
             })
             .collect())
     }
 }
-
-/// FETCHes a shard may have outstanding at owner shards: each waits one ring round trip,
-/// so more than this means an owner is not draining its ring.
-const MAX_PENDING_FETCHES: usize = 1024;
 
 /// One worker's part of the router. `Send`, used from one thread.
 pub struct Shard {
@@ -346,9 +262,7 @@ pub struct Shard {
     replicas: HashMap<(usize, Key, Arc<str>), Key>,
     subs: Slab<Subscriber>,
     ready_subs: VecDeque<Key>,
-    announces: BTreeMap<Arc<str>, Vec<Route>>,
-    queries: Slab<Query>,
-    ready_queries: VecDeque<Key>,
+    announces: AnnounceTable,
     pub_ready: VecDeque<Key>,
     pub_direct: VecDeque<PublisherEvent>,
     notice_tracks: Vec<Key>,
@@ -357,6 +271,7 @@ pub struct Shard {
     fetches: Slab<()>,
     fetch_answers: VecDeque<(FetchId, Option<GroupFrames>)>,
     stats: Stats,
+    counters: ShardCounters,
     retired_drops: u64,
 }
 
@@ -376,31 +291,50 @@ impl Shard {
         s
     }
 
+    // Read-only introspection for tests and metrics: each is O(1), a length kept anyway.
+
+    /// Live local subscribers on this shard (those `unsubscribe` has not removed yet).
+    pub fn subscriber_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// FETCHes started on this shard and not yet handed back by `next_fetch_answer` or
+    /// cancelled: waiting for an owner shard's answer, or answered and not yet taken.
+    pub fn pending_fetch_count(&self) -> usize {
+        self.fetches.len()
+    }
+
+    /// Open announce queries on this shard.
+    pub fn query_count(&self) -> usize {
+        self.announces.query_count()
+    }
+
+    /// Broadcasts owned by this shard: announced here and not ended, lingering or
+    /// spliced ones included.
+    pub fn broadcast_count(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// Paths in this shard's replica of the announce table: announced on any shard, as
+    /// far as this shard has heard.
+    pub fn announced_count(&self) -> usize {
+        self.announces.path_count()
+    }
+
+    /// What this shard dropped, deferred or refused without failing a call (cheap: sums
+    /// one field per peer).
+    pub fn counters(&self) -> ShardCounters {
+        let mut c = self.counters;
+        c.queries_lagged = self.announces.lagged();
+        c.control_deferred = self.peers.iter().flatten().map(|p| p.deferred).sum();
+        c
+    }
+
     fn limit(&self, what: &'static str, limit: usize) -> RouterError {
         RouterError::Limit {
             what,
             limit,
             shard: self.id,
-        }
-    }
-
-    fn check_outboxes(&self) -> Result<(), RouterError> {
-        for (peer, p) in self.peers.iter().enumerate() {
-            if let Some(p) = p
-                && p.outbox.len() >= self.config.outbox_max
-            {
-                return Err(RouterError::Backlogged {
-                    peer,
-                    pending: p.outbox.len(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn broadcast_control(&mut self, mut make: impl FnMut() -> Msg) {
-        for p in self.peers.iter_mut().flatten() {
-            p.send_control(make());
         }
     }
 
@@ -429,7 +363,7 @@ impl Shard {
                 let path = b.path.clone();
                 self.unsubscribe_feed(&tks, feeder, fbc);
                 let order = self.order.fetch_add(1, Ordering::Relaxed);
-                self.route_add(
+                self.announces.add(
                     path.clone(),
                     Route {
                         owner: self.id,
@@ -470,7 +404,7 @@ impl Shard {
             bc: bk,
             order,
         };
-        self.route_add(path.clone(), route);
+        self.announces.add(path.clone(), route);
         self.broadcast_control(|| Msg::Announce {
             path: path.clone(),
             bc: bk,
@@ -673,55 +607,13 @@ impl Shard {
         Ok(())
     }
 
-    /// Next demand change for publishing sessions on this shard.
-    pub fn next_publisher_event(&mut self) -> Option<PublisherEvent> {
-        if let Some(e) = self.pub_direct.pop_front() {
-            return Some(e);
-        }
-        // Each key is in the queue at most once (in_pub_ready), so this is bounded.
-        while let Some(tk) = self.pub_ready.pop_front() {
-            let Some(t) = self.tracks.get_mut(tk) else {
-                continue;
-            };
-            t.in_pub_ready = false;
-            let Origin::Local { bc } = t.origin else {
-                continue;
-            };
-            if self
-                .broadcasts
-                .get(bc)
-                .is_none_or(|b| b.linger_until.is_some() || b.fed_by.is_some())
-            {
-                continue;
-            }
-            let demand = t.has_demand();
-            if demand == t.told_wanted {
-                continue;
-            }
-            t.told_wanted = demand;
-            return Some(if demand {
-                PublisherEvent::TrackWanted {
-                    broadcast: BroadcastId(bc),
-                    track: TrackId(tk),
-                    name: t.name.clone(),
-                }
-            } else {
-                PublisherEvent::TrackUnused {
-                    broadcast: BroadcastId(bc),
-                    track: TrackId(tk),
-                }
-            });
-        }
-        None
-    }
-
     // ---------------------------------------------------------------- subscribing
 
     /// Subscribes to `track` of the broadcast announced at `path`. Deliveries start with
     /// `Ready` (or `NotFound`), then the newest cached group from its first frame, then
     /// live groups.
     pub fn subscribe(&mut self, path: &str, track: &str) -> Result<SubscriberId, RouterError> {
-        let Some(route) = self.visible_route(path) else {
+        let Some(route) = self.announces.visible(path) else {
             return Err(RouterError::Unroutable { path: path.into() });
         };
         if self.subs.len() >= self.config.max_subscribers {
@@ -800,77 +692,18 @@ impl Shard {
         Ok(SubscriberId(sk))
     }
 
-    /// Starts a FETCH (moq-lite) of group `group` of `track` in the broadcast at `path`:
-    /// answered from this shard's cache if it holds the group whole, otherwise by the
-    /// broadcast's owner shard. The answer comes from `next_fetch_answer`: the group's
-    /// frames as `(timestamp, payload)` in order, or `None` when it is not cached whole
-    /// (evicted, still being written, too large to cache, or never published).
-    pub fn fetch(&mut self, path: &str, track: &str, group: u64) -> Result<FetchId, RouterError> {
-        let Some(route) = self.visible_route(path) else {
-            return Err(RouterError::Unroutable { path: path.into() });
-        };
-        let local = if route.owner == self.id {
-            self.broadcasts
-                .get(route.bc)
-                .and_then(|b| b.tracks.get(track).copied())
-        } else {
-            self.replicas
-                .get(&(route.owner, route.bc, Arc::<str>::from(track)))
-                .copied()
-        };
-        let frames = local.and_then(|tk| self.cached_frames(tk, group));
-        self.check_outboxes()?;
-        let ticket = self
-            .fetches
-            .insert(())
-            .map_err(|_| self.limit("pending fetches", MAX_PENDING_FETCHES))?;
-        match (frames, self.peers[route.owner].as_mut()) {
-            (None, Some(owner)) => owner.send_control(Msg::Fetch {
-                bc: route.bc,
-                name: track.into(),
-                group,
-                ticket,
-            }),
-            (frames, _) => self.fetch_answers.push_back((FetchId(ticket), frames)),
-        }
-        Ok(FetchId(ticket))
-    }
-
-    /// A FETCH answer, in the order they came (never one for a cancelled FETCH).
-    pub fn next_fetch_answer(&mut self) -> Option<(FetchId, Option<GroupFrames>)> {
-        // Each pass removes one queued answer: bounded by the queue.
-        while let Some((id, frames)) = self.fetch_answers.pop_front() {
-            if self.fetches.remove(id.0).is_some() {
-                return Some((id, frames));
-            }
-        }
-        None
-    }
-
-    /// The FETCH's requester went away: its answer, if it comes, is dropped.
-    pub fn cancel_fetch(&mut self, id: FetchId) {
-        self.fetches.remove(id.0);
-    }
-
-    /// Frames of group `group` of track `tk` if this shard's cache holds it whole.
-    fn cached_frames(&self, tk: Key, group: u64) -> Option<GroupFrames> {
-        let log = self.logs.get(self.tracks.get(tk)?.log)?;
-        let cached = log.cache.complete(group)?;
-        let frames = log
-            .iter_from(cached.start)
-            .take_while(|e| !matches!(e, Entry::End(g) if *g == group))
-            .filter_map(|e| match e {
-                Entry::Frame(f) if f.group == group => Some((f.timestamp, f.payload.clone())),
-                _ => None,
-            });
-        Some(frames.collect())
-    }
-
     pub fn unsubscribe(&mut self, sub: SubscriberId) -> Result<(), RouterError> {
         let Some(s) = self.subs.remove(sub.0) else {
             return Err(RouterError::UnknownSubscriber);
         };
         self.retired_drops += s.groups_dropped;
+        // A log is freed only with its last reader, so this subscriber's is still there
+        // and counts it: a miss or a zero count means the reader bookkeeping drifted (and
+        // a log would be freed under a reader, or never).
+        debug_assert!(
+            self.logs.get(s.log).is_some_and(|l| l.readers > 0),
+            "subscriber's log is gone or does not count it as a reader"
+        );
         if let Some(log) = self.logs.get_mut(s.log) {
             log.readers = log.readers.saturating_sub(1);
             log.idle.retain(|&k| k != sub.0);
@@ -879,7 +712,10 @@ impl Shard {
             }
         }
         if let Some(t) = self.tracks.get_mut(s.track) {
+            let before = t.subs.len();
             t.subs.retain(|&k| k != sub.0);
+            // Demand is counted from this list: the subscriber was in it exactly once.
+            debug_assert_eq!(t.subs.len() + 1, before, "subscriber not listed once");
             self.demand_changed(s.track);
         }
         Ok(())
@@ -947,15 +783,7 @@ impl Shard {
 
     /// Paths announced under `prefix` right now, from this shard's replica.
     pub fn announced(&self, prefix: &str) -> Vec<Arc<str>> {
-        self.announces
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(p, _)| p.starts_with(prefix))
-            .filter(|(p, _)| path_has_prefix(p, prefix))
-            .map(|(p, _)| p.clone())
-            .collect()
+        self.announces.announced(prefix)
     }
 
     /// Current matches plus a query that receives every later change under `prefix`.
@@ -964,39 +792,22 @@ impl Shard {
         prefix: &str,
     ) -> Result<(QueryId, Vec<Arc<str>>), RouterError> {
         let q = self
-            .queries
-            .insert(Query {
-                prefix: prefix.into(),
-                events: VecDeque::new(),
-                in_ready: false,
-            })
-            .map_err(|_| self.limit("queries", self.config.max_queries))?;
-        Ok((QueryId(q), self.announced(prefix)))
+            .announces
+            .open(prefix)
+            .ok_or_else(|| self.limit("queries", self.config.max_queries))?;
+        Ok((q, self.announced(prefix)))
     }
 
     pub fn next_announce(&mut self, query: QueryId) -> Result<Option<AnnounceEvent>, RouterError> {
-        let q = self
-            .queries
-            .get_mut(query.0)
-            .ok_or(RouterError::UnknownQuery)?;
-        Ok(q.events.pop_front())
+        self.announces.next_event(query)
     }
 
     pub fn next_ready_query(&mut self) -> Option<QueryId> {
-        while let Some(qk) = self.ready_queries.pop_front() {
-            if let Some(q) = self.queries.get_mut(qk) {
-                q.in_ready = false;
-                return Some(QueryId(qk));
-            }
-        }
-        None
+        self.announces.next_ready()
     }
 
     pub fn close_query(&mut self, query: QueryId) -> Result<(), RouterError> {
-        self.queries
-            .remove(query.0)
-            .map(|_| ())
-            .ok_or(RouterError::UnknownQuery)
+        self.announces.close(query)
     }
 
     // ---------------------------------------------------------------- the loop
@@ -1145,94 +956,6 @@ impl Shard {
         }
     }
 
-    fn visible_route(&self, path: &str) -> Option<Route> {
-        self.announces
-            .get(path)?
-            .iter()
-            .max_by_key(|r| r.order)
-            .copied()
-    }
-
-    fn owned_track_for_demand(&mut self, bk: Key, name: &str) -> Result<Key, RouterError> {
-        let Some(b) = self.broadcasts.get(bk) else {
-            return Err(RouterError::UnknownBroadcast);
-        };
-        if let Some(&tk) = b.tracks.get(name) {
-            return Ok(tk);
-        }
-        let name: Arc<str> = name.into();
-        let tk = self.insert_track(name.clone(), Origin::Local { bc: bk }, None)?;
-        let Some(b) = self.broadcasts.get_mut(bk) else {
-            return Ok(tk);
-        };
-        b.tracks.insert(name.clone(), tk);
-        // A spliced broadcast has no publisher here: ask the shard that feeds it.
-        if let Some((feeder, fbc)) = b.fed_by
-            && let Some(p) = self.peers[feeder].as_mut()
-        {
-            p.send_control(Msg::Subscribe {
-                bc: fbc,
-                name,
-                slot: tk,
-            });
-        }
-        Ok(tk)
-    }
-
-    /// Re-evaluates who must hear about a track's demand: the publisher (owned) or the
-    /// owner shard (replica with no local subscriber left).
-    fn demand_changed(&mut self, tk: Key) {
-        let Some(t) = self.tracks.get_mut(tk) else {
-            return;
-        };
-        match t.origin.clone() {
-            Origin::Local { bc } => {
-                if let Some((feeder, fbc)) = self.broadcasts.get(bc).and_then(|b| b.fed_by) {
-                    if !t.has_demand() {
-                        let name = t.name.clone();
-                        self.remove_track(tk);
-                        if let Some(p) = self.peers[feeder].as_mut() {
-                            p.send_control(Msg::Unsubscribe {
-                                bc: fbc,
-                                name,
-                                slot: tk,
-                            });
-                        }
-                    }
-                    return;
-                }
-                if !t.has_demand() && t.info.is_none() {
-                    // A placeholder nobody wants any more: forget it, and tell the
-                    // publisher if it was asked for it.
-                    if t.told_wanted
-                        && let Origin::Local { bc } = t.origin
-                        && self.pub_direct.len() < self.config.max_tracks
-                    {
-                        self.pub_direct.push_back(PublisherEvent::TrackUnused {
-                            broadcast: BroadcastId(bc),
-                            track: TrackId(tk),
-                        });
-                    }
-                    self.remove_track(tk);
-                    return;
-                }
-                if !t.in_pub_ready && t.has_demand() != t.told_wanted {
-                    t.in_pub_ready = true;
-                    self.pub_ready.push_back(tk);
-                }
-            }
-            Origin::Replica { owner, bc } => {
-                if t.subs.is_empty() {
-                    let name = t.name.clone();
-                    self.remove_track(tk);
-                    if let Some(p) = self.peers[owner].as_mut() {
-                        p.send_control(Msg::Unsubscribe { bc, name, slot: tk });
-                    }
-                }
-            }
-        }
-    }
-
     fn remove_track(&mut self, tk: Key) -> Option<Track> {
         let t = self.tracks.remove(tk)?;
         // Subscribers still reading the log keep it until they leave.
@@ -1295,7 +1018,7 @@ impl Shard {
         for (_, tk) in b.tracks {
             self.end_track_inner(tk);
         }
-        self.route_remove(&b.path, self.id, bk);
+        self.announces.remove(&b.path, self.id, bk);
         let path = b.path;
         self.broadcast_control(|| Msg::Unannounce {
             path: path.clone(),
@@ -1424,391 +1147,6 @@ impl Shard {
             }
         }
     }
-
-    /// Appends one step to the track's log: O(1) however many local subscribers read
-    /// it, except for the subscriber scan (at each group start, or when the log grew
-    /// past the point where some subscriber could be over its bound) and waking the
-    /// subscribers that had read everything.
-    fn fan_local(&mut self, tk: Key, ev: Ev) {
-        let Self {
-            tracks,
-            logs,
-            subs,
-            ready_subs,
-            config,
-            ..
-        } = self;
-        let Some(t) = tracks.get_mut(tk) else {
-            return;
-        };
-        let Some(log) = logs.get_mut(t.log) else {
-            return;
-        };
-        let scan = match ev {
-            Ev::Frame(f) => {
-                return append_frame(t, log, subs, ready_subs, config, f);
-            }
-            Ev::Start(g) => {
-                t.next_seq = t.next_seq.max(g.saturating_add(1));
-                let i = log.push(Entry::Start(g));
-                log.cache.start(g, i);
-                true
-            }
-            Ev::End(g) => {
-                log.cache.end(g);
-                log.push(Entry::End(g));
-                false
-            }
-            Ev::AbortBelow(b) => {
-                log.cache.abort_below(b);
-                log.push(Entry::AbortBelow(b));
-                // Applied now, so that queued entries of the aborted groups are never
-                // handed out; a subscriber still behind a restart meets the entry in
-                // order instead (group numbers before and after it are unrelated).
-                for &sk in &t.subs {
-                    if let Some(s) = subs.get_mut(sk)
-                        && s.past(log.last_restart)
-                    {
-                        s.abort_below(b);
-                    }
-                }
-                true
-            }
-            Ev::Restart => {
-                log.cache.clear();
-                let i = log.push(Entry::Restart);
-                log.last_restart = Some(i);
-                true
-            }
-        };
-        if scan || log.total() >= log.check_at {
-            scan_log(log, &t.subs, subs, config);
-        }
-        wake_idle(log, subs, ready_subs);
-    }
-
-    /// Pushes one message per interested shard for `group`; a shard whose ring has no
-    /// room loses the whole group (and is told so once there is room).
-    fn fan_remote(&mut self, tk: Key, group: u64, is_frame: bool, make: impl Fn(Key) -> Msg) {
-        let Self {
-            tracks,
-            peers,
-            stats,
-            notice_tracks,
-            ..
-        } = self;
-        let Some(t) = tracks.get_mut(tk) else {
-            return;
-        };
-        let mut dropped = false;
-        for r in &mut t.remotes {
-            if group < r.floor {
-                continue;
-            }
-            let Some(p) = peers[r.shard].as_mut() else {
-                continue;
-            };
-            if push_data(p, r, make(r.slot)) {
-                if is_frame {
-                    stats.frame_pushes += 1;
-                }
-                continue;
-            }
-            r.floor = group.saturating_add(1);
-            r.notice = Some(r.floor);
-            stats.ring_groups_dropped += 1;
-            dropped = true;
-        }
-        if dropped && !t.notice_pending {
-            t.notice_pending = true;
-            notice_tracks.push(tk);
-        }
-    }
-
-    fn drop_for_remotes(&mut self, tk: Key, below: u64) {
-        let Some(t) = self.tracks.get_mut(tk) else {
-            return;
-        };
-        if t.remotes.is_empty() {
-            return;
-        }
-        for r in &mut t.remotes {
-            r.floor = r.floor.max(below);
-            r.notice = Some(r.floor);
-        }
-        if !t.notice_pending {
-            t.notice_pending = true;
-            self.notice_tracks.push(tk);
-        }
-    }
-
-    fn route_add(&mut self, path: Arc<str>, route: Route) {
-        let routes = self.announces.entry(path.clone()).or_default();
-        let before = routes.iter().map(|r| r.order).max();
-        routes.retain(|r| !(r.owner == route.owner && r.bc == route.bc));
-        routes.push(route);
-        if before.is_none_or(|b| route.order > b) {
-            self.notify_queries(AnnounceEvent::Active(path));
-        }
-    }
-
-    fn route_remove(&mut self, path: &Arc<str>, owner: usize, bc: Key) {
-        let Some(routes) = self.announces.get_mut(path) else {
-            return;
-        };
-        let before = routes.iter().map(|r| r.order).max();
-        routes.retain(|r| !(r.owner == owner && r.bc == bc));
-        let after = routes.iter().map(|r| r.order).max();
-        if after.is_none() {
-            self.announces.remove(path);
-            self.notify_queries(AnnounceEvent::Ended(path.clone()));
-        } else if after != before {
-            self.notify_queries(AnnounceEvent::Active(path.clone()));
-        }
-    }
-
-    fn notify_queries(&mut self, ev: AnnounceEvent) {
-        let path = match &ev {
-            AnnounceEvent::Active(p) | AnnounceEvent::Ended(p) => p.clone(),
-            AnnounceEvent::Lagged => return,
-        };
-        let max = self.config.query_max_events;
-        for (qk, q) in self.queries.iter_mut() {
-            if !path_has_prefix(&path, &q.prefix) {
-                continue;
-            }
-            // Once lagged, the session re-reads the whole table when it takes `Lagged`,
-            // which covers every change until then: queue nothing more.
-            let lagged = q.events.front() == Some(&AnnounceEvent::Lagged);
-            if !lagged && q.events.len() + 1 >= max {
-                q.events.clear();
-                q.events.push_back(AnnounceEvent::Lagged);
-            } else if !lagged {
-                q.events.push_back(ev.clone());
-            }
-            if !q.in_ready {
-                q.in_ready = true;
-                self.ready_queries.push_back(qk);
-            }
-        }
-    }
-
-    fn handle(&mut self, from: usize, m: Msg) {
-        match m {
-            Msg::Frame { slot, frame } => {
-                let Some(fed) = self.fed_kind(slot, from) else {
-                    return;
-                };
-                if fed {
-                    self.fan_remote(slot, frame.group, true, |s| Msg::Frame {
-                        slot: s,
-                        frame: frame.clone(),
-                    });
-                }
-                self.fan_local(slot, Ev::Frame(frame));
-            }
-            Msg::GroupStart { slot, group } => {
-                let Some(fed) = self.fed_kind(slot, from) else {
-                    return;
-                };
-                self.fan_local(slot, Ev::Start(group));
-                if fed {
-                    self.fan_remote(slot, group, false, |s| Msg::GroupStart { slot: s, group });
-                }
-            }
-            Msg::GroupEnd { slot, group } => {
-                let Some(fed) = self.fed_kind(slot, from) else {
-                    return;
-                };
-                self.fan_local(slot, Ev::End(group));
-                if fed {
-                    self.fan_remote(slot, group, false, |s| Msg::GroupEnd { slot: s, group });
-                }
-            }
-            Msg::Dropped { slot, below } => {
-                let Some(fed) = self.fed_kind(slot, from) else {
-                    return;
-                };
-                self.fan_local(slot, Ev::AbortBelow(below));
-                if fed {
-                    self.drop_for_remotes(slot, below);
-                }
-            }
-            Msg::Restart { slot } => match self.fed_kind(slot, from) {
-                Some(true) => self.restart_track(slot),
-                Some(false) => {
-                    if let Some(t) = self.tracks.get_mut(slot) {
-                        t.next_seq = 0;
-                    }
-                    self.fan_local(slot, Ev::Restart);
-                }
-                None => {}
-            },
-            Msg::Fetch {
-                bc,
-                name,
-                group,
-                ticket,
-            } => {
-                let frames = self
-                    .broadcasts
-                    .get(bc)
-                    .and_then(|b| b.tracks.get(&name).copied())
-                    .and_then(|tk| self.cached_frames(tk, group));
-                if let Some(p) = self.peers[from].as_mut() {
-                    p.send_control(Msg::Fetched { ticket, frames });
-                }
-            }
-            Msg::Fetched { ticket, frames } => {
-                if self.fetches.get(ticket).is_some() {
-                    self.fetch_answers.push_back((FetchId(ticket), frames));
-                }
-            }
-            Msg::Subscribed { slot, info } => {
-                if self.fed_kind(slot, from).is_some()
-                    && let Some(t) = self.tracks.get_mut(slot)
-                    && t.info.is_none()
-                {
-                    t.info = Some(info);
-                    self.track_became_ready(slot, info);
-                }
-            }
-            Msg::NotFound { slot } | Msg::TrackEnded { slot, .. } => {
-                if self.fed_kind(slot, from).is_some() {
-                    if let Msg::TrackEnded { end, .. } = m
-                        && let Some(t) = self.tracks.get_mut(slot)
-                    {
-                        t.next_seq = t.next_seq.max(end);
-                    }
-                    self.end_track_inner(slot);
-                }
-            }
-            Msg::Subscribe { bc, name, slot } => self.on_remote_subscribe(from, bc, &name, slot),
-            Msg::Unsubscribe { bc, name, slot } => {
-                let tk = self
-                    .broadcasts
-                    .get(bc)
-                    .and_then(|b| b.tracks.get(&name).copied());
-                if let Some(tk) = tk
-                    && let Some(t) = self.tracks.get_mut(tk)
-                {
-                    t.remotes.retain(|r| !(r.shard == from && r.slot == slot));
-                    self.demand_changed(tk);
-                }
-            }
-            Msg::Announce { path, bc, order } => {
-                // The publisher of a broadcast lingering here came back elsewhere:
-                // splice, so our subscribers continue from the new source.
-                if let Some(&mine) = self.by_path.get(&path)
-                    && self
-                        .broadcasts
-                        .get(mine)
-                        .is_some_and(|b| b.linger_until.is_some())
-                {
-                    self.splice(mine, from, bc);
-                }
-                self.route_add(
-                    path,
-                    Route {
-                        owner: from,
-                        bc,
-                        order,
-                    },
-                );
-            }
-            Msg::Unannounce { path, bc } => {
-                if let Some(&mine) = self.by_path.get(&path)
-                    && self
-                        .broadcasts
-                        .get(mine)
-                        .is_some_and(|b| b.fed_by == Some((from, bc)))
-                {
-                    self.end_broadcast(mine);
-                }
-                self.route_remove(&path, from, bc);
-            }
-        }
-    }
-
-    fn on_remote_subscribe(&mut self, from: usize, bc: Key, name: &str, slot: Key) {
-        let tk = match self.owned_track_for_demand(bc, name) {
-            Ok(tk) => tk,
-            Err(_) => {
-                if let Some(p) = self.peers[from].as_mut() {
-                    p.send_control(Msg::NotFound { slot });
-                }
-                return;
-            }
-        };
-        let Self {
-            tracks,
-            logs,
-            peers,
-            stats,
-            ..
-        } = self;
-        let (Some(t), Some(p)) = (tracks.get_mut(tk), peers[from].as_mut()) else {
-            return;
-        };
-        let mut r = Remote {
-            shard: from,
-            slot,
-            floor: 0,
-            notice: None,
-        };
-        if let Some(info) = t.info {
-            p.send_control(Msg::Subscribed { slot, info });
-            if let Some(log) = logs.get(t.log) {
-                replay_newest(log, &mut r, p, stats);
-            }
-        }
-        t.remotes.push(r);
-        self.demand_changed(tk);
-    }
-}
-
-/// Data push to one interested shard, after any pending drop notice.
-fn push_data(p: &mut Peer, r: &mut Remote, msg: Msg) -> bool {
-    if let Some(below) = r.notice {
-        if p.try_data(
-            Msg::Dropped {
-                slot: r.slot,
-                below,
-            },
-            0,
-        )
-        .is_err()
-        {
-            return false;
-        }
-        r.notice = None;
-    }
-    let reserve = p.reserve;
-    p.try_data(msg, reserve).is_ok()
-}
-
-/// Late join for a new local subscriber: the newest cached group from its first frame.
-fn join_at_newest(log: &Log, s: &mut Subscriber) {
-    if let Some(g) = log.cache.newest() {
-        s.join(g.seq, g.start, log.end());
-    }
-}
-
-/// Moves every subscriber of `log` that had read everything to the ready queue (each
-/// is in exactly one of the two, so the queue stays bounded by the subscriber count).
-#[inline]
-fn wake_idle(log: &mut Log, subs: &mut Slab<Subscriber>, ready: &mut VecDeque<Key>) {
-    if log.idle.is_empty() {
-        return;
-    }
-    for sk in log.idle.drain(..) {
-        if let Some(s) = subs.get_mut(sk)
-            && !s.in_ready
-        {
-            s.in_ready = true;
-            ready.push_back(sk);
-        }
-    }
 }
 
 #[cold]
@@ -1816,92 +1154,5 @@ fn group_not_open(t: &Track, group: u64) -> RouterError {
     RouterError::GroupNotOpen {
         track: t.name.to_string(),
         group,
-    }
-}
-
-/// Appends a frame to a track's log: the whole per-frame cost of local fan-out, however
-/// many subscribers read the track.
-#[inline(always)]
-fn append_frame(
-    t: &Track,
-    log: &mut Log,
-    subs: &mut Slab<Subscriber>,
-    ready: &mut VecDeque<Key>,
-    config: &Config,
-    frame: Frame,
-) {
-    log.cache.frame(frame.group, frame.payload.len());
-    log.push(Entry::Frame(frame));
-    if log.total() >= log.check_at {
-        scan_log(log, &t.subs, subs, config);
-    }
-    wake_idle(log, subs, ready);
-}
-
-/// Walks a track's subscribers: drops the oldest groups of any that is over its byte
-/// bound, sets when the next such walk is due, and trims the log to what the slowest
-/// subscriber and the late-join cache still need (and to its hard bound: the cache bound
-/// plus one subscriber bound).
-fn scan_log(log: &mut Log, readers: &[Key], subs: &mut Slab<Subscriber>, config: &Config) {
-    let mut keep = log.end();
-    let mut limit = u64::MAX;
-    for &sk in readers {
-        if let Some(s) = subs.get_mut(sk) {
-            s.enforce_bound(log);
-            keep = keep.min(s.cursor());
-            limit = limit.min(s.limit(log));
-        }
-    }
-    let cap = (config.cache_max_bytes as u64).saturating_add(config.subscriber_max_bytes as u64);
-    // Each pass forgets one cached group: bounded by the cache's group count.
-    loop {
-        log.trim(keep.min(log.cache.keep_from().unwrap_or(u64::MAX)));
-        if log.held() <= cap || log.cache.keep_from().is_none() {
-            break;
-        }
-        log.cache.forget_oldest_start();
-    }
-    // Walk again at the latest after one subscriber bound of appends, so that a log
-    // without readers is trimmed too.
-    let periodic = log
-        .total()
-        .saturating_add(config.subscriber_max_bytes as u64);
-    log.check_at = limit.saturating_add(1).min(periodic);
-}
-
-/// Late join for a shard that just subscribed: the newest cached group through its
-/// ring. If the ring fills, the shard simply starts at a later group.
-fn replay_newest(log: &Log, r: &mut Remote, p: &mut Peer, stats: &mut Stats) {
-    let Some(g) = log.cache.newest() else { return };
-    let reserve = p.reserve;
-    let slot = r.slot;
-    let seq = g.seq;
-    if p.try_data(Msg::GroupStart { slot, group: seq }, reserve)
-        .is_err()
-    {
-        r.floor = seq.saturating_add(1);
-        return;
-    }
-    let frames = log.iter_from(g.start).filter_map(|e| match e {
-        Entry::Frame(f) if f.group == seq => Some(f),
-        _ => None,
-    });
-    for f in frames {
-        let msg = Msg::Frame {
-            slot,
-            frame: f.clone(),
-        };
-        if p.try_data(msg, reserve).is_err() {
-            r.floor = seq.saturating_add(1);
-            p.send_control(Msg::Dropped {
-                slot,
-                below: seq.saturating_add(1),
-            });
-            return;
-        }
-        stats.replay_pushes += 1;
-    }
-    if g.ended {
-        p.send_control(Msg::GroupEnd { slot, group: seq });
     }
 }
