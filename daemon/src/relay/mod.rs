@@ -17,6 +17,8 @@ mod publish;
 mod serve;
 mod session;
 mod setup;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

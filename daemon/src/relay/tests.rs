@@ -1,0 +1,532 @@
+//! The relay glue without sockets: real router shards and relay workers, each on a
+//! `FakeIo`, and moq-lite client sessions (proto, through the same session driver) wired
+//! to them in memory. Every step is deterministic: the harness moves events until
+//! nothing moves, so a test reads as a sequence of things a peer does and sees.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use driver::Driver;
+use driver::fake::{FakeIo, Side, retarget};
+use proto::session::{Event as MoqEvent, GroupId, ServeId, Session, SubscriptionId};
+use proto::{SetupRole, SubscribeUpdate, TrackInfo, Version};
+use quic_io::{Application, Event as IoEvent, SessionId, SessionInfo, Transport};
+use router::{Doorbell, Router};
+
+use super::RelayWorker;
+use crate::auth::Authenticator;
+use crate::config::AuthConfig;
+
+/// Rounds of event moving before a test calls the system stuck: far above what any
+/// test here needs (tens), so hitting it means a loop, not a slow test.
+const MAX_PUMP_ROUNDS: usize = 10_000;
+
+const TRACK: &str = "video";
+
+/// Shards here are driven by the harness, which polls every worker each round.
+struct NoDoorbell;
+
+impl Doorbell for NoDoorbell {
+    fn ring(&self) {}
+}
+
+fn open_auth() -> Arc<Authenticator> {
+    let config: AuthConfig = toml::from_str(r#"public = """#).expect("auth config");
+    Arc::new(Authenticator::new(&config))
+}
+
+fn router_config() -> router::Config {
+    router::Config {
+        // No linger: a lost publisher's broadcast ends at once, so tests see the end.
+        linger: Duration::ZERO,
+        ..router::Config::default()
+    }
+}
+
+struct Worker {
+    relay: RelayWorker,
+    io: FakeIo,
+    next_session: SessionId,
+}
+
+/// One client connection: a moq-lite client session on its own fake transport, and the
+/// relay-side session it talks to.
+struct Client {
+    worker: usize,
+    relay_session: SessionId,
+    driver: Driver,
+    io: FakeIo,
+    /// Events this client's session raised, oldest first, not yet looked at.
+    events: VecDeque<MoqEvent>,
+    /// Publisher side: the relay's subscriptions to us, accepted as they come.
+    serves: Vec<ServeId>,
+    closed: Option<u64>,
+}
+
+/// The client's own session id on its fake transport (one connection each).
+const CLIENT_SESSION: SessionId = 1;
+
+struct Relay {
+    workers: Vec<Worker>,
+    clients: Vec<Client>,
+    now: Instant,
+}
+
+impl Relay {
+    fn new(workers: usize) -> Self {
+        Self::with_config(workers, router_config())
+    }
+
+    fn with_config(workers: usize, config: router::Config) -> Self {
+        let doorbells = (0..workers)
+            .map(|_| Arc::new(NoDoorbell) as Arc<dyn Doorbell>)
+            .collect();
+        let shards = Router::build(config, doorbells).expect("router");
+        let auth = open_auth();
+        let workers = shards
+            .into_iter()
+            .enumerate()
+            .map(|(index, shard)| Worker {
+                relay: RelayWorker::new(index, shard, auth.clone(), 7),
+                io: FakeIo::new(),
+                next_session: 100,
+            })
+            .collect();
+        Self {
+            workers,
+            clients: Vec::new(),
+            now: Instant::now(),
+        }
+    }
+
+    /// Connects a moq-lite-05 WebTransport client to `worker`; returns its index.
+    fn connect(&mut self, worker: usize, role: SetupRole) -> usize {
+        let version = Version::Lite05;
+        let w = &mut self.workers[worker];
+        let relay_session = w.next_session;
+        w.next_session += 1;
+        w.io.add_session(relay_session, Side::Server);
+        let mut io = FakeIo::new();
+        io.add_session(CLIENT_SESSION, Side::Client);
+        let session = Session::client(version, 1000 + relay_session, None, Some(role));
+        let ready = IoEvent::SessionReady(SessionInfo {
+            id: relay_session,
+            transport: Transport::WebTransport {
+                protocol: Some(version.alpn().to_owned()),
+            },
+            authority: Some("relay.test".into()),
+            path: "/".into(),
+            query: String::new(),
+            remote: SocketAddr::from(([127, 0, 0, 1], 9)),
+        });
+        Application::<FakeIo>::on_event(&mut w.relay, self.now, ready, &mut w.io);
+        self.clients.push(Client {
+            worker,
+            relay_session,
+            driver: Driver::new(CLIENT_SESSION, session, driver::DEFAULT_MAX_PENDING_BYTES),
+            io,
+            events: VecDeque::new(),
+            serves: Vec::new(),
+            closed: None,
+        });
+        self.pump();
+        self.clients.len() - 1
+    }
+
+    fn client(&mut self, index: usize) -> &mut Session {
+        self.clients[index].driver.session_mut()
+    }
+
+    /// Moves events between clients and workers until nothing moves.
+    fn pump(&mut self) {
+        for _ in 0..MAX_PUMP_ROUNDS {
+            if !self.round() {
+                return;
+            }
+        }
+        panic!("relay still busy after {MAX_PUMP_ROUNDS} rounds");
+    }
+
+    fn round(&mut self) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        // Clients act, and what they did reaches their relay session.
+        for client in &mut self.clients {
+            client.driver.flush(&mut client.io);
+            let worker = &mut self.workers[client.worker];
+            for event in client.io.take_output() {
+                moved = true;
+                if let IoEvent::StopSending { stream, code, .. } = event {
+                    worker.io.peer_stopped(client.relay_session, stream, code);
+                }
+                let event = retarget(event, client.relay_session);
+                Application::<FakeIo>::on_event(&mut worker.relay, now, event, &mut worker.io);
+            }
+            for event in client.io.take_writable() {
+                moved = true;
+                client.driver.on_event(event, &mut client.io);
+            }
+        }
+        // Workers run their loop iteration, and what they did reaches the clients.
+        for (index, worker) in self.workers.iter_mut().enumerate() {
+            for event in worker.io.take_writable() {
+                moved = true;
+                Application::<FakeIo>::on_event(&mut worker.relay, now, event, &mut worker.io);
+            }
+            Application::<FakeIo>::poll(&mut worker.relay, now, &mut worker.io);
+            if !worker.relay.may_park {
+                moved = true;
+            }
+            for event in worker.io.take_output() {
+                let session = event_session(&event);
+                let Some(client) = self
+                    .clients
+                    .iter_mut()
+                    .find(|c| c.worker == index && c.relay_session == session)
+                else {
+                    continue;
+                };
+                moved = true;
+                match event {
+                    IoEvent::SessionClosed { code, .. } => {
+                        client.closed = Some(code);
+                        client
+                            .driver
+                            .session_mut()
+                            .on_connection_closed(proto::ErrorCode::from_number(code));
+                    }
+                    IoEvent::StopSending { stream, code, .. } => {
+                        client.io.peer_stopped(CLIENT_SESSION, stream, code);
+                        let event = retarget(event_with(stream, code), CLIENT_SESSION);
+                        client.driver.on_event(event, &mut client.io);
+                    }
+                    other => {
+                        let event = retarget(other, CLIENT_SESSION);
+                        client.driver.on_event(event, &mut client.io);
+                    }
+                }
+            }
+        }
+        // Clients look at what their sessions raised; publishers accept what is asked.
+        for client in &mut self.clients {
+            while let Some(event) = client.driver.session_mut().poll_event() {
+                moved = true;
+                match &event {
+                    MoqEvent::SubscribeRequested { serve, .. } => {
+                        let serve = *serve;
+                        client
+                            .driver
+                            .session_mut()
+                            .accept_subscribe(serve)
+                            .expect("accept");
+                        client.serves.push(serve);
+                    }
+                    MoqEvent::TrackRequested { request, .. } => {
+                        let request = *request;
+                        client
+                            .driver
+                            .session_mut()
+                            .answer_track(request, TrackInfo::DEFAULT)
+                            .expect("track info");
+                    }
+                    MoqEvent::SubscribeCancelled { serve, .. } => {
+                        let serve = *serve;
+                        client.serves.retain(|s| *s != serve);
+                    }
+                    _ => {}
+                }
+                client.events.push_back(event);
+            }
+        }
+        moved
+    }
+
+    /// A publisher announces `path` and the relay has routed it.
+    fn publish(&mut self, worker: usize, path: &str) -> usize {
+        let publisher = self.connect(worker, SetupRole::Publisher);
+        self.client(publisher)
+            .announce(path, &[])
+            .expect("announce");
+        self.pump();
+        publisher
+    }
+
+    /// A subscriber follows `path` and subscribes to its track once announced.
+    fn subscribe(&mut self, worker: usize, path: &str) -> (usize, SubscriptionId) {
+        let subscriber = self.connect(worker, SetupRole::Subscriber);
+        self.client(subscriber)
+            .announce_interest(path)
+            .expect("interest");
+        self.pump();
+        assert!(
+            self.take_events(subscriber)
+                .iter()
+                .any(|e| matches!(e, MoqEvent::Announced { path: p, .. } if p == path)),
+            "{path} was not announced to the subscriber on worker {worker}"
+        );
+        let update = SubscribeUpdate {
+            priority: 0,
+            ordered: true,
+            max_latency_ms: 30_000,
+            start: None,
+            end: None,
+        };
+        let subscription = self
+            .client(subscriber)
+            .subscribe(path, TRACK, update)
+            .expect("subscribe");
+        self.pump();
+        (subscriber, subscription)
+    }
+
+    /// Starts group `sequence` on every relay subscription the publisher serves.
+    fn start_group(&mut self, publisher: usize, sequence: u64) -> Vec<GroupId> {
+        let serves = self.clients[publisher].serves.clone();
+        assert!(!serves.is_empty(), "nobody subscribed to the publisher");
+        serves
+            .into_iter()
+            .map(|serve| {
+                self.client(publisher)
+                    .start_group(serve, sequence)
+                    .expect("group")
+            })
+            .collect()
+    }
+
+    fn write_frame(
+        &mut self,
+        publisher: usize,
+        groups: &[GroupId],
+        timestamp: u64,
+        payload: &[u8],
+    ) {
+        for &group in groups {
+            let payload = Bytes::copy_from_slice(payload);
+            self.client(publisher)
+                .write_frame(group, timestamp, payload)
+                .expect("frame");
+        }
+    }
+
+    fn take_events(&mut self, client: usize) -> Vec<MoqEvent> {
+        self.clients[client].events.drain(..).collect()
+    }
+
+    fn close_client(&mut self, client: usize) {
+        self.close_client_now(client);
+        self.pump();
+    }
+
+    /// The relay learns that `client`'s connection is gone; nothing else runs yet.
+    fn close_client_now(&mut self, client: usize) {
+        let c = &self.clients[client];
+        let worker = &mut self.workers[c.worker];
+        let closed = IoEvent::SessionClosed {
+            session: c.relay_session,
+            code: 0,
+            reason: "test closed".into(),
+        };
+        Application::<FakeIo>::on_event(&mut worker.relay, self.now, closed, &mut worker.io);
+        self.clients[client].closed = Some(0);
+    }
+}
+
+fn event_session(event: &IoEvent) -> SessionId {
+    match event {
+        IoEvent::SessionReady(info) => info.id,
+        IoEvent::StreamOpened { session, .. }
+        | IoEvent::Data { session, .. }
+        | IoEvent::Finished { session, .. }
+        | IoEvent::Reset { session, .. }
+        | IoEvent::StopSending { session, .. }
+        | IoEvent::Writable { session, .. }
+        | IoEvent::Datagram { session, .. }
+        | IoEvent::SessionClosed { session, .. } => *session,
+    }
+}
+
+fn event_with(stream: quic_io::StreamId, code: u32) -> IoEvent {
+    IoEvent::StopSending {
+        session: CLIENT_SESSION,
+        stream,
+        code,
+    }
+}
+
+/// (group, timestamp, payload) of every frame in `events`, in order.
+fn frames(events: &[MoqEvent], subscription: SubscriptionId) -> Vec<(u64, Option<u64>, Bytes)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            MoqEvent::Frame {
+                subscription: s,
+                sequence,
+                timestamp,
+                payload,
+            } if *s == subscription => Some((*sequence, *timestamp, payload.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn payload(group: u64, frame: u64) -> Vec<u8> {
+    format!("group {group} frame {frame}").into_bytes()
+}
+
+#[test]
+fn frames_cross_from_a_publisher_on_one_worker_to_a_subscriber_on_another() {
+    let mut relay = Relay::new(2);
+    let publisher = relay.publish(0, "live");
+    let (subscriber, subscription) = relay.subscribe(1, "live");
+    let mut sent = Vec::new();
+    for group in 0..3 {
+        let groups = relay.start_group(publisher, group);
+        for frame in 0..4 {
+            // Timestamps out of step with arrival order: the relay must carry them as sent.
+            let timestamp = 1_000_000 + group * 100 + (3 - frame);
+            relay.write_frame(publisher, &groups, timestamp, &payload(group, frame));
+            sent.push((group, Some(timestamp), Bytes::from(payload(group, frame))));
+        }
+        for g in groups {
+            relay.client(publisher).end_group(g).expect("end group");
+        }
+        relay.pump();
+    }
+    let events = relay.take_events(subscriber);
+    assert_eq!(frames(&events, subscription), sent);
+    // The frames crossed: worker 0's shard pushed them to worker 1's.
+    assert!(relay.workers[0].relay.shard.stats().frame_pushes >= sent.len() as u64);
+}
+
+#[test]
+fn a_subscriber_whose_transport_refuses_writes_waits_then_resumes_in_place() {
+    let mut relay = Relay::new(1);
+    relay.workers[0].relay.max_pending_bytes = 2_000;
+    let publisher = relay.publish(0, "live");
+    let (subscriber, subscription) = relay.subscribe(0, "live");
+    let (fast, fast_subscription) = relay.subscribe(0, "live");
+    let relay_session = relay.clients[subscriber].relay_session;
+    relay.workers[0].io.set_budget(relay_session, Some(0));
+
+    let groups = relay.start_group(publisher, 0);
+    let mut sent = Vec::new();
+    for frame in 0..40 {
+        let data = vec![frame as u8; 200];
+        relay.write_frame(publisher, &groups, frame, &data);
+        sent.push((0, Some(frame), Bytes::from(data)));
+        relay.pump();
+        let pending = relay.workers[0].relay.sessions[&relay_session].pending_bytes();
+        assert!(
+            pending <= 2_000 + 400,
+            "a blocked session's output grew to {pending} bytes past its bound"
+        );
+    }
+    assert!(
+        frames(&relay.take_events(subscriber), subscription).is_empty(),
+        "a session that cannot write got frames"
+    );
+    assert_eq!(
+        frames(&relay.take_events(fast), fast_subscription),
+        sent,
+        "the other subscriber must not wait for the slow one"
+    );
+
+    relay.workers[0].io.set_budget(relay_session, None);
+    relay.pump();
+    assert_eq!(
+        frames(&relay.take_events(subscriber), subscription),
+        sent,
+        "the slow subscriber resumes where it stopped, losing nothing"
+    );
+}
+
+#[test]
+fn closing_a_publisher_session_ends_its_broadcast_for_everyone() {
+    let mut relay = Relay::new(2);
+    let publisher = relay.publish(0, "live");
+    let (near, near_sub) = relay.subscribe(0, "live");
+    let (far, far_sub) = relay.subscribe(1, "live");
+    let groups = relay.start_group(publisher, 0);
+    relay.write_frame(publisher, &groups, 1, b"only frame");
+    relay.pump();
+    relay.close_client(publisher);
+    for (client, subscription) in [(near, near_sub), (far, far_sub)] {
+        let events = relay.take_events(client);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, MoqEvent::Unannounced { path, .. } if path == "live")),
+            "client {client} was not told the broadcast ended: {events:?}"
+        );
+        assert!(
+            events.iter().any(|e| matches!(e, MoqEvent::SubscriptionClosed { subscription: s, .. } if *s == subscription)),
+            "client {client}'s subscription did not end: {events:?}"
+        );
+    }
+    for worker in &relay.workers {
+        assert!(worker.relay.shard.announced("").is_empty());
+    }
+}
+
+#[test]
+fn closing_a_subscriber_session_releases_its_router_subscribers_and_fetches() {
+    let mut relay = Relay::new(3);
+    let publisher = relay.publish(0, "live");
+    // Someone on worker 1 wants the track, so worker 0 subscribes upstream and caches.
+    relay.subscribe(1, "live");
+    let groups = relay.start_group(publisher, 5);
+    relay.write_frame(publisher, &groups, 1, b"cached");
+    for g in groups {
+        relay.client(publisher).end_group(g).expect("end group");
+    }
+    relay.pump();
+
+    // A session on worker 2, which holds no copy of the group, subscribes and fetches;
+    // worker 2 sees its requests but worker 0 does not run yet, so the FETCH waits for
+    // the owner's answer.
+    let subscriber = relay.connect(2, SetupRole::Subscriber);
+    let relay_session = relay.clients[subscriber].relay_session;
+    let update = SubscribeUpdate::latest(0);
+    relay
+        .client(subscriber)
+        .subscribe("live", TRACK, update)
+        .expect("subscribe");
+    relay
+        .client(subscriber)
+        .fetch("live", TRACK, 0, 5)
+        .expect("fetch");
+    let client = &mut relay.clients[subscriber];
+    client.driver.flush(&mut client.io);
+    let worker = &mut relay.workers[2];
+    for event in client.io.take_output() {
+        let event = retarget(event, relay_session);
+        Application::<FakeIo>::on_event(&mut worker.relay, relay.now, event, &mut worker.io);
+    }
+    let shard = &worker.relay.shard;
+    assert_eq!(
+        shard.subscriber_count(),
+        1,
+        "the subscription holds a router subscriber"
+    );
+    assert_eq!(
+        shard.pending_fetch_count(),
+        1,
+        "the fetch waits for the owner"
+    );
+    assert_eq!(worker.relay.fetches.len(), 1);
+    assert_eq!(worker.relay.subscribers.len(), 1);
+
+    // Released by the close itself, not by the owner's answer arriving later.
+    relay.close_client_now(subscriber);
+    let worker = &relay.workers[2];
+    assert_eq!(worker.relay.shard.subscriber_count(), 0);
+    assert_eq!(worker.relay.shard.pending_fetch_count(), 0);
+    assert!(worker.relay.subscribers.is_empty());
+    assert!(worker.relay.fetches.is_empty());
+    assert!(!worker.relay.sessions.contains_key(&relay_session));
+    relay.pump();
+    assert_eq!(relay.workers[2].relay.shard.pending_fetch_count(), 0);
+}
