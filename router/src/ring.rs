@@ -57,7 +57,8 @@ pub struct Consumer<T> {
     cached_tail: usize,
 }
 
-/// Smallest ring: one slot would make "full" and "empty" the same index distance.
+/// Smallest ring `channel` builds: the loom model checks rings of this size, where
+/// wrap-around happens after two pushes; a smaller one is not what it proved.
 const MIN_CAPACITY: usize = 2;
 // Slots are addressed as `index & mask`, which needs a power-of-two slot count.
 const _: () = assert!(MIN_CAPACITY.is_power_of_two());

@@ -10,6 +10,12 @@
 //! `inbound` (what each message does here), `demand` (`TrackWanted` / `TrackUnused`),
 //! `fetch` (FETCH), and `crate::announce` (the announce table replica and its queries).
 
+mod demand;
+mod fanout;
+mod fetch;
+mod inbound;
+mod peer;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,20 +30,14 @@ use crate::park::ParkState;
 use crate::ring::{self, Consumer};
 use crate::slab::{Key, Slab};
 use crate::subscriber::Subscriber;
-mod demand;
-mod fanout;
-mod fetch;
-mod inbound;
-mod peer;
-
-use fanout::{Ev, append_frame, join_at_newest, replay_newest, wake_idle};
-use fetch::MAX_PENDING_FETCHES;
-use peer::{Msg, Peer, push_data};
-
 use crate::{
     AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, FetchId, GroupFrames, MAX_SHARDS,
     PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackInfo,
 };
+
+use fanout::{Ev, append_frame, join_at_newest, replay_newest, wake_idle};
+use fetch::MAX_PENDING_FETCHES;
+use peer::{Msg, Peer, push_data};
 
 /// Groups a publisher may write concurrently on one track; past it the oldest open group
 /// is aborted. moq-lite publishers overlap at most a couple of groups; 16 leaves room for
