@@ -18,7 +18,7 @@ use quinn_proto::{
     ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Endpoint, Incoming, ReadError, StreamEvent,
     VarInt,
 };
-use tracing::{debug, info, trace};
+use tracing::{debug, info};
 
 use crate::app::{
     Application, Event, IoError, SessionId, SessionInfo, SessionIo, StreamId, Transport,
@@ -52,31 +52,6 @@ pub(crate) struct Forwarded {
     pub ecn: Option<EcnCodepoint>,
 }
 
-/// What a peer-initiated stream on an `h3` connection turned out to be.
-#[derive(Debug)]
-enum H3Role {
-    /// Header not complete yet (at most `wt::MAX_STREAM_HEADER` bytes buffered).
-    Pending(BytesMut),
-    Control,
-    /// QPACK streams and unknown types: read and discard.
-    Ignore,
-    /// The CONNECT (or another HTTP request) stream.
-    Request,
-    /// A WebTransport stream of the session: bytes go to the application.
-    App,
-    /// Client side: a session stream the server opened before we read its 200; delivered to
-    /// the application when the session becomes ready (flow control bounds the bytes).
-    Early {
-        data: Vec<Bytes>,
-        fin: bool,
-        reset: Option<VarInt>,
-    },
-}
-
-/// Server streams held before the CONNECT response is read; a server opens a handful (MoQ
-/// control, announces), so more than this before our session exists is abuse.
-const MAX_EARLY_STREAMS: usize = 64;
-
 enum Mode {
     /// TLS not finished; ALPN unknown.
     Handshaking,
@@ -88,7 +63,7 @@ enum Mode {
 
 struct H3 {
     hs: wt::Handshake,
-    roles: HashMap<StreamId, H3Role>,
+    streams: wt::Streams<StreamId>,
 }
 
 struct Conn {
@@ -185,8 +160,8 @@ impl TokenBucket {
     }
 }
 
-fn app_code(code: VarInt) -> u32 {
-    let raw = code.into_inner();
+/// The application's code for an HTTP/3-space code from the wire.
+fn app_code(raw: u64) -> u32 {
     wt::error_from_http3(raw).unwrap_or(u32::try_from(raw).unwrap_or(u32::MAX))
 }
 
@@ -327,7 +302,7 @@ impl Core {
                 c.mode = match c.dial.take() {
                     Some(hs) if alpn == "h3" => Mode::H3(Box::new(H3 {
                         hs: *hs,
-                        roles: HashMap::new(),
+                        streams: wt::Streams::new(),
                     })),
                     Some(_) => {
                         let reason = format!("server chose ALPN {alpn:?}, not h3");
@@ -348,7 +323,7 @@ impl Core {
                     }
                     None if alpn == "h3" && c.inner.side().is_server() => Mode::H3(Box::new(H3 {
                         hs: wt::Handshake::new(self.wt_protocols.clone()),
-                        roles: HashMap::new(),
+                        streams: wt::Streams::new(),
                     })),
                     None => Mode::Quic { alpn },
                 };
@@ -371,7 +346,7 @@ impl Core {
                     if let Some(id) = c.inner.streams().open(Dir::Uni) {
                         let _ = c.inner.send_stream(id).write(&wt::control_stream_bytes());
                         if let Mode::H3(h) = &mut c.mode {
-                            h.roles.insert(id, H3Role::Control);
+                            h.streams.local_control(id);
                         }
                     }
                     if c.inner.side().is_client() {
@@ -387,7 +362,7 @@ impl Core {
             Q::Stream(StreamEvent::Opened { dir }) => {
                 while let Some(id) = c.inner.streams().accept(dir) {
                     if let Mode::H3(h) = &mut c.mode {
-                        h.roles.insert(id, H3Role::Pending(BytesMut::new()));
+                        h.streams.peer_opened(id);
                     } else if c.ready {
                         self.events.push_back(Event::StreamOpened {
                             session: sid,
@@ -432,7 +407,7 @@ impl Core {
                     self.events.push_back(Event::StopSending {
                         session: sid,
                         stream: id,
-                        code: app_code(error_code),
+                        code: app_code(error_code.into_inner()),
                     });
                 }
             }
@@ -473,49 +448,13 @@ impl Core {
         };
         let Mode::H3(h) = &mut c.mode else { return };
         let req = h.hs.start_request(id.into());
-        h.roles.insert(id, H3Role::Request);
+        h.streams.local_request(id);
         c.write_prefix(id, req);
-    }
-
-    /// Client side: hands the streams the server opened before its 200 to the application.
-    fn release_early(&mut self, sid: SessionId, c: &mut Conn) {
-        let Mode::H3(h) = &mut c.mode else { return };
-        let mut ids: Vec<StreamId> = h
-            .roles
-            .iter()
-            .filter(|(_, r)| matches!(r, H3Role::Early { .. }))
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable_by_key(|id| u64::from(*id));
-        for id in ids {
-            let Some(H3Role::Early { data, fin, reset }) = h.roles.insert(id, H3Role::App) else {
-                continue;
-            };
-            self.events.push_back(Event::StreamOpened {
-                session: sid,
-                stream: id,
-                bidi: id.dir() == Dir::Bi,
-            });
-            for d in data {
-                self.events.push_back(Event::Data {
-                    session: sid,
-                    stream: id,
-                    data: d,
-                });
-            }
-            if fin || reset.is_some() {
-                h.roles.remove(&id);
-            }
-            self.stream_end(sid, id, fin, reset);
-        }
     }
 
     fn is_app_stream(&self, c: &Conn, id: StreamId) -> bool {
         match &c.mode {
-            Mode::H3(h) => {
-                matches!(h.roles.get(&id), Some(H3Role::App) | None)
-                    && !h.hs.is_connect_stream(id.into())
-            }
+            Mode::H3(h) => h.streams.is_app_stream(id) && !h.hs.is_connect_stream(id.into()),
             _ => true,
         }
     }
@@ -595,10 +534,10 @@ impl Core {
                 data,
             });
         }
-        self.stream_end(sid, id, fin, reset);
+        self.stream_end(sid, id, fin, reset.map(VarInt::into_inner));
     }
 
-    fn stream_end(&mut self, sid: SessionId, id: StreamId, fin: bool, reset: Option<VarInt>) {
+    fn stream_end(&mut self, sid: SessionId, id: StreamId, fin: bool, reset: Option<u64>) {
         if let Some(code) = reset {
             self.events.push_back(Event::Reset {
                 session: sid,
@@ -613,6 +552,8 @@ impl Core {
         }
     }
 
+    /// Feeds what was read on a stream of an `h3` connection to its stream roles, and carries
+    /// out what they say.
     #[allow(clippy::too_many_arguments)]
     fn h3_stream_input(
         &mut self,
@@ -625,149 +566,11 @@ impl Core {
         now: Instant,
     ) {
         let Mode::H3(h) = &mut c.mode else { return };
-        let role = h.roles.entry(id).or_insert(H3Role::App);
+        let ids = h.hs.session_ids();
+        h.streams
+            .on_input(id, chunks, fin, reset.map(VarInt::into_inner), ids);
         let mut result = Ok(());
-        let mut chunks = chunks.into_iter();
-        // Classify a pending stream from its first bytes.
-        let mut first: Option<Bytes> = None;
-        if let H3Role::Pending(buf) = role {
-            for ch in chunks.by_ref() {
-                buf.extend_from_slice(&ch);
-                if buf.len() >= wt::MAX_STREAM_HEADER {
-                    break;
-                }
-            }
-            let header = if id.dir() == Dir::Uni {
-                wt::parse_uni_header(buf).map(|(k, n)| (Some(k), None, n))
-            } else {
-                wt::parse_bi_header(buf).map(|(k, n)| (None, Some(k), n))
-            };
-            let Some((uni, bi, n)) = header else {
-                if fin || reset.is_some() {
-                    h.roles.remove(&id);
-                }
-                return;
-            };
-            let mut rest = std::mem::take(buf);
-            let _ = rest.split_to(n);
-            first = Some(rest.freeze());
-            let session = h.hs.session();
-            let pending = h.hs.pending_session();
-            // Counted only while a client waits for its 200: never on the server's hot path.
-            let early = match (c.ready, pending) {
-                (false, Some(_)) => h
-                    .roles
-                    .values()
-                    .filter(|r| matches!(r, H3Role::Early { .. }))
-                    .count(),
-                _ => 0,
-            };
-            let Some(role) = h.roles.get_mut(&id) else {
-                return;
-            };
-            *role = match (uni, bi) {
-                (Some(wt::UniKind::Control), _) => {
-                    result = h.hs.on_control_opened(id.into());
-                    H3Role::Control
-                }
-                (Some(wt::UniKind::WebTransport { session: s }), _)
-                | (_, Some(wt::BiKind::WebTransport { session: s })) => {
-                    if session == Some(s) && c.ready {
-                        self.events.push_back(Event::StreamOpened {
-                            session: sid,
-                            stream: id,
-                            bidi: id.dir() == Dir::Bi,
-                        });
-                        H3Role::App
-                    } else if !c.ready && pending == Some(s) && early < MAX_EARLY_STREAMS {
-                        H3Role::Early {
-                            data: Vec::new(),
-                            fin: false,
-                            reset: None,
-                        }
-                    } else {
-                        let _ = c.inner.recv_stream(id).stop(VarInt::from_u32(0x3994bd84));
-                        H3Role::Ignore
-                    }
-                }
-                (_, Some(wt::BiKind::Request)) => H3Role::Request,
-                (Some(wt::UniKind::Other(t)), _) => {
-                    trace!(stream = %id, typ = t, "ignoring uni stream");
-                    let _ = c
-                        .inner
-                        .recv_stream(id)
-                        .stop(VarInt::from_u64(wt::h3::NO_ERROR).unwrap_or_default());
-                    H3Role::Ignore
-                }
-                _ => H3Role::Ignore,
-            };
-        }
-        let Mode::H3(h) = &mut c.mode else { return };
-        let Some(role) = h.roles.get_mut(&id) else {
-            return;
-        };
-        let data: Vec<Bytes> = first
-            .into_iter()
-            .chain(chunks)
-            .filter(|b| !b.is_empty())
-            .collect();
-        match role {
-            H3Role::Pending(_) => {}
-            H3Role::Control => {
-                for d in &data {
-                    if result.is_ok() {
-                        result = h.hs.on_control_data(d, false);
-                    }
-                }
-                if result.is_ok() && (fin || reset.is_some()) {
-                    result = Err(wt::WtError::ControlClosed);
-                }
-            }
-            H3Role::Ignore => {}
-            H3Role::Early {
-                data: held,
-                fin: f,
-                reset: r,
-            } => {
-                held.extend(data);
-                *f |= fin;
-                *r = r.or(reset);
-            }
-            H3Role::Request => {
-                for d in &data {
-                    if result.is_ok() {
-                        result = h.hs.on_request_data(id.into(), d, false);
-                    }
-                }
-                if result.is_ok() && fin {
-                    result = h.hs.on_request_data(id.into(), &[], true);
-                }
-                if reset.is_some() {
-                    h.hs.on_request_reset(id.into());
-                }
-            }
-            H3Role::App => {
-                if c.ready {
-                    for d in data {
-                        self.events.push_back(Event::Data {
-                            session: sid,
-                            stream: id,
-                            data: d,
-                        });
-                    }
-                    self.stream_end(sid, id, fin, reset);
-                }
-            }
-        }
-        if (fin || reset.is_some())
-            && let Mode::H3(h) = &mut c.mode
-            && !matches!(
-                h.roles.get(&id),
-                Some(H3Role::Request | H3Role::Control | H3Role::Early { .. })
-            )
-        {
-            h.roles.remove(&id);
-        }
+        self.stream_actions(sid, c, &mut result);
         if let Err(e) = result {
             debug!(worker = self.index, session = sid, error = %e, "closing h3 connection");
             self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
@@ -781,6 +584,67 @@ impl Core {
             return;
         }
         self.h3_outputs(sid, c, now);
+    }
+
+    /// Carries out the stream roles' actions: application events, STOP_SENDING, and the
+    /// handshake's input. After the handshake's first error, its remaining input is dropped
+    /// (the connection is about to close with that error).
+    fn stream_actions(
+        &mut self,
+        sid: SessionId,
+        c: &mut Conn,
+        result: &mut Result<(), wt::WtError>,
+    ) {
+        let Mode::H3(h) = &mut c.mode else { return };
+        while let Some(action) = h.streams.poll_action() {
+            match action {
+                wt::StreamAction::Opened { stream, bidi } => {
+                    self.events.push_back(Event::StreamOpened {
+                        session: sid,
+                        stream,
+                        bidi,
+                    });
+                }
+                wt::StreamAction::Data { stream, data } => {
+                    self.events.push_back(Event::Data {
+                        session: sid,
+                        stream,
+                        data,
+                    });
+                }
+                wt::StreamAction::Finished { stream } => self.stream_end(sid, stream, true, None),
+                wt::StreamAction::Reset { stream, code } => {
+                    self.stream_end(sid, stream, false, Some(code));
+                }
+                wt::StreamAction::Stop { stream, code } => {
+                    let _ = c
+                        .inner
+                        .recv_stream(stream)
+                        .stop(VarInt::from_u64(code).unwrap_or_default());
+                }
+                wt::StreamAction::ControlOpened { stream } => {
+                    if result.is_ok() {
+                        *result = h.hs.on_control_opened(stream.into());
+                    }
+                }
+                wt::StreamAction::ControlData { data } => {
+                    if result.is_ok() {
+                        *result = h.hs.on_control_data(&data, false);
+                    }
+                }
+                wt::StreamAction::ControlClosed => {
+                    if result.is_ok() {
+                        *result = Err(wt::WtError::ControlClosed);
+                    }
+                }
+                wt::StreamAction::RequestData { stream, data, fin } => {
+                    if result.is_ok() {
+                        *result = h.hs.on_request_data(stream.into(), &data, fin);
+                    }
+                }
+                wt::StreamAction::RequestReset { stream } => h.hs.on_request_reset(stream.into()),
+            }
+        }
     }
 
     fn h3_outputs(&mut self, sid: SessionId, c: &mut Conn, now: Instant) {
@@ -826,7 +690,11 @@ impl Core {
                         query: req.query,
                         remote: c.remote,
                     }));
-                    self.release_early(sid, c);
+                    if let Mode::H3(h) = &mut c.mode {
+                        h.streams.session_ready();
+                    }
+                    // Only application events come of releasing held streams.
+                    self.stream_actions(sid, c, &mut Ok(()));
                 }
                 wt::Output::Refused { status, reason } => {
                     info!(worker = self.index, session = sid, %reason, "webtransport refused");
@@ -995,7 +863,7 @@ impl<'a> Io<'a> {
         if let Some(session) = c.session() {
             let prefix = wt::stream_prefix(dir == Dir::Bi, session);
             if let Mode::H3(h) = &mut c.mode {
-                h.roles.insert(id, H3Role::App);
+                h.streams.local_app(id);
             }
             c.write_prefix(id, prefix);
         }
@@ -1275,7 +1143,7 @@ fn write_err(s: SessionId, stream: StreamId, e: quinn_proto::WriteError) -> IoEr
         quinn_proto::WriteError::Stopped(code) => IoError::Stopped {
             session: s,
             stream,
-            code: app_code(code),
+            code: app_code(code.into_inner()),
         },
         _ => IoError::ClosedStream { session: s, stream },
     }

@@ -193,6 +193,14 @@ impl Handshake {
         }
     }
 
+    /// Both session IDs, as [`super::Streams`] needs them to classify a stream.
+    pub fn session_ids(&self) -> super::SessionIds {
+        super::SessionIds {
+            live: self.session(),
+            pending: self.pending_session(),
+        }
+    }
+
     /// A peer uni stream turned out to be a control stream.
     pub fn on_control_opened(&mut self, stream: u64) -> Result<(), WtError> {
         if self.control.is_some() {

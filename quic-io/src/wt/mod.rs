@@ -1,19 +1,22 @@
 //! WebTransport over HTTP/3, sans-IO: the error codes and bounds shared by its parts, and
 //! the parts themselves — `framing` (stream headers and prefixes, quarter-stream-ID
-//! datagrams, the CLOSE_WEBTRANSPORT_SESSION capsule, our control stream) and `handshake` (the
-//! SETTINGS exchange and extended CONNECT, server and client side). Everything here takes
+//! datagrams, the CLOSE_WEBTRANSPORT_SESSION capsule, our control stream), `handshake` (the
+//! SETTINGS exchange and extended CONNECT, server and client side) and `streams` (what each
+//! stream of an `h3` connection is, and where its bytes go). Everything here takes
 //! bytes in and returns bytes and decisions out; it must never touch a socket, a clock or
 //! quinn-proto, and never buffer more than the bounds below. QPACK (with Huffman) and
 //! SETTINGS parsing come from `web-transport-proto`.
 
 mod framing;
 mod handshake;
+mod streams;
 
 pub use framing::{
     BiKind, UniKind, WT_BIDI, WT_UNI, close_capsule, control_stream_bytes, decode_datagram,
     encode_datagram, parse_bi_header, parse_uni_header, stream_prefix,
 };
 pub use handshake::{Handshake, Output, SessionRequest};
+pub use streams::{MAX_EARLY_STREAMS, SessionIds, StreamAction, Streams};
 pub use web_transport_proto::{error_from_http3, error_to_http3};
 
 /// HTTP/3 error codes (RFC 9114 section 8.1) used to close a misbehaving connection.
