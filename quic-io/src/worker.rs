@@ -66,7 +66,8 @@ struct H3 {
     streams: wt::Streams<StreamId>,
 }
 
-struct Conn {
+/// One QUIC connection of this worker, with what the worker keeps beside it.
+struct WorkerConn {
     handle: ConnectionHandle,
     inner: quinn_proto::Connection,
     remote: SocketAddr,
@@ -85,7 +86,7 @@ struct Conn {
     dial: Option<Box<wt::Handshake>>,
 }
 
-impl Conn {
+impl WorkerConn {
     /// Writes bytes that must precede anything else on a new stream; what the stream does
     /// not take now is kept and sent before the application's data.
     fn write_prefix(&mut self, id: StreamId, prefix: Bytes) {
@@ -115,7 +116,7 @@ pub(crate) struct Core {
     /// Boxed: a quinn-proto `Connection` is kilobytes, and `drive`/`flush` take each dirty
     /// connection out of the map and put it back every iteration; moving a pointer instead
     /// of the struct was a tenth of the worker's CPU with 100 connections.
-    conns: HashMap<SessionId, Box<Conn>>,
+    conns: HashMap<SessionId, Box<WorkerConn>>,
     by_handle: HashMap<ConnectionHandle, SessionId>,
     next_id: SessionId,
     dirty: Vec<SessionId>,
@@ -237,7 +238,7 @@ impl Core {
                 debug!(worker = self.index, session = sid, %remote, "accepted");
                 self.conns.insert(
                     sid,
-                    Box::new(Conn {
+                    Box::new(WorkerConn {
                         handle,
                         inner,
                         remote,
@@ -280,7 +281,7 @@ impl Core {
     fn on_conn_event(
         &mut self,
         sid: SessionId,
-        c: &mut Conn,
+        c: &mut WorkerConn,
         ev: quinn_proto::Event,
         now: Instant,
     ) {
@@ -434,7 +435,7 @@ impl Core {
     }
 
     /// Client side: opens the CONNECT request stream and writes the request on it.
-    fn send_connect(&mut self, sid: SessionId, c: &mut Conn, now: Instant) {
+    fn send_connect(&mut self, sid: SessionId, c: &mut WorkerConn, now: Instant) {
         let Some(id) = c.inner.streams().open(Dir::Bi) else {
             // A fresh connection always has bidi credit unless the server grants none.
             c.inner.close(
@@ -452,7 +453,7 @@ impl Core {
         c.write_prefix(id, req);
     }
 
-    fn is_app_stream(&self, c: &Conn, id: StreamId) -> bool {
+    fn is_app_stream(&self, c: &WorkerConn, id: StreamId) -> bool {
         match &c.mode {
             Mode::H3(h) => h.streams.is_app_stream(id) && !h.hs.is_connect_stream(id.into()),
             _ => true,
@@ -462,7 +463,7 @@ impl Core {
     fn session_closed(
         &mut self,
         sid: SessionId,
-        c: &mut Conn,
+        c: &mut WorkerConn,
         reason: &quinn_proto::ConnectionError,
     ) {
         if c.closed {
@@ -494,7 +495,7 @@ impl Core {
     }
 
     /// Reads everything a stream has; flow control bounds how much that can be.
-    fn read_stream(&mut self, sid: SessionId, c: &mut Conn, id: StreamId, now: Instant) {
+    fn read_stream(&mut self, sid: SessionId, c: &mut WorkerConn, id: StreamId, now: Instant) {
         let mut chunks_out = Vec::new();
         let mut fin = false;
         let mut reset = None;
@@ -558,7 +559,7 @@ impl Core {
     fn h3_stream_input(
         &mut self,
         sid: SessionId,
-        c: &mut Conn,
+        c: &mut WorkerConn,
         id: StreamId,
         chunks: Vec<Bytes>,
         fin: bool,
@@ -592,7 +593,7 @@ impl Core {
     fn stream_actions(
         &mut self,
         sid: SessionId,
-        c: &mut Conn,
+        c: &mut WorkerConn,
         result: &mut Result<(), wt::WtError>,
     ) {
         let Mode::H3(h) = &mut c.mode else { return };
@@ -647,7 +648,7 @@ impl Core {
         }
     }
 
-    fn h3_outputs(&mut self, sid: SessionId, c: &mut Conn, now: Instant) {
+    fn h3_outputs(&mut self, sid: SessionId, c: &mut WorkerConn, now: Instant) {
         loop {
             let Mode::H3(h) = &mut c.mode else { return };
             let Some(out) = h.hs.poll_output() else {
@@ -840,7 +841,7 @@ pub struct Io<'a> {
 }
 
 impl<'a> Io<'a> {
-    fn conn(&mut self, s: SessionId) -> Result<&mut Conn, IoError> {
+    fn conn(&mut self, s: SessionId) -> Result<&mut WorkerConn, IoError> {
         match self.core.conns.get_mut(&s) {
             Some(c) if c.ready && !c.closed => Ok(c),
             _ => Err(IoError::UnknownSession(s)),
@@ -929,7 +930,7 @@ impl<'a> Io<'a> {
         self.core.next_id += 1;
         self.core.conns.insert(
             sid,
-            Box::new(Conn {
+            Box::new(WorkerConn {
                 handle,
                 inner,
                 remote: addr,
