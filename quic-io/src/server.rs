@@ -17,9 +17,10 @@ use tracing::{info, warn};
 
 use crate::app::Application;
 use crate::config::{Config, IoBackend};
+use crate::io::Io;
 use crate::steer::{self, WorkerCidGenerator};
 use crate::tls::{self, TlsError};
-use crate::worker::{self, FORWARD_QUEUE, Forwarded, Io, WorkerSetup};
+use crate::worker::{self, FORWARD_QUEUE, Forwarded, WorkerSetup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

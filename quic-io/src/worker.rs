@@ -20,9 +20,8 @@ use quinn_proto::{
 };
 use tracing::{debug, info};
 
-use crate::app::{
-    Application, Event, IoError, SessionId, SessionInfo, SessionIo, StreamId, Transport,
-};
+use crate::app::{Application, Event, SessionId, SessionInfo, StreamId, Transport};
+use crate::io::Io;
 use crate::net::{Net, RxDatagram};
 use crate::server::{Shared, WorkerStats};
 use crate::wt;
@@ -33,7 +32,7 @@ const MAX_PARK: Duration = Duration::from_secs(1);
 /// QUIC retransmits, and a flood must not grow memory.
 pub(crate) const FORWARD_QUEUE: usize = 1024;
 /// How long a graceful close waits for the peer (spec: max(3 RTT, 100 ms)).
-const CLOSE_GRACE: Duration = Duration::from_millis(100);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(100);
 /// Passes over newly dirty connections per iteration; further work waits for the next turn.
 const DRIVE_PASSES: usize = 4;
 /// Shortest sleep, as in poll(2) and tokio: waking for a pacing timer tens of microseconds
@@ -52,7 +51,7 @@ pub(crate) struct Forwarded {
     pub ecn: Option<EcnCodepoint>,
 }
 
-enum Mode {
+pub(crate) enum Mode {
     /// TLS not finished; ALPN unknown.
     Handshaking,
     Quic {
@@ -61,35 +60,35 @@ enum Mode {
     H3(Box<H3>),
 }
 
-struct H3 {
-    hs: wt::Handshake,
-    streams: wt::Streams<StreamId>,
+pub(crate) struct H3 {
+    pub hs: wt::Handshake,
+    pub streams: wt::Streams<StreamId>,
 }
 
 /// One QUIC connection of this worker, with what the worker keeps beside it.
-struct WorkerConn {
-    handle: ConnectionHandle,
-    inner: quinn_proto::Connection,
-    remote: SocketAddr,
-    mode: Mode,
+pub(crate) struct WorkerConn {
+    pub handle: ConnectionHandle,
+    pub inner: quinn_proto::Connection,
+    pub remote: SocketAddr,
+    pub mode: Mode,
     /// The application has been told `SessionReady`.
-    ready: bool,
+    pub ready: bool,
     /// `SessionClosed` has been delivered (or the session never became ready).
-    closed: bool,
-    dirty: bool,
-    timer: Option<Instant>,
+    pub closed: bool,
+    pub dirty: bool,
+    pub timer: Option<Instant>,
     /// A graceful WebTransport close: send CONNECTION_CLOSE at this time.
-    close_at: Option<(Instant, VarInt)>,
+    pub close_at: Option<(Instant, VarInt)>,
     /// Bytes that must precede application data on a stream (WebTransport prefixes).
-    pending_prefix: HashMap<StreamId, Bytes>,
+    pub pending_prefix: HashMap<StreamId, Bytes>,
     /// An outgoing WebTransport dial: the client handshake, until ALPN `h3` is confirmed.
-    dial: Option<Box<wt::Handshake>>,
+    pub dial: Option<Box<wt::Handshake>>,
 }
 
 impl WorkerConn {
     /// Writes bytes that must precede anything else on a new stream; what the stream does
     /// not take now is kept and sent before the application's data.
-    fn write_prefix(&mut self, id: StreamId, prefix: Bytes) {
+    pub fn write_prefix(&mut self, id: StreamId, prefix: Bytes) {
         match self.inner.send_stream(id).write(&prefix) {
             Ok(n) if n == prefix.len() => {}
             Ok(n) => {
@@ -101,7 +100,7 @@ impl WorkerConn {
         }
     }
 
-    fn session(&self) -> Option<u64> {
+    pub fn session(&self) -> Option<u64> {
         match &self.mode {
             Mode::H3(h) => h.hs.session(),
             _ => None,
@@ -112,11 +111,11 @@ impl WorkerConn {
 /// Worker-local state the application's `Io` acts on.
 pub(crate) struct Core {
     pub index: usize,
-    endpoint: Endpoint,
+    pub endpoint: Endpoint,
     /// Boxed: a quinn-proto `Connection` is kilobytes, and `drive`/`flush` take each dirty
     /// connection out of the map and put it back every iteration; moving a pointer instead
     /// of the struct was a tenth of the worker's CPU with 100 connections.
-    conns: HashMap<SessionId, Box<WorkerConn>>,
+    pub conns: HashMap<SessionId, Box<WorkerConn>>,
     by_handle: HashMap<ConnectionHandle, SessionId>,
     next_id: SessionId,
     dirty: Vec<SessionId>,
@@ -162,22 +161,55 @@ impl TokenBucket {
 }
 
 /// The application's code for an HTTP/3-space code from the wire.
-fn app_code(raw: u64) -> u32 {
+pub(crate) fn app_code(raw: u64) -> u32 {
     wt::error_from_http3(raw).unwrap_or(u32::try_from(raw).unwrap_or(u32::MAX))
 }
 
-fn wire_code(code: u32) -> VarInt {
+pub(crate) fn wire_code(code: u32) -> VarInt {
     VarInt::from_u64(wt::error_to_http3(code)).unwrap_or(VarInt::from_u32(code))
 }
 
 impl Core {
-    fn mark_dirty(&mut self, sid: SessionId) {
+    pub(crate) fn mark_dirty(&mut self, sid: SessionId) {
         if let Some(c) = self.conns.get_mut(&sid)
             && !c.dirty
         {
             c.dirty = true;
             self.dirty.push(sid);
         }
+    }
+
+    /// Takes a new connection, accepted or dialed (`dial`: a WebTransport dial's client
+    /// handshake), into the worker; returns its session ID.
+    pub(crate) fn insert_conn(
+        &mut self,
+        handle: ConnectionHandle,
+        inner: quinn_proto::Connection,
+        remote: SocketAddr,
+        dial: Option<Box<wt::Handshake>>,
+    ) -> SessionId {
+        let sid = self.next_id;
+        self.next_id += 1;
+        self.conns.insert(
+            sid,
+            Box::new(WorkerConn {
+                handle,
+                inner,
+                remote,
+                mode: Mode::Handshaking,
+                ready: false,
+                closed: false,
+                dirty: false,
+                timer: None,
+                close_at: None,
+                pending_prefix: HashMap::new(),
+                dial,
+            }),
+        );
+        self.by_handle.insert(handle, sid);
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.mark_dirty(sid);
+        sid
     }
 
     fn handle_datagram(
@@ -233,29 +265,9 @@ impl Core {
         let remote = incoming.remote_address();
         match self.endpoint.accept(incoming, now, buf, None) {
             Ok((handle, inner)) => {
-                let sid = self.next_id;
-                self.next_id += 1;
+                let sid = self.insert_conn(handle, inner, remote, None);
                 debug!(worker = self.index, session = sid, %remote, "accepted");
-                self.conns.insert(
-                    sid,
-                    Box::new(WorkerConn {
-                        handle,
-                        inner,
-                        remote,
-                        mode: Mode::Handshaking,
-                        ready: false,
-                        closed: false,
-                        dirty: false,
-                        timer: None,
-                        close_at: None,
-                        pending_prefix: HashMap::new(),
-                        dial: None,
-                    }),
-                );
-                self.by_handle.insert(handle, sid);
-                self.stats.connections.fetch_add(1, Ordering::Relaxed);
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                self.mark_dirty(sid);
             }
             Err(e) => {
                 debug!(error = %e.cause, "accept failed");
@@ -833,323 +845,6 @@ impl Core {
     }
 }
 
-/// The handle through which the application acts on this worker's sessions. Every action
-/// takes effect on the next send of this loop iteration.
-pub struct Io<'a> {
-    core: &'a mut Core,
-    now: Instant,
-}
-
-impl<'a> Io<'a> {
-    fn conn(&mut self, s: SessionId) -> Result<&mut WorkerConn, IoError> {
-        match self.core.conns.get_mut(&s) {
-            Some(c) if c.ready && !c.closed => Ok(c),
-            _ => Err(IoError::UnknownSession(s)),
-        }
-    }
-
-    /// This worker's index.
-    pub fn worker(&self) -> usize {
-        self.core.index
-    }
-
-    /// The time of this loop iteration.
-    pub fn now(&self) -> Instant {
-        self.now
-    }
-
-    fn open(&mut self, s: SessionId, dir: Dir) -> Result<StreamId, IoError> {
-        let c = self.conn(s)?;
-        let id = c.inner.streams().open(dir).ok_or(IoError::StreamLimit(s))?;
-        if let Some(session) = c.session() {
-            let prefix = wt::stream_prefix(dir == Dir::Bi, session);
-            if let Mode::H3(h) = &mut c.mode {
-                h.streams.local_app(id);
-            }
-            c.write_prefix(id, prefix);
-        }
-        self.core.mark_dirty(s);
-        Ok(id)
-    }
-
-    /// Opens an outgoing raw-QUIC connection from this worker's socket; it becomes a session
-    /// like any other (`SessionReady` once the handshake completes, `SessionClosed` if it
-    /// fails). Replies reach this worker only if nothing else shares its port: use it from a
-    /// one-worker `Server` (a client or upstream endpoint), not from a steered server group,
-    /// where the peer's long-header replies are hashed by 4-tuple to any worker.
-    pub fn connect(
-        &mut self,
-        config: quinn_proto::ClientConfig,
-        addr: SocketAddr,
-        server_name: &str,
-    ) -> Result<SessionId, IoError> {
-        self.dial(config, addr, server_name, None)
-    }
-
-    /// Opens an outgoing WebTransport session: `config` must offer ALPN `h3`. After the QUIC
-    /// handshake the worker sends SETTINGS and an extended CONNECT for
-    /// `https://{authority}{path_and_query}` offering `protocols` as `wt-available-protocols`;
-    /// a 200 raises `SessionReady` with `Transport::WebTransport { protocol }` (the server's
-    /// `wt-protocol`), and from then on the session behaves like a server-side one. A refusal
-    /// raises `SessionClosed` whose `code` is the HTTP status (1 when there was none) and whose
-    /// reason says why. The same one-worker caveat as [`Io::connect`] applies.
-    pub fn connect_webtransport(
-        &mut self,
-        config: quinn_proto::ClientConfig,
-        addr: SocketAddr,
-        server_name: &str,
-        authority: &str,
-        path_and_query: &str,
-        protocols: &[&str],
-    ) -> Result<SessionId, IoError> {
-        let hs = wt::Handshake::client(authority, path_and_query, protocols).map_err(|e| {
-            IoError::Connect {
-                addr,
-                reason: e.to_string(),
-            }
-        })?;
-        self.dial(config, addr, server_name, Some(Box::new(hs)))
-    }
-
-    fn dial(
-        &mut self,
-        config: quinn_proto::ClientConfig,
-        addr: SocketAddr,
-        server_name: &str,
-        dial: Option<Box<wt::Handshake>>,
-    ) -> Result<SessionId, IoError> {
-        let (handle, inner) = self
-            .core
-            .endpoint
-            .connect(self.now, config, addr, server_name)
-            .map_err(|e| IoError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
-        let sid = self.core.next_id;
-        self.core.next_id += 1;
-        self.core.conns.insert(
-            sid,
-            Box::new(WorkerConn {
-                handle,
-                inner,
-                remote: addr,
-                mode: Mode::Handshaking,
-                ready: false,
-                closed: false,
-                dirty: false,
-                timer: None,
-                close_at: None,
-                pending_prefix: HashMap::new(),
-                dial,
-            }),
-        );
-        self.core.by_handle.insert(handle, sid);
-        self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
-        self.core.mark_dirty(sid);
-        Ok(sid)
-    }
-
-    /// Opens a bidirectional stream (WebTransport prefix written for you).
-    pub fn open_bi(&mut self, s: SessionId) -> Result<StreamId, IoError> {
-        self.open(s, Dir::Bi)
-    }
-
-    /// Opens a unidirectional stream (WebTransport prefix written for you).
-    pub fn open_uni(&mut self, s: SessionId) -> Result<StreamId, IoError> {
-        self.open(s, Dir::Uni)
-    }
-
-    /// Queues chunks without copying; consumed chunks (and the consumed front of a partial
-    /// one) are taken out of `chunks`. Returns the bytes accepted; fewer than offered means
-    /// flow control is full and a `Writable` event will follow.
-    pub fn write(
-        &mut self,
-        s: SessionId,
-        stream: StreamId,
-        chunks: &mut [Bytes],
-    ) -> Result<usize, IoError> {
-        let c = self.conn(s)?;
-        if let Some(p) = c.pending_prefix.get_mut(&stream) {
-            match c.inner.send_stream(stream).write(p) {
-                Ok(n) if n >= p.len() => {
-                    c.pending_prefix.remove(&stream);
-                }
-                Ok(n) => {
-                    let _ = p.split_to(n);
-                    return Ok(0);
-                }
-                Err(e) => return Err(write_err(s, stream, e)),
-            }
-        }
-        let r = c.inner.send_stream(stream).write_chunks(chunks);
-        self.core.mark_dirty(s);
-        match r {
-            Ok(w) => Ok(w.bytes),
-            Err(quinn_proto::WriteError::Blocked) => Ok(0),
-            Err(e) => Err(write_err(s, stream, e)),
-        }
-    }
-
-    /// Finishes our side of the stream (FIN after queued data).
-    pub fn finish(&mut self, s: SessionId, stream: StreamId) -> Result<(), IoError> {
-        let c = self.conn(s)?;
-        let r = c.inner.send_stream(stream).finish();
-        self.core.mark_dirty(s);
-        r.map_err(|_| IoError::ClosedStream { session: s, stream })
-    }
-
-    /// Abandons our side of the stream with an application code.
-    pub fn reset(&mut self, s: SessionId, stream: StreamId, code: u32) -> Result<(), IoError> {
-        let c = self.conn(s)?;
-        c.pending_prefix.remove(&stream);
-        let r = c.inner.send_stream(stream).reset(wire_code(code));
-        self.core.mark_dirty(s);
-        r.map_err(|_| IoError::ClosedStream { session: s, stream })
-    }
-
-    /// Asks the peer to stop sending on the stream.
-    pub fn stop_sending(
-        &mut self,
-        s: SessionId,
-        stream: StreamId,
-        code: u32,
-    ) -> Result<(), IoError> {
-        let c = self.conn(s)?;
-        let r = c.inner.recv_stream(stream).stop(wire_code(code));
-        self.core.mark_dirty(s);
-        r.map_err(|_| IoError::ClosedStream { session: s, stream })
-    }
-
-    /// Higher goes first among this session's streams.
-    pub fn set_priority(
-        &mut self,
-        s: SessionId,
-        stream: StreamId,
-        priority: i32,
-    ) -> Result<(), IoError> {
-        let c = self.conn(s)?;
-        c.inner
-            .send_stream(stream)
-            .set_priority(priority)
-            .map_err(|_| IoError::ClosedStream { session: s, stream })
-    }
-
-    /// Sends an unreliable datagram (dropped rather than queued when the buffer is full).
-    pub fn send_datagram(&mut self, s: SessionId, data: Bytes) -> Result<(), IoError> {
-        let c = self.conn(s)?;
-        let data = match c.session() {
-            Some(session) => wt::encode_datagram(session, &data),
-            None => data,
-        };
-        let r = c.inner.datagrams().send(data, true);
-        self.core.mark_dirty(s);
-        r.map_err(|e| IoError::Datagram {
-            session: s,
-            reason: e.to_string(),
-        })
-    }
-
-    /// The largest payload `send_datagram` accepts now.
-    pub fn max_datagram_size(&mut self, s: SessionId) -> Option<usize> {
-        let c = self.conn(s).ok()?;
-        let max = c.inner.datagrams().max_size()?;
-        Some(match c.session() {
-            Some(session) => max.saturating_sub(wt::encode_datagram(session, &[]).len()),
-            None => max,
-        })
-    }
-
-    /// Closes the session. WebTransport: CLOSE_WEBTRANSPORT_SESSION capsule, then the QUIC
-    /// connection after a short grace; raw QUIC: CONNECTION_CLOSE with the plain code. No
-    /// `SessionClosed` event follows: the caller already knows.
-    pub fn close(&mut self, s: SessionId, code: u32, reason: &str) {
-        let now = self.now;
-        let Ok(c) = self.conn(s) else { return };
-        c.closed = true;
-        match c.session() {
-            Some(session) => {
-                if let Ok(vi) = VarInt::from_u64(session) {
-                    let id = StreamId::from(vi);
-                    let _ = c
-                        .inner
-                        .send_stream(id)
-                        .write(&wt::close_capsule(code, reason));
-                    let _ = c.inner.send_stream(id).finish();
-                }
-                c.close_at = Some((now + CLOSE_GRACE, wire_code(code)));
-            }
-            None => c.inner.close(
-                now,
-                VarInt::from_u32(code),
-                Bytes::copy_from_slice(reason.as_bytes()),
-            ),
-        }
-        self.core.mark_dirty(s);
-    }
-}
-
-/// The worker's connections as the application's transport: each call is the inherent
-/// method of the same name.
-impl SessionIo for Io<'_> {
-    fn open_bi(&mut self, s: SessionId) -> Result<StreamId, IoError> {
-        Io::open_bi(self, s)
-    }
-
-    fn open_uni(&mut self, s: SessionId) -> Result<StreamId, IoError> {
-        Io::open_uni(self, s)
-    }
-
-    fn write(
-        &mut self,
-        s: SessionId,
-        stream: StreamId,
-        chunks: &mut [Bytes],
-    ) -> Result<usize, IoError> {
-        Io::write(self, s, stream, chunks)
-    }
-
-    fn finish(&mut self, s: SessionId, stream: StreamId) -> Result<(), IoError> {
-        Io::finish(self, s, stream)
-    }
-
-    fn reset(&mut self, s: SessionId, stream: StreamId, code: u32) -> Result<(), IoError> {
-        Io::reset(self, s, stream, code)
-    }
-
-    fn stop_sending(&mut self, s: SessionId, stream: StreamId, code: u32) -> Result<(), IoError> {
-        Io::stop_sending(self, s, stream, code)
-    }
-
-    fn set_priority(
-        &mut self,
-        s: SessionId,
-        stream: StreamId,
-        priority: i32,
-    ) -> Result<(), IoError> {
-        Io::set_priority(self, s, stream, priority)
-    }
-
-    fn send_datagram(&mut self, s: SessionId, data: Bytes) -> Result<(), IoError> {
-        Io::send_datagram(self, s, data)
-    }
-
-    fn close(&mut self, s: SessionId, code: u32, reason: &str) {
-        Io::close(self, s, code, reason)
-    }
-}
-
-fn write_err(s: SessionId, stream: StreamId, e: quinn_proto::WriteError) -> IoError {
-    match e {
-        quinn_proto::WriteError::Stopped(code) => IoError::Stopped {
-            session: s,
-            stream,
-            code: app_code(code.into_inner()),
-        },
-        _ => IoError::ClosedStream { session: s, stream },
-    }
-}
-
 /// Everything a worker thread runs with.
 pub(crate) struct WorkerSetup {
     pub index: usize,
@@ -1280,23 +975,10 @@ where
                 break;
             }
             while let Some(ev) = core.events.pop_front() {
-                app.on_event(
-                    now,
-                    ev,
-                    &mut Io {
-                        core: &mut core,
-                        now,
-                    },
-                );
+                app.on_event(now, ev, &mut Io::new(&mut core, now));
             }
         }
-        app.poll(
-            now,
-            &mut Io {
-                core: &mut core,
-                now,
-            },
-        );
+        app.poll(now, &mut Io::new(&mut core, now));
         core.net.unblock();
         // Swap rather than take: both vectors keep their capacity across iterations.
         pass.clear();
