@@ -1,16 +1,15 @@
-//! One worker: its quinn-proto endpoint, its connections, the WebTransport glue for `h3`
-//! connections, and the poll(2) event loop over its own UDP socket (GSO/GRO through
-//! quinn-udp). It owns everything it touches; the only things shared with other threads are
-//! atomic counters, the TLS reload slot (checked once per iteration) and bounded channels of
-//! mis-steered packets. It must never block except in its one poll(2) wait, and never lock on
-//! the per-packet path.
+//! The per-connection half of a worker: its quinn-proto endpoint and connections, turning
+//! datagrams and timers into quinn events and quinn events into application [`Event`]s,
+//! the WebTransport glue of `h3` connections (translating between quinn-proto and the
+//! sans-IO `wt::Handshake` and `wt::Streams`), stream-credit growth, and flushing each dirty
+//! connection's packets into `Net`. The event loop in `worker` decides when each of these
+//! runs; this module owns the connections and must never wait, read the clock (`now` is
+//! passed in) or lock.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -20,36 +19,14 @@ use quinn_proto::{
 };
 use tracing::{debug, info};
 
-use crate::app::{Application, Event, SessionId, SessionInfo, StreamId, Transport};
-use crate::io::Io;
-use crate::net::{Net, RxDatagram};
-use crate::server::{Shared, WorkerStats};
+use crate::app::{Event, SessionId, SessionInfo, StreamId, Transport};
+use crate::config::Config;
+use crate::net::Net;
+use crate::server::WorkerStats;
 use crate::wt;
 
-/// Longest sleep without a deadline: a safety net so a lost wake-up costs at most this.
-const MAX_PARK: Duration = Duration::from_secs(1);
-/// Mis-steered packets queued per worker pair; beyond this they are dropped (and counted) —
-/// QUIC retransmits, and a flood must not grow memory.
-pub(crate) const FORWARD_QUEUE: usize = 1024;
 /// How long a graceful close waits for the peer (spec: max(3 RTT, 100 ms)).
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_millis(100);
-/// Passes over newly dirty connections per iteration; further work waits for the next turn.
-const DRIVE_PASSES: usize = 4;
-/// Shortest sleep, as in poll(2) and tokio: waking for a pacing timer tens of microseconds
-/// away sends one datagram per wake-up where a millisecond's worth would leave as one GSO
-/// batch (measured with egress_bench at a paced 100 Mbit/s: twice the CPU per byte on
-/// io_uring, whose timeout is exact, against poll's millisecond rounding).
-const MIN_SLEEP: Duration = Duration::from_millis(1);
-/// How long shutdown waits for connections to say goodbye before the worker exits.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
-/// A datagram another worker received for one of our connections.
-pub(crate) struct Forwarded {
-    pub data: BytesMut,
-    pub remote: SocketAddr,
-    pub local_ip: Option<IpAddr>,
-    pub ecn: Option<EcnCodepoint>,
-}
 
 pub(crate) enum Mode {
     /// TLS not finished; ALPN unknown.
@@ -110,18 +87,18 @@ impl WorkerConn {
 
 /// Worker-local state the application's `Io` acts on.
 pub(crate) struct Core {
-    pub index: usize,
-    pub endpoint: Endpoint,
+    pub(crate) index: usize,
+    pub(crate) endpoint: Endpoint,
     /// Boxed: a quinn-proto `Connection` is kilobytes, and `drive`/`flush` take each dirty
     /// connection out of the map and put it back every iteration; moving a pointer instead
     /// of the struct was a tenth of the worker's CPU with 100 connections.
-    pub conns: HashMap<SessionId, Box<WorkerConn>>,
+    pub(crate) conns: HashMap<SessionId, Box<WorkerConn>>,
     by_handle: HashMap<ConnectionHandle, SessionId>,
     next_id: SessionId,
-    dirty: Vec<SessionId>,
-    events: VecDeque<Event>,
+    pub(crate) dirty: Vec<SessionId>,
+    pub(crate) events: VecDeque<Event>,
     timers: BTreeSet<(Instant, SessionId)>,
-    net: Net,
+    pub(crate) net: Net,
     stats: Arc<WorkerStats>,
     wt_protocols: Vec<String>,
     max_conns: usize,
@@ -170,6 +147,34 @@ pub(crate) fn wire_code(code: u32) -> VarInt {
 }
 
 impl Core {
+    pub(crate) fn new(
+        index: usize,
+        endpoint: Endpoint,
+        net: Net,
+        stats: Arc<WorkerStats>,
+        cfg: &Config,
+        now: Instant,
+    ) -> Self {
+        let max_segments = net.max_segments();
+        Core {
+            index,
+            endpoint,
+            conns: HashMap::new(),
+            by_handle: HashMap::new(),
+            next_id: 0,
+            dirty: Vec::new(),
+            events: VecDeque::new(),
+            timers: BTreeSet::new(),
+            net,
+            stats,
+            wt_protocols: cfg.quic.wt_protocols.clone(),
+            max_conns: cfg.limits.max_connections_per_worker,
+            max_streams: crate::tls::max_stream_credit(&cfg.quic),
+            bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
+            scratch: Vec::with_capacity(max_segments * 1500),
+        }
+    }
+
     pub(crate) fn mark_dirty(&mut self, sid: SessionId) {
         if let Some(c) = self.conns.get_mut(&sid)
             && !c.dirty
@@ -212,7 +217,7 @@ impl Core {
         sid
     }
 
-    fn handle_datagram(
+    pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
         remote: SocketAddr,
@@ -279,7 +284,7 @@ impl Core {
     }
 
     /// Drains one connection's quinn events into application events.
-    fn drive(&mut self, sid: SessionId, now: Instant) {
+    pub(crate) fn drive(&mut self, sid: SessionId, now: Instant) {
         let Some(mut c) = self.conns.remove(&sid) else {
             return;
         };
@@ -746,7 +751,7 @@ impl Core {
 
     /// Sends what a connection has queued, handles its endpoint events and re-arms its timer.
     /// Returns false if the socket is full (the connection stays dirty).
-    fn flush(&mut self, sid: SessionId, now: Instant) -> bool {
+    pub(crate) fn flush(&mut self, sid: SessionId, now: Instant) -> bool {
         let Some(mut c) = self.conns.remove(&sid) else {
             return true;
         };
@@ -809,7 +814,7 @@ impl Core {
         ok
     }
 
-    fn fire_timers(&mut self, now: Instant) {
+    pub(crate) fn fire_timers(&mut self, now: Instant) {
         while let Some(&(t, sid)) = self.timers.first() {
             if t > now {
                 break;
@@ -829,11 +834,11 @@ impl Core {
         }
     }
 
-    fn next_timer(&self) -> Option<Instant> {
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
         self.timers.first().map(|x| x.0)
     }
 
-    fn close_all(&mut self, now: Instant) {
+    pub(crate) fn close_all(&mut self, now: Instant) {
         let ids: Vec<SessionId> = self.conns.keys().copied().collect();
         for sid in ids {
             if let Some(c) = self.conns.get_mut(&sid) {
@@ -843,177 +848,6 @@ impl Core {
             self.mark_dirty(sid);
         }
     }
-}
-
-/// Everything a worker thread runs with.
-pub(crate) struct WorkerSetup {
-    pub index: usize,
-    pub workers: usize,
-    pub socket: std::net::UdpSocket,
-    pub endpoint: Endpoint,
-    pub shared: Arc<Shared>,
-    pub stats: Arc<WorkerStats>,
-    pub waker: crate::server::Waker,
-    pub forward_rx: Receiver<Forwarded>,
-    pub forward_tx: Vec<(SyncSender<Forwarded>, crate::server::Waker)>,
-    pub uring: bool,
-}
-
-pub(crate) fn run<A>(setup: WorkerSetup, mut app: A) -> io::Result<()>
-where
-    A: for<'io> Application<Io<'io>>,
-{
-    let WorkerSetup {
-        index,
-        workers,
-        socket,
-        endpoint,
-        shared,
-        stats,
-        waker,
-        forward_rx,
-        forward_tx,
-        uring,
-    } = setup;
-    let cfg = &shared.config;
-    let net = Net::new(
-        socket,
-        uring,
-        cfg.socket.max_gso_segments,
-        cfg.socket.gso,
-        cfg.socket.gro,
-        stats.clone(),
-        &waker,
-    )?;
-    let now = Instant::now();
-    let mut tls_gen = shared.tls_generation.load(Ordering::Acquire);
-    let max_segments = net.max_segments();
-    let mut core = Core {
-        index,
-        endpoint,
-        conns: HashMap::new(),
-        by_handle: HashMap::new(),
-        next_id: 0,
-        dirty: Vec::new(),
-        events: VecDeque::new(),
-        timers: BTreeSet::new(),
-        net,
-        stats: stats.clone(),
-        wt_protocols: cfg.quic.wt_protocols.clone(),
-        max_conns: cfg.limits.max_connections_per_worker,
-        max_streams: crate::tls::max_stream_credit(&cfg.quic),
-        bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
-        scratch: Vec::with_capacity(max_segments * 1500),
-    };
-    let mut rx: Vec<RxDatagram> = Vec::new();
-    // The dirty list of one drive pass, kept across iterations so a pass allocates nothing.
-    let mut pass: Vec<SessionId> = Vec::new();
-    let mut shutdown_deadline: Option<Instant> = None;
-    debug!(worker = index, max_segments, uring, "worker running");
-
-    loop {
-        let now = Instant::now();
-        if shared.shutdown.load(Ordering::Acquire) && shutdown_deadline.is_none() {
-            shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-            core.close_all(now);
-        }
-        if let Some(d) = shutdown_deadline
-            && (core.conns.is_empty() || now >= d)
-        {
-            break;
-        }
-        let g = shared.tls_generation.load(Ordering::Acquire);
-        if g != tls_gen {
-            tls_gen = g;
-            if let Ok(slot) = shared.tls.lock() {
-                core.endpoint
-                    .set_server_config(Some(slot.server_config.clone()));
-            }
-        }
-
-        // Receive: our own datagrams, then what other workers forwarded.
-        rx.clear();
-        let recv_more = core.net.recv(&mut rx);
-        for d in rx.drain(..) {
-            if workers > 1
-                && let Some(owner) = crate::steer::packet_owner(&d.data, workers)
-                && owner != index
-            {
-                stats.missteered.fetch_add(1, Ordering::Relaxed);
-                let (tx, w) = &forward_tx[owner];
-                let fwd = Forwarded {
-                    data: d.data,
-                    remote: d.remote,
-                    local_ip: d.local_ip,
-                    ecn: d.ecn,
-                };
-                match tx.try_send(fwd) {
-                    Ok(()) => w.wake(),
-                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                        stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                continue;
-            }
-            core.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
-        }
-        for _ in 0..FORWARD_QUEUE {
-            let Ok(f) = forward_rx.try_recv() else { break };
-            stats.forwarded_in.fetch_add(1, Ordering::Relaxed);
-            core.handle_datagram(now, f.remote, f.local_ip, f.ecn, f.data);
-        }
-        core.fire_timers(now);
-
-        // Drive connections and the application.
-        for _ in 0..DRIVE_PASSES {
-            pass.clear();
-            pass.extend_from_slice(&core.dirty);
-            for &sid in &pass {
-                core.drive(sid, now);
-            }
-            if core.events.is_empty() {
-                break;
-            }
-            while let Some(ev) = core.events.pop_front() {
-                app.on_event(now, ev, &mut Io::new(&mut core, now));
-            }
-        }
-        app.poll(now, &mut Io::new(&mut core, now));
-        core.net.unblock();
-        // Swap rather than take: both vectors keep their capacity across iterations.
-        pass.clear();
-        std::mem::swap(&mut pass, &mut core.dirty);
-        for sid in &pass {
-            if let Some(c) = core.conns.get_mut(sid) {
-                c.dirty = false;
-            }
-        }
-        for &sid in &pass {
-            core.drive(sid, now);
-            core.flush(sid, now);
-        }
-
-        // Wait (and, on io_uring, submit the queued sends in the same call).
-        let busy =
-            recv_more || !core.events.is_empty() || (!core.dirty.is_empty() && !core.net.blocked());
-        let deadline = [core.next_timer(), app.timeout(), shutdown_deadline]
-            .into_iter()
-            .flatten()
-            .min();
-        let timeout = if busy {
-            Duration::ZERO
-        } else {
-            match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
-                // Already due: look again at once.
-                Some(d) if d.is_zero() => d,
-                Some(d) => d.clamp(MIN_SLEEP, MAX_PARK),
-                None => MAX_PARK,
-            }
-        };
-        core.net.wait(timeout, &waker);
-    }
-    info!(worker = index, "worker stopped");
-    Ok(())
 }
 
 /// Doubles the peer's stream credit in `dir`, up to `cap`, once it has half of it open, so
