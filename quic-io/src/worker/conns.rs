@@ -584,6 +584,12 @@ impl Core {
         now: Instant,
     ) {
         let Mode::H3(h) = &mut c.mode else { return };
+        // Both flip together when the handshake says `Ready` (`h3_outputs`).
+        debug_assert_eq!(
+            c.ready,
+            h.streams.is_ready(),
+            "session {sid}: ready flags differ"
+        );
         let ids = h.hs.session_ids();
         h.streams
             .on_input(id, chunks, fin, reset.map(VarInt::into_inner), ids);
@@ -787,10 +793,16 @@ impl Core {
                 self.session_closed(sid, &mut c, &reason);
             }
             if let Some(t) = c.timer {
-                self.timers.remove(&(t, sid));
+                let armed = self.timers.remove(&(t, sid));
+                debug_assert!(
+                    armed,
+                    "session {sid}: conn.timer {t:?} not in the timer set"
+                );
             }
-            self.by_handle.remove(&c.handle);
-            self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            let known = self.by_handle.remove(&c.handle);
+            debug_assert_eq!(known, Some(sid), "handle map out of step with conns");
+            let open = self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            debug_assert!(open > 0, "connection counter underflow");
             return ok;
         }
         let next = match (c.inner.poll_timeout(), c.close_at.map(|x| x.0)) {
@@ -799,13 +811,21 @@ impl Core {
         };
         if next != c.timer {
             if let Some(t) = c.timer {
-                self.timers.remove(&(t, sid));
+                let armed = self.timers.remove(&(t, sid));
+                debug_assert!(
+                    armed,
+                    "session {sid}: conn.timer {t:?} not in the timer set"
+                );
             }
             if let Some(t) = next {
-                self.timers.insert((t, sid));
+                let fresh = self.timers.insert((t, sid));
+                debug_assert!(fresh, "session {sid}: timer {t:?} armed twice");
             }
             c.timer = next;
         }
+        // Taken out of the map above, nothing could mark it dirty meanwhile: the flag is
+        // still the one the loop cleared, so pushing here cannot list it twice.
+        debug_assert!(!c.dirty, "session {sid} marked dirty while flushed");
         c.dirty = !ok;
         self.conns.insert(sid, c);
         if !ok {
@@ -814,13 +834,40 @@ impl Core {
         ok
     }
 
+    /// The dirty list and the connections' dirty flags agree: every flagged connection is
+    /// listed exactly once, and every listed connection that still exists is flagged.
+    /// O(connections): debug builds only, once per loop iteration.
+    pub(crate) fn debug_check_dirty(&self) {
+        if cfg!(debug_assertions) {
+            let mut listed = std::collections::HashSet::with_capacity(self.dirty.len());
+            for sid in &self.dirty {
+                if let Some(c) = self.conns.get(sid) {
+                    debug_assert!(c.dirty, "session {sid} listed dirty but not flagged");
+                    debug_assert!(listed.insert(*sid), "session {sid} listed dirty twice");
+                }
+            }
+            let flagged = self.conns.values().filter(|c| c.dirty).count();
+            debug_assert_eq!(flagged, listed.len(), "flagged dirty but not listed");
+        }
+    }
+
     pub(crate) fn fire_timers(&mut self, now: Instant) {
         while let Some(&(t, sid)) = self.timers.first() {
             if t > now {
                 break;
             }
             self.timers.pop_first();
+            // A connection's entry leaves the set with it (`flush`), so each entry has one.
+            debug_assert!(
+                self.conns.contains_key(&sid),
+                "timer of a gone session {sid}"
+            );
             if let Some(c) = self.conns.get_mut(&sid) {
+                debug_assert_eq!(
+                    c.timer,
+                    Some(t),
+                    "session {sid}: timer set and conn.timer differ"
+                );
                 c.timer = None;
                 if let Some((at, code)) = c.close_at
                     && at <= now

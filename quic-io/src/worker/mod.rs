@@ -170,6 +170,7 @@ where
         }
         app.poll(now, &mut Io::new(&mut core, now));
         core.net.unblock();
+        core.debug_check_dirty();
         // Swap rather than take: both vectors keep their capacity across iterations.
         pass.clear();
         std::mem::swap(&mut pass, &mut core.dirty);

@@ -21,6 +21,10 @@ pub const MAX_EARLY_STREAMS: usize = 64;
 /// Bit 1 of a QUIC stream ID marks a unidirectional stream (RFC 9000 section 2.1).
 const STREAM_ID_UNI_BIT: u64 = 0x2;
 
+// The longest stream header is two 8-byte varints: a `Pending` buffer that holds
+// `MAX_STREAM_HEADER` bytes always classifies, so it never waits for (or holds) more.
+const _: () = assert!(MAX_STREAM_HEADER >= 2 * 8);
+
 fn is_uni(id: u64) -> bool {
     id & STREAM_ID_UNI_BIT != 0
 }
@@ -155,6 +159,8 @@ impl<S: Copy + Eq + Hash + Into<u64>> Streams<S> {
         reset: Option<u64>,
         ids: SessionIds,
     ) {
+        // Drained after every call, so the queue holds one input's worth at most.
+        debug_assert!(self.actions.is_empty(), "previous actions not drained");
         let Self {
             roles,
             actions,
