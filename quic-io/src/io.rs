@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use quinn_proto::{Dir, VarInt};
 
 use crate::app::{IoError, SessionId, SessionIo, StreamId};
@@ -141,7 +141,7 @@ impl<'a> Io<'a> {
                     c.pending_prefix.remove(&stream);
                 }
                 Ok(n) => {
-                    let _ = p.split_to(n);
+                    p.advance(n);
                     return Ok(0);
                 }
                 Err(e) => return Err(write_err(s, stream, e)),
@@ -232,15 +232,17 @@ impl<'a> Io<'a> {
         let now = self.now;
         let Ok(c) = self.conn(s) else { return };
         c.closed = true;
+        // The CONNECT stream may already be gone (the peer reset or stopped it); then the
+        // QUIC close after the grace is all the peer gets. Counted, not fatal.
+        let mut failed = 0;
         match c.session() {
             Some(session) => {
                 if let Ok(vi) = VarInt::from_u64(session) {
                     let id = StreamId::from(vi);
-                    let _ = c
-                        .inner
-                        .send_stream(id)
-                        .write(&wt::close_capsule(code, reason));
-                    let _ = c.inner.send_stream(id).finish();
+                    let capsule = wt::close_capsule(code, reason);
+                    let written = c.inner.send_stream(id).write(&capsule);
+                    failed += u64::from(!matches!(written, Ok(n) if n == capsule.len()));
+                    failed += u64::from(c.inner.send_stream(id).finish().is_err());
                 }
                 c.close_at = Some((now + CLOSE_GRACE, wire_code(code)));
             }
@@ -250,6 +252,7 @@ impl<'a> Io<'a> {
                 Bytes::copy_from_slice(reason.as_bytes()),
             ),
         }
+        self.core.stream_ops_failed(failed);
         self.core.mark_dirty(s);
     }
 }

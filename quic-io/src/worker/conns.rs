@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use quinn_proto::{
     ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Endpoint, Incoming, ReadError, StreamEvent,
     VarInt,
@@ -175,6 +175,28 @@ impl Core {
         }
     }
 
+    /// Sends a packet that belongs to no connection; one the socket cannot take now is
+    /// dropped and counted (the peer retries its Initial).
+    fn send_stateless(&mut self, t: &quinn_proto::Transmit, buf: &[u8]) {
+        if !self.net.send(t, buf) {
+            self.stats.stateless_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a stream operation the worker made on its own behalf that quinn-proto refused.
+    pub(crate) fn stream_op<T, E>(&self, r: Result<T, E>) {
+        if r.is_err() {
+            self.stream_ops_failed(1);
+        }
+    }
+
+    /// Counts `n` refused stream operations of the worker's own (see `stream_op`).
+    pub(crate) fn stream_ops_failed(&self, n: u64) {
+        if n > 0 {
+            self.stats.stream_op_errors.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn mark_dirty(&mut self, sid: SessionId) {
         if let Some(c) = self.conns.get_mut(&sid)
             && !c.dirty
@@ -243,7 +265,7 @@ impl Core {
                 self.on_incoming(now, incoming, &mut buf)
             }
             Some(DatagramEvent::Response(t)) => {
-                let _ = self.net.send(&t, &buf);
+                self.send_stateless(&t, &buf);
             }
             None => {}
         }
@@ -254,14 +276,14 @@ impl Core {
         if self.conns.len() >= self.max_conns {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             let t = self.endpoint.refuse(incoming, buf);
-            let _ = self.net.send(&t, buf);
+            self.send_stateless(&t, buf);
             return;
         }
         if !incoming.remote_address_validated() && incoming.may_retry() && !self.bucket.take(now) {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             match self.endpoint.retry(incoming, buf) {
                 Ok(t) => {
-                    let _ = self.net.send(&t, buf);
+                    self.send_stateless(&t, buf);
                 }
                 Err(e) => self.endpoint.ignore(e.into_incoming()),
             }
@@ -277,7 +299,7 @@ impl Core {
             Err(e) => {
                 debug!(error = %e.cause, "accept failed");
                 if let Some(t) = e.response {
-                    let _ = self.net.send(&t, buf);
+                    self.send_stateless(&t, buf);
                 }
             }
         }
@@ -362,7 +384,8 @@ impl Core {
                     // Our control stream: open for the connection's whole life, and never
                     // the application's.
                     if let Some(id) = c.inner.streams().open(Dir::Uni) {
-                        let _ = c.inner.send_stream(id).write(&wt::control_stream_bytes());
+                        // What the stream does not take now goes out on `Writable`.
+                        c.write_prefix(id, wt::control_stream_bytes());
                         if let Mode::H3(h) = &mut c.mode {
                             h.streams.local_control(id);
                         }
@@ -405,7 +428,7 @@ impl Core {
                             c.pending_prefix.remove(&id);
                         }
                         Ok(n) => {
-                            let _ = p.split_to(n);
+                            p.advance(n);
                             return;
                         }
                         Err(_) => {
@@ -535,6 +558,8 @@ impl Core {
                     }
                 }
             }
+            // Whether to send the credit now: the connection is dirty (being driven) and
+            // is flushed this iteration anyway.
             let _ = chunks.finalize();
         }
         let drained = chunks_out;
@@ -641,10 +666,11 @@ impl Core {
                     self.stream_end(sid, stream, false, Some(code));
                 }
                 wt::StreamAction::Stop { stream, code } => {
-                    let _ = c
+                    let r = c
                         .inner
                         .recv_stream(stream)
                         .stop(VarInt::from_u64(code).unwrap_or_default());
+                    self.stream_op(r);
                 }
                 wt::StreamAction::ControlOpened { stream } => {
                     if result.is_ok() {
@@ -691,7 +717,8 @@ impl Core {
                         _ => {}
                     }
                     if fin {
-                        let _ = c.inner.send_stream(id).finish();
+                        let r = c.inner.send_stream(id).finish();
+                        self.stream_op(r);
                         if c.session().is_none() {
                             // A rejected CONNECT: the connection has no other use.
                             c.close_at = Some((

@@ -219,7 +219,7 @@ impl Handshake {
             });
         }
         self.control_buf.extend_from_slice(data);
-        while let Some((typ, hdr, total)) = frame_header(&self.control_buf) {
+        while let Some((typ, _, total)) = frame_header(&self.control_buf) {
             if total > MAX_CONTROL_BUFFER {
                 return Err(WtError::TooLarge {
                     stream: self.control.unwrap_or(0),
@@ -262,7 +262,6 @@ impl Handshake {
                 // GOAWAY, MAX_PUSH_ID, GREASE, unknown: nothing to do for one session.
                 _ => {}
             }
-            let _ = hdr;
         }
         if fin {
             return Err(WtError::ControlClosed);
@@ -513,7 +512,9 @@ fn response_bytes(status: web_transport_proto::http::StatusCode, protocol: Optio
         // Only a protocol string that is not a valid sf-string fails; ours come from the
         // client's parsed list, so fall back to no protocol rather than fail the session.
         b.clear();
-        let _ = ConnectResponse::new(status).encode(&mut b);
+        let plain = ConnectResponse::new(status).encode(&mut b);
+        // A status alone has nothing that can fail to encode.
+        debug_assert!(plain.is_ok(), "status-only response failed to encode");
     }
     b.freeze()
 }

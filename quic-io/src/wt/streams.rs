@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::{BiKind, MAX_STREAM_HEADER, UniKind, h3, parse_bi_header, parse_uni_header};
 
@@ -191,7 +191,7 @@ impl<S: Copy + Eq + Hash + Into<u64>> Streams<S> {
                 return;
             };
             let mut rest = std::mem::take(buf);
-            let _ = rest.split_to(n);
+            rest.advance(n);
             first = Some(rest.freeze());
             // Counted only while a client waits for its 200: never on the server's hot path.
             let early = match (ready, ids.pending) {
