@@ -12,7 +12,7 @@ use web_transport_proto::{
 };
 
 use super::framing::frame_header;
-use super::{MAX_CAPSULE_BUFFER, MAX_CONNECT_BUFFER, MAX_CONTROL_BUFFER, WtError};
+use super::{MAX_CAPSULE_BUFFER, MAX_CONNECT_BUFFER, MAX_CONTROL_BUFFER, WtError, frame};
 
 /// Buffers more of the CONNECT stream, refusing a peer that would make it outgrow `limit`.
 fn append_bounded(
@@ -231,7 +231,7 @@ impl Handshake {
             }
             let frame = self.control_buf.split_to(total);
             match (typ, self.settings_seen) {
-                (0x04, false) => {
+                (frame::SETTINGS, false) => {
                     let mut whole = BytesMut::with_capacity(total + 1);
                     whole.put_u8(0);
                     whole.put_slice(&frame);
@@ -250,10 +250,10 @@ impl Handshake {
                         self.answer(*req, stream);
                     }
                 }
-                (0x04, true) => return Err(WtError::DuplicateSettings),
+                (frame::SETTINGS, true) => return Err(WtError::DuplicateSettings),
                 (other, false) => return Err(WtError::MissingSettings(other)),
                 // DATA, HEADERS are not allowed on the control stream (RFC 9114 7.2).
-                (0x00 | 0x01, true) => {
+                (frame::DATA | frame::HEADERS, true) => {
                     return Err(WtError::FrameUnexpected {
                         stream: self.control.unwrap_or(0),
                         frame: typ,
@@ -299,11 +299,11 @@ impl Handshake {
         let Some((typ, _, total)) = frame_header(&self.connect_buf) else {
             return Ok(());
         };
-        if typ == 0x04 || typ == 0x07 {
+        if typ == frame::SETTINGS || typ == frame::GOAWAY {
             // SETTINGS or GOAWAY on a request stream is a connection error (RFC 9114 7.2.4).
             return Err(WtError::FrameUnexpected { stream, frame: typ });
         }
-        if typ != 0x01 {
+        if typ != frame::HEADERS {
             self.reject(stream, web_transport_proto::http::StatusCode::BAD_REQUEST);
             return Ok(());
         }
@@ -393,7 +393,7 @@ impl Handshake {
             }
             return Ok(());
         };
-        if typ != 0x01 {
+        if typ != frame::HEADERS {
             // RFC 9114 4.1: a response starts with HEADERS.
             return Err(WtError::FrameUnexpected { stream, frame: typ });
         }
@@ -466,7 +466,7 @@ impl Handshake {
                 break;
             }
             let mut frame = self.connect_buf.split_to(total);
-            if typ != 0x00 {
+            if typ != frame::DATA {
                 continue;
             }
             frame.advance(hdr);

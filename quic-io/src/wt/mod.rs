@@ -32,6 +32,17 @@ pub mod h3 {
     pub const MISSING_SETTINGS: u64 = 0x10a;
     pub const REQUEST_REJECTED: u64 = 0x10b;
     pub const MESSAGE_ERROR: u64 = 0x10e;
+    /// WT_BUFFERED_STREAM_REJECTED (draft-ietf-webtrans-http3): stops a WebTransport
+    /// stream that names no session of ours, or one more than we hold before our session.
+    pub const WT_BUFFERED_STREAM_REJECTED: u64 = 0x3994bd84;
+}
+
+/// HTTP/3 frame types (RFC 9114 section 7.2) the handshake tells apart.
+pub(crate) mod frame {
+    pub const DATA: u64 = 0x00;
+    pub const HEADERS: u64 = 0x01;
+    pub const SETTINGS: u64 = 0x04;
+    pub const GOAWAY: u64 = 0x07;
 }
 
 /// The control stream carries SETTINGS and a few tiny frames; anything that needs more

@@ -223,7 +223,7 @@ impl<S: Copy + Eq + Hash + Into<u64>> Streams<S> {
                     } else {
                         actions.push_back(StreamAction::Stop {
                             stream,
-                            code: 0x3994bd84,
+                            code: h3::WT_BUFFERED_STREAM_REJECTED,
                         });
                         Role::Ignore
                     }
@@ -459,7 +459,7 @@ mod tests {
                 actions(&mut s),
                 vec![A::Stop {
                     stream: id,
-                    code: 0x3994bd84
+                    code: h3::WT_BUFFERED_STREAM_REJECTED
                 }]
             );
             s.on_input(id, vec![b(b"ignored")], true, None, LIVE);
@@ -477,7 +477,7 @@ mod tests {
             actions(&mut s),
             vec![A::Stop {
                 stream: 2,
-                code: 0x3994bd84
+                code: h3::WT_BUFFERED_STREAM_REJECTED
             }]
         );
     }
@@ -714,7 +714,7 @@ mod tests {
             actions(&mut s),
             vec![A::Stop {
                 stream: extra,
-                code: 0x3994bd84
+                code: h3::WT_BUFFERED_STREAM_REJECTED
             }]
         );
         s.session_ready();
