@@ -1,5 +1,5 @@
 //! The session-facing interface: what a worker tells the application (`Event`) and what the
-//! application asks of the worker (`Io`). Raw QUIC and WebTransport look the same here —
+//! application asks of the worker (`SessionIo`, carried out by `Io`). Raw QUIC and WebTransport look the same here —
 //! stream prefixes, datagram IDs and error-code translation are handled below this line. This
 //! module owns no sockets and no connections; it must never expose HTTP/3 framing or block.
 

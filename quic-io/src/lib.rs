@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod config;
+mod io;
 mod net;
 pub mod server;
 pub mod steer;
@@ -24,7 +25,7 @@ pub use app::{
 pub use config::{
     Config, Congestion, IoBackend, LimitsConfig, QuicConfig, RuntimeConfig, SocketConfig, TlsSource,
 };
+pub use io::Io;
 pub use server::{
     Server, ServerHandle, StartError, StatsSnapshot, Waker, WorkerCtx, WorkerStats, allowed_cpus,
 };
-pub use worker::Io;

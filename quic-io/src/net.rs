@@ -32,7 +32,10 @@ const URING_RECV_BUFS: u16 = 32;
 /// uring: name + control space ahead of the payload in each provided buffer.
 const URING_NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_storage>();
 const URING_CONTROL_LEN: usize = 256;
-const URING_RECV_BUF_SIZE: usize = 16 + URING_NAME_LEN + URING_CONTROL_LEN + RECV_PAYLOAD;
+/// uring: the `io_uring_recvmsg_out` header the kernel writes first in each buffer (four u32).
+const URING_RECVMSG_OUT_LEN: usize = 16;
+const URING_RECV_BUF_SIZE: usize =
+    URING_RECVMSG_OUT_LEN + URING_NAME_LEN + URING_CONTROL_LEN + RECV_PAYLOAD;
 /// uring: sends in flight. 64 GSO batches of up to 40 datagrams is ~3.7 MB queued, more than a
 /// socket buffer holds; more would only add latency.
 const URING_SEND_SLOTS: usize = 64;
@@ -41,6 +44,16 @@ const URING_ENTRIES: u32 = 128;
 /// uring: completions handled per `recv` before the loop moves on.
 const URING_CQES_PER_RECV: usize = 512;
 const BUF_GROUP: u16 = 0;
+// The kernel requires a power-of-two buffer ring, and `entry()` masks with
+// `URING_RECV_BUFS - 1`.
+const _: () = assert!(URING_RECV_BUFS.is_power_of_two());
+// Every send slot plus the multishot receive and the wake-up poll fit the submission queue.
+const _: () = assert!(URING_ENTRIES.is_power_of_two());
+const _: () = assert!(URING_SEND_SLOTS + 2 <= URING_ENTRIES as usize);
+// A provided buffer's length is a u32 in its ring entry.
+const _: () = assert!(URING_RECV_BUF_SIZE <= u32::MAX as usize);
+// Send slot indices live in the user_data bits below the tag.
+const _: () = assert!((URING_SEND_SLOTS as u64) < (1 << 62));
 
 const TAG_RECV: u64 = 1 << 62;
 const TAG_WAKE: u64 = 2 << 62;
@@ -350,7 +363,7 @@ struct SendSlot {
     buf: Vec<u8>,
     iov: libc::iovec,
     name: libc::sockaddr_storage,
-    control: [u64; 8],
+    control: [u64; SEND_CONTROL_WORDS],
     hdr: libc::msghdr,
     segments: usize,
 }
@@ -435,7 +448,7 @@ impl UringNet {
                 },
                 // SAFETY: plain data.
                 name: unsafe { std::mem::zeroed() },
-                control: [0; 8],
+                control: [0; SEND_CONTROL_WORDS],
                 // SAFETY: plain data.
                 hdr: unsafe { std::mem::zeroed() },
                 segments: 1,
@@ -495,8 +508,11 @@ impl UringNet {
         if unsafe { self.ring.submission().push(&e) }.is_ok() {
             return true;
         }
-        // Queue full: submit what is there and retry once.
-        let _ = self.ring.submit();
+        // Queue full: submit what is there and retry once. If the submit fails the retry
+        // fails too, and the caller handles that (slot freed, receive re-armed next turn).
+        if let Err(e) = self.ring.submit() {
+            debug!(error = %e, "io_uring submit with a full queue");
+        }
         // SAFETY: as above.
         unsafe { self.ring.submission().push(&e) }.is_ok()
     }
@@ -553,7 +569,7 @@ impl UringNet {
             iov_len: t.size,
         };
         let namelen = write_sockaddr(&mut slot.name, t.destination);
-        slot.control = [0; 8];
+        slot.control = [0; SEND_CONTROL_WORDS];
         let mut ctl = CmsgWriter::new(&mut slot.control);
         if let Some(s) = segment {
             ctl.push(libc::SOL_UDP, libc::UDP_SEGMENT, &(s as u16).to_ne_bytes());
@@ -728,6 +744,8 @@ impl UringNet {
                 ) => {}
             Err(e) => debug!(error = %e, "io_uring_enter"),
         }
+        // Not a result: a read of the quinn-udp state this backend keeps only for its
+        // socket setup and GSO probe, so the field is not flagged as unused.
         let _ = &self.udp;
     }
 }
@@ -802,8 +820,37 @@ fn read_sockaddr(b: &[u8]) -> Option<SocketAddr> {
 }
 
 const CMSG_HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+// `Cmsgs` and `CmsgWriter` read and write the header by hand as the 64-bit Linux layout:
+// an 8-byte length, then level and type as i32.
+const _: () = assert!(CMSG_HDR == 16 && std::mem::size_of::<usize>() == 8);
 
-fn cmsg_align(n: usize) -> usize {
+/// CMSG_SPACE: the room one cmsg with `data` bytes takes in a control buffer.
+const fn cmsg_space(data: usize) -> usize {
+    cmsg_align(CMSG_HDR + data)
+}
+
+/// Send control buffer: room for everything `send_built` attaches at once — UDP_SEGMENT
+/// (u16), IP_TOS or IPV6_TCLASS (c_int) and IP_PKTINFO (in_pktinfo) on a v4 GSO send with
+/// ECN and a chosen source address. (64 bytes was 16 short: the PKTINFO was silently left
+/// off such sends.)
+const SEND_CONTROL_LEN: usize = cmsg_space(std::mem::size_of::<u16>())
+    + cmsg_space(std::mem::size_of::<libc::c_int>())
+    + cmsg_space(std::mem::size_of::<libc::in_pktinfo>());
+/// The send control buffer in u64 words: cmsg headers must be 8-byte aligned.
+const SEND_CONTROL_WORDS: usize = SEND_CONTROL_LEN / 8;
+const _: () = assert!(SEND_CONTROL_WORDS * 8 == SEND_CONTROL_LEN);
+// `send_built` writes in_pktinfo as 12 bytes by hand: ifindex, spec_dst, addr.
+const _: () = assert!(std::mem::size_of::<libc::in_pktinfo>() == 12);
+// Receive control space: UDP_GRO (c_int) plus, per family, PKTINFO and TOS/TCLASS (c_int;
+// IP_TOS arrives as one byte, counted as an int to be safe).
+const _: () = assert!(
+    URING_CONTROL_LEN
+        >= cmsg_space(std::mem::size_of::<libc::c_int>())
+            + cmsg_space(std::mem::size_of::<libc::in6_pktinfo>())
+            + cmsg_space(std::mem::size_of::<libc::c_int>())
+);
+
+const fn cmsg_align(n: usize) -> usize {
     (n + std::mem::size_of::<usize>() - 1) & !(std::mem::size_of::<usize>() - 1)
 }
 
@@ -838,20 +885,25 @@ impl<'a> Iterator for Cmsgs<'a> {
 
 /// Writes cmsgs into an 8-byte-aligned buffer.
 struct CmsgWriter<'a> {
-    buf: &'a mut [u64; 8],
+    buf: &'a mut [u64; SEND_CONTROL_WORDS],
     off: usize,
 }
 
 impl<'a> CmsgWriter<'a> {
-    fn new(buf: &'a mut [u64; 8]) -> Self {
+    fn new(buf: &'a mut [u64; SEND_CONTROL_WORDS]) -> Self {
         Self { buf, off: 0 }
     }
 
     fn push(&mut self, level: i32, typ: i32, data: &[u8]) {
         let len = CMSG_HDR + data.len();
         let total = cmsg_align(len);
-        let bytes: &mut [u8; 64] = bytemuck_u64(self.buf);
+        let bytes: &mut [u8; SEND_CONTROL_LEN] = bytemuck_u64(self.buf);
         if self.off + total > bytes.len() {
+            // SEND_CONTROL_LEN is sized for every cmsg `send_built` attaches.
+            debug_assert!(
+                false,
+                "cmsg {level}/{typ} does not fit the send control buffer"
+            );
             return;
         }
         let o = self.off;
@@ -867,9 +919,10 @@ impl<'a> CmsgWriter<'a> {
     }
 }
 
-fn bytemuck_u64(b: &mut [u64; 8]) -> &mut [u8; 64] {
-    // SAFETY: [u64; 8] and [u8; 64] have the same size; u8 has no alignment requirement.
-    unsafe { &mut *(b as *mut [u64; 8] as *mut [u8; 64]) }
+fn bytemuck_u64(b: &mut [u64; SEND_CONTROL_WORDS]) -> &mut [u8; SEND_CONTROL_LEN] {
+    // SAFETY: the two arrays have the same size (asserted at SEND_CONTROL_LEN); u8 has no
+    // alignment requirement.
+    unsafe { &mut *(b as *mut [u64; SEND_CONTROL_WORDS] as *mut [u8; SEND_CONTROL_LEN]) }
 }
 
 /// Whether this kernel lets us set up an io_uring (seccomp and `io_uring_disabled` may not).
@@ -883,7 +936,7 @@ mod tests {
 
     #[test]
     fn cmsg_writer_output_parses_back() {
-        let mut buf = [0u64; 8];
+        let mut buf = [0u64; SEND_CONTROL_WORDS];
         let mut w = CmsgWriter::new(&mut buf);
         w.push(libc::SOL_UDP, libc::UDP_SEGMENT, &1200u16.to_ne_bytes());
         w.push(libc::IPPROTO_IP, libc::IP_TOS, &2i32.to_ne_bytes());
@@ -902,6 +955,20 @@ mod tests {
             )
         );
         assert_eq!(got[1].2, 2i32.to_ne_bytes().to_vec());
+    }
+
+    #[test]
+    fn send_control_buffer_holds_segment_tos_and_pktinfo_together() {
+        let mut buf = [0u64; SEND_CONTROL_WORDS];
+        let mut w = CmsgWriter::new(&mut buf);
+        w.push(libc::SOL_UDP, libc::UDP_SEGMENT, &1200u16.to_ne_bytes());
+        w.push(libc::IPPROTO_IP, libc::IP_TOS, &2i32.to_ne_bytes());
+        w.push(libc::IPPROTO_IP, libc::IP_PKTINFO, &[0u8; 12]);
+        let n = w.len();
+        assert_eq!(n, SEND_CONTROL_LEN);
+        let bytes = bytemuck_u64(&mut buf);
+        let types: Vec<_> = Cmsgs::new(&bytes[..n]).map(|(_, t, _)| t).collect();
+        assert_eq!(types, [libc::UDP_SEGMENT, libc::IP_TOS, libc::IP_PKTINFO]);
     }
 
     #[test]

@@ -17,9 +17,10 @@ use tracing::{info, warn};
 
 use crate::app::Application;
 use crate::config::{Config, IoBackend};
+use crate::io::Io;
 use crate::steer::{self, WorkerCidGenerator};
 use crate::tls::{self, TlsError};
-use crate::worker::{self, FORWARD_QUEUE, Forwarded, Io, WorkerSetup};
+use crate::worker::{self, FORWARD_QUEUE, Forwarded, WorkerSetup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -81,6 +82,13 @@ pub struct WorkerStats {
     pub retries: AtomicU64,
     /// Connections closed for HTTP/3 or WebTransport protocol violations.
     pub protocol_errors: AtomicU64,
+    /// Stateless packets (Retry, refusal, version negotiation, reset, handshake-failure
+    /// close) left unsent because the socket's send queue was full; the peer retries.
+    pub stateless_dropped: AtomicU64,
+    /// Stream operations the worker made on its own behalf (HTTP/3 control and CONNECT
+    /// streams, the WebTransport close, stopping unwanted peer streams) that quinn-proto
+    /// refused, typically because the peer had already closed or stopped the stream.
+    pub stream_op_errors: AtomicU64,
 }
 
 /// A point-in-time copy of `WorkerStats`.
@@ -103,6 +111,8 @@ pub struct StatsSnapshot {
     pub refused: u64,
     pub retries: u64,
     pub protocol_errors: u64,
+    pub stateless_dropped: u64,
+    pub stream_op_errors: u64,
 }
 
 impl StatsSnapshot {
@@ -137,6 +147,8 @@ impl WorkerStats {
             refused: l(&self.refused),
             retries: l(&self.retries),
             protocol_errors: l(&self.protocol_errors),
+            stateless_dropped: l(&self.stateless_dropped),
+            stream_op_errors: l(&self.stream_op_errors),
         }
     }
 }
@@ -336,6 +348,8 @@ impl Server {
                         && let Err(e) = pin_to(cpu)
                     {
                         warn!(worker = index, cpu, error = %e, "pinning failed");
+                        // `start` holds the receiver until every worker is past pinning, so
+                        // this only fails if `start` has already given up; nothing to tell.
                         let _ = pinned_tx.send((index, cpu, e));
                         return Ok(());
                     }
@@ -451,6 +465,7 @@ impl ServerHandle {
         }
         for w in &mut self.workers {
             if let Some(t) = w.thread.take() {
+                // The worker logged its own error; a panic was printed by its thread.
                 let _ = t.join();
             }
         }
@@ -493,8 +508,12 @@ fn bind_all(config: &Config, workers: usize) -> Result<Vec<Socket>, StartError> 
         s.set_reuse_port(true).map_err(bind_err)?;
         s.set_nonblocking(true).map_err(bind_err)?;
         // Buffer sizes are requests; the kernel caps them silently.
-        let _ = s.set_recv_buffer_size(config.socket.recv_buffer);
-        let _ = s.set_send_buffer_size(config.socket.send_buffer);
+        if let Err(e) = s.set_recv_buffer_size(config.socket.recv_buffer) {
+            warn!(worker, error = %e, "SO_RCVBUF not set");
+        }
+        if let Err(e) = s.set_send_buffer_size(config.socket.send_buffer) {
+            warn!(worker, error = %e, "SO_SNDBUF not set");
+        }
         s.bind(&addr.into()).map_err(bind_err)?;
         if worker == 0 {
             addr = s

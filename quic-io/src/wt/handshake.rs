@@ -1,209 +1,18 @@
-//! The WebTransport-over-HTTP/3 handshake (server side, and the client side a dialing worker
-//! uses) and framing as a sans-IO state machine:
-//! SETTINGS exchange, extended CONNECT (path and query captured, `wt-protocol` negotiated),
-//! the 0x41/0x54 stream prefixes, quarter-stream-ID datagrams, CLOSE_WEBTRANSPORT_SESSION
-//! and the u32 ⇄ HTTP/3 error-code mapping. It takes bytes in and returns bytes and decisions
-//! out; it must never touch a socket, a clock or quinn-proto, and never buffer more than the
-//! bounds below. QPACK (with Huffman) and SETTINGS parsing come from `web-transport-proto`.
+//! The WebTransport-over-HTTP/3 handshake of one connection as a sans-IO state machine,
+//! server side and the client side a dialing worker uses: SETTINGS exchange, extended
+//! CONNECT (path and query captured, `wt-protocol` negotiated), the response, and the
+//! capsules on the CONNECT stream afterwards (CLOSE_WEBTRANSPORT_SESSION). It takes bytes in
+//! and returns bytes and decisions out (`poll_output`); it must never touch a socket, a
+//! clock or quinn-proto, and never buffer more than `MAX_CONTROL_BUFFER`,
+//! `MAX_CONNECT_BUFFER` and `MAX_CAPSULE_BUFFER`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use web_transport_proto::{
-    Capsule, CapsuleError, ConnectError, ConnectRequest, ConnectResponse, Settings, VarInt,
+    Capsule, CapsuleError, ConnectError, ConnectRequest, ConnectResponse, Settings,
 };
 
-pub use web_transport_proto::{error_from_http3, error_to_http3};
-
-/// Bidirectional WebTransport stream signal, written as a varint before the session ID.
-pub const WT_BIDI: u64 = 0x41;
-/// Unidirectional WebTransport stream type.
-pub const WT_UNI: u64 = 0x54;
-
-/// HTTP/3 error codes (RFC 9114 section 8.1) used to close a misbehaving connection.
-pub mod h3 {
-    pub const NO_ERROR: u64 = 0x100;
-    pub const GENERAL_PROTOCOL_ERROR: u64 = 0x101;
-    pub const STREAM_CREATION_ERROR: u64 = 0x103;
-    pub const CLOSED_CRITICAL_STREAM: u64 = 0x104;
-    pub const FRAME_UNEXPECTED: u64 = 0x105;
-    pub const FRAME_ERROR: u64 = 0x106;
-    pub const EXCESSIVE_LOAD: u64 = 0x107;
-    pub const SETTINGS_ERROR: u64 = 0x109;
-    pub const MISSING_SETTINGS: u64 = 0x10a;
-    pub const REQUEST_REJECTED: u64 = 0x10b;
-    pub const MESSAGE_ERROR: u64 = 0x10e;
-}
-
-/// The control stream carries SETTINGS and a few tiny frames; anything that needs more
-/// than this before a frame completes is an attack (moq-dev caps frames at 64 KiB too).
-pub const MAX_CONTROL_BUFFER: usize = 64 * 1024;
-/// A CONNECT HEADERS frame is bounded at 16 KiB of field section by web-transport-proto;
-/// allow the frame header and a little slack on top.
-pub const MAX_CONNECT_BUFFER: usize = 16 * 1024 + 64;
-/// Capsules on the CONNECT stream: CLOSE carries a reason of at most ~1 KiB; moq-dev accepts
-/// up to 64 KiB, so we do too.
-pub const MAX_CAPSULE_BUFFER: usize = 64 * 1024 + 16;
-/// Stream headers are at most two 8-byte varints.
-pub const MAX_STREAM_HEADER: usize = 16;
-
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum WtError {
-    #[error("control stream: first frame is {0:#x}, not SETTINGS")]
-    MissingSettings(u64),
-    #[error("control stream: second SETTINGS frame")]
-    DuplicateSettings,
-    #[error("peer SETTINGS do not enable WebTransport with datagrams")]
-    NoWebTransport,
-    #[error("malformed SETTINGS: {0}")]
-    BadSettings(String),
-    #[error("frame {frame:#x} not allowed on stream {stream}")]
-    FrameUnexpected { stream: u64, frame: u64 },
-    #[error("frame on stream {stream} exceeds {limit} bytes")]
-    TooLarge { stream: u64, limit: usize },
-    #[error("second control stream {0}")]
-    DuplicateControl(u64),
-    #[error("control stream closed")]
-    ControlClosed,
-    #[error("server opened request stream {0}")]
-    ServerRequestStream(u64),
-    #[error("CONNECT target is not a valid https URL: {0}")]
-    BadTarget(String),
-}
-
-impl WtError {
-    /// The HTTP/3 connection error code to close with.
-    pub fn h3_code(&self) -> u64 {
-        match self {
-            WtError::MissingSettings(_) => h3::MISSING_SETTINGS,
-            WtError::DuplicateSettings | WtError::FrameUnexpected { .. } => h3::FRAME_UNEXPECTED,
-            WtError::NoWebTransport | WtError::BadSettings(_) => h3::SETTINGS_ERROR,
-            WtError::TooLarge { .. } => h3::EXCESSIVE_LOAD,
-            WtError::DuplicateControl(_) | WtError::ServerRequestStream(_) => {
-                h3::STREAM_CREATION_ERROR
-            }
-            WtError::BadTarget(_) => h3::REQUEST_REJECTED,
-            WtError::ControlClosed => h3::CLOSED_CRITICAL_STREAM,
-        }
-    }
-}
-
-/// What a peer-initiated unidirectional stream is, from its leading varint(s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UniKind {
-    Control,
-    QpackEncoder,
-    QpackDecoder,
-    WebTransport {
-        session: u64,
-    },
-    /// Push, reserved/GREASE or unknown: stop reading it.
-    Other(u64),
-}
-
-/// What a peer-initiated bidirectional stream is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BiKind {
-    WebTransport {
-        session: u64,
-    },
-    /// An HTTP/3 request stream (the CONNECT, or something we reject).
-    Request,
-}
-
-fn read_varint(buf: &mut &[u8]) -> Option<u64> {
-    VarInt::decode(buf).ok().map(|v| v.into_inner())
-}
-
-/// Classifies a unidirectional stream from its first bytes. `Ok(None)` means more bytes are
-/// needed; the usize is how many header bytes to strip.
-pub fn parse_uni_header(buf: &[u8]) -> Option<(UniKind, usize)> {
-    let mut b = buf;
-    let typ = read_varint(&mut b)?;
-    let kind = match typ {
-        0x00 => UniKind::Control,
-        0x02 => UniKind::QpackEncoder,
-        0x03 => UniKind::QpackDecoder,
-        WT_UNI => UniKind::WebTransport {
-            session: read_varint(&mut b)?,
-        },
-        other => UniKind::Other(other),
-    };
-    Some((kind, buf.len() - b.len()))
-}
-
-/// Classifies a bidirectional stream from its first bytes; `None` means more bytes needed.
-pub fn parse_bi_header(buf: &[u8]) -> Option<(BiKind, usize)> {
-    let mut b = buf;
-    let typ = read_varint(&mut b)?;
-    if typ != WT_BIDI {
-        return Some((BiKind::Request, 0));
-    }
-    let session = read_varint(&mut b)?;
-    Some((BiKind::WebTransport { session }, buf.len() - b.len()))
-}
-
-/// The header a server writes on a stream it opens inside `session`.
-pub fn stream_prefix(bidi: bool, session: u64) -> Bytes {
-    let mut b = BytesMut::with_capacity(MAX_STREAM_HEADER);
-    let typ = if bidi { WT_BIDI } else { WT_UNI };
-    VarInt::try_from(typ).unwrap_or_default().encode(&mut b);
-    VarInt::try_from(session).unwrap_or_default().encode(&mut b);
-    b.freeze()
-}
-
-/// Our control stream: type 0x00 and one SETTINGS frame enabling WebTransport (the exact
-/// set moq-dev ships, which browsers and moq-dev clients accept).
-pub fn control_stream_bytes() -> Bytes {
-    let mut settings = Settings::default();
-    settings.enable_webtransport(1);
-    let mut b = BytesMut::new();
-    settings.encode(&mut b);
-    b.freeze()
-}
-
-/// Prepends the quarter stream ID to a datagram payload.
-pub fn encode_datagram(session: u64, payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(payload.len() + 8);
-    VarInt::try_from(session / 4)
-        .unwrap_or_default()
-        .encode(&mut b);
-    b.put_slice(payload);
-    b.freeze()
-}
-
-/// Strips the quarter stream ID of a received datagram, or `None` if it is not for
-/// `session`. The full session ID is accepted too (moq-dev's quirk; identical for session 0).
-pub fn decode_datagram(session: u64, mut data: Bytes) -> Option<Bytes> {
-    let mut b: &[u8] = &data;
-    let id = read_varint(&mut b)?;
-    if id != session / 4 && id != session {
-        return None;
-    }
-    let n = data.len() - b.len();
-    data.advance(n);
-    Some(data)
-}
-
-/// A DATA frame carrying a CLOSE_WEBTRANSPORT_SESSION capsule.
-pub fn close_capsule(code: u32, reason: &str) -> Bytes {
-    // The draft bounds the reason at 1024 bytes; cut on a char boundary.
-    let mut end = reason.len().min(1024);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut capsule = BytesMut::new();
-    Capsule::CloseWebTransportSession {
-        code,
-        reason: reason[..end].to_string(),
-    }
-    .encode(&mut capsule);
-    let mut b = BytesMut::with_capacity(capsule.len() + 4);
-    VarInt::from_u32(0).encode(&mut b);
-    VarInt::try_from(capsule.len() as u64)
-        .unwrap_or_default()
-        .encode(&mut b);
-    b.put_slice(&capsule);
-    b.freeze()
-}
+use super::framing::frame_header;
+use super::{MAX_CAPSULE_BUFFER, MAX_CONNECT_BUFFER, MAX_CONTROL_BUFFER, WtError, frame};
 
 /// Buffers more of the CONNECT stream, refusing a peer that would make it outgrow `limit`.
 fn append_bounded(
@@ -227,17 +36,6 @@ fn fits(stream: u64, total: usize, limit: usize) -> Result<(), WtError> {
     Ok(())
 }
 
-/// One parsed HTTP/3 frame header: type, payload offset, total frame length.
-fn frame_header(buf: &[u8]) -> Option<(u64, usize, usize)> {
-    let mut b = buf;
-    let typ = read_varint(&mut b)?;
-    let len = read_varint(&mut b)?;
-    let hdr = buf.len() - b.len();
-    let total = hdr.checked_add(usize::try_from(len).ok()?)?;
-    Some((typ, hdr, total))
-}
-
-/// The accepted WebTransport request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRequest {
     /// The CONNECT stream's ID; streams and datagrams of this session carry it.
@@ -395,6 +193,14 @@ impl Handshake {
         }
     }
 
+    /// Both session IDs, as [`super::Streams`] needs them to classify a stream.
+    pub fn session_ids(&self) -> super::SessionIds {
+        super::SessionIds {
+            live: self.session(),
+            pending: self.pending_session(),
+        }
+    }
+
     /// A peer uni stream turned out to be a control stream.
     pub fn on_control_opened(&mut self, stream: u64) -> Result<(), WtError> {
         if self.control.is_some() {
@@ -413,7 +219,7 @@ impl Handshake {
             });
         }
         self.control_buf.extend_from_slice(data);
-        while let Some((typ, hdr, total)) = frame_header(&self.control_buf) {
+        while let Some((typ, _, total)) = frame_header(&self.control_buf) {
             if total > MAX_CONTROL_BUFFER {
                 return Err(WtError::TooLarge {
                     stream: self.control.unwrap_or(0),
@@ -425,7 +231,7 @@ impl Handshake {
             }
             let frame = self.control_buf.split_to(total);
             match (typ, self.settings_seen) {
-                (0x04, false) => {
+                (frame::SETTINGS, false) => {
                     let mut whole = BytesMut::with_capacity(total + 1);
                     whole.put_u8(0);
                     whole.put_slice(&frame);
@@ -444,10 +250,10 @@ impl Handshake {
                         self.answer(*req, stream);
                     }
                 }
-                (0x04, true) => return Err(WtError::DuplicateSettings),
+                (frame::SETTINGS, true) => return Err(WtError::DuplicateSettings),
                 (other, false) => return Err(WtError::MissingSettings(other)),
                 // DATA, HEADERS are not allowed on the control stream (RFC 9114 7.2).
-                (0x00 | 0x01, true) => {
+                (frame::DATA | frame::HEADERS, true) => {
                     return Err(WtError::FrameUnexpected {
                         stream: self.control.unwrap_or(0),
                         frame: typ,
@@ -456,7 +262,6 @@ impl Handshake {
                 // GOAWAY, MAX_PUSH_ID, GREASE, unknown: nothing to do for one session.
                 _ => {}
             }
-            let _ = hdr;
         }
         if fin {
             return Err(WtError::ControlClosed);
@@ -494,11 +299,11 @@ impl Handshake {
         let Some((typ, _, total)) = frame_header(&self.connect_buf) else {
             return Ok(());
         };
-        if typ == 0x04 || typ == 0x07 {
+        if typ == frame::SETTINGS || typ == frame::GOAWAY {
             // SETTINGS or GOAWAY on a request stream is a connection error (RFC 9114 7.2.4).
             return Err(WtError::FrameUnexpected { stream, frame: typ });
         }
-        if typ != 0x01 {
+        if typ != frame::HEADERS {
             self.reject(stream, web_transport_proto::http::StatusCode::BAD_REQUEST);
             return Ok(());
         }
@@ -588,7 +393,7 @@ impl Handshake {
             }
             return Ok(());
         };
-        if typ != 0x01 {
+        if typ != frame::HEADERS {
             // RFC 9114 4.1: a response starts with HEADERS.
             return Err(WtError::FrameUnexpected { stream, frame: typ });
         }
@@ -661,7 +466,7 @@ impl Handshake {
                 break;
             }
             let mut frame = self.connect_buf.split_to(total);
-            if typ != 0x00 {
+            if typ != frame::DATA {
                 continue;
             }
             frame.advance(hdr);
@@ -707,7 +512,9 @@ fn response_bytes(status: web_transport_proto::http::StatusCode, protocol: Optio
         // Only a protocol string that is not a valid sf-string fails; ours come from the
         // client's parsed list, so fall back to no protocol rather than fail the session.
         b.clear();
-        let _ = ConnectResponse::new(status).encode(&mut b);
+        let plain = ConnectResponse::new(status).encode(&mut b);
+        // A status alone has nothing that can fail to encode.
+        debug_assert!(plain.is_ok(), "status-only response failed to encode");
     }
     b.freeze()
 }
@@ -715,6 +522,8 @@ fn response_bytes(status: web_transport_proto::http::StatusCode, protocol: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wt::{close_capsule, control_stream_bytes, h3};
+    use web_transport_proto::VarInt;
 
     fn hex(s: &str) -> Vec<u8> {
         s.split_whitespace()
@@ -983,54 +792,6 @@ mod tests {
                 reason: String::new()
             })
         );
-    }
-
-    #[test]
-    fn stream_prefixes_and_headers_round_trip() {
-        assert_eq!(&stream_prefix(true, 0)[..], &[0x40, 0x41, 0x00]);
-        assert_eq!(&stream_prefix(false, 0)[..], &[0x40, 0x54, 0x00]);
-        assert_eq!(
-            parse_bi_header(&[0x40, 0x41, 0x00, 0x02]),
-            Some((BiKind::WebTransport { session: 0 }, 3))
-        );
-        assert_eq!(parse_bi_header(&[0x40]), None);
-        assert_eq!(parse_bi_header(&[0x01, 0x40]), Some((BiKind::Request, 0)));
-        assert_eq!(
-            parse_uni_header(&[0x40, 0x54, 0x00, 0x00]),
-            Some((UniKind::WebTransport { session: 0 }, 3))
-        );
-        assert_eq!(parse_uni_header(&[0x00]), Some((UniKind::Control, 1)));
-        assert_eq!(parse_uni_header(&[0x02]), Some((UniKind::QpackEncoder, 1)));
-        assert_eq!(parse_uni_header(&[0x40, 0x54]), None);
-        assert_eq!(parse_uni_header(&[0x01]), Some((UniKind::Other(1), 1)));
-    }
-
-    #[test]
-    fn datagrams_carry_the_quarter_stream_id() {
-        assert_eq!(&encode_datagram(0, b"hi")[..], b"\x00hi");
-        assert_eq!(&encode_datagram(8, b"hi")[..], b"\x02hi");
-        assert_eq!(
-            decode_datagram(8, Bytes::from_static(b"\x02hi")).as_deref(),
-            Some(&b"hi"[..])
-        );
-        assert_eq!(decode_datagram(0, Bytes::from_static(b"\x01hi")), None);
-        assert_eq!(decode_datagram(0, Bytes::new()), None);
-    }
-
-    #[test]
-    fn error_codes_map_as_in_the_spec_table() {
-        for (n, h) in [
-            (0u32, 0x52e4a40fa8dbu64),
-            (2, 0x52e4a40fa8dd),
-            (29, 0x52e4a40fa8f8),
-            (30, 0x52e4a40fa8fa),
-            (31, 0x52e4a40fa8fb),
-            (468, 0x52e4a40faabe),
-        ] {
-            assert_eq!(error_to_http3(n), h);
-            assert_eq!(error_from_http3(h), Some(n));
-        }
-        assert_eq!(error_from_http3(0x100), None);
     }
 
     fn drain(h: &mut Handshake) -> Vec<Output> {
