@@ -336,6 +336,43 @@ mod tests {
     }
 
     #[test]
+    fn the_generation_follows_listen_or_server_and_ambiguous_public_values_are_refused() {
+        let detect = |text: &str| generation(DeTable::parse(text).unwrap().get_ref());
+        assert_eq!(detect("[listen]\nbind = \"[::]:443\"\n"), Generation::V017);
+        assert_eq!(detect("[server]\nbind = \"[::]:443\"\n"), Generation::V014);
+        assert_eq!(detect("[auth]\npublic_subscribe = \"**\"\n"), Generation::V017);
+        assert_eq!(detect("[auth]\npublic = \"\"\n"), Generation::Unknown);
+
+        let listen = "[listen]\ntls.generate = \"localhost\"\n";
+        let auth = |text: &str| parse(text).map(|config| config.auth);
+        let patterns = auth(&format!("{listen}[auth]\npublic = \"anon/**\"\n")).unwrap();
+        assert_eq!(patterns.generation, Generation::V017);
+        let prefixes = auth(&format!("{TLS}[auth]\npublic = \"anon/**\"\n")).unwrap();
+        assert_eq!(prefixes.generation, Generation::V014);
+
+        let err = auth(&format!("{listen}[auth]\npublic_publish = [\"/anon/**\"]\n")).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("auth.public_publish"));
+        let err = auth(&format!(
+            "{listen}[auth.public]\nsubscribe = \"a/**\"\npublish = \"b/**/**\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("auth.public.publish"));
+
+        // Only a file built without `[server]` or `[listen]` (which then has no QUIC
+        // certificate) can leave the generation open; validation still refuses `*`.
+        let mut config = Config::default();
+        config.server.tls.generate = Strings(vec!["localhost".to_owned()]);
+        config.auth.public = Some(PublicAccess {
+            subscribe: Strings(vec!["anon/**".to_owned()]),
+            publish: Strings(vec!["anon/**".to_owned()]),
+            api: None,
+        });
+        let err = validate(&config, &host(1)).unwrap_err();
+        assert_eq!(err.key, "auth.public");
+        assert!(err.message.contains("[listen]"), "{}", err.message);
+    }
+
+    #[test]
     fn keys_set_lists_every_leaf_once() {
         let loaded = load_str(&format!("{TLS}[auth]\npublic = \"\"\n"), None, &host(1)).unwrap();
         assert_eq!(
