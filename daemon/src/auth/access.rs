@@ -33,7 +33,9 @@ pub struct Access {
 impl Access {
     pub fn may_subscribe(&self, relative_path: &str) -> bool {
         let path = normalize(relative_path);
-        self.subscribe_grants.iter().any(|grant| grant.matches(&path))
+        self.subscribe_grants
+            .iter()
+            .any(|grant| grant.matches(&path))
     }
 
     pub fn may_publish(&self, relative_path: &str) -> bool {

@@ -112,7 +112,9 @@ pub enum KeyError {
     Json(#[from] serde_json::Error),
     #[error("a JWK Set (`keys`) is not accepted here; a key file holds exactly one JWK")]
     KeySet,
-    #[error("`alg` `{0}` is not one of HS256/384/512, ES256/384, RS256/384/512, PS256/384/512, EdDSA")]
+    #[error(
+        "`alg` `{0}` is not one of HS256/384/512, ES256/384, RS256/384/512, PS256/384/512, EdDSA"
+    )]
     UnknownAlgorithm(String),
     #[error("`kty` `{0}` is not one of oct, EC, RSA, OKP")]
     UnknownKeyType(String),
@@ -234,8 +236,8 @@ impl Key {
         if jwk.keys.is_some() {
             return Err(KeyError::KeySet);
         }
-        let alg =
-            Algorithm::parse(&jwk.alg).ok_or_else(|| KeyError::UnknownAlgorithm(jwk.alg.clone()))?;
+        let alg = Algorithm::parse(&jwk.alg)
+            .ok_or_else(|| KeyError::UnknownAlgorithm(jwk.alg.clone()))?;
         if let Some(kid) = jwk.kid.as_deref().filter(|kid| !valid_kid(kid)) {
             return Err(KeyError::Kid(kid.to_owned()));
         }

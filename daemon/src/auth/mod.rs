@@ -88,7 +88,12 @@ impl Policy {
         // are 0.17 patterns wherever they are read.
         if generation != Generation::V014 {
             let both = Generation::V017;
-            read_public("public_subscribe", &config.public_subscribe, both, &mut subscribe)?;
+            read_public(
+                "public_subscribe",
+                &config.public_subscribe,
+                both,
+                &mut subscribe,
+            )?;
             read_public("public_publish", &config.public_publish, both, &mut publish)?;
         }
         Ok(Self {

@@ -105,9 +105,7 @@ fn rsa_key(alg: Alg) -> moq_token::Key {
 
 fn mint(alg: Alg, kid: &str) -> moq_token::Key {
     match alg {
-        Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => {
-            rsa_key(alg)
-        }
+        Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => rsa_key(alg),
         _ => moq_token::Key::generate(alg, Some(KeyId::decode(kid).unwrap())).unwrap(),
     }
 }
@@ -180,7 +178,10 @@ fn the_legacy_base64url_key_file_form_loads_as_moq_token_writes_it() {
     key.to_public().unwrap().to_file(&path).unwrap();
     let auth = Authenticator::new(&with_key(&path)).unwrap();
     let token = key.sign(&demo_claims()).unwrap();
-    assert!(auth.authorize_at("/demo", &format!("jwt={token}"), now()).is_ok());
+    assert!(
+        auth.authorize_at("/demo", &format!("jwt={token}"), now())
+            .is_ok()
+    );
 
     // The spec's own legacy example (9.1), with a trailing newline.
     let legacy = fixture.write("vector.jwk", &format!("{VECTOR_HS256_LEGACY}\n"));
@@ -238,7 +239,10 @@ fn spec_14_1_hs256_vector_scopes_match_the_table() {
     );
 
     let root = at("/").unwrap();
-    assert_eq!(grants(&root), (strings(&["demo/alice"]), strings(&["demo"])));
+    assert_eq!(
+        grants(&root),
+        (strings(&["demo/alice"]), strings(&["demo"]))
+    );
     let alice = at("/demo/alice").unwrap();
     assert_eq!(grants(&alice), (strings(&[""]), strings(&[""])));
     let bob = at("/demo/bob").unwrap();
@@ -286,7 +290,11 @@ fn spec_14_2_eddsa_vector_verifies_and_a_changed_byte_does_not() {
     assert!(auth.check_role(&access, Role::Publisher).is_ok());
     let subscriber = auth.check_role(&access, Role::Subscriber).unwrap_err();
     assert_eq!(
-        (subscriber.status(), subscriber.close_code(), subscriber.reason()),
+        (
+            subscriber.status(),
+            subscriber.close_code(),
+            subscriber.reason()
+        ),
         (403, 6, "role_not_granted")
     );
 
@@ -310,7 +318,11 @@ fn spec_14_3_key_plus_public_prefixes() {
     let path = fixture.write("root.jwk", VECTOR_HS256_JWK);
     let config = AuthConfig {
         key: Some(path.display().to_string()),
-        ..public_config(&["anon", "demo"], &["anon", "demo/viewer"], Generation::V014)
+        ..public_config(
+            &["anon", "demo"],
+            &["anon", "demo/viewer"],
+            Generation::V014,
+        )
     };
     let auth = Authenticator::new(&config).unwrap();
 
@@ -397,7 +409,10 @@ fn claim_rules_follow_moq_relay_014() {
     assert!(at(json!({"get": "", "nbf": now_secs + 3600, "iat": now_secs + 3600})).is_ok());
     assert!(at(json!({"get": "", "iss": "x", "sub": "y", "cluster": true})).is_ok());
     // `aud` is fatal: no audience is configured.
-    assert_eq!(cause(at(json!({"get": "", "aud": "relay"}))), Cause::Audience);
+    assert_eq!(
+        cause(at(json!({"get": "", "aud": "relay"}))),
+        Cause::Audience
+    );
     // Integers only.
     assert!(matches!(
         cause(at(json!({"get": "", "exp": 1.5}))),
@@ -428,7 +443,11 @@ fn pattern_claims_are_read_and_mixing_the_forms_is_refused() {
         .unwrap();
     assert!(access.may_publish("a/cam") && !access.may_publish("a/mic"));
     assert!(!access.may_publish("a/cam/deeper"), "`*` is one segment");
-    assert_eq!(access.publish, strings(&[""]), "announce interest from the head");
+    assert_eq!(
+        access.publish,
+        strings(&[""]),
+        "announce interest from the head"
+    );
     // At `/rooms/a`, `*/cam` rebases to exactly `cam`.
     let room = auth
         .authorize_at("/rooms/a", &format!("jwt={token}"), now())
@@ -457,15 +476,17 @@ fn a_key_scope_caps_what_its_tokens_may_grant() {
         auth.authorize_at("/", &format!("jwt={}", raw_token(payload, None)), now())
     };
     assert!(verify(json!({"root": "project/live", "put": ["room1"]})).is_ok());
-    assert!(
-        verify(json!({"root": "project", "put": ["live/room1"], "get": ["watch"]})).is_ok()
-    );
+    assert!(verify(json!({"root": "project", "put": ["live/room1"], "get": ["watch"]})).is_ok());
     for refused in [
         json!({"root": "project/lively", "put": [""]}),
         json!({"root": "project/live", "get": [""]}),
         json!({"root": "", "put": ["project"]}),
     ] {
-        assert_eq!(cause(verify(refused.clone())), Cause::ScopeExceeded, "{refused}");
+        assert_eq!(
+            cause(verify(refused.clone())),
+            Cause::ScopeExceeded,
+            "{refused}"
+        );
     }
 }
 
@@ -481,10 +502,16 @@ fn key_dir_needs_a_known_safe_kid_and_a_single_key_ignores_it() {
         auth.authorize_at("/", &format!("jwt={token}"), now())
     };
     assert!(at(&dir, Some("relay-1")).is_ok());
-    assert_eq!(cause(at(&dir, Some("relay-2"))), Cause::UnknownKid("relay-2".into()));
+    assert_eq!(
+        cause(at(&dir, Some("relay-2"))),
+        Cause::UnknownKid("relay-2".into())
+    );
     assert_eq!(cause(at(&dir, None)), Cause::MissingKid);
     assert_eq!(cause(at(&dir, Some("../relay-1"))), Cause::InvalidKid);
-    assert_eq!(at(&dir, Some("relay-2")).unwrap_err().reason(), "unknown_kid");
+    assert_eq!(
+        at(&dir, Some("relay-2")).unwrap_err().reason(),
+        "unknown_kid"
+    );
 
     let single = vector_key_auth(&fixture);
     assert!(at(&single, Some("someone-else")).is_ok());
@@ -510,19 +537,31 @@ fn a_key_file_that_does_not_parse_is_a_start_error_naming_the_file() {
         ("junk.jwk", "this is not a key"),
         ("set.jwk", r#"{"keys":[]}"#),
         ("short.jwk", r#"{"kty":"oct","alg":"HS256","k":"c2hvcnQ"}"#),
-        ("alg.jwk", r#"{"kty":"oct","alg":"ES256","k":"bW9xLXJlbGF5LWV4YW1wbGUtc2VjcmV0LTMyYnl0ZXM"}"#),
-        ("b64.jwk", r#"{"kty":"oct","alg":"HS256","k":"bW9x+LXJlbGF5LWV4YW1wbGUtc2VjcmV0LTMyYnl0ZXM"}"#),
-        ("scope.jwk", r#"{"kty":"oct","alg":"HS256","k":"bW9xLXJlbGF5LWV4YW1wbGUtc2VjcmV0LTMyYnl0ZXM","scope":{"root":"x"}}"#),
-        ("ops.jwk", r#"{"kty":"oct","alg":"HS256","k":"bW9xLXJlbGF5LWV4YW1wbGUtc2VjcmV0LTMyYnl0ZXM","key_ops":["wrap"]}"#),
-        ("curve.jwk", r#"{"kty":"EC","alg":"ES384","crv":"P-256","x":"AA","y":"AA"}"#),
+        (
+            "alg.jwk",
+            r#"{"kty":"oct","alg":"ES256","k":"bW9xLXJlbGF5LWV4YW1wbGUtc2VjcmV0LTMyYnl0ZXM"}"#,
+        ),
+        (
+            "b64.jwk",
+            r#"{"kty":"oct","alg":"HS256","k":"bW9x+LXJlbGF5LWV4YW1wbGUtc2VjcmV0LTMyYnl0ZXM"}"#,
+        ),
+        (
+            "scope.jwk",
+            r#"{"kty":"oct","alg":"HS256","k":"bW9xLXJlbGF5LWV4YW1wbGUtc2VjcmV0LTMyYnl0ZXM","scope":{"root":"x"}}"#,
+        ),
+        (
+            "ops.jwk",
+            r#"{"kty":"oct","alg":"HS256","k":"bW9xLXJlbGF5LWV4YW1wbGUtc2VjcmV0LTMyYnl0ZXM","key_ops":["wrap"]}"#,
+        ),
+        (
+            "curve.jwk",
+            r#"{"kty":"EC","alg":"ES384","crv":"P-256","x":"AA","y":"AA"}"#,
+        ),
     ];
     for (name, text) in cases {
         let path = fixture.write(name, text);
         let err = Authenticator::new(&with_key(&path)).unwrap_err();
-        assert!(
-            matches!(err, AuthError::Key { .. }),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, AuthError::Key { .. }), "{name}: {err}");
         assert!(
             err.to_string().contains(&path.display().to_string()),
             "{name}: the error names the file: {err}"
@@ -558,7 +597,10 @@ fn keys_fetched_over_http_are_refused_at_start_not_per_session() {
         ..AuthConfig::default()
     };
     let err = Authenticator::new(&config).unwrap_err();
-    assert!(matches!(err, AuthError::UrlKeys { key: "key", .. }), "{err}");
+    assert!(
+        matches!(err, AuthError::UrlKeys { key: "key", .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -598,7 +640,10 @@ fn packaged_public_defaults_match_the_spec_table() {
     let at = |path: &str| auth.authorize_at(path, "", now());
     assert_eq!(
         grants(&at("/").unwrap()),
-        (strings(&["anon", "demo/viewer"]), strings(&["anon", "demo"]))
+        (
+            strings(&["anon", "demo/viewer"]),
+            strings(&["anon", "demo"])
+        )
     );
     assert_eq!(
         grants(&at("/demo").unwrap()),
@@ -667,14 +712,18 @@ fn a_token_is_never_downgraded_to_public_access() {
         Cause::Expired(_)
     ));
     let forged = format!("{}x", &VECTOR_HS256_TOKEN[..VECTOR_HS256_TOKEN.len() - 1]);
-    assert!(auth.authorize_at("/demo", &format!("jwt={forged}"), now()).is_err());
+    assert!(
+        auth.authorize_at("/demo", &format!("jwt={forged}"), now())
+            .is_err()
+    );
 }
 
 #[test]
 fn public_reads_prefixes_in_014_and_patterns_in_017() {
     let at = |auth: &Authenticator, path: &str| auth.authorize_at(path, "", now());
     // 0.14: `""` is everything; `anon/**` is the literal segment `**`.
-    let everything_014 = Authenticator::new(&public_config(&[""], &[""], Generation::V014)).unwrap();
+    let everything_014 =
+        Authenticator::new(&public_config(&[""], &[""], Generation::V014)).unwrap();
     assert!(at(&everything_014, "/x/y").is_ok());
     let literal_014 =
         Authenticator::new(&public_config(&["anon/**"], &["anon/**"], Generation::V014)).unwrap();
@@ -697,13 +746,15 @@ fn public_reads_prefixes_in_014_and_patterns_in_017() {
         Cause::NoPublicAccess("other".into())
     );
     // A wildcard-free value keeps its 0.14 meaning in a 0.17 file (0.17 would refuse it).
-    let prefix_017 =
-        Authenticator::new(&public_config(&["demo"], &[], Generation::V017)).unwrap();
+    let prefix_017 = Authenticator::new(&public_config(&["demo"], &[], Generation::V017)).unwrap();
     assert!(at(&prefix_017, "/demo/room").unwrap().may_subscribe("x"));
 
     // A file that does not say which it is cannot use a value the two read differently.
     let ambiguous = Authenticator::new(&public_config(&["anon/**"], &[], Generation::Unknown));
-    assert!(matches!(ambiguous, Err(AuthError::Public { .. })), "{ambiguous:?}");
+    assert!(
+        matches!(ambiguous, Err(AuthError::Public { .. })),
+        "{ambiguous:?}"
+    );
     assert!(Authenticator::new(&public_config(&[""], &[""], Generation::Unknown)).is_ok());
 }
 
@@ -765,7 +816,9 @@ fn tokens_come_from_the_last_non_empty_form_decoded_jwt() {
     );
     let huge = format!("jwt={}", "a".repeat(MAX_TOKEN_BYTES + 1));
     assert_eq!(
-        auth.authorize_at("/demo", &huge, now()).unwrap_err().reason(),
+        auth.authorize_at("/demo", &huge, now())
+            .unwrap_err()
+            .reason(),
         "token_too_long"
     );
 }
@@ -807,9 +860,11 @@ fn every_cause_has_a_distinct_stable_label() {
         Cause::AuthApiUnsupported,
     ];
     let mut labels: Vec<&str> = causes.iter().map(Cause::label).collect();
-    assert!(labels.iter().all(|label| label
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b == b'_')));
+    assert!(
+        labels
+            .iter()
+            .all(|label| label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    );
     labels.sort_unstable();
     labels.dedup();
     assert_eq!(labels.len(), causes.len());

@@ -148,9 +148,9 @@ fn generation(document: &DeTable<'_>) -> Generation {
     let flat_public = document
         .get("auth")
         .and_then(|auth| match auth.get_ref() {
-            DeValue::Table(auth) => Some(
-                auth.contains_key("public_subscribe") || auth.contains_key("public_publish"),
-            ),
+            DeValue::Table(auth) => {
+                Some(auth.contains_key("public_subscribe") || auth.contains_key("public_publish"))
+            }
             _ => None,
         })
         .unwrap_or(false);
@@ -340,7 +340,10 @@ mod tests {
         let detect = |text: &str| generation(DeTable::parse(text).unwrap().get_ref());
         assert_eq!(detect("[listen]\nbind = \"[::]:443\"\n"), Generation::V017);
         assert_eq!(detect("[server]\nbind = \"[::]:443\"\n"), Generation::V014);
-        assert_eq!(detect("[auth]\npublic_subscribe = \"**\"\n"), Generation::V017);
+        assert_eq!(
+            detect("[auth]\npublic_subscribe = \"**\"\n"),
+            Generation::V017
+        );
         assert_eq!(detect("[auth]\npublic = \"\"\n"), Generation::Unknown);
 
         let listen = "[listen]\ntls.generate = \"localhost\"\n";
@@ -350,7 +353,10 @@ mod tests {
         let prefixes = auth(&format!("{TLS}[auth]\npublic = \"anon/**\"\n")).unwrap();
         assert_eq!(prefixes.generation, Generation::V014);
 
-        let err = auth(&format!("{listen}[auth]\npublic_publish = [\"/anon/**\"]\n")).unwrap_err();
+        let err = auth(&format!(
+            "{listen}[auth]\npublic_publish = [\"/anon/**\"]\n"
+        ))
+        .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("auth.public_publish"));
         let err = auth(&format!(
             "{listen}[auth.public]\nsubscribe = \"a/**\"\npublish = \"b/**/**\"\n"

@@ -432,8 +432,16 @@ fn validate_public(auth: &AuthConfig) -> Result<(), Invalid> {
     }
     // 0.17-only keys: patterns wherever they are read (a 0.14 file ignores them).
     if generation != Generation::V014 {
-        lists.push(("auth.public_subscribe", &auth.public_subscribe, Generation::V017));
-        lists.push(("auth.public_publish", &auth.public_publish, Generation::V017));
+        lists.push((
+            "auth.public_subscribe",
+            &auth.public_subscribe,
+            Generation::V017,
+        ));
+        lists.push((
+            "auth.public_publish",
+            &auth.public_publish,
+            Generation::V017,
+        ));
     }
     for (key, values, generation) in lists {
         if values.len() > crate::auth::MAX_GRANTS {
