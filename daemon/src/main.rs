@@ -108,7 +108,8 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
     let config = &loaded.config;
-    if auth::Authenticator::new(&config.auth).refuses_everyone() {
+    // A key that fails to load is reported by `relay::start` below.
+    if auth::Authenticator::new(&config.auth).is_ok_and(|auth| auth.refuses_everyone()) {
         tracing::warn!(
             "[auth] grants nothing (no `public`, no key): every publish and subscribe will be refused"
         );

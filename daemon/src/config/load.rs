@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
-use super::types::{Config, PublicAccess, Strings};
+use super::types::{Config, Generation, PublicAccess, Strings};
 use super::validate::{HostFacts, validate};
 
 /// Where the running configuration came from.
@@ -102,7 +102,7 @@ pub(crate) fn load_str(
 
     let deserializer = toml::Deserializer::parse(text)
         .map_err(|err| error_at(err.span(), None, err.message().to_owned()))?;
-    let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+    let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let key = err.path().to_string();
         let inner = err.into_inner();
         let span = inner.span().or_else(|| locate(document.get_ref(), &key));
@@ -112,6 +112,8 @@ pub(crate) fn load_str(
             inner.message().to_owned(),
         )
     })?;
+
+    config.auth.generation = generation(document.get_ref());
 
     validate(&config, host).map_err(|invalid| {
         let span = locate(document.get_ref(), &invalid.key);
@@ -129,6 +131,34 @@ pub(crate) fn load_str(
         source,
         keys_set,
     })
+}
+
+/// Which moq-relay the file was written for. The serde aliases make `[server]` and
+/// `[listen]` one table, so only the document still shows which spelling was used.
+/// 0.17 refuses to start on `[server]` and 0.14 on nothing it does not know (it ignores
+/// unknown `[auth]` keys), so `[listen]`/`[server]` decide; without either, the 0.17-only
+/// `[auth] public_subscribe`/`public_publish` keys say 0.17.
+fn generation(document: &DeTable<'_>) -> Generation {
+    if document.contains_key("listen") {
+        return Generation::V017;
+    }
+    if document.contains_key("server") {
+        return Generation::V014;
+    }
+    let flat_public = document
+        .get("auth")
+        .and_then(|auth| match auth.get_ref() {
+            DeValue::Table(auth) => {
+                Some(auth.contains_key("public_subscribe") || auth.contains_key("public_publish"))
+            }
+            _ => None,
+        })
+        .unwrap_or(false);
+    if flat_public {
+        Generation::V017
+    } else {
+        Generation::Unknown
+    }
 }
 
 /// The span of a dotted key's value in the document, falling back to the nearest table
@@ -303,6 +333,49 @@ mod tests {
         assert!(parse(&format!("{TLS}[cache]\ncapacity = \"25%\"\n")).is_ok());
         let err = parse(&format!("{TLS}[cache]\ncapacity = \"150%\"\n")).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("cache.capacity"));
+    }
+
+    #[test]
+    fn the_generation_follows_listen_or_server_and_ambiguous_public_values_are_refused() {
+        let detect = |text: &str| generation(DeTable::parse(text).unwrap().get_ref());
+        assert_eq!(detect("[listen]\nbind = \"[::]:443\"\n"), Generation::V017);
+        assert_eq!(detect("[server]\nbind = \"[::]:443\"\n"), Generation::V014);
+        assert_eq!(
+            detect("[auth]\npublic_subscribe = \"**\"\n"),
+            Generation::V017
+        );
+        assert_eq!(detect("[auth]\npublic = \"\"\n"), Generation::Unknown);
+
+        let listen = "[listen]\ntls.generate = \"localhost\"\n";
+        let auth = |text: &str| parse(text).map(|config| config.auth);
+        let patterns = auth(&format!("{listen}[auth]\npublic = \"anon/**\"\n")).unwrap();
+        assert_eq!(patterns.generation, Generation::V017);
+        let prefixes = auth(&format!("{TLS}[auth]\npublic = \"anon/**\"\n")).unwrap();
+        assert_eq!(prefixes.generation, Generation::V014);
+
+        let err = auth(&format!(
+            "{listen}[auth]\npublic_publish = [\"/anon/**\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("auth.public_publish"));
+        let err = auth(&format!(
+            "{listen}[auth.public]\nsubscribe = \"a/**\"\npublish = \"b/**/**\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("auth.public.publish"));
+
+        // Only a file built without `[server]` or `[listen]` (which then has no QUIC
+        // certificate) can leave the generation open; validation still refuses `*`.
+        let mut config = Config::default();
+        config.server.tls.generate = Strings(vec!["localhost".to_owned()]);
+        config.auth.public = Some(PublicAccess {
+            subscribe: Strings(vec!["anon/**".to_owned()]),
+            publish: Strings(vec!["anon/**".to_owned()]),
+            api: None,
+        });
+        let err = validate(&config, &host(1)).unwrap_err();
+        assert_eq!(err.key, "auth.public");
+        assert!(err.message.contains("[listen]"), "{}", err.message);
     }
 
     #[test]

@@ -278,9 +278,34 @@ pub struct AuthConfig {
     pub mtls_tier: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<AuthTlsConfig>,
+    /// moq-relay 0.17's per-direction anonymous patterns (0.14 ignores these keys).
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub public_subscribe: Strings,
+    #[serde(skip_serializing_if = "Strings::is_empty")]
+    pub public_publish: Strings,
+    /// Which moq-relay the file was written for; set by the loader from the tables the
+    /// file uses, never read from `[auth]` itself.
+    #[serde(skip)]
+    pub generation: Generation,
     /// moq-relay ignores unknown `[auth]` keys; we keep them only to warn about them.
     #[serde(flatten, skip_serializing)]
     pub unknown: BTreeMap<String, toml::Value>,
+}
+
+/// The moq-relay release a configuration file was written for. The two read `public`
+/// differently (prefixes in 0.14, path patterns in 0.17) and close refused sessions with
+/// different codes, so the auth module follows the file's generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Generation {
+    /// Nothing in the file tells: values that mean the same in both are read as such,
+    /// and a value that would not is refused by validation.
+    #[default]
+    Unknown,
+    /// moq-relay 0.14: the file uses `[server]`.
+    V014,
+    /// moq-relay 0.17: the file uses `[listen]`, or `[auth] public_subscribe` /
+    /// `public_publish` without `[server]`.
+    V017,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -409,8 +409,52 @@ fn validate_auth(auth: &AuthConfig) -> Result<(), Invalid> {
     {
         return invalid("auth.key_dir", format!("`{dir}` is not a directory"));
     }
+    validate_public(auth)?;
     if auth.domains.iter().any(str::is_empty) {
         return invalid("auth.domains", "domain suffixes must not be empty");
+    }
+    Ok(())
+}
+
+/// Every anonymous grant must read the same in the generation the file is written for
+/// (spec 0.17 2.4): a value with `*` is a 0.17 pattern and must parse as one, and in a
+/// file that names no generation it is refused, since 0.14 would read it literally.
+fn validate_public(auth: &AuthConfig) -> Result<(), Invalid> {
+    let generation = auth.generation;
+    let mut lists: Vec<(&str, &Strings, Generation)> = Vec::new();
+    if let Some(public) = &auth.public {
+        if public.subscribe == public.publish {
+            lists.push(("auth.public", &public.subscribe, generation));
+        } else {
+            lists.push(("auth.public.subscribe", &public.subscribe, generation));
+            lists.push(("auth.public.publish", &public.publish, generation));
+        }
+    }
+    // 0.17-only keys: patterns wherever they are read (a 0.14 file ignores them).
+    if generation != Generation::V014 {
+        lists.push((
+            "auth.public_subscribe",
+            &auth.public_subscribe,
+            Generation::V017,
+        ));
+        lists.push((
+            "auth.public_publish",
+            &auth.public_publish,
+            Generation::V017,
+        ));
+    }
+    for (key, values, generation) in lists {
+        if values.len() > crate::auth::MAX_GRANTS {
+            return invalid(
+                key,
+                format!("more than {} entries", crate::auth::MAX_GRANTS),
+            );
+        }
+        for value in values.iter() {
+            if let Err(err) = crate::auth::Grant::from_config(value, generation) {
+                return invalid(key, err.to_string());
+            }
+        }
     }
     Ok(())
 }

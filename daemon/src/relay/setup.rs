@@ -141,7 +141,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     // Taken once per worker at start-up; never touched on the data path.
     let shards: Arc<Mutex<Vec<Option<router::Shard>>>> =
         Arc::new(Mutex::new(shards.into_iter().map(Some).collect()));
-    let auth = Arc::new(Authenticator::new(&config.auth));
+    let auth = Arc::new(Authenticator::new(&config.auth).context("cannot load [auth]")?);
     let hop_id = config.cluster.id.unwrap_or_else(random_hop_id);
 
     let handle = Server::start(quic, move |ctx| {
