@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use driver::Driver;
 use hdrhistogram::Histogram;
-use proto::session::{Event as MoqEvent, GroupId, ServeId, Session, SubscriptionId};
+use proto::session::{GroupId, ServeId, Session, SessionEvent as MoqEvent, SubscriptionId};
 use proto::{ErrorCode, SetupRole, SubscribeUpdate, TrackInfo, Version};
 use quic_io::{Application, Event, Io, SessionId};
 

@@ -15,7 +15,7 @@ use driver::{DEFAULT_MAX_PENDING_BYTES, Driver};
 use moq_relayd::auth::Authenticator;
 use moq_relayd::config::AuthConfig;
 use moq_relayd::relay::RelayWorker;
-use proto::session::{Event as MoqEvent, Session};
+use proto::session::{Session, SessionEvent as MoqEvent};
 use proto::{SetupRole, SubscribeUpdate, TrackInfo, Version};
 use quic_io::{Application, Event, SessionId, SessionInfo, Transport};
 use router::{Doorbell, Router};
@@ -55,7 +55,12 @@ fn loaded_worker() -> (RelayWorker, FakeIo) {
         .pop()
         .expect("one shard");
     let auth: AuthConfig = toml::from_str(r#"public = """#).expect("auth");
-    let mut relay = RelayWorker::new(0, shard, Arc::new(Authenticator::new(&auth)), 7);
+    let mut relay = RelayWorker::new(
+        0,
+        shard,
+        Arc::new(Authenticator::new(&auth).expect("auth")),
+        7,
+    );
     let mut io = FakeIo::new();
     let now = Instant::now();
 
@@ -70,7 +75,10 @@ fn loaded_worker() -> (RelayWorker, FakeIo) {
         Session::client(Version::Lite05, 2, None, Some(SetupRole::Publisher)),
         DEFAULT_MAX_PENDING_BYTES,
     );
-    publisher.session_mut().announce("live", &[]).expect("announce");
+    publisher
+        .session_mut()
+        .announce("live", &[])
+        .expect("announce");
     for _ in 0..MAX_ROUNDS {
         publisher.flush(&mut publisher_io);
         for event in publisher_io.take_output() {
@@ -84,10 +92,15 @@ fn loaded_worker() -> (RelayWorker, FakeIo) {
         while let Some(event) = publisher.session_mut().poll_event() {
             match event {
                 MoqEvent::SubscribeRequested { serve, .. } => {
-                    publisher.session_mut().accept_subscribe(serve).expect("accept");
+                    publisher
+                        .session_mut()
+                        .accept_subscribe(serve)
+                        .expect("accept");
                 }
                 MoqEvent::TrackRequested { request, .. } => {
-                    let answer = publisher.session_mut().answer_track(request, TrackInfo::DEFAULT);
+                    let answer = publisher
+                        .session_mut()
+                        .answer_track(request, TrackInfo::DEFAULT);
                     answer.expect("track info");
                 }
                 _ => {}
@@ -104,7 +117,10 @@ fn loaded_worker() -> (RelayWorker, FakeIo) {
         let session = Session::client(Version::Lite05, 3, None, Some(SetupRole::Subscriber));
         let mut client = Driver::new(1, session, DEFAULT_MAX_PENDING_BYTES);
         let update = SubscribeUpdate::latest(0);
-        client.session_mut().subscribe("live", "video", update).expect("subscribe");
+        client
+            .session_mut()
+            .subscribe("live", "video", update)
+            .expect("subscribe");
         client.flush(&mut client_io);
         for event in client_io.take_output() {
             Application::<FakeIo>::on_event(&mut relay, now, retarget(event, id), &mut io);

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use proto::session::*;
+use proto::session::SessionEvent as Event;
 use proto::{ErrorCode, SubscribeUpdate, TrackInfo, Version};
 
 fuzz_target!(|data: &[u8]| {

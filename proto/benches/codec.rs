@@ -8,7 +8,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use proto::reader::{GroupItem, GroupReader};
-use proto::session::{Action, Config, Event, Perspective, Session, StreamId};
+use proto::session::{Action, Config, Perspective, Session, SessionEvent as Event, StreamId};
 use proto::{FrameHeader, GroupHeader, Message, UniType, Version, coding};
 
 /// Frames per group: a 1 s group of 30 fps video with ~1 KiB frames (audio-sized).

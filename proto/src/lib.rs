@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use proto::session::{Action, Event, Session, StreamId};
+//! use proto::session::{Action, Session, SessionEvent, StreamId};
 //! use proto::Version;
 //!
 //! let mut relay = Session::relay(Version::Lite05, 9);
@@ -28,7 +28,7 @@
 //!         _ => {}
 //!     }
 //! }
-//! assert!(matches!(relay.poll_event(), Some(Event::AnnounceInterest { .. })));
+//! assert!(matches!(relay.poll_event(), Some(SessionEvent::AnnounceInterest { .. })));
 //! ```
 
 pub mod code;

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use proto::session::SessionEvent as Event;
 use proto::session::*;
 use proto::*;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group};
-use router::{Config, Doorbell, Router, Shard, SubscriberId, TrackId, TrackInfo};
+use router::{Config, Doorbell, Router, Shard, SubscriberId, TrackId, TrackProperties};
 
 const FRAMES_PER_GROUP: u64 = 30;
 
@@ -40,7 +40,7 @@ fn setup(shard_count: usize, subscribers: usize) -> Setup {
     let now = Instant::now();
     let bc = shards[0].announce("bench").unwrap();
     let track = shards[0]
-        .publish_track(bc, "video", TrackInfo::default())
+        .publish_track(bc, "video", TrackProperties::default())
         .unwrap();
     let sub_shard = shard_count - 1;
     for _ in 0..2 {

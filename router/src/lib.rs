@@ -108,14 +108,14 @@ impl Default for Config {
 /// Track properties set by its publisher and immutable for the track's life (moq-lite
 /// TRACK_INFO / SUBSCRIBE_OK values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TrackInfo {
+pub struct TrackProperties {
     pub priority: u8,
     pub ordered: bool,
     pub max_latency: Duration,
     pub timescale: u64,
 }
 
-impl Default for TrackInfo {
+impl Default for TrackProperties {
     /// moq-dev's defaults for a track that came without TRACK_INFO.
     fn default() -> Self {
         Self {
@@ -152,14 +152,14 @@ id_type!(
 );
 id_type!(
     /// A FETCH started on this shard.
-    FetchId
+    FetchTicket
 );
 
 /// What a subscriber receives, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delivery {
     /// The track exists; the session may send SUBSCRIBE_OK / TRACK_INFO.
-    Ready(TrackInfo),
+    Ready(TrackProperties),
     /// The publisher does not have this track (reset 13); nothing follows.
     NotFound,
     /// A group begins: open its stream.

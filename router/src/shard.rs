@@ -31,8 +31,8 @@ use crate::ring::{self, Consumer};
 use crate::slab::{Key, Slab};
 use crate::subscriber::Subscriber;
 use crate::{
-    AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, FetchId, GroupFrames, MAX_SHARDS,
-    PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackInfo,
+    AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, FetchTicket, GroupFrames, MAX_SHARDS,
+    PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackProperties,
 };
 
 use fanout::{Ev, append_frame, join_at_newest, replay_newest, wake_idle};
@@ -125,7 +125,7 @@ struct Track {
     name: Arc<str>,
     origin: Origin,
     /// `None` while waiting for the publisher (owner) or the owner's reply (replica).
-    info: Option<TrackInfo>,
+    info: Option<TrackProperties>,
     /// The track's shared frame log (with the late-join cache) in `Shard::logs`.
     log: Key,
     open: Vec<u64>,
@@ -139,7 +139,7 @@ struct Track {
 }
 
 impl Track {
-    fn new(name: Arc<str>, origin: Origin, info: Option<TrackInfo>, log: Key) -> Self {
+    fn new(name: Arc<str>, origin: Origin, info: Option<TrackProperties>, log: Key) -> Self {
         Self {
             name,
             origin,
@@ -269,7 +269,7 @@ pub struct Shard {
     /// FETCHes started and not yet handed back by `next_fetch_answer` (asked of an owner
     /// shard, or answered and waiting in `fetch_answers`).
     fetches: Slab<()>,
-    fetch_answers: VecDeque<(FetchId, Option<GroupFrames>)>,
+    fetch_answers: VecDeque<(FetchTicket, Option<GroupFrames>)>,
     stats: Stats,
     counters: ShardCounters,
     retired_drops: u64,
@@ -457,7 +457,7 @@ impl Shard {
         &mut self,
         bc: BroadcastId,
         name: &str,
-        info: TrackInfo,
+        info: TrackProperties,
     ) -> Result<TrackId, RouterError> {
         let Some(b) = self.broadcasts.get(bc.0) else {
             return Err(RouterError::UnknownBroadcast);
@@ -940,7 +940,7 @@ impl Shard {
         &mut self,
         name: Arc<str>,
         origin: Origin,
-        info: Option<TrackInfo>,
+        info: Option<TrackProperties>,
     ) -> Result<Key, RouterError> {
         let cache = Cache::new(self.config.cache_max_groups, self.config.cache_max_bytes);
         let lk = self
@@ -1115,7 +1115,7 @@ impl Shard {
         }
     }
 
-    fn track_became_ready(&mut self, tk: Key, info: TrackInfo) {
+    fn track_became_ready(&mut self, tk: Key, info: TrackProperties) {
         let Self {
             tracks,
             logs,

@@ -7,7 +7,7 @@
 
 use crate::log::{ENTRY_OVERHEAD, Entry, Frame, Log};
 use crate::slab::Key;
-use crate::{Delivery, TrackInfo};
+use crate::{Delivery, TrackProperties};
 
 pub(crate) struct Subscriber {
     pub(crate) track: Key,
@@ -16,7 +16,7 @@ pub(crate) struct Subscriber {
     cursor: u64,
     max_bytes: usize,
     /// `Ready` still to be handed out (it comes before any log entry).
-    ready: Option<TrackInfo>,
+    ready: Option<TrackProperties>,
     /// First group this subscriber joined at; `None` until a group starts (late join
     /// happens at a group boundary, never mid-group).
     start: Option<u64>,
@@ -94,7 +94,7 @@ impl Subscriber {
     }
 
     /// The track is live: `Ready` comes first.
-    pub(crate) fn ready(&mut self, info: TrackInfo) {
+    pub(crate) fn ready(&mut self, info: TrackProperties) {
         if !self.finished {
             self.ready = Some(info);
         }

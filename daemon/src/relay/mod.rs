@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use proto::ErrorCode;
-use proto::session::{Event as MoqEvent, FetchServeId, ServeId, TrackServeId};
+use proto::session::{FetchServeId, ServeId, SessionEvent as MoqEvent, TrackServeId};
 use quic_io::{Application, Event as IoEvent, SessionId, SessionInfo, SessionIo, Transport};
-use router::{BroadcastId, FetchId, QueryId, Shard, SubscriberId};
+use router::{BroadcastId, FetchTicket, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
@@ -72,7 +72,7 @@ pub struct RelayWorker {
     broadcasts: HashMap<BroadcastId, SessionId>,
     /// FETCHes waiting for the router's answer → the session and its request (bounded by
     /// the router's limit on pending fetches).
-    fetches: HashMap<FetchId, (SessionId, FetchServeId)>,
+    fetches: HashMap<FetchTicket, (SessionId, FetchServeId)>,
     /// Subscribers skipped because their session's output was full; retried first.
     deferred: VecDeque<SubscriberId>,
     deferred_set: HashSet<SubscriberId>,

@@ -4,7 +4,7 @@
 
 use proto::ErrorCode;
 use proto::SubscribeResponse;
-use proto::session::Event as MoqEvent;
+use proto::session::SessionEvent as MoqEvent;
 use quic_io::{SessionId, SessionIo};
 use router::PublisherEvent;
 use tracing::{debug, info, warn};
@@ -73,13 +73,13 @@ impl RelayWorker {
                     return;
                 };
                 let info = match response {
-                    SubscribeResponse::Ok(ok) => router::TrackInfo {
+                    SubscribeResponse::Ok(ok) => router::TrackProperties {
                         priority: ok.priority,
                         ordered: ok.ordered,
                         max_latency: std::time::Duration::from_millis(ok.max_latency_ms),
-                        ..router::TrackInfo::default()
+                        ..router::TrackProperties::default()
                     },
-                    SubscribeResponse::Start { .. } => router::TrackInfo::default(),
+                    SubscribeResponse::Start { .. } => router::TrackProperties::default(),
                     SubscribeResponse::End { .. } | SubscribeResponse::Drop(_) => return,
                 };
                 if let Err(err) = self
@@ -110,7 +110,7 @@ impl RelayWorker {
                     self.counters.note_router(self.shard.publish_track(
                         upstream.broadcast,
                         &upstream.name,
-                        router::TrackInfo::default(),
+                        router::TrackProperties::default(),
                     ));
                     if let Err(err) = self.shard.start_group(upstream.track, sequence) {
                         debug!(worker = self.worker, session, %err, "group not started");

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use proto::ErrorCode;
-use proto::session::Event as MoqEvent;
+use proto::session::SessionEvent as MoqEvent;
 use quic_io::{SessionId, SessionIo};
 use router::AnnounceEvent;
 use tracing::debug;

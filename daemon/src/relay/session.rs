@@ -12,7 +12,7 @@ use proto::session::{
 };
 use proto::{ErrorCode, Version};
 use quic_io::SessionId;
-use router::{BroadcastId, Delivery, FetchId, QueryId, SubscriberId, TrackId};
+use router::{BroadcastId, Delivery, FetchTicket, QueryId, SubscriberId, TrackId};
 use tracing::debug;
 
 use super::counters::SessionRefusals;
@@ -57,7 +57,7 @@ pub struct RelaySession {
     /// TRACK), so closing it touches only its own.
     pub router_subscribers: HashSet<SubscriberId>,
     /// FETCHes waiting for the router's answer, by the peer's request.
-    pub fetches: HashMap<FetchServeId, FetchId>,
+    pub fetches: HashMap<FetchServeId, FetchTicket>,
     pub refusals: SessionRefusals,
 }
 
@@ -302,8 +302,8 @@ impl RelaySession {
 }
 
 /// A publisher's TRACK_INFO as the router keeps it.
-pub fn router_track_info(info: &proto::TrackInfo) -> router::TrackInfo {
-    router::TrackInfo {
+pub fn router_track_info(info: &proto::TrackInfo) -> router::TrackProperties {
+    router::TrackProperties {
         priority: info.priority,
         ordered: info.ordered,
         max_latency: std::time::Duration::from_millis(info.max_latency_ms),

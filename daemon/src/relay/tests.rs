@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use driver::Driver;
 use driver::fake::{FakeIo, Side, retarget};
-use proto::session::{Event as MoqEvent, GroupId, ServeId, Session, SubscriptionId};
+use proto::session::{GroupId, ServeId, Session, SessionEvent as MoqEvent, SubscriptionId};
 use proto::{SetupRole, SubscribeUpdate, TrackInfo, Version};
 use quic_io::{Application, Event as IoEvent, SessionId, SessionInfo, Transport};
 use router::{Doorbell, Router};
@@ -35,7 +35,7 @@ impl Doorbell for NoDoorbell {
 
 fn open_auth() -> Arc<Authenticator> {
     let config: AuthConfig = toml::from_str(r#"public = """#).expect("auth config");
-    Arc::new(Authenticator::new(&config))
+    Arc::new(Authenticator::new(&config).expect("open auth"))
 }
 
 fn router_config() -> router::Config {

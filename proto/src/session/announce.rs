@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use bytes::BytesMut;
 
 use super::{
-    CONTROL_PRIORITY, Event, InterestId, Kind, MAX_BROADCASTS, Out, Session, SessionError,
+    CONTROL_PRIORITY, InterestId, Kind, MAX_BROADCASTS, Out, Session, SessionError, SessionEvent,
 };
 use crate::coding::EncodeError;
 use crate::message::{Announce, AnnounceOk, AnnounceRequest, AnnounceStatus, BidiType, Message};
@@ -85,7 +85,7 @@ impl Session {
             AnnounceStatus::Ended => {
                 // Ended for a path that is not active is ignored (it may have been a loop).
                 if active.remove(&a.suffix) {
-                    self.emit(Event::Unannounced {
+                    self.emit(SessionEvent::Unannounced {
                         interest: id,
                         path: full,
                     });
@@ -114,7 +114,7 @@ impl Session {
                     ));
                 }
                 active.insert(a.suffix);
-                self.emit(Event::Announced {
+                self.emit(SessionEvent::Announced {
                     interest: id,
                     path: full,
                     hops: chain,
@@ -267,7 +267,7 @@ impl Session {
         if !buf.is_empty() {
             self.send(slot, Out::Data(buf.freeze()));
         }
-        self.emit(Event::AnnounceInterest {
+        self.emit(SessionEvent::AnnounceInterest {
             prefix: req.prefix,
             exclude_hop: req.exclude_hop,
         });

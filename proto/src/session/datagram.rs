@@ -6,7 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Action, Event, ServeId, Session, SessionError, SubscriptionId};
+use super::{Action, ServeId, Session, SessionError, SessionEvent, SubscriptionId};
 use crate::message::Datagram;
 
 /// Longest DATAGRAM header: three varints (subscribe id, group, timestamp) of at most 8
@@ -25,7 +25,7 @@ impl Session {
         };
         let subscription = SubscriptionId(d.subscribe_id);
         if self.subs.contains_key(&subscription) {
-            self.emit(Event::Datagram {
+            self.emit(SessionEvent::Datagram {
                 subscription,
                 sequence: d.group,
                 timestamp: d.timestamp,

@@ -10,8 +10,8 @@
 use bytes::Bytes;
 
 use super::{
-    CONTROL_PRIORITY, Event, FetchId, FetchServeId, Kind, MAX_QUEUED_CHUNKS, Out, Session,
-    SessionError, Slot,
+    CONTROL_PRIORITY, FetchId, FetchServeId, Kind, MAX_QUEUED_CHUNKS, Out, Session, SessionError,
+    SessionEvent, Slot,
 };
 use crate::coding::EncodeError;
 use crate::message::{BidiType, Fetch};
@@ -89,7 +89,7 @@ impl Session {
                         ));
                     };
                     *ts = t;
-                    self.emit(Event::FetchFrame {
+                    self.emit(SessionEvent::FetchFrame {
                         fetch,
                         timestamp: t as u64,
                         payload,

@@ -13,7 +13,8 @@ use std::collections::HashSet;
 use bytes::Bytes;
 
 use super::{
-    Action, Event, FetchServeId, Kind, MAX_STREAMS, Out, Session, Slot, StreamId, TrackServeId,
+    Action, FetchServeId, Kind, MAX_STREAMS, Out, Session, SessionEvent, Slot, StreamId,
+    TrackServeId,
 };
 use crate::message::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, Fetch, GoAway, Setup, Subscribe,
@@ -159,7 +160,7 @@ impl Session {
                             goaway: false,
                         };
                     }
-                    self.emit(Event::Setup(setup));
+                    self.emit(SessionEvent::Setup(setup));
                     if fin {
                         self.fail_recv(slot, None);
                     }
@@ -304,7 +305,7 @@ impl Session {
                                 "first response is not SUBSCRIBE_OK".into(),
                             ));
                         }
-                        self.emit(Event::SubscribeResponse {
+                        self.emit(SessionEvent::SubscribeResponse {
                             subscription: id,
                             response: resp,
                         });
@@ -323,7 +324,7 @@ impl Session {
                             reader: MessageReader::new(),
                             goaway: false,
                         };
-                        self.emit(Event::TrackInfo {
+                        self.emit(SessionEvent::TrackInfo {
                             request: id,
                             info: Ok(info),
                         });
@@ -373,7 +374,7 @@ impl Session {
                             st.priority = update.priority;
                             let groups: Vec<u64> = st.groups.iter().copied().collect();
                             self.reprioritize(&groups, update.priority);
-                            self.emit(Event::SubscribeUpdated { serve, update });
+                            self.emit(SessionEvent::SubscribeUpdated { serve, update });
                         }
                         true
                     }
@@ -387,7 +388,7 @@ impl Session {
                         if let Kind::TrackIn { asked, .. } = &mut s.kind {
                             *asked = true;
                         }
-                        self.emit(Event::TrackRequested {
+                        self.emit(SessionEvent::TrackRequested {
                             request: TrackServeId(slot),
                             broadcast: req.broadcast,
                             track: req.track,
@@ -411,7 +412,7 @@ impl Session {
                         if let Kind::FetchIn { asked, .. } = &mut s.kind {
                             *asked = true;
                         }
-                        self.emit(Event::FetchRequested {
+                        self.emit(SessionEvent::FetchRequested {
                             request: FetchServeId(slot),
                             fetch,
                         });
@@ -429,7 +430,7 @@ impl Session {
                     if *goaway {
                         match reader.read::<GoAway>(v).map_err(dec)? {
                             Some(g) => {
-                                self.emit(Event::GoAway { uri: g.uri });
+                                self.emit(SessionEvent::GoAway { uri: g.uri });
                                 true
                             }
                             None => false,

@@ -7,7 +7,7 @@
 //! nor reset a broken Announce stream the peer opened (moq-net closes the session on that).
 
 use super::{
-    Action, Event, FetchServeId, GroupId, Kind, OpenToken, Out, ServeId, Session, StreamId,
+    Action, FetchServeId, GroupId, Kind, OpenToken, Out, ServeId, Session, SessionEvent, StreamId,
 };
 use crate::{ErrorCode, path};
 
@@ -77,7 +77,7 @@ impl Session {
             }) => Some((*serve, false)),
             Some(Kind::FetchIn { asked: true, .. }) => {
                 self.send(slot, Out::Reset(code));
-                self.emit(Event::FetchCancelled {
+                self.emit(SessionEvent::FetchCancelled {
                     request: FetchServeId(slot),
                     code,
                 });
@@ -90,7 +90,7 @@ impl Session {
         match kind_serve {
             Some((serve, true)) => {
                 self.group_gone(serve, slot);
-                self.emit(Event::GroupCancelled {
+                self.emit(SessionEvent::GroupCancelled {
                     serve,
                     group: GroupId(slot),
                     code,
@@ -133,7 +133,7 @@ impl Session {
 
     /// Resets our side, stops theirs, and reports what the transaction loses.
     pub(super) fn fail_stream(&mut self, slot: u64, code: ErrorCode, why: String) {
-        self.emit(Event::StreamFailed { code, reason: why });
+        self.emit(SessionEvent::StreamFailed { code, reason: why });
         let Some(s) = self.slots.get(&slot) else {
             return;
         };
@@ -171,13 +171,13 @@ impl Session {
         match kind {
             Kind::FetchIn { asked: true, .. } => {
                 self.send(slot, Out::Reset(ErrorCode::Cancel));
-                self.emit(Event::FetchCancelled {
+                self.emit(SessionEvent::FetchCancelled {
                     request: FetchServeId(slot),
                     code: code.unwrap_or(ErrorCode::Cancel),
                 });
             }
             Kind::FetchOut { id, .. } => {
-                self.emit(Event::FetchEnded { fetch: id, code });
+                self.emit(SessionEvent::FetchEnded { fetch: id, code });
                 self.send(
                     slot,
                     if code.is_some() {
@@ -192,7 +192,7 @@ impl Session {
                 ..
             } => {
                 let code = code.unwrap_or(ErrorCode::WrongSize);
-                self.emit(Event::GroupAborted {
+                self.emit(SessionEvent::GroupAborted {
                     subscription,
                     sequence,
                     code,
@@ -207,12 +207,12 @@ impl Session {
                 let mut paths: Vec<String> = active.into_iter().collect();
                 paths.sort();
                 for p in paths {
-                    self.emit(Event::Unannounced {
+                    self.emit(SessionEvent::Unannounced {
                         interest: id,
                         path: path::join(&prefix, &p),
                     });
                 }
-                self.emit(Event::InterestEnded { interest: id, code });
+                self.emit(SessionEvent::InterestEnded { interest: id, code });
                 self.send(
                     slot,
                     if code.is_some() {
@@ -226,7 +226,7 @@ impl Session {
                 // Not asserted: `unsubscribe` removes the ID first, and a stream it left
                 // unopened still fails here if the transport cannot open it.
                 self.subs.remove(&id);
-                self.emit(Event::SubscriptionClosed {
+                self.emit(SessionEvent::SubscriptionClosed {
                     subscription: id,
                     code,
                 });
@@ -243,7 +243,7 @@ impl Session {
                 let pending = self.tracks.remove(&id);
                 // An answered request is a Drain by now, so a TrackOut is still pending.
                 debug_assert_eq!(pending, Some(slot), "track request {id:?} not pending");
-                self.emit(Event::TrackInfo {
+                self.emit(SessionEvent::TrackInfo {
                     request: id,
                     info: Err(code.unwrap_or(ErrorCode::UnexpectedMessage)),
                 });

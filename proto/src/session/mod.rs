@@ -1,6 +1,6 @@
 //! The sans-IO moq-lite session: per-stream transaction state for both roles (publisher
 //! and subscriber) on one connection, driven by transport events and application calls,
-//! producing transport [`Action`]s and application [`Event`]s.
+//! producing transport [`Action`]s and application [`SessionEvent`]s.
 //!
 //! It owns the meaning of every stream; it must never touch a socket, read a clock, or
 //! copy a frame payload (payloads go out as the caller's `Bytes`). The transport owns
@@ -182,7 +182,7 @@ pub enum Action {
 
 /// What the application learns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub enum SessionEvent {
     /// The peer's SETUP (05).
     Setup(Setup),
     /// The peer opened an Announce stream; the session answers it from its own table.
@@ -345,7 +345,7 @@ pub struct Session {
     by_id: IdMap<StreamId, u64>,
     header_arena: BytesMut,
     actions: VecDeque<Action>,
-    events: VecDeque<Event>,
+    events: VecDeque<SessionEvent>,
     next_request: u64,
     subs: HashMap<SubscriptionId, u64>,
     interests: HashMap<InterestId, u64>,
@@ -427,7 +427,7 @@ impl Session {
     }
 
     /// Next application event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
     }
 
@@ -451,7 +451,7 @@ impl Session {
         self.actions.push_back(a);
     }
 
-    fn emit(&mut self, e: Event) {
+    fn emit(&mut self, e: SessionEvent) {
         if self.events.len() >= MAX_PENDING_OUTPUTS {
             self.close(ErrorCode::BoundsExceeded, "event queue not drained".into());
             return;

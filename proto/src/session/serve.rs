@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    Action, Event, GroupId, Kind, MAX_OUTSTANDING_REQUESTS, MAX_QUEUED_CHUNKS, Out, ServeId,
-    Session, SessionError, Slot,
+    Action, GroupId, Kind, MAX_OUTSTANDING_REQUESTS, MAX_QUEUED_CHUNKS, Out, ServeId, Session,
+    SessionError, SessionEvent, Slot,
 };
 use crate::ErrorCode;
 use crate::coding::{EncodeError, put_varint};
@@ -83,7 +83,7 @@ impl Session {
             },
         );
         debug_assert!(prev.is_none(), "serve {serve:?} registered twice");
-        self.emit(Event::SubscribeRequested {
+        self.emit(SessionEvent::SubscribeRequested {
             serve,
             request: sub,
         });
@@ -330,7 +330,7 @@ impl Session {
             self.send(g, Out::Reset(ErrorCode::Cancel));
         }
         self.send(st.slot, Out::Fin);
-        self.emit(Event::SubscribeCancelled { serve, code });
+        self.emit(SessionEvent::SubscribeCancelled { serve, code });
     }
 
     pub(super) fn group_gone(&mut self, serve: ServeId, slot: u64) {

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use super::{CONTROL_PRIORITY, Event, Kind, Out, Session, SessionError, SubscriptionId};
+use super::{CONTROL_PRIORITY, Kind, Out, Session, SessionError, SessionEvent, SubscriptionId};
 use crate::message::{BidiType, Subscribe, SubscribeUpdate};
 use crate::reader::{GroupItem, MessageReader};
 use crate::{ErrorCode, path};
@@ -123,7 +123,7 @@ impl Session {
                     let sub = SubscriptionId(h.subscribe_id);
                     if self.subs.contains_key(&sub) {
                         *target = Some((sub, h.sequence));
-                        self.emit(Event::GroupStarted {
+                        self.emit(SessionEvent::GroupStarted {
                             subscription: sub,
                             sequence: h.sequence,
                         });
@@ -156,7 +156,7 @@ impl Session {
                     } else {
                         None
                     };
-                    self.emit(Event::Frame {
+                    self.emit(SessionEvent::Frame {
                         subscription,
                         sequence,
                         timestamp,
@@ -181,7 +181,7 @@ impl Session {
             let target = target.take();
             s.recv_open = false;
             if let Some((subscription, sequence)) = target {
-                self.emit(Event::GroupEnded {
+                self.emit(SessionEvent::GroupEnded {
                     subscription,
                     sequence,
                 });

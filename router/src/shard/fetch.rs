@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{Msg, Shard};
 use crate::log::Entry;
 use crate::slab::Key;
-use crate::{FetchId, GroupFrames, RouterError};
+use crate::{FetchTicket, GroupFrames, RouterError};
 
 /// FETCHes a shard may have outstanding at owner shards: each waits one ring round trip,
 /// so more than this means an owner is not draining its ring.
@@ -20,7 +20,12 @@ impl Shard {
     /// broadcast's owner shard. The answer comes from `next_fetch_answer`: the group's
     /// frames as `(timestamp, payload)` in order, or `None` when it is not cached whole
     /// (evicted, still being written, too large to cache, or never published).
-    pub fn fetch(&mut self, path: &str, track: &str, group: u64) -> Result<FetchId, RouterError> {
+    pub fn fetch(
+        &mut self,
+        path: &str,
+        track: &str,
+        group: u64,
+    ) -> Result<FetchTicket, RouterError> {
         let Some(route) = self.announces.visible(path) else {
             return Err(RouterError::Unroutable { path: path.into() });
         };
@@ -46,13 +51,13 @@ impl Shard {
                 group,
                 ticket,
             }),
-            (frames, _) => self.fetch_answers.push_back((FetchId(ticket), frames)),
+            (frames, _) => self.fetch_answers.push_back((FetchTicket(ticket), frames)),
         }
-        Ok(FetchId(ticket))
+        Ok(FetchTicket(ticket))
     }
 
     /// A FETCH answer, in the order they came (never one for a cancelled FETCH).
-    pub fn next_fetch_answer(&mut self) -> Option<(FetchId, Option<GroupFrames>)> {
+    pub fn next_fetch_answer(&mut self) -> Option<(FetchTicket, Option<GroupFrames>)> {
         // Each pass removes one queued answer: bounded by the queue.
         while let Some((id, frames)) = self.fetch_answers.pop_front() {
             if self.fetches.remove(id.0).is_some() {
@@ -65,7 +70,7 @@ impl Shard {
     }
 
     /// The FETCH's requester went away: its answer, if it comes, is dropped.
-    pub fn cancel_fetch(&mut self, id: FetchId) {
+    pub fn cancel_fetch(&mut self, id: FetchTicket) {
         self.fetches.remove(id.0);
     }
 
@@ -99,7 +104,7 @@ impl Shard {
     /// The owner's answer to one of our FETCHes; dropped if it was cancelled meanwhile.
     pub(super) fn on_fetched(&mut self, ticket: Key, frames: Option<GroupFrames>) {
         if self.fetches.get(ticket).is_some() {
-            self.fetch_answers.push_back((FetchId(ticket), frames));
+            self.fetch_answers.push_back((FetchTicket(ticket), frames));
         } else {
             self.counters.fetch_answers_dropped += 1;
         }

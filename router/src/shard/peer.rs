@@ -12,7 +12,7 @@ use crate::log::Frame;
 use crate::park::ParkState;
 use crate::ring::Producer;
 use crate::slab::Key;
-use crate::{Doorbell, GroupFrames, RouterError, TrackInfo};
+use crate::{Doorbell, GroupFrames, RouterError, TrackProperties};
 
 /// A message on a ring. The sender is implied by the ring it arrives on. `slot` is the
 /// receiving shard's replica track key (for data) as chosen in `Subscribe`.
@@ -38,7 +38,7 @@ pub(super) enum Msg {
     },
     Subscribed {
         slot: Key,
-        info: TrackInfo,
+        info: TrackProperties,
     },
     NotFound {
         slot: Key,

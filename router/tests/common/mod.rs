@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use router::{
-    BroadcastId, Config, Delivery, Doorbell, Router, Shard, SubscriberId, TrackId, TrackInfo,
+    BroadcastId, Config, Delivery, Doorbell, Router, Shard, SubscriberId, TrackId, TrackProperties,
 };
 
 /// Counts rings; for single-threaded tests that step shards by hand.
@@ -85,10 +85,10 @@ pub fn drain(shard: &mut Shard, sub: SubscriberId) -> Vec<Delivery> {
     out
 }
 
-pub fn info() -> TrackInfo {
-    TrackInfo {
+pub fn info() -> TrackProperties {
+    TrackProperties {
         priority: 3,
-        ..TrackInfo::default()
+        ..TrackProperties::default()
     }
 }
 
