@@ -104,6 +104,20 @@ impl FakeIo {
         self.sessions.get(&id).map_or(0, |s| s.written_bytes)
     }
 
+    /// The streams session `id` opened itself, oldest first.
+    pub fn opened_streams(&self, id: SessionId) -> Vec<StreamId> {
+        let Some(session) = self.sessions.get(&id) else {
+            return Vec::new();
+        };
+        let initiator = u64::from(session.side == Side::Server);
+        session
+            .streams
+            .keys()
+            .filter(|&&raw| raw & 1 == initiator)
+            .map(|&raw| stream_id(raw))
+            .collect()
+    }
+
     /// How session `id` was closed by its application, if it was.
     pub fn closed(&self, id: SessionId) -> Option<&(u32, String)> {
         self.sessions.get(&id).and_then(|s| s.closed.as_ref())
