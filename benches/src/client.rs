@@ -177,6 +177,14 @@ impl BenchWorker {
         }
     }
 
+    /// A session answer the bench expected to give: a refusal means its bookkeeping and
+    /// the session's disagree, which would make the run's figures suspect.
+    fn refused(&mut self, what: &str, result: Result<(), proto::session::SessionError>) {
+        if let Err(e) = result {
+            self.error(format!("{what}: {e}"));
+        }
+    }
+
     fn hop_id(&self, session: SessionId) -> u64 {
         // Any value in [1, 2^53) distinct per session will do.
         let x =
@@ -264,13 +272,15 @@ impl BenchWorker {
         match (&mut peer.state, ev) {
             (State::Pub(p), MoqEvent::SubscribeRequested { serve, request }) => {
                 if request.track == TRACK && proto::path::normalize(&request.broadcast) == p.name {
-                    let _ = peer.driver.session_mut().accept_subscribe(serve);
+                    let answered = peer.driver.session_mut().accept_subscribe(serve);
+                    self.refused("accept_subscribe", answered);
                     p.serves.push(serve);
                 } else {
-                    let _ = peer
+                    let answered = peer
                         .driver
                         .session_mut()
                         .reject_subscribe(serve, ErrorCode::NotFound);
+                    self.refused("reject_subscribe", answered);
                 }
             }
             (State::Pub(p), MoqEvent::SubscribeCancelled { serve, .. }) => {
@@ -282,22 +292,25 @@ impl BenchWorker {
             }
             (State::Pub(_), MoqEvent::TrackRequested { request, track, .. }) => {
                 if track == TRACK {
-                    let _ = peer
+                    let answered = peer
                         .driver
                         .session_mut()
                         .answer_track(request, TrackInfo::DEFAULT);
+                    self.refused("answer_track", answered);
                 } else {
-                    let _ = peer
+                    let answered = peer
                         .driver
                         .session_mut()
                         .reject_track(request, ErrorCode::NotFound);
+                    self.refused("reject_track", answered);
                 }
             }
             (_, MoqEvent::FetchRequested { request, .. }) => {
-                let _ = peer
+                let answered = peer
                     .driver
                     .session_mut()
                     .reject_fetch(request, ErrorCode::NotFound);
+                self.refused("reject_fetch", answered);
             }
             (State::Sub(s), MoqEvent::Announced { path, .. })
                 if s.subscription.is_none() && proto::path::normalize(&path) == s.name =>
@@ -422,12 +435,16 @@ impl BenchWorker {
                     }
                 }
                 for g in failed {
-                    let _ = peer.driver.session_mut().abort_group(g, ErrorCode::Dropped);
+                    if let Err(e) = peer.driver.session_mut().abort_group(g, ErrorCode::Dropped) {
+                        errors.push(format!("publisher {}: abort group: {e}", p.broadcast));
+                    }
                     p.open.retain(|(_, x)| *x != g);
                 }
                 if k + 1 == group_size {
                     for (_, g) in p.open.drain(..) {
-                        let _ = peer.driver.session_mut().end_group(g);
+                        if let Err(e) = peer.driver.session_mut().end_group(g) {
+                            errors.push(format!("publisher {}: end group: {e}", p.broadcast));
+                        }
                     }
                 }
                 p.frame += 1;

@@ -145,7 +145,8 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let hop_id = config.cluster.id.unwrap_or_else(random_hop_id);
 
     let handle = Server::start(quic, move |ctx| {
-        let _ = doorbells[ctx.index].0.set(ctx.waker.clone());
+        let first = doorbells[ctx.index].0.set(ctx.waker.clone());
+        assert!(first.is_ok(), "worker {} started twice", ctx.index);
         let shard = shards
             .lock()
             .ok()
