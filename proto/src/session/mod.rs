@@ -440,15 +440,20 @@ impl Session {
     // Internal plumbing
 
     fn push_action(&mut self, a: Action) {
-        if self.actions.len() >= MAX_PENDING_OUTPUTS && !self.closed {
-            self.closed = true;
-            self.actions.push_back(Action::Close {
-                code: ErrorCode::BoundsExceeded,
-                reason: "action queue not drained".into(),
-            });
+        if self.actions.len() >= MAX_PENDING_OUTPUTS {
+            if !self.closed {
+                self.closed = true;
+                self.actions.push_back(Action::Close {
+                    code: ErrorCode::BoundsExceeded,
+                    reason: "action queue not drained".into(),
+                });
+            }
+            // Closed: the connection is going away, so output past the bound has nowhere
+            // to go; dropping it keeps a caller that writes after close from growing it.
             return;
         }
         self.actions.push_back(a);
+        debug_assert!(self.actions.len() <= MAX_PENDING_OUTPUTS);
     }
 
     fn emit(&mut self, e: SessionEvent) {
