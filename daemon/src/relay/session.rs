@@ -43,6 +43,8 @@ pub struct RelaySession {
     pub access: Option<Access>,
     /// Raw QUIC 05: the grants wait for the client's SETUP, which carries the path.
     pub awaiting_setup: bool,
+    /// When the credential expires, as entered in the worker's expiry set.
+    pub expires_at: Option<std::time::Instant>,
     /// Broadcasts this session publishes, by relay-wide path.
     pub published: HashMap<String, BroadcastId>,
     pub serves: HashMap<ServeId, Serve>,
@@ -76,6 +78,7 @@ impl RelaySession {
             driver: Driver::new(id, moq, DEFAULT_MAX_PENDING_BYTES),
             access: None,
             awaiting_setup: false,
+            expires_at: None,
             published: HashMap::new(),
             serves: HashMap::new(),
             upstream: HashMap::new(),
