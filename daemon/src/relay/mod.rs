@@ -30,9 +30,9 @@ use quic_io::{Application, Event as IoEvent, SessionId, SessionInfo, SessionIo, 
 use router::{BroadcastId, FetchTicket, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
-use crate::auth::{self, Authenticator, Rejection, Role};
+use crate::auth::{self, Access, Authenticator, Rejection, Role};
 pub use counters::{AuthRefusals, RelayCounters, SessionRefusals};
-use session::RelaySession;
+use session::{AwaitingSetup, RelaySession};
 pub use setup::{RelayServer, start};
 
 /// Output bytes one session may have waiting on flow control before the relay stops
@@ -143,42 +143,52 @@ impl RelayWorker {
         let conn = RelaySession::new(info.id, version, self.hop_id);
         debug!(worker = self.worker, session = info.id, %version, transport = ?info.transport, path = %info.path, "session ready");
         // Raw QUIC 05 carries the path in the client's SETUP; everything else is decided
-        // now. quic-io has already answered the WebTransport CONNECT with 200 (its
-        // handshake answers before it raises `SessionReady`), so a refusal is a session
-        // close, never an HTTP status: what moq-relay does too (spec `auth.md` 13). A 05
-        // session's SETUP Role is checked when its SETUP arrives.
+        // now, and a 05 session is wired once its SETUP Role is known. quic-io has
+        // already answered the WebTransport CONNECT with 200 (its handshake answers
+        // before it raises `SessionReady`), so a refusal is a session close, never an
+        // HTTP status: what moq-relay does too (spec `auth.md` 13), though it reads the
+        // SETUP first and we close a refused WebTransport session at once.
+        let lite05 = version == proto::Version::Lite05;
         let decide_now = match &info.transport {
             Transport::WebTransport { .. } => Some((info.path.clone(), info.query.clone())),
-            Transport::Quic { .. } if version == proto::Version::Lite05 => None,
+            Transport::Quic { .. } if lite05 => None,
             Transport::Quic { .. } => Some(("/".to_owned(), String::new())),
         };
         self.sessions.insert(info.id, conn);
         self.counters.sessions_opened += 1;
-        if let Some((path, query)) = decide_now {
-            self.authorize(info.id, &path, &query, Role::Any);
-        } else if let Some(conn) = self.sessions.get_mut(&info.id) {
-            conn.awaiting_setup = true;
+        match decide_now {
+            None => self.await_setup(info.id, AwaitingSetup::Path),
+            Some((path, query)) => {
+                if let Some(access) = self.decide(info.id, &path, &query) {
+                    if lite05 {
+                        self.await_setup(info.id, AwaitingSetup::Role(Box::new(access)));
+                    } else {
+                        self.admit(info.id, access, Role::Any);
+                    }
+                }
+            }
         }
         self.drive(info.id, io);
     }
 
-    /// Decides the session's grants from its connection path, query and (moq-lite-05)
-    /// SETUP Role; a refused session is closed with the rejection's close code (6 or 0x2
-    /// by the config generation, 64 + status otherwise).
-    fn authorize(&mut self, session: SessionId, path: &str, query: &str, role: Role) {
-        let Some(conn) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        conn.awaiting_setup = false;
-        let decided = self.auth.authorize(path, query).and_then(|access| {
-            self.auth.check_role(&access, role)?;
-            Ok(access)
-        });
-        let mut access = match decided {
+    fn await_setup(&mut self, session: SessionId, awaiting: AwaitingSetup) {
+        if let Some(conn) = self.sessions.get_mut(&session) {
+            conn.awaiting_setup = Some(awaiting);
+        }
+    }
+
+    /// Decides the session's grants from its connection path and query, and arms its
+    /// expiry; a refused session is closed with the rejection's close code (6 or 0x2 by
+    /// the config generation, 64 + status otherwise).
+    fn decide(&mut self, session: SessionId, path: &str, query: &str) -> Option<Access> {
+        let access = match self.auth.authorize(path, query) {
             Ok(access) => access,
-            Err(rejection) => return self.refuse(session, &rejection),
+            Err(rejection) => {
+                self.refuse(session, &rejection);
+                return None;
+            }
         };
-        access.narrow_to(role);
+        let conn = self.sessions.get_mut(&session)?;
         if let Some(expires) = access.expires {
             // The wall clock says how long the credential has left; the worker's
             // deadlines are monotonic. An `exp` already reached is due at once.
@@ -186,9 +196,23 @@ impl RelayWorker {
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
             let at = Instant::now() + left;
+            debug_assert!(conn.expires_at.is_none(), "a session decided twice");
             conn.expires_at = Some(at);
             self.expiries.insert((at, session));
         }
+        Some(access)
+    }
+
+    /// Checks the moq-lite-05 SETUP Role against the grants (403 when the direction is
+    /// not granted), keeps only the direction it asks for, and wires the session.
+    fn admit(&mut self, session: SessionId, mut access: Access, role: Role) {
+        if let Err(rejection) = self.auth.check_role(&access, role) {
+            return self.refuse(session, &rejection);
+        }
+        access.narrow_to(role);
+        let Some(conn) = self.sessions.get_mut(&session) else {
+            return;
+        };
         debug!(worker = self.worker, session, root = %access.root, subscribe = ?access.subscribe, publish = ?access.publish, "session authorised");
         // Ask the peer for what it may publish, one announce interest per granted prefix.
         for prefix in &access.publish {
@@ -294,18 +318,21 @@ impl RelayWorker {
                     SetupRole::Subscriber => Role::Subscriber,
                     SetupRole::Both => Role::Any,
                 };
-                if conn.awaiting_setup {
+                match conn.awaiting_setup.take() {
                     // Raw QUIC 05: the SETUP Path is the request target (spec `auth.md` 2).
-                    let target = setup.path.unwrap_or_default();
-                    let (path, query) = auth::split_target(&target);
-                    let (path, query) = (path.to_owned(), query.to_owned());
-                    self.authorize(session, &path, &query, role);
-                } else if let Some(access) = &conn.access {
-                    // WebTransport 05: decided on the CONNECT URL, the Role checked now.
-                    // Its directions were already wired, so only the check applies.
-                    if let Err(rejection) = self.auth.check_role(access, role) {
-                        self.refuse(session, &rejection);
+                    Some(AwaitingSetup::Path) => {
+                        let target = setup.path.unwrap_or_default();
+                        let (path, query) = auth::split_target(&target);
+                        let (path, query) = (path.to_owned(), query.to_owned());
+                        if let Some(access) = self.decide(session, &path, &query) {
+                            self.admit(session, access, role);
+                        }
                     }
+                    // WebTransport 05: granted on the CONNECT URL (a SETUP Path is
+                    // ignored there, spec 2); the Role decides what is wired.
+                    Some(AwaitingSetup::Role(access)) => self.admit(session, *access, role),
+                    // The session proto lets through one SETUP; nothing waits for it.
+                    None => {}
                 }
             }
             MoqEvent::AnnounceInterest { .. } => {

@@ -641,3 +641,33 @@ fn a_webtransport_05_subscriber_role_without_a_subscribe_grant_is_refused_as_403
     assert_eq!(counters.auth_refusals.get("role_not_granted"), 1);
     assert_eq!(relay.workers[0].relay.sessions.len(), 1);
 }
+
+#[test]
+fn a_05_setup_role_wires_only_the_direction_it_asks_for() {
+    // Everyone may do everything; the Role alone narrows (spec `auth.md` 6.1).
+    let mut relay = Relay::new(1);
+    let publisher = relay.connect(0, SetupRole::Publisher);
+    let subscriber = relay.connect(0, SetupRole::Subscriber);
+    let both = relay.connect(0, SetupRole::Both);
+    let asked = |relay: &mut Relay, client: usize| {
+        relay
+            .take_events(client)
+            .iter()
+            .any(|e| matches!(e, MoqEvent::AnnounceInterest { .. }))
+    };
+    assert!(
+        asked(&mut relay, publisher),
+        "a publisher is asked for announcements"
+    );
+    assert!(!asked(&mut relay, subscriber), "a subscriber never is");
+    assert!(asked(&mut relay, both));
+    let worker = &relay.workers[0].relay;
+    let following: Vec<SessionId> = worker.queries.values().copied().collect();
+    let session = |client: usize| relay.clients[client].relay_session;
+    assert!(
+        !following.contains(&session(publisher)),
+        "a publisher is told nothing"
+    );
+    assert!(following.contains(&session(subscriber)));
+    assert!(following.contains(&session(both)));
+}
