@@ -44,7 +44,7 @@ pub enum Cause {
     BadSignature,
     #[error("the token has an `aud` claim; no audience is configured, so none is accepted")]
     Audience,
-    #[error("the token expired at {0:?}")]
+    #[error("the token expired at {} (unix seconds)", unix_seconds(*.0))]
     Expired(SystemTime),
     #[error("the token grants nothing (no `put`/`get`/`publish`/`subscribe`)")]
     UselessToken,
@@ -138,6 +138,12 @@ impl Cause {
             _ => 401,
         }
     }
+}
+
+/// `exp` as written in the token, for messages.
+fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// A refused session: the cause, and the close code of the config generation in use.
