@@ -143,7 +143,7 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     'control: loop {
         for signal in signals.pending() {
             match signal {
-                SIGHUP => reload(&loaded.source, server),
+                SIGHUP => reload(&loaded.source, server, &relay.auth),
                 _ => {
                     tracing::info!(signal, "shutting down");
                     break 'control;
@@ -175,17 +175,24 @@ fn client_authority(addr: SocketAddr) -> String {
     }
 }
 
-/// SIGHUP: re-read and re-validate the file. A broken file is reported and the running
-/// configuration stays in force.
-fn reload(source: &Source, server: &quic_io::ServerHandle) {
+/// SIGHUP: re-read and re-validate the file, then reload the `[auth]` keys and public
+/// grants and the certificate. A broken file, or keys that do not load, are reported and
+/// what runs stays in force; sessions already admitted keep running either way.
+fn reload(source: &Source, server: &quic_io::ServerHandle, auth: &auth::Authenticator) {
     let Source::File(path) = source else {
         tracing::info!("SIGHUP: running on the embedded default; nothing to reload");
         return;
     };
     notify::reloading();
     match config::load(path) {
-        Ok(_) => {
-            tracing::info!(config = %path.display(), "SIGHUP: configuration re-read; changes other than certificates need a restart");
+        Ok(loaded) => {
+            tracing::info!(config = %path.display(), "SIGHUP: configuration re-read; changes other than [auth] keys and public access and certificates need a restart");
+            match auth.reload(&loaded.config.auth) {
+                Ok(()) => tracing::info!(
+                    "SIGHUP: [auth] reloaded for new sessions; admitted sessions keep their grants"
+                ),
+                Err(err) => tracing::error!("SIGHUP: keeping the current [auth] keys: {err}"),
+            }
             match server.reload_tls() {
                 Ok(fingerprint) => {
                     tracing::info!(certificate_sha256 = %fingerprint, "SIGHUP: certificate reloaded for new connections")

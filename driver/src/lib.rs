@@ -85,6 +85,10 @@ pub struct Driver {
     pending_bytes: usize,
     max_pending_bytes: usize,
     counters: DriverCounters,
+    /// The code this side closed the connection with (`Action::Close` carried out).
+    /// The transport raises no `SessionClosed` for such a close, so the application
+    /// reads this to release the session itself.
+    closed_with: Option<u64>,
 }
 
 impl Driver {
@@ -98,6 +102,7 @@ impl Driver {
             pending_bytes: 0,
             max_pending_bytes,
             counters: DriverCounters::default(),
+            closed_with: None,
         }
     }
 
@@ -124,6 +129,13 @@ impl Driver {
 
     pub fn counters(&self) -> DriverCounters {
         self.counters
+    }
+
+    /// The session close code, once this side has closed the connection (`io.close`
+    /// called). The transport then raises no `SessionClosed`: whoever owns this driver
+    /// releases the session's state when it sees this.
+    pub fn closed_with(&self) -> Option<u64> {
+        self.closed_with
     }
 
     /// Hands one of this connection's stream events to the session (a `Writable` sends
@@ -221,7 +233,12 @@ impl Driver {
             }
             Action::SendDatagram { data } => self.refused(io.send_datagram(session, data)),
             Action::Close { code, reason } => {
-                io.close(session, code.session_code(version) as u32, &reason);
+                let code = code.session_code(version);
+                debug_assert!(self.closed_with.is_none(), "the session closed twice");
+                self.closed_with = Some(code);
+                // Close codes are u32 on quic-io's interface (WebTransport's width);
+                // every code the registry and `App` produce fits.
+                io.close(session, u32::try_from(code).unwrap_or(u32::MAX), &reason);
             }
         }
     }

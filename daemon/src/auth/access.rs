@@ -63,6 +63,24 @@ impl Access {
         &self.publish_grants
     }
 
+    /// Keeps only the direction a moq-lite-05 SETUP Role asks for (spec 6.1: a
+    /// publisher is only ingested, a subscriber is never asked for announcements). Call
+    /// it after [`Authenticator::check_role`](super::Authenticator::check_role) accepted
+    /// the role.
+    pub fn narrow_to(&mut self, role: super::Role) {
+        match role {
+            super::Role::Publisher => {
+                self.subscribe.clear();
+                self.subscribe_grants.clear();
+            }
+            super::Role::Subscriber => {
+                self.publish.clear();
+                self.publish_grants.clear();
+            }
+            super::Role::Any => {}
+        }
+    }
+
     /// Grants at `root`, already rebased onto it.
     pub(crate) fn new(
         root: String,

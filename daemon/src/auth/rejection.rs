@@ -44,7 +44,7 @@ pub enum Cause {
     BadSignature,
     #[error("the token has an `aud` claim; no audience is configured, so none is accepted")]
     Audience,
-    #[error("the token expired at {0:?}")]
+    #[error("the token expired at {} (unix seconds)", unix_seconds(*.0))]
     Expired(SystemTime),
     #[error("the token grants nothing (no `put`/`get`/`publish`/`subscribe`)")]
     UselessToken,
@@ -65,31 +65,67 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// How many causes there are: [`Cause::index`] is below this, so a per-cause
+    /// counter is a fixed array.
+    pub const COUNT: usize = 21;
+
+    /// [`Cause::label`] of each [`Cause::index`], in order.
+    pub const LABELS: [&'static str; Cause::COUNT] = [
+        "no_public_access",
+        "auth_disabled",
+        "token_too_long",
+        "malformed_token",
+        "invalid_claims",
+        "missing_kid",
+        "invalid_kid",
+        "unknown_kid",
+        "key_cannot_verify",
+        "wrong_algorithm",
+        "bad_signature",
+        "audience",
+        "expired",
+        "useless_token",
+        "mixed_claims",
+        "too_many_grants",
+        "scope_exceeded",
+        "root_mismatch",
+        "nothing_granted",
+        "role_not_granted",
+        "auth_unavailable",
+    ];
+
+    /// A dense number per cause, below [`Cause::COUNT`], for per-cause counters.
+    pub fn index(&self) -> usize {
+        match self {
+            Cause::NoPublicAccess(_) => 0,
+            Cause::AuthenticationDisabled => 1,
+            Cause::TokenTooLong(_) => 2,
+            Cause::MalformedToken(_) => 3,
+            Cause::InvalidClaims(_) => 4,
+            Cause::MissingKid => 5,
+            Cause::InvalidKid => 6,
+            Cause::UnknownKid(_) => 7,
+            Cause::KeyCannotVerify => 8,
+            Cause::WrongAlgorithm { .. } => 9,
+            Cause::BadSignature => 10,
+            Cause::Audience => 11,
+            Cause::Expired(_) => 12,
+            Cause::UselessToken => 13,
+            Cause::MixedClaims => 14,
+            Cause::TooManyGrants => 15,
+            Cause::ScopeExceeded => 16,
+            Cause::RootMismatch(_) => 17,
+            Cause::NothingGranted(_) => 18,
+            Cause::RoleNotGranted(_) => 19,
+            Cause::AuthApiUnsupported => 20,
+        }
+    }
+
     /// A stable label per cause, for metrics and log fields. Never renamed.
     pub fn label(&self) -> &'static str {
-        match self {
-            Cause::NoPublicAccess(_) => "no_public_access",
-            Cause::AuthenticationDisabled => "auth_disabled",
-            Cause::TokenTooLong(_) => "token_too_long",
-            Cause::MalformedToken(_) => "malformed_token",
-            Cause::InvalidClaims(_) => "invalid_claims",
-            Cause::MissingKid => "missing_kid",
-            Cause::InvalidKid => "invalid_kid",
-            Cause::UnknownKid(_) => "unknown_kid",
-            Cause::KeyCannotVerify => "key_cannot_verify",
-            Cause::WrongAlgorithm { .. } => "wrong_algorithm",
-            Cause::BadSignature => "bad_signature",
-            Cause::Audience => "audience",
-            Cause::Expired(_) => "expired",
-            Cause::UselessToken => "useless_token",
-            Cause::MixedClaims => "mixed_claims",
-            Cause::TooManyGrants => "too_many_grants",
-            Cause::ScopeExceeded => "scope_exceeded",
-            Cause::RootMismatch(_) => "root_mismatch",
-            Cause::NothingGranted(_) => "nothing_granted",
-            Cause::RoleNotGranted(_) => "role_not_granted",
-            Cause::AuthApiUnsupported => "auth_unavailable",
-        }
+        let index = self.index();
+        debug_assert!(index < Cause::COUNT);
+        Cause::LABELS[index]
     }
 
     /// The HTTP status moq-relay maps this cause to internally (spec 13); it decides
@@ -102,6 +138,12 @@ impl Cause {
             _ => 401,
         }
     }
+}
+
+/// `exp` as written in the token, for messages.
+fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// A refused session: the cause, and the close code of the config generation in use.

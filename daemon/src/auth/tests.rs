@@ -868,4 +868,9 @@ fn every_cause_has_a_distinct_stable_label() {
     labels.sort_unstable();
     labels.dedup();
     assert_eq!(labels.len(), causes.len());
+    // The per-cause counters are indexed densely, one slot per cause.
+    assert_eq!(causes.len(), Cause::COUNT);
+    for (expected, cause) in causes.iter().enumerate() {
+        assert_eq!(cause.index(), expected, "{cause:?}");
+    }
 }

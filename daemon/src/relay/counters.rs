@@ -8,6 +8,8 @@ use proto::session::SessionError;
 use router::RouterError;
 use tracing::debug;
 
+use crate::auth::Cause;
+
 /// Session calls that were refused.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SessionRefusals {
@@ -40,12 +42,53 @@ impl SessionRefusals {
     }
 }
 
+/// Sessions refused by `[auth]`, one count per [`Cause`] (indexed by `Cause::index`,
+/// labelled by `Cause::LABELS`): a fixed array, so a flood of bad tokens costs no memory.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AuthRefusals {
+    pub by_cause: [u64; Cause::COUNT],
+}
+
+impl AuthRefusals {
+    pub fn note(&mut self, cause: &Cause) {
+        let index = cause.index();
+        debug_assert!(index < Cause::COUNT);
+        if let Some(count) = self.by_cause.get_mut(index) {
+            *count += 1;
+        }
+    }
+
+    /// The count for the cause labelled `label` (0 for a label no cause has).
+    pub fn get(&self, label: &str) -> u64 {
+        Cause::LABELS
+            .iter()
+            .position(|known| *known == label)
+            .map_or(0, |index| self.by_cause[index])
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_cause.iter().sum()
+    }
+
+    /// `(label, count)` for every cause, in `Cause::index` order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Cause::LABELS
+            .iter()
+            .copied()
+            .zip(self.by_cause.iter().copied())
+    }
+}
+
 /// Everything one relay worker counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RelayCounters {
     pub sessions_opened: u64,
     pub sessions_closed: u64,
     pub session_refusals: SessionRefusals,
+    /// Sessions `[auth]` refused, per cause (each refusal is also logged once at info).
+    pub auth_refusals: AuthRefusals,
+    /// Sessions closed because their credential's `exp` passed.
+    pub sessions_expired: u64,
     /// Router calls refused (an id the router no longer knew, a group out of order).
     pub router_refusals: u64,
     pub driver: DriverCounters,

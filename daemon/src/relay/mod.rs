@@ -20,19 +20,19 @@ mod setup;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use proto::ErrorCode;
 use proto::session::{FetchServeId, ServeId, SessionEvent as MoqEvent, TrackServeId};
+use proto::{ErrorCode, SetupRole};
 use quic_io::{Application, Event as IoEvent, SessionId, SessionInfo, SessionIo, Transport};
 use router::{BroadcastId, FetchTicket, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
-use crate::auth::Authenticator;
-pub use counters::{RelayCounters, SessionRefusals};
-use session::RelaySession;
+use crate::auth::{self, Access, Authenticator, Rejection, Role};
+pub use counters::{AuthRefusals, RelayCounters, SessionRefusals};
+use session::{AwaitingSetup, RelaySession};
 pub use setup::{RelayServer, start};
 
 /// Output bytes one session may have waiting on flow control before the relay stops
@@ -70,6 +70,11 @@ pub struct RelayWorker {
     queries: HashMap<QueryId, SessionId>,
     /// Broadcasts published by sessions on this worker → the session.
     broadcasts: HashMap<BroadcastId, SessionId>,
+    /// When each authorised session's credential expires (JWT `exp`), soonest first;
+    /// one entry per session with an `exp` (`RelaySession::expires_at` names it), so it
+    /// is bounded by the sessions. `poll` closes what is due; `timeout` wakes for the
+    /// first.
+    expiries: BTreeSet<(Instant, SessionId)>,
     /// FETCHes waiting for the router's answer → the session and its request (bounded by
     /// the router's limit on pending fetches).
     fetches: HashMap<FetchTicket, (SessionId, FetchServeId)>,
@@ -103,6 +108,7 @@ impl RelayWorker {
             queries: HashMap::new(),
             broadcasts: HashMap::new(),
             fetches: HashMap::new(),
+            expiries: BTreeSet::new(),
             deferred: VecDeque::new(),
             deferred_set: HashSet::new(),
             may_park: false,
@@ -136,36 +142,76 @@ impl RelayWorker {
         };
         let conn = RelaySession::new(info.id, version, self.hop_id);
         debug!(worker = self.worker, session = info.id, %version, transport = ?info.transport, path = %info.path, "session ready");
-        // Raw QUIC 05 carries the path in the client's SETUP; everything else is decided now.
+        // Raw QUIC 05 carries the path in the client's SETUP; everything else is decided
+        // now, and a 05 session is wired once its SETUP Role is known. quic-io has
+        // already answered the WebTransport CONNECT with 200 (its handshake answers
+        // before it raises `SessionReady`), so a refusal is a session close, never an
+        // HTTP status: what moq-relay does too (spec `auth.md` 13), though it reads the
+        // SETUP first and we close a refused WebTransport session at once.
+        let lite05 = version == proto::Version::Lite05;
         let decide_now = match &info.transport {
             Transport::WebTransport { .. } => Some((info.path.clone(), info.query.clone())),
-            Transport::Quic { .. } if version == proto::Version::Lite05 => None,
+            Transport::Quic { .. } if lite05 => None,
             Transport::Quic { .. } => Some(("/".to_owned(), String::new())),
         };
         self.sessions.insert(info.id, conn);
         self.counters.sessions_opened += 1;
-        if let Some((path, query)) = decide_now {
-            self.authorize(info.id, &path, &query);
-        } else if let Some(conn) = self.sessions.get_mut(&info.id) {
-            conn.awaiting_setup = true;
+        match decide_now {
+            None => self.await_setup(info.id, AwaitingSetup::Path),
+            Some((path, query)) => {
+                if let Some(access) = self.decide(info.id, &path, &query) {
+                    if lite05 {
+                        self.await_setup(info.id, AwaitingSetup::Role(Box::new(access)));
+                    } else {
+                        self.admit(info.id, access, Role::Any);
+                    }
+                }
+            }
         }
         self.drive(info.id, io);
     }
 
-    /// Decides the session's grants; a refused session is closed with code 6.
-    fn authorize(&mut self, session: SessionId, path: &str, query: &str) {
-        let Some(conn) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        conn.awaiting_setup = false;
+    fn await_setup(&mut self, session: SessionId, awaiting: AwaitingSetup) {
+        if let Some(conn) = self.sessions.get_mut(&session) {
+            conn.awaiting_setup = Some(awaiting);
+        }
+    }
+
+    /// Decides the session's grants from its connection path and query, and arms its
+    /// expiry; a refused session is closed with the rejection's close code (6 or 0x2 by
+    /// the config generation, 64 + status otherwise).
+    fn decide(&mut self, session: SessionId, path: &str, query: &str) -> Option<Access> {
         let access = match self.auth.authorize(path, query) {
             Ok(access) => access,
             Err(rejection) => {
-                info!(worker = self.worker, session, %rejection, "session refused");
-                conn.moq()
-                    .close(ErrorCode::Unauthorized, "unauthorized".into());
-                return;
+                self.refuse(session, &rejection);
+                return None;
             }
+        };
+        let conn = self.sessions.get_mut(&session)?;
+        if let Some(expires) = access.expires {
+            // The wall clock says how long the credential has left; the worker's
+            // deadlines are monotonic. An `exp` already reached is due at once.
+            let left = expires
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let at = Instant::now() + left;
+            debug_assert!(conn.expires_at.is_none(), "a session decided twice");
+            conn.expires_at = Some(at);
+            self.expiries.insert((at, session));
+        }
+        Some(access)
+    }
+
+    /// Checks the moq-lite-05 SETUP Role against the grants (403 when the direction is
+    /// not granted), keeps only the direction it asks for, and wires the session.
+    fn admit(&mut self, session: SessionId, mut access: Access, role: Role) {
+        if let Err(rejection) = self.auth.check_role(&access, role) {
+            return self.refuse(session, &rejection);
+        }
+        access.narrow_to(role);
+        let Some(conn) = self.sessions.get_mut(&session) else {
+            return;
         };
         debug!(worker = self.worker, session, root = %access.root, subscribe = ?access.subscribe, publish = ?access.publish, "session authorised");
         // Ask the peer for what it may publish, one announce interest per granted prefix.
@@ -193,6 +239,43 @@ impl RelayWorker {
         }
     }
 
+    /// Closes a session `[auth]` refused: logged once, counted per cause.
+    fn refuse(&mut self, session: SessionId, rejection: &Rejection) {
+        let Some(conn) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        self.counters.auth_refusals.note(rejection.cause());
+        let code = rejection.close_code();
+        info!(worker = self.worker, session, reason = rejection.reason(), status = rejection.status(), code, %rejection, "session refused");
+        conn.moq()
+            .close(raw_close(code), close_reason(rejection.status()));
+    }
+
+    /// Closes every session whose credential expired by `now` (spec `auth.md` 12,
+    /// `moq-relay-0.17.md` 2.7), with the generation's unauthorized code.
+    fn expire_sessions<T: SessionIo>(&mut self, now: Instant, io: &mut T) {
+        while let Some(&(at, session)) = self.expiries.first() {
+            if at > now {
+                return;
+            }
+            self.expiries.pop_first();
+            let Some(conn) = self.sessions.get_mut(&session) else {
+                debug_assert!(false, "an expiry outlived its session");
+                continue;
+            };
+            debug_assert_eq!(conn.expires_at, Some(at));
+            conn.expires_at = None;
+            self.counters.sessions_expired += 1;
+            let code = auth::close_code(401, self.auth.generation());
+            info!(
+                worker = self.worker,
+                session, code, "credential expired; session closed"
+            );
+            conn.moq().close(raw_close(code), close_reason(401));
+            self.drive(session, io);
+        }
+    }
+
     /// Handles the session's pending actions and events until it is quiet.
     fn drive<T: SessionIo>(&mut self, session: SessionId, io: &mut T) {
         for _ in 0..MAX_DRIVE_ROUNDS {
@@ -200,6 +283,12 @@ impl RelayWorker {
                 return;
             };
             conn.driver.flush(io);
+            if let Some(code) = conn.driver.closed_with() {
+                // We closed it (refused, expired, malformed, over a bound): quic-io raises
+                // no `SessionClosed` for a close of our own, so release it now.
+                self.session_closed(session, code, self.now);
+                return;
+            }
             let Some(event) = conn.moq().poll_event() else {
                 return;
             };
@@ -224,11 +313,26 @@ impl RelayWorker {
         }
         match event {
             MoqEvent::Setup(setup) => {
-                if conn.awaiting_setup {
-                    let target = setup.path.unwrap_or_default();
-                    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-                    let (path, query) = (path.to_owned(), query.to_owned());
-                    self.authorize(session, &path, &query);
+                let role = match setup.role() {
+                    SetupRole::Publisher => Role::Publisher,
+                    SetupRole::Subscriber => Role::Subscriber,
+                    SetupRole::Both => Role::Any,
+                };
+                match conn.awaiting_setup.take() {
+                    // Raw QUIC 05: the SETUP Path is the request target (spec `auth.md` 2).
+                    Some(AwaitingSetup::Path) => {
+                        let target = setup.path.unwrap_or_default();
+                        let (path, query) = auth::split_target(&target);
+                        let (path, query) = (path.to_owned(), query.to_owned());
+                        if let Some(access) = self.decide(session, &path, &query) {
+                            self.admit(session, access, role);
+                        }
+                    }
+                    // WebTransport 05: granted on the CONNECT URL (a SETUP Path is
+                    // ignored there, spec 2); the Role decides what is wired.
+                    Some(AwaitingSetup::Role(access)) => self.admit(session, *access, role),
+                    // The session proto lets through one SETUP; nothing waits for it.
+                    None => {}
                 }
             }
             MoqEvent::AnnounceInterest { .. } => {
@@ -276,6 +380,9 @@ impl RelayWorker {
             return;
         };
         debug!(worker = self.worker, session, code, "session closed");
+        if let Some(at) = conn.expires_at.take() {
+            self.expiries.remove(&(at, session));
+        }
         self.counters.sessions_closed += 1;
         self.counters.session_refusals.add(&conn.refusals);
         self.counters.driver.add(&conn.driver.counters());
@@ -335,6 +442,8 @@ impl<T: SessionIo> Application<T> for RelayWorker {
     }
 
     fn poll(&mut self, now: Instant, io: &mut T) {
+        self.now = now;
+        self.expire_sessions(now, io);
         self.shard.poll(now);
         self.publisher_events(io);
         self.announce_events(io);
@@ -343,7 +452,6 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         // Deliveries deferred for flow control wait for the peer's ACKs (socket input);
         // only those left by the per-poll budget need another iteration at once.
         self.may_park = self.shard.prepare_park() && !self.budget_exhausted;
-        self.now = now;
     }
 
     fn timeout(&self) -> Option<Instant> {
@@ -351,7 +459,11 @@ impl<T: SessionIo> Application<T> for RelayWorker {
             // Router work arrived since this iteration's poll: run another one at once.
             return Some(self.now);
         }
-        self.shard.next_deadline(self.now)
+        let expiry = self.expiries.first().map(|&(at, _)| at);
+        match (self.shard.next_deadline(self.now), expiry) {
+            (Some(router), Some(expiry)) => Some(router.min(expiry)),
+            (router, expiry) => router.or(expiry),
+        }
     }
 }
 
@@ -362,6 +474,27 @@ fn arrival_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The moq-lite close for a raw session close code (`Rejection::close_code` and the
+/// like): the code the peer reads is `code` itself, whatever the registry calls it
+/// (0x2 is 0.17's Unauthorized and the August registry's Old).
+fn raw_close(code: u64) -> ErrorCode {
+    let close = ErrorCode::from_number(code);
+    debug_assert_eq!(
+        close.number(),
+        code,
+        "close code {code} does not round-trip"
+    );
+    close
+}
+
+/// moq-relay's close reason text for an internal HTTP status (spec `auth.md` 13).
+fn close_reason(status: u16) -> String {
+    match status {
+        401 | 403 => "unauthorized".to_owned(),
+        status => format!("app code={status}"),
+    }
 }
 
 /// Stream failures that mean the peer broke the wire format, as opposed to refusals a

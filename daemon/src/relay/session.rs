@@ -18,6 +18,16 @@ use tracing::debug;
 use super::counters::SessionRefusals;
 use crate::auth::Access;
 
+/// A moq-lite-05 session between its connection and its SETUP (spec `auth.md` 1, 6.1:
+/// the Role decides which directions are wired).
+#[derive(Debug)]
+pub enum AwaitingSetup {
+    /// Raw QUIC: the SETUP Path carries the connection path and token.
+    Path,
+    /// WebTransport: granted on the CONNECT URL; the Role is still to check.
+    Role(Box<Access>),
+}
+
 /// A peer's subscription we serve from a router subscriber.
 #[derive(Debug)]
 pub struct Serve {
@@ -41,8 +51,11 @@ pub struct RelaySession {
     pub driver: Driver,
     /// `None` until the session is authorised.
     pub access: Option<Access>,
-    /// Raw QUIC 05: the grants wait for the client's SETUP, which carries the path.
-    pub awaiting_setup: bool,
+    /// moq-lite-05: what waits for the client's SETUP (its Role, and on raw QUIC its
+    /// path); `None` once the session is admitted or on 03/04.
+    pub awaiting_setup: Option<AwaitingSetup>,
+    /// When the credential expires, as entered in the worker's expiry set.
+    pub expires_at: Option<std::time::Instant>,
     /// Broadcasts this session publishes, by relay-wide path.
     pub published: HashMap<String, BroadcastId>,
     pub serves: HashMap<ServeId, Serve>,
@@ -75,7 +88,8 @@ impl RelaySession {
             version,
             driver: Driver::new(id, moq, DEFAULT_MAX_PENDING_BYTES),
             access: None,
-            awaiting_setup: false,
+            awaiting_setup: None,
+            expires_at: None,
             published: HashMap::new(),
             serves: HashMap::new(),
             upstream: HashMap::new(),

@@ -34,6 +34,8 @@ impl Doorbell for WorkerDoorbell {
 pub struct RelayServer {
     pub handle: ServerHandle,
     pub hop_id: u64,
+    /// The `[auth]` policy every worker reads; SIGHUP reloads it in place.
+    pub auth: Arc<Authenticator>,
 }
 
 /// moq-lite versions this relay speaks, newest first, as ALPN / wt-protocol strings.
@@ -143,6 +145,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         Arc::new(Mutex::new(shards.into_iter().map(Some).collect()));
     let auth = Arc::new(Authenticator::new(&config.auth).context("cannot load [auth]")?);
     let hop_id = config.cluster.id.unwrap_or_else(random_hop_id);
+    let workers_auth = auth.clone();
 
     let handle = Server::start(quic, move |ctx| {
         let first = doorbells[ctx.index].0.set(ctx.waker.clone());
@@ -157,8 +160,12 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
                     ctx.index
                 )
             });
-        RelayWorker::new(ctx.index, shard, auth.clone(), hop_id)
+        RelayWorker::new(ctx.index, shard, workers_auth.clone(), hop_id)
     })
     .with_context(|| format!("cannot start the QUIC server on {listen}"))?;
-    Ok(RelayServer { handle, hop_id })
+    Ok(RelayServer {
+        handle,
+        hop_id,
+        auth,
+    })
 }

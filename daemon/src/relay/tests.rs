@@ -18,7 +18,7 @@ use router::{Doorbell, Router};
 
 use super::RelayWorker;
 use crate::auth::Authenticator;
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, Generation};
 
 /// Rounds of event moving before a test calls the system stuck: far above what any
 /// test here needs (tens), so hitting it means a loop, not a slow test.
@@ -81,11 +81,14 @@ impl Relay {
     }
 
     fn with_config(workers: usize, config: router::Config) -> Self {
+        Self::with_auth(workers, config, open_auth())
+    }
+
+    fn with_auth(workers: usize, config: router::Config, auth: Arc<Authenticator>) -> Self {
         let doorbells = (0..workers)
             .map(|_| Arc::new(NoDoorbell) as Arc<dyn Doorbell>)
             .collect();
         let shards = Router::build(config, doorbells).expect("router");
-        let auth = open_auth();
         let workers = shards
             .into_iter()
             .enumerate()
@@ -529,4 +532,142 @@ fn closing_a_subscriber_session_releases_its_router_subscribers_and_fetches() {
     assert!(!worker.relay.sessions.contains_key(&relay_session));
     relay.pump();
     assert_eq!(relay.workers[2].relay.shard.pending_fetch_count(), 0);
+}
+
+// ------------------------------------------------------------------ auth
+
+fn auth_from(toml_text: &str, generation: Generation) -> Arc<Authenticator> {
+    let mut config: AuthConfig = toml::from_str(toml_text).expect("auth config");
+    config.generation = generation;
+    Arc::new(Authenticator::new(&config).expect("auth"))
+}
+
+/// One worker on a fake transport, and a WebTransport session arriving at `target`.
+fn lone_worker(auth: Arc<Authenticator>) -> (RelayWorker, FakeIo) {
+    let doorbells = vec![Arc::new(NoDoorbell) as Arc<dyn Doorbell>];
+    let shard = Router::build(router_config(), doorbells)
+        .expect("router")
+        .pop()
+        .expect("one shard");
+    (RelayWorker::new(0, shard, auth, 7), FakeIo::new())
+}
+
+fn arrive(relay: &mut RelayWorker, io: &mut FakeIo, id: SessionId, path: &str, query: &str) {
+    io.add_session(id, Side::Server);
+    let ready = IoEvent::SessionReady(SessionInfo {
+        id,
+        transport: Transport::WebTransport {
+            protocol: Some(Version::Lite05.alpn().to_owned()),
+        },
+        authority: Some("relay.test".into()),
+        path: path.into(),
+        query: query.into(),
+        remote: SocketAddr::from(([127, 0, 0, 1], 9)),
+    });
+    Application::<FakeIo>::on_event(relay, Instant::now(), ready, io);
+}
+
+#[test]
+fn a_refused_session_is_closed_with_its_generation_code_counted_and_released() {
+    for (generation, code) in [(Generation::V014, 6), (Generation::V017, 0x2)] {
+        let (mut relay, mut io) = lone_worker(auth_from(r#"public = "anon""#, generation));
+        arrive(&mut relay, &mut io, 1, "/other", "");
+        assert_eq!(io.closed(1), Some(&(code, "unauthorized".to_owned())));
+        // quic-io raises no SessionClosed for our own close: the relay released it.
+        assert!(relay.sessions.is_empty(), "{generation:?}");
+        let counters = relay.counters();
+        assert_eq!(counters.sessions_closed, 1);
+        assert_eq!(counters.auth_refusals.get("no_public_access"), 1);
+        assert_eq!(counters.auth_refusals.total(), 1);
+
+        arrive(&mut relay, &mut io, 2, "/anon", "");
+        assert_eq!(io.closed(2), None, "public access at /anon");
+        assert_eq!(relay.sessions.len(), 1);
+    }
+}
+
+#[test]
+fn a_session_is_closed_when_its_token_expires_and_not_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = moq_token::Key::generate(
+        moq_token::Algorithm::HS256,
+        Some(moq_token::KeyId::decode("k").expect("kid")),
+    )
+    .expect("key");
+    let path = dir.path().join("k.jwk");
+    key.to_file(&path).expect("key file");
+    let exp = std::time::SystemTime::now() + Duration::from_secs(3);
+    let claims = moq_token::Claims::default()
+        .with_subscribe([""])
+        .with_expires(exp);
+    let token = key.sign(&claims).expect("token");
+    let auth = auth_from(
+        &format!("key = {:?}", path.display().to_string()),
+        Generation::V014,
+    );
+    let (mut relay, mut io) = lone_worker(auth);
+    let start = Instant::now();
+    arrive(&mut relay, &mut io, 1, "/", &format!("jwt={token}"));
+    assert_eq!(io.closed(1), None, "a valid token is admitted");
+
+    Application::<FakeIo>::poll(&mut relay, start, &mut io);
+    assert_eq!(io.closed(1), None);
+    // `exp` is whole seconds, so the deadline is within a second of the 3 s asked for.
+    let wake = Application::<FakeIo>::timeout(&relay).expect("a deadline for the expiry");
+    let left = wake - start;
+    assert!(
+        left > Duration::from_secs(1) && left <= Duration::from_secs(4),
+        "{left:?}"
+    );
+
+    Application::<FakeIo>::poll(&mut relay, wake - Duration::from_millis(1), &mut io);
+    assert_eq!(io.closed(1), None, "closed before its exp");
+    Application::<FakeIo>::poll(&mut relay, wake, &mut io);
+    assert_eq!(io.closed(1), Some(&(6, "unauthorized".to_owned())));
+    assert!(relay.sessions.is_empty());
+    assert!(relay.expiries.is_empty());
+    assert_eq!(relay.counters().sessions_expired, 1);
+}
+
+#[test]
+fn a_webtransport_05_subscriber_role_without_a_subscribe_grant_is_refused_as_403() {
+    let auth = auth_from("[public]\npublish = \"\"\n", Generation::V017);
+    let mut relay = Relay::with_auth(1, router_config(), auth);
+    let publisher = relay.connect(0, SetupRole::Publisher);
+    let subscriber = relay.connect(0, SetupRole::Subscriber);
+    assert_eq!(relay.clients[publisher].closed, None);
+    assert_eq!(relay.clients[subscriber].closed, Some(0x2));
+    let counters = relay.workers[0].relay.counters();
+    assert_eq!(counters.auth_refusals.get("role_not_granted"), 1);
+    assert_eq!(relay.workers[0].relay.sessions.len(), 1);
+}
+
+#[test]
+fn a_05_setup_role_wires_only_the_direction_it_asks_for() {
+    // Everyone may do everything; the Role alone narrows (spec `auth.md` 6.1).
+    let mut relay = Relay::new(1);
+    let publisher = relay.connect(0, SetupRole::Publisher);
+    let subscriber = relay.connect(0, SetupRole::Subscriber);
+    let both = relay.connect(0, SetupRole::Both);
+    let asked = |relay: &mut Relay, client: usize| {
+        relay
+            .take_events(client)
+            .iter()
+            .any(|e| matches!(e, MoqEvent::AnnounceInterest { .. }))
+    };
+    assert!(
+        asked(&mut relay, publisher),
+        "a publisher is asked for announcements"
+    );
+    assert!(!asked(&mut relay, subscriber), "a subscriber never is");
+    assert!(asked(&mut relay, both));
+    let worker = &relay.workers[0].relay;
+    let following: Vec<SessionId> = worker.queries.values().copied().collect();
+    let session = |client: usize| relay.clients[client].relay_session;
+    assert!(
+        !following.contains(&session(publisher)),
+        "a publisher is told nothing"
+    );
+    assert!(following.contains(&session(subscriber)));
+    assert!(following.contains(&session(both)));
 }
