@@ -48,6 +48,16 @@ const MAX_DRIVE_ROUNDS: usize = 1024;
 /// I/O; the rest is handled on the next iteration (the loop does not sleep meanwhile).
 const MAX_DELIVERIES_PER_POLL: usize = 65_536;
 
+/// How long a TRACK request's router subscriber outlives its answer. A 05 subscriber asks
+/// for TRACK_INFO and then subscribes; releasing the first subscriber in between let the
+/// track's demand drop to zero for a moment, so the relay cancelled its upstream
+/// subscription and opened another, losing or duplicating the group in flight.
+const TRACK_INFO_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// TRACK requests answered and held per session; past this the oldest hold is released
+/// (a peer asking for many tracks it never subscribes to gains nothing by it).
+const MAX_TRACK_INFO_HOLDS: usize = 64;
+
 /// What a router subscriber on this worker is for.
 #[derive(Debug, Clone, Copy)]
 enum SubscriberRole {
@@ -55,6 +65,9 @@ enum SubscriberRole {
     Serve(ServeId),
     /// Answering a peer's TRACK request (05) with the track's info.
     TrackInfo(TrackServeId),
+    /// An answered TRACK request, kept until this instant (or the session's SUBSCRIBE for
+    /// the track) so the track's demand does not lapse; its deliveries are discarded.
+    Held(Instant),
 }
 
 /// One worker's relay.
@@ -91,6 +104,8 @@ pub struct RelayWorker {
     now: Instant,
     /// Closed sessions' counts and the worker's own; `counters()` adds the live sessions.
     counters: RelayCounters,
+    /// Held TRACK subscribers by release time (see `TRACK_INFO_HOLD`).
+    holds: BTreeSet<(Instant, SubscriberId)>,
     /// A session's output waiting on flow control past which its deliveries wait
     /// (`MAX_PENDING_BYTES_PER_SESSION`; tests lower it).
     max_pending_bytes: usize,
@@ -115,6 +130,7 @@ impl RelayWorker {
             budget_exhausted: false,
             now: Instant::now(),
             counters: RelayCounters::default(),
+            holds: BTreeSet::new(),
             max_pending_bytes: MAX_PENDING_BYTES_PER_SESSION,
         }
     }
@@ -448,6 +464,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         self.publisher_events(io);
         self.announce_events(io);
         self.fetch_answers(io);
+        self.release_holds(now);
         self.deliveries(io);
         // Deliveries deferred for flow control wait for the peer's ACKs (socket input);
         // only those left by the per-poll budget need another iteration at once.
@@ -459,7 +476,11 @@ impl<T: SessionIo> Application<T> for RelayWorker {
             // Router work arrived since this iteration's poll: run another one at once.
             return Some(self.now);
         }
-        let expiry = self.expiries.first().map(|&(at, _)| at);
+        let hold = self.holds.first().map(|&(at, _)| at);
+        let expiry = match (self.expiries.first().map(|&(at, _)| at), hold) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (self.shard.next_deadline(self.now), expiry) {
             (Some(router), Some(expiry)) => Some(router.min(expiry)),
             (router, expiry) => router.or(expiry),

@@ -105,15 +105,24 @@ impl RelayWorker {
                 subscription,
                 sequence,
             } => {
-                if let Some(upstream) = conn.upstream.get(&subscription) {
+                if let Some(upstream) = conn.upstream.get_mut(&subscription) {
                     // The router counts groups that beat SUBSCRIBE_OK as the track going live.
                     self.counters.note_router(self.shard.publish_track(
                         upstream.broadcast,
                         &upstream.name,
                         router::TrackProperties::default(),
                     ));
-                    if let Err(err) = self.shard.start_group(upstream.track, sequence) {
-                        debug!(worker = self.worker, session, %err, "group not started");
+                    match self.shard.start_group(upstream.track, sequence) {
+                        Ok(()) => {
+                            upstream.open_groups.push_back(sequence);
+                            if upstream.open_groups.len() > session::MAX_UPSTREAM_OPEN_GROUPS {
+                                upstream.open_groups.pop_front();
+                            }
+                        }
+                        Err(err) => {
+                            debug!(worker = self.worker, session, %err, "group not started");
+                            self.counters.router_refusals += 1;
+                        }
                     }
                 }
             }
@@ -127,18 +136,22 @@ impl RelayWorker {
                 // a 05 subscriber still sees media time move.
                 let timestamp = timestamp.unwrap_or_else(arrival_millis);
                 if let Some(upstream) = conn.upstream.get(&subscription)
+                    && upstream.is_open(sequence)
                     && let Err(err) =
                         self.shard
                             .push_frame(upstream.track, sequence, timestamp, payload)
                 {
                     debug!(worker = self.worker, session, %err, "frame not routed");
+                    self.counters.router_refusals += 1;
                 }
             }
             MoqEvent::GroupEnded {
                 subscription,
                 sequence,
             } => {
-                if let Some(upstream) = conn.upstream.get(&subscription) {
+                if let Some(upstream) = conn.upstream.get_mut(&subscription)
+                    && upstream.close_group(sequence)
+                {
                     self.counters
                         .note_router(self.shard.end_group(upstream.track, sequence));
                 }
@@ -148,7 +161,9 @@ impl RelayWorker {
                 sequence,
                 ..
             } => {
-                if let Some(upstream) = conn.upstream.get(&subscription) {
+                if let Some(upstream) = conn.upstream.get_mut(&subscription)
+                    && upstream.close_group(sequence)
+                {
                     self.counters
                         .note_router(self.shard.abort_group(upstream.track, sequence));
                 }
@@ -226,11 +241,7 @@ impl RelayWorker {
                             Ok(request) => {
                                 conn.track_requests.insert(
                                     request,
-                                    session::Upstream {
-                                        broadcast,
-                                        track,
-                                        name: name.clone(),
-                                    },
+                                    session::Upstream::new(broadcast, track, name.clone()),
                                 );
                             }
                             Err(err) => {
@@ -258,7 +269,14 @@ impl RelayWorker {
                         continue;
                     };
                     if let Some(subscription) = conn.upstream_by_track.remove(&track) {
-                        conn.upstream.remove(&subscription);
+                        // Groups left half-written end as aborted, so nobody waits on them
+                        // and a later subscription cannot append to them.
+                        if let Some(upstream) = conn.upstream.remove(&subscription) {
+                            for group in upstream.open_groups {
+                                self.counters
+                                    .note_router(self.shard.abort_group(track, group));
+                            }
+                        }
                         conn.refusals
                             .note(conn.driver.session_mut().unsubscribe(subscription));
                     }

@@ -11,7 +11,14 @@ use quic_io::{SessionId, SessionIo};
 use router::AnnounceEvent;
 use tracing::debug;
 
-use super::{MAX_DELIVERIES_PER_POLL, RelayWorker, SubscriberRole, session};
+use std::time::Instant;
+
+use router::{Delivery, SubscriberId};
+
+use super::{
+    MAX_DELIVERIES_PER_POLL, MAX_TRACK_INFO_HOLDS, RelayWorker, SubscriberRole, TRACK_INFO_HOLD,
+    session,
+};
 
 impl RelayWorker {
     /// What a subscribing peer asked for: subscriptions, track info and fetches.
@@ -41,6 +48,16 @@ impl RelayWorker {
                         self.subscribers
                             .insert(sub, (session, SubscriberRole::Serve(serve)));
                         conn.router_subscribers.insert(sub);
+                        // The subscription now keeps the track in demand itself.
+                        let held: Vec<SubscriberId> = conn
+                            .info_holds
+                            .iter()
+                            .filter(|(_, b, t, _)| *b == absolute && *t == request.track)
+                            .map(|&(held, ..)| held)
+                            .collect();
+                        for held in held {
+                            self.release_hold(session, held);
+                        }
                     }
                     Err(err) => {
                         debug!(worker = self.worker, session, broadcast = %absolute, track = %request.track, %err, "subscribe refused");
@@ -82,6 +99,7 @@ impl RelayWorker {
                         self.subscribers
                             .insert(sub, (session, SubscriberRole::TrackInfo(request)));
                         conn.router_subscribers.insert(sub);
+                        conn.info_requests.insert(sub, (absolute, track));
                     }
                     Err(_) => {
                         conn.refusals.note(
@@ -227,9 +245,34 @@ impl RelayWorker {
                 handled += 1;
                 let finished = match role {
                     SubscriberRole::Serve(serve) => conn.deliver(serve, delivery),
-                    SubscriberRole::TrackInfo(request) => conn.answer_track_info(request, delivery),
+                    SubscriberRole::TrackInfo(request) => {
+                        let ready = matches!(delivery, Delivery::Ready(_));
+                        conn.answer_track_info(request, delivery);
+                        let key = conn.info_requests.remove(&sub);
+                        match key {
+                            Some((broadcast, track)) if ready => {
+                                let until = self.now + TRACK_INFO_HOLD;
+                                conn.info_holds.push_back((sub, broadcast, track, until));
+                                self.holds.insert((until, sub));
+                                self.subscribers
+                                    .insert(sub, (session, SubscriberRole::Held(until)));
+                                if conn.info_holds.len() > MAX_TRACK_INFO_HOLDS
+                                    && let Some(&(oldest, ..)) = conn.info_holds.front()
+                                {
+                                    self.release_hold(session, oldest);
+                                }
+                                break;
+                            }
+                            _ => true,
+                        }
+                    }
+                    // Only the end of the track matters to a hold.
+                    SubscriberRole::Held(_) => {
+                        matches!(delivery, Delivery::TrackEnded { .. } | Delivery::NotFound)
+                    }
                 };
                 if finished {
+                    conn.info_holds.retain(|&(held, ..)| held != sub);
                     self.subscribers.remove(&sub);
                     conn.router_subscribers.remove(&sub);
                     self.counters.note_router(self.shard.unsubscribe(sub));
@@ -245,5 +288,41 @@ impl RelayWorker {
             self.drive(session, io);
         }
         self.budget_exhausted = handled >= MAX_DELIVERIES_PER_POLL;
+    }
+
+    /// Releases the held TRACK subscribers whose time is up.
+    pub(super) fn release_holds(&mut self, now: Instant) {
+        while let Some(&(until, sub)) = self.holds.first() {
+            if until > now {
+                return;
+            }
+            self.holds.pop_first();
+            // A stale entry (the hold was released early, its session closed, the id
+            // reused) names a subscriber whose role no longer matches: skip it.
+            if let Some(&(session, SubscriberRole::Held(at))) = self.subscribers.get(&sub)
+                && at == until
+            {
+                self.release_hold(session, sub);
+            }
+        }
+    }
+
+    /// Ends one held TRACK subscriber of `session`.
+    pub(super) fn release_hold(&mut self, session: SessionId, sub: SubscriberId) {
+        let Some(conn) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(pos) = conn.info_holds.iter().position(|&(held, ..)| held == sub) else {
+            return;
+        };
+        if let Some((_, _, _, until)) = conn.info_holds.remove(pos) {
+            self.holds.remove(&(until, sub));
+        }
+        conn.router_subscribers.remove(&sub);
+        let removed = self.subscribers.remove(&sub);
+        debug_assert!(
+            matches!(removed, Some((owner, SubscriberRole::Held(_))) if owner == session)
+        );
+        self.counters.note_router(self.shard.unsubscribe(sub));
     }
 }

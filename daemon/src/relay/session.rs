@@ -2,8 +2,9 @@
 //! out its actions), its grants, and what it publishes and serves. It never talks to the
 //! router (the worker does, with the ids kept here).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use driver::{DEFAULT_MAX_PENDING_BYTES, Driver};
 use proto::session::{
@@ -42,6 +43,36 @@ pub struct Upstream {
     pub broadcast: BroadcastId,
     pub track: TrackId,
     pub name: Arc<str>,
+    /// Groups this subscription started in the router, oldest first. Only their frames
+    /// are routed: a group the router refused (one an earlier subscription left open, say)
+    /// must not have another subscription's frames appended to it.
+    pub open_groups: VecDeque<u64>,
+}
+
+/// Groups one upstream subscription keeps open in the router at once; the router itself
+/// aborts the oldest past its own bound, so this only keeps the list from outgrowing it.
+pub const MAX_UPSTREAM_OPEN_GROUPS: usize = 64;
+
+impl Upstream {
+    pub fn new(broadcast: BroadcastId, track: TrackId, name: Arc<str>) -> Self {
+        Self {
+            broadcast,
+            track,
+            name,
+            open_groups: VecDeque::new(),
+        }
+    }
+
+    pub fn is_open(&self, group: u64) -> bool {
+        self.open_groups.contains(&group)
+    }
+
+    /// Forgets `group`; true if this subscription had it open.
+    pub fn close_group(&mut self, group: u64) -> bool {
+        let before = self.open_groups.len();
+        self.open_groups.retain(|&g| g != group);
+        self.open_groups.len() != before
+    }
 }
 
 pub struct RelaySession {
@@ -71,6 +102,11 @@ pub struct RelaySession {
     pub router_subscribers: HashSet<SubscriberId>,
     /// FETCHes waiting for the router's answer, by the peer's request.
     pub fetches: HashMap<FetchServeId, FetchTicket>,
+    /// TRACK requests waiting for the router: the (relay-wide broadcast, track) asked for.
+    pub info_requests: HashMap<SubscriberId, (String, String)>,
+    /// Answered TRACK requests whose router subscriber is held, oldest first, with the
+    /// (broadcast, track) they keep in demand and when they are released.
+    pub info_holds: VecDeque<(SubscriberId, String, String, Instant)>,
     pub refusals: SessionRefusals,
 }
 
@@ -99,6 +135,8 @@ impl RelaySession {
             announced: HashSet::new(),
             router_subscribers: HashSet::new(),
             fetches: HashMap::new(),
+            info_requests: HashMap::new(),
+            info_holds: VecDeque::new(),
             refusals: SessionRefusals::default(),
         }
     }
@@ -192,14 +230,8 @@ impl RelaySession {
         name: Arc<str>,
     ) {
         self.upstream_by_track.insert(track, subscription);
-        self.upstream.insert(
-            subscription,
-            Upstream {
-                broadcast,
-                track,
-                name,
-            },
-        );
+        self.upstream
+            .insert(subscription, Upstream::new(broadcast, track, name));
     }
 
     /// The broadcast ended: its upstream subscriptions go with it.

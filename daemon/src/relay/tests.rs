@@ -671,3 +671,47 @@ fn a_05_setup_role_wires_only_the_direction_it_asks_for() {
     assert!(following.contains(&session(subscriber)));
     assert!(following.contains(&session(both)));
 }
+
+#[test]
+fn a_05_track_request_then_subscribe_keeps_one_upstream_subscription() {
+    let mut relay = Relay::new(2);
+    let publisher = relay.publish(0, "live");
+    let subscriber = relay.connect(1, SetupRole::Subscriber);
+    // As moq-dev's clients do on 05: TRACK first, SUBSCRIBE once the info is in.
+    relay
+        .client(subscriber)
+        .request_track("live", TRACK)
+        .expect("track request");
+    relay.pump();
+    let events = relay.take_events(subscriber);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, MoqEvent::TrackInfo { info: Ok(_), .. })),
+        "no TRACK_INFO: {events:?}"
+    );
+    let update = SubscribeUpdate::latest(0);
+    let subscription = relay
+        .client(subscriber)
+        .subscribe("live", TRACK, update)
+        .expect("subscribe");
+    relay.pump();
+    let groups = relay.start_group(publisher, 0);
+    relay.write_frame(publisher, &groups, 7, b"one");
+    relay.pump();
+
+    let upstream_subscribes = relay
+        .take_events(publisher)
+        .iter()
+        .filter(|e| matches!(e, MoqEvent::SubscribeRequested { .. }))
+        .count();
+    assert_eq!(
+        upstream_subscribes, 1,
+        "the track's demand lapsed between TRACK and SUBSCRIBE"
+    );
+    let got = frames(&relay.take_events(subscriber), subscription);
+    assert_eq!(got, vec![(0, Some(7), Bytes::from_static(b"one"))]);
+    // The hold ends with its subscription: only the SUBSCRIBE's subscriber is left.
+    assert_eq!(relay.workers[1].relay.shard.subscriber_count(), 1);
+    assert!(relay.workers[1].relay.holds.is_empty());
+}
