@@ -188,8 +188,8 @@ function drawChart() {
     ctx.font = "13px system-ui, sans-serif";
     const summary = latencySummary();
     ctx.fillText(
-        MODE === "publish"
-            ? "per-frame latency: measured by the other end (this page only publishes)"
+        MODE !== "loop"
+            ? "latency per frame: not measured (the other end of the track is outside this page)"
             : summary
               ? `latency per frame, write to read (ms): min ${summary.min}  median ${summary.median}  p95 ${summary.p95}  max ${summary.max}`
               : "latency per frame, write to read (ms): waiting for frames",
@@ -342,31 +342,40 @@ async function subscribe(session: Established, path: Moq.Path.Valid) {
     markSubscriberReady?.(track.info().then(() => undefined));
     state.subscriber.state = "subscribed, receiving";
     redraw();
-    for (let g = 0; g < GROUPS; g++) {
-        const group = await bounded(`group ${g}`, track.recvGroup());
+    // Our own publisher starts at group 0 once we are subscribed; another one (mode
+    // subscribe) is live already, and a subscription starts at its newest group.
+    let first = 0;
+    for (let n = 0; n < GROUPS; n++) {
+        const g = first + n;
+        const group = await bounded(`group ${n === 0 && MODE === "subscribe" ? "(the first)" : g}`, track.recvGroup());
         if (!group) throw new Error(`track ended before group ${g}`);
-        if (group.sequence !== g) throw new Error(`expected group ${g}, got group ${group.sequence}: out of order or missing`);
+        if (n === 0 && MODE === "subscribe") {
+            first = group.sequence;
+            log(`subscriber: joined the live track at group ${first}`);
+        } else if (group.sequence !== g)
+            throw new Error(`expected group ${g}, got group ${group.sequence}: out of order or missing`);
+        const seq = group.sequence;
         for (let f = 0; ; f++) {
-            const frame = await bounded(`frame ${f} of group ${g}`, group.readFrame());
+            const frame = await bounded(`frame ${f} of group ${seq}`, group.readFrame());
             if (!frame) {
-                if (f !== FRAMES) throw new Error(`group ${g} ended after ${f} frames, expected ${FRAMES}`);
+                if (f !== FRAMES) throw new Error(`group ${seq} ended after ${f} frames, expected ${FRAMES}`);
                 break;
             }
             const now = performance.now();
-            if (f >= FRAMES) throw new Error(`group ${g} has more than ${FRAMES} frames`);
-            const expected = payload(g, f);
+            if (f >= FRAMES) throw new Error(`group ${seq} has more than ${FRAMES} frames`);
+            const expected = payload(seq, f);
             if (!sameBytes(frame.payload, expected))
                 throw new Error(
-                    `group ${g} frame ${f}: ${frame.payload.length} bytes differ from the ${expected.length} sent`,
+                    `group ${seq} frame ${f}: ${frame.payload.length} bytes differ from the ${expected.length} sent`,
                 );
-            const sent = sentAt.get(`${g}/${f}`);
-            if (sent !== undefined) latencies.push([g * FRAMES + f, now - sent, g, f]);
+            const sent = sentAt.get(`${seq}/${f}`);
+            if (sent !== undefined) latencies.push([n * FRAMES + f, now - sent, seq, f]);
             state.subscriber.frames++;
             state.subscriber.bytes += frame.payload.length;
             redraw();
         }
         state.subscriber.groups++;
-        state.subscriber.lastGroup = `${g} (${FRAMES} frames, identical)`;
+        state.subscriber.lastGroup = `${group.sequence} (${FRAMES} frames, identical)`;
         redraw();
     }
     state.subscriber.state = "received everything";

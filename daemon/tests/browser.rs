@@ -272,3 +272,198 @@ fn browser_refuses_a_relay_whose_certificate_hash_differs() {
         run.result_line()
     );
 }
+
+/// The page's `payload(group, frame)`: frame 0 is 20 000 bytes, the rest 1..=1500, the
+/// bytes a 32-bit xorshift seeded from both numbers (what JS computes cheaply).
+fn browser_payload(group: u64, frame: u64) -> interop::Bytes {
+    let len = if frame == 0 {
+        20_000
+    } else {
+        1 + ((group * 31 + frame * 7) % 1500) as usize
+    };
+    let mut x = (group as u32).wrapping_mul(0x9e37_79b9) ^ frame as u32 ^ 0x5555;
+    if x == 0 {
+        x = 1;
+    }
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    interop::Bytes::from(bytes)
+}
+
+/// Groups and frames per group of the two cross-implementation tests.
+const CROSS_GROUPS: u64 = 20;
+const CROSS_FRAMES: u64 = 4;
+/// Bounds the Rust half of a cross-implementation test.
+const RUST_SIDE_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn trust(relay: &Running) -> interop::TlsTrust {
+    interop::TlsTrust::Fingerprint(relay.fingerprint.clone())
+}
+
+/// Browser publisher, Rust reference subscriber (moq-net via interop): every group, in
+/// order, byte-identical, the other way round from the page's own subscriber.
+#[test]
+fn reference_subscriber_receives_in_order_what_a_browser_publishes() {
+    use interop::{ConnectOptions, TrackEvent};
+    let Some(_browser) = prerequisites() else {
+        return;
+    };
+    // The one-browser-at-a-time guard is a std Mutex held for the whole test: keep it
+    // outside async code (no guard across an await) by blocking on a runtime of our own.
+    runtime().block_on(async {
+        let relay = Running::start(TWO_WORKERS_V4);
+        let url = relay.https_url("browser");
+        let driver = {
+            let (url, fingerprint, out) = (
+                url.clone(),
+                relay.fingerprint.clone(),
+                out_dir("browser-publishes"),
+            );
+            let (groups, frames) = (CROSS_GROUPS.to_string(), CROSS_FRAMES.to_string());
+            tokio::task::spawn_blocking(move || {
+                run_driver(
+                    &url,
+                    &fingerprint,
+                    &out,
+                    &[
+                        "--mode",
+                        "publish",
+                        "--path",
+                        "from-browser",
+                        "--groups",
+                        &groups,
+                        "--frames",
+                        &frames,
+                    ],
+                )
+            })
+        };
+        let subscriber = async {
+            let session =
+                interop::connect_with(&url, ConnectOptions::new(trust(&relay)).subscribe_only(""))
+                    .await
+                    .expect("connect the reference subscriber");
+            let mut announcements = session.announcements().expect("announcements");
+            announcements
+                .wait_announced("from-browser")
+                .await
+                .expect("the browser's broadcast announced");
+            let mut sub = session
+                .subscribe("from-browser", "data")
+                .await
+                .expect("subscribe to the browser's track");
+            for group in 0..CROSS_GROUPS {
+                for index in 0..CROSS_FRAMES {
+                    match sub.next().await.expect("a track event") {
+                        TrackEvent::Frame(frame) => {
+                            assert_eq!((frame.group, frame.index), (group, index), "frame order");
+                            assert_eq!(
+                                frame.payload,
+                                browser_payload(group, index),
+                                "payload of group {group} frame {index}"
+                            );
+                        }
+                        other => panic!("expected frame {index} of group {group}, got {other:?}"),
+                    }
+                }
+                match sub.next().await.expect("a track event") {
+                    TrackEvent::GroupEnd { group: g, frames } => {
+                        assert_eq!((g, frames), (group, CROSS_FRAMES), "group end")
+                    }
+                    other => panic!("expected the end of group {group}, got {other:?}"),
+                }
+            }
+            // Leaving ends the relay's demand, which is what the page waits for to pass.
+            session.close().await;
+        };
+        tokio::time::timeout(RUST_SIDE_TIMEOUT, subscriber)
+            .await
+            .expect("the reference subscriber finished in time");
+        let run = driver.await.expect("the driver thread");
+        assert_passed(&run, "browser publishing to the reference subscriber");
+    });
+}
+
+/// Rust reference publisher (a live track, a group every few tens of milliseconds),
+/// browser subscriber: it joins at the newest group and then must see the next ones in
+/// order, complete and byte-identical.
+#[test]
+fn browser_receives_in_order_what_the_reference_publisher_sends() {
+    use interop::ConnectOptions;
+    let Some(_browser) = prerequisites() else {
+        return;
+    };
+    // The one-browser-at-a-time guard is a std Mutex held for the whole test: keep it
+    // outside async code (no guard across an await) by blocking on a runtime of our own.
+    runtime().block_on(async {
+        let relay = Running::start(TWO_WORKERS_V4);
+        let url = relay.https_url("browser");
+        let publisher =
+            interop::connect_with(&url, ConnectOptions::new(trust(&relay)).publish_only())
+                .await
+                .expect("connect the reference publisher");
+        let (_broadcast, mut tracks) = publisher
+            .publish("from-rust", &["data"])
+            .expect("publish from-rust");
+        let track = tracks.pop().expect("one track");
+        let driver = {
+            let (url, fingerprint, out) = (
+                url.clone(),
+                relay.fingerprint.clone(),
+                out_dir("browser-subscribes"),
+            );
+            let (groups, frames) = (CROSS_GROUPS.to_string(), CROSS_FRAMES.to_string());
+            tokio::task::spawn_blocking(move || {
+                run_driver(
+                    &url,
+                    &fingerprint,
+                    &out,
+                    &[
+                        "--mode",
+                        "subscribe",
+                        "--path",
+                        "from-rust",
+                        "--groups",
+                        &groups,
+                        "--frames",
+                        &frames,
+                    ],
+                )
+            })
+        };
+        let started = Instant::now();
+        while !driver.is_finished() {
+            assert!(
+                started.elapsed() < DRIVER_TIMEOUT + Duration::from_secs(10),
+                "the driver outlived its own bound"
+            );
+            let mut group = track.append_group().expect("append a group");
+            let sequence = group.sequence();
+            for frame in 0..CROSS_FRAMES {
+                group
+                    .write_frame(browser_payload(sequence, frame))
+                    .expect("write a frame");
+                tokio::time::sleep(Duration::from_millis(8)).await;
+            }
+            group.finish().expect("finish the group");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let run = driver.await.expect("the driver thread");
+        assert_passed(&run, "reference publisher to the browser");
+        publisher.close().await;
+    });
+}
