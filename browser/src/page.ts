@@ -121,12 +121,22 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 // ---- what the page shows -------------------------------------------------------------
 
 const state = {
-    publisher: { state: "idle", version: "", groups: 0, frames: 0, bytes: 0 },
-    subscriber: { state: "idle", version: "", groups: 0, frames: 0, bytes: 0, lastGroup: "-" },
+    publisher: { state: MODE === "subscribe" ? "outside this page" : "idle", version: "", groups: 0, frames: 0, bytes: 0 },
+    subscriber: {
+        state: MODE === "publish" ? "outside this page" : "idle",
+        version: "",
+        groups: 0,
+        frames: 0,
+        bytes: 0,
+        lastGroup: "-",
+    },
 };
 /** Per received frame: [overall index, latency ms, group, frame]. */
 const latencies: Array<[number, number, number, number]> = [];
 const sentAt = new Map<string, number>();
+/** subscribe mode: [overall index, arrival minus media time relative to the first frame, group, frame]. */
+const jitter: Array<[number, number, number, number]> = [];
+let firstArrival: { now: number; media: number } | undefined;
 let drawPending = false;
 
 function showRoles() {
@@ -187,17 +197,21 @@ function drawChart() {
     ctx.fillStyle = "#222";
     ctx.font = "13px system-ui, sans-serif";
     const summary = latencySummary();
+    const floor = Math.min(0, ...jitter.map((j) => j[1]));
+    const points = MODE === "subscribe" ? jitter.map(([i, ms, g, f]) => [i, ms - floor, g, f] as const) : latencies;
     ctx.fillText(
-        MODE !== "loop"
-            ? "latency per frame: not measured (the other end of the track is outside this page)"
-            : summary
+        MODE === "publish"
+            ? "latency per frame: measured by the subscriber (outside this page)"
+            : MODE === "subscribe"
+              ? "arrival vs the publisher's media timestamps (ms, lowest 0): jitter, the publisher's clock is not ours"
+              : summary
               ? `latency per frame, write to read (ms): min ${summary.min}  median ${summary.median}  p95 ${summary.p95}  max ${summary.max}`
               : "latency per frame, write to read (ms): waiting for frames",
         left,
         16,
     );
     const total = Math.max(1, GROUPS * FRAMES);
-    const maxMs = Math.max(10, ...latencies.map((l) => l[1])) * 1.1;
+    const maxMs = Math.max(10, ...points.map((l) => l[1])) * 1.1;
     const x = (i: number) => left + ((W - left - right) * (i + 0.5)) / total;
     const y = (ms: number) => H - bottom - ((H - top - bottom) * ms) / maxMs;
     // axes and grid
@@ -216,7 +230,7 @@ function drawChart() {
     for (let g = 0; g < GROUPS; g += Math.max(1, Math.ceil(GROUPS / 10))) {
         ctx.fillText(`g${g}`, x(g * FRAMES) - 6, H - 10);
     }
-    for (const [i, ms, , frame] of latencies) {
+    for (const [i, ms, , frame] of points) {
         ctx.fillStyle = frame === 0 ? "#c62828" : "#1565c0";
         ctx.beginPath();
         ctx.arc(x(i), y(ms), frame === 0 ? 3.5 : 2.5, 0, 2 * Math.PI);
@@ -370,6 +384,13 @@ async function subscribe(session: Established, path: Moq.Path.Valid) {
                 );
             const sent = sentAt.get(`${seq}/${f}`);
             if (sent !== undefined) latencies.push([n * FRAMES + f, now - sent, seq, f]);
+            else {
+                // The publisher is elsewhere, on another clock: chart arrival against its
+                // media timestamps instead, relative to the first frame (jitter, not latency).
+                const media = (frame.timestamp.value * 1000) / frame.timestamp.scale;
+                firstArrival ??= { now, media };
+                jitter.push([n * FRAMES + f, now - firstArrival.now - (media - firstArrival.media), seq, f]);
+            }
             state.subscriber.frames++;
             state.subscriber.bytes += frame.payload.length;
             redraw();

@@ -7,7 +7,8 @@
 //! Needs `node`, `browser/node_modules` (`npm ci` in browser/) and Chromium
 //! (`/usr/bin/chromium`, or `$CHROMIUM`). `.ci/run` installs them and sets
 //! `MOQ_BROWSER_TEST=require`, so there a missing piece fails the test; a plain
-//! `cargo test` on a machine without them prints why and passes (skips).
+//! `cargo test` on a machine without them prints why and passes (skips);
+//! `MOQ_BROWSER_TEST=skip` skips regardless.
 //!
 //! Each run leaves `browser-MODE.png` (a screenshot of the page) and `browser-MODE.log`
 //! in `target/tmp/browser/<test>/`; the path is printed.
@@ -77,8 +78,19 @@ fn missing_prerequisite() -> Option<String> {
 
 /// `Some(guard)` when the test should run; `None` (after saying why) when it may skip.
 /// Panics when CI requires the test and something is missing.
+/// `MOQ_BROWSER_TEST=skip` skips even where everything is installed (a way to take the
+/// test out of `.ci/run` for a while without deleting it).
 fn prerequisites() -> Option<std::sync::MutexGuard<'static, ()>> {
-    let required = std::env::var("MOQ_BROWSER_TEST").is_ok_and(|v| v == "require");
+    let setting = std::env::var("MOQ_BROWSER_TEST").unwrap_or_default();
+    if setting == "skip" {
+        std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"skipping the browser test: MOQ_BROWSER_TEST=skip\n",
+        )
+        .ok();
+        return None;
+    }
+    let required = setting == "require";
     if let Some(why) = missing_prerequisite() {
         assert!(
             !required,
