@@ -137,6 +137,8 @@ const sentAt = new Map<string, number>();
 /** subscribe mode: [overall index, arrival minus media time relative to the first frame, group, frame]. */
 const jitter: Array<[number, number, number, number]> = [];
 let firstArrival: { now: number; media: number } | undefined;
+/** The first group's sequence: 0 for our own publisher, the live edge when joining one. */
+let firstGroup = 0;
 let drawPending = false;
 
 function showRoles() {
@@ -203,7 +205,7 @@ function drawChart() {
         MODE === "publish"
             ? "latency per frame: measured by the subscriber (outside this page)"
             : MODE === "subscribe"
-              ? "arrival vs the publisher's media timestamps (ms, lowest 0): jitter, the publisher's clock is not ours"
+              ? "jitter (ms): arrival minus publisher timestamp, lowest 0"
               : summary
               ? `latency per frame, write to read (ms): min ${summary.min}  median ${summary.median}  p95 ${summary.p95}  max ${summary.max}`
               : "latency per frame, write to read (ms): waiting for frames",
@@ -228,7 +230,7 @@ function drawChart() {
         ctx.fillText(ms.toFixed(ms < 10 ? 1 : 0), 8, y(ms) + 4);
     }
     for (let g = 0; g < GROUPS; g += Math.max(1, Math.ceil(GROUPS / 10))) {
-        ctx.fillText(`g${g}`, x(g * FRAMES) - 6, H - 10);
+        ctx.fillText(`g${firstGroup + g}`, x(g * FRAMES) - 6, H - 10);
     }
     for (const [i, ms, , frame] of points) {
         ctx.fillStyle = frame === 0 ? "#c62828" : "#1565c0";
@@ -365,6 +367,7 @@ async function subscribe(session: Established, path: Moq.Path.Valid) {
         if (!group) throw new Error(`track ended before group ${g}`);
         if (n === 0 && MODE === "subscribe") {
             first = group.sequence;
+            firstGroup = first;
             log(`subscriber: joined the live track at group ${first}`);
         } else if (group.sequence !== g)
             throw new Error(`expected group ${g}, got group ${group.sequence}: out of order or missing`);
