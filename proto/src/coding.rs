@@ -28,8 +28,9 @@ pub const MAX_SETUP_PARAMETERS: usize = 64;
 pub const MAX_GOAWAY_URI_LEN: usize = 8192;
 /// Largest datagram body (spec 7): receivers drop larger ones.
 pub const MAX_DATAGRAM_SIZE: usize = 1200;
-/// Largest encoded GROUP header body: two varints of at most 8 bytes.
-pub const MAX_GROUP_HEADER_SIZE: usize = 16;
+/// Largest encoded GROUP header body: three varints of at most 8 bytes (06 adds Frame
+/// Start to the subscribe id and sequence of 03-05).
+pub const MAX_GROUP_HEADER_SIZE: usize = 24;
 
 /// A decode failure. Decoding is total: every byte sequence gives a value or one of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,7 +246,15 @@ impl<'a> Reader<'a> {
         }
         let mut hops = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            hops.push(self.varint()?);
+            let h = self.varint()?;
+            // 06: a chain naming the same non-zero hop twice fails to decode (spec 12.5).
+            if version.is_06_or_later() && h != 0 && hops.contains(&h) {
+                return Err(DecodeError::Invalid {
+                    what: "repeated hop id",
+                    value: h,
+                });
+            }
+            hops.push(h);
         }
         Ok(hops)
     }

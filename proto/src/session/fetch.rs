@@ -41,6 +41,9 @@ impl Session {
             track: track.to_owned(),
             priority,
             group,
+            // The whole group, as moq-net subscribers always ask on 06 (spec 12.9).
+            frame_start: 0,
+            frame_end: None,
         };
         let data = self.encode_typed(BidiType::Fetch.id(), &msg)?;
         let kind = Kind::FetchOut {

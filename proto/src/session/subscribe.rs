@@ -34,6 +34,8 @@ impl Session {
             max_latency_ms: prefs.max_latency_ms,
             start: prefs.start,
             end: prefs.end,
+            frame_start: prefs.frame_start,
+            frame_end: prefs.frame_end,
         };
         let data = self.encode_typed(BidiType::Subscribe.id(), &msg)?;
         let slot = self.new_local(
