@@ -57,6 +57,14 @@ enum SubscriberRole {
     TrackInfo(TrackServeId),
 }
 
+/// The frames of a group a FETCH asks for (06 FETCH carries a range, spec 12.9): the
+/// index of the first, and of the last (inclusive; `None` = through the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FrameRange {
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
 /// One worker's relay.
 pub struct RelayWorker {
     worker: usize,
@@ -70,9 +78,9 @@ pub struct RelayWorker {
     queries: HashMap<QueryId, SessionId>,
     /// Broadcasts published by sessions on this worker → the session.
     broadcasts: HashMap<BroadcastId, SessionId>,
-    /// FETCHes waiting for the router's answer → the session and its request (bounded by
-    /// the router's limit on pending fetches).
-    fetches: HashMap<FetchTicket, (SessionId, FetchServeId)>,
+    /// FETCHes waiting for the router's answer → the session, its request and the frames
+    /// it wants (bounded by the router's limit on pending fetches).
+    fetches: HashMap<FetchTicket, (SessionId, FetchServeId, FrameRange)>,
     /// Subscribers skipped because their session's output was full; retried first.
     deferred: VecDeque<SubscriberId>,
     deferred_set: HashSet<SubscriberId>,
@@ -136,10 +144,10 @@ impl RelayWorker {
         };
         let conn = RelaySession::new(info.id, version, self.hop_id);
         debug!(worker = self.worker, session = info.id, %version, transport = ?info.transport, path = %info.path, "session ready");
-        // Raw QUIC 05 carries the path in the client's SETUP; everything else is decided now.
+        // Raw QUIC 05/06 carries the path in the client's SETUP; everything else is decided now.
         let decide_now = match &info.transport {
             Transport::WebTransport { .. } => Some((info.path.clone(), info.query.clone())),
-            Transport::Quic { .. } if version == proto::Version::Lite05 => None,
+            Transport::Quic { .. } if version.is_05_or_later() => None,
             Transport::Quic { .. } => Some(("/".to_owned(), String::new())),
         };
         self.sessions.insert(info.id, conn);
@@ -301,7 +309,7 @@ impl RelayWorker {
         }
         for (_, id) in conn.fetches.drain() {
             let removed = self.fetches.remove(&id);
-            debug_assert!(removed.is_some_and(|(owner, _)| owner == session));
+            debug_assert!(removed.is_some_and(|(owner, ..)| owner == session));
             self.shard.cancel_fetch(id);
         }
         if let Some(query) = conn.query {

@@ -20,6 +20,8 @@ const UPSTREAM_SUBSCRIPTION: proto::SubscribeUpdate = proto::SubscribeUpdate {
     max_latency_ms: 30_000,
     start: None,
     end: None,
+    frame_start: 0,
+    frame_end: None,
 };
 
 impl RelayWorker {
@@ -217,11 +219,11 @@ impl RelayWorker {
                     let Some(relative) = conn.relative_broadcast(broadcast) else {
                         continue;
                     };
-                    // On 05 a publisher may hold SUBSCRIBE_START back until it has a
+                    // On 05/06 a publisher may hold SUBSCRIBE_START back until it has a
                     // group, while a subscriber waits for TRACK_INFO before subscribing:
                     // ask the publisher for the track's info too, so the track goes live
                     // (and waiting subscribers get their answer) as soon as it exists.
-                    if conn.version == proto::Version::Lite05 {
+                    if conn.version.is_05_or_later() {
                         match conn.moq().request_track(&relative, &name) {
                             Ok(request) => {
                                 conn.track_requests.insert(

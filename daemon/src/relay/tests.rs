@@ -273,6 +273,8 @@ impl Relay {
             max_latency_ms: 30_000,
             start: None,
             end: None,
+            frame_start: 0,
+            frame_end: None,
         };
         let subscription = self
             .client(subscriber)
