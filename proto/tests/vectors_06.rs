@@ -417,3 +417,65 @@ fn group_stream_12_10() {
         );
     }
 }
+
+#[test]
+fn error_codes_use_the_moq_net_registries_on_06_12_11() {
+    // (code, stream code on 06, session code on 06, stream / session code on 05)
+    let table = [
+        (ErrorCode::Cancel, 0x1, 0x0, 1, 0),
+        (ErrorCode::Timeout, 0x2, 0x11, 3, 3),
+        (ErrorCode::Lagged, 0x5, 0x1, 26, 26),
+        (ErrorCode::Decode, 0x12, 0x3, 5, 5),
+        (ErrorCode::ProtocolViolation, 0x3, 0x3, 15, 15),
+        (ErrorCode::Unauthorized, 0x3, 0x2, 6, 6),
+        (ErrorCode::NotFound, 0x33, 0x1, 13, 13),
+        (ErrorCode::Old, 0x34, 0x1, 2, 2),
+        (ErrorCode::Evicted, 0x35, 0x1, 31, 31),
+        (ErrorCode::Unroutable, 0x36, 0x1, 30, 30),
+        (ErrorCode::WrongSize, 0x37, 0x3, 14, 14),
+        (ErrorCode::FrameTooLarge, 0x38, 0x1, 27, 27),
+        (ErrorCode::TimestampMismatch, 0x39, 0x1, 29, 29),
+        (ErrorCode::Version, 0x3, 0x15, 9, 9),
+        (ErrorCode::App(403), 467, 467, 467, 467),
+    ];
+    for (code, s6, c6, s5, c5) in table {
+        assert_eq!(code.stream_code(V6), s6, "{code:?} stream on 06");
+        assert_eq!(code.session_code(V6), c6, "{code:?} session on 06");
+        assert_eq!(code.stream_code(V5), s5, "{code:?} stream on 05");
+        assert_eq!(code.session_code(V5), c5, "{code:?} session on 05");
+    }
+    // What a moq-net peer sends reads back as the condition it names.
+    for (wire, code) in [
+        (0x0, ErrorCode::Cancel),
+        (0x1, ErrorCode::Cancel),
+        (0x5, ErrorCode::Lagged),
+        (0x12, ErrorCode::Decode),
+        (0x33, ErrorCode::NotFound),
+        (0x34, ErrorCode::Old),
+        (0x36, ErrorCode::Unroutable),
+        (0x20, ErrorCode::Unknown(0x20)),
+    ] {
+        assert_eq!(
+            ErrorCode::from_stream_code(wire, V6),
+            code,
+            "stream {wire:#x}"
+        );
+    }
+    for (wire, code) in [
+        (0x0, ErrorCode::Cancel),
+        (0x2, ErrorCode::Unauthorized),
+        (0x3, ErrorCode::ProtocolViolation),
+        (0x15, ErrorCode::Version),
+        (64 + 401, ErrorCode::App(401)),
+    ] {
+        assert_eq!(
+            ErrorCode::from_session_code(wire, V6),
+            code,
+            "session {wire:#x}"
+        );
+    }
+    assert_eq!(
+        ErrorCode::from_session_code(15, V5),
+        ErrorCode::ProtocolViolation
+    );
+}

@@ -287,8 +287,8 @@ impl RelayWorker {
         self.counters.sessions_closed += 1;
         self.counters.session_refusals.add(&conn.refusals);
         self.counters.driver.add(&conn.driver.counters());
-        conn.moq()
-            .on_connection_closed(ErrorCode::from_number(code));
+        let code = ErrorCode::from_session_code(code, conn.version);
+        conn.moq().on_connection_closed(code);
         for (path, broadcast) in conn.published.drain() {
             self.broadcasts.remove(&broadcast);
             // A publisher that leaves gracefully withdraws its announcements first (they
