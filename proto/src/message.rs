@@ -402,6 +402,12 @@ impl SubscribeRange {
                 what: "frame end without group end",
             });
         }
+        if self.frame_start != 0 && self.start.is_none() {
+            // moq-net refuses it too: the frame qualifies a named group.
+            return Err(EncodeError::Invalid {
+                what: "frame start without group start",
+            });
+        }
         put_varint(b, "group start", self.start.unwrap_or(0))?;
         put_opt_group(b, "group end", self.end)?;
         put_varint(b, "frame start", self.frame_start)?;

@@ -1577,3 +1577,37 @@ fn a_06_announce_request_waits_for_the_peers_setup_hop() {
     ));
     assert_eq!(r.buffered(), 0);
 }
+
+#[test]
+fn a_partial_group_we_never_asked_for_is_refused_on_06() {
+    let (mut n, _interest, sub, _serve) = ingest(V6);
+    n.take(RELAY);
+    let mut buf = bytes::BytesMut::from(&[UniType::Group.id() as u8][..]);
+    GroupHeader {
+        subscribe_id: sub.0,
+        sequence: 3,
+        frame_start: 4,
+    }
+    .encode(V6, &mut buf)
+    .unwrap();
+    n.s[RELAY].on_stream_opened(StreamId(900), false);
+    n.s[RELAY].on_stream_data(StreamId(900), buf.freeze());
+    let mut stopped = false;
+    while let Some(a) = n.s[RELAY].poll_action() {
+        stopped |= matches!(
+            a,
+            Action::StopSending {
+                stream: StreamId(900),
+                code: ErrorCode::Unsupported
+            }
+        );
+    }
+    assert!(stopped);
+    n.run();
+    assert!(
+        !n.take(RELAY)
+            .iter()
+            .any(|e| matches!(e, Event::GroupStarted { .. }))
+    );
+    assert_eq!(n.closed, [None, None]);
+}
