@@ -28,9 +28,14 @@ pub const MAX_SETUP_PARAMETERS: usize = 64;
 pub const MAX_GOAWAY_URI_LEN: usize = 8192;
 /// Largest datagram body (spec 7): receivers drop larger ones.
 pub const MAX_DATAGRAM_SIZE: usize = 1200;
-/// Largest encoded GROUP header body: three varints of at most 8 bytes (06 adds Frame
-/// Start to the subscribe id and sequence of 03-05).
+/// Largest encoded GROUP header body on any version: three varints of at most 8 bytes (06
+/// adds Frame Start to the subscribe id and sequence of 03-05).
 pub const MAX_GROUP_HEADER_SIZE: usize = 24;
+
+/// Largest encoded GROUP header body on `v`: 03-05 keep their bound of two varints.
+pub const fn max_group_header_size(v: Version) -> usize {
+    if v.is_06_or_later() { 24 } else { 16 }
+}
 
 /// A decode failure. Decoding is total: every byte sequence gives a value or one of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
