@@ -252,8 +252,10 @@ impl<'a> Reader<'a> {
         let mut hops = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let h = self.varint()?;
-            // 06: a chain naming the same non-zero hop twice fails to decode (spec 12.5).
-            if version.is_06_or_later() && h != 0 && hops.contains(&h) {
+            // A chain naming the same non-zero hop twice looped: moq-net 0.3.18 fails to
+            // decode it on every version (spec 12.12), and would close a session we
+            // forwarded it on, so it never enters our tables. Hop 0 may repeat.
+            if h != 0 && hops.contains(&h) {
                 return Err(DecodeError::Invalid {
                     what: "repeated hop id",
                     value: h,

@@ -59,10 +59,10 @@ fn hops(v: Version) -> impl Strategy<Value = Vec<u64>> {
     } else {
         Just(0u64).boxed()
     };
-    let unique = v.is_06_or_later();
+    let unique = v.has_hop_ids();
     prop::collection::vec(ids, 0..=MAX_HOPS).prop_map(move |mut h| {
         if unique {
-            // 06 rejects a chain naming a non-zero hop twice (spec 12.5).
+            // A chain naming a non-zero hop twice does not decode (spec 12.12).
             let mut seen = std::collections::HashSet::new();
             h.retain(|x| *x == 0 || seen.insert(*x));
         }

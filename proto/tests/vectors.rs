@@ -544,3 +544,21 @@ fn versions_map_to_alpn_and_webtransport_strings() {
         Some(Version::Lite03)
     );
 }
+
+#[test]
+fn a_hop_chain_that_repeats_a_non_zero_hop_does_not_decode() {
+    // moq-net 0.3.18 rejects it on every version (spec 12.12); hop 0 may repeat.
+    for v in [Version::Lite04, Version::Lite05] {
+        let looped = Announce::decode(v, &mut Bytes::from(hex("0a 01 05 61 6c 69 63 65 02 07 07")));
+        assert!(looped.is_err(), "{v}: {looped:?}");
+        roundtrip(
+            v,
+            "0a 01 05 61 6c 69 63 65 02 00 00",
+            &Announce {
+                status: AnnounceStatus::Active,
+                suffix: "alice".into(),
+                hops: vec![0, 0],
+            },
+        );
+    }
+}
