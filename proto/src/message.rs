@@ -243,27 +243,11 @@ impl Message for Announce {
 }
 
 /// The costs of a route (spec 12.6): lower `warm` wins, `cold` breaks ties. Routes learned
-/// over 03/04/05 carry none and are treated as [`RouteCost::LEGACY`].
+/// over 03/04/05 carry none (moq-net treats them as warm 0, cold 2^62 - 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RouteCost {
     pub warm: u64,
     pub cold: u64,
-}
-
-impl RouteCost {
-    /// What moq-net assigns a route learned over 03/04/05: warm 0, cold 2^62 - 1.
-    pub const LEGACY: RouteCost = RouteCost {
-        warm: 0,
-        cold: MAX_VARINT,
-    };
-
-    /// Both costs plus one link charge, saturating at the varint maximum.
-    pub fn charged(self, link: u64) -> RouteCost {
-        RouteCost {
-            warm: self.warm.saturating_add(link).min(MAX_VARINT),
-            cold: self.cold.saturating_add(link).min(MAX_VARINT),
-        }
-    }
 }
 
 /// The typed announcements of a 06 Announce stream (spec 12.5), after ANNOUNCE_OK. Each
