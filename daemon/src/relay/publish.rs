@@ -13,7 +13,10 @@ use super::{RelayWorker, arrival_millis, session};
 
 /// How the relay subscribes to a publishing session: every group, unordered, and a
 /// latency budget long enough that the publisher never skips a group on our account (the
-/// relay's own subscribers apply their budgets).
+/// relay's own subscribers apply their budgets). On 06 the same Max Age also places the
+/// start (spec 12.7): a moq-net publisher begins at the oldest cached group still within
+/// it, so a fresh upstream subscription may bring up to that much backlog; 0 would start
+/// at the latest group but let the publisher drop every group a newer one makes stale.
 const UPSTREAM_SUBSCRIPTION: proto::SubscribeUpdate = proto::SubscribeUpdate {
     priority: 0,
     ordered: false,
