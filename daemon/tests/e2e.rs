@@ -266,21 +266,27 @@ async fn fanout_through_a_single_worker_on_both_transports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_starts_at_the_newest_group() {
+    for version in ["moq-lite-06", "moq-lite-05"] {
+        late_joiner_on(version).await;
+    }
+}
+
+async fn late_joiner_on(version: &str) {
     let relay = Running::start(PUBLIC_TWO_WORKERS);
+    let options = || ConnectOptions::new(trust(&relay)).with_versions(&[version]);
     let url = relay.https_url("");
-    let publisher = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
+    let publisher = open(&url, options().publish_only()).await;
     let (_broadcast, mut tracks) = publisher.publish("demo/late", &["video"]).expect("publish");
     let track = tracks.pop().unwrap();
 
     // An early subscriber makes the relay pull the track, so its groups are cached.
-    let (_early, mut early_sub) =
-        watch(&url, ConnectOptions::new(trust(&relay)), "demo/late").await;
+    let (_early, mut early_sub) = watch(&url, options(), "demo/late").await;
     for group in 0..3 {
         write_group(&track, group);
         expect_group(&mut early_sub, group, FRAMES).await;
     }
 
-    let (_late, mut late_sub) = watch(&url, ConnectOptions::new(trust(&relay)), "demo/late").await;
+    let (_late, mut late_sub) = watch(&url, options(), "demo/late").await;
     expect_group(&mut late_sub, 2, FRAMES).await;
     write_group(&track, 3);
     expect_group(&mut late_sub, 3, FRAMES).await;
@@ -456,20 +462,25 @@ async fn every_version_reaches_every_other_version_through_the_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_discovery_sees_later_broadcasts_and_their_end_but_nothing_outside() {
+    // 06 announces by implicit id (START/END), 05 by path with a status byte.
+    for version in ["moq-lite-06", "moq-lite-05"] {
+        prefix_discovery_on(version).await;
+    }
+}
+
+async fn prefix_discovery_on(version: &str) {
     let relay = Running::start(PUBLIC_TWO_WORKERS);
+    let options = || ConnectOptions::new(trust(&relay)).with_versions(&[version]);
     let url = relay.https_url("");
-    let watcher = open(
-        &url,
-        ConnectOptions::new(trust(&relay)).subscribe_only("demo"),
-    )
-    .await;
+    let watcher = open(&url, options().subscribe_only("demo")).await;
+    assert_eq!(watcher.version_name().as_deref(), Some(version));
     let mut announcements = watcher.announcements().unwrap();
 
-    let other = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
+    let other = open(&url, options().publish_only()).await;
     let (_other_broadcast, _) = other
         .publish("other/x", &["video"])
         .expect("publish other/x");
-    let publisher = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
+    let publisher = open(&url, options().publish_only()).await;
     let (_broadcast, _tracks) = publisher
         .publish("demo/a", &["video"])
         .expect("publish demo/a");
@@ -483,7 +494,7 @@ async fn prefix_discovery_sees_later_broadcasts_and_their_end_but_nothing_outsid
         .next_within(Duration::from_millis(500))
         .await
         .expect("no error");
-    assert_eq!(quiet, None, "nothing outside demo/ is announced");
+    assert_eq!(quiet, None, "{version}: nothing outside demo/ is announced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
