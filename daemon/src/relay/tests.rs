@@ -104,7 +104,11 @@ impl Relay {
 
     /// Connects a moq-lite-05 WebTransport client to `worker`; returns its index.
     fn connect(&mut self, worker: usize, role: SetupRole) -> usize {
-        let version = Version::Lite05;
+        self.connect_on(worker, role, Version::Lite05)
+    }
+
+    /// Connects a WebTransport client speaking `version` to `worker`; returns its index.
+    fn connect_on(&mut self, worker: usize, role: SetupRole, version: Version) -> usize {
         let w = &mut self.workers[worker];
         let relay_session = w.next_session;
         w.next_session += 1;
@@ -531,4 +535,58 @@ fn closing_a_subscriber_session_releases_its_router_subscribers_and_fetches() {
     assert!(!worker.relay.sessions.contains_key(&relay_session));
     relay.pump();
     assert_eq!(relay.workers[2].relay.shard.pending_fetch_count(), 0);
+}
+
+#[test]
+fn a_06_fetch_of_a_frame_range_gets_exactly_those_frames_or_a_reset() {
+    let mut relay = Relay::new(1);
+    let publisher = relay.publish(0, "live");
+    relay.subscribe(0, "live");
+    let groups = relay.start_group(publisher, 5);
+    for frame in 0..4 {
+        relay.write_frame(publisher, &groups, 10 * frame, &payload(5, frame));
+    }
+    for g in groups {
+        relay.client(publisher).end_group(g).expect("end group");
+    }
+    relay.pump();
+
+    let fetcher = relay.connect_on(0, SetupRole::Subscriber, Version::Lite06);
+    let middle = relay
+        .client(fetcher)
+        .fetch_frames("live", TRACK, 0, 5, 1, Some(2))
+        .expect("fetch");
+    let past_the_end = relay
+        .client(fetcher)
+        .fetch_frames("live", TRACK, 0, 5, 9, None)
+        .expect("fetch");
+    relay.pump();
+    let events = relay.take_events(fetcher);
+    let got: Vec<(u64, Bytes)> = events
+        .iter()
+        .filter_map(|e| match e {
+            MoqEvent::FetchFrame {
+                fetch,
+                timestamp,
+                payload,
+            } if *fetch == middle => Some((*timestamp, payload.clone())),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(u64, Bytes)> = (1..=2)
+        .map(|frame| (10 * frame, Bytes::from(payload(5, frame))))
+        .collect();
+    assert_eq!(got, want, "frames 1..=2 of group 5, timestamps intact");
+    assert!(events.contains(&MoqEvent::FetchEnded {
+        fetch: middle,
+        code: None
+    }));
+    // Group 5 has no frame 9: no shifted run, a reset ("too far behind" on 06).
+    assert!(
+        events.contains(&MoqEvent::FetchEnded {
+            fetch: past_the_end,
+            code: Some(proto::ErrorCode::Lagged)
+        }),
+        "{events:?}"
+    );
 }
