@@ -250,7 +250,11 @@ impl Relay {
 
     /// A publisher announces `path` and the relay has routed it.
     fn publish(&mut self, worker: usize, path: &str) -> usize {
-        let publisher = self.connect(worker, SetupRole::Publisher);
+        self.publish_on(worker, path, Version::Lite05)
+    }
+
+    fn publish_on(&mut self, worker: usize, path: &str, version: Version) -> usize {
+        let publisher = self.connect_on(worker, SetupRole::Publisher, version);
         self.client(publisher)
             .announce(path, &[])
             .expect("announce");
@@ -260,7 +264,16 @@ impl Relay {
 
     /// A subscriber follows `path` and subscribes to its track once announced.
     fn subscribe(&mut self, worker: usize, path: &str) -> (usize, SubscriptionId) {
-        let subscriber = self.connect(worker, SetupRole::Subscriber);
+        self.subscribe_on(worker, path, Version::Lite05)
+    }
+
+    fn subscribe_on(
+        &mut self,
+        worker: usize,
+        path: &str,
+        version: Version,
+    ) -> (usize, SubscriptionId) {
+        let subscriber = self.connect_on(worker, SetupRole::Subscriber, version);
         self.client(subscriber)
             .announce_interest(path)
             .expect("interest");
@@ -384,9 +397,21 @@ fn payload(group: u64, frame: u64) -> Vec<u8> {
 
 #[test]
 fn frames_cross_from_a_publisher_on_one_worker_to_a_subscriber_on_another() {
+    // 05 to 05, and each pairing with 06 (typed announcements, frame-bounded headers).
+    for (published, subscribed) in [
+        (Version::Lite05, Version::Lite05),
+        (Version::Lite06, Version::Lite06),
+        (Version::Lite06, Version::Lite05),
+        (Version::Lite05, Version::Lite06),
+    ] {
+        frames_cross_between(published, subscribed);
+    }
+}
+
+fn frames_cross_between(published: Version, subscribed: Version) {
     let mut relay = Relay::new(2);
-    let publisher = relay.publish(0, "live");
-    let (subscriber, subscription) = relay.subscribe(1, "live");
+    let publisher = relay.publish_on(0, "live", published);
+    let (subscriber, subscription) = relay.subscribe_on(1, "live", subscribed);
     let mut sent = Vec::new();
     for group in 0..3 {
         let groups = relay.start_group(publisher, group);
@@ -402,7 +427,11 @@ fn frames_cross_from_a_publisher_on_one_worker_to_a_subscriber_on_another() {
         relay.pump();
     }
     let events = relay.take_events(subscriber);
-    assert_eq!(frames(&events, subscription), sent);
+    assert_eq!(
+        frames(&events, subscription),
+        sent,
+        "{published} → {subscribed}"
+    );
     // The frames crossed: worker 0's shard pushed them to worker 1's.
     assert!(relay.workers[0].relay.shard.stats().frame_pushes >= sent.len() as u64);
 }
