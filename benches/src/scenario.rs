@@ -73,7 +73,7 @@ pub struct Load {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     #[serde(with = "secs")]
     pub drain: Duration,
-    /// moq-lite version: 03, 04 or 05.
+    /// moq-lite version: 03, 04, 05 or 06.
     #[arg(long = "moq-version", default_value = "04", value_parser = parse_version)]
     #[serde(serialize_with = "version_str")]
     pub version: Version,
@@ -104,7 +104,8 @@ pub fn parse_version(s: &str) -> Result<Version, String> {
     } else {
         format!("moq-lite-{s:0>2}")
     };
-    Version::from_alpn(&alpn).ok_or_else(|| format!("unknown moq-lite version {s:?} (03, 04, 05)"))
+    Version::from_alpn(&alpn)
+        .ok_or_else(|| format!("unknown moq-lite version {s:?} (03, 04, 05, 06)"))
 }
 
 /// Where the relay is.
@@ -262,7 +263,10 @@ mod tests {
         assert_eq!(parse_version("4"), Ok(Version::Lite04));
         assert_eq!(parse_version("05"), Ok(Version::Lite05));
         assert_eq!(parse_version("moq-lite-03"), Ok(Version::Lite03));
-        assert!(parse_version("06").is_err());
+        assert_eq!(parse_version("06"), Ok(Version::Lite06));
+        assert_eq!(parse_version("moq-lite-06"), Ok(Version::Lite06));
+        assert!(parse_version("moq-lite-06-wip").is_err());
+        assert!(parse_version("07").is_err());
     }
 
     #[test]

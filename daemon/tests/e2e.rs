@@ -243,15 +243,15 @@ async fn fanout_to_50_subscribers_over_webtransport() {
     let relay = Running::start(PUBLIC_TWO_WORKERS);
     let version = fanout(&relay, &relay.https_url(""), &[], FANOUT).await;
     assert_eq!(
-        version, "moq-lite-05",
-        "the client offers 06 first and settles on 05"
+        version, "moq-lite-06",
+        "the client offers 06 first and the relay takes it"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_to_50_subscribers_over_raw_quic_on_every_version() {
     let relay = Running::start(PUBLIC_TWO_WORKERS);
-    for version in ["moq-lite-05", "moq-lite-04", "moq-lite-03"] {
+    for version in ["moq-lite-06", "moq-lite-05", "moq-lite-04", "moq-lite-03"] {
         let negotiated = fanout(&relay, &relay.quic_url(""), &[version], FANOUT).await;
         assert_eq!(negotiated, version);
     }
@@ -266,21 +266,27 @@ async fn fanout_through_a_single_worker_on_both_transports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_starts_at_the_newest_group() {
+    for version in ["moq-lite-06", "moq-lite-05"] {
+        late_joiner_on(version).await;
+    }
+}
+
+async fn late_joiner_on(version: &str) {
     let relay = Running::start(PUBLIC_TWO_WORKERS);
+    let options = || ConnectOptions::new(trust(&relay)).with_versions(&[version]);
     let url = relay.https_url("");
-    let publisher = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
+    let publisher = open(&url, options().publish_only()).await;
     let (_broadcast, mut tracks) = publisher.publish("demo/late", &["video"]).expect("publish");
     let track = tracks.pop().unwrap();
 
     // An early subscriber makes the relay pull the track, so its groups are cached.
-    let (_early, mut early_sub) =
-        watch(&url, ConnectOptions::new(trust(&relay)), "demo/late").await;
+    let (_early, mut early_sub) = watch(&url, options(), "demo/late").await;
     for group in 0..3 {
         write_group(&track, group);
         expect_group(&mut early_sub, group, FRAMES).await;
     }
 
-    let (_late, mut late_sub) = watch(&url, ConnectOptions::new(trust(&relay)), "demo/late").await;
+    let (_late, mut late_sub) = watch(&url, options(), "demo/late").await;
     expect_group(&mut late_sub, 2, FRAMES).await;
     write_group(&track, 3);
     expect_group(&mut late_sub, 3, FRAMES).await;
@@ -294,8 +300,8 @@ fn unix_millis() -> u64 {
     u64::try_from(since.as_millis()).unwrap()
 }
 
-/// Frame timestamps cross the relay unchanged on 05 (to a WebTransport and a raw QUIC
-/// subscriber), and frames from a 04 publisher, which carry none, reach a 05 subscriber
+/// Frame timestamps cross the relay unchanged on 05 and 06 (to a WebTransport and raw QUIC
+/// subscribers), and frames from a 04 publisher, which carry none, reach a 06 subscriber
 /// stamped with the wall-clock time they arrived at the relay (spec 5.11).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frame_timestamps_cross_the_relay_and_04_frames_are_stamped_on_arrival() {
@@ -316,10 +322,14 @@ async fn frame_timestamps_cross_the_relay_and_04_frames_are_stamped_on_arrival()
         .expect("publish");
     let track = tracks.pop().unwrap();
     let mut subscribers = Vec::new();
-    for (url, versions) in [(&webtransport, &[][..]), (&raw_quic, &["moq-lite-05"][..])] {
+    for (url, versions, negotiated) in [
+        (&webtransport, &[][..], "moq-lite-06"),
+        (&raw_quic, &["moq-lite-05"][..], "moq-lite-05"),
+        (&raw_quic, &["moq-lite-06"][..], "moq-lite-06"),
+    ] {
         let options = ConnectOptions::new(trust(&relay)).with_versions(versions);
         let (session, sub) = watch(url, options, "demo/stamps").await;
-        assert_eq!(session.version_name().as_deref(), Some("moq-lite-05"));
+        assert_eq!(session.version_name().as_deref(), Some(negotiated));
         subscribers.push((session, sub));
     }
     let mut group = track.append_group().expect("group");
@@ -363,12 +373,18 @@ async fn frame_timestamps_cross_the_relay_and_04_frames_are_stamped_on_arrival()
     assert!(stamps.is_sorted(), "arrival stamps go forward: {stamps:?}");
 }
 
-/// A 05 subscriber that joined at the newest group FETCHes older ones: the relay serves a
-/// cached group whole, timestamps included, and refuses one it no longer caches, whichever
-/// worker each session landed on (the router asks the owner's cache when the serving
-/// worker's own has no copy; `router/tests/fanout.rs` pins that case down).
+/// A 05 or 06 subscriber that joined at the newest group FETCHes older ones: the relay
+/// serves a cached group whole, timestamps included, and refuses one it no longer caches,
+/// whichever worker each session landed on (the router asks the owner's cache when the
+/// serving worker's own has no copy; `router/tests/fanout.rs` pins that case down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_serves_a_cached_group_whole_and_refuses_an_evicted_one() {
+    for version in ["moq-lite-06", "moq-lite-05"] {
+        fetch_on(version).await;
+    }
+}
+
+async fn fetch_on(version: &str) {
     const CACHED_GROUPS: u64 = 4;
     let relay = Running::start(PUBLIC_TWO_WORKERS);
     let url = relay.https_url("");
@@ -381,8 +397,9 @@ async fn fetch_serves_a_cached_group_whole_and_refuses_an_evicted_one() {
         write_group(&track, group);
         stamps.push(expect_group(&mut early_sub, group, FRAMES).await);
     }
-    let (late, mut late_sub) = watch(&url, ConnectOptions::new(trust(&relay)), "demo/vod").await;
-    assert_eq!(late.version_name().as_deref(), Some("moq-lite-05"));
+    let pinned = ConnectOptions::new(trust(&relay)).with_versions(&[version]);
+    let (late, mut late_sub) = watch(&url, pinned, "demo/vod").await;
+    assert_eq!(late.version_name().as_deref(), Some(version));
     expect_group(&mut late_sub, CACHED_GROUPS, FRAMES).await;
 
     let oldest_cached = 1;
@@ -394,25 +411,76 @@ async fn fetch_serves_a_cached_group_whole_and_refuses_an_evicted_one() {
     assert_eq!(fetched_stamps, stamps[oldest_cached as usize]);
 
     let evicted = late_sub.fetch_group(0).await;
-    assert!(evicted.is_err(), "group 0 left the cache: {evicted:?}");
+    assert!(
+        evicted.is_err(),
+        "{version}: group 0 left the cache: {evicted:?}"
+    );
+}
+
+/// Every pair of versions through one relay: a publisher on each of 06, 05, 04 and 03
+/// reaches a subscriber on each of them (so a 06 publisher reaches 03/04/05 subscribers,
+/// and 03/04/05 publishers reach a 06 one), whole groups, byte-identical, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_reaches_every_other_version_through_the_relay() {
+    const VERSIONS: [&str; 4] = ["moq-lite-06", "moq-lite-05", "moq-lite-04", "moq-lite-03"];
+    let relay = Running::start(PUBLIC_TWO_WORKERS);
+    let url = relay.quic_url("");
+    for published in VERSIONS {
+        let path = format!("demo/cross-{published}");
+        let publisher = open(
+            &url,
+            ConnectOptions::new(trust(&relay))
+                .with_versions(&[published])
+                .publish_only(),
+        )
+        .await;
+        assert_eq!(publisher.version_name().as_deref(), Some(published));
+        let (_broadcast, mut tracks) = publisher.publish(&path, &["video"]).expect("publish");
+        let track = tracks.pop().unwrap();
+        let mut subscribers = Vec::new();
+        for subscribed in VERSIONS {
+            let options = ConnectOptions::new(trust(&relay)).with_versions(&[subscribed]);
+            let (session, sub) = watch(&url, options, &path).await;
+            assert_eq!(session.version_name().as_deref(), Some(subscribed));
+            subscribers.push((subscribed, session, sub));
+        }
+        for group in 0..3 {
+            write_group(&track, group);
+            for (subscribed, _, sub) in &mut subscribers {
+                let within = tokio::time::timeout(STEP_TIMEOUT, expect_group(sub, group, FRAMES));
+                within.await.unwrap_or_else(|_| {
+                    panic!("{published} → {subscribed}: group {group} never came")
+                });
+            }
+        }
+        for (_, session, _) in subscribers {
+            session.close().await;
+        }
+        publisher.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_discovery_sees_later_broadcasts_and_their_end_but_nothing_outside() {
+    // 06 announces by implicit id (START/END), 05 by path with a status byte.
+    for version in ["moq-lite-06", "moq-lite-05"] {
+        prefix_discovery_on(version).await;
+    }
+}
+
+async fn prefix_discovery_on(version: &str) {
     let relay = Running::start(PUBLIC_TWO_WORKERS);
+    let options = || ConnectOptions::new(trust(&relay)).with_versions(&[version]);
     let url = relay.https_url("");
-    let watcher = open(
-        &url,
-        ConnectOptions::new(trust(&relay)).subscribe_only("demo"),
-    )
-    .await;
+    let watcher = open(&url, options().subscribe_only("demo")).await;
+    assert_eq!(watcher.version_name().as_deref(), Some(version));
     let mut announcements = watcher.announcements().unwrap();
 
-    let other = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
+    let other = open(&url, options().publish_only()).await;
     let (_other_broadcast, _) = other
         .publish("other/x", &["video"])
         .expect("publish other/x");
-    let publisher = open(&url, ConnectOptions::new(trust(&relay)).publish_only()).await;
+    let publisher = open(&url, options().publish_only()).await;
     let (_broadcast, _tracks) = publisher
         .publish("demo/a", &["video"])
         .expect("publish demo/a");
@@ -426,7 +494,7 @@ async fn prefix_discovery_sees_later_broadcasts_and_their_end_but_nothing_outsid
         .next_within(Duration::from_millis(500))
         .await
         .expect("no error");
-    assert_eq!(quiet, None, "nothing outside demo/ is announced");
+    assert_eq!(quiet, None, "{version}: nothing outside demo/ is announced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,16 +558,21 @@ async fn without_an_auth_section_sessions_are_refused() {
 }
 
 /// Garbage after a valid stream type on the streams a session is steered by: a raw-QUIC
-/// 04 Subscribe stream whose SUBSCRIBE cannot be parsed, and a WebTransport 05 Setup
-/// stream whose SETUP cannot be parsed. (Random bytes as the stream type itself are an
-/// unknown type, which moq-lite says to refuse per stream, so they prove less.)
-const GARBAGE_STREAMS: [(&str, bool, &[u8]); 2] = [
-    ("moq-lite-04", true, &[0x02, 0x04, 0xff, 0xff, 0xff, 0xff]),
-    ("moq-lite-05", false, &[0x01, 0x03, 0xff, 0xff, 0xff]),
+/// 04 Subscribe stream whose SUBSCRIBE cannot be parsed, and WebTransport 05 and 06 Setup
+/// streams whose SETUP cannot be parsed. (Random bytes as the stream type itself are an
+/// unknown type, which moq-lite says to refuse per stream, so they prove less.) The last
+/// field is the session close code for a protocol violation on that version: 15 in the
+/// section 6 table of 03–05, 3 in moq-net 0.3.18's session registry on 06 (spec 12.11).
+const GARBAGE_STREAMS: [(&str, bool, &[u8], u64); 3] = [
+    (
+        "moq-lite-04",
+        true,
+        &[0x02, 0x04, 0xff, 0xff, 0xff, 0xff],
+        15,
+    ),
+    ("moq-lite-05", false, &[0x01, 0x03, 0xff, 0xff, 0xff], 15),
+    ("moq-lite-06", false, &[0x01, 0x03, 0xff, 0xff, 0xff], 3),
 ];
-
-/// The session close code moq-lite 03–05 use for a protocol violation.
-const PROTOCOL_VIOLATION: u64 = 15;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_a_control_stream_closes_that_session_and_no_other() {
@@ -519,7 +592,7 @@ async fn garbage_on_a_control_stream_closes_that_session_and_no_other() {
     let (quic_url, https_url) = (relay.quic_url(""), relay.https_url(""));
     let rogues = tokio::spawn(async move {
         let mut closes = Vec::new();
-        for (version, raw, garbage) in GARBAGE_STREAMS {
+        for (version, raw, garbage, violation) in GARBAGE_STREAMS {
             let url = if raw { &quic_url } else { &https_url };
             let mut rogue =
                 RogueSession::connect(url, &rogue_trust, version, Duration::from_secs(10))
@@ -531,7 +604,7 @@ async fn garbage_on_a_control_stream_closes_that_session_and_no_other() {
                 rogue.send_uni(garbage).await.expect("write garbage");
             }
             let close = rogue.closed(Duration::from_secs(10)).await.expect("closed");
-            closes.push((version, close));
+            closes.push((version, violation, close));
         }
         closes
     });
@@ -549,10 +622,10 @@ async fn garbage_on_a_control_stream_closes_that_session_and_no_other() {
         group += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    for (version, close) in rogues.await.expect("rogue task") {
+    for (version, violation, close) in rogues.await.expect("rogue task") {
         assert_eq!(
             close.code,
-            Some(PROTOCOL_VIOLATION),
+            Some(violation),
             "{version} rogue closed with {close:?}"
         );
         assert!(close.reason.contains("malformed"), "{close:?}");

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
     }
-    let v = Version::ALL[data[0] as usize % 3];
+    let v = Version::ALL[data[0] as usize % Version::ALL.len()];
     let chunk = (data[1] as usize % 128) + 1;
     let mut g = if data[1] & 0x80 != 0 {
         GroupReader::frames_only(v)

@@ -43,5 +43,7 @@ pub use moq_tokio;
 /// Payloads move as `Bytes`, the type the reference client stores frames in.
 pub use bytes::Bytes;
 
-/// The moq-lite versions our relay speaks, newest first, as the client spells them.
+/// The moq-lite versions moq-relayd spoke before it had 06, newest first, as the client
+/// spells them: the reference relay restricted to these behaves like a relay without 06
+/// (the downgrade cases of spec 12.1). moq-relayd itself now offers `moq-lite-06` first.
 pub const RELAY_VERSIONS: [&str; 3] = ["moq-lite-05", "moq-lite-04", "moq-lite-03"];

@@ -26,7 +26,7 @@ pub struct RelayConfig {
     /// UDP address to bind; port 0 picks an ephemeral one.
     pub bind: SocketAddr,
     /// Versions to accept, as the client spells them; empty = all (06 first). Use
-    /// [`crate::RELAY_VERSIONS`] to behave like moq-relayd (05, 04, 03).
+    /// [`crate::RELAY_VERSIONS`] to behave like a relay without 06 (05, 04, 03).
     pub versions: Vec<String>,
 }
 

@@ -21,6 +21,7 @@ fn encode_group(v: Version, payload: &Bytes, out: &mut Vec<Bytes>) {
     GroupHeader {
         subscribe_id: 3,
         sequence: 42,
+        frame_start: 0,
     }
     .encode(v, &mut hdr)
     .unwrap();
@@ -136,6 +137,8 @@ fn served_session(v: Version) -> (Session, proto::session::ServeId) {
         max_latency_ms: 0,
         start: None,
         end: None,
+        frame_start: 0,
+        frame_end: None,
     }
     .encode(v, &mut buf)
     .unwrap();

@@ -123,16 +123,69 @@ impl ErrorCode {
     ///
     /// Cancel is sent as 1: published clients (moq-net 0.3.18) read 0 as "internal error"
     /// while August peers log 1 as a harmless remote error (spec 12.11 recommendation).
-    pub const fn stream_code(self, _version: Version) -> u64 {
+    /// On 06 the peer is certainly a 0.3.18-era stack, so its stream registry is used.
+    pub const fn stream_code(self, version: Version) -> u64 {
+        if version.is_06_or_later() {
+            return self.stream_code_06();
+        }
         match self {
             ErrorCode::Cancel => 1,
             other => other.number(),
         }
     }
 
+    /// moq-net 0.3.18's stream registry (spec 12.11), as its `From<&Error> for StreamError`
+    /// folds the same conditions.
+    const fn stream_code_06(self) -> u64 {
+        match self {
+            ErrorCode::Cancel | ErrorCode::Dropped => 0x1,
+            ErrorCode::Timeout => 0x2,
+            // Session-scope reasons are flattened to "session closed"; the close says why.
+            ErrorCode::Closed
+            | ErrorCode::Unauthorized
+            | ErrorCode::Version
+            | ErrorCode::UnknownAlpn
+            | ErrorCode::TooManyParameters
+            | ErrorCode::ProtocolViolation
+            | ErrorCode::UnexpectedMessage => 0x3,
+            ErrorCode::Lagged => 0x5,
+            ErrorCode::Decode | ErrorCode::BoundsExceeded => 0x12,
+            ErrorCode::NotFound => 0x33,
+            ErrorCode::Old => 0x34,
+            ErrorCode::Evicted => 0x35,
+            ErrorCode::Unroutable => 0x36,
+            ErrorCode::WrongSize => 0x37,
+            ErrorCode::FrameTooLarge => 0x38,
+            ErrorCode::TimestampMismatch => 0x39,
+            ErrorCode::App(n) => 64 + n as u64,
+            ErrorCode::Unknown(n) => n,
+            _ => 0x0, // internal error
+        }
+    }
+
     /// Reads a received moq stream code (after h3 untranslation). 0 and 1 both read as
-    /// Cancel, because the two registries disagree on which one means "no longer needed".
-    pub const fn from_stream_code(code: u64, _version: Version) -> ErrorCode {
+    /// Cancel, because the two registries disagree on which one means "no longer needed"
+    /// (on 06 too: 0 is moq-net's "internal", but nothing the relay does differs for it).
+    pub const fn from_stream_code(code: u64, version: Version) -> ErrorCode {
+        if version.is_06_or_later() {
+            return match code {
+                0x0 | 0x1 => ErrorCode::Cancel,
+                0x2 | 0x31 => ErrorCode::Timeout,
+                0x3 | 0x4 => ErrorCode::Closed,
+                0x5 => ErrorCode::Lagged,
+                0x12 => ErrorCode::Decode,
+                0x32 => ErrorCode::BoundsExceeded,
+                0x33 => ErrorCode::NotFound,
+                0x34 => ErrorCode::Old,
+                0x35 => ErrorCode::Evicted,
+                0x36 => ErrorCode::Unroutable,
+                0x37 => ErrorCode::WrongSize,
+                0x38 => ErrorCode::FrameTooLarge,
+                0x39 => ErrorCode::TimestampMismatch,
+                n if n >= 64 && n < 64 + 65536 => ErrorCode::App((n - 64) as u16),
+                n => ErrorCode::Unknown(n),
+            };
+        }
         match code {
             0 | 1 => ErrorCode::Cancel,
             n => ErrorCode::from_number(n),
@@ -140,8 +193,48 @@ impl ErrorCode {
     }
 
     /// The session close code (QUIC CONNECTION_CLOSE / WebTransport capsule), untranslated.
-    pub const fn session_code(self, _version: Version) -> u64 {
-        self.number()
+    /// On 06, moq-net 0.3.18's session registry (spec 12.11).
+    pub const fn session_code(self, version: Version) -> u64 {
+        if !version.is_06_or_later() {
+            return self.number();
+        }
+        match self {
+            ErrorCode::Cancel | ErrorCode::Closed | ErrorCode::Dropped => 0x0,
+            ErrorCode::Unauthorized => 0x2,
+            ErrorCode::ProtocolViolation
+            | ErrorCode::UnexpectedMessage
+            | ErrorCode::UnexpectedStream
+            | ErrorCode::Duplicate
+            | ErrorCode::Decode
+            | ErrorCode::Encode
+            | ErrorCode::WrongSize
+            | ErrorCode::BoundsExceeded => 0x3,
+            ErrorCode::TooManyParameters => 0x6,
+            ErrorCode::Timeout => 0x11,
+            ErrorCode::Version | ErrorCode::UnknownAlpn => 0x15,
+            ErrorCode::App(n) => 64 + n as u64,
+            ErrorCode::Unknown(n) => n,
+            _ => 0x1, // internal error
+        }
+    }
+
+    /// Reads a received session close code: the section 6 numbers before 06, moq-net
+    /// 0.3.18's session registry on 06.
+    pub const fn from_session_code(code: u64, version: Version) -> ErrorCode {
+        if !version.is_06_or_later() {
+            return ErrorCode::from_number(code);
+        }
+        match code {
+            0x0 => ErrorCode::Cancel,
+            0x1 => ErrorCode::Transport,
+            0x2 => ErrorCode::Unauthorized,
+            0x3 => ErrorCode::ProtocolViolation,
+            0x6 => ErrorCode::TooManyParameters,
+            0x10 | 0x11 => ErrorCode::Timeout,
+            0x15 => ErrorCode::Version,
+            n if n >= 64 && n < 64 + 65536 => ErrorCode::App((n - 64) as u16),
+            n => ErrorCode::Unknown(n),
+        }
     }
 
     /// True for codes that mean "not needed any more" rather than a failure.

@@ -28,8 +28,14 @@ pub const MAX_SETUP_PARAMETERS: usize = 64;
 pub const MAX_GOAWAY_URI_LEN: usize = 8192;
 /// Largest datagram body (spec 7): receivers drop larger ones.
 pub const MAX_DATAGRAM_SIZE: usize = 1200;
-/// Largest encoded GROUP header body: two varints of at most 8 bytes.
-pub const MAX_GROUP_HEADER_SIZE: usize = 16;
+/// Largest encoded GROUP header body on any version: three varints of at most 8 bytes (06
+/// adds Frame Start to the subscribe id and sequence of 03-05).
+pub const MAX_GROUP_HEADER_SIZE: usize = 24;
+
+/// Largest encoded GROUP header body on `v`: 03-05 keep their bound of two varints.
+pub const fn max_group_header_size(v: Version) -> usize {
+    if v.is_06_or_later() { 24 } else { 16 }
+}
 
 /// A decode failure. Decoding is total: every byte sequence gives a value or one of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,7 +251,17 @@ impl<'a> Reader<'a> {
         }
         let mut hops = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            hops.push(self.varint()?);
+            let h = self.varint()?;
+            // A chain naming the same non-zero hop twice looped: moq-net 0.3.18 fails to
+            // decode it on every version (spec 12.12), and would close a session we
+            // forwarded it on, so it never enters our tables. Hop 0 may repeat.
+            if h != 0 && hops.contains(&h) {
+                return Err(DecodeError::Invalid {
+                    what: "repeated hop id",
+                    value: h,
+                });
+            }
+            hops.push(h);
         }
         Ok(hops)
     }

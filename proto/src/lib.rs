@@ -1,4 +1,4 @@
-//! The moq-lite wire codec (versions 03, 04, 05) and the sans-IO session state machine.
+//! The moq-lite wire codec (versions 03, 04, 05, 06) and the sans-IO session state machine.
 //!
 //! This crate owns every byte of the MoQ layer: message layouts, bounds on decoded input,
 //! path rules, error-code numbering and the per-stream transaction state of a session. It

@@ -33,6 +33,14 @@ fn only_05_dec(v: Version, what: &'static str) -> Result<(), DecodeError> {
     }
 }
 
+fn not_06(v: Version, what: &'static str) -> Result<(), EncodeError> {
+    if v.is_06_or_later() {
+        Err(EncodeError::NotInVersion { what, version: v })
+    } else {
+        Ok(())
+    }
+}
+
 fn get_u8_flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
     // The reference reads any non-zero byte as true; we send exactly 0 or 1.
     Ok(r.u8()? != 0)
@@ -106,7 +114,8 @@ impl UniType {
 // ---------------------------------------------------------------------------------------
 // Announce stream
 
-/// ANNOUNCE_REQUEST (spec 5.1). On 03 `exclude_hop` is not on the wire and decodes as 0.
+/// ANNOUNCE_REQUEST (spec 5.1, 12.5). On 03 and 06 `exclude_hop` is not on the wire and
+/// decodes as 0 (06 carries the peer's identity in SETUP `Hop` only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnnounceRequest {
     pub prefix: String,
@@ -117,7 +126,7 @@ impl Message for AnnounceRequest {
     fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
         put_sized(buf, |b| {
             put_path(b, "prefix", &self.prefix)?;
-            if v.has_hop_ids() {
+            if v.has_hop_ids() && !v.is_06_or_later() {
                 put_varint(b, "exclude hop", self.exclude_hop)?;
             }
             Ok(())
@@ -127,7 +136,11 @@ impl Message for AnnounceRequest {
     fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
         get_sized(buf, |r| {
             let prefix = r.path("prefix")?;
-            let exclude_hop = if v.has_hop_ids() { r.varint()? } else { 0 };
+            let exclude_hop = if v.has_hop_ids() && !v.is_06_or_later() {
+                r.varint()?
+            } else {
+                0
+            };
             Ok(AnnounceRequest {
                 prefix,
                 exclude_hop,
@@ -183,6 +196,7 @@ pub struct Announce {
 
 impl Message for Announce {
     fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        not_06(v, "status-byte ANNOUNCE")?;
         let status = match self.status {
             AnnounceStatus::Ended => 0u8,
             AnnounceStatus::Active => 1,
@@ -199,6 +213,12 @@ impl Message for Announce {
     }
 
     fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        if v.is_06_or_later() {
+            return Err(DecodeError::NotInVersion {
+                what: "status-byte ANNOUNCE",
+                version: v,
+            });
+        }
         get_sized(buf, |r| {
             let status = match r.u8()? {
                 0 => AnnounceStatus::Ended,
@@ -222,10 +242,210 @@ impl Message for Announce {
     }
 }
 
+/// The costs of a route (spec 12.6): lower `warm` wins, `cold` breaks ties. Routes learned
+/// over 03/04/05 carry none (moq-net treats them as warm 0, cold 2^62 - 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteCost {
+    pub warm: u64,
+    pub cold: u64,
+}
+
+/// The typed announcements of a 06 Announce stream (spec 12.5), after ANNOUNCE_OK. Each
+/// START takes the stream's next Announce ID (counting from 0); END and RESTART name one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announce06 {
+    /// Type 0.
+    Start {
+        suffix: String,
+        hops: Vec<u64>,
+        cost: RouteCost,
+    },
+    /// Type 1: the broadcast is gone; `id` is retired.
+    End { id: u64 },
+    /// Type 2: replaces the chain and costs of the live `id` in place.
+    Restart {
+        id: u64,
+        hops: Vec<u64>,
+        cost: RouteCost,
+    },
+    /// A type this version does not know: skipped by its length, assigns no id.
+    Unknown { typ: u64 },
+}
+
+const ANNOUNCE_START: u64 = 0x0;
+const ANNOUNCE_END: u64 = 0x1;
+const ANNOUNCE_RESTART: u64 = 0x2;
+
+impl Message for Announce06 {
+    const TYPED: bool = true;
+
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        if !v.is_06_or_later() {
+            return Err(EncodeError::NotInVersion {
+                what: "typed announcement",
+                version: v,
+            });
+        }
+        match self {
+            Announce06::Start { suffix, hops, cost } => {
+                put_varint(buf, "type", ANNOUNCE_START)?;
+                put_sized(buf, |b| {
+                    put_path(b, "suffix", suffix)?;
+                    put_hops(b, v, hops)?;
+                    put_varint(b, "warm cost", cost.warm)?;
+                    put_varint(b, "cold cost", cost.cold)
+                })
+            }
+            Announce06::End { id } => {
+                put_varint(buf, "type", ANNOUNCE_END)?;
+                put_sized(buf, |b| put_varint(b, "announce id", *id))
+            }
+            Announce06::Restart { id, hops, cost } => {
+                put_varint(buf, "type", ANNOUNCE_RESTART)?;
+                put_sized(buf, |b| {
+                    put_varint(b, "announce id", *id)?;
+                    put_hops(b, v, hops)?;
+                    put_varint(b, "warm cost", cost.warm)?;
+                    put_varint(b, "cold cost", cost.cold)
+                })
+            }
+            Announce06::Unknown { .. } => Err(EncodeError::Invalid {
+                what: "unknown announcement type",
+            }),
+        }
+    }
+
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        if !v.is_06_or_later() {
+            return Err(DecodeError::NotInVersion {
+                what: "typed announcement",
+                version: v,
+            });
+        }
+        let typ = get_varint(buf)?;
+        get_sized(buf, |r| match typ {
+            ANNOUNCE_START => Ok(Announce06::Start {
+                suffix: r.path("suffix")?,
+                hops: r.hops(v)?,
+                cost: RouteCost {
+                    warm: r.varint()?,
+                    cold: r.varint()?,
+                },
+            }),
+            ANNOUNCE_END => Ok(Announce06::End { id: r.varint()? }),
+            ANNOUNCE_RESTART => Ok(Announce06::Restart {
+                id: r.varint()?,
+                hops: r.hops(v)?,
+                cost: RouteCost {
+                    warm: r.varint()?,
+                    cold: r.varint()?,
+                },
+            }),
+            typ => {
+                // Skipped by its length (spec 12.5): consume the body unread.
+                let rest = r.remaining() as u64;
+                r.bytes(rest)?;
+                Ok(Announce06::Unknown { typ })
+            }
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Subscribe stream
 
-/// SUBSCRIBE (spec 5.4), identical on 03/04/05.
+/// The group and frame range of a SUBSCRIBE or SUBSCRIBE_UPDATE, in the layout of `v`:
+/// 03-05 `start + 1, end + 1`; 06 `start (raw), end + 1, frame start, frame end + 1`
+/// (spec 12.7). A frame bound that 05 cannot carry is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubscribeRange {
+    /// `None` = no floor: the latest group (05), or what Max Age allows (06).
+    pub start: Option<u64>,
+    /// `None` = unbounded; otherwise inclusive.
+    pub end: Option<u64>,
+    /// 06: first frame of the start group; 0 = its first frame.
+    pub frame_start: u64,
+    /// 06: last frame (inclusive) of the end group; `None` = through its end.
+    pub frame_end: Option<u64>,
+}
+
+impl SubscribeRange {
+    fn encode(&self, v: Version, b: &mut BytesMut) -> Result<(), EncodeError> {
+        if !v.is_06_or_later() {
+            if self.frame_start != 0 || self.frame_end.is_some() {
+                return Err(EncodeError::NotInVersion {
+                    what: "subscribe frame range",
+                    version: v,
+                });
+            }
+            put_opt_group(b, "group start", self.start)?;
+            return put_opt_group(b, "group end", self.end);
+        }
+        if self.frame_end.is_some() && self.end.is_none() {
+            return Err(EncodeError::Invalid {
+                what: "frame end without group end",
+            });
+        }
+        if self.frame_start != 0 && self.start.is_none() {
+            // moq-net refuses it too: the frame qualifies a named group.
+            return Err(EncodeError::Invalid {
+                what: "frame start without group start",
+            });
+        }
+        put_varint(b, "group start", self.start.unwrap_or(0))?;
+        put_opt_group(b, "group end", self.end)?;
+        put_varint(b, "frame start", self.frame_start)?;
+        put_opt_group(b, "frame end", self.frame_end)
+    }
+
+    fn decode(v: Version, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        if !v.is_06_or_later() {
+            return Ok(SubscribeRange {
+                start: r.opt_group()?,
+                end: r.opt_group()?,
+                frame_start: 0,
+                frame_end: None,
+            });
+        }
+        let start = r.varint()?;
+        let end = r.opt_group()?;
+        let frame_start = r.varint()?;
+        let frame_end = r.opt_group()?;
+        if frame_end.is_some() && end.is_none() {
+            // moq-net rejects it as a decode error (spec 12.7).
+            return Err(DecodeError::Invalid {
+                what: "frame end without group end",
+                value: frame_end.unwrap_or(0),
+            });
+        }
+        // 0 is "no floor", the same as an explicit group 0 unless a frame qualifies it.
+        let start = (start != 0 || frame_start != 0).then_some(start);
+        Ok(SubscribeRange {
+            start,
+            end,
+            frame_start,
+            frame_end,
+        })
+    }
+}
+
+/// The Ordered byte of 03-05; gone on 06, where it decodes as `false`.
+fn put_ordered(b: &mut BytesMut, v: Version, ordered: bool) {
+    if !v.is_06_or_later() {
+        b.put_u8(ordered.into());
+    }
+}
+
+fn get_ordered(v: Version, r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+    if v.is_06_or_later() {
+        Ok(false)
+    } else {
+        get_u8_flag(r)
+    }
+}
+
+/// SUBSCRIBE (spec 5.4, 12.7): identical on 03/04/05; 06 drops `ordered`, reads Group Start
+/// raw and adds the frame range. `max_latency_ms` is moq-net's "max age".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
     pub id: u64,
@@ -238,39 +458,63 @@ pub struct Subscribe {
     pub start: Option<u64>,
     /// `None` = unbounded; otherwise inclusive.
     pub end: Option<u64>,
+    /// 06 only: first frame of the start group (0 = whole group).
+    pub frame_start: u64,
+    /// 06 only: last frame (inclusive) of the end group; `None` = whole group.
+    pub frame_end: Option<u64>,
+}
+
+impl Subscribe {
+    pub fn range(&self) -> SubscribeRange {
+        SubscribeRange {
+            start: self.start,
+            end: self.end,
+            frame_start: self.frame_start,
+            frame_end: self.frame_end,
+        }
+    }
 }
 
 impl Message for Subscribe {
-    fn encode(&self, _v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
         put_sized(buf, |b| {
             put_varint(b, "subscribe id", self.id)?;
             put_path(b, "broadcast", &self.broadcast)?;
             put_string(b, "track", &self.track, MAX_TRACK_NAME_LEN)?;
             b.put_u8(self.priority);
-            b.put_u8(self.ordered.into());
+            put_ordered(b, v, self.ordered);
             put_varint(b, "max latency", self.max_latency_ms)?;
-            put_opt_group(b, "group start", self.start)?;
-            put_opt_group(b, "group end", self.end)
+            self.range().encode(v, b)
         })
     }
 
-    fn decode(_v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
         get_sized(buf, |r| {
+            let id = r.varint()?;
+            let broadcast = r.path("broadcast")?;
+            let track = r.string("track", MAX_TRACK_NAME_LEN)?;
+            let priority = r.u8()?;
+            let ordered = get_ordered(v, r)?;
+            let max_latency_ms = r.varint()?;
+            let range = SubscribeRange::decode(v, r)?;
             Ok(Subscribe {
-                id: r.varint()?,
-                broadcast: r.path("broadcast")?,
-                track: r.string("track", MAX_TRACK_NAME_LEN)?,
-                priority: r.u8()?,
-                ordered: get_u8_flag(r)?,
-                max_latency_ms: r.varint()?,
-                start: r.opt_group()?,
-                end: r.opt_group()?,
+                id,
+                broadcast,
+                track,
+                priority,
+                ordered,
+                max_latency_ms,
+                start: range.start,
+                end: range.end,
+                frame_start: range.frame_start,
+                frame_end: range.frame_end,
             })
         })
     }
 }
 
-/// SUBSCRIBE_UPDATE (spec 5.5): replaces all five values.
+/// SUBSCRIBE_UPDATE (spec 5.5, 12.7): replaces all values; the layout of the range and the
+/// Ordered byte follow SUBSCRIBE on each version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscribeUpdate {
     pub priority: u8,
@@ -278,6 +522,10 @@ pub struct SubscribeUpdate {
     pub max_latency_ms: u64,
     pub start: Option<u64>,
     pub end: Option<u64>,
+    /// 06 only, as in [`Subscribe`].
+    pub frame_start: u64,
+    /// 06 only, as in [`Subscribe`].
+    pub frame_end: Option<u64>,
 }
 
 impl SubscribeUpdate {
@@ -289,29 +537,45 @@ impl SubscribeUpdate {
             max_latency_ms: 0,
             start: None,
             end: None,
+            frame_start: 0,
+            frame_end: None,
+        }
+    }
+
+    pub fn range(&self) -> SubscribeRange {
+        SubscribeRange {
+            start: self.start,
+            end: self.end,
+            frame_start: self.frame_start,
+            frame_end: self.frame_end,
         }
     }
 }
 
 impl Message for SubscribeUpdate {
-    fn encode(&self, _v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
         put_sized(buf, |b| {
             b.put_u8(self.priority);
-            b.put_u8(self.ordered.into());
+            put_ordered(b, v, self.ordered);
             put_varint(b, "max latency", self.max_latency_ms)?;
-            put_opt_group(b, "group start", self.start)?;
-            put_opt_group(b, "group end", self.end)
+            self.range().encode(v, b)
         })
     }
 
-    fn decode(_v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
         get_sized(buf, |r| {
+            let priority = r.u8()?;
+            let ordered = get_ordered(v, r)?;
+            let max_latency_ms = r.varint()?;
+            let range = SubscribeRange::decode(v, r)?;
             Ok(SubscribeUpdate {
-                priority: r.u8()?,
-                ordered: get_u8_flag(r)?,
-                max_latency_ms: r.varint()?,
-                start: r.opt_group()?,
-                end: r.opt_group()?,
+                priority,
+                ordered,
+                max_latency_ms,
+                start: range.start,
+                end: range.end,
+                frame_start: range.frame_start,
+                frame_end: range.frame_end,
             })
         })
     }
@@ -451,7 +715,7 @@ impl Message for TrackRequest {
     }
 }
 
-/// TRACK_INFO (spec 5.8), 05 only. `timescale` is never 0.
+/// TRACK_INFO (spec 5.8, 12.8), 05 and 06 (no Ordered byte on 06). `timescale` is never 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackInfo {
     pub priority: u8,
@@ -480,7 +744,7 @@ impl Message for TrackInfo {
         }
         put_sized(buf, |b| {
             b.put_u8(self.priority);
-            b.put_u8(self.ordered.into());
+            put_ordered(b, v, self.ordered);
             put_varint(b, "max latency", self.max_latency_ms)?;
             put_varint(b, "timescale", self.timescale)
         })
@@ -491,7 +755,7 @@ impl Message for TrackInfo {
         get_sized(buf, |r| {
             let info = TrackInfo {
                 priority: r.u8()?,
-                ordered: get_u8_flag(r)?,
+                ordered: get_ordered(v, r)?,
                 max_latency_ms: r.varint()?,
                 timescale: r.varint()?,
             };
@@ -506,13 +770,17 @@ impl Message for TrackInfo {
     }
 }
 
-/// FETCH (spec 5.9), 05 only in practice.
+/// FETCH (spec 5.9, 12.9), 05 and 06 in practice. The frame range is 06 only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetch {
     pub broadcast: String,
     pub track: String,
     pub priority: u8,
     pub group: u64,
+    /// 06: index of the first frame wanted (0 = from the start).
+    pub frame_start: u64,
+    /// 06: index of the last frame wanted (inclusive); `None` = through the end.
+    pub frame_end: Option<u64>,
 }
 
 impl Message for Fetch {
@@ -522,18 +790,53 @@ impl Message for Fetch {
             put_path(b, "broadcast", &self.broadcast)?;
             put_string(b, "track", &self.track, MAX_TRACK_NAME_LEN)?;
             b.put_u8(self.priority);
-            put_varint(b, "group", self.group)
+            put_varint(b, "group", self.group)?;
+            if v.is_06_or_later() {
+                if self.frame_end.is_some_and(|e| e < self.frame_start) {
+                    return Err(EncodeError::Invalid {
+                        what: "fetch frame range ends before it starts",
+                    });
+                }
+                put_varint(b, "frame start", self.frame_start)?;
+                put_opt_group(b, "frame end", self.frame_end)
+            } else if self.frame_start != 0 || self.frame_end.is_some() {
+                Err(EncodeError::NotInVersion {
+                    what: "fetch frame range",
+                    version: v,
+                })
+            } else {
+                Ok(())
+            }
         })
     }
 
     fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
         only_05_dec(v, "FETCH")?;
         get_sized(buf, |r| {
+            let broadcast = r.path("broadcast")?;
+            let track = r.string("track", MAX_TRACK_NAME_LEN)?;
+            let priority = r.u8()?;
+            let group = r.varint()?;
+            let (frame_start, frame_end) = if v.is_06_or_later() {
+                (r.varint()?, r.opt_group()?)
+            } else {
+                (0, None)
+            };
+            if let Some(e) = frame_end
+                && e < frame_start
+            {
+                return Err(DecodeError::Invalid {
+                    what: "fetch frame end before start",
+                    value: e,
+                });
+            }
             Ok(Fetch {
-                broadcast: r.path("broadcast")?,
-                track: r.string("track", MAX_TRACK_NAME_LEN)?,
-                priority: r.u8()?,
-                group: r.varint()?,
+                broadcast,
+                track,
+                priority,
+                group,
+                frame_start,
+                frame_end,
             })
         })
     }
@@ -542,26 +845,39 @@ impl Message for Fetch {
 // ---------------------------------------------------------------------------------------
 // Group streams
 
-/// GROUP header (spec 5.10), after the `00` stream type.
+/// GROUP header (spec 5.10, 12.10), after the `00` stream type. `frame_start` is on the
+/// wire on 06 only: the index of the first frame on the stream (0 = the whole group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupHeader {
     pub subscribe_id: u64,
     pub sequence: u64,
+    pub frame_start: u64,
 }
 
 impl Message for GroupHeader {
-    fn encode(&self, _v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    fn encode(&self, v: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        if !v.is_06_or_later() && self.frame_start != 0 {
+            return Err(EncodeError::NotInVersion {
+                what: "partial group",
+                version: v,
+            });
+        }
         put_sized(buf, |b| {
             put_varint(b, "subscribe id", self.subscribe_id)?;
-            put_varint(b, "group sequence", self.sequence)
+            put_varint(b, "group sequence", self.sequence)?;
+            if v.is_06_or_later() {
+                put_varint(b, "frame start", self.frame_start)?;
+            }
+            Ok(())
         })
     }
 
-    fn decode(_v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
+    fn decode(v: Version, buf: &mut impl Buf) -> Result<Self, DecodeError> {
         get_sized(buf, |r| {
             Ok(GroupHeader {
                 subscribe_id: r.varint()?,
                 sequence: r.varint()?,
+                frame_start: if v.is_06_or_later() { r.varint()? } else { 0 },
             })
         })
     }

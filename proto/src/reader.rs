@@ -7,7 +7,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::Version;
-use crate::coding::{DecodeError, MAX_GROUP_HEADER_SIZE, MAX_MESSAGE_SIZE, peek_varint};
+use crate::coding::{
+    DecodeError, MAX_GROUP_HEADER_SIZE, MAX_MESSAGE_SIZE, max_group_header_size, peek_varint,
+};
 use crate::message::{FrameHeader, GroupHeader, Message};
 
 /// Bytes a partial message may occupy: the largest body plus a type and a length varint.
@@ -219,7 +221,8 @@ impl GroupReader {
     fn parse_header(&self, b: &[u8]) -> Result<Option<(Parsed, usize)>, DecodeError> {
         match self.state {
             GroupState::Header => {
-                let Some(total) = complete_len(b, false, MAX_GROUP_HEADER_SIZE)? else {
+                let Some(total) = complete_len(b, false, max_group_header_size(self.version))?
+                else {
                     return Ok(None);
                 };
                 let mut msg = &b[..total];

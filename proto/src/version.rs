@@ -11,11 +11,18 @@ pub enum Version {
     Lite03,
     Lite04,
     Lite05,
+    /// The final moq-lite-06 of the published clients (spec 12), not `moq-lite-06-wip`.
+    Lite06,
 }
 
 impl Version {
     /// Every supported version, newest first: the order a server prefers and a client offers.
-    pub const ALL: [Version; 3] = [Version::Lite05, Version::Lite04, Version::Lite03];
+    pub const ALL: [Version; 4] = [
+        Version::Lite06,
+        Version::Lite05,
+        Version::Lite04,
+        Version::Lite03,
+    ];
 
     /// The identifier used both as the raw-QUIC ALPN and as a `wt-available-protocols` entry.
     pub const fn alpn(self) -> &'static str {
@@ -23,10 +30,11 @@ impl Version {
             Version::Lite03 => "moq-lite-03",
             Version::Lite04 => "moq-lite-04",
             Version::Lite05 => "moq-lite-05",
+            Version::Lite06 => "moq-lite-06",
         }
     }
 
-    /// Parses an ALPN identifier. Unknown identifiers (including `moq-lite-06`, `moql`, `h3`)
+    /// Parses an ALPN identifier. Unknown identifiers (including `moq-lite-06-wip`, `moql`, `h3`)
     /// yield `None` so the caller never claims a version it does not implement.
     pub fn from_alpn(alpn: &str) -> Option<Version> {
         Version::ALL.into_iter().find(|v| v.alpn() == alpn)
@@ -55,7 +63,13 @@ impl Version {
 
     /// 05 added Setup streams, ANNOUNCE_OK, TRACK, FETCH, timestamps and datagrams.
     pub const fn is_05_or_later(self) -> bool {
-        matches!(self, Version::Lite05)
+        matches!(self, Version::Lite05 | Version::Lite06)
+    }
+
+    /// 06 (spec 12.3): typed announcements with implicit ids and route costs, no Exclude
+    /// Hop, no Ordered byte, a raw Group Start and frame ranges in SUBSCRIBE, FETCH and GROUP.
+    pub const fn is_06_or_later(self) -> bool {
+        matches!(self, Version::Lite06)
     }
 }
 

@@ -11,8 +11,29 @@ fn version() -> impl Strategy<Value = Version> {
     prop_oneof![
         Just(Version::Lite03),
         Just(Version::Lite04),
-        Just(Version::Lite05)
+        Just(Version::Lite05),
+        Just(Version::Lite06)
     ]
+}
+
+/// What a range decodes as on `v`: no frame bounds before 06; on 06 a start of group 0
+/// with no frame is "no floor" and a frame end needs a group end (spec 12.7).
+fn range_on(v: Version, mut r: SubscribeRange) -> SubscribeRange {
+    if !v.is_06_or_later() {
+        r.frame_start = 0;
+        r.frame_end = None;
+        return r;
+    }
+    if r.end.is_none() {
+        r.frame_end = None;
+    }
+    if r.start == Some(0) && r.frame_start == 0 {
+        r.start = None;
+    }
+    if r.start.is_none() && r.frame_start != 0 {
+        r.start = Some(0);
+    }
+    r
 }
 
 fn varint() -> impl Strategy<Value = u64> {
@@ -38,7 +59,15 @@ fn hops(v: Version) -> impl Strategy<Value = Vec<u64>> {
     } else {
         Just(0u64).boxed()
     };
-    prop::collection::vec(ids, 0..=MAX_HOPS)
+    let unique = v.has_hop_ids();
+    prop::collection::vec(ids, 0..=MAX_HOPS).prop_map(move |mut h| {
+        if unique {
+            // A chain naming a non-zero hop twice does not decode (spec 12.12).
+            let mut seen = std::collections::HashSet::new();
+            h.retain(|x| *x == 0 || seen.insert(*x));
+        }
+        h
+    })
 }
 
 fn rt<M: Message + PartialEq + std::fmt::Debug>(v: Version, m: &M) -> Result<(), TestCaseError> {
@@ -64,17 +93,29 @@ proptest! {
 
     #[test]
     fn announce_request_roundtrips(v in version(), prefix in path(), hop in varint()) {
-        let exclude_hop = if v.has_hop_ids() { hop } else { 0 };
+        let exclude_hop = if v.has_hop_ids() && !v.is_06_or_later() { hop } else { 0 };
         rt(v, &AnnounceRequest { prefix, exclude_hop })?;
     }
 
     #[test]
     fn announce_ok_roundtrips(hop_id in varint(), active_count in varint()) {
         rt(Version::Lite05, &AnnounceOk { hop_id, active_count })?;
+        rt(Version::Lite06, &AnnounceOk { hop_id, active_count })?;
+    }
+
+    #[test]
+    fn typed_announcements_roundtrip_on_06(hops in hops(Version::Lite06), suffix in path(),
+        id in varint(), warm in varint(), cold in varint()) {
+        let v = Version::Lite06;
+        let cost = RouteCost { warm, cold };
+        rt(v, &Announce06::Start { suffix, hops: hops.clone(), cost })?;
+        rt(v, &Announce06::End { id })?;
+        rt(v, &Announce06::Restart { id, hops, cost })?;
     }
 
     #[test]
     fn announce_roundtrips((v, hops) in version().prop_flat_map(|v| (Just(v), hops(v))), suffix in path(), st in 0..3u8) {
+        prop_assume!(!v.is_06_or_later());
         let status = match st {
             0 => AnnounceStatus::Ended,
             2 if v == Version::Lite05 => AnnounceStatus::Restart,
@@ -86,14 +127,21 @@ proptest! {
     #[test]
     fn subscribe_roundtrips(v in version(), id in varint(), broadcast in path(), track in name(),
         priority in any::<u8>(), ordered in any::<bool>(), max_latency_ms in varint(),
-        start in opt_group(), end in opt_group()) {
-        rt(v, &Subscribe { id, broadcast, track, priority, ordered, max_latency_ms, start, end })?;
+        start in opt_group(), end in opt_group(), frame_start in varint(), frame_end in opt_group()) {
+        let r = range_on(v, SubscribeRange { start, end, frame_start, frame_end });
+        let ordered = ordered && !v.is_06_or_later();
+        rt(v, &Subscribe { id, broadcast, track, priority, ordered, max_latency_ms,
+            start: r.start, end: r.end, frame_start: r.frame_start, frame_end: r.frame_end })?;
     }
 
     #[test]
     fn subscribe_update_roundtrips(v in version(), priority in any::<u8>(), ordered in any::<bool>(),
-        max_latency_ms in varint(), start in opt_group(), end in opt_group()) {
-        rt(v, &SubscribeUpdate { priority, ordered, max_latency_ms, start, end })?;
+        max_latency_ms in varint(), start in opt_group(), end in opt_group(),
+        frame_start in varint(), frame_end in opt_group()) {
+        let r = range_on(v, SubscribeRange { start, end, frame_start, frame_end });
+        let ordered = ordered && !v.is_06_or_later();
+        rt(v, &SubscribeUpdate { priority, ordered, max_latency_ms,
+            start: r.start, end: r.end, frame_start: r.frame_start, frame_end: r.frame_end })?;
     }
 
     #[test]
@@ -101,7 +149,7 @@ proptest! {
         lat in varint(), start in opt_group(), end in opt_group(), a in varint(), b in varint(), c in varint()) {
         let drop = SubscribeResponse::Drop(SubscribeDrop { start: a, end: b, error_code: c });
         rt(v, &drop)?;
-        if v == Version::Lite05 {
+        if v.is_05_or_later() {
             rt(v, &SubscribeResponse::Start { group: a })?;
             rt(v, &SubscribeResponse::End { group: b })?;
         } else {
@@ -111,11 +159,18 @@ proptest! {
 
     #[test]
     fn track_messages_roundtrip(broadcast in path(), track in name(), priority in any::<u8>(),
-        ordered in any::<bool>(), max_latency_ms in varint(), timescale in 1..=MAX_VARINT, group in varint()) {
-        let v = Version::Lite05;
+        ordered in any::<bool>(), max_latency_ms in varint(), timescale in 1..=MAX_VARINT, group in varint(),
+        lite06 in any::<bool>(), frame_start in 0..MAX_VARINT / 2, len in prop::option::of(0..MAX_VARINT / 2)) {
+        let v = if lite06 { Version::Lite06 } else { Version::Lite05 };
+        let ordered = ordered && !lite06;
+        let (frame_start, frame_end) = if lite06 {
+            (frame_start, len.map(|l| frame_start + l))
+        } else {
+            (0, None)
+        };
         rt(v, &TrackRequest { broadcast: broadcast.clone(), track: track.clone() })?;
         rt(v, &TrackInfo { priority, ordered, max_latency_ms, timescale })?;
-        rt(v, &Fetch { broadcast, track, priority, group })?;
+        rt(v, &Fetch { broadcast, track, priority, group, frame_start, frame_end })?;
     }
 
     #[test]
@@ -126,17 +181,19 @@ proptest! {
         if v != Version::Lite03 {
             rt(v, &GoAway { uri })?;
         }
-        if v == Version::Lite05 {
+        if v.is_05_or_later() {
             rt(v, &Setup { probe, path: spath, role, cost, origin })?;
         }
     }
 
     #[test]
-    fn group_stream_roundtrips_at_any_chunking(v in version(), sub in varint(), seq in varint(),
+    fn group_stream_roundtrips_at_any_chunking(v in version(), sub in varint(), seq in varint(), fs in varint(),
         frames in prop::collection::vec((-(1i64 << 40)..(1i64 << 40), prop::collection::vec(any::<u8>(), 0..300)), 0..8),
         chunk in 1..64usize) {
         let mut out = BytesMut::new();
-        GroupHeader { subscribe_id: sub, sequence: seq }.encode(v, &mut out).unwrap();
+        let frame_start = if v.is_06_or_later() { fs } else { 0 };
+        let header = GroupHeader { subscribe_id: sub, sequence: seq, frame_start };
+        header.encode(v, &mut out).unwrap();
         for (d, p) in &frames {
             FrameHeader { timestamp_delta: *d, size: p.len() as u64 }.encode(v, &mut out).unwrap();
             out.extend_from_slice(p);
@@ -148,10 +205,10 @@ proptest! {
             while let Some(i) = g.next().unwrap() { items.push(i); }
         }
         g.finish().unwrap();
-        prop_assert_eq!(&items[0], &GroupItem::Header(GroupHeader { subscribe_id: sub, sequence: seq }));
+        prop_assert_eq!(&items[0], &GroupItem::Header(header));
         prop_assert_eq!(items.len(), frames.len() + 1);
         for (item, (d, p)) in items[1..].iter().zip(&frames) {
-            let want = if v == Version::Lite05 { *d } else { 0 };
+            let want = if v.is_05_or_later() { *d } else { 0 };
             prop_assert_eq!(item, &GroupItem::Frame { timestamp_delta: want, payload: Bytes::copy_from_slice(p) });
         }
     }
@@ -162,6 +219,7 @@ proptest! {
         let _ = AnnounceRequest::decode(v, &mut b());
         let _ = AnnounceOk::decode(v, &mut b());
         let _ = Announce::decode(v, &mut b());
+        let _ = Announce06::decode(v, &mut b());
         let _ = Subscribe::decode(v, &mut b());
         let _ = SubscribeUpdate::decode(v, &mut b());
         let _ = SubscribeResponse::decode(v, &mut b());
@@ -193,6 +251,8 @@ fn truncated_messages_are_short_errors() {
         max_latency_ms: 10,
         start: Some(3),
         end: None,
+        frame_start: 0,
+        frame_end: None,
     }
     .encode(v, &mut full)
     .unwrap();

@@ -117,8 +117,13 @@ impl Net {
     }
 }
 
-fn versions() -> [Version; 3] {
-    [Version::Lite03, Version::Lite04, Version::Lite05]
+fn versions() -> [Version; 4] {
+    [
+        Version::Lite03,
+        Version::Lite04,
+        Version::Lite05,
+        Version::Lite06,
+    ]
 }
 
 fn frames_of(events: &[Event]) -> Vec<(u64, Option<u64>, Bytes)> {
@@ -149,7 +154,7 @@ fn announce_subscribe_groups_end_on_every_version() {
     for v in versions() {
         for chunk in [1, 3, 1500] {
             let mut n = Net::new(v, chunk);
-            if v == Version::Lite05 {
+            if v.is_05_or_later() {
                 // Each side receives the other's SETUP; the client's carries path and origin.
                 let setup = n.take(RELAY);
                 assert!(
@@ -166,7 +171,11 @@ fn announce_subscribe_groups_end_on_every_version() {
                 n.take(RELAY),
                 vec![Event::AnnounceInterest {
                     prefix: "room".into(),
-                    exclude_hop: if v == Version::Lite03 { 0 } else { CLIENT_HOP }
+                    exclude_hop: if v == Version::Lite03 || v.is_06_or_later() {
+                        0
+                    } else {
+                        CLIENT_HOP
+                    }
                 }]
             );
             assert_eq!(
@@ -179,7 +188,7 @@ fn announce_subscribe_groups_end_on_every_version() {
                 "{v} chunk {chunk}"
             );
 
-            if v == Version::Lite05 {
+            if v.is_05_or_later() {
                 let req = n.s[CLIENT].request_track("room/alice", "video").unwrap();
                 n.run();
                 let Event::TrackRequested {
@@ -224,7 +233,7 @@ fn announce_subscribe_groups_end_on_every_version() {
             );
             n.s[RELAY].accept_subscribe(serve).unwrap();
             n.run();
-            if v != Version::Lite05 {
+            if !v.is_05_or_later() {
                 // 03/04: SUBSCRIBE_OK comes first and at once.
                 assert!(
                     matches!(&n.take(CLIENT)[..], [Event::SubscribeResponse { response: SubscribeResponse::Ok(ok), .. }] if ok.priority == 2)
@@ -258,7 +267,7 @@ fn announce_subscribe_groups_end_on_every_version() {
             for (k, (seq, ts, p)) in frames.iter().enumerate() {
                 assert_eq!(*seq, k as u64 / 3);
                 assert_eq!(p, &payloads[k % 3]);
-                let want_ts = (v == Version::Lite05).then_some(1000 * seq + 33 * (k as u64 % 3));
+                let want_ts = (v.is_05_or_later()).then_some(1000 * seq + 33 * (k as u64 % 3));
                 assert_eq!(*ts, want_ts);
             }
             assert_eq!(
@@ -273,7 +282,7 @@ fn announce_subscribe_groups_end_on_every_version() {
                     .count(),
                 2
             );
-            if v == Version::Lite05 {
+            if v.is_05_or_later() {
                 assert!(ev.contains(&Event::SubscribeResponse {
                     subscription: sub,
                     response: SubscribeResponse::Start { group: 0 }
@@ -413,7 +422,7 @@ fn late_joiner_receives_the_current_group_from_its_first_frame() {
                 subscription: sub,
                 sequence: 5
             }));
-            if v == Version::Lite05 {
+            if v.is_05_or_later() {
                 assert!(ev.contains(&Event::SubscribeResponse {
                     subscription: sub,
                     response: SubscribeResponse::Start { group: 5 }
@@ -486,7 +495,7 @@ fn publisher_that_vanishes_mid_group_ends_everything_on_the_relay() {
         assert!(ev.contains(&Event::Frame {
             subscription: sub,
             sequence: 0,
-            timestamp: (v == Version::Lite05).then_some(0),
+            timestamp: (v.is_05_or_later()).then_some(0),
             payload: Bytes::from_static(b"key")
         }));
         assert!(
@@ -621,7 +630,7 @@ fn rejected_subscribe_and_track_surface_the_code() {
 
 #[test]
 fn exclude_hop_and_prefix_filter_what_is_announced() {
-    for v in [Version::Lite04, Version::Lite05] {
+    for v in [Version::Lite04, Version::Lite05, Version::Lite06] {
         let mut n = Net::new(v, 64);
         n.take(CLIENT);
         // A broadcast that came through the client itself is never sent back to it.
@@ -659,7 +668,8 @@ fn exclude_hop_and_prefix_filter_what_is_announced() {
 
 #[test]
 fn duplicate_active_closes_03_04_sessions_but_replaces_on_05() {
-    for v in versions() {
+    // 06 has no status byte: its duplicate START is tested below.
+    for v in [Version::Lite03, Version::Lite04, Version::Lite05] {
         let mut n = Net::new(v, 64);
         let _i = n.s[RELAY].announce_interest("").unwrap();
         n.run();
@@ -856,7 +866,7 @@ fn datagrams_reach_known_subscriptions_only() {
 
 #[test]
 fn goaway_reaches_the_peer() {
-    for v in [Version::Lite04, Version::Lite05] {
+    for v in [Version::Lite04, Version::Lite05, Version::Lite06] {
         let mut n = Net::new(v, 2);
         n.take(CLIENT);
         n.s[RELAY].go_away("https://other.example/").unwrap();
@@ -956,238 +966,245 @@ fn peer_decode_errors_are_reported_with_their_code() {
 #[test]
 fn a_broken_client_announce_stream_is_finished_never_reset() {
     // moq-net closes the whole session when a relay resets its Announce stream (spec 12.12).
-    let v = Version::Lite05;
-    let mut n = Net::new(v, 64);
-    n.s[RELAY].on_stream_opened(StreamId(700), true);
-    let mut buf = bytes::BytesMut::new();
-    coding::put_varint(&mut buf, "t", BidiType::Announce.id()).unwrap();
-    AnnounceRequest {
-        prefix: "".into(),
-        exclude_hop: 1,
-    }
-    .encode(v, &mut buf)
-    .unwrap();
-    buf.extend_from_slice(&[0x05, 0xff]); // junk after the request
-    n.s[RELAY].on_stream_data(StreamId(700), buf.freeze());
-    let mut acts = Vec::new();
-    while let Some(a) = n.s[RELAY].poll_action() {
-        acts.push(a);
-    }
-    assert!(
-        acts.contains(&Action::Finish {
-            stream: StreamId(700)
-        }),
-        "{acts:?}"
-    );
-    assert!(!acts.iter().any(|a| matches!(
-        a,
-        Action::Reset {
-            stream: StreamId(700),
-            ..
+    for v in [Version::Lite05, Version::Lite06] {
+        let mut n = Net::new(v, 64);
+        n.s[RELAY].on_stream_opened(StreamId(700), true);
+        let mut buf = bytes::BytesMut::new();
+        coding::put_varint(&mut buf, "t", BidiType::Announce.id()).unwrap();
+        AnnounceRequest {
+            prefix: "".into(),
+            exclude_hop: 1,
         }
-    )));
+        .encode(v, &mut buf)
+        .unwrap();
+        buf.extend_from_slice(&[0x05, 0xff]); // junk after the request
+        n.s[RELAY].on_stream_data(StreamId(700), buf.freeze());
+        let mut acts = Vec::new();
+        while let Some(a) = n.s[RELAY].poll_action() {
+            acts.push(a);
+        }
+        assert!(
+            acts.contains(&Action::Finish {
+                stream: StreamId(700)
+            }),
+            "{acts:?}"
+        );
+        assert!(!acts.iter().any(|a| matches!(
+            a,
+            Action::Reset {
+                stream: StreamId(700),
+                ..
+            }
+        )));
+    }
 }
 
 #[test]
 fn a_group_stream_the_transport_cannot_open_does_not_block_the_end_of_the_track() {
-    let v = Version::Lite05;
-    let mut n = Net::new(v, 64);
-    let sub = n.s[CLIENT]
-        .subscribe("b", "t", SubscribeUpdate::latest(0))
-        .unwrap();
-    n.run();
-    let Some(Event::SubscribeRequested { serve, .. }) = n
-        .take(RELAY)
-        .into_iter()
-        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
-    else {
-        panic!()
-    };
-    let g = n.s[RELAY].start_group(serve, 0).unwrap();
-    n.s[RELAY]
-        .write_frame(g, 0, Bytes::from_static(b"lost"))
-        .unwrap();
-    n.s[RELAY].end_group(g).unwrap();
-    // The transport refuses the stream: the session forgets the group.
-    let mut others = Vec::new();
-    while let Some(a) = n.s[RELAY].poll_action() {
-        match a {
-            Action::OpenUni { token, .. } => n.s[RELAY].on_stream_open_failed(token),
-            a => others.push(a),
+    for v in [Version::Lite05, Version::Lite06] {
+        let mut n = Net::new(v, 64);
+        let sub = n.s[CLIENT]
+            .subscribe("b", "t", SubscribeUpdate::latest(0))
+            .unwrap();
+        n.run();
+        let Some(Event::SubscribeRequested { serve, .. }) = n
+            .take(RELAY)
+            .into_iter()
+            .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+        else {
+            panic!()
+        };
+        let g = n.s[RELAY].start_group(serve, 0).unwrap();
+        n.s[RELAY]
+            .write_frame(g, 0, Bytes::from_static(b"lost"))
+            .unwrap();
+        n.s[RELAY].end_group(g).unwrap();
+        // The transport refuses the stream: the session forgets the group.
+        let mut others = Vec::new();
+        while let Some(a) = n.s[RELAY].poll_action() {
+            match a {
+                Action::OpenUni { token, .. } => n.s[RELAY].on_stream_open_failed(token),
+                a => others.push(a),
+            }
         }
-    }
-    for a in others {
-        if let Action::Write { stream, data } = a {
-            n.s[CLIENT].on_stream_data(stream, data);
+        for a in others {
+            if let Action::Write { stream, data } = a {
+                n.s[CLIENT].on_stream_data(stream, data);
+            }
         }
+        n.s[RELAY].end_subscription(serve, 1).unwrap();
+        n.run();
+        let ev = n.take(CLIENT);
+        assert!(
+            ev.contains(&Event::SubscriptionClosed {
+                subscription: sub,
+                code: None
+            }),
+            "{ev:?}"
+        );
+        assert_eq!(n.s[RELAY].stream_count(), 0);
     }
-    n.s[RELAY].end_subscription(serve, 1).unwrap();
-    n.run();
-    let ev = n.take(CLIENT);
-    assert!(
-        ev.contains(&Event::SubscriptionClosed {
-            subscription: sub,
-            code: None
-        }),
-        "{ev:?}"
-    );
-    assert_eq!(n.s[RELAY].stream_count(), 0);
 }
 
 #[test]
 fn a_rejected_frame_leaves_the_group_stream_intact() {
-    let v = Version::Lite05;
-    let mut n = Net::new(v, 64);
-    let sub = n.s[CLIENT]
-        .subscribe("b", "t", SubscribeUpdate::latest(0))
-        .unwrap();
-    n.run();
-    let Some(Event::SubscribeRequested { serve, .. }) = n
-        .take(RELAY)
-        .into_iter()
-        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
-    else {
-        panic!()
-    };
-    let g = n.s[RELAY].start_group(serve, 0).unwrap();
-    n.s[RELAY]
-        .write_frame(g, 10, Bytes::from_static(b"a"))
-        .unwrap();
-    // A timestamp jump that cannot be encoded as a delta is refused without writing.
-    assert!(
+    for v in [Version::Lite05, Version::Lite06] {
+        let mut n = Net::new(v, 64);
+        let sub = n.s[CLIENT]
+            .subscribe("b", "t", SubscribeUpdate::latest(0))
+            .unwrap();
+        n.run();
+        let Some(Event::SubscribeRequested { serve, .. }) = n
+            .take(RELAY)
+            .into_iter()
+            .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+        else {
+            panic!()
+        };
+        let g = n.s[RELAY].start_group(serve, 0).unwrap();
         n.s[RELAY]
-            .write_frame(g, u64::MAX, Bytes::from_static(b"x"))
-            .is_err()
-    );
-    n.s[RELAY]
-        .write_frame(g, 20, Bytes::from_static(b"b"))
-        .unwrap();
-    n.s[RELAY].end_group(g).unwrap();
-    n.run();
-    let frames = frames_of(&n.take(CLIENT));
-    assert_eq!(
-        frames,
-        vec![
-            (0, Some(10), Bytes::from_static(b"a")),
-            (0, Some(20), Bytes::from_static(b"b"))
-        ],
-        "{sub:?}"
-    );
+            .write_frame(g, 10, Bytes::from_static(b"a"))
+            .unwrap();
+        // A timestamp jump that cannot be encoded as a delta is refused without writing.
+        assert!(
+            n.s[RELAY]
+                .write_frame(g, u64::MAX, Bytes::from_static(b"x"))
+                .is_err()
+        );
+        n.s[RELAY]
+            .write_frame(g, 20, Bytes::from_static(b"b"))
+            .unwrap();
+        n.s[RELAY].end_group(g).unwrap();
+        n.run();
+        let frames = frames_of(&n.take(CLIENT));
+        assert_eq!(
+            frames,
+            vec![
+                (0, Some(10), Bytes::from_static(b"a")),
+                (0, Some(20), Bytes::from_static(b"b"))
+            ],
+            "{sub:?}"
+        );
+    }
 }
 
 #[test]
 fn fetch_serves_one_cached_group_with_timestamps_from_zero() {
-    let v = Version::Lite05;
-    let mut n = Net::new(v, 3);
-    n.take(RELAY);
-    n.take(CLIENT);
-    let f = n.s[CLIENT].fetch("room/alice", "video", 2, 7).unwrap();
-    n.run();
-    let ev = n.take(RELAY);
-    let Some(Event::FetchRequested { request, fetch }) = ev.into_iter().next() else {
-        panic!()
-    };
-    assert_eq!(
-        fetch,
-        Fetch {
-            broadcast: "room/alice".into(),
-            track: "video".into(),
-            priority: 2,
-            group: 7
-        }
-    );
-    n.s[RELAY]
-        .fetch_frame(request, 1000, Bytes::from_static(b"abc"))
-        .unwrap();
-    n.s[RELAY]
-        .fetch_frame(request, 1033, Bytes::from_static(b"de"))
-        .unwrap();
-    n.s[RELAY].end_fetch(request).unwrap();
-    n.run();
-    assert_eq!(
-        n.take(CLIENT),
-        vec![
-            Event::FetchFrame {
-                fetch: f,
-                timestamp: 1000,
-                payload: Bytes::from_static(b"abc")
-            },
-            Event::FetchFrame {
-                fetch: f,
-                timestamp: 1033,
-                payload: Bytes::from_static(b"de")
-            },
-            Event::FetchEnded {
-                fetch: f,
-                code: None
-            },
-        ]
-    );
-    assert_eq!(n.s[RELAY].stream_count(), 0);
-    assert_eq!(n.s[CLIENT].stream_count(), 0);
+    for v in [Version::Lite05, Version::Lite06] {
+        let mut n = Net::new(v, 3);
+        n.take(RELAY);
+        n.take(CLIENT);
+        let f = n.s[CLIENT].fetch("room/alice", "video", 2, 7).unwrap();
+        n.run();
+        let ev = n.take(RELAY);
+        let Some(Event::FetchRequested { request, fetch }) = ev.into_iter().next() else {
+            panic!()
+        };
+        assert_eq!(
+            fetch,
+            Fetch {
+                broadcast: "room/alice".into(),
+                track: "video".into(),
+                priority: 2,
+                group: 7,
+                frame_start: 0,
+                frame_end: None,
+            }
+        );
+        n.s[RELAY]
+            .fetch_frame(request, 1000, Bytes::from_static(b"abc"))
+            .unwrap();
+        n.s[RELAY]
+            .fetch_frame(request, 1033, Bytes::from_static(b"de"))
+            .unwrap();
+        n.s[RELAY].end_fetch(request).unwrap();
+        n.run();
+        assert_eq!(
+            n.take(CLIENT),
+            vec![
+                Event::FetchFrame {
+                    fetch: f,
+                    timestamp: 1000,
+                    payload: Bytes::from_static(b"abc")
+                },
+                Event::FetchFrame {
+                    fetch: f,
+                    timestamp: 1033,
+                    payload: Bytes::from_static(b"de")
+                },
+                Event::FetchEnded {
+                    fetch: f,
+                    code: None
+                },
+            ]
+        );
+        assert_eq!(n.s[RELAY].stream_count(), 0);
+        assert_eq!(n.s[CLIENT].stream_count(), 0);
 
-    // A fetch the relay cannot serve is reset; before 05 there is no FETCH at all.
-    let f2 = n.s[CLIENT].fetch("gone", "video", 0, 1).unwrap();
-    n.run();
-    let Some(Event::FetchRequested { request, .. }) = n.take(RELAY).into_iter().next() else {
-        panic!()
-    };
-    n.s[RELAY]
-        .reject_fetch(request, ErrorCode::NotFound)
-        .unwrap();
-    n.run();
-    assert_eq!(
-        n.take(CLIENT),
-        vec![Event::FetchEnded {
-            fetch: f2,
-            code: Some(ErrorCode::NotFound)
-        }]
-    );
-    let mut old = Net::new(Version::Lite04, 64);
-    assert!(old.s[CLIENT].fetch("a", "b", 0, 0).is_err());
-    // A 04 peer that opens a Fetch stream anyway is reset, and the session lives on.
-    old.s[RELAY].on_stream_opened(StreamId(77), true);
-    old.s[RELAY].on_stream_data(StreamId(77), Bytes::from_static(&[0x03, 0x00]));
-    old.run();
-    assert!(!old.s[RELAY].is_closed());
+        // A fetch the relay cannot serve is reset; before 05 there is no FETCH at all.
+        let f2 = n.s[CLIENT].fetch("gone", "video", 0, 1).unwrap();
+        n.run();
+        let Some(Event::FetchRequested { request, .. }) = n.take(RELAY).into_iter().next() else {
+            panic!()
+        };
+        n.s[RELAY]
+            .reject_fetch(request, ErrorCode::NotFound)
+            .unwrap();
+        n.run();
+        assert_eq!(
+            n.take(CLIENT),
+            vec![Event::FetchEnded {
+                fetch: f2,
+                code: Some(ErrorCode::NotFound)
+            }]
+        );
+        let mut old = Net::new(Version::Lite04, 64);
+        assert!(old.s[CLIENT].fetch("a", "b", 0, 0).is_err());
+        // A 04 peer that opens a Fetch stream anyway is reset, and the session lives on.
+        old.s[RELAY].on_stream_opened(StreamId(77), true);
+        old.s[RELAY].on_stream_data(StreamId(77), Bytes::from_static(&[0x03, 0x00]));
+        old.run();
+        assert!(!old.s[RELAY].is_closed());
+    }
 }
 
 #[test]
 fn a_cancelled_fetch_is_reported() {
-    let v = Version::Lite05;
-    let mut n = Net::new(v, 64);
-    n.take(RELAY);
-    let f = n.s[CLIENT].fetch("a", "v", 0, 1).unwrap();
-    n.run();
-    let Some(Event::FetchRequested { request, .. }) = n.take(RELAY).into_iter().next() else {
-        panic!()
-    };
-    n.s[RELAY]
-        .fetch_frame(request, 0, Bytes::from_static(b"x"))
-        .unwrap();
-    n.run();
-    // The client goes away from this fetch: reset of its side.
-    let stream = StreamId(n.next_stream - 1);
-    n.s[RELAY].on_stream_reset(stream, ErrorCode::Cancel);
-    n.run();
-    assert_eq!(
-        n.take(RELAY),
-        vec![Event::FetchCancelled {
-            request,
-            code: ErrorCode::Cancel
-        }]
-    );
-    assert!(
+    for v in [Version::Lite05, Version::Lite06] {
+        let mut n = Net::new(v, 64);
+        n.take(RELAY);
+        let f = n.s[CLIENT].fetch("a", "v", 0, 1).unwrap();
+        n.run();
+        let Some(Event::FetchRequested { request, .. }) = n.take(RELAY).into_iter().next() else {
+            panic!()
+        };
         n.s[RELAY]
-            .fetch_frame(request, 1, Bytes::from_static(b"y"))
-            .is_err()
-    );
-    let _ = f;
+            .fetch_frame(request, 0, Bytes::from_static(b"x"))
+            .unwrap();
+        n.run();
+        // The client goes away from this fetch: reset of its side.
+        let stream = StreamId(n.next_stream - 1);
+        n.s[RELAY].on_stream_reset(stream, ErrorCode::Cancel);
+        n.run();
+        assert_eq!(
+            n.take(RELAY),
+            vec![Event::FetchCancelled {
+                request,
+                code: ErrorCode::Cancel
+            }]
+        );
+        assert!(
+            n.s[RELAY]
+                .fetch_frame(request, 1, Bytes::from_static(b"y"))
+                .is_err()
+        );
+        let _ = f;
+    }
 }
 
 #[test]
 fn a_route_change_through_the_peer_withdraws_the_broadcast_from_it() {
-    for v in [Version::Lite04, Version::Lite05] {
+    for v in [Version::Lite04, Version::Lite05, Version::Lite06] {
         let mut n = Net::new(v, 64);
         n.take(CLIENT);
         let i = n.s[CLIENT].announce_interest("").unwrap();
@@ -1244,36 +1261,353 @@ fn setup_origin_filters_like_exclude_hop_on_05() {
 
 #[test]
 fn subscribe_update_reprioritizes_open_groups() {
-    let v = Version::Lite05;
-    let mut n = Net::new(v, 64);
-    let sub = n.s[CLIENT]
-        .subscribe("b", "t", SubscribeUpdate::latest(1))
-        .unwrap();
+    for v in [Version::Lite05, Version::Lite06] {
+        let mut n = Net::new(v, 64);
+        let sub = n.s[CLIENT]
+            .subscribe("b", "t", SubscribeUpdate::latest(1))
+            .unwrap();
+        n.run();
+        let Some(Event::SubscribeRequested { serve, .. }) = n
+            .take(RELAY)
+            .into_iter()
+            .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+        else {
+            panic!()
+        };
+        let _g = n.s[RELAY].start_group(serve, 4).unwrap();
+        n.run();
+        n.s[CLIENT]
+            .update_subscription(sub, SubscribeUpdate::latest(200))
+            .unwrap();
+        // Deliver the update by hand to see the relay's actions.
+        let mut upd = None;
+        while let Some(a) = n.s[CLIENT].poll_action() {
+            if let Action::Write { stream, data } = a {
+                upd = Some((stream, data));
+            }
+        }
+        let (stream, data) = upd.unwrap();
+        n.s[RELAY].on_stream_data(stream, data);
+        let acts: Vec<Action> = std::iter::from_fn(|| n.s[RELAY].poll_action()).collect();
+        assert!(acts.iter().any(|a| matches!(a, Action::SetPriority { priority, .. } if *priority == group_priority(200, 4))), "{acts:?}");
+        assert!(
+            matches!(n.s[RELAY].poll_event(), Some(Event::SubscribeUpdated { update, .. }) if update.priority == 200)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// moq-lite-06 (spec 12): typed announcements with implicit IDs
+
+const V6: Version = Version::Lite06;
+
+/// The relay opens an Announce stream to the client (which answers ANNOUNCE_OK, hop 77, no
+/// broadcasts); returns the net, the interest and the stream to hand-craft announcements on.
+fn relay_interest_06() -> (Net, InterestId, StreamId) {
+    let mut n = Net::new(V6, 64);
+    n.take(RELAY);
+    n.take(CLIENT);
+    let i = n.s[RELAY].announce_interest("room").unwrap();
     n.run();
-    let Some(Event::SubscribeRequested { serve, .. }) = n
-        .take(RELAY)
-        .into_iter()
-        .find(|e| matches!(e, Event::SubscribeRequested { .. }))
-    else {
-        panic!()
-    };
-    let _g = n.s[RELAY].start_group(serve, 4).unwrap();
+    assert!(n.take(RELAY).is_empty());
+    let stream = StreamId(n.next_stream - 1);
+    (n, i, stream)
+}
+
+fn feed_06(n: &mut Net, stream: StreamId, msgs: &[Announce06]) {
+    let mut buf = bytes::BytesMut::new();
+    for m in msgs {
+        m.encode(V6, &mut buf).unwrap();
+    }
+    n.s[RELAY].on_stream_data(stream, buf.freeze());
     n.run();
-    n.s[CLIENT]
-        .update_subscription(sub, SubscribeUpdate::latest(200))
-        .unwrap();
-    // Deliver the update by hand to see the relay's actions.
-    let mut upd = None;
-    while let Some(a) = n.s[CLIENT].poll_action() {
-        if let Action::Write { stream, data } = a {
-            upd = Some((stream, data));
+}
+
+fn start(suffix: &str, hops: Vec<u64>) -> Announce06 {
+    Announce06::Start {
+        suffix: suffix.into(),
+        hops,
+        cost: RouteCost::default(),
+    }
+}
+
+/// Every byte the relay wrote on `stream` since the last drain.
+fn drain_writes(n: &mut Net, stream: StreamId) -> Vec<u8> {
+    let mut written = Vec::new();
+    while let Some(a) = n.s[RELAY].poll_action() {
+        if let Action::Write { stream: s, data } = a
+            && s == stream
+        {
+            written.extend_from_slice(&data);
         }
     }
-    let (stream, data) = upd.unwrap();
-    n.s[RELAY].on_stream_data(stream, data);
-    let acts: Vec<Action> = std::iter::from_fn(|| n.s[RELAY].poll_action()).collect();
-    assert!(acts.iter().any(|a| matches!(a, Action::SetPriority { priority, .. } if *priority == group_priority(200, 4))), "{acts:?}");
-    assert!(
-        matches!(n.s[RELAY].poll_event(), Some(Event::SubscribeUpdated { update, .. }) if update.priority == 200)
+    written
+}
+
+#[test]
+fn announce_start_restart_end_by_implicit_id_on_06() {
+    let (mut n, i, stream) = relay_interest_06();
+    feed_06(
+        &mut n,
+        stream,
+        &[start("alice", vec![7]), start("bob", vec![])],
     );
+    assert_eq!(
+        n.take(RELAY),
+        vec![
+            Event::Announced {
+                interest: i,
+                path: "room/alice".into(),
+                hops: vec![7, CLIENT_HOP]
+            },
+            Event::Announced {
+                interest: i,
+                path: "room/bob".into(),
+                hops: vec![CLIENT_HOP]
+            },
+        ]
+    );
+    // RESTART id 0 replaces alice's chain in place; END id 1 retires bob.
+    feed_06(
+        &mut n,
+        stream,
+        &[
+            Announce06::Restart {
+                id: 0,
+                hops: vec![7, 8],
+                cost: RouteCost { warm: 1, cold: 1 },
+            },
+            Announce06::End { id: 1 },
+        ],
+    );
+    assert_eq!(
+        n.take(RELAY),
+        vec![
+            Event::Announced {
+                interest: i,
+                path: "room/alice".into(),
+                hops: vec![7, 8, CLIENT_HOP]
+            },
+            Event::Unannounced {
+                interest: i,
+                path: "room/bob".into()
+            },
+        ]
+    );
+    assert_eq!(n.closed, [None, None]);
+}
+
+#[test]
+fn a_looped_start_still_takes_an_id_on_06() {
+    let (mut n, i, stream) = relay_interest_06();
+    // id 0 is our own broadcast reflected back: dropped, but the counter moves on.
+    feed_06(
+        &mut n,
+        stream,
+        &[start("echo", vec![RELAY_HOP]), start("bob", vec![5])],
+    );
+    assert_eq!(
+        n.take(RELAY),
+        vec![Event::Announced {
+            interest: i,
+            path: "room/bob".into(),
+            hops: vec![5, CLIENT_HOP]
+        }]
+    );
+    // END of the dropped id 0 is legal and silent; END id 1 is bob.
+    feed_06(
+        &mut n,
+        stream,
+        &[Announce06::End { id: 0 }, Announce06::End { id: 1 }],
+    );
+    assert_eq!(
+        n.take(RELAY),
+        vec![Event::Unannounced {
+            interest: i,
+            path: "room/bob".into()
+        }]
+    );
+    assert_eq!(n.closed, [None, None]);
+}
+
+#[test]
+fn unknown_announcement_types_are_skipped_and_take_no_id_on_06() {
+    let (mut n, i, stream) = relay_interest_06();
+    // Type 9, length 2, two bytes of body; then START (id 0) and END id 0.
+    let mut buf = bytes::BytesMut::from(&[0x09, 0x02, 0xaa, 0xbb][..]);
+    start("alice", vec![]).encode(V6, &mut buf).unwrap();
+    Announce06::End { id: 0 }.encode(V6, &mut buf).unwrap();
+    n.s[RELAY].on_stream_data(stream, buf.freeze());
+    n.run();
+    let ev = n.take(RELAY);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(
+        ev[1],
+        Event::Unannounced {
+            interest: i,
+            path: "room/alice".into()
+        }
+    );
+    assert_eq!(n.closed, [None, None]);
+}
+
+#[test]
+fn a_second_start_of_a_live_suffix_closes_a_06_session() {
+    let (mut n, _i, stream) = relay_interest_06();
+    feed_06(&mut n, stream, &[start("x", vec![]), start("x", vec![])]);
+    assert_eq!(n.closed[RELAY], Some(ErrorCode::ProtocolViolation));
+}
+
+#[test]
+fn end_or_restart_of_an_unknown_id_closes_a_06_session() {
+    for bad in [
+        Announce06::End { id: 3 },
+        Announce06::Restart {
+            id: 0,
+            hops: vec![],
+            cost: RouteCost::default(),
+        },
+    ] {
+        let (mut n, _i, stream) = relay_interest_06();
+        feed_06(&mut n, stream, &[bad]);
+        assert_eq!(n.closed[RELAY], Some(ErrorCode::ProtocolViolation));
+    }
+    // A retired id is unknown too.
+    let (mut n, _i, stream) = relay_interest_06();
+    feed_06(
+        &mut n,
+        stream,
+        &[
+            start("x", vec![]),
+            Announce06::End { id: 0 },
+            Announce06::End { id: 0 },
+        ],
+    );
+    assert_eq!(n.closed[RELAY], Some(ErrorCode::ProtocolViolation));
+}
+
+#[test]
+fn the_relay_answers_a_06_announce_stream_with_typed_messages_and_ids() {
+    let mut n = Net::new(V6, 64);
+    n.take(RELAY);
+    n.s[RELAY].announce("room/alice", &[7]).unwrap();
+    n.s[RELAY].announce("room/mine", &[CLIENT_HOP]).unwrap(); // the peer's own: never sent
+    n.s[RELAY].on_stream_opened(StreamId(600), true);
+    // The 06 ANNOUNCE_REQUEST of spec 12.5: prefix only.
+    n.s[RELAY].on_stream_data(
+        StreamId(600),
+        Bytes::from_static(&[0x01, 0x05, 0x04, b'r', b'o', b'o', b'm']),
+    );
+    // ANNOUNCE_OK hop 9, 1 active; START id 0 "alice" chain [7], costs 1/1 (one hop).
+    assert_eq!(
+        drain_writes(&mut n, StreamId(600)),
+        [
+            &[0x02, 0x09, 0x01][..],
+            &[
+                0x00, 0x0a, 0x05, b'a', b'l', b'i', b'c', b'e', 0x01, 0x07, 0x01, 0x01
+            ],
+        ]
+        .concat()
+    );
+    // A route change is a RESTART of id 0; a new broadcast takes id 1; ends are by id.
+    n.s[RELAY].announce("room/alice", &[7, 8]).unwrap();
+    n.s[RELAY].announce("room/bob", &[]).unwrap();
+    n.s[RELAY].unannounce("room/alice").unwrap();
+    assert_eq!(
+        drain_writes(&mut n, StreamId(600)),
+        [
+            &[0x02, 0x06, 0x00, 0x02, 0x07, 0x08, 0x02, 0x02][..],
+            &[0x00, 0x07, 0x03, b'b', b'o', b'b', 0x00, 0x00, 0x00],
+            &[0x01, 0x01, 0x00],
+        ]
+        .concat()
+    );
+    // Re-announcing after END takes a fresh id (2): ids are never reused.
+    n.s[RELAY].announce("room/alice", &[]).unwrap();
+    let w = drain_writes(&mut n, StreamId(600));
+    let mut r = reader::MessageReader::new();
+    r.push(&w);
+    assert!(matches!(
+        r.read::<Announce06>(V6).unwrap(),
+        Some(Announce06::Start { suffix, .. }) if suffix == "alice"
+    ));
+    n.s[RELAY].unannounce("room/alice").unwrap();
+    assert_eq!(drain_writes(&mut n, StreamId(600)), [0x01, 0x01, 0x02]);
+}
+
+#[test]
+fn a_06_announce_request_waits_for_the_peers_setup_hop() {
+    // No Setup stream from the peer yet: the request is held, then answered without the
+    // broadcasts whose chain holds the peer's Hop (12.4: the only exclusion id on 06).
+    let mut relay = Session::relay(V6, RELAY_HOP);
+    relay.announce("mine", &[CLIENT_HOP]).unwrap();
+    relay.announce("theirs", &[5]).unwrap();
+    relay.on_stream_opened(StreamId(1), true);
+    relay.on_stream_data(StreamId(1), Bytes::from_static(&[0x01, 0x01, 0x00]));
+    let writes = |s: &mut Session| {
+        let mut w = Vec::new();
+        while let Some(a) = s.poll_action() {
+            if let Action::Write {
+                stream: StreamId(1),
+                data,
+            } = a
+            {
+                w.extend_from_slice(&data);
+            }
+        }
+        w
+    };
+    assert!(writes(&mut relay).is_empty());
+    relay.on_stream_opened(StreamId(3), false);
+    let mut setup = bytes::BytesMut::from(&[0x01][..]);
+    Setup {
+        origin: Some(CLIENT_HOP),
+        ..Setup::default()
+    }
+    .encode(V6, &mut setup)
+    .unwrap();
+    relay.on_stream_data(StreamId(3), setup.freeze());
+    let w = writes(&mut relay);
+    let mut r = reader::MessageReader::new();
+    r.push(&w);
+    assert_eq!(r.read::<AnnounceOk>(V6).unwrap().unwrap().active_count, 1);
+    assert!(matches!(
+        r.read::<Announce06>(V6).unwrap(),
+        Some(Announce06::Start { suffix, .. }) if suffix == "theirs"
+    ));
+    assert_eq!(r.buffered(), 0);
+}
+
+#[test]
+fn a_partial_group_we_never_asked_for_is_refused_on_06() {
+    let (mut n, _interest, sub, _serve) = ingest(V6);
+    n.take(RELAY);
+    let mut buf = bytes::BytesMut::from(&[UniType::Group.id() as u8][..]);
+    GroupHeader {
+        subscribe_id: sub.0,
+        sequence: 3,
+        frame_start: 4,
+    }
+    .encode(V6, &mut buf)
+    .unwrap();
+    n.s[RELAY].on_stream_opened(StreamId(900), false);
+    n.s[RELAY].on_stream_data(StreamId(900), buf.freeze());
+    let mut stopped = false;
+    while let Some(a) = n.s[RELAY].poll_action() {
+        stopped |= matches!(
+            a,
+            Action::StopSending {
+                stream: StreamId(900),
+                code: ErrorCode::Unsupported
+            }
+        );
+    }
+    assert!(stopped);
+    n.run();
+    assert!(
+        !n.take(RELAY)
+            .iter()
+            .any(|e| matches!(e, Event::GroupStarted { .. }))
+    );
+    assert_eq!(n.closed, [None, None]);
 }

@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use proto::reader::{GroupItem, GroupReader, MessageReader};
 use proto::*;
 
+/// The versions of sections 4-11; 06 (section 12) has its own tests in `vectors_06.rs`.
 const ALL: [Version; 3] = [Version::Lite03, Version::Lite04, Version::Lite05];
 
 fn hex(s: &str) -> Vec<u8> {
@@ -177,6 +178,8 @@ fn subscribe_10_1() -> Subscribe {
         max_latency_ms: 500,
         start: None,
         end: None,
+        frame_start: 0,
+        frame_end: None,
     }
 }
 
@@ -229,6 +232,8 @@ fn subscribe_update_example() {
                 max_latency_ms: 1000,
                 start: Some(0),
                 end: None,
+                frame_start: 0,
+                frame_end: None,
             },
         );
     }
@@ -306,6 +311,8 @@ fn fetch_example() {
             track: "video".into(),
             priority: 2,
             group: 7,
+            frame_start: 0,
+            frame_end: None,
         },
     );
 }
@@ -357,6 +364,7 @@ fn encode_group(v: Version, frames: &[(i64, &[u8])]) -> Vec<u8> {
     GroupHeader {
         subscribe_id: 0,
         sequence: 7,
+        frame_start: 0,
     }
     .encode(v, &mut out)
     .unwrap();
@@ -410,7 +418,8 @@ fn group_stream_worked_example_05_and_03_04() {
                 vec![
                     GroupItem::Header(GroupHeader {
                         subscribe_id: 0,
-                        sequence: 7
+                        sequence: 7,
+                        frame_start: 0,
                     }),
                     GroupItem::Frame {
                         timestamp_delta: want_delta(1000),
@@ -519,7 +528,8 @@ fn versions_map_to_alpn_and_webtransport_strings() {
             Some(v)
         );
     }
-    assert_eq!(Version::from_alpn("moq-lite-06"), None);
+    assert_eq!(Version::from_alpn("moq-lite-06"), Some(Version::Lite06));
+    assert_eq!(Version::from_alpn("moq-lite-06-wip"), None);
     assert_eq!(Version::from_alpn("moql"), None);
     let offer = [
         "moq-lite-06",
@@ -528,9 +538,27 @@ fn versions_map_to_alpn_and_webtransport_strings() {
         "moq-lite-03",
         "moql",
     ];
-    assert_eq!(Version::choose(offer), Some(Version::Lite05));
+    assert_eq!(Version::choose(offer), Some(Version::Lite06));
     assert_eq!(
-        Version::choose(["moq-lite-06", "moq-lite-03"]),
+        Version::choose(["moq-lite-06-wip", "moq-lite-03"]),
         Some(Version::Lite03)
     );
+}
+
+#[test]
+fn a_hop_chain_that_repeats_a_non_zero_hop_does_not_decode() {
+    // moq-net 0.3.18 rejects it on every version (spec 12.12); hop 0 may repeat.
+    for v in [Version::Lite04, Version::Lite05] {
+        let looped = Announce::decode(v, &mut Bytes::from(hex("0a 01 05 61 6c 69 63 65 02 07 07")));
+        assert!(looped.is_err(), "{v}: {looped:?}");
+        roundtrip(
+            v,
+            "0a 01 05 61 6c 69 63 65 02 00 00",
+            &Announce {
+                status: AnnounceStatus::Active,
+                suffix: "alice".into(),
+                hops: vec![0, 0],
+            },
+        );
+    }
 }

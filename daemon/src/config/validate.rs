@@ -51,6 +51,9 @@ const KNOWN_VERSIONS: &[&str] = &[
     "moq-lite-03",
     "moq-lite-04",
     "moq-lite-05",
+    "moq-lite-06",
+    // Accepted for moq-relay config compatibility; never offered (the published clients
+    // do not know it, spec 12.1), so a list of only this offers nothing.
     "moq-lite-06-wip",
     "moq-transport-14",
     "moq-transport-15",

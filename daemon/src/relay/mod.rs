@@ -70,6 +70,14 @@ enum SubscriberRole {
     Held(Instant),
 }
 
+/// The frames of a group a FETCH asks for (06 FETCH carries a range, spec 12.9): the
+/// index of the first, and of the last (inclusive; `None` = through the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FrameRange {
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
 /// One worker's relay.
 pub struct RelayWorker {
     worker: usize,
@@ -88,9 +96,9 @@ pub struct RelayWorker {
     /// is bounded by the sessions. `poll` closes what is due; `timeout` wakes for the
     /// first.
     expiries: BTreeSet<(Instant, SessionId)>,
-    /// FETCHes waiting for the router's answer → the session and its request (bounded by
-    /// the router's limit on pending fetches).
-    fetches: HashMap<FetchTicket, (SessionId, FetchServeId)>,
+    /// FETCHes waiting for the router's answer → the session, its request and the frames
+    /// it wants (bounded by the router's limit on pending fetches).
+    fetches: HashMap<FetchTicket, (SessionId, FetchServeId, FrameRange)>,
     /// Subscribers skipped because their session's output was full; retried first.
     deferred: VecDeque<SubscriberId>,
     deferred_set: HashSet<SubscriberId>,
@@ -158,13 +166,13 @@ impl RelayWorker {
         };
         let conn = RelaySession::new(info.id, version, self.hop_id);
         debug!(worker = self.worker, session = info.id, %version, transport = ?info.transport, path = %info.path, "session ready");
-        // Raw QUIC 05 carries the path in the client's SETUP; everything else is decided
-        // now, and a 05 session is wired once its SETUP Role is known. quic-io has
+        // Raw QUIC 05/06 carries the path in the client's SETUP; everything else is decided
+        // now, and a 05/06 session is wired once its SETUP Role is known. quic-io has
         // already answered the WebTransport CONNECT with 200 (its handshake answers
         // before it raises `SessionReady`), so a refusal is a session close, never an
         // HTTP status: what moq-relay does too (spec `auth.md` 13), though it reads the
         // SETUP first and we close a refused WebTransport session at once.
-        let lite05 = version == proto::Version::Lite05;
+        let lite05 = version.is_05_or_later();
         let decide_now = match &info.transport {
             Transport::WebTransport { .. } => Some((info.path.clone(), info.query.clone())),
             Transport::Quic { .. } if lite05 => None,
@@ -402,8 +410,8 @@ impl RelayWorker {
         self.counters.sessions_closed += 1;
         self.counters.session_refusals.add(&conn.refusals);
         self.counters.driver.add(&conn.driver.counters());
-        conn.moq()
-            .on_connection_closed(ErrorCode::from_number(code));
+        let code = ErrorCode::from_session_code(code, conn.version);
+        conn.moq().on_connection_closed(code);
         for (path, broadcast) in conn.published.drain() {
             self.broadcasts.remove(&broadcast);
             // A publisher that leaves gracefully withdraws its announcements first (they
@@ -424,7 +432,7 @@ impl RelayWorker {
         }
         for (_, id) in conn.fetches.drain() {
             let removed = self.fetches.remove(&id);
-            debug_assert!(removed.is_some_and(|(owner, _)| owner == session));
+            debug_assert!(removed.is_some_and(|(owner, ..)| owner == session));
             self.shard.cancel_fetch(id);
         }
         if let Some(query) = conn.query {

@@ -13,13 +13,18 @@ use super::{RelayWorker, arrival_millis, session};
 
 /// How the relay subscribes to a publishing session: every group, unordered, and a
 /// latency budget long enough that the publisher never skips a group on our account (the
-/// relay's own subscribers apply their budgets).
+/// relay's own subscribers apply their budgets). On 06 the same Max Age also places the
+/// start (spec 12.7): a moq-net publisher begins at the oldest cached group still within
+/// it, so a fresh upstream subscription may bring up to that much backlog; 0 would start
+/// at the latest group but let the publisher drop every group a newer one makes stale.
 const UPSTREAM_SUBSCRIPTION: proto::SubscribeUpdate = proto::SubscribeUpdate {
     priority: 0,
     ordered: false,
     max_latency_ms: 30_000,
     start: None,
     end: None,
+    frame_start: 0,
+    frame_end: None,
 };
 
 impl RelayWorker {
@@ -232,11 +237,11 @@ impl RelayWorker {
                     let Some(relative) = conn.relative_broadcast(broadcast) else {
                         continue;
                     };
-                    // On 05 a publisher may hold SUBSCRIBE_START back until it has a
+                    // On 05/06 a publisher may hold SUBSCRIBE_START back until it has a
                     // group, while a subscriber waits for TRACK_INFO before subscribing:
                     // ask the publisher for the track's info too, so the track goes live
                     // (and waiting subscribers get their answer) as soon as it exists.
-                    if conn.version == proto::Version::Lite05 {
+                    if conn.version.is_05_or_later() {
                         match conn.moq().request_track(&relative, &name) {
                             Ok(request) => {
                                 conn.track_requests.insert(

@@ -16,8 +16,8 @@ use std::time::Instant;
 use router::{Delivery, SubscriberId};
 
 use super::{
-    MAX_DELIVERIES_PER_POLL, MAX_TRACK_INFO_HOLDS, RelayWorker, SubscriberRole, TRACK_INFO_HOLD,
-    session,
+    FrameRange, MAX_DELIVERIES_PER_POLL, MAX_TRACK_INFO_HOLDS, RelayWorker, SubscriberRole,
+    TRACK_INFO_HOLD, session,
 };
 
 impl RelayWorker {
@@ -122,7 +122,11 @@ impl RelayWorker {
                 // Answered by `fetch_answers`, from this worker's cache or the owner's.
                 match self.shard.fetch(&absolute, &fetch.track, fetch.group) {
                     Ok(id) => {
-                        self.fetches.insert(id, (session, request));
+                        let range = FrameRange {
+                            start: fetch.frame_start,
+                            end: fetch.frame_end,
+                        };
+                        self.fetches.insert(id, (session, request, range));
                         let earlier = conn.fetches.insert(request, id);
                         debug_assert!(earlier.is_none(), "the session reused a fetch request id");
                     }
@@ -184,7 +188,7 @@ impl RelayWorker {
     pub(super) fn fetch_answers<T: SessionIo>(&mut self, io: &mut T) {
         // Each pass takes one answer; the router holds at most its pending-fetch limit.
         while let Some((id, frames)) = self.shard.next_fetch_answer() {
-            let Some((session, request)) = self.fetches.remove(&id) else {
+            let Some((session, request, range)) = self.fetches.remove(&id) else {
                 continue;
             };
             let Some(conn) = self.sessions.get_mut(&session) else {
@@ -201,9 +205,28 @@ impl RelayWorker {
                 self.drive(session, io);
                 continue;
             };
-            let written = frames.into_iter().try_for_each(|(timestamp, payload)| {
-                conn.moq().fetch_frame(request, timestamp, payload)
+            // A response has no header saying where it starts, so one that cannot begin at
+            // the asked frame is reset, never shifted (spec 12.9; moq-net resets with its
+            // "too far behind"). Our cache holds groups whole from frame 0.
+            if range.start > 0 && frames.len() as u64 <= range.start {
+                conn.refusals.note(
+                    conn.driver
+                        .session_mut()
+                        .reject_fetch(request, ErrorCode::Lagged),
+                );
+                self.drive(session, io);
+                continue;
+            }
+            let wanted = range.end.map_or(u64::MAX, |end| {
+                end.saturating_sub(range.start).saturating_add(1)
             });
+            let written = frames
+                .into_iter()
+                .skip(range.start as usize)
+                .take(usize::try_from(wanted).unwrap_or(usize::MAX))
+                .try_for_each(|(timestamp, payload)| {
+                    conn.moq().fetch_frame(request, timestamp, payload)
+                });
             match written {
                 Ok(()) => {
                     conn.refusals

@@ -169,3 +169,35 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         auth,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Strings;
+
+    fn offered(wanted: &[&str]) -> Vec<String> {
+        let mut config = Config::default();
+        config.server.version = Strings(wanted.iter().map(|v| (*v).to_owned()).collect());
+        versions(&config)
+    }
+
+    #[test]
+    fn the_relay_offers_06_first_then_05_04_03() {
+        assert_eq!(
+            offered(&[]),
+            ["moq-lite-06", "moq-lite-05", "moq-lite-04", "moq-lite-03"]
+        );
+    }
+
+    #[test]
+    fn server_version_filters_keep_our_order_and_never_name_06_wip() {
+        assert_eq!(
+            offered(&["moq-lite-03", "moq-lite-06"]),
+            ["moq-lite-06", "moq-lite-03"]
+        );
+        assert_eq!(offered(&["moq-lite-05"]), ["moq-lite-05"]);
+        // The published clients do not know 06-wip (spec 12.1): a list of only it offers
+        // nothing rather than a format nobody speaks.
+        assert!(offered(&["moq-lite-06-wip"]).is_empty());
+    }
+}

@@ -107,7 +107,11 @@ impl Relay {
 
     /// Connects a moq-lite-05 WebTransport client to `worker`; returns its index.
     fn connect(&mut self, worker: usize, role: SetupRole) -> usize {
-        let version = Version::Lite05;
+        self.connect_on(worker, role, Version::Lite05)
+    }
+
+    /// Connects a WebTransport client speaking `version` to `worker`; returns its index.
+    fn connect_on(&mut self, worker: usize, role: SetupRole, version: Version) -> usize {
         let w = &mut self.workers[worker];
         let relay_session = w.next_session;
         w.next_session += 1;
@@ -249,7 +253,11 @@ impl Relay {
 
     /// A publisher announces `path` and the relay has routed it.
     fn publish(&mut self, worker: usize, path: &str) -> usize {
-        let publisher = self.connect(worker, SetupRole::Publisher);
+        self.publish_on(worker, path, Version::Lite05)
+    }
+
+    fn publish_on(&mut self, worker: usize, path: &str, version: Version) -> usize {
+        let publisher = self.connect_on(worker, SetupRole::Publisher, version);
         self.client(publisher)
             .announce(path, &[])
             .expect("announce");
@@ -259,7 +267,16 @@ impl Relay {
 
     /// A subscriber follows `path` and subscribes to its track once announced.
     fn subscribe(&mut self, worker: usize, path: &str) -> (usize, SubscriptionId) {
-        let subscriber = self.connect(worker, SetupRole::Subscriber);
+        self.subscribe_on(worker, path, Version::Lite05)
+    }
+
+    fn subscribe_on(
+        &mut self,
+        worker: usize,
+        path: &str,
+        version: Version,
+    ) -> (usize, SubscriptionId) {
+        let subscriber = self.connect_on(worker, SetupRole::Subscriber, version);
         self.client(subscriber)
             .announce_interest(path)
             .expect("interest");
@@ -276,6 +293,8 @@ impl Relay {
             max_latency_ms: 30_000,
             start: None,
             end: None,
+            frame_start: 0,
+            frame_end: None,
         };
         let subscription = self
             .client(subscriber)
@@ -381,9 +400,21 @@ fn payload(group: u64, frame: u64) -> Vec<u8> {
 
 #[test]
 fn frames_cross_from_a_publisher_on_one_worker_to_a_subscriber_on_another() {
+    // 05 to 05, and each pairing with 06 (typed announcements, frame-bounded headers).
+    for (published, subscribed) in [
+        (Version::Lite05, Version::Lite05),
+        (Version::Lite06, Version::Lite06),
+        (Version::Lite06, Version::Lite05),
+        (Version::Lite05, Version::Lite06),
+    ] {
+        frames_cross_between(published, subscribed);
+    }
+}
+
+fn frames_cross_between(published: Version, subscribed: Version) {
     let mut relay = Relay::new(2);
-    let publisher = relay.publish(0, "live");
-    let (subscriber, subscription) = relay.subscribe(1, "live");
+    let publisher = relay.publish_on(0, "live", published);
+    let (subscriber, subscription) = relay.subscribe_on(1, "live", subscribed);
     let mut sent = Vec::new();
     for group in 0..3 {
         let groups = relay.start_group(publisher, group);
@@ -399,7 +430,11 @@ fn frames_cross_from_a_publisher_on_one_worker_to_a_subscriber_on_another() {
         relay.pump();
     }
     let events = relay.take_events(subscriber);
-    assert_eq!(frames(&events, subscription), sent);
+    assert_eq!(
+        frames(&events, subscription),
+        sent,
+        "{published} → {subscribed}"
+    );
     // The frames crossed: worker 0's shard pushed them to worker 1's.
     assert!(relay.workers[0].relay.shard.stats().frame_pushes >= sent.len() as u64);
 }
@@ -714,4 +749,58 @@ fn a_05_track_request_then_subscribe_keeps_one_upstream_subscription() {
     // The hold ends with its subscription: only the SUBSCRIBE's subscriber is left.
     assert_eq!(relay.workers[1].relay.shard.subscriber_count(), 1);
     assert!(relay.workers[1].relay.holds.is_empty());
+}
+
+#[test]
+fn a_06_fetch_of_a_frame_range_gets_exactly_those_frames_or_a_reset() {
+    let mut relay = Relay::new(1);
+    let publisher = relay.publish(0, "live");
+    relay.subscribe(0, "live");
+    let groups = relay.start_group(publisher, 5);
+    for frame in 0..4 {
+        relay.write_frame(publisher, &groups, 10 * frame, &payload(5, frame));
+    }
+    for g in groups {
+        relay.client(publisher).end_group(g).expect("end group");
+    }
+    relay.pump();
+
+    let fetcher = relay.connect_on(0, SetupRole::Subscriber, Version::Lite06);
+    let middle = relay
+        .client(fetcher)
+        .fetch_frames("live", TRACK, 0, 5, 1, Some(2))
+        .expect("fetch");
+    let past_the_end = relay
+        .client(fetcher)
+        .fetch_frames("live", TRACK, 0, 5, 9, None)
+        .expect("fetch");
+    relay.pump();
+    let events = relay.take_events(fetcher);
+    let got: Vec<(u64, Bytes)> = events
+        .iter()
+        .filter_map(|e| match e {
+            MoqEvent::FetchFrame {
+                fetch,
+                timestamp,
+                payload,
+            } if *fetch == middle => Some((*timestamp, payload.clone())),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(u64, Bytes)> = (1..=2)
+        .map(|frame| (10 * frame, Bytes::from(payload(5, frame))))
+        .collect();
+    assert_eq!(got, want, "frames 1..=2 of group 5, timestamps intact");
+    assert!(events.contains(&MoqEvent::FetchEnded {
+        fetch: middle,
+        code: None
+    }));
+    // Group 5 has no frame 9: no shifted run, a reset ("too far behind" on 06).
+    assert!(
+        events.contains(&MoqEvent::FetchEnded {
+            fetch: past_the_end,
+            code: Some(proto::ErrorCode::Lagged)
+        }),
+        "{events:?}"
+    );
 }

@@ -6,17 +6,23 @@
 //! It owns the loop rules: a broadcast whose hop chain holds our own ID is dropped on
 //! receipt, and one whose chain holds the peer's Exclude Hop or SETUP Origin is never
 //! offered back to it (split horizon). It must never send a broadcast on a stream twice
-//! as active without ending it first where the version forbids that (03/04).
+//! as active without ending it first where the version forbids that (03/04), and on 06
+//! never a second START for a live ID: a route change there is a RESTART of that ID.
+//!
+//! 06 (spec 12.5) numbers the STARTs of each Announce stream from 0 on both ends; the
+//! receiver keeps `id → suffix`, the sender `path → id`, and END / RESTART name the ID.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::{
     CONTROL_PRIORITY, InterestId, Kind, MAX_BROADCASTS, Out, Session, SessionError, SessionEvent,
 };
 use crate::coding::EncodeError;
-use crate::message::{Announce, AnnounceOk, AnnounceRequest, AnnounceStatus, BidiType, Message};
+use crate::message::{
+    Announce, Announce06, AnnounceOk, AnnounceRequest, AnnounceStatus, BidiType, Message, RouteCost,
+};
 use crate::reader::MessageReader;
 use crate::{ErrorCode, Version, path};
 
@@ -39,6 +45,9 @@ impl Session {
             reader: MessageReader::new(),
             hop: None,
             active: HashSet::new(),
+            ids: HashMap::new(),
+            live: HashSet::new(),
+            next_id: 0,
         };
         let slot = self.new_local(kind, true, CONTROL_PRIORITY)?;
         let prev = self.interests.insert(id, slot);
@@ -124,12 +133,115 @@ impl Session {
         Ok(())
     }
 
+    /// A 06 typed announcement (spec 12.5). An END or RESTART of an ID that is not live, or
+    /// a second START of a live suffix, closes the session (moq-net does the same, code 3).
+    pub(super) fn on_announce06(
+        &mut self,
+        slot: u64,
+        a: Announce06,
+    ) -> Result<(), (ErrorCode, String)> {
+        let own = self.cfg.hop_id;
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return Ok(());
+        };
+        let Kind::InterestOut {
+            id: interest,
+            prefix,
+            hop,
+            active,
+            ids,
+            live,
+            next_id,
+            ..
+        } = &mut s.kind
+        else {
+            return Ok(());
+        };
+        let interest = *interest;
+        let with_hop = |mut chain: Vec<u64>| {
+            if let Some(h) = *hop {
+                chain.push(h);
+            }
+            chain
+        };
+        // Received costs are parsed but not ranked: one relay node has a single route per
+        // broadcast per session (spec 12.6 allows ignoring them).
+        let (suffix, chain) = match a {
+            Announce06::Unknown { .. } => return Ok(()),
+            Announce06::Start { suffix, hops, .. } => {
+                let aid = *next_id;
+                *next_id += 1;
+                if live.contains(&suffix) {
+                    let full = path::join(prefix, &suffix);
+                    self.close(
+                        ErrorCode::ProtocolViolation,
+                        format!("second START of live {full}"),
+                    );
+                    return Ok(());
+                }
+                if ids.len() >= MAX_BROADCASTS {
+                    return Err((
+                        ErrorCode::BoundsExceeded,
+                        "too many announced broadcasts".into(),
+                    ));
+                }
+                live.insert(suffix.clone());
+                let prev = ids.insert(aid, suffix.clone());
+                // IDs come from the per-stream counter, so each is new.
+                debug_assert!(prev.is_none(), "announce id {aid} assigned twice");
+                (suffix, with_hop(hops))
+            }
+            Announce06::End { id: aid } => {
+                let Some(suffix) = ids.remove(&aid) else {
+                    self.close(
+                        ErrorCode::ProtocolViolation,
+                        format!("END of unknown announce id {aid}"),
+                    );
+                    return Ok(());
+                };
+                let was_live = live.remove(&suffix);
+                debug_assert!(was_live, "announce id {aid} live without its suffix");
+                if active.remove(&suffix) {
+                    let path = path::join(prefix, &suffix);
+                    self.emit(SessionEvent::Unannounced { interest, path });
+                }
+                return Ok(());
+            }
+            Announce06::Restart { id: aid, hops, .. } => {
+                let Some(suffix) = ids.get(&aid) else {
+                    self.close(
+                        ErrorCode::ProtocolViolation,
+                        format!("RESTART of unknown announce id {aid}"),
+                    );
+                    return Ok(());
+                };
+                (suffix.clone(), with_hop(hops))
+            }
+        };
+        let path = path::join(prefix, &suffix);
+        if own != 0 && chain.contains(&own) {
+            // Our own broadcast reflected back (loop rule): the ID stays live, unreported; a
+            // restart into a loop withdraws what was reported.
+            if active.remove(&suffix) {
+                self.emit(SessionEvent::Unannounced { interest, path });
+            }
+            return Ok(());
+        }
+        active.insert(suffix);
+        self.emit(SessionEvent::Announced {
+            interest,
+            path,
+            hops: chain,
+        });
+        Ok(())
+    }
+
     // -----------------------------------------------------------------------------------
     // Publisher side: our broadcasts, offered on the peer's Announce streams
 
     /// Makes `path` (normalized here) available with stored hop chain `hops` (as received:
-    /// on 05 it already ends with the upstream's ID; empty for a local publisher). Sent to
-    /// every matching announce stream; a repeat replaces the chain.
+    /// on 05/06 it already ends with the upstream's ID; empty for a local publisher). Sent to
+    /// every matching announce stream; a repeat replaces the chain (a RESTART on 06).
     pub fn announce(&mut self, broadcast: &str, hops: &[u64]) -> Result<(), SessionError> {
         if self.closed {
             return Err(SessionError::Closed);
@@ -144,30 +256,19 @@ impl Session {
         let v = self.cfg.version;
         let wire = self.wire_hops(hops);
         // Check the bounds once before touching any stream.
-        Announce {
-            status: AnnounceStatus::Active,
-            suffix: p.clone(),
-            hops: wire.clone(),
-        }
-        .encode(v, &mut BytesMut::new())?;
+        self.active_msg(&p, wire.clone(), None)?;
         self.published.insert(p.clone(), hops.to_vec());
         let targets = self.interest_in_slots(&p, hops);
         for (slot, suffix, already, excluded) in targets {
-            let mut buf = BytesMut::new();
             if excluded {
                 // The new route runs through this peer: withdraw what it was told before.
                 if already {
-                    Announce {
-                        status: AnnounceStatus::Ended,
-                        suffix,
-                        hops: vec![],
-                    }
-                    .encode(v, &mut buf)?;
-                    self.mark_sent(slot, &p, false);
-                    self.send(slot, Out::Data(buf.freeze()));
+                    let data = self.ended_msg(slot, &p, suffix)?;
+                    self.send(slot, Out::Data(data));
                 }
                 continue;
             }
+            let mut buf = BytesMut::new();
             if already && !v.is_05_or_later() {
                 // 03/04 forbid a duplicate active: end it first, then re-announce.
                 Announce {
@@ -177,13 +278,14 @@ impl Session {
                 }
                 .encode(v, &mut buf)?;
             }
-            Announce {
-                status: AnnounceStatus::Active,
-                suffix,
-                hops: wire.clone(),
-            }
-            .encode(v, &mut buf)?;
-            self.mark_sent(slot, &p, true);
+            // 06: a live ID is restarted in place; a new one takes the stream's next ID.
+            let restart = if already {
+                self.sent_id(slot, &p)
+            } else {
+                None
+            };
+            self.mark_sent(slot, &p);
+            buf.extend_from_slice(&self.active_msg(&suffix, wire.clone(), restart)?);
             self.send(slot, Out::Data(buf.freeze()));
         }
         Ok(())
@@ -198,22 +300,71 @@ impl Session {
                 id: 0,
             });
         }
-        let v = self.cfg.version;
         for (slot, suffix, already, _) in self.interest_in_slots(&p, &[]) {
             if !already {
                 continue;
             }
-            let mut buf = BytesMut::new();
+            let data = self.ended_msg(slot, &p, suffix)?;
+            self.send(slot, Out::Data(data));
+        }
+        Ok(())
+    }
+
+    /// The message that makes `suffix` active: 03-05 a status-byte ANNOUNCE (a repeat of a
+    /// live one on 05 replaces it), 06 a RESTART of `restart` or else a START, which takes
+    /// the stream's next ID (the caller counts it: [`Session::mark_sent`]).
+    fn active_msg(
+        &self,
+        suffix: &str,
+        hops: Vec<u64>,
+        restart: Option<u64>,
+    ) -> Result<Bytes, EncodeError> {
+        let v = self.cfg.version;
+        let mut buf = BytesMut::new();
+        if !v.is_06_or_later() {
+            Announce {
+                status: AnnounceStatus::Active,
+                suffix: suffix.to_owned(),
+                hops,
+            }
+            .encode(v, &mut buf)?;
+            return Ok(buf.freeze());
+        }
+        let cost = route_cost(&hops);
+        let msg = match restart {
+            Some(id) => Announce06::Restart { id, hops, cost },
+            None => Announce06::Start {
+                suffix: suffix.to_owned(),
+                hops,
+                cost,
+            },
+        };
+        msg.encode(v, &mut buf)?;
+        Ok(buf.freeze())
+    }
+
+    /// The message that withdraws full path `p` (sent as `suffix`) from `slot`, which must
+    /// have been sent it: 03-05 an `Ended` ANNOUNCE, 06 an END of its ID.
+    fn ended_msg(&mut self, slot: u64, p: &str, suffix: String) -> Result<Bytes, EncodeError> {
+        let v = self.cfg.version;
+        let id = self.unmark_sent(slot, p);
+        let mut buf = BytesMut::new();
+        if v.is_06_or_later() {
+            let Some(id) = id else {
+                return Err(EncodeError::Invalid {
+                    what: "END of a path never started",
+                });
+            };
+            Announce06::End { id }.encode(v, &mut buf)?;
+        } else {
             Announce {
                 status: AnnounceStatus::Ended,
                 suffix,
                 hops: vec![],
             }
             .encode(v, &mut buf)?;
-            self.mark_sent(slot, &p, false);
-            self.send(slot, Out::Data(buf.freeze()));
         }
-        Ok(())
+        Ok(buf.freeze())
     }
 
     pub(super) fn on_announce_request(
@@ -240,28 +391,26 @@ impl Session {
             .encode(v, &mut buf)
             .map_err(enc)?;
         }
-        let mut sent = HashSet::new();
+        // The initial burst takes IDs 0 .. count-1 on 06 (spec 12.5).
+        let mut sent = HashMap::with_capacity(matching.len());
         for (p, hops) in matching {
             let suffix = path::strip_prefix(&p, &req.prefix)
                 .unwrap_or_default()
                 .to_owned();
-            Announce {
-                status: AnnounceStatus::Active,
-                suffix,
-                hops,
-            }
-            .encode(v, &mut buf)
-            .map_err(enc)?;
-            sent.insert(p);
+            buf.extend_from_slice(&self.active_msg(&suffix, hops, None).map_err(enc)?);
+            let id = sent.len() as u64;
+            sent.insert(p, id);
         }
         if let Some(s) = self.slots.get_mut(&slot)
             && let Kind::InterestIn {
                 state,
                 sent: s_sent,
+                next_id,
                 ..
             } = &mut s.kind
         {
             *state = Some((req.prefix.clone(), req.exclude_hop));
+            *next_id = sent.len() as u64;
             *s_sent = sent;
         }
         if !buf.is_empty() {
@@ -274,9 +423,27 @@ impl Session {
         Ok(())
     }
 
+    /// The peer's SETUP arrived: answer the 06 Announce streams that waited for its `Hop`.
+    pub(super) fn answer_deferred_interests(&mut self) {
+        let mut waiting: Vec<(u64, AnnounceRequest)> = self
+            .slots
+            .iter_mut()
+            .filter_map(|(k, s)| match &mut s.kind {
+                Kind::InterestIn { deferred, .. } => deferred.take().map(|r| (*k, r)),
+                _ => None,
+            })
+            .collect();
+        waiting.sort_by_key(|(k, _)| *k);
+        for (slot, req) in waiting {
+            if let Err((code, why)) = self.on_announce_request(slot, req) {
+                self.fail_stream(slot, code, why);
+            }
+        }
+    }
+
     fn wire_hops(&self, stored: &[u64]) -> Vec<u64> {
         match self.cfg.version {
-            Version::Lite05 => stored.to_vec(),
+            Version::Lite05 | Version::Lite06 => stored.to_vec(),
             // 04 appends our ID; 03 sends only the count, which includes us.
             Version::Lite04 | Version::Lite03 => {
                 let mut h = stored.to_vec();
@@ -310,7 +477,7 @@ impl Session {
                     Some((
                         *k,
                         suffix.to_owned(),
-                        sent.contains(p),
+                        sent.contains_key(p),
                         self.excluded(hops, *exclude),
                     ))
                 }
@@ -321,15 +488,41 @@ impl Session {
         out
     }
 
-    fn mark_sent(&mut self, slot: u64, p: &str, on: bool) {
+    /// The 06 ID `p` was started with on `slot`, if it was sent there.
+    fn sent_id(&self, slot: u64, p: &str) -> Option<u64> {
+        match self.slots.get(&slot).map(|s| &s.kind) {
+            Some(Kind::InterestIn { sent, .. }) => sent.get(p).copied(),
+            _ => None,
+        }
+    }
+
+    /// Records `p` as sent on `slot`; a path not sent yet takes the stream's next 06 ID
+    /// (a path already sent keeps its ID: it was restarted).
+    fn mark_sent(&mut self, slot: u64, p: &str) {
+        if let Some(s) = self.slots.get_mut(&slot)
+            && let Kind::InterestIn { sent, next_id, .. } = &mut s.kind
+            && !sent.contains_key(p)
+        {
+            sent.insert(p.to_owned(), *next_id);
+            *next_id += 1;
+        }
+    }
+
+    /// Forgets `p` on `slot`, returning the 06 ID it had (retired: never reused).
+    fn unmark_sent(&mut self, slot: u64, p: &str) -> Option<u64> {
         if let Some(s) = self.slots.get_mut(&slot)
             && let Kind::InterestIn { sent, .. } = &mut s.kind
         {
-            if on {
-                sent.insert(p.to_owned());
-            } else {
-                sent.remove(p);
-            }
+            return sent.remove(p);
         }
+        None
     }
+}
+
+/// What we put on the wire for a route we store only as a hop chain (spec 12.6): with no
+/// link prices configured anywhere moq-net's cost equals the hop count, so a chain of `n`
+/// hops is sent as `n/n` (0/0 for a broadcast published on this node's session).
+fn route_cost(hops: &[u64]) -> RouteCost {
+    let n = hops.len() as u64;
+    RouteCost { warm: n, cold: n }
 }

@@ -2,7 +2,7 @@
 //! start) and GOAWAY (04/05). The peer's SETUP and GOAWAY are read where the rest of its
 //! input is (`Session::process`).
 //!
-//! It must never send SETUP twice: `Session::new` opens it once, on 05 only.
+//! It must never send SETUP twice: `Session::new` opens it once, on 05 and 06 only.
 
 use bytes::BytesMut;
 

@@ -28,6 +28,21 @@ impl Session {
         priority: u8,
         group: u64,
     ) -> Result<FetchId, SessionError> {
+        // The whole group, as moq-net subscribers always ask on 06 (spec 12.9).
+        self.fetch_frames(broadcast, track, priority, group, 0, None)
+    }
+
+    /// As [`Session::fetch`], for frames `frame_start ..= frame_end` of the group only (06;
+    /// `frame_end` `None` = through its end). The response starts exactly at `frame_start`.
+    pub fn fetch_frames(
+        &mut self,
+        broadcast: &str,
+        track: &str,
+        priority: u8,
+        group: u64,
+        frame_start: u64,
+        frame_end: Option<u64>,
+    ) -> Result<FetchId, SessionError> {
         let v = self.cfg.version;
         if !v.is_05_or_later() {
             return Err(SessionError::NotInVersion {
@@ -41,6 +56,8 @@ impl Session {
             track: track.to_owned(),
             priority,
             group,
+            frame_start,
+            frame_end,
         };
         let data = self.encode_typed(BidiType::Fetch.id(), &msg)?;
         let kind = Kind::FetchOut {

@@ -8,7 +8,7 @@
 //! comes back as `(code, reason)` and fails only that stream; it must never close the
 //! session except where the protocol says so (a second SETUP).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
@@ -17,7 +17,7 @@ use super::{
     TrackServeId,
 };
 use crate::message::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, Fetch, GoAway, Setup, Subscribe,
+    Announce, Announce06, AnnounceOk, AnnounceRequest, BidiType, Fetch, GoAway, Setup, Subscribe,
     SubscribeResponse, SubscribeUpdate, TrackInfo, TrackRequest, UniType,
 };
 use crate::reader::{GroupReader, MessageReader};
@@ -164,6 +164,7 @@ impl Session {
                     if fin {
                         self.fail_recv(slot, None);
                     }
+                    self.answer_deferred_interests();
                     return Ok(());
                 }
                 if fin {
@@ -201,7 +202,9 @@ impl Session {
             Some(BidiType::Announce) => Kind::InterestIn {
                 reader: MessageReader::new(),
                 state: None,
-                sent: HashSet::new(),
+                sent: HashMap::new(),
+                next_id: 0,
+                deferred: None,
             },
             Some(BidiType::Subscribe) => Kind::SubscribeIn {
                 reader: MessageReader::new(),
@@ -279,6 +282,14 @@ impl Session {
                             }
                             None => false,
                         }
+                    } else if v.is_06_or_later() {
+                        match reader.read::<Announce06>(v).map_err(dec)? {
+                            Some(a) => {
+                                self.on_announce06(slot, a)?;
+                                true
+                            }
+                            None => false,
+                        }
                     } else {
                         match reader.read::<Announce>(v).map_err(dec)? {
                             Some(a) => {
@@ -336,10 +347,15 @@ impl Session {
                 Kind::InterestIn {
                     reader,
                     state: None,
+                    deferred,
                     ..
-                } => match reader.read::<AnnounceRequest>(v).map_err(dec)? {
+                } if deferred.is_none() => match reader.read::<AnnounceRequest>(v).map_err(dec)? {
                     Some(req) => {
-                        self.on_announce_request(slot, req)?;
+                        if v.is_06_or_later() && !self.peer_setup {
+                            *deferred = Some(req);
+                        } else {
+                            self.on_announce_request(slot, req)?;
+                        }
                         true
                     }
                     None => false,

@@ -132,7 +132,7 @@ pub struct Config {
     pub perspective: Perspective,
     /// Our hop/origin ID, drawn from [1, 2^53) (JS clients decode it as u53).
     pub hop_id: u64,
-    /// Client on raw QUIC 05 only: the SETUP Path (request target incl. `?query`).
+    /// Client on raw QUIC 05/06 only: the SETUP Path (request target incl. `?query`).
     pub setup_path: Option<String>,
     /// Client only: the SETUP Role hint.
     pub setup_role: Option<SetupRole>,
@@ -353,7 +353,8 @@ pub struct Session {
     serves: HashMap<ServeId, Serve>,
     published: BTreeMap<String, Vec<u64>>,
     peer_setup: bool,
-    /// The peer's SETUP Origin (05): like Exclude Hop, never send it its own broadcasts.
+    /// The peer's SETUP Origin (05/06; `Hop` on 06, the only exclusion id there): like
+    /// Exclude Hop, never send it its own broadcasts.
     peer_origin: u64,
 }
 
@@ -396,7 +397,7 @@ impl Session {
         })
     }
 
-    /// The client end (upstream links, relay-bench). `setup_path` is for raw QUIC on 05 only
+    /// The client end (upstream links, relay-bench). `setup_path` is for raw QUIC on 05/06 only
     /// (on WebTransport the CONNECT path carries it); pass `None` there.
     pub fn client(
         version: Version,

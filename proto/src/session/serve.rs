@@ -171,6 +171,8 @@ impl Session {
         GroupHeader {
             subscribe_id: serve.0,
             sequence,
+            // Whole groups only: we never start a group part-way (spec 12.10).
+            frame_start: 0,
         }
         .encode(v, &mut buf)?;
         let g = self.new_local(

@@ -7,7 +7,7 @@
 //! concern files do) nor queue without bound: callers check `queued_full` against
 //! `MAX_QUEUED_CHUNKS` before they queue frames.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
@@ -16,6 +16,7 @@ use super::{
     SessionError, StreamId, SubscriptionId, TrackRequestId,
 };
 use crate::ErrorCode;
+use crate::message::AnnounceRequest;
 use crate::reader::{GroupReader, MessageReader};
 
 #[derive(Debug)]
@@ -46,7 +47,15 @@ pub(super) enum Kind {
         prefix: String,
         reader: MessageReader,
         hop: Option<u64>,
+        /// Suffixes reported `Announced` and not yet `Unannounced`.
         active: HashSet<String>,
+        /// 06: live Announce IDs of this stream → suffix, including STARTs dropped as loops
+        /// (their END or RESTART is still legal). At most [`super::MAX_BROADCASTS`].
+        ids: HashMap<u64, String>,
+        /// 06: suffixes of the live IDs, to reject a second START for one of them.
+        live: HashSet<String>,
+        /// 06: the ID the next START takes (spec 12.5: counted from 0, never reused).
+        next_id: u64,
     },
     SubscribeOut {
         id: SubscriptionId,
@@ -60,7 +69,13 @@ pub(super) enum Kind {
     InterestIn {
         reader: MessageReader,
         state: Option<(String, u64)>,
-        sent: HashSet<String>,
+        /// Full paths sent as active on this stream → their 06 Announce ID (unused before).
+        sent: HashMap<String, u64>,
+        /// 06: the ID our next START takes.
+        next_id: u64,
+        /// 06: an ANNOUNCE_REQUEST read before the peer's SETUP, answered once its `Hop`
+        /// is known (moq-net's publisher waits the same way, spec 12.4).
+        deferred: Option<AnnounceRequest>,
     },
     SubscribeIn {
         reader: MessageReader,

@@ -34,6 +34,8 @@ impl Session {
             max_latency_ms: prefs.max_latency_ms,
             start: prefs.start,
             end: prefs.end,
+            frame_start: prefs.frame_start,
+            frame_end: prefs.frame_end,
         };
         let data = self.encode_typed(BidiType::Subscribe.id(), &msg)?;
         let slot = self.new_local(
@@ -121,6 +123,15 @@ impl Session {
                 None => break,
                 Some(GroupItem::Header(h)) => {
                     let sub = SubscriptionId(h.subscribe_id);
+                    if h.frame_start != 0 {
+                        // A partial group (06): we never ask for one (Frame Start is always 0
+                        // from here), and frames forwarded from it would be numbered from 0,
+                        // so refuse it rather than pass on a misaligned group (spec 12.10).
+                        return Err((
+                            ErrorCode::Unsupported,
+                            format!("group {} starts at frame {}", h.sequence, h.frame_start),
+                        ));
+                    }
                     if self.subs.contains_key(&sub) {
                         *target = Some((sub, h.sequence));
                         self.emit(SessionEvent::GroupStarted {
