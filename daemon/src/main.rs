@@ -11,7 +11,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use moq_relayd::config::{self, Loaded, Source};
-use moq_relayd::{auth, logging, notify, relay, support};
+use moq_relayd::{auth, control, logging, notify, relay, support};
 
 /// Exit status for a configuration that cannot be used (as with `--check`).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -118,6 +118,19 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     let server = &relay.handle;
     let local_addr = server.local_addr();
     let fingerprint = server.fingerprint();
+    let http = control::start(
+        &control::Listeners {
+            web: config.web.http.listen.clone(),
+            internal: config.internal.listen.clone(),
+        },
+        control::ControlState::new(
+            fingerprint.clone(),
+            server.worker_stats(),
+            relay.links.clone(),
+            relay.drain.clone(),
+            auth::Authenticator::new(&config.auth).ok(),
+        ),
+    )?;
 
     match &loaded.source {
         Source::Embedded => tracing::info!(
@@ -126,6 +139,15 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         Source::File(path) => {
             tracing::info!(config = %path.display(), "serving on udp://{local_addr}")
         }
+    }
+    if let Some(addr) = http.web_addr {
+        tracing::info!(listener = "web", "web HTTP listening on http://{addr}");
+    }
+    if let Some(addr) = http.internal_addr {
+        tracing::info!(
+            listener = "internal",
+            "internal HTTP listening on http://{addr}"
+        );
     }
     tracing::info!(
         %local_addr,
@@ -138,16 +160,52 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     );
     notify::ready(&format!("serving on udp://{local_addr}"));
 
+    let drain_timeout = config
+        .drain_timeout
+        .unwrap_or(config::DEFAULT_DRAIN_TIMEOUT);
+    let mut drain_deadline: Option<(Instant, Instant)> = None;
     let watchdog = notify::watchdog_interval();
     let mut last_ping = Instant::now();
     'control: loop {
         for signal in signals.pending() {
             match signal {
-                SIGHUP => reload(&loaded.source, server),
-                _ => {
-                    tracing::info!(signal, "shutting down");
+                SIGHUP => reload(&loaded.source, server, &http.state),
+                _ if drain_deadline.is_some() => {
+                    tracing::info!(signal, "second shutdown signal; exiting immediately");
                     break 'control;
                 }
+                _ => {
+                    notify::stopping();
+                    if drain_timeout.is_zero() {
+                        tracing::info!(
+                            signal,
+                            "shutdown signal received; drain_timeout is 0: closing every session"
+                        );
+                        break 'control;
+                    }
+                    tracing::info!(
+                        signal,
+                        ?drain_timeout,
+                        "shutdown signal received; draining sessions"
+                    );
+                    relay.drain.start();
+                    for link in &relay.links {
+                        link.wake();
+                    }
+                    let now = Instant::now();
+                    drain_deadline = Some((now, now + drain_timeout));
+                }
+            }
+        }
+        if let Some((started, deadline)) = drain_deadline {
+            let left = http.state.live_sessions();
+            if left == 0 {
+                tracing::info!(elapsed = ?started.elapsed(), "drain complete: every session left; exiting");
+                break 'control;
+            }
+            if Instant::now() >= deadline {
+                tracing::info!(elapsed = ?started.elapsed(), forced = left, "drain deadline force-closed sessions; exiting");
+                break 'control;
             }
         }
         if !server.workers_alive() {
@@ -162,6 +220,7 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         std::thread::sleep(CONTROL_TICK);
     }
     notify::stopping();
+    http.stop();
     relay.handle.shutdown();
     Ok(())
 }
@@ -177,7 +236,7 @@ fn client_authority(addr: SocketAddr) -> String {
 
 /// SIGHUP: re-read and re-validate the file. A broken file is reported and the running
 /// configuration stays in force.
-fn reload(source: &Source, server: &quic_io::ServerHandle) {
+fn reload(source: &Source, server: &quic_io::ServerHandle, http: &control::ControlState) {
     let Source::File(path) = source else {
         tracing::info!("SIGHUP: running on the embedded default; nothing to reload");
         return;
@@ -188,7 +247,8 @@ fn reload(source: &Source, server: &quic_io::ServerHandle) {
             tracing::info!(config = %path.display(), "SIGHUP: configuration re-read; changes other than certificates need a restart");
             match server.reload_tls() {
                 Ok(fingerprint) => {
-                    tracing::info!(certificate_sha256 = %fingerprint, "SIGHUP: certificate reloaded for new connections")
+                    tracing::info!(certificate_sha256 = %fingerprint, "SIGHUP: certificate reloaded for new connections");
+                    http.set_fingerprint(fingerprint);
                 }
                 Err(err) => tracing::error!("SIGHUP: keeping the current certificate: {err}"),
             }

@@ -12,6 +12,7 @@
 //! fanout, maybe across cores) → `Delivery::Frame` for each local subscriber →
 //! `Session::write_frame` → `Action::Write` → `Io::write`.
 
+mod control;
 mod counters;
 mod publish;
 mod serve;
@@ -31,6 +32,7 @@ use router::{BroadcastId, FetchTicket, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
+pub use control::{ControlRequest, DrainFlag, PublishedCounters, RequestError, WorkerLink};
 pub use counters::{RelayCounters, SessionRefusals};
 use session::RelaySession;
 pub use setup::{RelayServer, start};
@@ -89,6 +91,8 @@ pub struct RelayWorker {
     /// A session's output waiting on flow control past which its deliveries wait
     /// (`MAX_PENDING_BYTES_PER_SESSION`; tests lower it).
     max_pending_bytes: usize,
+    /// Counters published to, and requests from, the control thread.
+    control: control::WorkerControl,
 }
 
 impl RelayWorker {
@@ -110,6 +114,7 @@ impl RelayWorker {
             now: Instant::now(),
             counters: RelayCounters::default(),
             max_pending_bytes: MAX_PENDING_BYTES_PER_SESSION,
+            control: control::WorkerControl::default(),
         }
     }
 
@@ -340,6 +345,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         self.announce_events(io);
         self.fetch_answers(io);
         self.deliveries(io);
+        self.control_poll(now, io);
         // Deliveries deferred for flow control wait for the peer's ACKs (socket input);
         // only those left by the per-poll budget need another iteration at once.
         self.may_park = self.shard.prepare_park() && !self.budget_exhausted;

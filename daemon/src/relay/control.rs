@@ -1,0 +1,283 @@
+//! The relay worker's side of the control thread: it publishes the worker's counters into
+//! atomics the control thread reads, and answers the control thread's few requests (the
+//! announced list, GOAWAY on drain) from a bounded queue drained once per loop iteration.
+//!
+//! It must never block the worker or take a lock: counters are relaxed stores into memory
+//! only this worker writes, requests come through a bounded `sync_channel` read with
+//! `try_recv`, and answers go back through a oneshot, whose send never waits.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use quic_io::{SessionId, SessionIo, Waker};
+use tracing::{debug, info};
+
+use super::{RelayCounters, RelayWorker, SessionRefusals};
+use driver::DriverCounters;
+
+/// Requests one worker's queue holds; past this the control thread answers 503 rather
+/// than wait (an HTTP query is never worth stalling the data path for).
+pub const MAX_PENDING_REQUESTS: usize = 64;
+
+/// Requests a worker answers per loop iteration; the rest wait for the next one.
+const MAX_REQUESTS_PER_POLL: usize = 16;
+
+/// How stale the published live-session sums may get while sessions neither open nor
+/// close. Summing walks every session, so it is not done on every iteration.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Broadcast paths one `/announced` answer carries at most.
+pub const MAX_ANNOUNCED_ANSWER: usize = 10_000;
+
+/// What the control thread may ask a worker.
+#[derive(Debug)]
+pub enum ControlRequest {
+    /// Broadcasts announced under `prefix` (absolute, no leading slash), from this
+    /// worker's replica of the announce table.
+    Announced {
+        prefix: String,
+        reply: tokio::sync::oneshot::Sender<Vec<String>>,
+    },
+}
+
+/// The number of counters in `PublishedCounters`, in `RelayCounters` field order.
+const FIELDS: usize = 10;
+
+/// One worker's counters as the control thread sees them. Written only by the owning
+/// worker (relaxed stores), read by anyone; every value is cumulative and monotonic.
+#[derive(Debug, Default)]
+pub struct PublishedCounters {
+    values: [AtomicU64; FIELDS],
+}
+
+impl PublishedCounters {
+    fn store(&self, c: &RelayCounters) {
+        let values = flatten(c);
+        for (slot, value) in self.values.iter().zip(values) {
+            debug_assert!(slot.load(Ordering::Relaxed) <= value, "a counter went back");
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The last values the worker published.
+    pub fn load(&self) -> RelayCounters {
+        let v: [u64; FIELDS] = std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed));
+        RelayCounters {
+            sessions_opened: v[0],
+            sessions_closed: v[1],
+            session_refusals: SessionRefusals {
+                closed: v[2],
+                other: v[3],
+            },
+            router_refusals: v[4],
+            driver: DriverCounters {
+                open_failed: v[5],
+                write_failed: v[6],
+                overflow_resets: v[7],
+                refused_ops: v[8],
+                bad_stream_ids: v[9],
+            },
+        }
+    }
+}
+
+fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
+    [
+        c.sessions_opened,
+        c.sessions_closed,
+        c.session_refusals.closed,
+        c.session_refusals.other,
+        c.router_refusals,
+        c.driver.open_failed,
+        c.driver.write_failed,
+        c.driver.overflow_resets,
+        c.driver.refused_ops,
+        c.driver.bad_stream_ids,
+    ]
+}
+
+/// State shared by every worker and the control thread: the drain flag.
+#[derive(Debug, Default)]
+pub struct DrainFlag(AtomicBool);
+
+impl DrainFlag {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The control thread's handle on one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerLink {
+    pub counters: Arc<PublishedCounters>,
+    requests: SyncSender<ControlRequest>,
+    waker: Option<Waker>,
+}
+
+/// Why a request did not reach a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("the worker's request queue is full")]
+    Busy,
+    #[error("the worker has stopped")]
+    Gone,
+}
+
+impl WorkerLink {
+    /// Queues `request` and wakes the worker; never blocks.
+    pub fn request(&self, request: ControlRequest) -> Result<(), RequestError> {
+        match self.requests.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(RequestError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(RequestError::Gone),
+        }
+        if let Some(waker) = &self.waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// The worker's waker, known once the worker runs.
+    pub(super) fn set_waker(&mut self, waker: Waker) {
+        self.waker = Some(waker);
+    }
+
+    /// Wakes the worker (after the drain flag changed).
+    pub fn wake(&self) {
+        if let Some(waker) = &self.waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The worker's end: where it publishes and what it reads.
+#[derive(Default)]
+pub(super) struct WorkerControl {
+    counters: Arc<PublishedCounters>,
+    requests: Option<Receiver<ControlRequest>>,
+    drain: Arc<DrainFlag>,
+    /// Sessions sent a GOAWAY since the drain began.
+    goaway_sent: HashSet<SessionId>,
+    last_published: Option<(Instant, u64, u64)>,
+}
+
+/// A worker's control end and the control thread's link to it.
+pub(super) fn link(drain: Arc<DrainFlag>) -> (WorkerEnd, WorkerLink) {
+    let (sender, receiver) = sync_channel(MAX_PENDING_REQUESTS);
+    let counters = Arc::new(PublishedCounters::default());
+    let end = WorkerEnd(WorkerControl {
+        counters: counters.clone(),
+        requests: Some(receiver),
+        drain,
+        goaway_sent: HashSet::new(),
+        last_published: None,
+    });
+    let link = WorkerLink {
+        counters,
+        requests: sender,
+        waker: None,
+    };
+    (end, link)
+}
+
+/// A worker's control end, handed to `RelayWorker::attach_control`.
+pub struct WorkerEnd(WorkerControl);
+
+impl RelayWorker {
+    /// Connects this worker to the control thread (at start, before its loop runs).
+    pub fn attach_control(&mut self, end: WorkerEnd) {
+        self.control = end.0;
+    }
+
+    /// Once per loop iteration: publish counters, answer requests, GOAWAY on drain.
+    pub(super) fn control_poll<T: SessionIo>(&mut self, now: Instant, io: &mut T) {
+        self.publish_counters(now);
+        self.answer_requests();
+        if self.control.drain.is_draining() {
+            self.go_away_all(io);
+        }
+    }
+
+    fn publish_counters(&mut self, now: Instant) {
+        let (opened, closed) = (self.counters.sessions_opened, self.counters.sessions_closed);
+        let due = match self.control.last_published {
+            None => true,
+            Some((at, o, c)) => {
+                o != opened || c != closed || now.duration_since(at) >= PUBLISH_INTERVAL
+            }
+        };
+        if due {
+            let total = self.counters();
+            self.control.counters.store(&total);
+            self.control.last_published = Some((now, opened, closed));
+        }
+    }
+
+    fn answer_requests(&mut self) {
+        let Some(requests) = &self.control.requests else {
+            return;
+        };
+        for _ in 0..MAX_REQUESTS_PER_POLL {
+            let request = match requests.try_recv() {
+                Ok(request) => request,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            };
+            match request {
+                ControlRequest::Announced { prefix, reply } => {
+                    let mut paths: Vec<String> = self
+                        .shard
+                        .announced(&prefix)
+                        .iter()
+                        .map(|path| path.to_string())
+                        .collect();
+                    paths.truncate(MAX_ANNOUNCED_ANSWER);
+                    // A oneshot never blocks the sender. The asker may have given up
+                    // (timed out); then nobody needs the answer.
+                    if reply.send(paths).is_err() {
+                        debug!(worker = self.worker, "announced answer not collected");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a GOAWAY (empty URI: "reconnect to me") to every session that has not had
+    /// one; moq-lite-03 has no GOAWAY and is served until the drain deadline.
+    fn go_away_all<T: SessionIo>(&mut self, io: &mut T) {
+        let sessions = &self.sessions;
+        self.control
+            .goaway_sent
+            .retain(|id| sessions.contains_key(id));
+        // Every id left is a live session's: equal sizes mean everyone has had one.
+        if self.control.goaway_sent.len() == self.sessions.len() {
+            return;
+        }
+        let fresh: Vec<SessionId> = self
+            .sessions
+            .keys()
+            .filter(|id| !self.control.goaway_sent.contains(id))
+            .copied()
+            .collect();
+        for id in fresh {
+            self.control.goaway_sent.insert(id);
+            let Some(conn) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if conn.version == proto::Version::Lite03 {
+                continue;
+            }
+            let result = conn.moq().go_away("");
+            if conn.refusals.note(result).is_some() {
+                info!(worker = self.worker, session = id, "drain: GOAWAY sent");
+            }
+            self.drive(id, io);
+        }
+    }
+}
