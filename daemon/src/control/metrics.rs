@@ -3,31 +3,51 @@
 //! its own counters, while ours are the workers' published atomics read at scrape time.
 //!
 //! moq-relay 0.17's families come first, in its order and with its names and labels, so
-//! dashboards keep working; then moq-relayd's own, per worker. Traffic families this build
-//! does not count yet print their HELP/TYPE lines and no rows, as moq-relay does without
-//! `[stats] enabled`. Every counter is cumulative and never goes back.
+//! dashboards keep working; then moq-relayd's own, per worker. Traffic rows appear whether
+//! or not `[stats] enabled` is set (harmless to scrapers; moq-relay prints none without
+//! it). Families this build does not count yet (stale data, announces, subscriptions,
+//! viewers, control bytes) print their HELP/TYPE lines and no rows. Every counter is
+//! cumulative and never goes back.
 
 use std::fmt::Write;
 
 use quic_io::StatsSnapshot;
 
 use super::{ControlState, unix_millis};
-use crate::relay::RelayCounters;
+use crate::relay::{RelayCounters, Traffic};
 
 /// A per-worker family: name, type, help, and the value of one worker's row.
 type Family<T> = (&'static str, &'static str, &'static str, fn(T) -> u64);
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-/// moq-relay families with `tier` and `role` labels that moq-relayd does not count yet.
-const TIER_ROLE_FAMILIES: &[(&str, &str)] = &[
-    ("moq_relay_bytes_total", "Media payload bytes transferred."),
-    ("moq_relay_frames_total", "Media frames transferred."),
-    ("moq_relay_groups_total", "Media groups transferred."),
+/// moq-relay families with `tier` and `role` labels that moq-relayd counts, with the
+/// value for one direction.
+/// A traffic family: name, help, and the value of one direction.
+type TrafficFamily = (&'static str, &'static str, fn(&Traffic) -> u64);
+
+const TRAFFIC_FAMILIES: &[TrafficFamily] = &[
+    (
+        "moq_relay_bytes_total",
+        "Media payload bytes transferred.",
+        |t| t.bytes,
+    ),
+    ("moq_relay_frames_total", "Media frames transferred.", |t| {
+        t.frames
+    }),
+    ("moq_relay_groups_total", "Media groups transferred.", |t| {
+        t.groups
+    }),
     (
         "moq_relay_datagrams_total",
         "Single-frame groups transferred as QUIC datagrams.",
+        |t| t.datagrams,
     ),
+];
+
+/// moq-relay families with `tier` and `role` labels that moq-relayd does not count yet
+/// (after the fetches family, which it does).
+const TIER_ROLE_FAMILIES: &[(&str, &str)] = &[
     (
         "moq_relay_stale_bytes_total",
         "Payload bytes skipped past a subscriber's latency budget.",
@@ -43,10 +63,6 @@ const TIER_ROLE_FAMILIES: &[(&str, &str)] = &[
     (
         "moq_relay_stale_datagrams_total",
         "Datagrams skipped past a subscriber's latency budget.",
-    ),
-    (
-        "moq_relay_fetches_total",
-        "One-shot group fetches requested.",
     ),
     ("moq_relay_announces_started_total", "Announces started."),
     ("moq_relay_announces_ended_total", "Announces ended."),
@@ -103,8 +119,46 @@ pub fn render(state: &ControlState) -> String {
     let relay: Vec<RelayCounters> = state.links.iter().map(|l| l.counters.load()).collect();
     let quic: Vec<StatsSnapshot> = state.worker_stats.iter().map(|s| s.snapshot()).collect();
 
-    // ---- moq-relay 0.17 families, in its order.
-    for (name, help) in TIER_ROLE_FAMILIES {
+    // ---- moq-relay 0.17 families, in its order. `role="publisher"` is what the relay
+    // sends, `role="subscriber"` what it receives; one (default) tier.
+    let sum = |f: &dyn Fn(&RelayCounters) -> u64| relay.iter().map(f).sum::<u64>();
+    for (name, help, value) in TRAFFIC_FAMILIES {
+        family(&mut out, name, "counter", help);
+        sample(
+            &mut out,
+            name,
+            "tier=\"\",role=\"publisher\"",
+            sum(&|c| value(&c.egress)),
+        );
+        sample(
+            &mut out,
+            name,
+            "tier=\"\",role=\"subscriber\"",
+            sum(&|c| value(&c.ingress)),
+        );
+    }
+    for (name, help) in TIER_ROLE_FAMILIES.iter().take(4) {
+        family(&mut out, name, "counter", help);
+    }
+    family(
+        &mut out,
+        "moq_relay_fetches_total",
+        "counter",
+        "One-shot group fetches requested.",
+    );
+    sample(
+        &mut out,
+        "moq_relay_fetches_total",
+        "tier=\"\",role=\"publisher\"",
+        sum(&|c| c.fetches),
+    );
+    sample(
+        &mut out,
+        "moq_relay_fetches_total",
+        "tier=\"\",role=\"subscriber\"",
+        0,
+    );
+    for (name, help) in TIER_ROLE_FAMILIES.iter().skip(4) {
         family(&mut out, name, "counter", help);
     }
     let opened: u64 = relay.iter().map(|c| c.sessions_opened).sum();

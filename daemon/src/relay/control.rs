@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use quic_io::{SessionId, SessionIo, Waker};
 use tracing::{debug, info};
 
+use super::counters::Traffic;
 use super::{RelayCounters, RelayWorker, SessionRefusals};
 use driver::DriverCounters;
 
@@ -44,7 +45,7 @@ pub enum ControlRequest {
 }
 
 /// The number of counters in `PublishedCounters`, in `RelayCounters` field order.
-const FIELDS: usize = 10;
+const FIELDS: usize = 19;
 
 /// One worker's counters as the control thread sees them. Written only by the owning
 /// worker (relaxed stores), read by anyone; every value is cumulative and monotonic.
@@ -80,6 +81,19 @@ impl PublishedCounters {
                 refused_ops: v[8],
                 bad_stream_ids: v[9],
             },
+            ingress: Traffic {
+                bytes: v[10],
+                frames: v[11],
+                groups: v[12],
+                datagrams: v[13],
+            },
+            egress: Traffic {
+                bytes: v[14],
+                frames: v[15],
+                groups: v[16],
+                datagrams: v[17],
+            },
+            fetches: v[18],
         }
     }
 }
@@ -96,6 +110,15 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         c.driver.overflow_resets,
         c.driver.refused_ops,
         c.driver.bad_stream_ids,
+        c.ingress.bytes,
+        c.ingress.frames,
+        c.ingress.groups,
+        c.ingress.datagrams,
+        c.egress.bytes,
+        c.egress.frames,
+        c.egress.groups,
+        c.egress.datagrams,
+        c.fetches,
     ]
 }
 

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
 pub use control::{ControlRequest, DrainFlag, PublishedCounters, RequestError, WorkerLink};
-pub use counters::{RelayCounters, SessionRefusals};
+pub use counters::{RelayCounters, SessionRefusals, Traffic};
 use session::RelaySession;
 pub use setup::{RelayServer, start};
 

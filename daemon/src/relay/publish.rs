@@ -106,6 +106,7 @@ impl RelayWorker {
                 sequence,
             } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
+                    self.counters.ingress.groups += 1;
                     // The router counts groups that beat SUBSCRIBE_OK as the track going live.
                     self.counters.note_router(self.shard.publish_track(
                         upstream.broadcast,
@@ -126,6 +127,9 @@ impl RelayWorker {
                 // 03/04 frames carry no timestamp: stamp them as the reference does, so that
                 // a 05 subscriber still sees media time move.
                 let timestamp = timestamp.unwrap_or_else(arrival_millis);
+                if conn.upstream.contains_key(&subscription) {
+                    self.counters.ingress.frame(payload.len());
+                }
                 if let Some(upstream) = conn.upstream.get(&subscription)
                     && let Err(err) =
                         self.shard
@@ -161,6 +165,9 @@ impl RelayWorker {
             } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     let track = upstream.track;
+                    self.counters.ingress.groups += 1;
+                    self.counters.ingress.datagrams += 1;
+                    self.counters.ingress.frame(payload.len());
                     if self.shard.start_group(track, sequence).is_ok() {
                         self.counters.note_router(
                             self.shard.push_frame(track, sequence, timestamp, payload),

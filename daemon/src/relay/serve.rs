@@ -93,6 +93,7 @@ impl RelayWorker {
                 }
             }
             MoqEvent::FetchRequested { request, fetch } => {
+                self.counters.fetches += 1;
                 let Some(absolute) = conn.readable(&fetch.broadcast) else {
                     conn.refusals.note(
                         conn.driver
@@ -225,6 +226,15 @@ impl RelayWorker {
             }
             while let Some(delivery) = self.shard.next_delivery(sub) {
                 handled += 1;
+                match (&delivery, role) {
+                    (router::Delivery::GroupStart { .. }, SubscriberRole::Serve(_)) => {
+                        self.counters.egress.groups += 1
+                    }
+                    (router::Delivery::Frame { payload, .. }, SubscriberRole::Serve(_)) => {
+                        self.counters.egress.frame(payload.len())
+                    }
+                    _ => {}
+                }
                 let finished = match role {
                     SubscriberRole::Serve(serve) => conn.deliver(serve, delivery),
                     SubscriberRole::TrackInfo(request) => conn.answer_track_info(request, delivery),
