@@ -219,7 +219,7 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         }
         std::thread::sleep(CONTROL_TICK);
     }
-    notify::stopping();
+    // STOPPING=1 went out with the first signal, before the drain.
     http.stop();
     relay.handle.shutdown();
     Ok(())
