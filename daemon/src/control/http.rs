@@ -30,7 +30,7 @@ use crate::relay::{ControlRequest, RequestError};
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-type Body = Full<Bytes>;
+pub(super) type Body = Full<Bytes>;
 
 pub(super) async fn serve(
     listeners: Vec<(Listener, std::net::TcpListener, Arc<AcceptStats>)>,
@@ -130,7 +130,7 @@ async fn accept_loop(
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+pub(super) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -179,6 +179,9 @@ async fn route(kind: Listener, state: &ControlState, request: Request<Incoming>)
         (Listener::Web, true, p) if p == "/announced" || p.starts_with("/announced/") => {
             let prefix = p.strip_prefix("/announced").unwrap_or("");
             announced(state, prefix, &query).await
+        }
+        (Listener::Web, true, p) if p.starts_with("/fetch/") => {
+            super::fetch::fetch(state, &p["/fetch/".len()..], &query).await
         }
         (Listener::Web, true, _) => not_found_page(),
     };

@@ -1,5 +1,5 @@
 //! The control thread's HTTP side: the public `[web.http]` listener (`/health`,
-//! `/certificate.sha256`, `/announced`) and the internal `[internal] listen` one
+//! `/certificate.sha256`, `/announced`, `/fetch`) and the internal `[internal] listen` one
 //! (`/health`, `/metrics`), served by one current-thread tokio runtime on a thread of its
 //! own.
 //!
@@ -9,6 +9,7 @@
 //! bounded in number, header size and lifetime, so a slow or hostile client costs a
 //! socket for a bounded time and nothing else.
 
+mod fetch;
 mod http;
 pub mod metrics;
 

@@ -6,13 +6,15 @@
 //! only this worker writes, requests come through a bounded `sync_channel` read with
 //! `try_recv`, and answers go back through a oneshot, whose send never waits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quic_io::{SessionId, SessionIo, Waker};
+use router::{FetchTicket, GroupFrames, RouterError};
 use tracing::{debug, info};
 
 use super::counters::Traffic;
@@ -42,7 +44,37 @@ pub enum ControlRequest {
         prefix: String,
         reply: tokio::sync::oneshot::Sender<Vec<String>>,
     },
+    /// The newest group of `track` in the broadcast at `broadcast` (absolute) that this
+    /// worker caches: the owner's answer is authoritative, others may know it too.
+    NewestGroup {
+        broadcast: String,
+        track: String,
+        reply: tokio::sync::oneshot::Sender<Option<u64>>,
+    },
+    /// Group `group` of a track, whole, from this worker's cache or the owner's.
+    Fetch {
+        broadcast: String,
+        track: String,
+        group: u64,
+        reply: tokio::sync::oneshot::Sender<FetchReply>,
+    },
 }
+
+/// A worker's answer to `ControlRequest::Fetch`.
+#[derive(Debug)]
+pub enum FetchReply {
+    /// No broadcast is announced at that path.
+    NotAnnounced,
+    /// The group is not cached whole: evicted, still being written, or never produced.
+    NotCached,
+    /// The group's frame payloads, in order.
+    Frames(Vec<Bytes>),
+    /// The worker cannot take another fetch now.
+    Busy,
+}
+
+/// HTTP fetches one worker has waiting on the router at once; more are answered `Busy`.
+const MAX_HTTP_FETCHES: usize = 64;
 
 /// The number of counters in `PublishedCounters`, in `RelayCounters` field order.
 const FIELDS: usize = 19;
@@ -189,6 +221,8 @@ pub(super) struct WorkerControl {
     /// Sessions sent a GOAWAY since the drain began.
     goaway_sent: HashSet<SessionId>,
     last_published: Option<(Instant, u64, u64)>,
+    /// HTTP fetches waiting for the router's answer (at most `MAX_HTTP_FETCHES`).
+    http_fetches: HashMap<FetchTicket, tokio::sync::oneshot::Sender<FetchReply>>,
 }
 
 /// A worker's control end and the control thread's link to it.
@@ -201,6 +235,7 @@ pub(super) fn link(drain: Arc<DrainFlag>) -> (WorkerEnd, WorkerLink) {
         drain,
         goaway_sent: HashSet::new(),
         last_published: None,
+        http_fetches: HashMap::new(),
     });
     let link = WorkerLink {
         counters,
@@ -223,6 +258,7 @@ impl RelayWorker {
     pub(super) fn control_poll<T: SessionIo>(&mut self, now: Instant, io: &mut T) {
         self.publish_counters(now);
         self.answer_requests();
+        self.forget_abandoned_fetches();
         if self.control.drain.is_draining() {
             self.go_away_all(io);
         }
@@ -244,13 +280,14 @@ impl RelayWorker {
     }
 
     fn answer_requests(&mut self) {
-        let Some(requests) = &self.control.requests else {
+        // Taken out while answering (an answer needs `&mut self`), put back below.
+        let Some(requests) = self.control.requests.take() else {
             return;
         };
         for _ in 0..MAX_REQUESTS_PER_POLL {
             let request = match requests.try_recv() {
                 Ok(request) => request,
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             };
             match request {
                 ControlRequest::Announced { prefix, reply } => {
@@ -267,8 +304,84 @@ impl RelayWorker {
                         debug!(worker = self.worker, "announced answer not collected");
                     }
                 }
+                ControlRequest::NewestGroup {
+                    broadcast,
+                    track,
+                    reply,
+                } => {
+                    let newest = self.shard.newest_group(&broadcast, &track);
+                    if reply.send(newest).is_err() {
+                        debug!(worker = self.worker, "newest-group answer not collected");
+                    }
+                }
+                ControlRequest::Fetch {
+                    broadcast,
+                    track,
+                    group,
+                    reply,
+                } => self.http_fetch(&broadcast, &track, group, reply),
             }
         }
+        self.control.requests = Some(requests);
+    }
+
+    fn http_fetch(
+        &mut self,
+        broadcast: &str,
+        track: &str,
+        group: u64,
+        reply: tokio::sync::oneshot::Sender<FetchReply>,
+    ) {
+        let answer = if self.control.http_fetches.len() >= MAX_HTTP_FETCHES {
+            FetchReply::Busy
+        } else {
+            match self.shard.fetch(broadcast, track, group) {
+                Ok(ticket) => {
+                    // Answered by `http_fetch_answered`, from `fetch_answers`.
+                    self.control.http_fetches.insert(ticket, reply);
+                    return;
+                }
+                Err(RouterError::Unroutable { .. }) => FetchReply::NotAnnounced,
+                Err(err) => {
+                    debug!(worker = self.worker, %err, "HTTP fetch refused by the router");
+                    FetchReply::Busy
+                }
+            }
+        };
+        if reply.send(answer).is_err() {
+            debug!(worker = self.worker, "fetch answer not collected");
+        }
+    }
+
+    /// A router FETCH answer that no session asked for: an HTTP fetch's, or nobody's.
+    pub(super) fn http_fetch_answered(&mut self, ticket: FetchTicket, frames: Option<GroupFrames>) {
+        let Some(reply) = self.control.http_fetches.remove(&ticket) else {
+            return;
+        };
+        let answer = match frames {
+            Some(frames) => {
+                FetchReply::Frames(frames.into_iter().map(|(_, payload)| payload).collect())
+            }
+            None => FetchReply::NotCached,
+        };
+        if reply.send(answer).is_err() {
+            debug!(worker = self.worker, "fetch answer not collected");
+        }
+    }
+
+    /// HTTP fetches whose asker gave up: their router tickets are cancelled.
+    fn forget_abandoned_fetches(&mut self) {
+        if self.control.http_fetches.is_empty() {
+            return;
+        }
+        let shard = &mut self.shard;
+        self.control.http_fetches.retain(|ticket, reply| {
+            let keep = !reply.is_closed();
+            if !keep {
+                shard.cancel_fetch(*ticket);
+            }
+            keep
+        });
     }
 
     /// Sends a GOAWAY (empty URI: "reconnect to me") to every session that has not had

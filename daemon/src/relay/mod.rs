@@ -32,7 +32,9 @@ use router::{BroadcastId, FetchTicket, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-pub use control::{ControlRequest, DrainFlag, PublishedCounters, RequestError, WorkerLink};
+pub use control::{
+    ControlRequest, DrainFlag, FetchReply, PublishedCounters, RequestError, WorkerLink,
+};
 pub use counters::{RelayCounters, SessionRefusals, Traffic};
 use session::RelaySession;
 pub use setup::{RelayServer, start};

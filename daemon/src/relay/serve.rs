@@ -168,6 +168,7 @@ impl RelayWorker {
         // Each pass takes one answer; the router holds at most its pending-fetch limit.
         while let Some((id, frames)) = self.shard.next_fetch_answer() {
             let Some((session, request)) = self.fetches.remove(&id) else {
+                self.http_fetch_answered(id, frames);
                 continue;
             };
             let Some(conn) = self.sessions.get_mut(&session) else {
