@@ -459,3 +459,36 @@ pub fn render(state: &ControlState) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::DrainFlag;
+    use std::sync::Arc;
+
+    #[test]
+    fn an_idle_scrape_starts_with_moq_relays_families_and_every_sample_is_typed() {
+        let state = ControlState::new(
+            String::new(),
+            Vec::new(),
+            Vec::new(),
+            Arc::new(DrainFlag::default()),
+            None,
+        );
+        let text = render(&state);
+        assert!(text.starts_with("# HELP moq_relay_bytes_total "), "{text}");
+        let mut typed = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.push(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(typed.iter().any(|t| t == name), "{line}");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+        assert!(text.contains("moq_relay_sessions_opened_total{tier=\"\"} 0\n"));
+        assert!(text.contains("moq_relay_draining_sessions 0\n"));
+    }
+}

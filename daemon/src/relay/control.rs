@@ -417,3 +417,63 @@ impl RelayWorker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_counters_carry_every_field_back() {
+        let counters = RelayCounters {
+            sessions_opened: 1,
+            sessions_closed: 2,
+            session_refusals: SessionRefusals {
+                closed: 3,
+                other: 4,
+            },
+            router_refusals: 5,
+            driver: DriverCounters {
+                open_failed: 6,
+                write_failed: 7,
+                overflow_resets: 8,
+                refused_ops: 9,
+                bad_stream_ids: 10,
+            },
+            ingress: Traffic {
+                bytes: 11,
+                frames: 12,
+                groups: 13,
+                datagrams: 14,
+            },
+            egress: Traffic {
+                bytes: 15,
+                frames: 16,
+                groups: 17,
+                datagrams: 18,
+            },
+            fetches: 19,
+        };
+        let published = PublishedCounters::default();
+        published.store(&counters);
+        assert_eq!(published.load(), counters);
+    }
+
+    #[test]
+    fn a_full_request_queue_is_busy_not_blocking() {
+        let (_end, link) = link(Arc::default());
+        for _ in 0..MAX_PENDING_REQUESTS {
+            let (reply, _answer) = tokio::sync::oneshot::channel();
+            link.request(ControlRequest::Announced {
+                prefix: String::new(),
+                reply,
+            })
+            .expect("room in the queue");
+        }
+        let (reply, _answer) = tokio::sync::oneshot::channel();
+        let refused = link.request(ControlRequest::Announced {
+            prefix: String::new(),
+            reply,
+        });
+        assert!(matches!(refused, Err(RequestError::Busy)));
+    }
+}
