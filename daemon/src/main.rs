@@ -20,6 +20,10 @@ const EXIT_BAD_CONFIG: u8 = 2;
 /// within this delay; it is not on any data path.
 const CONTROL_TICK: Duration = Duration::from_millis(50);
 
+/// After the drain deadline, how long the sessions' closes get before the server stops
+/// (moq-relay 0.17: at most 1 s for closes that never complete).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Media over QUIC relay: thread-per-core, a drop-in for moq-relay.
 #[derive(Debug, Parser)]
 #[command(name = "moq-relayd", version, about)]
@@ -204,6 +208,16 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
                 break 'control;
             }
             if Instant::now() >= deadline {
+                // Each worker closes its sessions with "GOAWAY timeout"; the closes get
+                // CLOSE_GRACE to reach the peers before the server shuts down.
+                relay.drain.close_all();
+                for link in &relay.links {
+                    link.wake();
+                }
+                let closing = Instant::now();
+                while http.state.live_sessions() > 0 && closing.elapsed() < CLOSE_GRACE {
+                    std::thread::sleep(CONTROL_TICK);
+                }
                 tracing::info!(elapsed = ?started.elapsed(), forced = left, "drain deadline force-closed sessions; exiting");
                 break 'control;
             }

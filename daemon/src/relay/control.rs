@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -154,17 +154,35 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
     ]
 }
 
-/// State shared by every worker and the control thread: the drain flag.
+/// The session close code at the drain deadline: moq-relay 0.17's "GOAWAY timeout".
+pub const GOAWAY_TIMEOUT_CODE: u64 = 0x10;
+
+/// State shared by every worker and the control thread: how far a drain has gone.
 #[derive(Debug, Default)]
-pub struct DrainFlag(AtomicBool);
+pub struct DrainFlag(AtomicU8);
+
+/// `DrainFlag` stages, only ever moving forward.
+const SERVING: u8 = 0;
+const DRAINING: u8 = 1;
+const CLOSING: u8 = 2;
 
 impl DrainFlag {
+    /// GOAWAY to every session, and to every session that arrives from now on.
     pub fn start(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.fetch_max(DRAINING, Ordering::Relaxed);
+    }
+
+    /// The deadline passed: close every session with `GOAWAY_TIMEOUT_CODE`.
+    pub fn close_all(&self) {
+        self.0.fetch_max(CLOSING, Ordering::Relaxed);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Relaxed) != SERVING
+    }
+
+    fn is_closing(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == CLOSING
     }
 }
 
@@ -220,6 +238,8 @@ pub(super) struct WorkerControl {
     drain: Arc<DrainFlag>,
     /// Sessions sent a GOAWAY since the drain began.
     goaway_sent: HashSet<SessionId>,
+    /// Sessions closed at the drain deadline.
+    closed_sent: HashSet<SessionId>,
     last_published: Option<(Instant, u64, u64)>,
     /// HTTP fetches waiting for the router's answer (at most `MAX_HTTP_FETCHES`).
     http_fetches: HashMap<FetchTicket, tokio::sync::oneshot::Sender<FetchReply>>,
@@ -234,6 +254,7 @@ pub(super) fn link(drain: Arc<DrainFlag>) -> (WorkerEnd, WorkerLink) {
         requests: Some(receiver),
         drain,
         goaway_sent: HashSet::new(),
+        closed_sent: HashSet::new(),
         last_published: None,
         http_fetches: HashMap::new(),
     });
@@ -259,7 +280,9 @@ impl RelayWorker {
         self.publish_counters(now);
         self.answer_requests();
         self.forget_abandoned_fetches();
-        if self.control.drain.is_draining() {
+        if self.control.drain.is_closing() {
+            self.close_all(io);
+        } else if self.control.drain.is_draining() {
             self.go_away_all(io);
         }
     }
@@ -382,6 +405,39 @@ impl RelayWorker {
             }
             keep
         });
+    }
+
+    /// At the drain deadline: closes every session still here, once each.
+    fn close_all<T: SessionIo>(&mut self, io: &mut T) {
+        let sessions = &self.sessions;
+        self.control
+            .closed_sent
+            .retain(|id| sessions.contains_key(id));
+        if self.control.closed_sent.len() == self.sessions.len() {
+            return;
+        }
+        let fresh: Vec<SessionId> = self
+            .sessions
+            .keys()
+            .filter(|id| !self.control.closed_sent.contains(id))
+            .copied()
+            .collect();
+        for id in fresh {
+            self.control.closed_sent.insert(id);
+            let Some(conn) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            info!(
+                worker = self.worker,
+                session = id,
+                "peer did not leave before the GOAWAY deadline; closing"
+            );
+            conn.moq().close(
+                proto::ErrorCode::Unknown(GOAWAY_TIMEOUT_CODE),
+                "GOAWAY timeout".into(),
+            );
+            self.drive(id, io);
+        }
     }
 
     /// Sends a GOAWAY (empty URI: "reconnect to me") to every session that has not had
