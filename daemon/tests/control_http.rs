@@ -459,3 +459,40 @@ fn web_listener_may_share_the_quic_port_number() {
     assert_eq!(ops.web.port(), port);
     assert_eq!(get(ops.web, "/certificate.sha256").body, ops.fingerprint);
 }
+
+#[test]
+fn connections_past_the_limit_are_closed_at_once_and_counted() {
+    let ops = start(CONFIG);
+    // moq-relayd's bound per listener (control::MAX_CONNECTIONS_PER_LISTENER).
+    const LIMIT: usize = 256;
+    let idle: Vec<TcpStream> = (0..LIMIT)
+        .map(|_| TcpStream::connect(ops.internal).unwrap())
+        .collect();
+    // Let the relay accept them all before the one over the limit arrives.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut extra = TcpStream::connect(ops.internal).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = extra.read(&mut buf);
+    // Closed unread: an end of stream, or a reset if the close raced our connect.
+    let closed = match &read {
+        Ok(0) => true,
+        Err(err) => err.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(closed, "the connection over the limit was served: {read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    // The relay sees the idle ones hang up and frees their slots.
+    std::thread::sleep(Duration::from_secs(1));
+    let metrics = scrape(&ops);
+    let refused = metrics["moq_relayd_http_connections_refused_total{listener=\"internal\"}"];
+    assert!(refused >= 1.0, "{refused}");
+}

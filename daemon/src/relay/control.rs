@@ -307,7 +307,15 @@ impl RelayWorker {
         let Some(requests) = self.control.requests.take() else {
             return;
         };
-        for _ in 0..MAX_REQUESTS_PER_POLL {
+        let mut answered = 0;
+        loop {
+            if answered == MAX_REQUESTS_PER_POLL {
+                // More may be queued, and their wake-up was spent: run another iteration
+                // at once rather than park on them (`deliveries` set this flag afresh).
+                self.budget_exhausted = true;
+                break;
+            }
+            answered += 1;
             let request = match requests.try_recv() {
                 Ok(request) => request,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
