@@ -218,6 +218,12 @@ fn internal_listener_serves_health_and_a_parsable_scrape() {
     let health = get(ops.internal, "/health");
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
     assert_eq!(get(ops.internal, "/certificate.sha256").status, 404);
+    let nodes = get(ops.internal, "/nodes");
+    assert_eq!(
+        (nodes.status, nodes.body.as_str()),
+        (200, "{\"nodes\":[]}"),
+        "a standalone relay has no nodes"
+    );
 
     let metrics = scrape(&ops);
     for series in [

@@ -167,6 +167,15 @@ async fn route(kind: Listener, state: &ControlState, request: Request<Incoming>)
             );
             response
         }
+        (Listener::Internal, true, "/nodes") => {
+            // No cluster links in this build: the standalone answer of 0.14 and 0.17 alike.
+            let mut response = text(StatusCode::OK, "{\"nodes\":[]}");
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         (Listener::Internal, true, _) => text(StatusCode::NOT_FOUND, "not found\n"),
         (Listener::Web, true, "/certificate.sha256") => {
             let fingerprint = state.fingerprint();

@@ -1,7 +1,7 @@
 //! The control thread's HTTP side: the public `[web.http]` listener (`/health`,
-//! `/certificate.sha256`, `/announced`, `/fetch`) and the internal `[internal] listen` one
-//! (`/health`, `/metrics`), served by one current-thread tokio runtime on a thread of its
-//! own.
+//! `/certificate.sha256`, `/announced`, `/fetch`) and the internal `[internal] listen`
+//! one (`/health`, `/metrics`, `/nodes`), served by one current-thread tokio runtime on
+//! a thread of its own.
 //!
 //! It must never touch packets or take a lock a worker waits on: it reads the workers'
 //! published atomics (quic-io's `WorkerStats`, the relay's `PublishedCounters`) and asks a
