@@ -199,3 +199,51 @@ fn fetch_with_a_bad_path_or_group_is_400() {
         assert_eq!(status, 400, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_of_a_track_nobody_watches_waits_for_its_next_group() {
+    let web = start();
+    let url = format!("https://{}/", web.quic);
+    let publisher = connect_with(
+        &url,
+        ConnectOptions::new(TlsTrust::Fingerprint(web.fingerprint.clone())).publish_only(),
+    )
+    .await
+    .expect("publisher connects");
+    let (_broadcast, mut tracks) = publisher
+        .publish("demo/idle", &["video", "audio"])
+        .expect("publish");
+    let track = tracks.remove(0);
+    let addr = web.web;
+    // Wait for the announcement to reach the relay.
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(addr, "/announced/demo").2 != b"idle" {
+            assert!(Instant::now() < deadline, "never announced");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+
+    let fetch = tokio::task::spawn_blocking(move || get(addr, "/fetch/demo/idle/video"));
+    // Nobody subscribes: the fetch makes the relay subscribe and answers with the first
+    // group that then arrives whole.
+    let mut written = Vec::new();
+    for round in 0..15u8 {
+        if fetch.is_finished() {
+            break;
+        }
+        track.write_group(frames(round)).expect("write a group");
+        written.push(round);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, head, body) = fetch.await.unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        written.iter().any(|&round| body == joined(round)),
+        "the body is one whole written group ({} bytes)",
+        body.len()
+    );
+    publisher.close().await;
+}

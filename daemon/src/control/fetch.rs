@@ -1,7 +1,8 @@
 //! `/fetch/{broadcast...}/{track}[?group=N|latest]`: one group, whole, as its frame
 //! payloads concatenated. The control thread asks worker 0 to FETCH it through the router
 //! (from that worker's cache or the owner's) and, for `latest`, every worker for the
-//! newest group it holds. A broadcast not announced yet or a group not produced yet is
+//! newest group it holds; when none holds one, worker 0 subscribes to the track and
+//! answers with the first group that completes. A broadcast not announced yet or a group not produced yet is
 //! waited for, polling, up to `FETCH_WAIT` (then 504, as moq-relay); a group older than
 //! the newest that is no longer cached whole is 404.
 
@@ -51,6 +52,48 @@ async fn ask<T>(
     index: usize,
     request: impl FnOnce(oneshot::Sender<T>) -> ControlRequest,
 ) -> Result<T, Response<Body>> {
+    ask_within(state, index, WORKER_ANSWER_TIMEOUT, request).await
+}
+
+/// `latest` of a track no worker holds a group of: worker 0 subscribes and answers with
+/// the first group that completes, as moq-relay waits for one. `None` when the broadcast
+/// is not announced yet (the caller polls again).
+async fn pull(
+    state: &ControlState,
+    broadcast: &str,
+    track: &str,
+    deadline: Instant,
+) -> Option<Response<Body>> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let answer = ask_within(state, 0, left, |reply| ControlRequest::Pull {
+        broadcast: broadcast.to_owned(),
+        track: track.to_owned(),
+        reply,
+    })
+    .await;
+    Some(match answer {
+        Ok(FetchReply::NotAnnounced) => return None,
+        Ok(FetchReply::Frames(frames)) => body(frames),
+        Ok(FetchReply::NotFound) => text(StatusCode::NOT_FOUND, "track not found\n"),
+        Ok(FetchReply::NotCached) => text(StatusCode::NOT_FOUND, "track ended\n"),
+        Ok(FetchReply::TooLarge) => text(StatusCode::INTERNAL_SERVER_ERROR, "group too large\n"),
+        Ok(FetchReply::Busy) => text(StatusCode::SERVICE_UNAVAILABLE, "busy\n"),
+        // Waited the whole budget for a group (the worker drops the pull when it sees
+        // the asker gone).
+        Err(_) if Instant::now() >= deadline => {
+            text(StatusCode::GATEWAY_TIMEOUT, "not produced in time\n")
+        }
+        Err(response) => response,
+    })
+}
+
+/// `ask` with its own bound on the wait.
+async fn ask_within<T>(
+    state: &ControlState,
+    index: usize,
+    wait: Duration,
+    request: impl FnOnce(oneshot::Sender<T>) -> ControlRequest,
+) -> Result<T, Response<Body>> {
     let Some(link) = state.links.get(index) else {
         return Err(text(StatusCode::SERVICE_UNAVAILABLE, "no worker\n"));
     };
@@ -60,7 +103,7 @@ async fn ask<T>(
         Err(RequestError::Busy) => return Err(text(StatusCode::SERVICE_UNAVAILABLE, "busy\n")),
         Err(RequestError::Gone) => return Err(text(StatusCode::SERVICE_UNAVAILABLE, "stopped\n")),
     }
-    match tokio::time::timeout(WORKER_ANSWER_TIMEOUT, answer).await {
+    match tokio::time::timeout(wait, answer).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_)) | Err(_) => Err(text(StatusCode::SERVICE_UNAVAILABLE, "no answer\n")),
     }
@@ -125,6 +168,12 @@ pub(super) async fn fetch(state: &ControlState, rest: &str, query: &str) -> Resp
                 Err(response) => return response,
             },
         };
+        if group.is_none()
+            && matches!(wanted, Group::Latest)
+            && let Some(response) = pull(state, &broadcast, track, deadline).await
+        {
+            return response;
+        }
         if let Some(group) = group {
             let answer = ask(state, 0, |reply| ControlRequest::Fetch {
                 broadcast: broadcast.clone(),
@@ -137,6 +186,12 @@ pub(super) async fn fetch(state: &ControlState, rest: &str, query: &str) -> Resp
                 Err(response) => return response,
                 Ok(FetchReply::Frames(frames)) => return body(frames),
                 Ok(FetchReply::Busy) => return text(StatusCode::SERVICE_UNAVAILABLE, "busy\n"),
+                Ok(FetchReply::NotFound) => {
+                    return text(StatusCode::NOT_FOUND, "track not found\n");
+                }
+                Ok(FetchReply::TooLarge) => {
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, "group too large\n");
+                }
                 Ok(FetchReply::NotAnnounced) => {}
                 Ok(FetchReply::NotCached) => {
                     // Older than the newest group and not cached whole: it is gone.

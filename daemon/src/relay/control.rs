@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quic_io::{SessionId, SessionIo, Waker};
-use router::{FetchTicket, GroupFrames, RouterError};
+use router::{Delivery, FetchTicket, GroupFrames, RouterError, SubscriberId};
 use tracing::{debug, info};
 
 use super::counters::Traffic;
@@ -51,6 +51,14 @@ pub enum ControlRequest {
         track: String,
         reply: tokio::sync::oneshot::Sender<Option<u64>>,
     },
+    /// The first group that completes on a subscription this worker opens for the
+    /// purpose (`/fetch` of `latest` when no group of the track is held anywhere: the
+    /// subscription makes the publisher send it).
+    Pull {
+        broadcast: String,
+        track: String,
+        reply: tokio::sync::oneshot::Sender<FetchReply>,
+    },
     /// Group `group` of a track, whole, from this worker's cache or the owner's.
     Fetch {
         broadcast: String,
@@ -71,6 +79,25 @@ pub enum FetchReply {
     Frames(Vec<Bytes>),
     /// The worker cannot take another fetch now.
     Busy,
+    /// The publisher does not have the track.
+    NotFound,
+    /// The group grew past `MAX_PULL_BYTES`.
+    TooLarge,
+}
+
+/// HTTP pulls (subscriptions waiting for one group) one worker holds at once.
+const MAX_HTTP_PULLS: usize = 64;
+
+/// Bytes one pulled group may hold; past this the pull ends `TooLarge`.
+pub const MAX_PULL_BYTES: usize = 64 << 20;
+
+/// A subscription opened for one HTTP `/fetch`, collecting the first group it sees whole.
+struct Pull {
+    reply: tokio::sync::oneshot::Sender<FetchReply>,
+    /// The group being collected: the first that started on this subscription.
+    group: Option<u64>,
+    frames: Vec<Bytes>,
+    bytes: usize,
 }
 
 /// HTTP fetches one worker has waiting on the router at once; more are answered `Busy`.
@@ -243,6 +270,8 @@ pub(super) struct WorkerControl {
     last_published: Option<(Instant, u64, u64)>,
     /// HTTP fetches waiting for the router's answer (at most `MAX_HTTP_FETCHES`).
     http_fetches: HashMap<FetchTicket, tokio::sync::oneshot::Sender<FetchReply>>,
+    /// HTTP pulls, by their router subscriber (at most `MAX_HTTP_PULLS`).
+    http_pulls: HashMap<SubscriberId, Pull>,
 }
 
 /// A worker's control end and the control thread's link to it.
@@ -257,6 +286,7 @@ pub(super) fn link(drain: Arc<DrainFlag>) -> (WorkerEnd, WorkerLink) {
         closed_sent: HashSet::new(),
         last_published: None,
         http_fetches: HashMap::new(),
+        http_pulls: HashMap::new(),
     });
     let link = WorkerLink {
         counters,
@@ -351,6 +381,11 @@ impl RelayWorker {
                     group,
                     reply,
                 } => self.http_fetch(&broadcast, &track, group, reply),
+                ControlRequest::Pull {
+                    broadcast,
+                    track,
+                    reply,
+                } => self.http_pull(&broadcast, &track, reply),
             }
         }
         self.control.requests = Some(requests);
@@ -400,8 +435,108 @@ impl RelayWorker {
         }
     }
 
-    /// HTTP fetches whose asker gave up: their router tickets are cancelled.
+    fn http_pull(
+        &mut self,
+        broadcast: &str,
+        track: &str,
+        reply: tokio::sync::oneshot::Sender<FetchReply>,
+    ) {
+        let answer = if self.control.http_pulls.len() >= MAX_HTTP_PULLS {
+            FetchReply::Busy
+        } else {
+            match self.shard.subscribe(broadcast, track) {
+                Ok(sub) => {
+                    // Fed by `http_pull_ready`, from `deliveries`.
+                    let pull = Pull {
+                        reply,
+                        group: None,
+                        frames: Vec::new(),
+                        bytes: 0,
+                    };
+                    self.control.http_pulls.insert(sub, pull);
+                    return;
+                }
+                Err(RouterError::Unroutable { .. }) => FetchReply::NotAnnounced,
+                Err(err) => {
+                    debug!(worker = self.worker, %err, "HTTP pull refused by the router");
+                    FetchReply::Busy
+                }
+            }
+        };
+        if reply.send(answer).is_err() {
+            debug!(worker = self.worker, "pull answer not collected");
+        }
+    }
+
+    /// A ready router subscriber that no session owns: an HTTP pull's, or nobody's.
+    pub(super) fn http_pull_ready(&mut self, sub: SubscriberId) {
+        let Some(mut pull) = self.control.http_pulls.remove(&sub) else {
+            return;
+        };
+        let mut answer = None;
+        while answer.is_none()
+            && let Some(delivery) = self.shard.next_delivery(sub)
+        {
+            answer = match delivery {
+                Delivery::Ready(_) => None,
+                Delivery::NotFound => Some(FetchReply::NotFound),
+                Delivery::TrackEnded { .. } => Some(FetchReply::NotCached),
+                Delivery::GroupStart { group } => {
+                    if pull.group.is_none() {
+                        pull.group = Some(group);
+                    }
+                    None
+                }
+                Delivery::Frame { group, payload, .. } if pull.group == Some(group) => {
+                    pull.bytes += payload.len();
+                    pull.frames.push(payload);
+                    (pull.bytes > MAX_PULL_BYTES).then_some(FetchReply::TooLarge)
+                }
+                Delivery::Frame { .. } => None,
+                Delivery::GroupEnd { group } if pull.group == Some(group) => {
+                    Some(FetchReply::Frames(std::mem::take(&mut pull.frames)))
+                }
+                Delivery::GroupEnd { .. } => None,
+                Delivery::GroupsDropped { below } => {
+                    // The group being collected lost frames: start over with the next.
+                    if pull.group.is_some_and(|group| group < below) {
+                        pull.group = None;
+                        pull.frames.clear();
+                        pull.bytes = 0;
+                    }
+                    None
+                }
+            };
+        }
+        match answer {
+            None => {
+                self.control.http_pulls.insert(sub, pull);
+            }
+            Some(answer) => {
+                self.counters.note_router(self.shard.unsubscribe(sub));
+                if pull.reply.send(answer).is_err() {
+                    debug!(worker = self.worker, "pull answer not collected");
+                }
+            }
+        }
+    }
+
+    /// HTTP fetches and pulls whose asker gave up: their router tickets are cancelled
+    /// and their subscriptions closed.
     fn forget_abandoned_fetches(&mut self) {
+        if !self.control.http_pulls.is_empty() {
+            let abandoned: Vec<SubscriberId> = self
+                .control
+                .http_pulls
+                .iter()
+                .filter(|(_, pull)| pull.reply.is_closed())
+                .map(|(sub, _)| *sub)
+                .collect();
+            for sub in abandoned {
+                self.control.http_pulls.remove(&sub);
+                self.counters.note_router(self.shard.unsubscribe(sub));
+            }
+        }
         if self.control.http_fetches.is_empty() {
             return;
         }

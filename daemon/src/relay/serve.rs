@@ -214,6 +214,7 @@ impl RelayWorker {
             let next = retry.pop_front().or_else(|| self.shard.next_ready());
             let Some(sub) = next else { break };
             let Some(&(session, role)) = self.subscribers.get(&sub) else {
+                self.http_pull_ready(sub);
                 continue;
             };
             let Some(conn) = self.sessions.get_mut(&session) else {
