@@ -247,3 +247,47 @@ async fn latest_of_a_track_nobody_watches_waits_for_its_next_group() {
     );
     publisher.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_and_fetch_keep_to_what_the_caller_may_subscribe() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, CONFIG.replace("public = \"\"", "public = \"demo\"")).unwrap();
+    let relay = Relay::start(&path, None);
+    let quic: SocketAddr = after(&relay.wait_for_line("serving on udp://"), "udp://")
+        .parse()
+        .unwrap();
+    let web: SocketAddr = after(
+        &relay.wait_for_line("web HTTP listening on http://"),
+        "http://",
+    )
+    .parse()
+    .unwrap();
+    let fingerprint = after(
+        &relay.wait_for_line("certificate_sha256="),
+        "certificate_sha256=",
+    );
+    let publisher = connect_with(
+        &format!("https://{quic}/demo"),
+        ConnectOptions::new(TlsTrust::Fingerprint(fingerprint)).publish_only(),
+    )
+    .await
+    .expect("publisher connects");
+    let (_broadcast, _tracks) = publisher.publish("cam", &["video"]).expect("publish");
+
+    let answers = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(web, "/announced/demo").2 != b"cam" {
+            assert!(Instant::now() < deadline, "never announced");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (
+            get(web, "/announced/private").0,
+            get(web, "/fetch/private/cam/video?group=0").0,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers, (401, 401), "outside the public prefix");
+    publisher.close().await;
+}
