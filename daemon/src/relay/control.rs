@@ -1,6 +1,7 @@
 //! The relay worker's side of the control thread: it publishes the worker's counters into
 //! atomics the control thread reads, and answers the control thread's few requests (the
-//! announced list, GOAWAY on drain) from a bounded queue drained once per loop iteration.
+//! announced list, a group for `/fetch`) from a bounded queue drained once per loop
+//! iteration; the drain (`drain.rs`) and the fetches (`http_fetch.rs`) act from here.
 //!
 //! It must never block the worker or take a lock: counters are relaxed stores into memory
 //! only this worker writes, requests come through a bounded `sync_channel` read with
@@ -8,16 +9,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quic_io::{SessionId, SessionIo, Waker};
-use router::{Delivery, FetchTicket, GroupFrames, RouterError, SubscriberId};
-use tracing::{debug, info};
+use router::{FetchTicket, SubscriberId};
+use tracing::debug;
 
 use super::counters::Traffic;
+use super::drain::DrainFlag;
+use super::http_fetch::Pull;
 use super::{RelayCounters, RelayWorker, SessionRefusals};
 use driver::DriverCounters;
 
@@ -84,24 +87,6 @@ pub enum FetchReply {
     /// The group grew past `MAX_PULL_BYTES`.
     TooLarge,
 }
-
-/// HTTP pulls (subscriptions waiting for one group) one worker holds at once.
-const MAX_HTTP_PULLS: usize = 64;
-
-/// Bytes one pulled group may hold; past this the pull ends `TooLarge`.
-pub const MAX_PULL_BYTES: usize = 64 << 20;
-
-/// A subscription opened for one HTTP `/fetch`, collecting the first group it sees whole.
-struct Pull {
-    reply: tokio::sync::oneshot::Sender<FetchReply>,
-    /// The group being collected: the first that started on this subscription.
-    group: Option<u64>,
-    frames: Vec<Bytes>,
-    bytes: usize,
-}
-
-/// HTTP fetches one worker has waiting on the router at once; more are answered `Busy`.
-const MAX_HTTP_FETCHES: usize = 64;
 
 /// The number of counters in `PublishedCounters`, in `RelayCounters` field order.
 const FIELDS: usize = 19;
@@ -181,38 +166,6 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
     ]
 }
 
-/// The session close code at the drain deadline: moq-relay 0.17's "GOAWAY timeout".
-pub const GOAWAY_TIMEOUT_CODE: u64 = 0x10;
-
-/// State shared by every worker and the control thread: how far a drain has gone.
-#[derive(Debug, Default)]
-pub struct DrainFlag(AtomicU8);
-
-/// `DrainFlag` stages, only ever moving forward.
-const SERVING: u8 = 0;
-const DRAINING: u8 = 1;
-const CLOSING: u8 = 2;
-
-impl DrainFlag {
-    /// GOAWAY to every session, and to every session that arrives from now on.
-    pub fn start(&self) {
-        self.0.fetch_max(DRAINING, Ordering::Relaxed);
-    }
-
-    /// The deadline passed: close every session with `GOAWAY_TIMEOUT_CODE`.
-    pub fn close_all(&self) {
-        self.0.fetch_max(CLOSING, Ordering::Relaxed);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.0.load(Ordering::Relaxed) != SERVING
-    }
-
-    fn is_closing(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == CLOSING
-    }
-}
-
 /// The control thread's handle on one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerLink {
@@ -262,16 +215,16 @@ impl WorkerLink {
 pub(super) struct WorkerControl {
     counters: Arc<PublishedCounters>,
     requests: Option<Receiver<ControlRequest>>,
-    drain: Arc<DrainFlag>,
+    pub(super) drain: Arc<DrainFlag>,
     /// Sessions sent a GOAWAY since the drain began.
-    goaway_sent: HashSet<SessionId>,
+    pub(super) goaway_sent: HashSet<SessionId>,
     /// Sessions closed at the drain deadline.
-    closed_sent: HashSet<SessionId>,
+    pub(super) closed_sent: HashSet<SessionId>,
     last_published: Option<(Instant, u64, u64)>,
     /// HTTP fetches waiting for the router's answer (at most `MAX_HTTP_FETCHES`).
-    http_fetches: HashMap<FetchTicket, tokio::sync::oneshot::Sender<FetchReply>>,
+    pub(super) http_fetches: HashMap<FetchTicket, tokio::sync::oneshot::Sender<FetchReply>>,
     /// HTTP pulls, by their router subscriber (at most `MAX_HTTP_PULLS`).
-    http_pulls: HashMap<SubscriberId, Pull>,
+    pub(super) http_pulls: HashMap<SubscriberId, Pull>,
 }
 
 /// A worker's control end and the control thread's link to it.
@@ -389,231 +342,6 @@ impl RelayWorker {
             }
         }
         self.control.requests = Some(requests);
-    }
-
-    fn http_fetch(
-        &mut self,
-        broadcast: &str,
-        track: &str,
-        group: u64,
-        reply: tokio::sync::oneshot::Sender<FetchReply>,
-    ) {
-        let answer = if self.control.http_fetches.len() >= MAX_HTTP_FETCHES {
-            FetchReply::Busy
-        } else {
-            match self.shard.fetch(broadcast, track, group) {
-                Ok(ticket) => {
-                    // Answered by `http_fetch_answered`, from `fetch_answers`.
-                    self.control.http_fetches.insert(ticket, reply);
-                    return;
-                }
-                Err(RouterError::Unroutable { .. }) => FetchReply::NotAnnounced,
-                Err(err) => {
-                    debug!(worker = self.worker, %err, "HTTP fetch refused by the router");
-                    FetchReply::Busy
-                }
-            }
-        };
-        if reply.send(answer).is_err() {
-            debug!(worker = self.worker, "fetch answer not collected");
-        }
-    }
-
-    /// A router FETCH answer that no session asked for: an HTTP fetch's, or nobody's.
-    pub(super) fn http_fetch_answered(&mut self, ticket: FetchTicket, frames: Option<GroupFrames>) {
-        let Some(reply) = self.control.http_fetches.remove(&ticket) else {
-            return;
-        };
-        let answer = match frames {
-            Some(frames) => {
-                FetchReply::Frames(frames.into_iter().map(|(_, payload)| payload).collect())
-            }
-            None => FetchReply::NotCached,
-        };
-        if reply.send(answer).is_err() {
-            debug!(worker = self.worker, "fetch answer not collected");
-        }
-    }
-
-    fn http_pull(
-        &mut self,
-        broadcast: &str,
-        track: &str,
-        reply: tokio::sync::oneshot::Sender<FetchReply>,
-    ) {
-        let answer = if self.control.http_pulls.len() >= MAX_HTTP_PULLS {
-            FetchReply::Busy
-        } else {
-            match self.shard.subscribe(broadcast, track) {
-                Ok(sub) => {
-                    // Fed by `http_pull_ready`, from `deliveries`.
-                    let pull = Pull {
-                        reply,
-                        group: None,
-                        frames: Vec::new(),
-                        bytes: 0,
-                    };
-                    self.control.http_pulls.insert(sub, pull);
-                    return;
-                }
-                Err(RouterError::Unroutable { .. }) => FetchReply::NotAnnounced,
-                Err(err) => {
-                    debug!(worker = self.worker, %err, "HTTP pull refused by the router");
-                    FetchReply::Busy
-                }
-            }
-        };
-        if reply.send(answer).is_err() {
-            debug!(worker = self.worker, "pull answer not collected");
-        }
-    }
-
-    /// A ready router subscriber that no session owns: an HTTP pull's, or nobody's.
-    pub(super) fn http_pull_ready(&mut self, sub: SubscriberId) {
-        let Some(mut pull) = self.control.http_pulls.remove(&sub) else {
-            return;
-        };
-        let mut answer = None;
-        while answer.is_none()
-            && let Some(delivery) = self.shard.next_delivery(sub)
-        {
-            answer = match delivery {
-                Delivery::Ready(_) => None,
-                Delivery::NotFound => Some(FetchReply::NotFound),
-                Delivery::TrackEnded { .. } => Some(FetchReply::NotCached),
-                Delivery::GroupStart { group } => {
-                    if pull.group.is_none() {
-                        pull.group = Some(group);
-                    }
-                    None
-                }
-                Delivery::Frame { group, payload, .. } if pull.group == Some(group) => {
-                    pull.bytes += payload.len();
-                    pull.frames.push(payload);
-                    (pull.bytes > MAX_PULL_BYTES).then_some(FetchReply::TooLarge)
-                }
-                Delivery::Frame { .. } => None,
-                Delivery::GroupEnd { group } if pull.group == Some(group) => {
-                    Some(FetchReply::Frames(std::mem::take(&mut pull.frames)))
-                }
-                Delivery::GroupEnd { .. } => None,
-                Delivery::GroupsDropped { below } => {
-                    // The group being collected lost frames: start over with the next.
-                    if pull.group.is_some_and(|group| group < below) {
-                        pull.group = None;
-                        pull.frames.clear();
-                        pull.bytes = 0;
-                    }
-                    None
-                }
-            };
-        }
-        match answer {
-            None => {
-                self.control.http_pulls.insert(sub, pull);
-            }
-            Some(answer) => {
-                self.counters.note_router(self.shard.unsubscribe(sub));
-                if pull.reply.send(answer).is_err() {
-                    debug!(worker = self.worker, "pull answer not collected");
-                }
-            }
-        }
-    }
-
-    /// HTTP fetches and pulls whose asker gave up: their router tickets are cancelled
-    /// and their subscriptions closed.
-    fn forget_abandoned_fetches(&mut self) {
-        if !self.control.http_pulls.is_empty() {
-            let abandoned: Vec<SubscriberId> = self
-                .control
-                .http_pulls
-                .iter()
-                .filter(|(_, pull)| pull.reply.is_closed())
-                .map(|(sub, _)| *sub)
-                .collect();
-            for sub in abandoned {
-                self.control.http_pulls.remove(&sub);
-                self.counters.note_router(self.shard.unsubscribe(sub));
-            }
-        }
-        if self.control.http_fetches.is_empty() {
-            return;
-        }
-        let shard = &mut self.shard;
-        self.control.http_fetches.retain(|ticket, reply| {
-            let keep = !reply.is_closed();
-            if !keep {
-                shard.cancel_fetch(*ticket);
-            }
-            keep
-        });
-    }
-
-    /// At the drain deadline: closes every session still here, once each.
-    fn close_all<T: SessionIo>(&mut self, io: &mut T) {
-        let sessions = &self.sessions;
-        self.control
-            .closed_sent
-            .retain(|id| sessions.contains_key(id));
-        if self.control.closed_sent.len() == self.sessions.len() {
-            return;
-        }
-        let fresh: Vec<SessionId> = self
-            .sessions
-            .keys()
-            .filter(|id| !self.control.closed_sent.contains(id))
-            .copied()
-            .collect();
-        for id in fresh {
-            self.control.closed_sent.insert(id);
-            let Some(conn) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            info!(
-                worker = self.worker,
-                session = id,
-                "peer did not leave before the GOAWAY deadline; closing"
-            );
-            conn.moq().close(
-                proto::ErrorCode::Unknown(GOAWAY_TIMEOUT_CODE),
-                "GOAWAY timeout".into(),
-            );
-            self.drive(id, io);
-        }
-    }
-
-    /// Sends a GOAWAY (empty URI: "reconnect to me") to every session that has not had
-    /// one; moq-lite-03 has no GOAWAY and is served until the drain deadline.
-    fn go_away_all<T: SessionIo>(&mut self, io: &mut T) {
-        let sessions = &self.sessions;
-        self.control
-            .goaway_sent
-            .retain(|id| sessions.contains_key(id));
-        // Every id left is a live session's: equal sizes mean everyone has had one.
-        if self.control.goaway_sent.len() == self.sessions.len() {
-            return;
-        }
-        let fresh: Vec<SessionId> = self
-            .sessions
-            .keys()
-            .filter(|id| !self.control.goaway_sent.contains(id))
-            .copied()
-            .collect();
-        for id in fresh {
-            self.control.goaway_sent.insert(id);
-            let Some(conn) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            if conn.version == proto::Version::Lite03 {
-                continue;
-            }
-            let result = conn.moq().go_away("");
-            if conn.refusals.note(result).is_some() {
-                info!(worker = self.worker, session = id, "drain: GOAWAY sent");
-            }
-            self.drive(id, io);
-        }
     }
 }
 

@@ -14,6 +14,8 @@
 
 mod control;
 mod counters;
+mod drain;
+mod http_fetch;
 mod publish;
 mod serve;
 mod session;
@@ -32,10 +34,9 @@ use router::{BroadcastId, FetchTicket, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-pub use control::{
-    ControlRequest, DrainFlag, FetchReply, PublishedCounters, RequestError, WorkerLink,
-};
+pub use control::{ControlRequest, FetchReply, PublishedCounters, RequestError, WorkerLink};
 pub use counters::{RelayCounters, SessionRefusals, Traffic};
+pub use drain::DrainFlag;
 use session::RelaySession;
 pub use setup::{RelayServer, start};
 

@@ -12,7 +12,8 @@ use quic_io::{Server, ServerHandle, TlsSource, Waker};
 use router::{Doorbell, Router};
 
 use super::RelayWorker;
-use super::control::{self, DrainFlag, WorkerEnd, WorkerLink};
+use super::control::{self, WorkerEnd, WorkerLink};
+use super::drain::DrainFlag;
 use crate::auth::Authenticator;
 use crate::config::{Config, Congestion, IoBackend};
 use crate::listen;
