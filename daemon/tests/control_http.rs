@@ -314,6 +314,15 @@ async fn counters_never_go_back_as_sessions_open_and_close() {
     assert_monotonic(&during, &after);
     let later = scrape(&ops);
     assert_monotonic(&after, &later);
+    let announces = |kind: &str| {
+        later[&format!("moq_relay_announces_{kind}_total{{tier=\"\",role=\"subscriber\"}}")]
+    };
+    assert!(announces("started") >= 1.0, "{}", announces("started"));
+    assert!(
+        announces("ended") >= 1.0,
+        "the publisher left: {}",
+        announces("ended")
+    );
     assert!(later["moq_relay_sessions_opened_total{tier=\"\"}"] >= 2.0);
     let handshakes: f64 = (0..2)
         .map(|w| later[&format!("moq_relayd_handshakes_total{{worker=\"{w}\"}}")])

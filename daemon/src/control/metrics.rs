@@ -45,8 +45,8 @@ const TRAFFIC_FAMILIES: &[TrafficFamily] = &[
     ),
 ];
 
-/// moq-relay families with `tier` and `role` labels that moq-relayd does not count yet
-/// (after the fetches family, which it does).
+/// moq-relay families with `tier` and `role` labels that moq-relayd does not count yet:
+/// the four stale families come before fetches, the rest after the announces.
 const TIER_ROLE_FAMILIES: &[(&str, &str)] = &[
     (
         "moq_relay_stale_bytes_total",
@@ -64,8 +64,6 @@ const TIER_ROLE_FAMILIES: &[(&str, &str)] = &[
         "moq_relay_stale_datagrams_total",
         "Datagrams skipped past a subscriber's latency budget.",
     ),
-    ("moq_relay_announces_started_total", "Announces started."),
-    ("moq_relay_announces_ended_total", "Announces ended."),
     (
         "moq_relay_subscriptions_opened_total",
         "Track subscriptions opened.",
@@ -158,6 +156,23 @@ pub fn render(state: &ControlState) -> String {
         "tier=\"\",role=\"subscriber\"",
         0,
     );
+    // Announces publishers made here (role subscriber); those the relay makes to its
+    // peers are not counted yet, so that row is absent rather than a false 0.
+    for (name, help, value) in [
+        (
+            "moq_relay_announces_started_total",
+            "Announces started.",
+            sum(&|c| c.announces_started),
+        ),
+        (
+            "moq_relay_announces_ended_total",
+            "Announces ended.",
+            sum(&|c| c.announces_ended),
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        sample(&mut out, name, "tier=\"\",role=\"subscriber\"", value);
+    }
     for (name, help) in TIER_ROLE_FAMILIES.iter().skip(4) {
         family(&mut out, name, "counter", help);
     }

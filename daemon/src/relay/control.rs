@@ -89,7 +89,7 @@ pub enum FetchReply {
 }
 
 /// The number of counters in `PublishedCounters`, in `RelayCounters` field order.
-const FIELDS: usize = 19;
+const FIELDS: usize = 21;
 
 /// One worker's counters as the control thread sees them. Written only by the owning
 /// worker (relaxed stores), read by anyone; every value is cumulative and monotonic.
@@ -138,6 +138,8 @@ impl PublishedCounters {
                 datagrams: v[17],
             },
             fetches: v[18],
+            announces_started: v[19],
+            announces_ended: v[20],
         }
     }
 }
@@ -163,6 +165,8 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         c.egress.groups,
         c.egress.datagrams,
         c.fetches,
+        c.announces_started,
+        c.announces_ended,
     ]
 }
 
@@ -379,6 +383,8 @@ mod tests {
                 datagrams: 18,
             },
             fetches: 19,
+            announces_started: 20,
+            announces_ended: 21,
         };
         let published = PublishedCounters::default();
         published.store(&counters);

@@ -70,6 +70,10 @@ pub struct RelayCounters {
     pub egress: Traffic,
     /// FETCH requests from peers.
     pub fetches: u64,
+    /// Broadcasts publishing sessions announced here, and those that ended (withdrawn, or
+    /// their session gone); `ended <= started`.
+    pub announces_started: u64,
+    pub announces_ended: u64,
     pub session_refusals: SessionRefusals,
     /// Router calls refused (an id the router no longer knew, a group out of order).
     pub router_refusals: u64,

@@ -291,6 +291,7 @@ impl RelayWorker {
             .on_connection_closed(ErrorCode::from_number(code));
         for (path, broadcast) in conn.published.drain() {
             self.broadcasts.remove(&broadcast);
+            self.counters.announces_ended += 1;
             // A publisher that leaves gracefully withdraws its announcements first (they
             // were handled as `Unannounced`); one that still has broadcasts is lost and
             // may come back, so they linger (`[cluster] linger`). The close code cannot

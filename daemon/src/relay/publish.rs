@@ -45,6 +45,7 @@ impl RelayWorker {
                 match self.shard.announce(&absolute) {
                     Ok(broadcast) => {
                         info!(worker = self.worker, session, broadcast = %absolute, "publishing");
+                        self.counters.announces_started += 1;
                         conn.published.insert(absolute, broadcast);
                         self.broadcasts.insert(broadcast, session);
                     }
@@ -60,6 +61,7 @@ impl RelayWorker {
                 let absolute = access.absolute(&path);
                 if let Some(broadcast) = conn.published.remove(&absolute) {
                     info!(worker = self.worker, session, broadcast = %absolute, "unpublished");
+                    self.counters.announces_ended += 1;
                     self.broadcasts.remove(&broadcast);
                     conn.forget_broadcast(broadcast);
                     self.counters.note_router(self.shard.unannounce(broadcast));
