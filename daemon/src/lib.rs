@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod listen;
 pub mod logging;
 pub mod notify;

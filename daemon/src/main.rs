@@ -11,7 +11,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use moq_relayd::config::{self, Loaded, Source};
-use moq_relayd::{auth, logging, notify, relay, support};
+use moq_relayd::{auth, control, logging, notify, relay, support};
 
 /// Exit status for a configuration that cannot be used (as with `--check`).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -19,6 +19,10 @@ const EXIT_BAD_CONFIG: u8 = 2;
 /// How often the control thread looks at signals and worker health. Signals are handled
 /// within this delay; it is not on any data path.
 const CONTROL_TICK: Duration = Duration::from_millis(50);
+
+/// After the drain deadline, how long the sessions' closes get before the server stops
+/// (moq-relay 0.17: at most 1 s for closes that never complete).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Media over QUIC relay: thread-per-core, a drop-in for moq-relay.
 #[derive(Debug, Parser)]
@@ -118,6 +122,19 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     let server = &relay.handle;
     let local_addr = server.local_addr();
     let fingerprint = server.fingerprint();
+    let http = control::start(
+        &control::Listeners {
+            web: config.web.http.listen.clone(),
+            internal: config.internal.listen.clone(),
+        },
+        control::ControlState::new(
+            fingerprint.clone(),
+            server.worker_stats(),
+            relay.links.clone(),
+            relay.drain.clone(),
+            auth::Authenticator::new(&config.auth).ok(),
+        ),
+    )?;
 
     match &loaded.source {
         Source::Embedded => tracing::info!(
@@ -126,6 +143,15 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         Source::File(path) => {
             tracing::info!(config = %path.display(), "serving on udp://{local_addr}")
         }
+    }
+    if let Some(addr) = http.web_addr {
+        tracing::info!(listener = "web", "web HTTP listening on http://{addr}");
+    }
+    if let Some(addr) = http.internal_addr {
+        tracing::info!(
+            listener = "internal",
+            "internal HTTP listening on http://{addr}"
+        );
     }
     tracing::info!(
         %local_addr,
@@ -138,16 +164,62 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     );
     notify::ready(&format!("serving on udp://{local_addr}"));
 
+    let drain_timeout = config
+        .drain_timeout
+        .unwrap_or(config::DEFAULT_DRAIN_TIMEOUT);
+    let mut drain_deadline: Option<(Instant, Instant)> = None;
     let watchdog = notify::watchdog_interval();
     let mut last_ping = Instant::now();
     'control: loop {
         for signal in signals.pending() {
             match signal {
-                SIGHUP => reload(&loaded.source, server, &relay.auth),
-                _ => {
-                    tracing::info!(signal, "shutting down");
+                SIGHUP => reload(&loaded.source, server, &relay.auth, &http.state),
+                _ if drain_deadline.is_some() => {
+                    tracing::info!(signal, "second shutdown signal; exiting immediately");
                     break 'control;
                 }
+                _ => {
+                    notify::stopping();
+                    if drain_timeout.is_zero() {
+                        tracing::info!(
+                            signal,
+                            "shutdown signal received; drain_timeout is 0: closing every session"
+                        );
+                        break 'control;
+                    }
+                    tracing::info!(
+                        signal,
+                        ?drain_timeout,
+                        "shutdown signal received; draining sessions"
+                    );
+                    relay.drain.start();
+                    for link in &relay.links {
+                        link.wake();
+                    }
+                    let now = Instant::now();
+                    drain_deadline = Some((now, now + drain_timeout));
+                }
+            }
+        }
+        if let Some((started, deadline)) = drain_deadline {
+            let left = http.state.live_sessions();
+            if left == 0 {
+                tracing::info!(elapsed = ?started.elapsed(), "drain complete: every session left; exiting");
+                break 'control;
+            }
+            if Instant::now() >= deadline {
+                // Each worker closes its sessions with "GOAWAY timeout"; the closes get
+                // CLOSE_GRACE to reach the peers before the server shuts down.
+                relay.drain.close_all();
+                for link in &relay.links {
+                    link.wake();
+                }
+                let closing = Instant::now();
+                while http.state.live_sessions() > 0 && closing.elapsed() < CLOSE_GRACE {
+                    std::thread::sleep(CONTROL_TICK);
+                }
+                tracing::info!(elapsed = ?started.elapsed(), forced = left, "drain deadline force-closed sessions; exiting");
+                break 'control;
             }
         }
         if !server.workers_alive() {
@@ -161,7 +233,8 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         }
         std::thread::sleep(CONTROL_TICK);
     }
-    notify::stopping();
+    // STOPPING=1 went out with the first signal, before the drain.
+    http.stop();
     relay.handle.shutdown();
     Ok(())
 }
@@ -176,9 +249,15 @@ fn client_authority(addr: SocketAddr) -> String {
 }
 
 /// SIGHUP: re-read and re-validate the file, then reload the `[auth]` keys and public
-/// grants and the certificate. A broken file, or keys that do not load, are reported and
-/// what runs stays in force; sessions already admitted keep running either way.
-fn reload(source: &Source, server: &quic_io::ServerHandle, auth: &auth::Authenticator) {
+/// grants and the certificate (which `/certificate.sha256` follows). A broken file, or
+/// keys that do not load, are reported and what runs stays in force; sessions already
+/// admitted keep running either way.
+fn reload(
+    source: &Source,
+    server: &quic_io::ServerHandle,
+    auth: &auth::Authenticator,
+    http: &control::ControlState,
+) {
     let Source::File(path) = source else {
         tracing::info!("SIGHUP: running on the embedded default; nothing to reload");
         return;
@@ -195,7 +274,8 @@ fn reload(source: &Source, server: &quic_io::ServerHandle, auth: &auth::Authenti
             }
             match server.reload_tls() {
                 Ok(fingerprint) => {
-                    tracing::info!(certificate_sha256 = %fingerprint, "SIGHUP: certificate reloaded for new connections")
+                    tracing::info!(certificate_sha256 = %fingerprint, "SIGHUP: certificate reloaded for new connections");
+                    http.set_fingerprint(fingerprint);
                 }
                 Err(err) => tracing::error!("SIGHUP: keeping the current certificate: {err}"),
             }

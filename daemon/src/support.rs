@@ -41,6 +41,9 @@ const SUPPORTED: &[&str] = &[
     "quic.gso",
     "quic.congestion_control",
     "limits.",
+    "drain_timeout",
+    "web.http.listen",
+    "internal.listen",
 ];
 
 pub fn is_supported(key: &str) -> bool {

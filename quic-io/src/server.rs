@@ -421,6 +421,12 @@ impl ServerHandle {
         self.workers.iter().map(|w| w.stats.snapshot()).collect()
     }
 
+    /// Every worker's live counters, by index, for a reader on another thread (the
+    /// control thread's metrics) that outlives no worker's writes: the workers only store.
+    pub fn worker_stats(&self) -> Vec<Arc<WorkerStats>> {
+        self.workers.iter().map(|w| w.stats.clone()).collect()
+    }
+
     /// Wakers of every worker, by index.
     pub fn wakers(&self) -> Vec<Waker> {
         self.workers.iter().map(|w| w.waker.clone()).collect()

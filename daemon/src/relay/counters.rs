@@ -79,11 +79,40 @@ impl AuthRefusals {
     }
 }
 
+/// Media moved in one direction: moq-relay's `role` label (`subscriber` for what the
+/// relay receives from publishers, `publisher` for what it sends to subscribers).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// Frame payload bytes.
+    pub bytes: u64,
+    pub frames: u64,
+    pub groups: u64,
+    /// Single-frame groups that came as QUIC datagrams (a subset of `groups`).
+    pub datagrams: u64,
+}
+
+impl Traffic {
+    pub fn frame(&mut self, payload_len: usize) {
+        self.frames += 1;
+        self.bytes += payload_len as u64;
+    }
+}
+
 /// Everything one relay worker counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RelayCounters {
     pub sessions_opened: u64,
     pub sessions_closed: u64,
+    /// Media received from publishing sessions (frames handed to the router).
+    pub ingress: Traffic,
+    /// Media handed to subscribing sessions (router deliveries applied to a session).
+    pub egress: Traffic,
+    /// FETCH requests from peers.
+    pub fetches: u64,
+    /// Broadcasts publishing sessions announced here, and those that ended (withdrawn, or
+    /// their session gone); `ended <= started`.
+    pub announces_started: u64,
+    pub announces_ended: u64,
     pub session_refusals: SessionRefusals,
     /// Sessions `[auth]` refused, per cause (each refusal is also logged once at info).
     pub auth_refusals: AuthRefusals,

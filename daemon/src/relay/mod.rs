@@ -12,7 +12,10 @@
 //! fanout, maybe across cores) → `Delivery::Frame` for each local subscriber →
 //! `Session::write_frame` → `Action::Write` → `Io::write`.
 
+mod control;
 mod counters;
+mod drain;
+mod http_fetch;
 mod publish;
 mod serve;
 mod session;
@@ -31,7 +34,9 @@ use router::{BroadcastId, FetchTicket, QueryId, Shard, SubscriberId};
 use tracing::{debug, info, warn};
 
 use crate::auth::{self, Access, Authenticator, Rejection, Role};
-pub use counters::{AuthRefusals, RelayCounters, SessionRefusals};
+pub use control::{ControlRequest, FetchReply, PublishedCounters, RequestError, WorkerLink};
+pub use counters::{AuthRefusals, RelayCounters, SessionRefusals, Traffic};
+pub use drain::DrainFlag;
 use session::{AwaitingSetup, RelaySession};
 pub use setup::{RelayServer, start};
 
@@ -117,6 +122,8 @@ pub struct RelayWorker {
     /// A session's output waiting on flow control past which its deliveries wait
     /// (`MAX_PENDING_BYTES_PER_SESSION`; tests lower it).
     max_pending_bytes: usize,
+    /// Counters published to, and requests from, the control thread.
+    control: control::WorkerControl,
 }
 
 impl RelayWorker {
@@ -140,6 +147,7 @@ impl RelayWorker {
             counters: RelayCounters::default(),
             holds: BTreeSet::new(),
             max_pending_bytes: MAX_PENDING_BYTES_PER_SESSION,
+            control: control::WorkerControl::default(),
         }
     }
 
@@ -414,6 +422,7 @@ impl RelayWorker {
         conn.moq().on_connection_closed(code);
         for (path, broadcast) in conn.published.drain() {
             self.broadcasts.remove(&broadcast);
+            self.counters.announces_ended += 1;
             // A publisher that leaves gracefully withdraws its announcements first (they
             // were handled as `Unannounced`); one that still has broadcasts is lost and
             // may come back, so they linger (`[cluster] linger`). The close code cannot
@@ -474,6 +483,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         self.fetch_answers(io);
         self.release_holds(now);
         self.deliveries(io);
+        self.control_poll(now, io);
         // Deliveries deferred for flow control wait for the peer's ACKs (socket input);
         // only those left by the per-poll budget need another iteration at once.
         self.may_park = self.shard.prepare_park() && !self.budget_exhausted;

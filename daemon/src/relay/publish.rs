@@ -50,6 +50,7 @@ impl RelayWorker {
                 match self.shard.announce(&absolute) {
                     Ok(broadcast) => {
                         info!(worker = self.worker, session, broadcast = %absolute, "publishing");
+                        self.counters.announces_started += 1;
                         conn.published.insert(absolute, broadcast);
                         self.broadcasts.insert(broadcast, session);
                     }
@@ -65,6 +66,7 @@ impl RelayWorker {
                 let absolute = access.absolute(&path);
                 if let Some(broadcast) = conn.published.remove(&absolute) {
                     info!(worker = self.worker, session, broadcast = %absolute, "unpublished");
+                    self.counters.announces_ended += 1;
                     self.broadcasts.remove(&broadcast);
                     conn.forget_broadcast(broadcast);
                     self.counters.note_router(self.shard.unannounce(broadcast));
@@ -111,6 +113,7 @@ impl RelayWorker {
                 sequence,
             } => {
                 if let Some(upstream) = conn.upstream.get_mut(&subscription) {
+                    self.counters.ingress.groups += 1;
                     // The router counts groups that beat SUBSCRIBE_OK as the track going live.
                     self.counters.note_router(self.shard.publish_track(
                         upstream.broadcast,
@@ -140,6 +143,9 @@ impl RelayWorker {
                 // 03/04 frames carry no timestamp: stamp them as the reference does, so that
                 // a 05 subscriber still sees media time move.
                 let timestamp = timestamp.unwrap_or_else(arrival_millis);
+                if conn.upstream.contains_key(&subscription) {
+                    self.counters.ingress.frame(payload.len());
+                }
                 if let Some(upstream) = conn.upstream.get(&subscription)
                     && upstream.is_open(sequence)
                     && let Err(err) =
@@ -181,6 +187,9 @@ impl RelayWorker {
             } => {
                 if let Some(upstream) = conn.upstream.get(&subscription) {
                     let track = upstream.track;
+                    self.counters.ingress.groups += 1;
+                    self.counters.ingress.datagrams += 1;
+                    self.counters.ingress.frame(payload.len());
                     if self.shard.start_group(track, sequence).is_ok() {
                         self.counters.note_router(
                             self.shard.push_frame(track, sequence, timestamp, payload),

@@ -111,6 +111,7 @@ impl RelayWorker {
                 }
             }
             MoqEvent::FetchRequested { request, fetch } => {
+                self.counters.fetches += 1;
                 let Some(absolute) = conn.readable(&fetch.broadcast) else {
                     conn.refusals.note(
                         conn.driver
@@ -189,6 +190,7 @@ impl RelayWorker {
         // Each pass takes one answer; the router holds at most its pending-fetch limit.
         while let Some((id, frames)) = self.shard.next_fetch_answer() {
             let Some((session, request, range)) = self.fetches.remove(&id) else {
+                self.http_fetch_answered(id, frames);
                 continue;
             };
             let Some(conn) = self.sessions.get_mut(&session) else {
@@ -253,6 +255,7 @@ impl RelayWorker {
             let next = retry.pop_front().or_else(|| self.shard.next_ready());
             let Some(sub) = next else { break };
             let Some(&(session, role)) = self.subscribers.get(&sub) else {
+                self.http_pull_ready(sub);
                 continue;
             };
             let Some(conn) = self.sessions.get_mut(&session) else {
@@ -266,6 +269,15 @@ impl RelayWorker {
             }
             while let Some(delivery) = self.shard.next_delivery(sub) {
                 handled += 1;
+                match (&delivery, role) {
+                    (router::Delivery::GroupStart { .. }, SubscriberRole::Serve(_)) => {
+                        self.counters.egress.groups += 1
+                    }
+                    (router::Delivery::Frame { payload, .. }, SubscriberRole::Serve(_)) => {
+                        self.counters.egress.frame(payload.len())
+                    }
+                    _ => {}
+                }
                 let finished = match role {
                     SubscriberRole::Serve(serve) => conn.deliver(serve, delivery),
                     SubscriberRole::TrackInfo(request) => {

@@ -12,6 +12,8 @@ use quic_io::{Server, ServerHandle, TlsSource, Waker};
 use router::{Doorbell, Router};
 
 use super::RelayWorker;
+use super::control::{self, WorkerEnd, WorkerLink};
+use super::drain::DrainFlag;
 use crate::auth::Authenticator;
 use crate::config::{Config, Congestion, IoBackend};
 use crate::listen;
@@ -36,6 +38,10 @@ pub struct RelayServer {
     pub hop_id: u64,
     /// The `[auth]` policy every worker reads; SIGHUP reloads it in place.
     pub auth: Arc<Authenticator>,
+    /// The control thread's link to each worker, by index.
+    pub links: Vec<WorkerLink>,
+    /// Set once when a drain starts; every worker then sends GOAWAY.
+    pub drain: Arc<DrainFlag>,
 }
 
 /// moq-lite versions this relay speaks, newest first, as ALPN / wt-protocol strings.
@@ -146,6 +152,11 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let auth = Arc::new(Authenticator::new(&config.auth).context("cannot load [auth]")?);
     let hop_id = config.cluster.id.unwrap_or_else(random_hop_id);
     let workers_auth = auth.clone();
+    let drain = Arc::new(DrainFlag::default());
+    let (ends, mut links): (Vec<WorkerEnd>, Vec<WorkerLink>) =
+        (0..workers).map(|_| control::link(drain.clone())).unzip();
+    // Taken once per worker at start-up, like the shards.
+    let ends: Mutex<Vec<Option<WorkerEnd>>> = Mutex::new(ends.into_iter().map(Some).collect());
 
     let handle = Server::start(quic, move |ctx| {
         let first = doorbells[ctx.index].0.set(ctx.waker.clone());
@@ -160,13 +171,26 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
                     ctx.index
                 )
             });
-        RelayWorker::new(ctx.index, shard, workers_auth.clone(), hop_id)
+        let mut worker = RelayWorker::new(ctx.index, shard, workers_auth.clone(), hop_id);
+        if let Some(end) = ends
+            .lock()
+            .ok()
+            .and_then(|mut ends| ends.get_mut(ctx.index).and_then(Option::take))
+        {
+            worker.attach_control(end);
+        }
+        worker
     })
     .with_context(|| format!("cannot start the QUIC server on {listen}"))?;
+    for (link, waker) in links.iter_mut().zip(handle.wakers()) {
+        link.set_waker(waker);
+    }
     Ok(RelayServer {
         handle,
         hop_id,
         auth,
+        links,
+        drain,
     })
 }
 

@@ -69,6 +69,30 @@ impl Shard {
         None
     }
 
+    /// The newest group of `track` in the broadcast at `path` that this shard caches from
+    /// its first frame (ended or still being written): known on the broadcast's owner
+    /// shard, and on another shard while it receives the track. `None` when this shard
+    /// holds no group of it. For a one-shot "latest" fetch (the relay's `/fetch`).
+    pub fn newest_group(&self, path: &str, track: &str) -> Option<u64> {
+        let route = self.announces.visible(path)?;
+        let tk = if route.owner == self.id {
+            self.broadcasts
+                .get(route.bc)
+                .and_then(|b| b.tracks.get(track).copied())
+        } else {
+            self.replicas
+                .get(&(route.owner, route.bc, Arc::<str>::from(track)))
+                .copied()
+        }?;
+        let log = self.logs.get(self.tracks.get(tk)?.log)?;
+        log.cache.newest().map(|g| g.seq)
+    }
+
+    /// Whether a broadcast is announced at `path` (visible to fetches and subscribers).
+    pub fn is_announced(&self, path: &str) -> bool {
+        self.announces.visible(path).is_some()
+    }
+
     /// The FETCH's requester went away: its answer, if it comes, is dropped.
     pub fn cancel_fetch(&mut self, id: FetchTicket) {
         self.fetches.remove(id.0);

@@ -1,0 +1,531 @@
+//! `/metrics` in the Prometheus text exposition format 0.0.4, written by hand: the
+//! prometheus-client crate speaks OpenMetrics (`# EOF`, its own content type) and keeps
+//! its own counters, while ours are the workers' published atomics read at scrape time.
+//!
+//! moq-relay 0.17's families come first, in its order and with its names and labels, so
+//! dashboards keep working; then moq-relayd's own, per worker. Traffic rows appear whether
+//! or not `[stats] enabled` is set (harmless to scrapers; moq-relay prints none without
+//! it). Families this build does not count yet (stale data, announces, subscriptions,
+//! viewers, control bytes) print their HELP/TYPE lines and no rows. Every counter is
+//! cumulative and never goes back.
+
+use std::fmt::Write;
+
+use quic_io::StatsSnapshot;
+
+use super::{ControlState, unix_millis};
+use crate::relay::{RelayCounters, Traffic};
+
+/// A per-worker family: name, type, help, and the value of one worker's row.
+type Family<T> = (&'static str, &'static str, &'static str, fn(T) -> u64);
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// moq-relay families with `tier` and `role` labels that moq-relayd counts, with the
+/// value for one direction.
+/// A traffic family: name, help, and the value of one direction.
+type TrafficFamily = (&'static str, &'static str, fn(&Traffic) -> u64);
+
+const TRAFFIC_FAMILIES: &[TrafficFamily] = &[
+    (
+        "moq_relay_bytes_total",
+        "Media payload bytes transferred.",
+        |t| t.bytes,
+    ),
+    ("moq_relay_frames_total", "Media frames transferred.", |t| {
+        t.frames
+    }),
+    ("moq_relay_groups_total", "Media groups transferred.", |t| {
+        t.groups
+    }),
+    (
+        "moq_relay_datagrams_total",
+        "Single-frame groups transferred as QUIC datagrams.",
+        |t| t.datagrams,
+    ),
+];
+
+/// moq-relay families with `tier` and `role` labels that moq-relayd does not count yet:
+/// the four stale families come before fetches, the rest after the announces.
+const TIER_ROLE_FAMILIES: &[(&str, &str)] = &[
+    (
+        "moq_relay_stale_bytes_total",
+        "Payload bytes skipped past a subscriber's latency budget.",
+    ),
+    (
+        "moq_relay_stale_frames_total",
+        "Frames skipped past a subscriber's latency budget.",
+    ),
+    (
+        "moq_relay_stale_groups_total",
+        "Groups skipped past a subscriber's latency budget.",
+    ),
+    (
+        "moq_relay_stale_datagrams_total",
+        "Datagrams skipped past a subscriber's latency budget.",
+    ),
+    (
+        "moq_relay_subscriptions_opened_total",
+        "Track subscriptions opened.",
+    ),
+    (
+        "moq_relay_subscriptions_closed_total",
+        "Track subscriptions closed.",
+    ),
+    (
+        "moq_relay_viewers_opened_total",
+        "Distinct (broadcast, session) subscriptions opened.",
+    ),
+    (
+        "moq_relay_viewers_closed_total",
+        "Distinct (broadcast, session) subscriptions closed.",
+    ),
+];
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    // Writing into a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// One per-worker family: a row per worker.
+fn per_worker<T: Copy>(
+    out: &mut String,
+    rows: &[T],
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(T) -> u64,
+) {
+    family(out, name, kind, help);
+    for (worker, row) in rows.iter().enumerate() {
+        sample(out, name, &format!("worker=\"{worker}\""), value(*row));
+    }
+}
+
+/// The whole `/metrics` body.
+pub fn render(state: &ControlState) -> String {
+    let mut out = String::with_capacity(16 << 10);
+    let relay: Vec<RelayCounters> = state.links.iter().map(|l| l.counters.load()).collect();
+    let quic: Vec<StatsSnapshot> = state.worker_stats.iter().map(|s| s.snapshot()).collect();
+
+    // ---- moq-relay 0.17 families, in its order. `role="publisher"` is what the relay
+    // sends, `role="subscriber"` what it receives; one (default) tier.
+    let sum = |f: &dyn Fn(&RelayCounters) -> u64| relay.iter().map(f).sum::<u64>();
+    for (name, help, value) in TRAFFIC_FAMILIES {
+        family(&mut out, name, "counter", help);
+        sample(
+            &mut out,
+            name,
+            "tier=\"\",role=\"publisher\"",
+            sum(&|c| value(&c.egress)),
+        );
+        sample(
+            &mut out,
+            name,
+            "tier=\"\",role=\"subscriber\"",
+            sum(&|c| value(&c.ingress)),
+        );
+    }
+    for (name, help) in TIER_ROLE_FAMILIES.iter().take(4) {
+        family(&mut out, name, "counter", help);
+    }
+    family(
+        &mut out,
+        "moq_relay_fetches_total",
+        "counter",
+        "One-shot group fetches requested.",
+    );
+    sample(
+        &mut out,
+        "moq_relay_fetches_total",
+        "tier=\"\",role=\"publisher\"",
+        sum(&|c| c.fetches),
+    );
+    sample(
+        &mut out,
+        "moq_relay_fetches_total",
+        "tier=\"\",role=\"subscriber\"",
+        0,
+    );
+    // Announces publishers made here (role subscriber); those the relay makes to its
+    // peers are not counted yet, so that row is absent rather than a false 0.
+    for (name, help, value) in [
+        (
+            "moq_relay_announces_started_total",
+            "Announces started.",
+            sum(&|c| c.announces_started),
+        ),
+        (
+            "moq_relay_announces_ended_total",
+            "Announces ended.",
+            sum(&|c| c.announces_ended),
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        sample(&mut out, name, "tier=\"\",role=\"subscriber\"", value);
+    }
+    for (name, help) in TIER_ROLE_FAMILIES.iter().skip(4) {
+        family(&mut out, name, "counter", help);
+    }
+    let opened: u64 = relay.iter().map(|c| c.sessions_opened).sum();
+    let closed: u64 = relay.iter().map(|c| c.sessions_closed).sum();
+    family(
+        &mut out,
+        "moq_relay_sessions_opened_total",
+        "counter",
+        "Connected sessions opened.",
+    );
+    sample(
+        &mut out,
+        "moq_relay_sessions_opened_total",
+        "tier=\"\"",
+        opened,
+    );
+    family(
+        &mut out,
+        "moq_relay_sessions_closed_total",
+        "counter",
+        "Connected sessions closed.",
+    );
+    sample(
+        &mut out,
+        "moq_relay_sessions_closed_total",
+        "tier=\"\"",
+        closed,
+    );
+    family(
+        &mut out,
+        "moq_relay_control_tx_bytes_total",
+        "counter",
+        "Control-stream bytes sent, by message class.",
+    );
+    family(
+        &mut out,
+        "moq_relay_control_rx_bytes_total",
+        "counter",
+        "Control-stream bytes received, by message class.",
+    );
+    family(
+        &mut out,
+        "moq_relay_accept_failures_total",
+        "counter",
+        "Failed accept() calls per TCP listener.",
+    );
+    for (listener, stats) in &state.accept {
+        let l = listener.label();
+        use std::sync::atomic::Ordering::Relaxed;
+        for (class, counter) in [
+            ("connection", &stats.connection),
+            ("exhausted", &stats.exhausted),
+            ("unknown", &stats.unknown),
+        ] {
+            sample(
+                &mut out,
+                "moq_relay_accept_failures_total",
+                &format!("listener=\"{l}\",class=\"{class}\""),
+                counter.load(Relaxed),
+            );
+        }
+    }
+    family(
+        &mut out,
+        "moq_relay_accept_stalled_seconds",
+        "gauge",
+        "Seconds the listener has been unable to accept; 0 when healthy.",
+    );
+    let now_ms = unix_millis();
+    for (listener, stats) in &state.accept {
+        sample(
+            &mut out,
+            "moq_relay_accept_stalled_seconds",
+            &format!("listener=\"{}\"", listener.label()),
+            stats.stalled_seconds(now_ms),
+        );
+    }
+    family(
+        &mut out,
+        "moq_relay_draining_sessions",
+        "gauge",
+        "Sessions sent a GOAWAY that have not left yet.",
+    );
+    let draining = if state.drain.is_draining() {
+        state.live_sessions()
+    } else {
+        0
+    };
+    sample(&mut out, "moq_relay_draining_sessions", "", draining);
+
+    // ---- moq-relayd's own, per worker.
+    family(
+        &mut out,
+        "moq_relayd_http_connections_refused_total",
+        "counter",
+        "Control HTTP connections closed at accept because the listener's limit was reached.",
+    );
+    for (listener, stats) in &state.accept {
+        sample(
+            &mut out,
+            "moq_relayd_http_connections_refused_total",
+            &format!("listener=\"{}\"", listener.label()),
+            stats.over_limit.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+    let q = &quic;
+    let quic_families: &[Family<StatsSnapshot>] = &[
+        (
+            "moq_relayd_rx_datagrams_total",
+            "counter",
+            "UDP datagrams received.",
+            |s| s.rx_datagrams,
+        ),
+        (
+            "moq_relayd_rx_batches_total",
+            "counter",
+            "Receive completions (rx_datagrams / rx_batches is the mean GRO batch).",
+            |s| s.rx_batches,
+        ),
+        (
+            "moq_relayd_tx_datagrams_total",
+            "counter",
+            "UDP datagrams sent.",
+            |s| s.tx_datagrams,
+        ),
+        (
+            "moq_relayd_tx_sends_total",
+            "counter",
+            "Send calls (tx_datagrams / tx_sends is the mean GSO batch).",
+            |s| s.tx_sends,
+        ),
+        (
+            "moq_relayd_tx_bytes_total",
+            "counter",
+            "UDP payload bytes sent.",
+            |s| s.tx_bytes,
+        ),
+        (
+            "moq_relayd_tx_errors_total",
+            "counter",
+            "Send calls that failed.",
+            |s| s.tx_errors,
+        ),
+        (
+            "moq_relayd_rx_max_segments",
+            "gauge",
+            "Largest GRO batch seen.",
+            |s| s.rx_max_segments,
+        ),
+        (
+            "moq_relayd_tx_max_segments",
+            "gauge",
+            "Largest GSO batch sent.",
+            |s| s.tx_max_segments,
+        ),
+        (
+            "moq_relayd_gso_disabled",
+            "gauge",
+            "1 once the kernel refused GSO and the worker fell back to one datagram per send.",
+            |s| s.gso_disabled,
+        ),
+        (
+            "moq_relayd_missteered_total",
+            "counter",
+            "Packets received for another worker's connection (forwarded).",
+            |s| s.missteered,
+        ),
+        (
+            "moq_relayd_forwarded_in_total",
+            "counter",
+            "Packets other workers forwarded to this one.",
+            |s| s.forwarded_in,
+        ),
+        (
+            "moq_relayd_forward_dropped_total",
+            "counter",
+            "Mis-steered packets dropped because the owner's queue was full.",
+            |s| s.forward_dropped,
+        ),
+        (
+            "moq_relayd_connections",
+            "gauge",
+            "QUIC connections open.",
+            |s| s.connections,
+        ),
+        (
+            "moq_relayd_handshakes_total",
+            "counter",
+            "QUIC handshakes accepted.",
+            |s| s.accepted,
+        ),
+        (
+            "moq_relayd_refused_total",
+            "counter",
+            "Handshakes refused at the connection limit.",
+            |s| s.refused,
+        ),
+        (
+            "moq_relayd_retries_total",
+            "counter",
+            "Handshakes answered with Retry above the handshake rate.",
+            |s| s.retries,
+        ),
+        (
+            "moq_relayd_protocol_errors_total",
+            "counter",
+            "Connections closed for HTTP/3 or WebTransport protocol violations.",
+            |s| s.protocol_errors,
+        ),
+        (
+            "moq_relayd_stateless_dropped_total",
+            "counter",
+            "Stateless packets left unsent because the send queue was full.",
+            |s| s.stateless_dropped,
+        ),
+        (
+            "moq_relayd_stream_op_errors_total",
+            "counter",
+            "Stream operations of the worker's own that quinn-proto refused.",
+            |s| s.stream_op_errors,
+        ),
+    ];
+    for (name, kind, help, value) in quic_families {
+        per_worker(&mut out, q, name, kind, help, value);
+    }
+    let r = &relay;
+    let relay_families: &[Family<RelayCounters>] = &[
+        (
+            "moq_relayd_sessions_opened_total",
+            "counter",
+            "moq-lite sessions opened.",
+            |c| c.sessions_opened,
+        ),
+        (
+            "moq_relayd_sessions_closed_total",
+            "counter",
+            "moq-lite sessions closed.",
+            |c| c.sessions_closed,
+        ),
+        (
+            "moq_relayd_router_refusals_total",
+            "counter",
+            "Router calls refused (an id the router no longer knew).",
+            |c| c.router_refusals,
+        ),
+        (
+            "moq_relayd_sessions_expired_total",
+            "counter",
+            "Sessions closed because their token's exp passed.",
+            |c| c.sessions_expired,
+        ),
+        (
+            "moq_relayd_driver_open_failed_total",
+            "counter",
+            "Streams the transport could not open.",
+            |c| c.driver.open_failed,
+        ),
+        (
+            "moq_relayd_driver_write_failed_total",
+            "counter",
+            "Writes refused for a reason other than STOP_SENDING.",
+            |c| c.driver.write_failed,
+        ),
+        (
+            "moq_relayd_driver_overflow_resets_total",
+            "counter",
+            "Streams reset because a session's pending bytes hit the hard bound.",
+            |c| c.driver.overflow_resets,
+        ),
+        (
+            "moq_relayd_driver_refused_ops_total",
+            "counter",
+            "Stream or datagram operations the transport refused.",
+            |c| c.driver.refused_ops,
+        ),
+        (
+            "moq_relayd_driver_bad_stream_ids_total",
+            "counter",
+            "Action ids the transport cannot name (a session bug).",
+            |c| c.driver.bad_stream_ids,
+        ),
+    ];
+    for (name, kind, help, value) in relay_families {
+        per_worker(&mut out, r, name, kind, help, value);
+    }
+    family(
+        &mut out,
+        "moq_relayd_session_refusals_total",
+        "counter",
+        "Session calls the relay made that the session refused.",
+    );
+    for (worker, c) in relay.iter().enumerate() {
+        for (reason, value) in [
+            ("closed", c.session_refusals.closed),
+            ("other", c.session_refusals.other),
+        ] {
+            sample(
+                &mut out,
+                "moq_relayd_session_refusals_total",
+                &format!("worker=\"{worker}\",reason=\"{reason}\""),
+                value,
+            );
+        }
+    }
+    family(
+        &mut out,
+        "moq_relayd_auth_refusals_total",
+        "counter",
+        "Sessions [auth] refused, by reason (each also logged once).",
+    );
+    for (worker, c) in relay.iter().enumerate() {
+        for (reason, value) in c.auth_refusals.iter() {
+            sample(
+                &mut out,
+                "moq_relayd_auth_refusals_total",
+                &format!("worker=\"{worker}\",reason=\"{reason}\""),
+                value,
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::DrainFlag;
+    use std::sync::Arc;
+
+    #[test]
+    fn an_idle_scrape_starts_with_moq_relays_families_and_every_sample_is_typed() {
+        let state = ControlState::new(
+            String::new(),
+            Vec::new(),
+            Vec::new(),
+            Arc::new(DrainFlag::default()),
+            None,
+        );
+        let text = render(&state);
+        assert!(text.starts_with("# HELP moq_relay_bytes_total "), "{text}");
+        let mut typed = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.push(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(typed.iter().any(|t| t == name), "{line}");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+        assert!(text.contains("moq_relay_sessions_opened_total{tier=\"\"} 0\n"));
+        assert!(text.contains("moq_relay_draining_sessions 0\n"));
+    }
+}

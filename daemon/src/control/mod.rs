@@ -1,0 +1,259 @@
+//! The control thread's HTTP side: the public `[web.http]` listener (`/health`,
+//! `/certificate.sha256`, `/announced`, `/fetch`) and the internal `[internal] listen`
+//! one (`/health`, `/metrics`, `/nodes`), served by one current-thread tokio runtime on
+//! a thread of its own.
+//!
+//! It must never touch packets or take a lock a worker waits on: it reads the workers'
+//! published atomics (quic-io's `WorkerStats`, the relay's `PublishedCounters`) and asks a
+//! worker things only through that worker's bounded request queue. Every connection is
+//! bounded in number, header size and lifetime, so a slow or hostile client costs a
+//! socket for a bounded time and nothing else.
+
+mod fetch;
+mod http;
+pub mod metrics;
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use quic_io::WorkerStats;
+
+use crate::auth::Authenticator;
+use crate::relay::{DrainFlag, WorkerLink};
+
+/// Connections one listener serves at once; more are closed as soon as accepted.
+pub const MAX_CONNECTIONS_PER_LISTENER: usize = 256;
+
+/// Bytes hyper buffers for one request head (hyper's smallest allowed buffer); a longer
+/// head is answered 431 and the connection closed.
+pub const MAX_HEADER_BYTES: usize = 8192;
+
+/// Time a client has to send a complete request head (moq-relay 0.17: `[listen] timeout`,
+/// 10 s); a slow trickle is closed when it runs out.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a connection may live, keep-alive included: after this it is closed whatever
+/// it is doing. Above `/fetch`'s 30 s wait so that a legitimate one can finish.
+pub const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// How long a request to a worker may wait for its answer before the client gets 503.
+pub const WORKER_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Which listener, as the metrics' `listener` label names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Web,
+    Internal,
+}
+
+impl Listener {
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Web => "web",
+            Listener::Internal => "internal",
+        }
+    }
+}
+
+/// `accept()` failures of one listener, by moq-relay's classes, and how long it has been
+/// unable to accept.
+#[derive(Debug, Default)]
+pub struct AcceptStats {
+    pub connection: AtomicU64,
+    pub exhausted: AtomicU64,
+    pub unknown: AtomicU64,
+    /// Connections closed at once because `MAX_CONNECTIONS_PER_LISTENER` were open.
+    pub over_limit: AtomicU64,
+    /// Unix time in milliseconds of the first failure of the current run of failures; 0
+    /// while accepting works.
+    pub stalled_since_ms: AtomicU64,
+}
+
+impl AcceptStats {
+    pub fn stalled_seconds(&self, now_ms: u64) -> f64 {
+        match self.stalled_since_ms.load(Ordering::Relaxed) {
+            0 => 0.0,
+            since => now_ms.saturating_sub(since) as f64 / 1000.0,
+        }
+    }
+}
+
+/// What the HTTP handlers read. Everything a worker writes is an atomic it owns.
+pub struct ControlState {
+    /// The leaf certificate's fingerprint, set by the control thread at start and after a
+    /// TLS reload (a lock only control-side code takes).
+    fingerprint: Mutex<String>,
+    pub worker_stats: Vec<Arc<WorkerStats>>,
+    pub links: Vec<WorkerLink>,
+    pub drain: Arc<DrainFlag>,
+    /// Credentials for `/announced` (its own instance: never shared with a worker).
+    pub auth: Option<Authenticator>,
+    /// Accept statistics of the configured listeners only, in `/metrics` order.
+    pub accept: Vec<(Listener, Arc<AcceptStats>)>,
+}
+
+impl ControlState {
+    pub fn new(
+        fingerprint: String,
+        worker_stats: Vec<Arc<WorkerStats>>,
+        links: Vec<WorkerLink>,
+        drain: Arc<DrainFlag>,
+        auth: Option<Authenticator>,
+    ) -> Self {
+        Self {
+            fingerprint: Mutex::new(fingerprint),
+            worker_stats,
+            links,
+            drain,
+            auth,
+            accept: Vec::new(),
+        }
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default()
+    }
+
+    /// After a TLS reload: `/certificate.sha256` serves the new leaf's hash.
+    pub fn set_fingerprint(&self, fingerprint: String) {
+        if let Ok(mut slot) = self.fingerprint.lock() {
+            *slot = fingerprint;
+        }
+    }
+
+    /// Sessions open on every worker (opened − closed, from the published counters).
+    pub fn live_sessions(&self) -> u64 {
+        self.links
+            .iter()
+            .map(|link| {
+                let c = link.counters.load();
+                debug_assert!(c.sessions_closed <= c.sessions_opened);
+                c.sessions_opened.saturating_sub(c.sessions_closed)
+            })
+            .sum()
+    }
+}
+
+/// The HTTP listeners to serve, resolved from the configuration.
+#[derive(Debug, Default, Clone)]
+pub struct Listeners {
+    pub web: Option<String>,
+    pub internal: Option<String>,
+}
+
+/// The running control runtime.
+pub struct Control {
+    thread: Option<JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The bound addresses (an ephemeral port resolved).
+    pub web_addr: Option<SocketAddr>,
+    pub internal_addr: Option<SocketAddr>,
+    pub state: Arc<ControlState>,
+}
+
+fn bind(what: &str, address: &str) -> anyhow::Result<TcpListener> {
+    let addr = address
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {what} `{address}`"))?
+        .next()
+        .with_context(|| format!("{what} `{address}` resolved to no address"))?;
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("cannot bind {what} on tcp://{addr}"))?;
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("cannot make {what} non-blocking"))?;
+    Ok(listener)
+}
+
+/// Binds the configured listeners (errors come back before READY) and starts the
+/// runtime thread. With no listener configured no thread is started.
+pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<Control> {
+    let web = listeners
+        .web
+        .as_deref()
+        .map(|a| bind("[web.http] listen", a))
+        .transpose()?;
+    let internal = listeners
+        .internal
+        .as_deref()
+        .map(|a| bind("[internal] listen", a))
+        .transpose()?;
+    let web_addr = web.as_ref().map(TcpListener::local_addr).transpose()?;
+    let internal_addr = internal.as_ref().map(TcpListener::local_addr).transpose()?;
+    let mut bound = Vec::new();
+    for (kind, listener) in [(Listener::Web, web), (Listener::Internal, internal)] {
+        if let Some(listener) = listener {
+            let stats = Arc::new(AcceptStats::default());
+            state.accept.push((kind, stats.clone()));
+            bound.push((kind, listener, stats));
+        }
+    }
+    let state = Arc::new(state);
+    if bound.is_empty() {
+        return Ok(Control {
+            thread: None,
+            stop: None,
+            web_addr,
+            internal_addr,
+            state,
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("cannot build the control runtime")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let shared = state.clone();
+    let thread = std::thread::Builder::new()
+        .name("control-http".into())
+        .spawn(move || runtime.block_on(http::serve(bound, shared, stopped)))
+        .context("cannot spawn the control HTTP thread")?;
+    Ok(Control {
+        thread: Some(thread),
+        stop: Some(stop),
+        web_addr,
+        internal_addr,
+        state,
+    })
+}
+
+impl Control {
+    /// Stops the listeners and joins the thread; open connections are dropped.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(stop) = self.stop.take()
+            && stop.send(()).is_err()
+        {
+            tracing::debug!("the control runtime had already ended");
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the control HTTP thread panicked");
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

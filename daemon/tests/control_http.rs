@@ -1,0 +1,513 @@
+//! The control thread's HTTP listeners through the real binary: the public `[web.http]`
+//! routes, the internal `/health` and `/metrics`, the bounds that close a slow or
+//! oversized client, and counters that never go back as sessions come and go.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::Relay;
+use interop::{Bytes, ConnectOptions, TlsTrust, TrackEvent, connect_with};
+use tempfile::TempDir;
+
+const CONFIG: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n";
+
+/// The relay, its QUIC address, its two HTTP listeners and the fingerprint it logged.
+struct Ops {
+    relay: Relay,
+    quic: SocketAddr,
+    web: SocketAddr,
+    internal: SocketAddr,
+    fingerprint: String,
+    _dir: TempDir,
+}
+
+fn address_after(line: &str, marker: &str) -> SocketAddr {
+    let start = line.find(marker).expect("marker in line") + marker.len();
+    let rest = &line[start..];
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    rest[..end].parse().unwrap()
+}
+
+fn start(config: &str) -> Ops {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config).unwrap();
+    let relay = Relay::start(&path, None);
+    // The lines come in this order: serving, web, internal, then the fingerprint.
+    let quic = address_after(&relay.wait_for_line("serving on udp://"), "udp://");
+    let web = address_after(
+        &relay.wait_for_line("web HTTP listening on http://"),
+        "http://",
+    );
+    let internal = address_after(
+        &relay.wait_for_line("internal HTTP listening on http://"),
+        "http://",
+    );
+    let line = relay.wait_for_line("certificate_sha256=");
+    let fingerprint = line
+        .split("certificate_sha256=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    Ops {
+        relay,
+        quic,
+        web,
+        internal,
+        fingerprint,
+        _dir: dir,
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// One request on a fresh connection (`Connection: close`), read to the end.
+fn request(addr: SocketAddr, method: &str, path: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    parse(&raw)
+}
+
+fn get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, "GET", path)
+}
+
+fn parse(raw: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .expect("a complete response head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Every sample of a text-format 0.0.4 scrape, checking the format on the way: each
+/// sample's family was declared by a `# TYPE` line before it, and each value is a number.
+fn samples(body: &str) -> HashMap<String, f64> {
+    let mut typed: HashMap<String, String> = HashMap::new();
+    let mut out = HashMap::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(
+                ["counter", "gauge"].contains(&kind),
+                "unexpected type in {line:?}"
+            );
+            assert!(
+                typed.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "{name} declared twice"
+            );
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        let name = series.split('{').next().unwrap();
+        assert!(typed.contains_key(name), "{name} sampled before its TYPE");
+        if series.contains('{') {
+            assert!(series.ends_with('}'), "unterminated labels in {line:?}");
+        }
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value of {line:?}"));
+        assert!(
+            out.insert(series.to_owned(), value).is_none(),
+            "{series} twice"
+        );
+    }
+    out
+}
+
+fn scrape(ops: &Ops) -> HashMap<String, f64> {
+    let response = get(ops.internal, "/metrics");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.headers.get("content-type").map(String::as_str),
+        Some("text/plain; version=0.0.4")
+    );
+    samples(&response.body)
+}
+
+#[test]
+fn web_listener_serves_health_and_the_certificate_hash_with_cors() {
+    let ops = start(CONFIG);
+
+    let health = get(ops.web, "/health");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert_eq!(
+        health
+            .headers
+            .get("access-control-allow-origin")
+            .map(String::as_str),
+        Some("*")
+    );
+    assert_eq!(
+        health.headers.get("content-type").map(String::as_str),
+        Some("text/plain; charset=utf-8")
+    );
+
+    let certificate = get(ops.web, "/certificate.sha256");
+    assert_eq!(certificate.status, 200);
+    assert_eq!(
+        certificate.body, ops.fingerprint,
+        "no newline, the logged hash"
+    );
+    assert_eq!(certificate.body.len(), 64);
+    assert!(
+        certificate
+            .body
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    );
+    assert_eq!(
+        certificate
+            .headers
+            .get("access-control-allow-origin")
+            .map(String::as_str),
+        Some("*")
+    );
+
+    let unknown = get(ops.web, "/no/such/route");
+    assert_eq!(unknown.status, 404);
+    assert!(
+        unknown.headers["content-type"].starts_with("text/html"),
+        "{:?}",
+        unknown.headers
+    );
+    assert_eq!(request(ops.web, "POST", "/health").status, 405);
+
+    // /metrics lives on the internal listener only.
+    assert_eq!(get(ops.web, "/metrics").status, 404);
+}
+
+#[test]
+fn internal_listener_serves_health_and_a_parsable_scrape() {
+    let ops = start(CONFIG);
+    let health = get(ops.internal, "/health");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert_eq!(get(ops.internal, "/certificate.sha256").status, 404);
+    let nodes = get(ops.internal, "/nodes");
+    assert_eq!(
+        (nodes.status, nodes.body.as_str()),
+        (200, "{\"nodes\":[]}"),
+        "a standalone relay has no nodes"
+    );
+
+    let metrics = scrape(&ops);
+    for series in [
+        "moq_relay_sessions_opened_total{tier=\"\"}",
+        "moq_relay_sessions_closed_total{tier=\"\"}",
+        "moq_relay_accept_failures_total{listener=\"web\",class=\"connection\"}",
+        "moq_relay_accept_failures_total{listener=\"internal\",class=\"exhausted\"}",
+        "moq_relay_accept_stalled_seconds{listener=\"internal\"}",
+        "moq_relay_draining_sessions",
+        "moq_relayd_handshakes_total{worker=\"0\"}",
+        "moq_relayd_handshakes_total{worker=\"1\"}",
+        "moq_relayd_missteered_total{worker=\"1\"}",
+        "moq_relayd_sessions_opened_total{worker=\"0\"}",
+    ] {
+        assert!(metrics.contains_key(series), "{series} missing");
+    }
+    assert_eq!(metrics["moq_relay_draining_sessions"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_never_go_back_as_sessions_open_and_close() {
+    let ops = start(CONFIG);
+    let before = scrape(&ops);
+    let url = format!("https://{}/", ops.quic);
+    let trust = || TlsTrust::Fingerprint(ops.fingerprint.clone());
+
+    let publisher = connect_with(&url, ConnectOptions::new(trust()).publish_only())
+        .await
+        .expect("publisher connects");
+    let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let subscriber = connect_with(&url, ConnectOptions::new(trust()).subscribe_only("demo"))
+        .await
+        .expect("subscriber connects");
+    let mut sub = subscriber
+        .subscribe("demo/cam", "video")
+        .await
+        .expect("subscribe");
+    let frames = [100usize, 200, 300].map(|len| Bytes::from(vec![7u8; len]));
+    track.write_group(frames).expect("write a group");
+    let mut received = 0;
+    while received < 3 {
+        match tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("frames within 10 s")
+            .expect("track event")
+        {
+            TrackEvent::Frame(_) => received += 1,
+            TrackEvent::GroupEnd { .. } => break,
+            _ => {}
+        }
+    }
+    assert_eq!(received, 3);
+    let traffic = wait_for(&ops, |m| {
+        m["moq_relay_frames_total{tier=\"\",role=\"publisher\"}"] >= 3.0
+    });
+    for role in ["publisher", "subscriber"] {
+        let frames = traffic[&format!("moq_relay_frames_total{{tier=\"\",role=\"{role}\"}}")];
+        let bytes = traffic[&format!("moq_relay_bytes_total{{tier=\"\",role=\"{role}\"}}")];
+        let groups = traffic[&format!("moq_relay_groups_total{{tier=\"\",role=\"{role}\"}}")];
+        assert!(
+            frames >= 3.0 && bytes >= 600.0 && groups >= 1.0,
+            "{role}: {frames} {bytes} {groups}"
+        );
+    }
+
+    let during = wait_for(&ops, |m| {
+        m["moq_relay_sessions_opened_total{tier=\"\"}"] >= 2.0
+    });
+    assert_monotonic(&before, &during);
+
+    // The announce reached every worker's replica: /announced lists it.
+    let announced = wait_until(|| {
+        let r = get(ops.web, "/announced");
+        (r.status == 200 && r.body.lines().any(|l| l == "demo/cam")).then_some(r)
+    });
+    assert!(!announced.body.ends_with('\n'), "no trailing newline");
+    let scoped = get(ops.web, "/announced/demo");
+    assert_eq!((scoped.status, scoped.body.as_str()), (200, "cam"));
+    assert_eq!(get(ops.web, "/announced/elsewhere").body, "");
+
+    drop(sub);
+    subscriber.close().await;
+    publisher.close().await;
+    let after = wait_for(&ops, |m| {
+        m["moq_relay_sessions_closed_total{tier=\"\"}"] >= 2.0
+    });
+    assert_monotonic(&during, &after);
+    let later = scrape(&ops);
+    assert_monotonic(&after, &later);
+    let announces = |kind: &str| {
+        later[&format!("moq_relay_announces_{kind}_total{{tier=\"\",role=\"subscriber\"}}")]
+    };
+    assert!(announces("started") >= 1.0, "{}", announces("started"));
+    assert!(
+        announces("ended") >= 1.0,
+        "the publisher left: {}",
+        announces("ended")
+    );
+    assert!(later["moq_relay_sessions_opened_total{tier=\"\"}"] >= 2.0);
+    let handshakes: f64 = (0..2)
+        .map(|w| later[&format!("moq_relayd_handshakes_total{{worker=\"{w}\"}}")])
+        .sum();
+    assert!(handshakes >= 2.0, "{handshakes}");
+}
+
+/// Every counter (`*_total`) in `before` is in `after` and not smaller.
+fn assert_monotonic(before: &HashMap<String, f64>, after: &HashMap<String, f64>) {
+    for (series, value) in before {
+        if !series.split('{').next().unwrap().ends_with("_total") {
+            continue;
+        }
+        let now = after
+            .get(series)
+            .unwrap_or_else(|| panic!("{series} vanished"));
+        assert!(now >= value, "{series} went back from {value} to {now}");
+    }
+}
+
+fn wait_until<T>(mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "condition not met within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for(ops: &Ops, condition: impl Fn(&HashMap<String, f64>) -> bool) -> HashMap<String, f64> {
+    wait_until(|| Some(scrape(ops)).filter(|m| condition(m)))
+}
+
+#[test]
+fn oversized_request_head_is_refused_with_431() {
+    let ops = start(CONFIG);
+    let mut stream = TcpStream::connect(ops.web).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let big = "a".repeat(64 << 10);
+    // The relay may answer and close before it has read everything we send.
+    let sent = write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let read = stream.read_to_end(&mut raw);
+    assert!(sent.is_ok() || read.is_ok() || !raw.is_empty());
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 431") || raw.is_empty(),
+        "an oversized head gets 431 or a closed connection: {text:?}"
+    );
+    // The listener still serves others.
+    assert_eq!(get(ops.web, "/health").status, 200);
+}
+
+#[test]
+fn a_slow_trickle_is_closed_within_the_header_deadline() {
+    let ops = start(CONFIG);
+    let mut stream = TcpStream::connect(ops.internal).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    // One header byte a second: the head never completes.
+    let mut closed = false;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(1));
+        if stream.write_all(b"X").is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 512];
+        stream
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        match stream.read(&mut probe) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            // A 408 or similar before the close is fine too.
+            Ok(_) => {
+                closed = true;
+                break;
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(closed, "the trickle was still open after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "closed only after {elapsed:?}"
+    );
+    assert_eq!(get(ops.internal, "/health").status, 200);
+}
+
+#[test]
+fn certificate_hash_follows_a_sighup_reload() {
+    let ops = start(CONFIG);
+    assert_eq!(get(ops.web, "/certificate.sha256").body, ops.fingerprint);
+    ops.relay.signal(libc::SIGHUP);
+    let line = ops.relay.wait_for_line("certificate reloaded");
+    let reloaded = line
+        .split("certificate_sha256=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the reload logs the new hash")
+        .to_owned();
+    // A generated certificate is new on every load.
+    assert_ne!(reloaded, ops.fingerprint);
+    let served = wait_until(|| {
+        let body = get(ops.web, "/certificate.sha256").body;
+        (body == reloaded).then_some(body)
+    });
+    assert_eq!(served, reloaded);
+}
+
+#[test]
+fn web_listener_may_share_the_quic_port_number() {
+    // Find a port free for both UDP and TCP, then give it to both listeners.
+    let port = (0..50)
+        .find_map(|_| {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            let port = udp.local_addr().ok()?.port();
+            std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+            Some(port)
+        })
+        .expect("a port free on UDP and TCP");
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:{port}\"\ntls.generate = [\"localhost\"]\n[web.http]\nlisten = \"127.0.0.1:{port}\"\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 1\n[auth]\npublic = \"\"\n"
+    );
+    let ops = start(&config);
+    assert_eq!(ops.quic.port(), port);
+    assert_eq!(ops.web.port(), port);
+    assert_eq!(get(ops.web, "/certificate.sha256").body, ops.fingerprint);
+}
+
+#[test]
+fn connections_past_the_limit_are_closed_at_once_and_counted() {
+    let ops = start(CONFIG);
+    // moq-relayd's bound per listener (control::MAX_CONNECTIONS_PER_LISTENER).
+    const LIMIT: usize = 256;
+    let idle: Vec<TcpStream> = (0..LIMIT)
+        .map(|_| TcpStream::connect(ops.internal).unwrap())
+        .collect();
+    // Let the relay accept them all before the one over the limit arrives.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut extra = TcpStream::connect(ops.internal).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = extra.read(&mut buf);
+    // Closed unread: an end of stream, or a reset if the close raced our connect.
+    let closed = match &read {
+        Ok(0) => true,
+        Err(err) => err.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(closed, "the connection over the limit was served: {read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    // The relay sees the idle ones hang up and frees their slots.
+    std::thread::sleep(Duration::from_secs(1));
+    let metrics = scrape(&ops);
+    let refused = metrics["moq_relayd_http_connections_refused_total{listener=\"internal\"}"];
+    assert!(refused >= 1.0, "{refused}");
+}
