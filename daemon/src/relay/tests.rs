@@ -804,3 +804,40 @@ fn a_06_fetch_of_a_frame_range_gets_exactly_those_frames_or_a_reset() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_burst_of_concurrent_groups_from_a_publisher_reaches_a_subscriber_whole() {
+    // What a moq-lite-06 publisher does when the relay's upstream SUBSCRIBE reaches back
+    // over its cache: every cached group at once, each on its own stream.
+    let mut relay = Relay::new(2);
+    let publisher = relay.connect_on(0, SetupRole::Publisher, Version::Lite06);
+    relay
+        .client(publisher)
+        .announce("live", &[])
+        .expect("announce");
+    relay.pump();
+    let (subscriber, subscription) = relay.subscribe(1, "live");
+    const BURST: u64 = 24;
+    let groups: Vec<Vec<GroupId>> = (0..BURST)
+        .map(|g| relay.start_group(publisher, g))
+        .collect();
+    for (g, ids) in groups.iter().enumerate() {
+        relay.write_frame(publisher, ids, g as u64, &payload(g as u64, 0));
+    }
+    for ids in groups {
+        for id in ids {
+            relay.client(publisher).end_group(id).expect("end group");
+        }
+    }
+    relay.pump();
+    let events = relay.take_events(subscriber);
+    let aborted: Vec<&MoqEvent> = events
+        .iter()
+        .filter(|e| matches!(e, MoqEvent::GroupAborted { .. }))
+        .collect();
+    assert!(
+        aborted.is_empty(),
+        "groups reset under the subscriber: {aborted:?}"
+    );
+    assert_eq!(frames(&events, subscription).len(), BURST as usize);
+}
