@@ -44,6 +44,10 @@ use peer::{Msg, Peer, push_data};
 /// reordering upstream without letting a broken peer grow the list.
 const MAX_OPEN_GROUPS: usize = 16;
 
+/// Stale keys a log's idle list may carry beyond twice its readers before `unsubscribe`
+/// compacts it; a few keep a churn of one subscriber from compacting on every leave.
+const IDLE_SLACK: usize = 16;
+
 /// Fraction of each ring kept free for control messages: data stops at 7/8 full so that
 /// subscribe replies and track ends still fit while a peer is slow.
 const CONTROL_RESERVE_DIVISOR: usize = 8;
@@ -673,6 +677,7 @@ impl Shard {
         if let (Some(t), Some(s), Some(log)) =
             (tracks.get_mut(tk), subs.get_mut(sk), logs.get_mut(lk))
         {
+            s.track_index = t.subs.len();
             t.subs.push(sk);
             log.readers += 1;
             if let Some(info) = t.info {
@@ -706,16 +711,36 @@ impl Shard {
         );
         if let Some(log) = self.logs.get_mut(s.log) {
             log.readers = log.readers.saturating_sub(1);
-            log.idle.retain(|&k| k != sub.0);
+            // A removed key never comes back (slab generations) and `wake_idle` skips
+            // it, so the idle list is compacted only when stale keys outnumber the
+            // readers: leaving stays O(1) amortised, and the list bounded by twice them.
+            if log.idle.len() > 2 * log.readers + IDLE_SLACK {
+                let subs = &self.subs;
+                log.idle.retain(|&k| subs.get(k).is_some());
+            }
             if log.readers == 0 && log.orphan {
                 self.logs.remove(s.log);
             }
         }
         if let Some(t) = self.tracks.get_mut(s.track) {
-            let before = t.subs.len();
-            t.subs.retain(|&k| k != sub.0);
-            // Demand is counted from this list: the subscriber was in it exactly once.
-            debug_assert_eq!(t.subs.len() + 1, before, "subscriber not listed once");
+            // Demand is counted from this list: the subscriber is in it exactly once, at
+            // the index it keeps; the subscriber swapped into its place learns its new one.
+            let index = s.track_index;
+            debug_assert_eq!(
+                t.subs.get(index),
+                Some(&sub.0),
+                "subscriber's track index drifted"
+            );
+            if t.subs.get(index) == Some(&sub.0) {
+                t.subs.swap_remove(index);
+                if let Some(&moved) = t.subs.get(index)
+                    && let Some(m) = self.subs.get_mut(moved)
+                {
+                    m.track_index = index;
+                }
+            } else {
+                t.subs.retain(|&k| k != sub.0);
+            }
             self.demand_changed(s.track);
         }
         Ok(())

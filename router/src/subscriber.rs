@@ -11,6 +11,9 @@ use crate::{Delivery, TrackProperties};
 
 pub(crate) struct Subscriber {
     pub(crate) track: Key,
+    /// This subscriber's index in its track's `subs`, so leaving is a swap-remove, not a
+    /// walk of every subscriber of the track (a mass disconnect would be O(N²)).
+    pub(crate) track_index: usize,
     pub(crate) log: Key,
     /// Absolute index of the next log entry to read.
     cursor: u64,
@@ -43,6 +46,7 @@ impl Subscriber {
     pub(crate) fn new(track: Key, log: Key, cursor: u64, max_bytes: usize) -> Self {
         Self {
             track,
+            track_index: usize::MAX,
             log,
             cursor,
             max_bytes,
