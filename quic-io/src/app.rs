@@ -100,6 +100,23 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The session the event is about.
+    pub fn session(&self) -> SessionId {
+        match self {
+            Event::SessionReady(info) => info.id,
+            Event::StreamOpened { session, .. }
+            | Event::Data { session, .. }
+            | Event::Finished { session, .. }
+            | Event::Reset { session, .. }
+            | Event::StopSending { session, .. }
+            | Event::Writable { session, .. }
+            | Event::Datagram { session, .. }
+            | Event::SessionClosed { session, .. } => *session,
+        }
+    }
+}
+
 /// Why an `Io` action failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum IoError {

@@ -458,13 +458,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
             IoEvent::SessionClosed { session, code, .. } => {
                 return self.session_closed(session, code, now);
             }
-            IoEvent::StreamOpened { session, .. }
-            | IoEvent::Data { session, .. }
-            | IoEvent::Finished { session, .. }
-            | IoEvent::Reset { session, .. }
-            | IoEvent::StopSending { session, .. }
-            | IoEvent::Writable { session, .. }
-            | IoEvent::Datagram { session, .. } => session,
+            ref stream_event => stream_event.session(),
         };
         let Some(conn) = self.sessions.get_mut(&session) else {
             return;

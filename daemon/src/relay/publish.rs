@@ -159,24 +159,22 @@ impl RelayWorker {
             MoqEvent::GroupEnded {
                 subscription,
                 sequence,
-            } => {
-                if let Some(upstream) = conn.upstream.get_mut(&subscription)
-                    && upstream.close_group(sequence)
-                {
-                    self.counters
-                        .note_router(self.shard.end_group(upstream.track, sequence));
-                }
             }
-            MoqEvent::GroupAborted {
+            | MoqEvent::GroupAborted {
                 subscription,
                 sequence,
                 ..
             } => {
+                let aborted = matches!(event, MoqEvent::GroupAborted { .. });
                 if let Some(upstream) = conn.upstream.get_mut(&subscription)
                     && upstream.close_group(sequence)
                 {
-                    self.counters
-                        .note_router(self.shard.abort_group(upstream.track, sequence));
+                    let result = if aborted {
+                        self.shard.abort_group(upstream.track, sequence)
+                    } else {
+                        self.shard.end_group(upstream.track, sequence)
+                    };
+                    self.counters.note_router(result);
                 }
             }
             MoqEvent::Datagram {

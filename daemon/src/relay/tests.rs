@@ -188,7 +188,7 @@ impl Relay {
                 moved = true;
             }
             for event in worker.io.take_output() {
-                let session = event_session(&event);
+                let session = event.session();
                 let Some(client) = self
                     .clients
                     .iter_mut()
@@ -353,20 +353,6 @@ impl Relay {
         };
         Application::<FakeIo>::on_event(&mut worker.relay, self.now, closed, &mut worker.io);
         self.clients[client].closed = Some(0);
-    }
-}
-
-fn event_session(event: &IoEvent) -> SessionId {
-    match event {
-        IoEvent::SessionReady(info) => info.id,
-        IoEvent::StreamOpened { session, .. }
-        | IoEvent::Data { session, .. }
-        | IoEvent::Finished { session, .. }
-        | IoEvent::Reset { session, .. }
-        | IoEvent::StopSending { session, .. }
-        | IoEvent::Writable { session, .. }
-        | IoEvent::Datagram { session, .. }
-        | IoEvent::SessionClosed { session, .. } => *session,
     }
 }
 
