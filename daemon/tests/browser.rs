@@ -425,16 +425,10 @@ fn browser_receives_in_order_what_the_reference_publisher_sends() {
     runtime().block_on(async {
         let relay = Running::start(TWO_WORKERS_V4);
         let url = relay.https_url("browser");
-        // Pinned to moq-lite-05. Open bug: a moq-lite-06 publisher that has been live for
-        // a while, joined by a browser (05) subscriber on the other worker, gets the
-        // relay's upstream SUBSCRIBE with a 30 s Max Age, answers with a burst of its
-        // cached groups, and the browser's first group is reset with Dropped (code 24) in
-        // about two runs of three. Max Age 0 cured that but lost groups of a burst
-        // (e2e fanout), so the fix is still to be found; 05 meanwhile keeps this test
-        // about what it tests, the browser's side.
-        let options = ConnectOptions::new(trust(&relay))
-            .publish_only()
-            .with_versions(&["moq-lite-05"]);
+        // The publisher speaks what the relay prefers (06) and the browser 05: a 06
+        // publisher live for a while once answered the relay's upstream SUBSCRIBE with a
+        // burst of its cache, and the browser's first group came out of order or reset.
+        let options = ConnectOptions::new(trust(&relay)).publish_only();
         let publisher = interop::connect_with(&url, options)
             .await
             .expect("connect the reference publisher");

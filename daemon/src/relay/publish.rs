@@ -17,14 +17,29 @@ use super::{RelayWorker, arrival_millis, session};
 /// start (spec 12.7): a moq-net publisher begins at the oldest cached group still within
 /// it, so a fresh upstream subscription may bring up to that much backlog; 0 would start
 /// at the latest group but let the publisher drop every group a newer one makes stale.
+/// The upstream latency budget: long enough that a publisher never skips a group on the
+/// relay's account.
+pub(super) const UPSTREAM_MAX_AGE_MS: u64 = 30_000;
+
 const UPSTREAM_SUBSCRIPTION: proto::SubscribeUpdate = proto::SubscribeUpdate {
     priority: 0,
     ordered: false,
-    max_latency_ms: 30_000,
+    max_latency_ms: UPSTREAM_MAX_AGE_MS,
     start: None,
     end: None,
     frame_start: 0,
     frame_end: None,
+};
+
+/// On 06 one Max Age both places the start and sets how stale a group may get (spec
+/// 12.7): a moq-net publisher given 30 s answers a fresh subscription with every cached
+/// group of the last 30 s at once, and a subscriber that just joined saw old groups
+/// after newer ones, or reset when the router capped the burst. So the relay subscribes
+/// at the live edge (Max Age 0) and, at the first group, widens the budget back to
+/// `UPSTREAM_SUBSCRIPTION`'s with that group as the floor, so nothing older comes.
+const UPSTREAM_SUBSCRIPTION_06: proto::SubscribeUpdate = proto::SubscribeUpdate {
+    max_latency_ms: 0,
+    ..UPSTREAM_SUBSCRIPTION
 };
 
 impl RelayWorker {
@@ -120,6 +135,20 @@ impl RelayWorker {
                         &upstream.name,
                         router::TrackProperties::default(),
                     ));
+                    if std::mem::take(&mut upstream.widen_at_first_group) {
+                        let widened = proto::SubscribeUpdate {
+                            start: Some(sequence),
+                            ..UPSTREAM_SUBSCRIPTION
+                        };
+                        let updated = conn
+                            .driver
+                            .session_mut()
+                            .update_subscription(subscription, widened);
+                        conn.refusals.note(updated);
+                    }
+                    let Some(upstream) = conn.upstream.get_mut(&subscription) else {
+                        return;
+                    };
                     match self.shard.start_group(upstream.track, sequence) {
                         Ok(()) => {
                             upstream.open_groups.push_back(sequence);
@@ -261,11 +290,19 @@ impl RelayWorker {
                             }
                         }
                     }
-                    match conn
-                        .moq()
-                        .subscribe(&relative, &name, UPSTREAM_SUBSCRIPTION)
-                    {
-                        Ok(subscription) => conn.add_upstream(subscription, broadcast, track, name),
+                    let live_edge = conn.version.is_06_or_later();
+                    let request = if live_edge {
+                        UPSTREAM_SUBSCRIPTION_06
+                    } else {
+                        UPSTREAM_SUBSCRIPTION
+                    };
+                    match conn.moq().subscribe(&relative, &name, request) {
+                        Ok(subscription) => {
+                            conn.add_upstream(subscription, broadcast, track, name);
+                            if let Some(upstream) = conn.upstream.get_mut(&subscription) {
+                                upstream.widen_at_first_group = live_edge;
+                            }
+                        }
                         Err(err) => {
                             warn!(worker = self.worker, session, %err, "cannot subscribe to the publisher");
                             self.counters.note_router(self.shard.reject_track(track));

@@ -47,6 +47,8 @@ pub struct Upstream {
     /// are routed: a group the router refused (one an earlier subscription left open, say)
     /// must not have another subscription's frames appended to it.
     pub open_groups: VecDeque<u64>,
+    /// 06: subscribed at the live edge; the first group widens the budget from there.
+    pub widen_at_first_group: bool,
 }
 
 /// Groups one upstream subscription keeps open in the router at once; the router itself
@@ -60,6 +62,7 @@ impl Upstream {
             track,
             name,
             open_groups: VecDeque::new(),
+            widen_at_first_group: false,
         }
     }
 

@@ -827,3 +827,43 @@ fn a_burst_of_concurrent_groups_from_a_publisher_reaches_a_subscriber_whole() {
     );
     assert_eq!(frames(&events, subscription).len(), BURST as usize);
 }
+
+#[test]
+fn a_06_upstream_subscription_starts_at_the_live_edge_and_widens_at_its_first_group() {
+    let mut relay = Relay::new(2);
+    let publisher = relay.connect_on(0, SetupRole::Publisher, Version::Lite06);
+    relay
+        .client(publisher)
+        .announce("live", &[])
+        .expect("announce");
+    relay.pump();
+    relay.subscribe(1, "live");
+    let asked: Vec<u64> = relay
+        .take_events(publisher)
+        .iter()
+        .filter_map(|e| match e {
+            MoqEvent::SubscribeRequested { request, .. } => Some(request.max_latency_ms),
+            _ => None,
+        })
+        .collect();
+    // A 06 Max Age also reaches back over the publisher's cache: 0 asks for the live edge.
+    assert_eq!(asked, vec![0], "one upstream SUBSCRIBE, at the live edge");
+    let groups = relay.start_group(publisher, 41);
+    relay.write_frame(publisher, &groups, 1, b"first");
+    relay.pump();
+    let widened: Vec<(Option<u64>, u64)> = relay
+        .take_events(publisher)
+        .iter()
+        .filter_map(|e| match e {
+            MoqEvent::SubscribeUpdated { update, .. } => {
+                Some((update.start, update.max_latency_ms))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        widened,
+        vec![(Some(41), super::publish::UPSTREAM_MAX_AGE_MS)],
+        "the first group widens the budget with itself as the floor"
+    );
+}
