@@ -3,6 +3,7 @@
 // somebody else started, and reports the page's verdict.
 //
 //   node driver.mjs --relay https://127.0.0.1:PORT/root --fingerprint HEX --out DIR
+//   node driver.mjs --relay http://127.0.0.1:PORT/root --out DIR   (hash from the relay)
 //                   [--mode loop|publish|subscribe] [--groups 30] [--frames 5]
 //                   [--deadline-ms 30000] [--path NAME] [--gate subscribed|demand]
 //                   [--chromium /usr/bin/chromium]
@@ -40,7 +41,7 @@ const CHROMIUM_ARGS = [
 function usage(message) {
     console.error(`driver: ${message}`);
     console.error(
-        "usage: node driver.mjs --relay https://127.0.0.1:PORT/root --fingerprint HEX --out DIR [--mode loop|publish|subscribe] [--groups N] [--frames N] [--deadline-ms MS] [--path NAME] [--chromium PATH]",
+        "usage: node driver.mjs --relay https://127.0.0.1:PORT/root --fingerprint HEX | --relay http://127.0.0.1:PORT/root --out DIR [--mode loop|publish|subscribe] [--groups N] [--frames N] [--deadline-ms MS] [--path NAME] [--chromium PATH]",
     );
     process.exit(2);
 }
@@ -65,7 +66,11 @@ try {
     usage(err.message);
 }
 if (!options.relay) usage("--relay is required");
-if (!/^[0-9a-fA-F]{64}$/.test(options.fingerprint ?? "")) usage("--fingerprint must be 64 hex digits");
+// @moq/net's http:// form fetches the relay's certificate hash itself; https:// needs it given.
+const fetchesHash = options.relay.startsWith("http://");
+if (fetchesHash && options.fingerprint !== undefined) usage("an http:// relay serves its own hash: no --fingerprint");
+if (!fetchesHash && !/^[0-9a-fA-F]{64}$/.test(options.fingerprint ?? ""))
+    usage("--fingerprint must be 64 hex digits with an https:// relay");
 if (!options.out) usage("--out is required");
 if (!["loop", "publish", "subscribe"].includes(options.mode)) usage(`unknown --mode ${options.mode}`);
 if (!["subscribed", "demand"].includes(options.gate)) usage(`unknown --gate ${options.gate}`);
@@ -111,7 +116,7 @@ const note = (line) => lines.push(line);
 const server = await serve();
 const query = new URLSearchParams({
     relay: options.relay,
-    fingerprint: options.fingerprint,
+    fingerprint: options.fingerprint ?? "",
     mode: options.mode,
     groups: options.groups,
     frames: options.frames,

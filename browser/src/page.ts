@@ -2,7 +2,8 @@
 // WebTransport session through @moq/net, meeting at the relay named in the query string.
 //
 // Query: relay=https://127.0.0.1:PORT/root  fingerprint=HEX (SHA-256 of the relay's leaf
-// certificate)  groups=N  frames=F  deadline=MS  mode=loop|publish|subscribe.
+// certificate; none with relay=http://127.0.0.1:PORT/root, where @moq/net fetches it from
+// the relay's /certificate.sha256 on that TCP port)  groups=N  frames=F  deadline=MS  mode=loop|publish|subscribe.
 //   loop      this page publishes N groups of F frames and subscribes to them back through
 //             the relay, checking every group arrives, in order, byte-identical.
 //   publish   this page only publishes (another client subscribes and checks).
@@ -262,7 +263,9 @@ async function open(role: "publisher" | "subscriber"): Promise<Established> {
     const session = await bounded(
         `${role} connect to ${relay}`,
         Connection.connect(new URL(relay), {
-            webtransport: { serverCertificateHashes: [{ algorithm: "sha-256", value: fingerprint }] },
+            // An http:// relay URL is @moq/net's development form: it fetches the hash from
+            // the relay's /certificate.sha256 itself and dials https:// on the same port.
+            webtransport: fingerprint ? { serverCertificateHashes: [{ algorithm: "sha-256", value: fingerprint }] } : {},
             // WebTransport or nothing: a WebSocket fallback would pass without testing QUIC.
             websocket: { enabled: false },
             signal: AbortSignal.timeout(Math.max(1, deadline - performance.now())),
@@ -440,10 +443,14 @@ function finish(ok: boolean, reason: string, version?: string, transport?: strin
 
 async function main() {
     const info = document.getElementById("relay");
-    if (info) info.textContent = `relay ${relay}  certificate sha-256 ${fingerprint.slice(0, 16)}…  mode ${MODE}`;
+    const pin = fingerprint ? `certificate sha-256 ${fingerprint.slice(0, 16)}…` : "certificate hash from /certificate.sha256";
+    if (info) info.textContent = `relay ${relay}  ${pin}  mode ${MODE}`;
     showRoles();
     drawChart();
-    if (!relay || !/^[0-9a-fA-F]{64}$/.test(fingerprint)) throw new Error("the page needs ?relay=URL&fingerprint=64 hex digits");
+    if (!relay) throw new Error("the page needs ?relay=URL");
+    const fetchesHash = new URL(relay).protocol === "http:";
+    if (fetchesHash ? fingerprint !== "" : !/^[0-9a-fA-F]{64}$/.test(fingerprint))
+        throw new Error("the page needs ?fingerprint=64 hex digits with an https:// relay, and none with an http:// one");
     if (!Number.isInteger(GROUPS) || GROUPS < 1 || !Number.isInteger(FRAMES) || FRAMES < 1)
         throw new Error("groups and frames must be positive integers");
     const path = Path.from(params.get("path") ?? `browser-${Date.now().toString(36)}`);

@@ -144,11 +144,19 @@ impl DriverRun {
 }
 
 /// Runs the driver against `relay_url` with `args` appended, bounded by [`DRIVER_TIMEOUT`].
-fn run_driver(relay_url: &str, fingerprint: &str, out: &Path, args: &[&str]) -> DriverRun {
+/// An `https://` URL needs the certificate's `fingerprint`; an `http://` one takes none
+/// (the client fetches it from the relay).
+fn run_driver(relay_url: &str, fingerprint: Option<&str>, out: &Path, args: &[&str]) -> DriverRun {
     let deadline_ms = PAGE_DEADLINE.as_millis().to_string();
     let mut child = Command::new("node")
         .arg("driver.mjs")
-        .args(["--relay", relay_url, "--fingerprint", fingerprint])
+        .args(["--relay", relay_url])
+        .args(
+            fingerprint
+                .map(|hash| ["--fingerprint", hash])
+                .into_iter()
+                .flatten(),
+        )
         .arg("--out")
         .arg(out)
         .args(["--deadline-ms", &deadline_ms])
@@ -223,7 +231,7 @@ fn browser_publishes_and_subscribes_through_two_workers_in_order_byte_identical(
     let out = out_dir("loop");
     let run = run_driver(
         &relay.https_url("browser"),
-        &relay.fingerprint,
+        Some(&relay.fingerprint),
         &out,
         &["--groups", "30", "--frames", "5"],
     );
@@ -246,12 +254,40 @@ fn browser_reaches_a_dual_stack_relay_as_localhost_and_127_0_0_1() {
         let out = out_dir(&format!("dual-stack-{host}"));
         let run = run_driver(
             &format!("https://{host}:{port}/browser"),
-            &relay.fingerprint,
+            Some(&relay.fingerprint),
             &out,
             &["--groups", "5", "--frames", "3"],
         );
         assert_passed(&run, &format!("https://{host}:{port} on a [::] relay"));
     }
+}
+
+/// moq-dev's development form: given `http://HOST:PORT/path`, @moq/net fetches
+/// `http://HOST:PORT/certificate.sha256` (TCP, cross-origin from the page, so the relay's
+/// CORS header matters), pins that hash and dials `https://HOST:PORT/path` over QUIC. The
+/// relay's `[web.http]` listener shares the QUIC port number for that.
+#[test]
+fn browser_given_an_http_url_fetches_the_certificate_hash_from_the_relay() {
+    let Some(_browser) = prerequisites() else {
+        return;
+    };
+    // A port free on both UDP and TCP (the probe sockets close before the relay binds).
+    let port = (0..50)
+        .find_map(|_| {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            let port = udp.local_addr().ok()?.port();
+            std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+            Some(port)
+        })
+        .expect("a port free on UDP and TCP");
+    let relay = Running::start(&format!(
+        "[server]\nbind = \"127.0.0.1:{port}\"\ntls.generate = [\"localhost\"]\n[web.http]\nlisten = \"127.0.0.1:{port}\"\n[runtime]\nworkers = 2\npin = false\n[auth]\npublic = \"\"\n"
+    ));
+    let out = out_dir("http-form");
+    assert_eq!(relay.addr.port(), port);
+    let url = format!("http://127.0.0.1:{port}/browser");
+    let run = run_driver(&url, None, &out, &["--groups", "10", "--frames", "3"]);
+    assert_passed(&run, &format!("{url} (hash from /certificate.sha256)"));
 }
 
 /// The test is only worth having if it can fail: a certificate hash that is not the
@@ -270,7 +306,7 @@ fn browser_refuses_a_relay_whose_certificate_hash_differs() {
     let out = out_dir("wrong-fingerprint");
     let run = run_driver(
         &relay.https_url("browser"),
-        &wrong,
+        Some(&wrong),
         &out,
         &["--groups", "2", "--frames", "2"],
     );
@@ -350,7 +386,7 @@ fn reference_subscriber_receives_in_order_what_a_browser_publishes() {
             tokio::task::spawn_blocking(move || {
                 run_driver(
                     &url,
-                    &fingerprint,
+                    Some(&fingerprint),
                     &out,
                     &[
                         "--mode",
@@ -446,7 +482,7 @@ fn browser_receives_in_order_what_the_reference_publisher_sends() {
             tokio::task::spawn_blocking(move || {
                 run_driver(
                     &url,
-                    &fingerprint,
+                    Some(&fingerprint),
                     &out,
                     &[
                         "--mode",
