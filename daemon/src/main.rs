@@ -167,6 +167,7 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     let drain_timeout = config
         .drain_timeout
         .unwrap_or(config::DEFAULT_DRAIN_TIMEOUT);
+    let drain_refuse_new = config.drain_refuse_new.unwrap_or(false);
     let mut drain_deadline: Option<(Instant, Instant)> = None;
     let watchdog = notify::watchdog_interval();
     let mut last_ping = Instant::now();
@@ -192,6 +193,10 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
                         ?drain_timeout,
                         "shutdown signal received; draining sessions"
                     );
+                    if drain_refuse_new {
+                        server.refuse_new_connections();
+                        tracing::info!("drain: refusing new handshakes (drain_refuse_new)");
+                    }
                     relay.drain.start();
                     for link in &relay.links {
                         link.wake();

@@ -42,6 +42,7 @@ const SUPPORTED: &[&str] = &[
     "quic.congestion_control",
     "limits.",
     "drain_timeout",
+    "drain_refuse_new",
     "web.http.listen",
     "internal.listen",
 ];

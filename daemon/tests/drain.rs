@@ -13,9 +13,9 @@ use common::{Relay, listen_address};
 use interop::{ConnectOptions, Session, TlsTrust, connect_with};
 use tempfile::TempDir;
 
-fn config(drain_timeout: &str) -> String {
+fn config(drain_timeout: &str, top_level: &str) -> String {
     format!(
-        "drain_timeout = \"{drain_timeout}\"\n[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n"
+        "drain_timeout = \"{drain_timeout}\"\n{top_level}[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n"
     )
 }
 
@@ -28,9 +28,14 @@ struct Draining {
 }
 
 fn start(drain_timeout: &str) -> Draining {
+    start_with(drain_timeout, "")
+}
+
+/// `top_level`: more top-level keys, each line ending in a newline.
+fn start_with(drain_timeout: &str, top_level: &str) -> Draining {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("relay.toml");
-    std::fs::write(&path, config(drain_timeout)).unwrap();
+    std::fs::write(&path, config(drain_timeout, top_level)).unwrap();
     let relay = Relay::start(&path, None);
     let quic = listen_address(&relay.wait_for_line("serving on udp://"));
     let line = relay.wait_for_line("internal HTTP listening on http://");
@@ -246,4 +251,76 @@ async fn a_second_signal_ends_the_drain_at_once() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(client);
+}
+
+/// 0.17's default: the listener keeps accepting during a drain, and a newcomer is sent
+/// its GOAWAY on arrival (the reference client then leaves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_arriving_mid_drain_is_accepted_and_sent_goaway() {
+    let relay = start("30s");
+    // A 03 session gets no GOAWAY and holds the drain open.
+    let stayer = session_without_goaway(&relay).await;
+    wait_sessions(&relay, 1.0);
+    relay.relay.signal(libc::SIGTERM);
+    relay.relay.wait_for_line("draining sessions");
+
+    let newcomer = tokio::time::timeout(Duration::from_secs(10), session(&relay))
+        .await
+        .expect("a handshake during the drain completes");
+    relay.relay.wait_for_line("drain: GOAWAY sent");
+    let left = newcomer.closed(Duration::from_secs(10)).await;
+    assert!(
+        left.is_ok(),
+        "the newcomer did not leave on its GOAWAY: {left:?}"
+    );
+
+    stayer.close().await;
+    relay
+        .relay
+        .wait_for_line("drain complete: every session left");
+    let Draining { relay: process, .. } = relay;
+    let status = tokio::task::spawn_blocking(move || process.wait_exit())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// `drain_refuse_new = true`: a handshake during the drain is refused, and the sessions
+/// already here keep being served until they leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_drain_refuse_new_a_handshake_during_the_drain_is_refused() {
+    let relay = start_with("30s", "drain_refuse_new = true\n");
+    let stayer = session_without_goaway(&relay).await;
+    wait_sessions(&relay, 1.0);
+    relay.relay.signal(libc::SIGTERM);
+    relay.relay.wait_for_line("drain: refusing new handshakes");
+
+    let attempt = tokio::time::timeout(Duration::from_secs(10), async {
+        let url = format!("https://{}/", relay.quic);
+        connect_with(
+            &url,
+            ConnectOptions::new(TlsTrust::Fingerprint(relay.fingerprint.clone()))
+                .subscribe_only(""),
+        )
+        .await
+    })
+    .await
+    .expect("a refused handshake ends within the bound");
+    assert!(
+        attempt.is_err(),
+        "a handshake during the drain was accepted"
+    );
+    // The refusal touched nobody else: the 03 session is still open.
+    let still_open = stayer.closed(Duration::from_millis(300)).await;
+    assert!(still_open.is_err(), "the stayer was closed: {still_open:?}");
+
+    stayer.close().await;
+    relay
+        .relay
+        .wait_for_line("drain complete: every session left");
+    let Draining { relay: process, .. } = relay;
+    let status = tokio::task::spawn_blocking(move || process.wait_exit())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

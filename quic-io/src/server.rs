@@ -76,7 +76,7 @@ pub struct WorkerStats {
     /// Connections currently open.
     pub connections: AtomicU64,
     pub accepted: AtomicU64,
-    /// Handshakes refused at the connection limit.
+    /// Handshakes refused: at the connection limit, or in a drain that refuses new ones.
     pub refused: AtomicU64,
     /// Handshakes answered with Retry above the handshake rate.
     pub retries: AtomicU64,
@@ -221,6 +221,8 @@ pub(crate) struct TlsSlot {
 pub(crate) struct Shared {
     pub config: Config,
     pub shutdown: AtomicBool,
+    /// Set once (a drain that refuses new handshakes); workers read it once per iteration.
+    pub refusing_new: AtomicBool,
     /// Bumped on reload; workers compare it once per iteration and only then lock `tls`.
     pub tls_generation: AtomicU64,
     pub tls: Mutex<TlsSlot>,
@@ -293,6 +295,7 @@ impl Server {
         let shared = Arc::new(Shared {
             config: config.clone(),
             shutdown: AtomicBool::new(false),
+            refusing_new: AtomicBool::new(false),
             tls_generation: AtomicU64::new(0),
             tls: Mutex::new(TlsSlot {
                 server_config: server_config.clone(),
@@ -457,6 +460,16 @@ impl ServerHandle {
         }
         info!(fingerprint = %material.fingerprint, "tls reloaded");
         Ok(material.fingerprint)
+    }
+
+    /// From now on every worker refuses new handshakes (CONNECTION_REFUSED, counted as
+    /// `refused`) and keeps serving the connections it has. There is no way back: it is
+    /// for a drain that must not take new sessions.
+    pub fn refuse_new_connections(&self) {
+        self.shared.refusing_new.store(true, Ordering::Release);
+        for w in &self.workers {
+            w.waker.wake();
+        }
     }
 
     /// Closes every connection (bounded grace) and joins the workers.

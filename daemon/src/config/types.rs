@@ -22,6 +22,11 @@ pub struct Config {
     /// Time given to sessions to move away after GOAWAY before the process exits.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<Duration>,
+    /// moq-relayd's own: refuse new QUIC handshakes once a drain starts. moq-relay 0.17
+    /// keeps accepting (and sends each newcomer a GOAWAY), which is the default; refusing
+    /// suits a load balancer that moves clients only when a node stops answering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_refuse_new: Option<bool>,
     pub log: LogConfig,
     #[serde(alias = "listen")]
     pub server: ServerConfig,
@@ -760,6 +765,7 @@ impl Config {
         filled.quic.mtu_discovery = Some(quic.mtu_discovery);
         filled.quic.gso = Some(self.effective_gso());
         filled.drain_timeout = Some(self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT));
+        filled.drain_refuse_new = Some(self.drain_refuse_new.unwrap_or(false));
         if super::validate::quic_enabled(&self.server) && self.server.bind.is_none() {
             filled.server.bind = Some(crate::listen::DEFAULT_BIND.to_owned());
         }

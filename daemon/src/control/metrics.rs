@@ -368,7 +368,7 @@ pub fn render(state: &ControlState) -> String {
         (
             "moq_relayd_refused_total",
             "counter",
-            "Handshakes refused at the connection limit.",
+            "Handshakes refused: at the connection limit, or in a drain with drain_refuse_new.",
             |s| s.refused,
         ),
         (

@@ -102,6 +102,8 @@ pub(crate) struct Core {
     stats: Arc<WorkerStats>,
     wt_protocols: Vec<String>,
     max_conns: usize,
+    /// A drain that takes no new sessions: every new handshake is refused.
+    pub(crate) refusing_new: bool,
     /// The most concurrent (bidi, uni) streams a peer may grow to.
     max_streams: (u32, u32),
     bucket: TokenBucket,
@@ -169,6 +171,7 @@ impl Core {
             stats,
             wt_protocols: cfg.quic.wt_protocols.clone(),
             max_conns: cfg.limits.max_connections_per_worker,
+            refusing_new: false,
             max_streams: crate::tls::max_stream_credit(&cfg.quic),
             bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
             scratch: Vec::with_capacity(max_segments * 1500),
@@ -273,7 +276,7 @@ impl Core {
     }
 
     fn on_incoming(&mut self, now: Instant, incoming: Incoming, buf: &mut Vec<u8>) {
-        if self.conns.len() >= self.max_conns {
+        if self.refusing_new || self.conns.len() >= self.max_conns {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             let t = self.endpoint.refuse(incoming, buf);
             self.send_stateless(&t, buf);

@@ -112,6 +112,7 @@ where
         {
             break;
         }
+        core.refusing_new = shared.refusing_new.load(Ordering::Acquire);
         let g = shared.tls_generation.load(Ordering::Acquire);
         if g != tls_gen {
             tls_gen = g;
