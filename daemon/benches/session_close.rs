@@ -40,6 +40,8 @@ fn ready(id: SessionId) -> Event {
         path: "/".into(),
         query: String::new(),
         remote: SocketAddr::from(([127, 0, 0, 1], 9)),
+        local: None,
+        server_name: None,
     })
 }
 

@@ -6,111 +6,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::Relay;
+use common::http::{Ops, get, request, start, wait_until};
 use interop::{Bytes, ConnectOptions, TlsTrust, TrackEvent, connect_with};
-use tempfile::TempDir;
 
 const CONFIG: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n";
-
-/// The relay, its QUIC address, its two HTTP listeners and the fingerprint it logged.
-struct Ops {
-    relay: Relay,
-    quic: SocketAddr,
-    web: SocketAddr,
-    internal: SocketAddr,
-    fingerprint: String,
-    _dir: TempDir,
-}
-
-fn address_after(line: &str, marker: &str) -> SocketAddr {
-    let start = line.find(marker).expect("marker in line") + marker.len();
-    let rest = &line[start..];
-    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-    rest[..end].parse().unwrap()
-}
-
-fn start(config: &str) -> Ops {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(&path, config).unwrap();
-    let relay = Relay::start(&path, None);
-    // The lines come in this order: serving, web, internal, then the fingerprint.
-    let quic = address_after(&relay.wait_for_line("serving on udp://"), "udp://");
-    let web = address_after(
-        &relay.wait_for_line("web HTTP listening on http://"),
-        "http://",
-    );
-    let internal = address_after(
-        &relay.wait_for_line("internal HTTP listening on http://"),
-        "http://",
-    );
-    let line = relay.wait_for_line("certificate_sha256=");
-    let fingerprint = line
-        .split("certificate_sha256=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
-    Ops {
-        relay,
-        quic,
-        web,
-        internal,
-        fingerprint,
-        _dir: dir,
-    }
-}
-
-struct Response {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-/// One request on a fresh connection (`Connection: close`), read to the end.
-fn request(addr: SocketAddr, method: &str, path: &str) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    parse(&raw)
-}
-
-fn get(addr: SocketAddr, path: &str) -> Response {
-    request(addr, "GET", path)
-}
-
-fn parse(raw: &[u8]) -> Response {
-    let text = String::from_utf8_lossy(raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .expect("a complete response head");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
 
 /// Every sample of a text-format 0.0.4 scrape, checking the format on the way: each
 /// sample's family was declared by a `# TYPE` line before it, and each value is a number.
@@ -340,17 +242,6 @@ fn assert_monotonic(before: &HashMap<String, f64>, after: &HashMap<String, f64>)
             .get(series)
             .unwrap_or_else(|| panic!("{series} vanished"));
         assert!(now >= value, "{series} went back from {value} to {now}");
-    }
-}
-
-fn wait_until<T>(mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "condition not met within 10 s");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -45,6 +45,11 @@ pub struct SessionInfo {
     /// URL query without `?` (e.g. `jwt=…`); empty when absent and on raw QUIC.
     pub query: String,
     pub remote: SocketAddr,
+    /// Our address the session arrived on (the worker socket's port; the IP the packets
+    /// were sent to when the kernel reports it, else the bound one).
+    pub local: Option<SocketAddr>,
+    /// The TLS SNI the client sent, if any.
+    pub server_name: Option<String>,
 }
 
 /// Something that happened on a session. Error codes are application codes: the HTTP/3

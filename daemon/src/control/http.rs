@@ -156,6 +156,13 @@ async fn route(kind: Listener, state: &ControlState, request: Request<Incoming>)
     let get = request.method() == Method::GET || request.method() == Method::HEAD;
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
+    if kind == Listener::Internal && path == "/sessions/revalidate" {
+        return if request.method() == Method::POST {
+            super::sessions::revalidate(state, &query).await
+        } else {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        };
+    }
     let mut response = match (kind, get, path.as_str()) {
         (_, false, _) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         (_, true, "/health") => text(StatusCode::OK, "ok\n"),
@@ -176,6 +183,7 @@ async fn route(kind: Listener, state: &ControlState, request: Request<Incoming>)
             );
             response
         }
+        (Listener::Internal, true, "/sessions") => super::sessions::list(state, &query).await,
         (Listener::Internal, true, _) => text(StatusCode::NOT_FOUND, "not found\n"),
         (Listener::Web, true, "/certificate.sha256") => {
             let fingerprint = state.fingerprint();

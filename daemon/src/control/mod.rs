@@ -1,6 +1,6 @@
 //! The control thread's HTTP side: the public `[web.http]` listener (`/health`,
 //! `/certificate.sha256`, `/announced`, `/fetch`) and the internal `[internal] listen`
-//! one (`/health`, `/metrics`, `/nodes`), served by one current-thread tokio runtime on
+//! one (`/health`, `/metrics`, `/nodes`, `/sessions`), served by one current-thread tokio runtime on
 //! a thread of its own.
 //!
 //! It must never touch packets or take a lock a worker waits on: it reads the workers'
@@ -12,6 +12,7 @@
 mod fetch;
 mod http;
 pub mod metrics;
+mod sessions;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -21,6 +21,7 @@ use tracing::debug;
 use super::counters::Traffic;
 use super::drain::DrainFlag;
 use super::http_fetch::Pull;
+use super::listing::{SessionFilter, SessionView};
 use super::{AuthRefusals, RelayCounters, RelayWorker, SessionRefusals};
 use crate::auth::Cause;
 use driver::DriverCounters;
@@ -62,6 +63,17 @@ pub enum ControlRequest {
         broadcast: String,
         track: String,
         reply: tokio::sync::oneshot::Sender<FetchReply>,
+    },
+    /// This worker's sessions that the filter matches (`GET /sessions`).
+    Sessions {
+        filter: Arc<SessionFilter>,
+        reply: tokio::sync::oneshot::Sender<Vec<SessionView>>,
+    },
+    /// Queue the matching admitted sessions for a re-check and name them
+    /// (`POST /sessions/revalidate`); the re-checks follow over the next iterations.
+    Revalidate {
+        filter: Arc<SessionFilter>,
+        reply: tokio::sync::oneshot::Sender<Vec<String>>,
     },
     /// Group `group` of a track, whole, from this worker's cache or the owner's.
     Fetch {
@@ -349,6 +361,16 @@ impl RelayWorker {
                     let newest = self.shard.newest_group(&broadcast, &track);
                     if reply.send(newest).is_err() {
                         debug!(worker = self.worker, "newest-group answer not collected");
+                    }
+                }
+                ControlRequest::Sessions { filter, reply } => {
+                    if reply.send(self.list_sessions(&filter)).is_err() {
+                        debug!(worker = self.worker, "sessions answer not collected");
+                    }
+                }
+                ControlRequest::Revalidate { filter, reply } => {
+                    if reply.send(self.nudge_sessions(&filter)).is_err() {
+                        debug!(worker = self.worker, "revalidate answer not collected");
                     }
                 }
                 ControlRequest::Fetch {

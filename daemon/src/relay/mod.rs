@@ -16,6 +16,7 @@ mod control;
 mod counters;
 mod drain;
 mod http_fetch;
+mod listing;
 mod publish;
 mod serve;
 mod session;
@@ -37,6 +38,7 @@ use crate::auth::{self, Access, Authenticator, Rejection, Role};
 pub use control::{ControlRequest, FetchReply, PublishedCounters, RequestError, WorkerLink};
 pub use counters::{AuthRefusals, RelayCounters, SessionRefusals, Traffic};
 pub use drain::DrainFlag;
+pub use listing::{FilterError, SessionFilter, SessionView};
 use session::{AwaitingSetup, RelaySession};
 pub use setup::{RelayServer, start};
 
@@ -124,6 +126,13 @@ pub struct RelayWorker {
     max_pending_bytes: usize,
     /// Counters published to, and requests from, the control thread.
     control: control::WorkerControl,
+    /// `[stats] node` (else `[cluster] node`), as `/sessions` names this relay.
+    node: Arc<str>,
+    /// The high half of every session id this worker hands out: random per worker run,
+    /// so ids do not repeat across workers or restarts.
+    session_id_prefix: u64,
+    /// Sessions a `POST /sessions/revalidate` asked to re-check.
+    revalidations: listing::Revalidations,
 }
 
 impl RelayWorker {
@@ -148,7 +157,15 @@ impl RelayWorker {
             holds: BTreeSet::new(),
             max_pending_bytes: MAX_PENDING_BYTES_PER_SESSION,
             control: control::WorkerControl::default(),
+            node: Arc::from(""),
+            session_id_prefix: session_id_prefix(worker),
+            revalidations: listing::Revalidations::default(),
         }
+    }
+
+    /// The node name `/sessions` reports.
+    pub fn set_node(&mut self, node: &str) {
+        self.node = Arc::from(node);
     }
 
     /// Everything this worker counted, closed and live sessions together.
@@ -172,7 +189,9 @@ impl RelayWorker {
             );
             return;
         };
-        let conn = RelaySession::new(info.id, version, self.hop_id);
+        let id = format!("{:016x}{:016x}", self.session_id_prefix, info.id);
+        let view = SessionView::new(id, &self.node, &info);
+        let conn = RelaySession::new(info.id, version, self.hop_id, view);
         debug!(worker = self.worker, session = info.id, %version, transport = ?info.transport, path = %info.path, "session ready");
         // Raw QUIC 05/06 carries the path in the client's SETUP; everything else is decided
         // now, and a 05/06 session is wired once its SETUP Role is known. quic-io has
@@ -221,6 +240,11 @@ impl RelayWorker {
             }
         };
         let conn = self.sessions.get_mut(&session)?;
+        conn.credential = Some(listing::Credential {
+            path: path.to_owned(),
+            query: query.to_owned(),
+            role: Role::Any,
+        });
         if let Some(expires) = access.expires {
             // The wall clock says how long the credential has left; the worker's
             // deadlines are monotonic. An `exp` already reached is due at once.
@@ -245,6 +269,10 @@ impl RelayWorker {
         let Some(conn) = self.sessions.get_mut(&session) else {
             return;
         };
+        conn.view.set_role(role);
+        if let Some(credential) = &mut conn.credential {
+            credential.role = role;
+        }
         debug!(worker = self.worker, session, root = %access.root, subscribe = ?access.subscribe, publish = ?access.publish, "session authorised");
         // Ask the peer for what it may publish, one announce interest per granted prefix.
         for prefix in &access.publish {
@@ -356,6 +384,9 @@ impl RelayWorker {
                         let target = setup.path.unwrap_or_default();
                         let (path, query) = auth::split_target(&target);
                         let (path, query) = (path.to_owned(), query.to_owned());
+                        if !path.is_empty() {
+                            conn.view.path = path.clone();
+                        }
                         if let Some(access) = self.decide(session, &path, &query) {
                             self.admit(session, access, role);
                         }
@@ -478,6 +509,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         self.release_holds(now);
         self.deliveries(io);
         self.control_poll(now, io);
+        self.revalidate_some(io);
         // Deliveries deferred for flow control wait for the peer's ACKs (socket input);
         // only those left by the per-poll budget need another iteration at once.
         self.may_park = self.shard.prepare_park() && !self.budget_exhausted;
@@ -498,6 +530,14 @@ impl<T: SessionIo> Application<T> for RelayWorker {
             (router, expiry) => router.or(expiry),
         }
     }
+}
+
+/// A worker's random session-id prefix: distinct per worker and per process run.
+fn session_id_prefix(worker: usize) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(worker);
+    hasher.finish()
 }
 
 /// Wall-clock arrival time in milliseconds since the Unix epoch: the timestamp moq-lite

@@ -17,6 +17,7 @@ use router::{BroadcastId, Delivery, FetchTicket, QueryId, SubscriberId, TrackId}
 use tracing::debug;
 
 use super::counters::SessionRefusals;
+use super::listing::{Credential, SessionView};
 use crate::auth::Access;
 
 /// A moq-lite-05 session between its connection and its SETUP (spec `auth.md` 1, 6.1:
@@ -111,10 +112,14 @@ pub struct RelaySession {
     /// (broadcast, track) they keep in demand and when they are released.
     pub info_holds: VecDeque<(SubscriberId, String, String, Instant)>,
     pub refusals: SessionRefusals,
+    /// What `/sessions` shows of it and its filter matches.
+    pub view: SessionView,
+    /// What it was admitted with, for a re-check; `None` until it is admitted.
+    pub credential: Option<Credential>,
 }
 
 impl RelaySession {
-    pub fn new(id: SessionId, version: Version, hop_id: u64) -> Self {
+    pub fn new(id: SessionId, version: Version, hop_id: u64, view: SessionView) -> Self {
         let moq = Session::new(SessionConfig {
             version,
             perspective: Perspective::Server,
@@ -141,6 +146,8 @@ impl RelaySession {
             info_requests: HashMap::new(),
             info_holds: VecDeque::new(),
             refusals: SessionRefusals::default(),
+            view,
+            credential: None,
         }
     }
 

@@ -153,6 +153,15 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let hop_id = config.cluster.id.unwrap_or_else(random_hop_id);
     let workers_auth = auth.clone();
     let drain = Arc::new(DrainFlag::default());
+    // moq-relay 0.17: `[stats] node`, else `[cluster] node`, else "".
+    let node: Arc<str> = Arc::from(
+        config
+            .stats
+            .node
+            .as_deref()
+            .or(config.cluster.node.as_deref())
+            .unwrap_or(""),
+    );
     let (ends, mut links): (Vec<WorkerEnd>, Vec<WorkerLink>) =
         (0..workers).map(|_| control::link(drain.clone())).unzip();
     // Taken once per worker at start-up, like the shards.
@@ -172,6 +181,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
                 )
             });
         let mut worker = RelayWorker::new(ctx.index, shard, workers_auth.clone(), hop_id);
+        worker.set_node(&node);
         if let Some(end) = ends
             .lock()
             .ok()

@@ -128,6 +128,8 @@ impl Relay {
             path: "/".into(),
             query: String::new(),
             remote: SocketAddr::from(([127, 0, 0, 1], 9)),
+            local: None,
+            server_name: None,
         });
         Application::<FakeIo>::on_event(&mut w.relay, self.now, ready, &mut w.io);
         self.clients.push(Client {
@@ -584,6 +586,8 @@ fn arrive(relay: &mut RelayWorker, io: &mut FakeIo, id: SessionId, path: &str, q
         path: path.into(),
         query: query.into(),
         remote: SocketAddr::from(([127, 0, 0, 1], 9)),
+        local: None,
+        server_name: None,
     });
     Application::<FakeIo>::on_event(relay, Instant::now(), ready, io);
 }

@@ -1,6 +1,8 @@
 //! Starting the real `moq-relayd` binary for integration tests and reading its log.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -102,6 +102,8 @@ pub(crate) struct Core {
     stats: Arc<WorkerStats>,
     wt_protocols: Vec<String>,
     max_conns: usize,
+    /// The worker socket's bound address, for `SessionInfo::local`.
+    local_addr: Option<SocketAddr>,
     /// A drain that takes no new sessions: every new handshake is refused.
     pub(crate) refusing_new: bool,
     /// The most concurrent (bidi, uni) streams a peer may grow to.
@@ -139,6 +141,25 @@ impl TokenBucket {
     }
 }
 
+/// The address a connection reached us on: the destination IP of its packets when the
+/// kernel reported one, on the worker socket's port.
+fn session_local(conn: &quinn_proto::Connection, bound: Option<SocketAddr>) -> Option<SocketAddr> {
+    let bound = bound?;
+    Some(SocketAddr::new(
+        conn.local_ip().unwrap_or(bound.ip()),
+        bound.port(),
+    ))
+}
+
+/// The SNI of a server-side connection, once its handshake data exists.
+fn server_name(conn: &quinn_proto::Connection) -> Option<String> {
+    conn.crypto_session()
+        .handshake_data()?
+        .downcast::<quinn_proto::crypto::rustls::HandshakeData>()
+        .ok()?
+        .server_name
+}
+
 /// The application's code for an HTTP/3-space code from the wire.
 pub(crate) fn app_code(raw: u64) -> u32 {
     wt::error_from_http3(raw).unwrap_or(u32::try_from(raw).unwrap_or(u32::MAX))
@@ -155,6 +176,7 @@ impl Core {
         net: Net,
         stats: Arc<WorkerStats>,
         cfg: &Config,
+        local_addr: Option<SocketAddr>,
         now: Instant,
     ) -> Self {
         let max_segments = net.max_segments();
@@ -171,6 +193,7 @@ impl Core {
             stats,
             wt_protocols: cfg.quic.wt_protocols.clone(),
             max_conns: cfg.limits.max_connections_per_worker,
+            local_addr,
             refusing_new: false,
             max_streams: crate::tls::max_stream_credit(&cfg.quic),
             bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
@@ -381,6 +404,8 @@ impl Core {
                         path: String::new(),
                         query: String::new(),
                         remote: c.remote,
+                        local: session_local(&c.inner, self.local_addr),
+                        server_name: server_name(&c.inner),
                     }));
                 }
                 Mode::H3(_) => {
@@ -743,6 +768,8 @@ impl Core {
                         path: req.path,
                         query: req.query,
                         remote: c.remote,
+                        local: session_local(&c.inner, self.local_addr),
+                        server_name: server_name(&c.inner),
                     }));
                     if let Mode::H3(h) = &mut c.mode {
                         h.streams.session_ready();

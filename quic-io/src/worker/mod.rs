@@ -82,6 +82,7 @@ where
         uring,
     } = setup;
     let cfg = &shared.config;
+    let local_addr = socket.local_addr().ok();
     let net = Net::new(
         socket,
         uring,
@@ -94,7 +95,7 @@ where
     let now = Instant::now();
     let mut tls_gen = shared.tls_generation.load(Ordering::Acquire);
     let max_segments = net.max_segments();
-    let mut core = Core::new(index, endpoint, net, stats.clone(), cfg, now);
+    let mut core = Core::new(index, endpoint, net, stats.clone(), cfg, local_addr, now);
     let mut rx: Vec<RxDatagram> = Vec::new();
     // The dirty list of one drive pass, kept across iterations so a pass allocates nothing.
     let mut pass: Vec<SessionId> = Vec::new();
