@@ -125,6 +125,10 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     let http = control::start(
         &control::Listeners {
             web: config.web.http.listen.clone(),
+            https: config.web.https.listen.clone().map(|listen| {
+                let https = &config.web.https;
+                (listen, https.cert.0.clone(), https.key.0.clone())
+            }),
             internal: config.internal.listen.clone(),
         },
         control::ControlState::new(
@@ -146,6 +150,15 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     }
     if let Some(addr) = http.web_addr {
         tracing::info!(listener = "web", "web HTTP listening on http://{addr}");
+    }
+    if let Some(addr) = http.https_addr {
+        let fingerprint = http
+            .state
+            .https
+            .as_ref()
+            .map(|tls| tls.fingerprint())
+            .unwrap_or_default();
+        tracing::info!(listener = "web", https_leaf_sha256 = %fingerprint, "web HTTPS listening on https://{addr}");
     }
     if let Some(addr) = http.internal_addr {
         tracing::info!(
@@ -283,6 +296,16 @@ fn reload(
                     http.set_fingerprint(fingerprint);
                 }
                 Err(err) => tracing::error!("SIGHUP: keeping the current certificate: {err}"),
+            }
+            if let Some(https) = &http.https {
+                match https.reload() {
+                    Ok(fingerprint) => {
+                        tracing::info!(https_leaf_sha256 = %fingerprint, "SIGHUP: [web.https] reloaded")
+                    }
+                    Err(err) => tracing::error!(
+                        "SIGHUP: keeping the current [web.https] certificate: {err:#}"
+                    ),
+                }
             }
         }
         Err(err) => tracing::error!("SIGHUP: keeping the running configuration: {err}"),

@@ -44,6 +44,9 @@ const SUPPORTED: &[&str] = &[
     "drain_timeout",
     "drain_refuse_new",
     "web.http.listen",
+    "web.https.listen",
+    "web.https.cert",
+    "web.https.key",
     "internal.listen",
 ];
 

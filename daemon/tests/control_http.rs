@@ -6,11 +6,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::http::{Ops, get, request, start, wait_until};
+use common::http::{Ops, Response, get, parse, request, start, wait_until};
 use interop::{Bytes, ConnectOptions, TlsTrust, TrackEvent, connect_with};
+use tempfile::TempDir;
 
 const CONFIG: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n";
 
@@ -401,4 +402,119 @@ fn connections_past_the_limit_are_closed_at_once_and_counted() {
     let metrics = scrape(&ops);
     let refused = metrics["moq_relayd_http_connections_refused_total{listener=\"internal\"}"];
     assert!(refused >= 1.0, "{refused}");
+}
+
+/// A self-signed certificate for `localhost` written as PEM files in `dir`; returns its
+/// DER for the client to trust.
+fn write_certificate(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("web.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("web.key"), key.serialize_pem()).unwrap();
+    cert.der().clone()
+}
+
+/// One HTTPS GET trusting only `trusted`; returns the response, the leaf the server
+/// presented and the ALPN it chose.
+async fn https_get(
+    addr: SocketAddr,
+    trusted: &rustls::pki_types::CertificateDer<'static>,
+    path: &str,
+) -> Result<(Response, Vec<u8>, Option<Vec<u8>>), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let (_, session) = tls.get_ref();
+    let leaf = session.peer_certificates().unwrap()[0].to_vec();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw))
+        .await
+        .map_err(|_| "response timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok((parse(&raw), leaf, alpn))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_web_routes_with_its_certificate_and_follows_a_reload() {
+    let dir = TempDir::new().unwrap();
+    let first = write_certificate(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let https: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = CONFIG.replace(
+        "[internal]",
+        &format!(
+            "[web.https]\nlisten = \"{https}\"\ncert = {:?}\nkey = {:?}\n[internal]",
+            dir.path().join("web.pem").display().to_string(),
+            dir.path().join("web.key").display().to_string()
+        ),
+    );
+    let ops = start(&config);
+
+    let (health, leaf, alpn) = https_get(https, &first, "/health").await.unwrap();
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert_eq!(leaf, first.to_vec());
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(health.headers["access-control-allow-origin"], "*");
+    // The same routes as over plain HTTP: the QUIC certificate's hash, not the web one's.
+    let (hash, _, _) = https_get(https, &first, "/certificate.sha256")
+        .await
+        .unwrap();
+    assert_eq!(
+        (hash.status, hash.body.as_str()),
+        (200, ops.fingerprint.as_str())
+    );
+    let (missing, _, _) = https_get(https, &first, "/nothing").await.unwrap();
+    assert_eq!(missing.status, 404);
+
+    // Plain HTTP on the TLS port gets no HTTP answer, and the connection ends.
+    let started = Instant::now();
+    let mut plain = TcpStream::connect(https).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(plain, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(!String::from_utf8_lossy(&raw).starts_with("HTTP/"));
+    assert!(started.elapsed() < Duration::from_secs(12));
+
+    // SIGHUP re-reads the files: new connections get the new leaf.
+    let second = write_certificate(dir.path());
+    ops.relay.signal(libc::SIGHUP);
+    ops.relay.wait_for_line("SIGHUP: [web.https] reloaded");
+    let (health, leaf, _) = https_get(https, &second, "/health").await.unwrap();
+    assert_eq!(health.status, 200);
+    assert_eq!(leaf, second.to_vec());
+    assert!(
+        https_get(https, &first, "/health").await.is_err(),
+        "the old certificate is still served"
+    );
 }

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{debug, warn};
 
+use super::https::HttpsTls;
 use super::{
     AcceptStats, ControlState, HEADER_READ_TIMEOUT, Listener, MAX_CONNECTION_LIFETIME,
     MAX_CONNECTIONS_PER_LISTENER, MAX_HEADER_BYTES, WORKER_ANSWER_TIMEOUT, metrics, unix_millis,
@@ -32,16 +33,30 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 pub(super) type Body = Full<Bytes>;
 
+/// One bound listener: its routes, socket, accept statistics and, for HTTPS, its TLS.
+pub(super) struct Bound {
+    pub kind: Listener,
+    pub listener: std::net::TcpListener,
+    pub stats: Arc<AcceptStats>,
+    pub tls: Option<Arc<HttpsTls>>,
+}
+
 pub(super) async fn serve(
-    listeners: Vec<(Listener, std::net::TcpListener, Arc<AcceptStats>)>,
+    listeners: Vec<Bound>,
     state: Arc<ControlState>,
     stop: oneshot::Receiver<()>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
-    for (kind, listener, stats) in listeners {
+    for Bound {
+        kind,
+        listener,
+        stats,
+        tls,
+    } in listeners
+    {
         match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => {
-                tasks.spawn(accept_loop(kind, listener, stats, state.clone()));
+                tasks.spawn(accept_loop(kind, listener, stats, tls, state.clone()));
             }
             Err(err) => warn!(listener = kind.label(), %err, "cannot register the HTTP listener"),
         }
@@ -66,6 +81,7 @@ async fn accept_loop(
     kind: Listener,
     listener: tokio::net::TcpListener,
     stats: Arc<AcceptStats>,
+    tls: Option<Arc<HttpsTls>>,
     state: Arc<ControlState>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_LISTENER));
@@ -110,23 +126,47 @@ async fn accept_loop(
             continue;
         };
         let state = state.clone();
+        let acceptor = tls.as_ref().and_then(|tls| tls.acceptor());
         connections.spawn(async move {
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(kind, &state, request).await) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(MAX_CONNECTION_LIFETIME, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => debug!(listener = kind.label(), %peer, %err, "HTTP connection ended"),
-                Err(_) => debug!(listener = kind.label(), %peer, "HTTP connection lifetime reached; closed"),
+            // The whole connection, TLS handshake included, lives at most
+            // MAX_CONNECTION_LIFETIME; the handshake alone gets the header deadline.
+            let served = tokio::time::timeout(MAX_CONNECTION_LIFETIME, async {
+                match acceptor {
+                    None => serve_connection(kind, stream, state).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => serve_connection(kind, stream, state).await,
+                            Ok(Err(err)) => debug!(listener = kind.label(), %peer, %err, "TLS handshake failed"),
+                            Err(_) => debug!(listener = kind.label(), %peer, "TLS handshake too slow; closed"),
+                        }
+                    }
+                }
+            })
+            .await;
+            if served.is_err() {
+                debug!(listener = kind.label(), %peer, "HTTP connection lifetime reached; closed");
             }
             drop(permit);
         });
+    }
+}
+
+/// Serves HTTP/1.1 on one accepted stream (plain or TLS) until it ends.
+async fn serve_connection<S>(kind: Listener, stream: S, state: Arc<ControlState>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(route(kind, &state, request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = connection.await {
+        debug!(listener = kind.label(), %err, "HTTP connection ended");
     }
 }
 

@@ -1,4 +1,4 @@
-//! The control thread's HTTP side: the public `[web.http]` listener (`/health`,
+//! The control thread's HTTP side: the public `[web.http]` and `[web.https]` listeners (`/health`,
 //! `/certificate.sha256`, `/announced`, `/fetch`) and the internal `[internal] listen`
 //! one (`/health`, `/metrics`, `/nodes`, `/sessions`), served by one current-thread tokio runtime on
 //! a thread of its own.
@@ -11,6 +11,7 @@
 
 mod fetch;
 mod http;
+pub mod https;
 pub mod metrics;
 mod sessions;
 
@@ -95,6 +96,8 @@ pub struct ControlState {
     pub auth: Option<Authenticator>,
     /// Accept statistics of the configured listeners only, in `/metrics` order.
     pub accept: Vec<(Listener, Arc<AcceptStats>)>,
+    /// `[web.https]`'s certificate, re-read on SIGHUP.
+    pub https: Option<Arc<https::HttpsTls>>,
 }
 
 impl ControlState {
@@ -112,6 +115,7 @@ impl ControlState {
             drain,
             auth,
             accept: Vec::new(),
+            https: None,
         }
     }
 
@@ -146,6 +150,8 @@ impl ControlState {
 #[derive(Debug, Default, Clone)]
 pub struct Listeners {
     pub web: Option<String>,
+    /// `[web.https] listen` with its certificate and key files.
+    pub https: Option<(String, Vec<String>, Vec<String>)>,
     pub internal: Option<String>,
 }
 
@@ -155,6 +161,7 @@ pub struct Control {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The bound addresses (an ephemeral port resolved).
     pub web_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     pub internal_addr: Option<SocketAddr>,
     pub state: Arc<ControlState>,
 }
@@ -181,20 +188,54 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
         .as_deref()
         .map(|a| bind("[web.http] listen", a))
         .transpose()?;
+    let https = match &listeners.https {
+        Some((address, certs, keys)) => {
+            let tls =
+                https::HttpsTls::load(certs, keys).context("cannot load [web.https] cert/key")?;
+            Some((bind("[web.https] listen", address)?, Arc::new(tls)))
+        }
+        None => None,
+    };
     let internal = listeners
         .internal
         .as_deref()
         .map(|a| bind("[internal] listen", a))
         .transpose()?;
     let web_addr = web.as_ref().map(TcpListener::local_addr).transpose()?;
+    let https_addr = https.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
     let internal_addr = internal.as_ref().map(TcpListener::local_addr).transpose()?;
+    state.https = https.as_ref().map(|(_, tls)| tls.clone());
     let mut bound = Vec::new();
-    for (kind, listener) in [(Listener::Web, web), (Listener::Internal, internal)] {
-        if let Some(listener) = listener {
-            let stats = Arc::new(AcceptStats::default());
-            state.accept.push((kind, stats.clone()));
-            bound.push((kind, listener, stats));
-        }
+    // HTTP and HTTPS are one `web` listener to the metrics, as in moq-relay 0.17.
+    let web_stats = Arc::new(AcceptStats::default());
+    if web.is_some() || https.is_some() {
+        state.accept.push((Listener::Web, web_stats.clone()));
+    }
+    if let Some(listener) = web {
+        bound.push(http::Bound {
+            kind: Listener::Web,
+            listener,
+            stats: web_stats.clone(),
+            tls: None,
+        });
+    }
+    if let Some((listener, tls)) = https {
+        bound.push(http::Bound {
+            kind: Listener::Web,
+            listener,
+            stats: web_stats,
+            tls: Some(tls),
+        });
+    }
+    if let Some(listener) = internal {
+        let stats = Arc::new(AcceptStats::default());
+        state.accept.push((Listener::Internal, stats.clone()));
+        bound.push(http::Bound {
+            kind: Listener::Internal,
+            listener,
+            stats,
+            tls: None,
+        });
     }
     let state = Arc::new(state);
     if bound.is_empty() {
@@ -202,6 +243,7 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
             thread: None,
             stop: None,
             web_addr,
+            https_addr,
             internal_addr,
             state,
         });
@@ -221,6 +263,7 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
         thread: Some(thread),
         stop: Some(stop),
         web_addr,
+        https_addr,
         internal_addr,
         state,
     })
