@@ -24,7 +24,7 @@ fn samples(body: &str) -> HashMap<String, f64> {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
             assert!(
-                ["counter", "gauge"].contains(&kind),
+                ["counter", "gauge", "histogram"].contains(&kind),
                 "unexpected type in {line:?}"
             );
             assert!(
@@ -38,7 +38,16 @@ fn samples(body: &str) -> HashMap<String, f64> {
         }
         let (series, value) = line.rsplit_once(' ').expect("series value");
         let name = series.split('{').next().unwrap();
-        assert!(typed.contains_key(name), "{name} sampled before its TYPE");
+        // A histogram's samples carry a suffix on the declared name.
+        let declared = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .find(|base| typed.get(*base).is_some_and(|kind| kind == "histogram"))
+            .unwrap_or(name);
+        assert!(
+            typed.contains_key(declared),
+            "{name} sampled before its TYPE"
+        );
         if series.contains('{') {
             assert!(series.ends_with('}'), "unterminated labels in {line:?}");
         }
@@ -140,10 +149,42 @@ fn internal_listener_serves_health_and_a_parsable_scrape() {
         "moq_relayd_handshakes_total{worker=\"1\"}",
         "moq_relayd_missteered_total{worker=\"1\"}",
         "moq_relayd_sessions_opened_total{worker=\"0\"}",
+        "moq_relayd_rx_bytes_total{worker=\"1\"}",
+        "moq_relayd_groups_dropped_total{worker=\"0\"}",
+        "moq_relayd_router_frame_pushes_total{worker=\"1\"}",
+        "moq_relayd_router_doorbells_total{worker=\"0\"}",
+        "moq_relayd_router_ring_backlog{worker=\"1\"}",
+        "moq_relay_stale_groups_total{tier=\"\",role=\"publisher\"}",
+        "moq_relayd_sessions_by_version_total{worker=\"0\",transport=\"webtransport\",version=\"moq-lite-06\"}",
+        "moq_relayd_sessions_by_version_total{worker=\"1\",transport=\"quic\",version=\"moq-lite-03\"}",
+        "moq_relayd_gso_segments_per_send_count{worker=\"0\"}",
+        "moq_relayd_gro_segments_per_receive_bucket{worker=\"1\",le=\"+Inf\"}",
     ] {
         assert!(metrics.contains_key(series), "{series} missing");
     }
     assert_eq!(metrics["moq_relay_draining_sessions"], 0.0);
+    assert_histograms_consistent(&metrics);
+}
+
+/// Every histogram row set: buckets cumulative in `le` order, `+Inf` equal to `_count`.
+fn assert_histograms_consistent(metrics: &HashMap<String, f64>) {
+    let mut checked = 0;
+    for (series, &count) in metrics {
+        let Some((name, labels)) = series.split_once("_count{") else {
+            continue;
+        };
+        let labels = labels.trim_end_matches('}');
+        let bucket = |le: &str| metrics[&format!("{name}_bucket{{{labels},le=\"{le}\"}}")];
+        let mut below = 0.0;
+        for le in ["1", "2", "4", "8", "16", "32", "64", "+Inf"] {
+            let value = bucket(le);
+            assert!(value >= below, "{name}{{{labels}}} bucket {le} went down");
+            below = value;
+        }
+        assert_eq!(below, count, "{name}{{{labels}}}: +Inf is not _count");
+        checked += 1;
+    }
+    assert!(checked >= 4, "{checked} histogram rows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,6 +238,27 @@ async fn counters_never_go_back_as_sessions_open_and_close() {
         m["moq_relay_sessions_opened_total{tier=\"\"}"] >= 2.0
     });
     assert_monotonic(&before, &during);
+    // Both sessions came over WebTransport, whatever version each negotiated.
+    let webtransport: f64 = during
+        .iter()
+        .filter(|(series, _)| {
+            series.starts_with("moq_relayd_sessions_by_version_total")
+                && series.contains("transport=\"webtransport\"")
+        })
+        .map(|(_, value)| value)
+        .sum();
+    assert_eq!(webtransport, 2.0);
+    // The frames left in GSO batches and came in through GRO completions.
+    for name in [
+        "moq_relayd_gso_segments_per_send",
+        "moq_relayd_gro_segments_per_receive",
+    ] {
+        let calls: f64 = (0..2)
+            .map(|w| during[&format!("{name}_count{{worker=\"{w}\"}}")])
+            .sum();
+        assert!(calls > 0.0, "{name}: no calls counted");
+    }
+    assert_histograms_consistent(&during);
 
     // The announce reached every worker's replica: /announced lists it.
     let announced = wait_until(|| {

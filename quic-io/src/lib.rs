@@ -27,5 +27,6 @@ pub use config::{
 };
 pub use io::Io;
 pub use server::{
-    Server, ServerHandle, StartError, StatsSnapshot, Waker, WorkerCtx, WorkerStats, allowed_cpus,
+    SEGMENT_BUCKETS, SegmentHistogram, Server, ServerHandle, StartError, StatsSnapshot, Waker,
+    WorkerCtx, WorkerStats, allowed_cpus,
 };

@@ -196,6 +196,7 @@ fn count_tx(stats: &WorkerStats, size: usize, segment: Option<usize>) {
     stats.tx_datagrams.fetch_add(segs, Ordering::Relaxed);
     stats.tx_bytes.fetch_add(size as u64, Ordering::Relaxed);
     stats.tx_max_segments.fetch_max(segs, Ordering::Relaxed);
+    stats.tx_segments.record(segs);
 }
 
 fn split_gro(
@@ -212,6 +213,10 @@ fn split_gro(
     stats.rx_batches.fetch_add(1, Ordering::Relaxed);
     stats.rx_datagrams.fetch_add(segs, Ordering::Relaxed);
     stats.rx_max_segments.fetch_max(segs, Ordering::Relaxed);
+    stats
+        .rx_bytes
+        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+    stats.rx_segments.record(segs);
     for d in payload.chunks(stride) {
         // One allocation per datagram, not one per GRO batch shared by views: quinn-proto
         // hands stream data out as slices of the datagram, and a relay may cache such a

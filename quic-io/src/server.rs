@@ -50,11 +50,43 @@ pub enum StartError {
     },
 }
 
+/// Upper bounds of the GSO/GRO batch histograms' buckets, in datagrams per syscall; a
+/// batch above the last (GRO can merge more than 64) counts only in `+Inf`.
+pub const SEGMENT_BUCKETS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// Batches per size bucket (not cumulative: bucket `i` holds sizes in
+/// `(SEGMENT_BUCKETS[i-1], SEGMENT_BUCKETS[i]]`); the total is the send or receive count.
+#[derive(Debug, Default)]
+pub struct SegmentHistogram([AtomicU64; SEGMENT_BUCKETS.len()]);
+
+impl SegmentHistogram {
+    pub fn record(&self, segments: u64) {
+        if let Some(i) = SEGMENT_BUCKETS.iter().position(|&bound| segments <= bound) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Cumulative counts per bucket bound, as Prometheus `le` buckets read.
+    pub fn cumulative(&self) -> [u64; SEGMENT_BUCKETS.len()] {
+        let mut total = 0;
+        std::array::from_fn(|i| {
+            total += self.0[i].load(Ordering::Relaxed);
+            total
+        })
+    }
+}
+
 /// Per-worker counters. Written only by the owning worker (relaxed atomics, no lock), read
 /// by anyone.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     pub rx_datagrams: AtomicU64,
+    /// UDP payload bytes received.
+    pub rx_bytes: AtomicU64,
+    /// Receive completions by datagrams each carried (GRO).
+    pub rx_segments: SegmentHistogram,
+    /// Send calls by datagrams each carried (GSO).
+    pub tx_segments: SegmentHistogram,
     /// Receive completions; `rx_datagrams / rx_batches` is the mean GRO batch.
     pub rx_batches: AtomicU64,
     pub rx_max_segments: AtomicU64,
@@ -95,6 +127,7 @@ pub struct WorkerStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub rx_datagrams: u64,
+    pub rx_bytes: u64,
     pub rx_batches: u64,
     pub rx_max_segments: u64,
     pub tx_datagrams: u64,
@@ -131,6 +164,7 @@ impl WorkerStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
             rx_datagrams: l(&self.rx_datagrams),
+            rx_bytes: l(&self.rx_bytes),
             rx_batches: l(&self.rx_batches),
             rx_max_segments: l(&self.rx_max_segments),
             tx_datagrams: l(&self.tx_datagrams),

@@ -150,6 +150,12 @@ impl<T> Consumer<T> {
         Some(value)
     }
 
+    /// Items published and not yet taken (re-reads the producer's index): for metrics.
+    pub fn len(&mut self) -> usize {
+        self.cached_tail = self.shared.tail.0.load(Ordering::Acquire);
+        self.cached_tail.wrapping_sub(self.head)
+    }
+
     /// True when nothing is published (re-reads the producer's index).
     pub fn is_empty(&mut self) -> bool {
         if self.head != self.cached_tail {

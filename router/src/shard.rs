@@ -327,6 +327,12 @@ impl Shard {
 
     /// What this shard dropped, deferred or refused without failing a call (cheap: sums
     /// one field per peer).
+    /// Messages waiting in this shard's inbound rings right now, summed over its peers:
+    /// a gauge of how far this shard lags behind the others.
+    pub fn inbound_backlog(&mut self) -> usize {
+        self.inbound.iter_mut().flatten().map(Consumer::len).sum()
+    }
+
     pub fn counters(&self) -> ShardCounters {
         let mut c = self.counters;
         c.queries_lagged = self.announces.lagged();

@@ -90,3 +90,21 @@ fn broadcast_count_is_owned_and_announced_count_is_known() {
     assert_eq!(s[0].broadcast_count(), 0);
     assert_eq!((s[0].announced_count(), s[1].announced_count()), (1, 1));
 }
+
+#[test]
+fn inbound_backlog_counts_what_a_peer_pushed_until_this_shard_polls() {
+    let now = Instant::now();
+    let (mut s, _, t) = published(2, small_config(), "b", "t", now);
+    let _sub = s[1].subscribe("b", "t").unwrap();
+    settle(&mut s, now);
+    assert_eq!(s[1].inbound_backlog(), 0);
+    s[0].start_group(t, 0).unwrap();
+    for i in 0..3 {
+        s[0].push_frame(t, 0, stamp(0, i), payload(0, i)).unwrap();
+    }
+    s[0].flush();
+    let waiting = s[1].inbound_backlog();
+    assert!(waiting >= 3, "{waiting} messages waiting for 3 frames");
+    s[1].poll(now);
+    assert_eq!(s[1].inbound_backlog(), 0);
+}

@@ -5,16 +5,17 @@
 //! moq-relay 0.17's families come first, in its order and with its names and labels, so
 //! dashboards keep working; then moq-relayd's own, per worker. Traffic rows appear whether
 //! or not `[stats] enabled` is set (harmless to scrapers; moq-relay prints none without
-//! it). Families this build does not count yet (stale data, announces, subscriptions,
-//! viewers, control bytes) print their HELP/TYPE lines and no rows. Every counter is
-//! cumulative and never goes back.
+//! it). `moq_relay_stale_groups_total` counts the groups the slow-consumer policy skipped
+//! for a subscriber; families this build does not count yet (stale frames, bytes and
+//! datagrams, subscriptions, viewers, control bytes) print their HELP/TYPE lines and no
+//! rows. Every counter is cumulative and never goes back.
 
 use std::fmt::Write;
 
-use quic_io::StatsSnapshot;
+use quic_io::{SEGMENT_BUCKETS, SegmentHistogram, StatsSnapshot, WorkerStats};
 
 use super::{ControlState, unix_millis};
-use crate::relay::{RelayCounters, Traffic};
+use crate::relay::{RelayCounters, TRANSPORTS, Traffic};
 
 /// A per-worker family: name, type, help, and the value of one worker's row.
 type Family<T> = (&'static str, &'static str, &'static str, fn(T) -> u64);
@@ -137,6 +138,15 @@ pub fn render(state: &ControlState) -> String {
     }
     for (name, help) in TIER_ROLE_FAMILIES.iter().take(4) {
         family(&mut out, name, "counter", help);
+        if *name == "moq_relay_stale_groups_total" {
+            // What the relay skipped sending to slow subscribers (role publisher).
+            sample(
+                &mut out,
+                name,
+                "tier=\"\",role=\"publisher\"",
+                sum(&|c| c.router.subscriber_drops),
+            );
+        }
     }
     family(
         &mut out,
@@ -286,6 +296,12 @@ pub fn render(state: &ControlState) -> String {
             "counter",
             "UDP datagrams received.",
             |s| s.rx_datagrams,
+        ),
+        (
+            "moq_relayd_rx_bytes_total",
+            "counter",
+            "UDP payload bytes received.",
+            |s| s.rx_bytes,
         ),
         (
             "moq_relayd_rx_batches_total",
@@ -459,6 +475,29 @@ pub fn render(state: &ControlState) -> String {
     for (name, kind, help, value) in relay_families {
         per_worker(&mut out, r, name, kind, help, value);
     }
+    segment_histograms(&mut out, &state.worker_stats, &quic);
+    router_families(&mut out, r);
+    family(
+        &mut out,
+        "moq_relayd_sessions_by_version_total",
+        "counter",
+        "moq-lite sessions opened, by transport and negotiated version.",
+    );
+    for (worker, c) in relay.iter().enumerate() {
+        for (transport, by_version) in TRANSPORTS.iter().zip(&c.sessions_by_version) {
+            for (version, count) in proto::Version::ALL.iter().zip(by_version) {
+                sample(
+                    &mut out,
+                    "moq_relayd_sessions_by_version_total",
+                    &format!(
+                        "worker=\"{worker}\",transport=\"{transport}\",version=\"{}\"",
+                        version.alpn()
+                    ),
+                    count,
+                );
+            }
+        }
+    }
     family(
         &mut out,
         "moq_relayd_session_refusals_total",
@@ -495,6 +534,141 @@ pub fn render(state: &ControlState) -> String {
         }
     }
     out
+}
+
+/// GSO and GRO batch sizes per syscall, as histograms per worker: `_count` is the send
+/// (receive) calls and `_sum` the datagrams they carried.
+fn segment_histograms(
+    out: &mut String,
+    stats: &[std::sync::Arc<WorkerStats>],
+    quic: &[StatsSnapshot],
+) {
+    type Pick = fn(&WorkerStats) -> &SegmentHistogram;
+    type Totals = fn(&StatsSnapshot) -> (u64, u64);
+    let families: [(&str, &str, Pick, Totals); 2] = [
+        (
+            "moq_relayd_gso_segments_per_send",
+            "Datagrams per UDP send call (GSO batch size).",
+            |s| &s.tx_segments,
+            |s| (s.tx_datagrams, s.tx_sends),
+        ),
+        (
+            "moq_relayd_gro_segments_per_receive",
+            "Datagrams per receive completion (GRO batch size).",
+            |s| &s.rx_segments,
+            |s| (s.rx_datagrams, s.rx_batches),
+        ),
+    ];
+    for (name, help, pick, totals) in families {
+        family(out, name, "histogram", help);
+        for (worker, (stats, snapshot)) in stats.iter().zip(quic).enumerate() {
+            let (sum, count) = totals(snapshot);
+            let cumulative = pick(stats).cumulative();
+            for (bound, below) in SEGMENT_BUCKETS.iter().zip(cumulative) {
+                // Read at another instant than `count`: never report a bucket above it.
+                sample(
+                    out,
+                    &format!("{name}_bucket"),
+                    &format!("worker=\"{worker}\",le=\"{bound}\""),
+                    below.min(count),
+                );
+            }
+            sample(
+                out,
+                &format!("{name}_bucket"),
+                &format!("worker=\"{worker}\",le=\"+Inf\""),
+                count,
+            );
+            sample(
+                out,
+                &format!("{name}_sum"),
+                &format!("worker=\"{worker}\""),
+                sum,
+            );
+            sample(
+                out,
+                &format!("{name}_count"),
+                &format!("worker=\"{worker}\""),
+                count,
+            );
+        }
+    }
+}
+
+/// The router shard of each worker: cross-core pushes, drops, doorbells and backlog.
+fn router_families(out: &mut String, relay: &[RelayCounters]) {
+    let families: &[Family<&RelayCounters>] = &[
+        (
+            "moq_relayd_router_frame_pushes_total",
+            "counter",
+            "Frames pushed to other workers' rings (one per frame per interested worker).",
+            |c| c.router.frame_pushes,
+        ),
+        (
+            "moq_relayd_router_replay_pushes_total",
+            "counter",
+            "Cached frames re-sent to a worker that just subscribed (late join).",
+            |c| c.router.replay_pushes,
+        ),
+        (
+            "moq_relayd_router_ring_groups_dropped_total",
+            "counter",
+            "Groups dropped for another worker because its ring was full.",
+            |c| c.router.ring_groups_dropped,
+        ),
+        (
+            "moq_relayd_groups_dropped_total",
+            "counter",
+            "Groups skipped for a slow subscriber past its bytes-in-flight bound.",
+            |c| c.router.subscriber_drops,
+        ),
+        (
+            "moq_relayd_router_doorbells_total",
+            "counter",
+            "Doorbells rung on parked workers.",
+            |c| c.router.doorbells,
+        ),
+        (
+            "moq_relayd_router_received_total",
+            "counter",
+            "Messages taken from other workers' rings.",
+            |c| c.router.received,
+        ),
+        (
+            "moq_relayd_router_ring_backlog",
+            "gauge",
+            "Messages waiting in this worker's inbound rings.",
+            |c| c.ring_backlog,
+        ),
+        (
+            "moq_relayd_router_stale_messages_total",
+            "counter",
+            "Messages for a track or broadcast that had already ended here.",
+            |c| c.shard.stale_messages,
+        ),
+        (
+            "moq_relayd_router_queries_lagged_total",
+            "counter",
+            "Announce queries not drained in time (re-snapshotted).",
+            |c| c.shard.queries_lagged,
+        ),
+        (
+            "moq_relayd_router_control_deferred_total",
+            "counter",
+            "Control messages that waited for room in a full ring.",
+            |c| c.shard.control_deferred,
+        ),
+        (
+            "moq_relayd_router_fetch_answers_dropped_total",
+            "counter",
+            "FETCH answers dropped because the FETCH was cancelled first.",
+            |c| c.shard.fetch_answers_dropped,
+        ),
+    ];
+    let rows: Vec<&RelayCounters> = relay.iter().collect();
+    for (name, kind, help, value) in families {
+        per_worker(out, &rows, name, kind, help, value);
+    }
 }
 
 #[cfg(test)]

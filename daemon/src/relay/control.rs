@@ -18,7 +18,7 @@ use quic_io::{SessionId, SessionIo, Waker};
 use router::{FetchTicket, SubscriberId};
 use tracing::debug;
 
-use super::counters::Traffic;
+use super::counters::{TRANSPORTS, Traffic};
 use super::drain::DrainFlag;
 use super::http_fetch::Pull;
 use super::listing::{SessionFilter, SessionView};
@@ -101,9 +101,14 @@ pub enum FetchReply {
     TooLarge,
 }
 
-/// The number of counters in `PublishedCounters`, in `RelayCounters` field order: 22
-/// single counters, then one per `[auth]` refusal cause.
-const FIELDS: usize = 22 + Cause::COUNT;
+/// Counters by session transport and version.
+const BY_VERSION: usize = TRANSPORTS.len() * proto::Version::ALL.len();
+/// `router::Stats` fields, then `router::ShardCounters` fields, then the ring backlog.
+const ROUTER_FIELDS: usize = 6 + 5 + 1;
+
+/// The number of counters in `PublishedCounters`: 22 single counters, one per `[auth]`
+/// refusal cause, the sessions by transport and version, then the router's.
+const FIELDS: usize = 22 + Cause::COUNT + BY_VERSION + ROUTER_FIELDS;
 
 /// One worker's counters as the control thread sees them. Written only by the owning
 /// worker (relaxed stores), read by anyone; every value is cumulative and monotonic.
@@ -123,8 +128,12 @@ impl Default for PublishedCounters {
 impl PublishedCounters {
     fn store(&self, c: &RelayCounters) {
         let values = flatten(c);
-        for (slot, value) in self.values.iter().zip(values) {
-            debug_assert!(slot.load(Ordering::Relaxed) <= value, "a counter went back");
+        for (i, (slot, value)) in self.values.iter().zip(values).enumerate() {
+            // The last field, the ring backlog, is a gauge.
+            debug_assert!(
+                i == FIELDS - 1 || slot.load(Ordering::Relaxed) <= value,
+                "counter {i} went back"
+            );
             slot.store(value, Ordering::Relaxed);
         }
     }
@@ -132,6 +141,7 @@ impl PublishedCounters {
     /// The last values the worker published.
     pub fn load(&self) -> RelayCounters {
         let v: [u64; FIELDS] = std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed));
+        let r = &v[FIELDS - ROUTER_FIELDS..];
         RelayCounters {
             sessions_opened: v[0],
             sessions_closed: v[1],
@@ -166,6 +176,27 @@ impl PublishedCounters {
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| v[22 + i]),
             },
+            sessions_by_version: std::array::from_fn(|t| {
+                std::array::from_fn(|version| {
+                    v[22 + Cause::COUNT + t * proto::Version::ALL.len() + version]
+                })
+            }),
+            router: router::Stats {
+                frame_pushes: r[0],
+                replay_pushes: r[1],
+                ring_groups_dropped: r[2],
+                subscriber_drops: r[3],
+                doorbells: r[4],
+                received: r[5],
+            },
+            shard: router::ShardCounters {
+                stale_messages: r[6],
+                fetch_answers_dropped: r[7],
+                queries_lagged: r[8],
+                control_deferred: r[9],
+                publisher_events_dropped: r[10],
+            },
+            ring_backlog: r[11],
         }
     }
 }
@@ -195,10 +226,32 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         c.announces_ended,
         c.sessions_expired,
     ];
-    std::array::from_fn(|i| match single.get(i) {
-        Some(&value) => value,
-        None => c.auth_refusals.by_cause[i - single.len()],
-    })
+    let (r, sh) = (&c.router, &c.shard);
+    let router = [
+        r.frame_pushes,
+        r.replay_pushes,
+        r.ring_groups_dropped,
+        r.subscriber_drops,
+        r.doorbells,
+        r.received,
+        sh.stale_messages,
+        sh.fetch_answers_dropped,
+        sh.queries_lagged,
+        sh.control_deferred,
+        sh.publisher_events_dropped,
+        c.ring_backlog,
+    ];
+    let mut values = single
+        .into_iter()
+        .chain(c.auth_refusals.by_cause)
+        .chain(c.sessions_by_version.into_iter().flatten())
+        .chain(router);
+    let flat = std::array::from_fn(|_| values.next().unwrap_or_default());
+    debug_assert!(
+        values.next().is_none(),
+        "FIELDS is shorter than the counters"
+    );
+    flat
 }
 
 /// The control thread's handle on one worker.
@@ -314,7 +367,8 @@ impl RelayWorker {
             }
         };
         if due {
-            let total = self.counters();
+            let mut total = self.counters();
+            total.ring_backlog = self.shard.inbound_backlog() as u64;
             self.control.counters.store(&total);
             self.control.last_published = Some((now, opened, closed));
         }
@@ -430,6 +484,23 @@ mod tests {
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| 23 + i as u64),
             },
+            sessions_by_version: [[40, 41, 42, 43], [44, 45, 46, 47]],
+            router: router::Stats {
+                frame_pushes: 50,
+                replay_pushes: 51,
+                ring_groups_dropped: 52,
+                subscriber_drops: 53,
+                doorbells: 54,
+                received: 55,
+            },
+            shard: router::ShardCounters {
+                stale_messages: 56,
+                fetch_answers_dropped: 57,
+                queries_lagged: 58,
+                control_deferred: 59,
+                publisher_events_dropped: 60,
+            },
+            ring_backlog: 61,
         };
         let published = PublishedCounters::default();
         published.store(&counters);

@@ -98,11 +98,22 @@ impl Traffic {
     }
 }
 
+/// Session transports, as the `transport` label of `moq_relayd_sessions_by_version_total`.
+pub const TRANSPORTS: [&str; 2] = ["quic", "webtransport"];
+
 /// Everything one relay worker counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RelayCounters {
     pub sessions_opened: u64,
     pub sessions_closed: u64,
+    /// Sessions opened, by transport (`TRANSPORTS` order) and moq-lite version
+    /// (`proto::Version::ALL` order).
+    pub sessions_by_version: [[u64; proto::Version::ALL.len()]; TRANSPORTS.len()],
+    /// The worker's router shard's own counts, copied in when published.
+    pub router: router::Stats,
+    pub shard: router::ShardCounters,
+    /// Messages waiting in the shard's inbound rings when last published (a gauge).
+    pub ring_backlog: u64,
     /// Media received from publishing sessions (frames handed to the router).
     pub ingress: Traffic,
     /// Media handed to subscribing sessions (router deliveries applied to a session).

@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{self, Access, Authenticator, Rejection, Role};
 pub use control::{ControlRequest, FetchReply, PublishedCounters, RequestError, WorkerLink};
-pub use counters::{AuthRefusals, RelayCounters, SessionRefusals, Traffic};
+pub use counters::{AuthRefusals, RelayCounters, SessionRefusals, TRANSPORTS, Traffic};
 pub use drain::DrainFlag;
 pub use listing::{FilterError, SessionFilter, SessionView};
 use session::{AwaitingSetup, RelaySession};
@@ -171,6 +171,8 @@ impl RelayWorker {
     /// Everything this worker counted, closed and live sessions together.
     pub fn counters(&self) -> RelayCounters {
         let mut total = self.counters;
+        total.router = self.shard.stats();
+        total.shard = self.shard.counters();
         for conn in self.sessions.values() {
             total.session_refusals.add(&conn.refusals);
             total.driver.add(&conn.driver.counters());
@@ -207,6 +209,10 @@ impl RelayWorker {
         };
         self.sessions.insert(info.id, conn);
         self.counters.sessions_opened += 1;
+        let transport = usize::from(matches!(info.transport, Transport::WebTransport { .. }));
+        if let Some(index) = proto::Version::ALL.iter().position(|&v| v == version) {
+            self.counters.sessions_by_version[transport][index] += 1;
+        }
         match decide_now {
             None => self.await_setup(info.id, AwaitingSetup::Path),
             Some((path, query)) => {
