@@ -158,6 +158,7 @@ fn internal_listener_serves_health_and_a_parsable_scrape() {
         "moq_relayd_sessions_by_version_total{worker=\"0\",transport=\"webtransport\",version=\"moq-lite-06\"}",
         "moq_relayd_sessions_by_version_total{worker=\"1\",transport=\"quic\",version=\"moq-lite-03\"}",
         "moq_relayd_gso_segments_per_send_count{worker=\"0\"}",
+        "moq_relayd_frame_latency_seconds_bucket{worker=\"1\",le=\"0.001\"}",
         "moq_relayd_gro_segments_per_receive_bucket{worker=\"1\",le=\"+Inf\"}",
     ] {
         assert!(metrics.contains_key(series), "{series} missing");
@@ -174,17 +175,33 @@ fn assert_histograms_consistent(metrics: &HashMap<String, f64>) {
             continue;
         };
         let labels = labels.trim_end_matches('}');
-        let bucket = |le: &str| metrics[&format!("{name}_bucket{{{labels},le=\"{le}\"}}")];
-        let mut below = 0.0;
-        for le in ["1", "2", "4", "8", "16", "32", "64", "+Inf"] {
-            let value = bucket(le);
-            assert!(value >= below, "{name}{{{labels}}} bucket {le} went down");
-            below = value;
-        }
-        assert_eq!(below, count, "{name}{{{labels}}}: +Inf is not _count");
+        let prefix = format!("{name}_bucket{{{labels},le=\"");
+        let mut buckets: Vec<(f64, f64)> = metrics
+            .iter()
+            .filter_map(|(s, &v)| {
+                let le = s.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, v))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(buckets.len() >= 2, "{name}{{{labels}}}: {buckets:?}");
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{name}{{{labels}}} buckets go down: {buckets:?}"
+        );
+        assert_eq!(
+            buckets.last(),
+            Some(&(f64::INFINITY, count)),
+            "{name}{{{labels}}}"
+        );
         checked += 1;
     }
-    assert!(checked >= 4, "{checked} histogram rows");
+    assert!(checked >= 6, "{checked} histogram rows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,6 +275,11 @@ async fn counters_never_go_back_as_sessions_open_and_close() {
             .sum();
         assert!(calls > 0.0, "{name}: no calls counted");
     }
+    // Each of the 3 frames was timed on its way to the subscriber.
+    let timed: f64 = (0..2)
+        .map(|w| during[&format!("moq_relayd_frame_latency_seconds_count{{worker=\"{w}\"}}")])
+        .sum();
+    assert!(timed >= 3.0, "{timed} frames timed");
     assert_histograms_consistent(&during);
 
     // The announce reached every worker's replica: /announced lists it.

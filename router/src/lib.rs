@@ -155,6 +155,16 @@ id_type!(
     FetchTicket
 );
 
+/// When a frame reached the router, in microseconds since the router was built, modulo
+/// 2^32 (71 minutes: latencies are differences of a few milliseconds). `UNKNOWN` for a
+/// frame re-sent from the cache to a late joiner, whose age is not the relay's latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ArrivalTick(pub(crate) u32);
+
+impl ArrivalTick {
+    pub const UNKNOWN: ArrivalTick = ArrivalTick(0);
+}
+
 /// What a subscriber receives, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -169,6 +179,8 @@ pub enum Delivery {
         /// In the track's timescale, as the publisher's session handed it over.
         timestamp: u64,
         payload: Bytes,
+        /// When the publisher's shard took it (`Shard::latency` reads it).
+        arrived: ArrivalTick,
     },
     /// The group is complete: FIN its stream.
     GroupEnd { group: u64 },

@@ -26,6 +26,8 @@ pub(crate) struct Frame {
     /// In the track's timescale; the router never interprets it.
     pub(crate) timestamp: u64,
     pub(crate) payload: Bytes,
+    /// `ArrivalTick` of the publisher's shard when it took the frame (0: unknown).
+    pub(crate) arrived: u32,
 }
 
 #[derive(Clone, Debug)]

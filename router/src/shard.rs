@@ -186,6 +186,7 @@ impl Router {
             ));
         }
         let parks: Vec<Arc<ParkState>> = (0..n).map(|_| Arc::new(ParkState::new())).collect();
+        let epoch = Instant::now();
         let order = Arc::new(AtomicU64::new(0));
         let mut txs: Vec<Vec<Option<Peer>>> = (0..n).map(|_| Vec::new()).collect();
         let mut rxs: Vec<Vec<Option<Consumer<Msg>>>> =
@@ -243,6 +244,8 @@ impl Router {
                 stats: Stats::default(),
                 counters: ShardCounters::default(),
                 retired_drops: 0,
+                epoch,
+                clock: 1,
             })
             .collect())
     }
@@ -277,9 +280,35 @@ pub struct Shard {
     stats: Stats,
     counters: ShardCounters,
     retired_drops: u64,
+    /// When the router was built: `ArrivalTick` zero, the same on every shard.
+    epoch: Instant,
+    /// The `ArrivalTick` of the caller's clock (`set_clock`), stamped on frames pushed.
+    clock: u32,
 }
 
 impl Shard {
+    /// The caller's notion of now, stamped on frames pushed from here on (the shard reads
+    /// no clock itself; a worker passes its loop iteration's time).
+    pub fn set_clock(&mut self, now: Instant) {
+        self.clock = self.tick(now);
+    }
+
+    fn tick(&self, now: Instant) -> u32 {
+        let micros = now.saturating_duration_since(self.epoch).as_micros();
+        // Wrapping by design (see `ArrivalTick`); 0 is reserved for "unknown".
+        (micros as u32).max(1)
+    }
+
+    /// How long ago, at `now`, a delivered frame reached the router; `None` for a
+    /// replayed one.
+    pub fn latency(&self, arrived: crate::ArrivalTick, now: Instant) -> Option<Duration> {
+        if arrived == crate::ArrivalTick::UNKNOWN {
+            return None;
+        }
+        let micros = self.tick(now).wrapping_sub(arrived.0);
+        Some(Duration::from_micros(u64::from(micros)))
+    }
+
     pub fn id(&self) -> usize {
         self.id
     }
@@ -559,6 +588,7 @@ impl Shard {
             subs,
             ready_subs,
             config,
+            clock,
             ..
         } = self;
         let t = match tracks.get(track.0) {
@@ -572,6 +602,7 @@ impl Shard {
             group,
             timestamp,
             payload,
+            arrived: *clock,
         };
         // The per-frame path of a track read only on this shard: one lookup, one append.
         // The rest stays out of line so that this path keeps a small stack frame.
@@ -846,6 +877,7 @@ impl Shard {
     /// Processes messages from other shards (at most one ring's worth per peer) and
     /// linger deadlines. Call at the start of every loop iteration.
     pub fn poll(&mut self, now: Instant) {
+        self.set_clock(now);
         self.park.wake();
         self.backlog = false;
         let budget = self.config.ring_capacity;

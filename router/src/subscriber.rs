@@ -168,6 +168,12 @@ impl Subscriber {
                 group: f.group,
                 timestamp: f.timestamp,
                 payload: f.payload.clone(),
+                // A late joiner's replay is as old as the cache, not the relay's latency.
+                arrived: if self.replay.is_some() {
+                    crate::ArrivalTick::UNKNOWN
+                } else {
+                    crate::ArrivalTick(f.arrived)
+                },
             }),
             Entry::End(g) => self.wants(*g).then_some(Delivery::GroupEnd { group: *g }),
             Entry::AbortBelow(below) => {
@@ -209,6 +215,7 @@ impl Subscriber {
                 group: f.group,
                 timestamp: f.timestamp,
                 payload: f.payload.clone(),
+                arrived: crate::ArrivalTick(f.arrived),
             });
         }
         self.next_in_order(log)

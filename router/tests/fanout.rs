@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use router::{AnnounceEvent, Config, Delivery, PublisherEvent, RouterError, Shard};
+use router::{AnnounceEvent, ArrivalTick, Config, Delivery, PublisherEvent, RouterError, Shard};
 
 fn small_config() -> Config {
     Config {
@@ -35,7 +35,8 @@ fn subscriber_on_other_shard_gets_ready_frames_and_end() {
             Delivery::Frame {
                 group: 0,
                 timestamp: stamp(0, 0),
-                payload: payload(0, 0)
+                payload: payload(0, 0),
+                arrived: ArrivalTick::UNKNOWN,
             },
             Delivery::GroupEnd { group: 0 },
             Delivery::TrackEnded { end: 1 },
@@ -129,6 +130,7 @@ fn late_joiner_starts_at_newest_group_from_its_first_frame() {
             group: 4,
             timestamp: stamp(4, i),
             payload: payload(4, i),
+            arrived: ArrivalTick::UNKNOWN,
         });
     }
     expected.push(Delivery::GroupEnd { group: 4 });
@@ -238,7 +240,8 @@ fn linger_keeps_broadcast_alive_across_publisher_reconnect() {
             Delivery::Frame {
                 group: 0,
                 timestamp: stamp(0, 0),
-                payload: payload(0, 0)
+                payload: payload(0, 0),
+                arrived: ArrivalTick::UNKNOWN,
             },
         ]
     );
@@ -278,7 +281,8 @@ fn linger_keeps_broadcast_alive_across_publisher_reconnect() {
             Delivery::Frame {
                 group: 1,
                 timestamp: stamp(1, 0),
-                payload: payload(1, 0)
+                payload: payload(1, 0),
+                arrived: ArrivalTick::UNKNOWN,
             },
         ]
     );
@@ -574,6 +578,7 @@ fn resumed_publisher_may_restart_group_numbering() {
             group: 0,
             timestamp: stamp(0, 9),
             payload: payload(0, 9),
+            arrived: ArrivalTick::UNKNOWN,
         },
     ];
     assert_eq!(drain(&mut s[0], local), expected);
@@ -625,6 +630,7 @@ fn publisher_reconnecting_on_another_shard_is_spliced_and_subscribers_continue()
             group: 0,
             timestamp: stamp(0, 5),
             payload: payload(0, 5),
+            arrived: ArrivalTick::UNKNOWN,
         },
     ];
     assert_eq!(drain(&mut s[0], local), expected);
@@ -687,7 +693,8 @@ fn publisher_returning_to_the_spliced_shard_takes_the_broadcast_back() {
             Delivery::Frame {
                 group: 0,
                 timestamp: stamp(0, 1),
-                payload: payload(0, 1)
+                payload: payload(0, 1),
+                arrived: ArrivalTick::UNKNOWN,
             }
         ]
     );

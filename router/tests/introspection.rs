@@ -108,3 +108,45 @@ fn inbound_backlog_counts_what_a_peer_pushed_until_this_shard_polls() {
     s[1].poll(now);
     assert_eq!(s[1].inbound_backlog(), 0);
 }
+
+/// Every frame delivered from shard `shard` to `sub`, with its raw arrival tick.
+fn arrivals(shard: &mut router::Shard, sub: router::SubscriberId) -> Vec<router::ArrivalTick> {
+    std::iter::from_fn(|| shard.next_delivery(sub))
+        .filter_map(|d| match d {
+            router::Delivery::Frame { arrived, .. } => Some(arrived),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn live_frames_carry_their_arrival_and_late_join_replays_do_not() {
+    let t0 = Instant::now();
+    let (mut s, _, t) = published(3, small_config(), "b", "t", t0);
+    let live = s[1].subscribe("b", "t").unwrap();
+    settle(&mut s, t0);
+    let pushed_at = t0 + Duration::from_millis(5);
+    s[0].set_clock(pushed_at);
+    s[0].start_group(t, 0).unwrap();
+    s[0].push_frame(t, 0, stamp(0, 0), payload(0, 0)).unwrap();
+    settle(&mut s, pushed_at);
+    let got = arrivals(&mut s[1], live);
+    assert_eq!(got.len(), 1);
+    // Read on another shard 7 ms later: the shards share one epoch.
+    let read_at = pushed_at + Duration::from_millis(7);
+    assert_eq!(
+        s[1].latency(got[0], read_at),
+        Some(Duration::from_millis(7))
+    );
+
+    // Late joiners get the cached group again, with no arrival: from this shard's cache
+    // and through a replay push to a shard that had no subscriber.
+    let local_late = s[1].subscribe("b", "t").unwrap();
+    let remote_late = s[2].subscribe("b", "t").unwrap();
+    settle(&mut s, read_at);
+    for (shard, sub) in [(1, local_late), (2, remote_late)] {
+        let got = arrivals(&mut s[shard], sub);
+        assert_eq!(got, [router::ArrivalTick::UNKNOWN], "shard {shard}");
+        assert_eq!(s[shard].latency(got[0], read_at), None);
+    }
+}

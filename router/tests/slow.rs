@@ -63,10 +63,12 @@ fn stalled_subscriber_stays_under_its_byte_bound_and_resumes_at_newest_groups() 
                     group,
                     timestamp,
                     payload,
+                    arrived,
                 } => Delivery::Frame {
                     group,
                     timestamp,
                     payload: payload.slice(..payload.len().min(big_prefix(group, &payload))),
+                    arrived,
                 },
                 d => d,
             },

@@ -15,7 +15,7 @@ use std::fmt::Write;
 use quic_io::{SEGMENT_BUCKETS, SegmentHistogram, StatsSnapshot, WorkerStats};
 
 use super::{ControlState, unix_millis};
-use crate::relay::{RelayCounters, TRANSPORTS, Traffic};
+use crate::relay::{LATENCY_BUCKETS_MICROS, RelayCounters, TRANSPORTS, Traffic};
 
 /// A per-worker family: name, type, help, and the value of one worker's row.
 type Family<T> = (&'static str, &'static str, &'static str, fn(T) -> u64);
@@ -476,6 +476,7 @@ pub fn render(state: &ControlState) -> String {
         per_worker(&mut out, r, name, kind, help, value);
     }
     segment_histograms(&mut out, &state.worker_stats, &quic);
+    latency_histogram(&mut out, r);
     router_families(&mut out, r);
     family(
         &mut out,
@@ -592,6 +593,51 @@ fn segment_histograms(
                 count,
             );
         }
+    }
+}
+
+/// The relay's own latency per delivered frame, per worker (the subscriber's worker):
+/// from the iteration that took the frame from its publisher to the moment a session took
+/// it for QUIC. Replays to late joiners are not in it.
+fn latency_histogram(out: &mut String, relay: &[RelayCounters]) {
+    let name = "moq_relayd_frame_latency_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "Relay latency per delivered frame: publisher's arrival to handed to QUIC.",
+    );
+    for (worker, c) in relay.iter().enumerate() {
+        let h = &c.frame_latency;
+        let mut below = 0;
+        for (bound, count) in LATENCY_BUCKETS_MICROS.iter().zip(h.buckets) {
+            below += count;
+            sample(
+                out,
+                &format!("{name}_bucket"),
+                &format!("worker=\"{worker}\",le=\"{}\"", *bound as f64 / 1e6),
+                below,
+            );
+        }
+        debug_assert!(below <= h.count);
+        sample(
+            out,
+            &format!("{name}_bucket"),
+            &format!("worker=\"{worker}\",le=\"+Inf\""),
+            h.count,
+        );
+        sample(
+            out,
+            &format!("{name}_sum"),
+            &format!("worker=\"{worker}\""),
+            h.sum_micros as f64 / 1e6,
+        );
+        sample(
+            out,
+            &format!("{name}_count"),
+            &format!("worker=\"{worker}\""),
+            h.count,
+        );
     }
 }
 

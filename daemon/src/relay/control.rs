@@ -18,7 +18,7 @@ use quic_io::{SessionId, SessionIo, Waker};
 use router::{FetchTicket, SubscriberId};
 use tracing::debug;
 
-use super::counters::{TRANSPORTS, Traffic};
+use super::counters::{LATENCY_BUCKETS_MICROS, LatencyHistogram, TRANSPORTS, Traffic};
 use super::drain::DrainFlag;
 use super::http_fetch::Pull;
 use super::listing::{SessionFilter, SessionView};
@@ -103,12 +103,16 @@ pub enum FetchReply {
 
 /// Counters by session transport and version.
 const BY_VERSION: usize = TRANSPORTS.len() * proto::Version::ALL.len();
-/// `router::Stats` fields, then `router::ShardCounters` fields, then the ring backlog.
+/// The frame-latency histogram: its buckets, sum and count.
+const LATENCY_FIELDS: usize = LATENCY_BUCKETS_MICROS.len() + 2;
+/// `router::Stats` fields, then `router::ShardCounters` fields, then the ring backlog
+/// (last: the only gauge).
 const ROUTER_FIELDS: usize = 6 + 5 + 1;
 
 /// The number of counters in `PublishedCounters`: 22 single counters, one per `[auth]`
-/// refusal cause, the sessions by transport and version, then the router's.
-const FIELDS: usize = 22 + Cause::COUNT + BY_VERSION + ROUTER_FIELDS;
+/// refusal cause, the sessions by transport and version, the latency histogram, then the
+/// router's.
+const FIELDS: usize = 22 + Cause::COUNT + BY_VERSION + LATENCY_FIELDS + ROUTER_FIELDS;
 
 /// One worker's counters as the control thread sees them. Written only by the owning
 /// worker (relaxed stores), read by anyone; every value is cumulative and monotonic.
@@ -142,6 +146,7 @@ impl PublishedCounters {
     pub fn load(&self) -> RelayCounters {
         let v: [u64; FIELDS] = std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed));
         let r = &v[FIELDS - ROUTER_FIELDS..];
+        let l = &v[FIELDS - ROUTER_FIELDS - LATENCY_FIELDS..FIELDS - ROUTER_FIELDS];
         RelayCounters {
             sessions_opened: v[0],
             sessions_closed: v[1],
@@ -197,6 +202,11 @@ impl PublishedCounters {
                 publisher_events_dropped: r[10],
             },
             ring_backlog: r[11],
+            frame_latency: LatencyHistogram {
+                buckets: std::array::from_fn(|i| l[i]),
+                sum_micros: l[LATENCY_BUCKETS_MICROS.len()],
+                count: l[LATENCY_BUCKETS_MICROS.len() + 1],
+            },
         }
     }
 }
@@ -245,6 +255,8 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         .into_iter()
         .chain(c.auth_refusals.by_cause)
         .chain(c.sessions_by_version.into_iter().flatten())
+        .chain(c.frame_latency.buckets)
+        .chain([c.frame_latency.sum_micros, c.frame_latency.count])
         .chain(router);
     let flat = std::array::from_fn(|_| values.next().unwrap_or_default());
     debug_assert!(
@@ -501,6 +513,11 @@ mod tests {
                 publisher_events_dropped: 60,
             },
             ring_backlog: 61,
+            frame_latency: LatencyHistogram {
+                buckets: std::array::from_fn(|i| 70 + i as u64),
+                sum_micros: 80,
+                count: 81,
+            },
         };
         let published = PublishedCounters::default();
         published.store(&counters);

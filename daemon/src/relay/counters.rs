@@ -98,6 +98,34 @@ impl Traffic {
     }
 }
 
+/// Upper bounds of the frame-latency histogram's buckets, in microseconds: from what one
+/// loop iteration costs to what a stalled worker would show.
+pub const LATENCY_BUCKETS_MICROS: [u64; 10] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000,
+];
+
+/// The relay's own latency per delivered frame: from the loop iteration that handed the
+/// frame to the router to the moment a subscriber's session took it for QUIC.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Frames per bucket (not cumulative); a frame above the last bound is only in `count`.
+    pub buckets: [u64; LATENCY_BUCKETS_MICROS.len()],
+    pub sum_micros: u64,
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, latency: std::time::Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_MICROS.partition_point(|&bound| bound < micros);
+        if let Some(slot) = self.buckets.get_mut(bucket) {
+            *slot += 1;
+        }
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+        self.count += 1;
+    }
+}
+
 /// Session transports, as the `transport` label of `moq_relayd_sessions_by_version_total`.
 pub const TRANSPORTS: [&str; 2] = ["quic", "webtransport"];
 
@@ -114,6 +142,7 @@ pub struct RelayCounters {
     pub shard: router::ShardCounters,
     /// Messages waiting in the shard's inbound rings when last published (a gauge).
     pub ring_backlog: u64,
+    pub frame_latency: LatencyHistogram,
     /// Media received from publishing sessions (frames handed to the router).
     pub ingress: Traffic,
     /// Media handed to subscribing sessions (router deliveries applied to a session).
@@ -145,5 +174,25 @@ impl RelayCounters {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn latency_buckets_take_their_upper_bound_and_the_rest_only_counts() {
+        let mut h = LatencyHistogram::default();
+        for micros in [0, 50, 51, 100_000, 100_001] {
+            h.record(Duration::from_micros(micros));
+        }
+        assert_eq!(h.buckets[0], 2, "0 and 50 are <= 50");
+        assert_eq!(h.buckets[1], 1, "51 is <= 100");
+        assert_eq!(h.buckets[9], 1, "100 000 is the last bound");
+        assert_eq!(h.buckets.iter().sum::<u64>(), 4);
+        assert_eq!(h.count, 5);
+        assert_eq!(h.sum_micros, 200_102);
     }
 }

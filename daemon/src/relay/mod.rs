@@ -36,7 +36,10 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{self, Access, Authenticator, Rejection, Role};
 pub use control::{ControlRequest, FetchReply, PublishedCounters, RequestError, WorkerLink};
-pub use counters::{AuthRefusals, RelayCounters, SessionRefusals, TRANSPORTS, Traffic};
+pub use counters::{
+    AuthRefusals, LATENCY_BUCKETS_MICROS, LatencyHistogram, RelayCounters, SessionRefusals,
+    TRANSPORTS, Traffic,
+};
 pub use drain::DrainFlag;
 pub use listing::{FilterError, SessionFilter, SessionView};
 use session::{AwaitingSetup, RelaySession};
@@ -490,6 +493,8 @@ impl RelayWorker {
 
 impl<T: SessionIo> Application<T> for RelayWorker {
     fn on_event(&mut self, now: Instant, event: IoEvent, io: &mut T) {
+        // Frames this event carries reached the relay in this iteration.
+        self.shard.set_clock(now);
         let session = match event {
             IoEvent::SessionReady(info) => return self.session_ready(info, io),
             IoEvent::SessionClosed { session, code, .. } => {

@@ -249,6 +249,8 @@ impl RelayWorker {
 
     pub(super) fn deliveries<T: SessionIo>(&mut self, io: &mut T) {
         let mut handled = 0;
+        // When this pass hands frames to their sessions: read once, at the first frame.
+        let mut handed_at: Option<Instant> = None;
         let mut retry = std::mem::take(&mut self.deferred);
         self.deferred_set.clear();
         loop {
@@ -273,8 +275,17 @@ impl RelayWorker {
                     (router::Delivery::GroupStart { .. }, SubscriberRole::Serve(_)) => {
                         self.counters.egress.groups += 1
                     }
-                    (router::Delivery::Frame { payload, .. }, SubscriberRole::Serve(_)) => {
-                        self.counters.egress.frame(payload.len())
+                    (
+                        router::Delivery::Frame {
+                            payload, arrived, ..
+                        },
+                        SubscriberRole::Serve(_),
+                    ) => {
+                        self.counters.egress.frame(payload.len());
+                        let now = *handed_at.get_or_insert_with(Instant::now);
+                        if let Some(latency) = self.shard.latency(*arrived, now) {
+                            self.counters.frame_latency.record(latency);
+                        }
                     }
                     _ => {}
                 }

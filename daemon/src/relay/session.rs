@@ -293,6 +293,7 @@ impl RelaySession {
                 group,
                 timestamp,
                 payload,
+                ..
             } => {
                 if let Some(&id) = state.groups.get(&group)
                     && let Err(err) = moq.write_frame(id, timestamp, payload)

@@ -238,9 +238,13 @@ pub(super) fn replay_newest(log: &Log, r: &mut Remote, p: &mut Peer, stats: &mut
         _ => None,
     });
     for f in frames {
+        // A late join's copy: its arrival is not news (see `ArrivalTick::UNKNOWN`).
         let msg = Msg::Frame {
             slot,
-            frame: f.clone(),
+            frame: Frame {
+                arrived: 0,
+                ..f.clone()
+            },
         };
         if p.try_data(msg, reserve).is_err() {
             r.floor = seq.saturating_add(1);
