@@ -2,12 +2,10 @@
 //! thread (signals, systemd notification) while the workers serve.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use moq_relayd::config::{self, Loaded, Source};
@@ -24,45 +22,26 @@ const CONTROL_TICK: Duration = Duration::from_millis(50);
 /// (moq-relay 0.17: at most 1 s for closes that never complete).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Media over QUIC relay: thread-per-core, a drop-in for moq-relay.
-#[derive(Debug, Parser)]
-#[command(name = "moq-relayd", version, about)]
-struct Cli {
-    /// relay.toml to run with. Without one, serve on 127.0.0.1:4443 with a generated
-    /// self-signed certificate for localhost and anonymous access for everyone.
-    #[arg(value_name = "CONFIG", conflicts_with = "file")]
-    config: Option<PathBuf>,
-
-    /// The same as the positional CONFIG (moq-relay's packaged unit passes `--file`).
-    #[arg(long, value_name = "CONFIG")]
-    file: Option<PathBuf>,
-
-    /// Validate the configuration and exit: 0 when it is usable, 2 when not.
-    #[arg(long, conflicts_with = "print_config")]
-    check: bool,
-
-    /// Print the effective configuration, every default filled in, as TOML, and exit.
-    #[arg(long)]
-    print_config: bool,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let loaded = match cli.config.as_deref().or(cli.file.as_deref()) {
-        Some(path) => match config::load(path) {
-            Ok(loaded) => loaded,
-            Err(err) => {
-                eprintln!("moq-relayd: configuration error: {err}");
-                return ExitCode::from(EXIT_BAD_CONFIG);
-            }
-        },
-        None => config::load_embedded_default(),
+    let cli = match config::args::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        // clap prints --help/--version to stdout (exit 0) and errors naming the flag
+        // (exit 2, as with a bad file).
+        Err(err) => err.exit(),
+    };
+    let loaded = match config::load_with(cli.config.as_deref(), &cli.overrides) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("moq-relayd: configuration error: {err}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
     };
 
     if cli.check {
         match &loaded.source {
             Source::File(path) => println!("{}: configuration OK", path.display()),
             Source::Embedded => println!("<embedded default>: configuration OK"),
+            Source::Flags => println!("<flags and environment>: configuration OK"),
         }
         return ExitCode::SUCCESS;
     }
@@ -80,7 +59,7 @@ fn main() -> ExitCode {
     }
 
     logging::init(loaded.config.log.level);
-    match run(loaded) {
+    match run(loaded, &cli.overrides) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -89,7 +68,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(loaded: Loaded) -> anyhow::Result<()> {
+fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<()> {
     for key in loaded.config.auth.unknown.keys() {
         tracing::warn!(key = %format!("auth.{key}"), "unknown [auth] key ignored, as moq-relay does");
     }
@@ -147,6 +126,12 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
         Source::File(path) => {
             tracing::info!(config = %path.display(), "serving on udp://{local_addr}")
         }
+        Source::Flags => {
+            tracing::info!(
+                config = "<flags and environment>",
+                "serving on udp://{local_addr}"
+            )
+        }
     }
     if let Some(addr) = http.web_addr {
         tracing::info!(listener = "web", "web HTTP listening on http://{addr}");
@@ -187,7 +172,7 @@ fn run(loaded: Loaded) -> anyhow::Result<()> {
     'control: loop {
         for signal in signals.pending() {
             match signal {
-                SIGHUP => reload(&loaded.source, server, &relay.auth, &http.state),
+                SIGHUP => reload(&loaded.source, overrides, server, &relay.auth, &http.state),
                 _ if drain_deadline.is_some() => {
                     tracing::info!(signal, "second shutdown signal; exiting immediately");
                     break 'control;
@@ -272,6 +257,7 @@ fn client_authority(addr: SocketAddr) -> String {
 /// admitted keep running either way.
 fn reload(
     source: &Source,
+    overrides: &[config::args::Override],
     server: &quic_io::ServerHandle,
     auth: &auth::Authenticator,
     http: &control::ControlState,
@@ -281,7 +267,8 @@ fn reload(
         return;
     };
     notify::reloading();
-    match config::load(path) {
+    // The flags and variables still apply on top of the re-read file.
+    match config::load_with(Some(path), overrides) {
         Ok(loaded) => {
             tracing::info!(config = %path.display(), "SIGHUP: configuration re-read; changes other than [auth] keys and public access and certificates need a restart");
             match auth.reload(&loaded.config.auth) {

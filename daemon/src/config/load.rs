@@ -7,14 +7,17 @@ use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
+use super::args::{Override, apply};
 use super::types::{Config, Generation, PublicAccess, Strings};
 use super::validate::{HostFacts, validate};
 
 /// Where the running configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// No file given: localhost, self-signed certificate, anonymous access.
+    /// No file and no flags: localhost, self-signed certificate, anonymous access.
     Embedded,
+    /// No file: moq-relay's defaults with flags and `MOQ_*` variables on top.
+    Flags,
     File(PathBuf),
 }
 
@@ -54,6 +57,92 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Loads the file (if any) with the command line's flags and variables on top: what
+/// the daemon runs. No file and no flags is the embedded default.
+pub fn load_with(path: Option<&Path>, overrides: &[Override]) -> Result<Loaded, ConfigError> {
+    if overrides.is_empty() {
+        return match path {
+            Some(path) => load(path),
+            None => Ok(load_embedded_default()),
+        };
+    }
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path).map_err(|err| ConfigError {
+            file: Some(path.to_owned()),
+            position: None,
+            key: None,
+            message: format!("cannot read the configuration file: {err}"),
+        })?,
+        None => String::new(),
+    };
+    // A file that does not parse is reported as the file alone would be.
+    let mut table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(_) => return path.map_or_else(|| Ok(load_embedded_default()), load),
+    };
+    apply(&mut table, overrides).map_err(|message| ConfigError {
+        file: path.map(Path::to_owned),
+        position: None,
+        key: None,
+        message,
+    })?;
+    let merged = toml::to_string(&table).map_err(|err| ConfigError {
+        file: path.map(Path::to_owned),
+        position: None,
+        key: None,
+        message: format!("cannot merge the flags into the file: {err}"),
+    })?;
+    match load_str(&merged, path, &HostFacts::of_this_process()) {
+        Ok(mut loaded) => {
+            loaded.source = path.map_or(Source::Flags, |p| Source::File(p.to_owned()));
+            Ok(loaded)
+        }
+        Err(mut err) => {
+            // Blame the flag that set the key, or the file where it sits.
+            let origin = err.key.as_deref().and_then(|key| {
+                overrides
+                    .iter()
+                    .rev()
+                    .find(|o| same_key(o.key, key))
+                    .map(|o| o.origin.clone())
+            });
+            match (origin, path) {
+                (Some(origin), _) => {
+                    err.position = None;
+                    err.message = format!("{} (set by {origin})", err.message);
+                    Err(err)
+                }
+                (None, Some(path)) => match load(path) {
+                    Err(file_err) => Err(file_err),
+                    Ok(_) => {
+                        err.position = None;
+                        Err(err)
+                    }
+                },
+                (None, None) => {
+                    err.position = None;
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// Whether the dotted keys name one setting, whichever generation spells them.
+fn same_key(flag_key: &str, error_key: &str) -> bool {
+    let canonical = |key: &str| {
+        key.split('.')
+            .map(|segment| match segment {
+                "listen" => "server",
+                "connect" => "client",
+                other => other,
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    canonical(flag_key) == canonical(error_key)
+}
 
 /// Loads, type-checks and validates a file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {

@@ -97,6 +97,17 @@ pub struct ServerConfig {
     pub quic: ServerQuicConfig,
     pub tcp: TcpListenConfig,
     pub unix: UnixListenConfig,
+    /// 0.17 `[listen] timeout`: deadline for the handshake plus the MoQ SETUP.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// 0.17 `[listen] preferred_v4` / `preferred_v6` (QUIC preferred_address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_v4: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_v6: Option<String>,
+    /// 0.17 `[listen] load_balancer = { id, nonce }` (QUIC-LB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<toml::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -266,6 +277,9 @@ pub struct WebSocketClientConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct AuthConfig {
+    /// 0.17: the auth server asked on every connect (one JSON POST per event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// One verifying JWK file (or URL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -398,6 +412,9 @@ pub struct ClusterConfig {
     /// Origin (hop) id; random per start when unset, like moq-relay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
+    /// 0.17: the longest hop chain an announcement may carry (1..=32).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_hops: Option<u32>,
     #[serde(skip_serializing_if = "Strings::is_empty")]
     pub connect: Strings,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -422,6 +439,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             id: None,
+            max_hops: None,
             connect: Strings::default(),
             connect_api: None,
             node: None,
@@ -508,6 +526,9 @@ pub struct StatsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub depth: u32,
+    /// 0.17: how long a bucket's stats broadcast outlives its last session.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub linger: Option<Duration>,
 }
 
 impl Default for StatsConfig {
@@ -518,6 +539,7 @@ impl Default for StatsConfig {
             interval: 1,
             node: None,
             depth: 0,
+            linger: None,
         }
     }
 }
@@ -564,6 +586,9 @@ pub struct RuntimeConfig {
     /// CPU for the thread that holds the upstream (cluster) links.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_cpu: Option<usize>,
+    /// 0.17 `[runtime] io_uring`; here `[socket] io` chooses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_uring: Option<bool>,
 }
 
 impl Default for RuntimeConfig {
@@ -573,6 +598,7 @@ impl Default for RuntimeConfig {
             pin: true,
             cpus: Vec::new(),
             upstream_cpu: None,
+            io_uring: None,
         }
     }
 }
@@ -698,6 +724,13 @@ pub struct QuicConfig {
     pub congestion_control: Option<CongestionFamily>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qlog: Option<PathBuf>,
+    /// 0.17's flow-control windows (sizes, as `[limits]` reads them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_window: Option<ByteCount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_receive_window: Option<ByteCount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_window: Option<ByteCount>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -20,18 +20,23 @@ pub struct Relay {
 impl Relay {
     pub fn start(config: &std::path::Path, notify_socket: Option<&std::path::Path>) -> Relay {
         let mut command = Command::new(env!("CARGO_BIN_EXE_moq-relayd"));
+        command.arg(config);
+        match notify_socket {
+            Some(path) => command.env("NOTIFY_SOCKET", path),
+            None => command.env_remove("NOTIFY_SOCKET"),
+        };
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (the relay binary with its arguments) with its stderr read here.
+    pub fn spawn(mut command: Command) -> Relay {
         command
-            .arg(config)
             .env(
                 "RUST_LOG",
                 std::env::var("RELAY_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
-        match notify_socket {
-            Some(path) => command.env("NOTIFY_SOCKET", path),
-            None => command.env_remove("NOTIFY_SOCKET"),
-        };
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (sender, stderr_lines) = std::sync::mpsc::channel();
