@@ -90,12 +90,7 @@ fn config_017(keys: &KeyDir) -> String {
 /// SIGHUP also reloads the certificate, and `tls.generate` makes a new one: follow it.
 fn reloaded_certificate(relay: &mut Running) {
     let line = relay.relay.wait_for_line("certificate reloaded");
-    relay.fingerprint = line
-        .split("certificate_sha256=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the reload names the certificate")
-        .to_owned();
+    relay.fingerprint = common::fingerprint_in(&line);
 }
 
 fn trust(relay: &Running) -> TlsTrust {

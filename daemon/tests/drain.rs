@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Relay, listen_address};
+use common::{Relay, fingerprint_in, listen_address};
 use interop::{ConnectOptions, Session, TlsTrust, connect_with};
 use tempfile::TempDir;
 
@@ -46,13 +46,7 @@ fn start_with(drain_timeout: &str, top_level: &str) -> Draining {
         .unwrap()
         .parse()
         .unwrap();
-    let line = relay.wait_for_line("certificate_sha256=");
-    let fingerprint = line
-        .split("certificate_sha256=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let fingerprint = fingerprint_in(&relay.wait_for_line("certificate_sha256="));
     Draining {
         relay,
         quic,

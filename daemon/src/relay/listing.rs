@@ -8,7 +8,7 @@
 //! so a nudge only queues the sessions and `poll` re-checks a bounded number per
 //! iteration.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
@@ -274,10 +274,12 @@ fn still_covers(admitted: &Access, now: &Access) -> bool {
             .all(|grant| now.publish_grants().contains(grant))
 }
 
-/// A worker's queue of sessions to re-check (bounded by its sessions: one entry each).
+/// A worker's queue of sessions to re-check (bounded by its sessions: one entry each;
+/// `queued` keeps a nudge of every session O(sessions), not O(sessions²)).
 #[derive(Debug, Default)]
 pub(super) struct Revalidations {
     queue: VecDeque<SessionId>,
+    queued: HashSet<SessionId>,
 }
 
 impl RelayWorker {
@@ -299,10 +301,14 @@ impl RelayWorker {
                 continue;
             }
             ids.push(conn.view.id.clone());
-            if !self.revalidations.queue.contains(&id) {
+            if self.revalidations.queued.insert(id) {
                 self.revalidations.queue.push_back(id);
             }
         }
+        debug_assert_eq!(
+            self.revalidations.queue.len(),
+            self.revalidations.queued.len()
+        );
         debug_assert!(self.revalidations.queue.len() <= self.sessions.len());
         ids
     }
@@ -315,6 +321,7 @@ impl RelayWorker {
             let Some(session) = self.revalidations.queue.pop_front() else {
                 return;
             };
+            self.revalidations.queued.remove(&session);
             let Some(conn) = self.sessions.get(&session) else {
                 continue;
             };

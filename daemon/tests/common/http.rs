@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::Relay;
+use super::{Relay, fingerprint_in};
 
 /// The relay, its QUIC address, its two HTTP listeners and the fingerprint it logged.
 pub struct Ops {
@@ -42,13 +42,7 @@ pub fn start(config: &str) -> Ops {
         &relay.wait_for_line("internal HTTP listening on http://"),
         "http://",
     );
-    let line = relay.wait_for_line("certificate_sha256=");
-    let fingerprint = line
-        .split("certificate_sha256=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let fingerprint = fingerprint_in(&relay.wait_for_line("certificate_sha256="));
     Ops {
         relay,
         quic,

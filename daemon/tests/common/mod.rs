@@ -112,6 +112,15 @@ pub fn listen_address(line: &str) -> SocketAddr {
     rest[..end].parse().unwrap()
 }
 
+/// The certificate hash a log line names (`certificate_sha256=HEX`).
+pub fn fingerprint_in(line: &str) -> String {
+    line.split("certificate_sha256=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no certificate_sha256= in {line:?}"))
+        .to_owned()
+}
+
 /// A relay started from config text, with the address and certificate it logged.
 pub struct Running {
     pub relay: Relay,
@@ -127,13 +136,7 @@ impl Running {
         std::fs::write(&path, config).unwrap();
         let relay = Relay::start(&path, None);
         let addr = listen_address(&relay.wait_for_line("serving on udp://"));
-        let line = relay.wait_for_line("certificate_sha256=");
-        let fingerprint = line
-            .split("certificate_sha256=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .to_owned();
+        let fingerprint = fingerprint_in(&relay.wait_for_line("certificate_sha256="));
         Running {
             relay,
             addr,
