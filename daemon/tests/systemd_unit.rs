@@ -11,7 +11,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     .unwrap();
     // verify insists that ExecStart exists; point it at the binary under test instead of
     // the installed path, and change nothing else.
-    let installed = "/usr/local/bin/moq-relayd";
+    let installed = "/usr/bin/moq-relayd";
     assert!(unit.contains(&format!("ExecStart={installed} /etc/moq-relayd/relay.toml")));
     let dir = tempfile::TempDir::new().unwrap();
     let copy = dir.path().join("moq-relayd.service");
