@@ -3,21 +3,18 @@
 //! and its resident memory per idle session is measured (printed, and bounded loosely
 //! here; the 64 KiB target is read off this figure).
 //!
-//! The idle sessions come from a bare `quinn` endpoint writing the few moq-lite messages
-//! themselves, not from the reference client: its per-session tasks and timers make a
-//! debug-built client the bottleneck long before the relay.
+//! The idle sessions come from a bare `quinn` endpoint (`common::bare`), not from the
+//! reference client: its per-session tasks and timers make a debug-built client the
+//! bottleneck long before the relay.
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
 use common::Running;
+use common::bare::{bare_client_config, idle_subscriber};
 use interop::{ConnectOptions, TlsTrust};
-use proto::Version;
-use proto::message::{AnnounceRequest, BidiType, Message, Setup, UniType};
 
 const CONFIG: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n";
 
@@ -46,75 +43,10 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-fn fingerprint_bytes(hex: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex fingerprint");
-    }
-    out
-}
-
-/// What an idle subscriber keeps: the connection and its open announce stream.
-struct IdleSubscriber {
-    _connection: quinn::Connection,
-    _announce: (quinn::SendStream, quinn::RecvStream),
-}
-
-/// A moq-lite-05 subscriber session: SETUP on its uni stream, then an announce request
-/// for `demo`, held open once the relay has answered it.
-async fn idle_subscriber(
-    endpoint: &quinn::Endpoint,
-    config: quinn::ClientConfig,
-    relay: SocketAddr,
-) -> Result<IdleSubscriber, String> {
-    let v = Version::Lite05;
-    let connection = endpoint
-        .connect_with(config, relay, "localhost")
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-
-    let mut setup = BytesMut::new();
-    setup.put_u8(UniType::Setup.id() as u8);
-    Setup::default()
-        .encode(v, &mut setup)
-        .map_err(|e| e.to_string())?;
-    let mut uni = connection.open_uni().await.map_err(|e| e.to_string())?;
-    uni.write_all(&setup).await.map_err(|e| e.to_string())?;
-    uni.finish().map_err(|e| e.to_string())?;
-
-    let mut request = BytesMut::new();
-    request.put_u8(BidiType::Announce.id() as u8);
-    AnnounceRequest {
-        prefix: "demo".into(),
-        exclude_hop: 0,
-    }
-    .encode(v, &mut request)
-    .map_err(|e| e.to_string())?;
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-    send.write_all(&request).await.map_err(|e| e.to_string())?;
-    // On 05 the relay answers ANNOUNCE_OK: the session is set up and being served.
-    let mut answer = [0u8; 64];
-    match recv.read(&mut answer).await {
-        Ok(Some(n)) if n > 0 => {}
-        other => return Err(format!("no ANNOUNCE_OK: {other:?}")),
-    }
-    Ok(IdleSubscriber {
-        _connection: connection,
-        _announce: (send, recv),
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_subscribers_are_held_and_measured() {
     let relay = Running::start(CONFIG);
-    let quic = quic_io::Config::new("127.0.0.1:0".parse().unwrap());
-    let client = quic_io::tls::client_config(
-        quic_io::tls::ServerVerify::Sha256(vec![fingerprint_bytes(&relay.fingerprint)]),
-        &["moq-lite-05"],
-        &quic,
-    )
-    .expect("client TLS config");
+    let client = bare_client_config(&relay.fingerprint);
     let endpoints: Vec<quinn::Endpoint> = (0..ENDPOINTS)
         .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint"))
         .collect();

@@ -1,7 +1,9 @@
 //! Starting the real `moq-relayd` binary for integration tests and reading its log.
 #![allow(dead_code)]
 
+pub mod bare;
 pub mod http;
+pub mod scrape;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

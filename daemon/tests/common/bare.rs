@@ -1,0 +1,80 @@
+//! Bare moq-lite-05 subscribers from a plain `quinn` endpoint writing the few messages
+//! themselves: cheap enough to hold or churn a thousand sessions, where the reference
+//! client's per-session tasks and timers would make a debug-built client the bottleneck.
+
+use std::net::SocketAddr;
+
+use bytes::{BufMut, BytesMut};
+use proto::Version;
+use proto::message::{AnnounceRequest, BidiType, Message, Setup, UniType};
+
+/// A client TLS config offering moq-lite-05 (raw QUIC) that trusts only the relay's
+/// certificate with this SHA-256 fingerprint (hex, as the relay logs it).
+pub fn bare_client_config(fingerprint: &str) -> quinn::ClientConfig {
+    let quic = quic_io::Config::new("127.0.0.1:0".parse().unwrap());
+    quic_io::tls::client_config(
+        quic_io::tls::ServerVerify::Sha256(vec![fingerprint_bytes(fingerprint)]),
+        &["moq-lite-05"],
+        &quic,
+    )
+    .expect("client TLS config")
+}
+
+pub fn fingerprint_bytes(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex fingerprint");
+    }
+    out
+}
+
+/// What an idle subscriber keeps: the connection and its open announce stream.
+pub struct IdleSubscriber {
+    pub connection: quinn::Connection,
+    _announce: (quinn::SendStream, quinn::RecvStream),
+}
+
+/// A moq-lite-05 subscriber session: SETUP on its uni stream, then an announce request
+/// for `demo`, held open once the relay has answered it.
+pub async fn idle_subscriber(
+    endpoint: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    relay: SocketAddr,
+) -> Result<IdleSubscriber, String> {
+    let v = Version::Lite05;
+    let connection = endpoint
+        .connect_with(config, relay, "localhost")
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+
+    let mut setup = BytesMut::new();
+    setup.put_u8(UniType::Setup.id() as u8);
+    Setup::default()
+        .encode(v, &mut setup)
+        .map_err(|e| e.to_string())?;
+    let mut uni = connection.open_uni().await.map_err(|e| e.to_string())?;
+    uni.write_all(&setup).await.map_err(|e| e.to_string())?;
+    uni.finish().map_err(|e| e.to_string())?;
+
+    let mut request = BytesMut::new();
+    request.put_u8(BidiType::Announce.id() as u8);
+    AnnounceRequest {
+        prefix: "demo".into(),
+        exclude_hop: 0,
+    }
+    .encode(v, &mut request)
+    .map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(&request).await.map_err(|e| e.to_string())?;
+    // On 05 the relay answers ANNOUNCE_OK: the session is set up and being served.
+    let mut answer = [0u8; 64];
+    match recv.read(&mut answer).await {
+        Ok(Some(n)) if n > 0 => {}
+        other => return Err(format!("no ANNOUNCE_OK: {other:?}")),
+    }
+    Ok(IdleSubscriber {
+        connection,
+        _announce: (send, recv),
+    })
+}
