@@ -241,6 +241,24 @@ async fn counters_never_go_back_as_sessions_open_and_close() {
         announces("ended")
     );
     assert!(later["moq_relay_sessions_opened_total{tier=\"\"}"] >= 2.0);
+    // The subscriber's subscription and view, and the relay's own subscription to the
+    // publisher, each opened and, with both sessions gone, closed.
+    let ended = wait_for(&ops, |m| {
+        m["moq_relay_subscriptions_closed_total{tier=\"\",role=\"subscriber\"}"] >= 1.0
+            && m["moq_relay_viewers_closed_total{tier=\"\",role=\"publisher\"}"] >= 1.0
+    });
+    for (family, role) in [
+        ("subscriptions", "publisher"),
+        ("subscriptions", "subscriber"),
+        ("viewers", "publisher"),
+    ] {
+        let count = |event: &str| {
+            ended[&format!("moq_relay_{family}_{event}_total{{tier=\"\",role=\"{role}\"}}")]
+        };
+        assert!(count("opened") >= 1.0, "{family} {role}");
+        assert_eq!(count("opened"), count("closed"), "{family} {role}");
+    }
+    assert!(!ended.contains_key("moq_relay_viewers_opened_total{tier=\"\",role=\"subscriber\"}"));
     let handshakes: f64 = (0..2)
         .map(|w| later[&format!("moq_relayd_handshakes_total{{worker=\"{w}\"}}")])
         .sum();

@@ -7,15 +7,16 @@
 //! or not `[stats] enabled` is set (harmless to scrapers; moq-relay prints none without
 //! it). `moq_relay_stale_groups_total` counts the groups the slow-consumer policy skipped
 //! for a subscriber; families this build does not count yet (stale frames, bytes and
-//! datagrams, subscriptions, viewers, control bytes) print their HELP/TYPE lines and no
-//! rows. Every counter is cumulative and never goes back.
+//! datagrams, control bytes) print their HELP/TYPE lines and no rows. Every counter is cumulative and never goes back.
 
 use std::fmt::Write;
 
 use quic_io::{SEGMENT_BUCKETS, SegmentHistogram, StatsSnapshot, WorkerStats};
 
 use super::{ControlState, unix_millis};
-use crate::relay::{LATENCY_BUCKETS_MICROS, RelayCounters, TRANSPORTS, Traffic};
+use crate::relay::{
+    LATENCY_BUCKETS_MICROS, OpenClose, RelayCounters, SubscriptionTally, TRANSPORTS, Traffic,
+};
 
 /// A per-worker family: name, type, help, and the value of one worker's row.
 type Family<T> = (&'static str, &'static str, &'static str, fn(T) -> u64);
@@ -183,8 +184,29 @@ pub fn render(state: &ControlState) -> String {
         family(&mut out, name, "counter", help);
         sample(&mut out, name, "tier=\"\",role=\"subscriber\"", value);
     }
-    for (name, help) in TIER_ROLE_FAMILIES.iter().skip(4) {
+    // Subscriptions subscribers made here (publisher) and the relay's own to publishers
+    // (subscriber); viewers exist on the publisher side only, as in moq-relay.
+    let egress = |f: fn(&SubscriptionTally) -> u64| sum(&|c| f(&c.egress_subscriptions));
+    let ingress = |f: fn(&OpenClose) -> u64| sum(&|c| f(&c.ingress_subscriptions));
+    let rows: [[Option<u64>; 2]; 4] = [
+        [
+            Some(egress(|t| t.subscriptions.opened)),
+            Some(ingress(|o| o.opened)),
+        ],
+        [
+            Some(egress(|t| t.subscriptions.closed)),
+            Some(ingress(|o| o.closed)),
+        ],
+        [Some(egress(|t| t.viewers.opened)), None],
+        [Some(egress(|t| t.viewers.closed)), None],
+    ];
+    for ((name, help), values) in TIER_ROLE_FAMILIES.iter().skip(4).zip(rows) {
         family(&mut out, name, "counter", help);
+        for (role, value) in ["publisher", "subscriber"].iter().zip(values) {
+            if let Some(value) = value {
+                sample(&mut out, name, &format!("tier=\"\",role=\"{role}\""), value);
+            }
+        }
     }
     let opened: u64 = relay.iter().map(|c| c.sessions_opened).sum();
     let closed: u64 = relay.iter().map(|c| c.sessions_closed).sum();

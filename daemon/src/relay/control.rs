@@ -18,7 +18,9 @@ use quic_io::{SessionId, SessionIo, Waker};
 use router::{FetchTicket, SubscriberId};
 use tracing::debug;
 
-use super::counters::{LATENCY_BUCKETS_MICROS, LatencyHistogram, TRANSPORTS, Traffic};
+use super::counters::{
+    LATENCY_BUCKETS_MICROS, LatencyHistogram, OpenClose, SubscriptionTally, TRANSPORTS, Traffic,
+};
 use super::drain::DrainFlag;
 use super::http_fetch::Pull;
 use super::listing::{SessionFilter, SessionView};
@@ -109,10 +111,13 @@ const LATENCY_FIELDS: usize = LATENCY_BUCKETS_MICROS.len() + 2;
 /// (last: the only gauge).
 const ROUTER_FIELDS: usize = 6 + 5 + 1;
 
-/// The number of counters in `PublishedCounters`: 22 single counters, one per `[auth]`
+/// Counters kept one by one, in `flatten`'s order.
+const SINGLE_FIELDS: usize = 28;
+
+/// The number of counters in `PublishedCounters`: the single counters, one per `[auth]`
 /// refusal cause, the sessions by transport and version, the latency histogram, then the
 /// router's.
-const FIELDS: usize = 22 + Cause::COUNT + BY_VERSION + LATENCY_FIELDS + ROUTER_FIELDS;
+const FIELDS: usize = SINGLE_FIELDS + Cause::COUNT + BY_VERSION + LATENCY_FIELDS + ROUTER_FIELDS;
 
 /// One worker's counters as the control thread sees them. Written only by the owning
 /// worker (relaxed stores), read by anyone; every value is cumulative and monotonic.
@@ -178,12 +183,26 @@ impl PublishedCounters {
             announces_started: v[19],
             announces_ended: v[20],
             sessions_expired: v[21],
+            egress_subscriptions: SubscriptionTally {
+                subscriptions: OpenClose {
+                    opened: v[22],
+                    closed: v[23],
+                },
+                viewers: OpenClose {
+                    opened: v[24],
+                    closed: v[25],
+                },
+            },
+            ingress_subscriptions: OpenClose {
+                opened: v[26],
+                closed: v[27],
+            },
             auth_refusals: AuthRefusals {
-                by_cause: std::array::from_fn(|i| v[22 + i]),
+                by_cause: std::array::from_fn(|i| v[SINGLE_FIELDS + i]),
             },
             sessions_by_version: std::array::from_fn(|t| {
                 std::array::from_fn(|version| {
-                    v[22 + Cause::COUNT + t * proto::Version::ALL.len() + version]
+                    v[SINGLE_FIELDS + Cause::COUNT + t * proto::Version::ALL.len() + version]
                 })
             }),
             router: router::Stats {
@@ -212,7 +231,7 @@ impl PublishedCounters {
 }
 
 fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
-    let single = [
+    let single: [u64; SINGLE_FIELDS] = [
         c.sessions_opened,
         c.sessions_closed,
         c.session_refusals.closed,
@@ -235,6 +254,12 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         c.announces_started,
         c.announces_ended,
         c.sessions_expired,
+        c.egress_subscriptions.subscriptions.opened,
+        c.egress_subscriptions.subscriptions.closed,
+        c.egress_subscriptions.viewers.opened,
+        c.egress_subscriptions.viewers.closed,
+        c.ingress_subscriptions.opened,
+        c.ingress_subscriptions.closed,
     ];
     let (r, sh) = (&c.router, &c.shard);
     let router = [
@@ -493,6 +518,20 @@ mod tests {
             announces_started: 20,
             announces_ended: 21,
             sessions_expired: 22,
+            egress_subscriptions: SubscriptionTally {
+                subscriptions: OpenClose {
+                    opened: 90,
+                    closed: 91,
+                },
+                viewers: OpenClose {
+                    opened: 92,
+                    closed: 93,
+                },
+            },
+            ingress_subscriptions: OpenClose {
+                opened: 94,
+                closed: 95,
+            },
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| 23 + i as u64),
             },

@@ -98,6 +98,23 @@ impl Traffic {
     }
 }
 
+/// Things that open and close (moq-relay's `*_opened_total` / `*_closed_total` pairs);
+/// `closed <= opened`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OpenClose {
+    pub opened: u64,
+    pub closed: u64,
+}
+
+/// Subscriptions on one side of the relay, as moq-relay counts them: track
+/// subscriptions, and viewers (a session's first subscription to a broadcast opens one,
+/// its last closes it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionTally {
+    pub subscriptions: OpenClose,
+    pub viewers: OpenClose,
+}
+
 /// Upper bounds of the frame-latency histogram's buckets, in microseconds: from what one
 /// loop iteration costs to what a stalled worker would show.
 pub const LATENCY_BUCKETS_MICROS: [u64; 10] = [
@@ -147,6 +164,11 @@ pub struct RelayCounters {
     pub ingress: Traffic,
     /// Media handed to subscribing sessions (router deliveries applied to a session).
     pub egress: Traffic,
+    /// Track subscriptions subscribers made here (role publisher: the relay serves them).
+    pub egress_subscriptions: SubscriptionTally,
+    /// Track subscriptions the relay made to publishing sessions (role subscriber); no
+    /// viewers on this side.
+    pub ingress_subscriptions: OpenClose,
     /// FETCH requests from peers.
     pub fetches: u64,
     /// Broadcasts publishing sessions announced here, and those that ended (withdrawn, or

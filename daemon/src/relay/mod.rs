@@ -37,8 +37,8 @@ use tracing::{debug, info, warn};
 use crate::auth::{self, Access, Authenticator, Rejection, Role};
 pub use control::{ControlRequest, FetchReply, PublishedCounters, RequestError, WorkerLink};
 pub use counters::{
-    AuthRefusals, LATENCY_BUCKETS_MICROS, LatencyHistogram, RelayCounters, SessionRefusals,
-    TRANSPORTS, Traffic,
+    AuthRefusals, LATENCY_BUCKETS_MICROS, LatencyHistogram, OpenClose, RelayCounters,
+    SessionRefusals, SubscriptionTally, TRANSPORTS, Traffic,
 };
 pub use drain::DrainFlag;
 pub use listing::{FilterError, SessionFilter, SessionView};
@@ -473,6 +473,10 @@ impl RelayWorker {
                 self.counters.router_refusals += 1;
             }
         }
+        conn.close_all_subscriptions(
+            &mut self.counters.egress_subscriptions,
+            &mut self.counters.ingress_subscriptions,
+        );
         // Only this session's own state: a mass disconnect costs O(sessions), not O(N²).
         for sub in conn.router_subscribers.drain() {
             let removed = self.subscribers.remove(&sub);

@@ -83,7 +83,7 @@ impl RelayWorker {
                     info!(worker = self.worker, session, broadcast = %absolute, "unpublished");
                     self.counters.announces_ended += 1;
                     self.broadcasts.remove(&broadcast);
-                    conn.forget_broadcast(broadcast);
+                    conn.forget_broadcast(broadcast, &mut self.counters.ingress_subscriptions);
                     self.counters.note_router(self.shard.unannounce(broadcast));
                 }
             }
@@ -112,8 +112,9 @@ impl RelayWorker {
                 }
             }
             MoqEvent::SubscriptionClosed { subscription, code } => {
-                if let Some(upstream) = conn.upstream.remove(&subscription) {
-                    conn.upstream_by_track.remove(&upstream.track);
+                if let Some(upstream) =
+                    conn.remove_upstream(subscription, &mut self.counters.ingress_subscriptions)
+                {
                     let result = match code {
                         Some(ErrorCode::NotFound) => self.shard.reject_track(upstream.track),
                         _ => self.shard.end_track(upstream.track),
@@ -298,10 +299,13 @@ impl RelayWorker {
                     };
                     match conn.moq().subscribe(&relative, &name, request) {
                         Ok(subscription) => {
-                            conn.add_upstream(subscription, broadcast, track, name);
-                            if let Some(upstream) = conn.upstream.get_mut(&subscription) {
-                                upstream.widen_at_first_group = live_edge;
-                            }
+                            let mut upstream = session::Upstream::new(broadcast, track, name);
+                            upstream.widen_at_first_group = live_edge;
+                            conn.add_upstream(
+                                subscription,
+                                upstream,
+                                &mut self.counters.ingress_subscriptions,
+                            );
                         }
                         Err(err) => {
                             warn!(worker = self.worker, session, %err, "cannot subscribe to the publisher");
@@ -320,7 +324,9 @@ impl RelayWorker {
                     if let Some(subscription) = conn.upstream_by_track.remove(&track) {
                         // Groups left half-written end as aborted, so nobody waits on them
                         // and a later subscription cannot append to them.
-                        if let Some(upstream) = conn.upstream.remove(&subscription) {
+                        if let Some(upstream) = conn
+                            .remove_upstream(subscription, &mut self.counters.ingress_subscriptions)
+                        {
                             for group in upstream.open_groups {
                                 self.counters
                                     .note_router(self.shard.abort_group(track, group));

@@ -38,12 +38,14 @@ impl RelayWorker {
                 };
                 match self.shard.subscribe(&absolute, &request.track) {
                     Ok(sub) => {
-                        conn.serves.insert(
+                        conn.open_serve(
                             serve,
                             session::Serve {
                                 sub,
+                                broadcast: absolute.clone(),
                                 groups: HashMap::new(),
                             },
+                            &mut self.counters.egress_subscriptions,
                         );
                         self.subscribers
                             .insert(sub, (session, SubscriberRole::Serve(serve)));
@@ -70,14 +72,16 @@ impl RelayWorker {
                 }
             }
             MoqEvent::SubscribeCancelled { serve, .. } => {
-                if let Some(state) = conn.serves.remove(&serve) {
+                if let Some(state) =
+                    conn.close_serve(serve, &mut self.counters.egress_subscriptions)
+                {
                     self.subscribers.remove(&state.sub);
                     conn.router_subscribers.remove(&state.sub);
                     self.counters.note_router(self.shard.unsubscribe(state.sub));
                 }
             }
             MoqEvent::GroupCancelled { serve, group, .. } => {
-                if let Some(state) = conn.serves.get_mut(&serve) {
+                if let Some(state) = conn.serve_mut(serve) {
                     state.groups.retain(|_, open| *open != group);
                 }
             }
@@ -290,7 +294,9 @@ impl RelayWorker {
                     _ => {}
                 }
                 let finished = match role {
-                    SubscriberRole::Serve(serve) => conn.deliver(serve, delivery),
+                    SubscriberRole::Serve(serve) => {
+                        conn.deliver(serve, delivery, &mut self.counters.egress_subscriptions)
+                    }
                     SubscriberRole::TrackInfo(request) => {
                         let ready = matches!(delivery, Delivery::Ready(_));
                         conn.answer_track_info(request, delivery);

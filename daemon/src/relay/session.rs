@@ -16,7 +16,7 @@ use quic_io::SessionId;
 use router::{BroadcastId, Delivery, FetchTicket, QueryId, SubscriberId, TrackId};
 use tracing::debug;
 
-use super::counters::SessionRefusals;
+use super::counters::{OpenClose, SessionRefusals, SubscriptionTally};
 use super::listing::{Credential, SessionView};
 use crate::auth::Access;
 
@@ -34,6 +34,8 @@ pub enum AwaitingSetup {
 #[derive(Debug)]
 pub struct Serve {
     pub sub: SubscriberId,
+    /// The relay-wide broadcast path, for the viewer count.
+    pub broadcast: String,
     /// Open group streams by group sequence.
     pub groups: HashMap<u64, GroupId>,
 }
@@ -93,7 +95,13 @@ pub struct RelaySession {
     pub expires_at: Option<std::time::Instant>,
     /// Broadcasts this session publishes, by relay-wide path.
     pub published: HashMap<String, BroadcastId>,
-    pub serves: HashMap<ServeId, Serve>,
+    /// Read through `open_serve` and `close_serve`, which keep the tallies.
+    serves: HashMap<ServeId, Serve>,
+    /// Serves per relay-wide broadcast path: a session with one or more is a viewer of
+    /// it. Bounded by `serves`.
+    viewing: HashMap<String, u32>,
+    /// Our subscriptions to the publishing peer. Entries come and go only through
+    /// `add_upstream` and `remove_upstream`, which keep the tally.
     pub upstream: HashMap<SubscriptionId, Upstream>,
     pub upstream_by_track: HashMap<TrackId, SubscriptionId>,
     /// Our TRACK requests (05) to the publishing peer, answered with the track's info.
@@ -136,6 +144,7 @@ impl RelaySession {
             expires_at: None,
             published: HashMap::new(),
             serves: HashMap::new(),
+            viewing: HashMap::new(),
             upstream: HashMap::new(),
             upstream_by_track: HashMap::new(),
             track_requests: HashMap::new(),
@@ -235,17 +244,33 @@ impl RelaySession {
     pub fn add_upstream(
         &mut self,
         subscription: SubscriptionId,
-        broadcast: BroadcastId,
-        track: TrackId,
-        name: Arc<str>,
+        upstream: Upstream,
+        tally: &mut OpenClose,
     ) {
-        self.upstream_by_track.insert(track, subscription);
-        self.upstream
-            .insert(subscription, Upstream::new(broadcast, track, name));
+        tally.opened += 1;
+        self.upstream_by_track.insert(upstream.track, subscription);
+        if let Some(replaced) = self.upstream.insert(subscription, upstream) {
+            debug_assert!(false, "subscription id {subscription:?} reused");
+            self.upstream_by_track.remove(&replaced.track);
+            tally.closed += 1;
+        }
+    }
+
+    pub fn remove_upstream(
+        &mut self,
+        subscription: SubscriptionId,
+        tally: &mut OpenClose,
+    ) -> Option<Upstream> {
+        let upstream = self.upstream.remove(&subscription)?;
+        tally.closed += 1;
+        if self.upstream_by_track.get(&upstream.track) == Some(&subscription) {
+            self.upstream_by_track.remove(&upstream.track);
+        }
+        Some(upstream)
     }
 
     /// The broadcast ended: its upstream subscriptions go with it.
-    pub fn forget_broadcast(&mut self, broadcast: BroadcastId) {
+    pub fn forget_broadcast(&mut self, broadcast: BroadcastId, tally: &mut OpenClose) {
         let ended: Vec<SubscriptionId> = self
             .upstream
             .iter()
@@ -253,9 +278,7 @@ impl RelaySession {
             .map(|(id, _)| *id)
             .collect();
         for subscription in ended {
-            if let Some(up) = self.upstream.remove(&subscription) {
-                self.upstream_by_track.remove(&up.track);
-            }
+            self.remove_upstream(subscription, tally);
             self.refusals
                 .note(self.driver.session_mut().unsubscribe(subscription));
         }
@@ -263,9 +286,65 @@ impl RelaySession {
 
     // ------------------------------------------------------------------ serving
 
+    /// Starts serving the peer's subscription `id`.
+    pub fn open_serve(&mut self, id: ServeId, serve: Serve, tally: &mut SubscriptionTally) {
+        // The session never reuses an id; if it did, the old serve counts as closed so
+        // opened - closed stays the live count.
+        debug_assert!(!self.serves.contains_key(&id), "serve id {id:?} reused");
+        self.close_serve(id, tally);
+        tally.subscriptions.opened += 1;
+        let viewing = self.viewing.entry(serve.broadcast.clone()).or_insert(0);
+        if *viewing == 0 {
+            tally.viewers.opened += 1;
+        }
+        *viewing += 1;
+        self.serves.insert(id, serve);
+    }
+
+    /// Stops serving `id`; `None` when it was not served.
+    pub fn close_serve(&mut self, id: ServeId, tally: &mut SubscriptionTally) -> Option<Serve> {
+        let serve = self.serves.remove(&id)?;
+        tally.subscriptions.closed += 1;
+        match self.viewing.get_mut(&serve.broadcast) {
+            Some(viewing) if *viewing > 1 => *viewing -= 1,
+            Some(_) => {
+                self.viewing.remove(&serve.broadcast);
+                tally.viewers.closed += 1;
+            }
+            None => debug_assert!(false, "a served broadcast without a viewer count"),
+        }
+        Some(serve)
+    }
+
+    pub fn serve_mut(&mut self, id: ServeId) -> Option<&mut Serve> {
+        self.serves.get_mut(&id)
+    }
+
+    /// The session is gone: everything it served and subscribed to upstream closes.
+    pub fn close_all_subscriptions(
+        &mut self,
+        egress: &mut SubscriptionTally,
+        ingress: &mut OpenClose,
+    ) {
+        let serves: Vec<ServeId> = self.serves.keys().copied().collect();
+        for id in serves {
+            self.close_serve(id, egress);
+        }
+        let upstream: Vec<SubscriptionId> = self.upstream.keys().copied().collect();
+        for subscription in upstream {
+            self.remove_upstream(subscription, ingress);
+        }
+        debug_assert!(self.viewing.is_empty());
+    }
+
     /// Applies one router delivery to the peer's subscription. True when the
     /// subscription is over and its router subscriber can go.
-    pub fn deliver(&mut self, serve: ServeId, delivery: Delivery) -> bool {
+    pub fn deliver(
+        &mut self,
+        serve: ServeId,
+        delivery: Delivery,
+        tally: &mut SubscriptionTally,
+    ) -> bool {
         let Some(state) = self.serves.get_mut(&serve) else {
             return true;
         };
@@ -277,7 +356,7 @@ impl RelaySession {
             Delivery::NotFound => {
                 self.refusals
                     .note(moq.reject_subscribe(serve, ErrorCode::NotFound));
-                self.serves.remove(&serve);
+                self.close_serve(serve, tally);
                 return true;
             }
             Delivery::GroupStart { group } => match moq.start_group(serve, group) {
@@ -326,7 +405,7 @@ impl RelaySession {
                     self.refusals.note(moq.abort_group(id, ErrorCode::Cancel));
                 }
                 self.refusals.note(moq.end_subscription(serve, end));
-                self.serves.remove(&serve);
+                self.close_serve(serve, tally);
                 return true;
             }
         }

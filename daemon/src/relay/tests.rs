@@ -16,7 +16,7 @@ use proto::{SetupRole, SubscribeUpdate, TrackInfo, Version};
 use quic_io::{Application, Event as IoEvent, SessionId, SessionInfo, Transport};
 use router::{Doorbell, Router};
 
-use super::RelayWorker;
+use super::{OpenClose, RelayWorker};
 use crate::auth::Authenticator;
 use crate::config::{AuthConfig, Generation};
 
@@ -870,4 +870,58 @@ fn a_06_upstream_subscription_starts_at_the_live_edge_and_widens_at_its_first_gr
         vec![(Some(41), super::publish::UPSTREAM_MAX_AGE_MS)],
         "the first group widens the budget with itself as the floor"
     );
+}
+
+#[test]
+fn subscriptions_and_viewers_are_counted_open_and_closed_on_each_side() {
+    let mut relay = Relay::new(1);
+    let publisher = relay.publish(0, "live");
+    let (subscriber, first) = relay.subscribe(0, "live");
+    let second = relay
+        .client(subscriber)
+        .subscribe("live", TRACK, SubscribeUpdate::latest(0))
+        .expect("a second subscription to the same track");
+    relay.pump();
+    // (subscriptions opened, closed, viewers opened, closed) on the serving side, and
+    // (opened, closed) of the relay's own upstream subscriptions.
+    let egress = |relay: &Relay| {
+        let tally = relay.workers[0].relay.counters.egress_subscriptions;
+        let (s, v) = (tally.subscriptions, tally.viewers);
+        (s.opened, s.closed, v.opened, v.closed)
+    };
+    let ingress = |relay: &Relay| {
+        let OpenClose { opened, closed } = relay.workers[0].relay.counters.ingress_subscriptions;
+        (opened, closed)
+    };
+    assert_eq!(
+        egress(&relay),
+        (2, 0, 1, 0),
+        "two subscriptions, one viewer"
+    );
+    assert_eq!(
+        ingress(&relay),
+        (1, 0),
+        "one upstream subscription for both"
+    );
+
+    relay
+        .client(subscriber)
+        .unsubscribe(first)
+        .expect("unsubscribe");
+    relay.pump();
+    assert_eq!(
+        egress(&relay),
+        (2, 1, 1, 0),
+        "still a viewer through the second"
+    );
+
+    relay.close_client_now(subscriber);
+    relay.pump();
+    assert_eq!(
+        egress(&relay),
+        (2, 2, 1, 1),
+        "the close ends {second:?} and the viewer"
+    );
+    relay.close_client(publisher);
+    assert_eq!(ingress(&relay), (1, 1));
 }
