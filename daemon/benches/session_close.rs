@@ -42,6 +42,7 @@ fn ready(id: SessionId) -> Event {
         remote: SocketAddr::from(([127, 0, 0, 1], 9)),
         local: None,
         server_name: None,
+        handshake_deadline: None,
     })
 }
 

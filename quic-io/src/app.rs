@@ -50,6 +50,10 @@ pub struct SessionInfo {
     pub local: Option<SocketAddr>,
     /// The TLS SNI the client sent, if any.
     pub server_name: Option<String>,
+    /// When the whole session setup must be done (`QuicConfig::handshake_timeout` from
+    /// the connection's first packet): what the transport did counts against it, and the
+    /// application bounds its own setup (a MoQ SETUP) by what is left.
+    pub handshake_deadline: Option<std::time::Instant>,
 }
 
 /// Something that happened on a session. Error codes are application codes: the HTTP/3

@@ -102,6 +102,15 @@ pub struct QuicConfig {
     pub webtransport: bool,
     /// WebTransport sub-protocols (`wt-available-protocols`) we accept, in preference order.
     pub wt_protocols: Vec<String>,
+    /// How long an accepted connection has to become a session (QUIC handshake, and for
+    /// WebTransport the CONNECT); `None` waits as long as the connection lives. The
+    /// application gets the same deadline in `SessionInfo::handshake_deadline`.
+    pub handshake_timeout: Option<Duration>,
+    /// Flow-control windows: the connection's receive window, each stream's, and how much
+    /// we keep unacknowledged in flight. `None` keeps quinn-proto's default.
+    pub receive_window: Option<u64>,
+    pub stream_receive_window: Option<u64>,
+    pub send_window: Option<u64>,
 }
 
 impl Default for QuicConfig {
@@ -124,6 +133,10 @@ impl Default for QuicConfig {
                 "moq-lite-04".into(),
                 "moq-lite-03".into(),
             ],
+            handshake_timeout: Some(Duration::from_secs(10)),
+            receive_window: None,
+            stream_receive_window: None,
+            send_window: None,
         }
     }
 }

@@ -112,7 +112,8 @@ impl<'a> Io<'a> {
                 addr,
                 reason: e.to_string(),
             })?;
-        Ok(self.core.insert_conn(handle, inner, addr, dial))
+        // A dial is bounded by its caller's own timeout.
+        Ok(self.core.insert_conn(handle, inner, addr, dial, None))
     }
 
     /// Opens a bidirectional stream (WebTransport prefix written for you).

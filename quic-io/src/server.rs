@@ -112,6 +112,9 @@ pub struct WorkerStats {
     pub refused: AtomicU64,
     /// Handshakes answered with Retry above the handshake rate.
     pub retries: AtomicU64,
+    /// Connections closed because they did not become a session (QUIC handshake plus a
+    /// WebTransport CONNECT) within `QuicConfig::handshake_timeout`.
+    pub handshake_timeouts: AtomicU64,
     /// Connections closed for HTTP/3 or WebTransport protocol violations.
     pub protocol_errors: AtomicU64,
     /// Stateless packets (Retry, refusal, version negotiation, reset, handshake-failure
@@ -143,6 +146,7 @@ pub struct StatsSnapshot {
     pub accepted: u64,
     pub refused: u64,
     pub retries: u64,
+    pub handshake_timeouts: u64,
     pub protocol_errors: u64,
     pub stateless_dropped: u64,
     pub stream_op_errors: u64,
@@ -180,6 +184,7 @@ impl WorkerStats {
             accepted: l(&self.accepted),
             refused: l(&self.refused),
             retries: l(&self.retries),
+            handshake_timeouts: l(&self.handshake_timeouts),
             protocol_errors: l(&self.protocol_errors),
             stateless_dropped: l(&self.stateless_dropped),
             stream_op_errors: l(&self.stream_op_errors),

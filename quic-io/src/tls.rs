@@ -76,6 +76,8 @@ pub enum TlsError {
     Quic(String),
     #[error("idle timeout {0:?} out of range")]
     IdleTimeout(Duration),
+    #[error("{what} of {bytes} bytes is beyond QUIC's 2^62 - 1")]
+    Window { what: &'static str, bytes: u64 },
 }
 
 /// A certificate chain with its key, ready to serve.
@@ -185,6 +187,18 @@ pub fn transport_config(config: &Config) -> Result<TransportConfig, TlsError> {
     ));
     t.keep_alive_interval(q.keep_alive);
     t.datagram_receive_buffer_size(Some(DATAGRAM_RECV_BUFFER));
+    let window = |bytes: u64, what: &'static str| {
+        VarInt::from_u64(bytes).map_err(|_| TlsError::Window { what, bytes })
+    };
+    if let Some(bytes) = q.receive_window {
+        t.receive_window(window(bytes, "receive_window")?);
+    }
+    if let Some(bytes) = q.stream_receive_window {
+        t.stream_receive_window(window(bytes, "stream_receive_window")?);
+    }
+    if let Some(bytes) = q.send_window {
+        t.send_window(bytes);
+    }
     match q.congestion {
         Congestion::Cubic => t.congestion_controller_factory(Arc::new(
             quinn_proto::congestion::CubicConfig::default(),
@@ -381,5 +395,42 @@ mod tests {
         let cfg = Config::new("127.0.0.1:0".parse().unwrap());
         assert!(server_config(&m, &cfg).is_ok());
         std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    /// quinn-proto keeps its fields private; its Debug output is the one public view.
+    fn shown(config: &Config) -> String {
+        format!("{:?}", transport_config(config).expect("transport config"))
+    }
+
+    #[test]
+    fn configured_windows_reach_every_connection_and_unset_ones_keep_quinns() {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+        let defaults = shown(&config);
+        config.quic.receive_window = Some(3 << 20);
+        config.quic.stream_receive_window = Some(256 << 10);
+        config.quic.send_window = Some(5 << 20);
+        let set = shown(&config);
+        assert!(set.contains("receive_window: 3145728"), "{set}");
+        assert!(set.contains("stream_receive_window: 262144"), "{set}");
+        assert!(set.contains("send_window: 5242880"), "{set}");
+        assert!(!defaults.contains("receive_window: 3145728"), "{defaults}");
+    }
+
+    #[test]
+    fn a_window_beyond_a_quic_varint_is_an_error() {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+        config.quic.receive_window = Some(1 << 62);
+        assert!(matches!(
+            transport_config(&config),
+            Err(TlsError::Window {
+                what: "receive_window",
+                ..
+            })
+        ));
     }
 }

@@ -406,6 +406,60 @@ mod tests {
     }
 
     #[test]
+    fn listen_timeout_and_quic_windows_default_as_0_17_and_are_bounded() {
+        let defaults = parse(TLS).unwrap().effective_quic();
+        assert_eq!(
+            defaults.handshake_timeout,
+            Some(std::time::Duration::from_secs(10))
+        );
+        assert_eq!(defaults.receive_window, 64 << 20);
+        assert_eq!(defaults.stream_receive_window, None);
+
+        let set = parse(&format!(
+            "{TLS}timeout = \"0s\"\n[quic]\nreceive_window = \"8MiB\"\nsend_window = 65536\n"
+        ))
+        .unwrap()
+        .effective_quic();
+        assert_eq!(set.handshake_timeout, None, "0 waits for ever");
+        assert_eq!(
+            (set.receive_window, set.send_window),
+            (8 << 20, Some(65536))
+        );
+
+        for (text, key) in [
+            ("[quic]\nreceive_window = 100\n", "quic.receive_window"),
+            (
+                "[quic]\nstream_receive_window = \"2GiB\"\n",
+                "quic.stream_receive_window",
+            ),
+            ("timeout = \"2h\"\n", "server.timeout"),
+        ] {
+            let err = parse(&format!("{TLS}{text}")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{text}");
+        }
+    }
+
+    #[test]
+    fn runtime_io_uring_picks_the_socket_backend_and_may_not_contradict_it() {
+        use crate::config::types::IoBackend;
+        let io = |text: &str| parse(&format!("{TLS}{text}")).map(|c| c.effective_io());
+        assert_eq!(io("").unwrap(), IoBackend::Auto);
+        assert_eq!(
+            io("[runtime]\nio_uring = true\n").unwrap(),
+            IoBackend::Uring
+        );
+        assert_eq!(
+            io("[runtime]\nio_uring = false\n").unwrap(),
+            IoBackend::Poll
+        );
+        let both = "[runtime]\nio_uring = true\n[socket]\nio = \"poll\"\n";
+        assert_eq!(
+            io(both).unwrap_err().key.as_deref(),
+            Some("runtime.io_uring")
+        );
+    }
+
+    #[test]
     fn mesh_needs_a_node_and_accepts_the_legacy_url_form() {
         let err = parse(&format!("{TLS}[cluster]\nmesh = true\n")).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("cluster.mesh"));

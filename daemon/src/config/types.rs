@@ -586,7 +586,8 @@ pub struct RuntimeConfig {
     /// CPU for the thread that holds the upstream (cluster) links.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_cpu: Option<usize>,
-    /// 0.17 `[runtime] io_uring`; here `[socket] io` chooses.
+    /// 0.17 `[runtime] io_uring`: `true` insists on io_uring (`[socket] io = "uring"`),
+    /// `false` uses poll(2); unset leaves `[socket] io` to choose. See `effective_io`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub io_uring: Option<bool>,
 }
@@ -749,7 +750,23 @@ pub struct EffectiveQuic {
     pub max_streams: u64,
     pub keep_alive: Option<Duration>,
     pub mtu_discovery: bool,
+    /// `[listen] timeout`: QUIC and WebTransport handshake plus the MoQ SETUP; `None`
+    /// (a `0` in the file) waits as long as the connection lives.
+    pub handshake_timeout: Option<Duration>,
+    pub receive_window: u64,
+    /// `None`: quinn-proto's default (1.25 MB per stream, 8 of them in flight).
+    pub stream_receive_window: Option<u64>,
+    pub send_window: Option<u64>,
 }
+
+/// moq-relay 0.17's `[listen] timeout` default, for both generations: 0.14 had no
+/// deadline, and a connection that never finishes its setup must not be held forever.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// moq-relay 0.17's `[quic] receive_window` default, for both generations: quinn-proto's
+/// own is unbounded, and one publisher's connection should not hold more than this
+/// unread.
+pub const DEFAULT_RECEIVE_WINDOW: u64 = 64 << 20;
 
 /// moq-relay's `dev` default for how long sessions get to leave after GOAWAY.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -783,6 +800,11 @@ impl Config {
                 .unwrap_or(DEFAULT_MAX_STREAMS),
             keep_alive: (!keep_alive.is_zero()).then_some(keep_alive),
             mtu_discovery: ours.mtu_discovery.or(theirs.mtu_discovery).unwrap_or(false),
+            handshake_timeout: Some(self.server.timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT))
+                .filter(|timeout| !timeout.is_zero()),
+            receive_window: ours.receive_window.map_or(DEFAULT_RECEIVE_WINDOW, |b| b.0),
+            stream_receive_window: ours.stream_receive_window.map(|b| b.0),
+            send_window: ours.send_window.map(|b| b.0),
         }
     }
 
@@ -796,13 +818,26 @@ impl Config {
         filled.quic.max_streams = Some(quic.max_streams);
         filled.quic.keep_alive = Some(quic.keep_alive.unwrap_or(Duration::ZERO));
         filled.quic.mtu_discovery = Some(quic.mtu_discovery);
+        filled.quic.receive_window = Some(ByteCount(quic.receive_window));
+        filled.server.timeout = Some(quic.handshake_timeout.unwrap_or(Duration::ZERO));
         filled.quic.gso = Some(self.effective_gso());
+        filled.socket.io = self.effective_io();
         filled.drain_timeout = Some(self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT));
         filled.drain_refuse_new = Some(self.drain_refuse_new.unwrap_or(false));
         if super::validate::quic_enabled(&self.server) && self.server.bind.is_none() {
             filled.server.bind = Some(crate::listen::DEFAULT_BIND.to_owned());
         }
         filled
+    }
+
+    /// The socket backend: `[socket] io`, narrowed by 0.17's `[runtime] io_uring` when
+    /// `io` is left at `auto` (validation refuses the two disagreeing).
+    pub fn effective_io(&self) -> IoBackend {
+        match (self.socket.io, self.runtime.io_uring) {
+            (IoBackend::Auto, Some(true)) => IoBackend::Uring,
+            (IoBackend::Auto, Some(false)) => IoBackend::Poll,
+            (io, _) => io,
+        }
     }
 
     /// GSO is on unless `[socket] gso` or either QUIC table turns it off.

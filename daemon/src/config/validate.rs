@@ -72,12 +72,28 @@ const MAX_CONNECTIONS_PER_WORKER: usize = 1 << 20;
 const MIN_QUEUE_BYTES: u64 = 64 << 10;
 const MAX_QUEUE_BYTES: u64 = 1 << 34;
 const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
+/// Flow-control windows: one full-size packet at least (smaller stalls every stream), and
+/// at most 1 GiB, which one connection could then make the relay buffer.
+const WINDOW_RANGE: (u64, u64) = (1200, 1 << 30);
 /// moq-relay's origin ids are QUIC varints.
 const MAX_CLUSTER_ID: u64 = 1 << 62;
 
 pub(crate) fn validate(config: &Config, host: &HostFacts) -> Result<(), Invalid> {
     validate_runtime(&config.runtime, host)?;
     validate_socket(&config.socket)?;
+    match (config.runtime.io_uring, config.socket.io) {
+        (Some(true), IoBackend::Poll) | (Some(false), IoBackend::Uring) => {
+            return invalid(
+                "runtime.io_uring",
+                format!(
+                    "{} contradicts [socket] io = {:?}; set one of them",
+                    config.runtime.io_uring.unwrap_or_default(),
+                    config.socket.io
+                ),
+            );
+        }
+        _ => {}
+    }
     validate_quic(config)?;
     validate_limits(&config.limits)?;
     validate_server(&config.server)?;
@@ -215,6 +231,29 @@ fn validate_quic(config: &Config) -> Result<(), Invalid> {
         return invalid(
             key,
             "must be shorter than the idle timeout, or the connection times out between pings",
+        );
+    }
+    for (key, window) in [
+        ("quic.receive_window", config.quic.receive_window),
+        (
+            "quic.stream_receive_window",
+            config.quic.stream_receive_window,
+        ),
+        ("quic.send_window", config.quic.send_window),
+    ] {
+        let (low, high) = WINDOW_RANGE;
+        if let Some(window) = window.filter(|w| !(low..=high).contains(&w.0)) {
+            return invalid(key, format!("{} bytes is outside {low}..={high}", window.0));
+        }
+    }
+    if let Some(timeout) = config.server.timeout
+        && timeout.as_secs() > MAX_IDLE_TIMEOUT_SECS
+    {
+        return invalid(
+            "server.timeout",
+            format!(
+                "must be at most {MAX_IDLE_TIMEOUT_SECS}s (0 waits as long as the connection lives)"
+            ),
         );
     }
     if let Some(nonce) = config.server.quic.quic_lb_nonce

@@ -416,6 +416,12 @@ pub fn render(state: &ControlState) -> String {
             |s| s.retries,
         ),
         (
+            "moq_relayd_handshake_timeouts_total",
+            "counter",
+            "Connections closed for not becoming a session (QUIC handshake, WebTransport CONNECT) within [listen] timeout.",
+            |s| s.handshake_timeouts,
+        ),
+        (
             "moq_relayd_protocol_errors_total",
             "counter",
             "Connections closed for HTTP/3 or WebTransport protocol violations.",
@@ -450,6 +456,12 @@ pub fn render(state: &ControlState) -> String {
             "counter",
             "moq-lite sessions closed.",
             |c| c.sessions_closed,
+        ),
+        (
+            "moq_relayd_setup_timeouts_total",
+            "counter",
+            "moq-lite-05+ sessions closed for no SETUP within [listen] timeout.",
+            |c| c.setup_timeouts,
         ),
         (
             "moq_relayd_router_refusals_total",

@@ -112,7 +112,7 @@ const LATENCY_FIELDS: usize = LATENCY_BUCKETS_MICROS.len() + 2;
 const ROUTER_FIELDS: usize = 6 + 5 + 1;
 
 /// Counters kept one by one, in `flatten`'s order.
-const SINGLE_FIELDS: usize = 28;
+const SINGLE_FIELDS: usize = 29;
 
 /// The number of counters in `PublishedCounters`: the single counters, one per `[auth]`
 /// refusal cause, the sessions by transport and version, the latency histogram, then the
@@ -197,6 +197,7 @@ impl PublishedCounters {
                 opened: v[26],
                 closed: v[27],
             },
+            setup_timeouts: v[28],
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| v[SINGLE_FIELDS + i]),
             },
@@ -260,6 +261,7 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         c.egress_subscriptions.viewers.closed,
         c.ingress_subscriptions.opened,
         c.ingress_subscriptions.closed,
+        c.setup_timeouts,
     ];
     let (r, sh) = (&c.router, &c.shard);
     let router = [
@@ -532,6 +534,7 @@ mod tests {
                 opened: 94,
                 closed: 95,
             },
+            setup_timeouts: 96,
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| 23 + i as u64),
             },

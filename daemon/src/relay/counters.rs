@@ -180,6 +180,8 @@ pub struct RelayCounters {
     pub auth_refusals: AuthRefusals,
     /// Sessions closed because their credential's `exp` passed.
     pub sessions_expired: u64,
+    /// moq-lite-05+ sessions closed for no SETUP within `[listen] timeout`.
+    pub setup_timeouts: u64,
     /// Router calls refused (an id the router no longer knew, a group out of order).
     pub router_refusals: u64,
     pub driver: DriverCounters,

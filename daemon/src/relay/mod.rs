@@ -21,6 +21,7 @@ mod publish;
 mod serve;
 mod session;
 mod setup;
+mod setup_deadline;
 #[cfg(test)]
 mod tests;
 
@@ -106,6 +107,9 @@ pub struct RelayWorker {
     /// is bounded by the sessions. `poll` closes what is due; `timeout` wakes for the
     /// first.
     expiries: BTreeSet<(Instant, SessionId)>,
+    /// moq-lite-05+ sessions still waiting for the client's SETUP, by the end of their
+    /// `[listen] timeout` (`RelaySession::setup_deadline` names each entry).
+    setup_deadlines: BTreeSet<(Instant, SessionId)>,
     /// FETCHes waiting for the router's answer → the session, its request and the frames
     /// it wants (bounded by the router's limit on pending fetches).
     fetches: HashMap<FetchTicket, (SessionId, FetchServeId, FrameRange)>,
@@ -151,6 +155,7 @@ impl RelayWorker {
             broadcasts: HashMap::new(),
             fetches: HashMap::new(),
             expiries: BTreeSet::new(),
+            setup_deadlines: BTreeSet::new(),
             deferred: VecDeque::new(),
             deferred_set: HashSet::new(),
             may_park: false,
@@ -216,6 +221,7 @@ impl RelayWorker {
         if let Some(index) = proto::Version::ALL.iter().position(|&v| v == version) {
             self.counters.sessions_by_version[transport][index] += 1;
         }
+        let session = info.id;
         match decide_now {
             None => self.await_setup(info.id, AwaitingSetup::Path),
             Some((path, query)) => {
@@ -228,7 +234,10 @@ impl RelayWorker {
                 }
             }
         }
-        self.drive(info.id, io);
+        if let Some(deadline) = info.handshake_deadline {
+            self.arm_setup_deadline(session, deadline);
+        }
+        self.drive(session, io);
     }
 
     fn await_setup(&mut self, session: SessionId, awaiting: AwaitingSetup) {
@@ -387,7 +396,11 @@ impl RelayWorker {
                     SetupRole::Subscriber => Role::Subscriber,
                     SetupRole::Both => Role::Any,
                 };
-                match conn.awaiting_setup.take() {
+                let awaited = conn.awaiting_setup.take();
+                if let Some(at) = conn.setup_deadline.take() {
+                    self.setup_deadlines.remove(&(at, session));
+                }
+                match awaited {
                     // Raw QUIC 05: the SETUP Path is the request target (spec `auth.md` 2).
                     Some(AwaitingSetup::Path) => {
                         let target = setup.path.unwrap_or_default();
@@ -455,6 +468,9 @@ impl RelayWorker {
         if let Some(at) = conn.expires_at.take() {
             self.expiries.remove(&(at, session));
         }
+        if let Some(at) = conn.setup_deadline.take() {
+            self.setup_deadlines.remove(&(at, session));
+        }
         self.counters.sessions_closed += 1;
         self.counters.session_refusals.add(&conn.refusals);
         self.counters.driver.add(&conn.driver.counters());
@@ -517,6 +533,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
     fn poll(&mut self, now: Instant, io: &mut T) {
         self.now = now;
         self.expire_sessions(now, io);
+        self.close_late_setups(now, io);
         self.shard.poll(now);
         self.publisher_events(io);
         self.announce_events(io);
@@ -536,10 +553,14 @@ impl<T: SessionIo> Application<T> for RelayWorker {
             return Some(self.now);
         }
         let hold = self.holds.first().map(|&(at, _)| at);
-        let expiry = match (self.expiries.first().map(|&(at, _)| at), hold) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let expiry = [
+            self.expiries.first().map(|&(at, _)| at),
+            self.setup_deadlines.first().map(|&(at, _)| at),
+            hold,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match (self.shard.next_deadline(self.now), expiry) {
             (Some(router), Some(expiry)) => Some(router.min(expiry)),
             (router, expiry) => router.or(expiry),

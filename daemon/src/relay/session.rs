@@ -93,6 +93,8 @@ pub struct RelaySession {
     pub awaiting_setup: Option<AwaitingSetup>,
     /// When the credential expires, as entered in the worker's expiry set.
     pub expires_at: Option<std::time::Instant>,
+    /// When a SETUP still awaited is too late, as entered in the worker's set.
+    pub setup_deadline: Option<std::time::Instant>,
     /// Broadcasts this session publishes, by relay-wide path.
     pub published: HashMap<String, BroadcastId>,
     /// Read through `open_serve` and `close_serve`, which keep the tallies.
@@ -142,6 +144,7 @@ impl RelaySession {
             access: None,
             awaiting_setup: None,
             expires_at: None,
+            setup_deadline: None,
             published: HashMap::new(),
             serves: HashMap::new(),
             viewing: HashMap::new(),

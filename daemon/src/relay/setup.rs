@@ -87,7 +87,7 @@ pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) 
             cpus: cpus.iter().flatten().copied().collect(),
         },
         socket: quic_io::SocketConfig {
-            io: match config.socket.io {
+            io: match config.effective_io() {
                 IoBackend::Auto => quic_io::IoBackend::Auto,
                 IoBackend::Uring => quic_io::IoBackend::Uring,
                 IoBackend::Poll => quic_io::IoBackend::Poll,
@@ -112,6 +112,10 @@ pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) 
             raw_alpns: versions.clone(),
             webtransport: true,
             wt_protocols: versions,
+            handshake_timeout: quic.handshake_timeout,
+            receive_window: Some(quic.receive_window),
+            stream_receive_window: quic.stream_receive_window,
+            send_window: quic.send_window,
         },
         limits: quic_io::LimitsConfig {
             max_connections_per_worker: config.limits.connections_per_worker,

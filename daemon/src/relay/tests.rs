@@ -130,6 +130,7 @@ impl Relay {
             remote: SocketAddr::from(([127, 0, 0, 1], 9)),
             local: None,
             server_name: None,
+            handshake_deadline: None,
         });
         Application::<FakeIo>::on_event(&mut w.relay, self.now, ready, &mut w.io);
         self.clients.push(Client {
@@ -588,6 +589,7 @@ fn arrive(relay: &mut RelayWorker, io: &mut FakeIo, id: SessionId, path: &str, q
         remote: SocketAddr::from(([127, 0, 0, 1], 9)),
         local: None,
         server_name: None,
+        handshake_deadline: None,
     });
     Application::<FakeIo>::on_event(relay, Instant::now(), ready, io);
 }

@@ -11,10 +11,15 @@ use proto::message::{AnnounceRequest, BidiType, Message, Setup, UniType};
 /// A client TLS config offering moq-lite-05 (raw QUIC) that trusts only the relay's
 /// certificate with this SHA-256 fingerprint (hex, as the relay logs it).
 pub fn bare_client_config(fingerprint: &str) -> quinn::ClientConfig {
+    client_config_offering(fingerprint, &["moq-lite-05"])
+}
+
+/// The same, offering `alpns` (`h3` for a WebTransport connection).
+pub fn client_config_offering(fingerprint: &str, alpns: &[&str]) -> quinn::ClientConfig {
     let quic = quic_io::Config::new("127.0.0.1:0".parse().unwrap());
     quic_io::tls::client_config(
         quic_io::tls::ServerVerify::Sha256(vec![fingerprint_bytes(fingerprint)]),
-        &["moq-lite-05"],
+        alpns,
         &quic,
     )
     .expect("client TLS config")

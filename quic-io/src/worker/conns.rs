@@ -60,6 +60,8 @@ pub(crate) struct WorkerConn {
     pub pending_prefix: HashMap<StreamId, Bytes>,
     /// An outgoing WebTransport dial: the client handshake, until ALPN `h3` is confirmed.
     pub dial: Option<Box<wt::Handshake>>,
+    /// An accepted connection must be a session by then (`QuicConfig::handshake_timeout`).
+    pub handshake_deadline: Option<Instant>,
 }
 
 impl WorkerConn {
@@ -108,6 +110,7 @@ pub(crate) struct Core {
     pub(crate) refusing_new: bool,
     /// The most concurrent (bidi, uni) streams a peer may grow to.
     max_streams: (u32, u32),
+    handshake_timeout: Option<Duration>,
     bucket: TokenBucket,
     scratch: Vec<u8>,
 }
@@ -196,6 +199,7 @@ impl Core {
             local_addr,
             refusing_new: false,
             max_streams: crate::tls::max_stream_credit(&cfg.quic),
+            handshake_timeout: cfg.quic.handshake_timeout,
             bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
             scratch: Vec::with_capacity(max_segments * 1500),
         }
@@ -240,6 +244,7 @@ impl Core {
         inner: quinn_proto::Connection,
         remote: SocketAddr,
         dial: Option<Box<wt::Handshake>>,
+        handshake_deadline: Option<Instant>,
     ) -> SessionId {
         let sid = self.next_id;
         self.next_id += 1;
@@ -257,6 +262,7 @@ impl Core {
                 close_at: None,
                 pending_prefix: HashMap::new(),
                 dial,
+                handshake_deadline,
             }),
         );
         self.by_handle.insert(handle, sid);
@@ -318,7 +324,8 @@ impl Core {
         let remote = incoming.remote_address();
         match self.endpoint.accept(incoming, now, buf, None) {
             Ok((handle, inner)) => {
-                let sid = self.insert_conn(handle, inner, remote, None);
+                let deadline = self.handshake_timeout.map(|timeout| now + timeout);
+                let sid = self.insert_conn(handle, inner, remote, None, deadline);
                 debug!(worker = self.index, session = sid, %remote, "accepted");
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             }
@@ -406,6 +413,7 @@ impl Core {
                         remote: c.remote,
                         local: session_local(&c.inner, self.local_addr),
                         server_name: server_name(&c.inner),
+                        handshake_deadline: c.handshake_deadline,
                     }));
                 }
                 Mode::H3(_) => {
@@ -770,6 +778,7 @@ impl Core {
                         remote: c.remote,
                         local: session_local(&c.inner, self.local_addr),
                         server_name: server_name(&c.inner),
+                        handshake_deadline: c.handshake_deadline,
                     }));
                     if let Mode::H3(h) = &mut c.mode {
                         h.streams.session_ready();
@@ -862,10 +871,11 @@ impl Core {
             debug_assert!(open > 0, "connection counter underflow");
             return ok;
         }
-        let next = match (c.inner.poll_timeout(), c.close_at.map(|x| x.0)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let handshake = c.handshake_deadline.filter(|_| !c.ready && !c.closed);
+        let next = [c.inner.poll_timeout(), c.close_at.map(|x| x.0), handshake]
+            .into_iter()
+            .flatten()
+            .min();
         if next != c.timer {
             if let Some(t) = c.timer {
                 let armed = self.timers.remove(&(t, sid));
@@ -931,6 +941,23 @@ impl Core {
                 {
                     c.close_at = None;
                     c.inner.close(now, code, Bytes::new());
+                }
+                if !c.ready && !c.closed && c.handshake_deadline.is_some_and(|at| at <= now) {
+                    c.handshake_deadline = None;
+                    self.stats
+                        .handshake_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(worker = self.index, session = sid, remote = %c.remote, "handshake timed out");
+                    // The session never became ready, so the application hears nothing.
+                    let code = match c.mode {
+                        Mode::H3(_) => wt::h3::REQUEST_REJECTED,
+                        _ => 0,
+                    };
+                    c.inner.close(
+                        now,
+                        VarInt::from_u64(code).unwrap_or_default(),
+                        Bytes::from_static(b"handshake timeout"),
+                    );
                 }
                 c.inner.handle_timeout(now);
             }
