@@ -41,6 +41,16 @@ pub fn worker_cpus(runtime: &RuntimeConfig, allowed_cpus: &[usize]) -> Vec<Optio
         .collect()
 }
 
+/// The allowed CPUs that no worker is pinned to.
+pub fn housekeeping_cpus(runtime: &RuntimeConfig, allowed_cpus: &[usize]) -> Vec<usize> {
+    let workers = worker_cpus(runtime, allowed_cpus);
+    allowed_cpus
+        .iter()
+        .copied()
+        .filter(|cpu| !workers.contains(&Some(*cpu)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +80,21 @@ mod tests {
             ..runtime
         };
         assert_eq!(worker_cpus(&unpinned, &[0, 1, 2, 3, 7]), vec![None, None]);
+    }
+
+    #[test]
+    fn the_control_thread_gets_the_cpus_no_worker_is_pinned_to() {
+        let one_worker = RuntimeConfig {
+            workers: Workers::Count(1),
+            ..RuntimeConfig::default()
+        };
+        assert_eq!(housekeeping_cpus(&one_worker, &[0, 1, 2]), vec![1, 2]);
+        let everywhere = RuntimeConfig::default();
+        assert_eq!(housekeeping_cpus(&everywhere, &[0, 1]), Vec::<usize>::new());
+        let unpinned = RuntimeConfig {
+            pin: false,
+            ..one_worker
+        };
+        assert_eq!(housekeeping_cpus(&unpinned, &[0, 1]), vec![0, 1]);
     }
 }

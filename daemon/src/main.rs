@@ -9,7 +9,7 @@ use anyhow::Context;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use moq_relayd::config::{self, Loaded, Source};
-use moq_relayd::{auth, control, logging, notify, relay, support};
+use moq_relayd::{auth, control, listen, logging, notify, relay, support};
 
 /// Exit status for a configuration that cannot be used (as with `--check`).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -97,7 +97,8 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
             "[auth] grants nothing (no `public`, no key): every publish and subscribe will be refused"
         );
     }
-    let relay = relay::start(config, &config::allowed_cpus())?;
+    let allowed_cpus = config::allowed_cpus();
+    let relay = relay::start(config, &allowed_cpus)?;
     let server = &relay.handle;
     let local_addr = server.local_addr();
     let fingerprint = server.fingerprint();
@@ -109,6 +110,7 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
                 (listen, https.cert.0.clone(), https.key.0.clone())
             }),
             internal: config.internal.listen.clone(),
+            housekeeping_cpus: listen::housekeeping_cpus(&config.runtime, &allowed_cpus),
         },
         control::ControlState::new(
             fingerprint.clone(),

@@ -28,5 +28,5 @@ pub use config::{
 pub use io::Io;
 pub use server::{
     SEGMENT_BUCKETS, SegmentHistogram, Server, ServerHandle, StartError, StatsSnapshot, Waker,
-    WorkerCtx, WorkerStats, allowed_cpus,
+    WorkerCtx, WorkerStats, allowed_cpus, pin_to_cpus,
 };

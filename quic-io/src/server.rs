@@ -601,10 +601,21 @@ pub fn allowed_cpus() -> Vec<usize> {
 }
 
 fn pin_to(cpu: usize) -> io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; we set one bit and apply it to the calling thread.
+    pin_to_cpus(&[cpu])
+}
+
+/// Restricts the calling thread to `cpus` (each below `CPU_SETSIZE`).
+pub fn pin_to_cpus(cpus: &[usize]) -> io::Result<()> {
+    if cpus.is_empty() || cpus.iter().any(|&c| c >= libc::CPU_SETSIZE as usize) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: cpu_set_t is plain data; we set in-range bits and apply it to the calling
+    // thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(io::Error::last_os_error());
         }

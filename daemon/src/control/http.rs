@@ -207,7 +207,7 @@ async fn route(kind: Listener, state: &ControlState, request: Request<Incoming>)
         (_, false, _) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         (_, true, "/health") => text(StatusCode::OK, "ok\n"),
         (Listener::Internal, true, "/metrics") => {
-            let mut response = text(StatusCode::OK, metrics::render(state));
+            let mut response = text(StatusCode::OK, state.metrics_body());
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(metrics::CONTENT_TYPE),

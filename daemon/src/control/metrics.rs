@@ -23,6 +23,12 @@ type Family<T> = (&'static str, &'static str, &'static str, fn(T) -> u64);
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
+/// How long one rendered body answers scrapes: the interval at which workers publish
+/// their counters (`relay::control::PUBLISH_INTERVAL`), so a faster scraper would only
+/// re-render the same relay counters. quic-io's live socket counters are at most this
+/// stale.
+pub const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// moq-relay families with `tier` and `role` labels that moq-relayd counts, with the
 /// value for one direction.
 /// A traffic family: name, help, and the value of one direction.

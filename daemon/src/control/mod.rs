@@ -98,6 +98,8 @@ pub struct ControlState {
     pub accept: Vec<(Listener, Arc<AcceptStats>)>,
     /// `[web.https]`'s certificate, re-read on SIGHUP.
     pub https: Option<Arc<https::HttpsTls>>,
+    /// The last `/metrics` body and when it was rendered (see `metrics::CACHE_FOR`).
+    metrics_cache: Mutex<Option<(std::time::Instant, bytes::Bytes)>>,
 }
 
 impl ControlState {
@@ -116,7 +118,25 @@ impl ControlState {
             auth,
             accept: Vec::new(),
             https: None,
+            metrics_cache: Mutex::new(None),
         }
+    }
+
+    /// The `/metrics` body: rendered again only once the last one is `CACHE_FOR` old, so
+    /// a scraper polling faster than the workers publish costs one render per interval.
+    pub fn metrics_body(&self) -> bytes::Bytes {
+        let now = std::time::Instant::now();
+        let Ok(mut cache) = self.metrics_cache.lock() else {
+            return metrics::render(self).into();
+        };
+        if let Some((at, body)) = cache.as_ref()
+            && now.duration_since(*at) < metrics::CACHE_FOR
+        {
+            return body.clone();
+        }
+        let body = bytes::Bytes::from(metrics::render(self));
+        *cache = Some((now, body.clone()));
+        body
     }
 
     pub fn fingerprint(&self) -> String {
@@ -153,6 +173,10 @@ pub struct Listeners {
     /// `[web.https] listen` with its certificate and key files.
     pub https: Option<(String, Vec<String>, Vec<String>)>,
     pub internal: Option<String>,
+    /// CPUs no worker is pinned to: the control thread runs there, so a scrape storm or
+    /// a slow HTTP client never takes time from a worker's core. Empty: wherever the
+    /// scheduler puts it (every allowed CPU holds a worker).
+    pub housekeeping_cpus: Vec<usize>,
 }
 
 /// The running control runtime.
@@ -255,9 +279,18 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
         .context("cannot build the control runtime")?;
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let shared = state.clone();
+    let cpus = listeners.housekeeping_cpus.clone();
     let thread = std::thread::Builder::new()
         .name("control-http".into())
-        .spawn(move || runtime.block_on(http::serve(bound, shared, stopped)))
+        .spawn(move || {
+            if !cpus.is_empty() {
+                match quic_io::pin_to_cpus(&cpus) {
+                    Ok(()) => tracing::info!(?cpus, "control thread kept off the worker cores"),
+                    Err(err) => tracing::warn!(?cpus, "control thread not placed: {err}"),
+                }
+            }
+            runtime.block_on(http::serve(bound, shared, stopped))
+        })
         .context("cannot spawn the control HTTP thread")?;
     Ok(Control {
         thread: Some(thread),
