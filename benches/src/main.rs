@@ -249,7 +249,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Median of each figure per relay, and B / A.
 fn ratios(a: &str, b: &str, runs: &[(String, Report)]) -> String {
     type Pick = fn(&Report) -> f64;
-    let figures: [(&str, Pick); 9] = [
+    let figures: [(&str, Pick); 10] = [
         ("p50 ms", |r| r.latency.p50_ms),
         ("p90 ms", |r| r.latency.p90_ms),
         ("p99 ms", |r| r.latency.p99_ms),
@@ -258,6 +258,11 @@ fn ratios(a: &str, b: &str, runs: &[(String, Report)]) -> String {
         ("lost frames", |r| r.lost_frames as f64),
         ("relay CPU µs/frame", |r| {
             r.relay.as_ref().map_or(f64::NAN, |c| c.cpu_us_per_frame)
+        }),
+        ("relay worker-thread CPU µs/frame", |r| {
+            r.relay
+                .as_ref()
+                .map_or(f64::NAN, |c| c.worker_cpu_us_per_frame)
         }),
         ("relay CPU % of a core", |r| {
             r.relay.as_ref().map_or(f64::NAN, |c| c.cpu_share * 100.0)

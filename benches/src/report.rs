@@ -46,6 +46,9 @@ pub struct RelayCost {
     pub cpu_share: f64,
     pub rss_mib: f64,
     pub cpu_us_per_frame: f64,
+    /// The part spent on its worker threads (the data path), per delivered frame; 0 for
+    /// a relay without `quic-worker-*` threads.
+    pub worker_cpu_us_per_frame: f64,
     pub cpu_ms_per_mb: f64,
     /// Share of the window its threads spent runnable but waiting for a CPU (summed over
     /// threads): another load on its CPUs slowed it.
@@ -180,6 +183,11 @@ impl Report {
                     } else {
                         0.0
                     },
+                    worker_cpu_us_per_frame: if delivered > 0 {
+                        (b.worker_cpu_secs - a.worker_cpu_secs).max(0.0) * 1e6 / delivered as f64
+                    } else {
+                        0.0
+                    },
                     cpu_ms_per_mb: if bytes > 0 {
                         cpu * 1e3 / (bytes as f64 / 1e6)
                     } else {
@@ -281,11 +289,12 @@ impl Report {
             Some(r) => {
                 let _ = writeln!(
                     s,
-                    "relay       pid {}  cpu {:.1}% of a core (+{:.0}% waiting for a cpu)  {:.2} µs/frame  {:.2} ms/MB  rss {:.1} MiB",
+                    "relay       pid {}  cpu {:.1}% of a core (+{:.0}% waiting for a cpu)  {:.2} µs/frame ({:.2} on workers)  {:.2} ms/MB  rss {:.1} MiB",
                     r.pid,
                     r.cpu_share * 100.0,
                     r.runq_wait_share * 100.0,
                     r.cpu_us_per_frame,
+                    r.worker_cpu_us_per_frame,
                     r.cpu_ms_per_mb,
                     r.rss_mib
                 );
