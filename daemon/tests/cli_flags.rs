@@ -228,6 +228,50 @@ fn unknown_flags_and_bad_values_are_named() {
     assert!(message.contains("MOQ_QUIC_KEEP_ALIVE"), "{message}");
 }
 
+/// QUIC-LB and preferred addresses from 0.17's flags and variables: accepted, and a
+/// value QUIC-LB refuses is named by the flag or variable that set it.
+#[test]
+fn quic_lb_and_preferred_address_flags_are_checked_and_named() {
+    let check = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = relayd();
+        command
+            .args(["--check", "--listen-tls-generate", "localhost"])
+            .args(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, message) = check(
+        &[
+            "--listen-quic-lb-id",
+            "0a0b",
+            "--listen-quic-lb-nonce",
+            "6",
+            "--listen-preferred-v4",
+            "192.0.2.1:443",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{message}");
+    let (code, message) = check(
+        &["--listen-quic-lb-id", "0a", "--listen-quic-lb-nonce", "3"],
+        &[],
+    );
+    assert_eq!(code, Some(2));
+    assert!(message.contains("--listen-quic-lb-nonce"), "{message}");
+    let (code, message) = check(&[], &[("MOQ_LISTEN_QUIC_LB_ID", "not hex")]);
+    assert_eq!(code, Some(2));
+    assert!(message.contains("MOQ_LISTEN_QUIC_LB_ID"), "{message}");
+    let (code, message) = check(&["--listen-preferred-v4", "[::1]:443"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(message.contains("--listen-preferred-v4"), "{message}");
+}
+
 /// A container configured only by variables starts and serves.
 #[test]
 fn the_relay_starts_from_variables_alone() {

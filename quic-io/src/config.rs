@@ -2,9 +2,11 @@
 //! source and limits. The daemon maps its TOML onto these structs; this module must never
 //! read files, parse TOML or touch the network — it only holds values and their defaults.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use crate::steer::{CidLayout, LoadBalancerError};
 
 /// Which event loop drives a worker's socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,6 +113,11 @@ pub struct QuicConfig {
     pub receive_window: Option<u64>,
     pub stream_receive_window: Option<u64>,
     pub send_window: Option<u64>,
+    /// The layout of our connection IDs: plain, or QUIC-LB with a server ID.
+    pub cid_layout: CidLayout,
+    /// QUIC `preferred_address` transport parameters.
+    pub preferred_v4: Option<SocketAddrV4>,
+    pub preferred_v6: Option<SocketAddrV6>,
 }
 
 impl Default for QuicConfig {
@@ -137,6 +144,9 @@ impl Default for QuicConfig {
             receive_window: None,
             stream_receive_window: None,
             send_window: None,
+            cid_layout: CidLayout::default(),
+            preferred_v4: None,
+            preferred_v6: None,
         }
     }
 }

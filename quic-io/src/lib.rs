@@ -23,7 +23,8 @@ pub use app::{
     Application, Event, IoError, SessionId, SessionInfo, SessionIo, StreamId, Transport, VarInt,
 };
 pub use config::{
-    Config, Congestion, IoBackend, LimitsConfig, QuicConfig, RuntimeConfig, SocketConfig, TlsSource,
+    CidLayout, Config, Congestion, IoBackend, LimitsConfig, LoadBalancerError, QuicConfig,
+    RuntimeConfig, SocketConfig, TlsSource,
 };
 pub use io::Io;
 pub use server::{

@@ -327,7 +327,8 @@ impl Server {
             .and_then(|a| a.as_socket())
             .ok_or_else(|| StartError::Socket(io::Error::other("no local address")))?;
         if workers > 1 && config.socket.steer_bpf {
-            steer::attach_reuseport_cbpf(&sockets[0], workers).map_err(StartError::Socket)?;
+            steer::attach_reuseport_cbpf(&sockets[0], &config.quic.cid_layout, workers)
+                .map_err(StartError::Socket)?;
         }
         info!(%local_addr, workers, backend, "quic listening");
 
@@ -356,7 +357,10 @@ impl Server {
         for (index, (socket, forward_rx)) in sockets.into_iter().zip(rxs).enumerate() {
             let stats = Arc::new(WorkerStats::default());
             let mut ep_config = EndpointConfig::default();
-            ep_config.cid_generator(move || Box::new(WorkerCidGenerator::new(index, workers)));
+            let layout = config.quic.cid_layout.clone();
+            ep_config.cid_generator(move || {
+                Box::new(WorkerCidGenerator::new(index, workers, layout.clone()))
+            });
             let endpoint =
                 Endpoint::new(Arc::new(ep_config), Some(server_config.clone()), true, None);
             let setup = WorkerSetup {

@@ -340,12 +340,36 @@ pub fn server_config(
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut sc = quinn_proto::ServerConfig::with_crypto(Arc::new(quic));
     sc.transport_config(Arc::new(transport_config(config)?));
+    // Clients that support it (Chrome, quinn) move to these once the handshake is done;
+    // the socket must be reachable there too (a wildcard bind, or the host's unicast
+    // address behind an anycast one).
+    sc.preferred_address_v4(config.quic.preferred_v4);
+    sc.preferred_address_v6(config.quic.preferred_v6);
     Ok(sc)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preferred_addresses_reach_the_server_config() {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+        let material = generate(&["localhost".into()]).unwrap();
+        let plain = format!("{:?}", server_config(&material, &config).unwrap());
+        assert!(plain.contains("preferred_address_v4: None"), "{plain}");
+        config.quic.preferred_v4 = Some("192.0.2.7:4443".parse().unwrap());
+        config.quic.preferred_v6 = Some("[2001:db8::7]:4443".parse().unwrap());
+        let set = format!("{:?}", server_config(&material, &config).unwrap());
+        assert!(
+            set.contains("preferred_address_v4: Some(192.0.2.7:4443)"),
+            "{set}"
+        );
+        assert!(
+            set.contains("preferred_address_v6: Some([2001:db8::7]:4443)"),
+            "{set}"
+        );
+    }
 
     #[test]
     fn generated_certificate_is_short_lived_p256_with_hex_fingerprint() {

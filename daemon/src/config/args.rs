@@ -156,6 +156,8 @@ const FLAGS: &[Flag] = &[
     flag("listen-timeout", "listen.timeout", Text),
     flag("listen-preferred-v4", "listen.preferred_v4", Text),
     flag("listen-preferred-v6", "listen.preferred_v6", Text),
+    flag("listen-quic-lb-id", "listen.lb_id", Text),
+    flag("listen-quic-lb-nonce", "listen.lb_nonce", Integer),
     // ---- 0.17 `[connect]`
     flag("connect", "connect.url", Text),
     flag("connect-bind", "connect.bind", Text),

@@ -6,11 +6,13 @@
 //! `Config` that the rest of the daemon can use without re-checking, or a `ConfigError`
 //! that names the file, line, column, key and reason.
 
+mod addressing;
 pub mod args;
 mod load;
 mod types;
 mod validate;
 
+pub use addressing::{AddressingError, DEFAULT_LB_NONCE, LoadBalancer};
 pub use load::{ConfigError, Loaded, Source, load, load_embedded_default, load_with, to_toml};
 pub use types::*;
 pub use validate::{HostFacts, allowed_cpus};

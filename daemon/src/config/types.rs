@@ -105,9 +105,24 @@ pub struct ServerConfig {
     pub preferred_v4: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preferred_v6: Option<String>,
-    /// 0.17 `[listen] load_balancer = { id, nonce }` (QUIC-LB).
+    /// 0.17 `[listen] load_balancer = { id, nonce }` (QUIC-LB; see `Config::load_balancer`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<toml::Value>,
+    pub load_balancer: Option<LoadBalancerConfig>,
+    /// Where 0.17's `--listen-quic-lb-id` / `--listen-quic-lb-nonce` land.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb_nonce: Option<u8>,
+}
+
+/// `[listen] load_balancer`: the QUIC-LB server ID in hex and the nonce length.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadBalancerConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -256,10 +256,13 @@ fn validate_quic(config: &Config) -> Result<(), Invalid> {
             ),
         );
     }
-    if let Some(nonce) = config.server.quic.quic_lb_nonce
-        && nonce < 4
-    {
-        return invalid("server.quic.quic_lb_nonce", "must be at least 4");
+    for checked in [
+        config.load_balancer().map(drop),
+        config.preferred_addresses().map(drop),
+    ] {
+        if let Err(err) = checked {
+            return invalid(&err.key, err.message);
+        }
     }
     Ok(())
 }

@@ -77,6 +77,7 @@ pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) 
         }
     };
     let versions = versions(config);
+    let preferred = config.preferred_addresses().unwrap_or((None, None));
     // quinn counts streams as u32-bounded varints; validation keeps max_streams ≤ 2^20.
     let max_streams = u32::try_from(quic.max_streams).unwrap_or(u32::MAX);
     quic_io::Config {
@@ -116,6 +117,16 @@ pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) 
             receive_window: Some(quic.receive_window),
             stream_receive_window: quic.stream_receive_window,
             send_window: quic.send_window,
+            // Validation has checked both; a failure here cannot happen and falls back
+            // to the plain layout and no preferred address.
+            cid_layout: config
+                .load_balancer()
+                .ok()
+                .flatten()
+                .and_then(|lb| quic_io::CidLayout::quic_lb(&lb.server_id, lb.nonce).ok())
+                .unwrap_or_default(),
+            preferred_v4: preferred.0,
+            preferred_v6: preferred.1,
         },
         limits: quic_io::LimitsConfig {
             max_connections_per_worker: config.limits.connections_per_worker,

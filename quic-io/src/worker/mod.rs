@@ -128,7 +128,8 @@ where
         let recv_more = core.net.recv(&mut rx);
         for d in rx.drain(..) {
             if workers > 1
-                && let Some(owner) = crate::steer::packet_owner(&d.data, workers)
+                && let Some(owner) =
+                    crate::steer::packet_owner(&d.data, &cfg.quic.cid_layout, workers)
                 && owner != index
             {
                 stats.missteered.fetch_add(1, Ordering::Relaxed);
