@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::bare::{bare_client_config, idle_subscriber};
 use common::http::{Ops, get, start};
-use common::scrape::{assert_monotonic, samples, wait_for};
+use common::scrape::{assert_monotonic, samples, scrape, wait_for};
 use interop::{Bytes, ConnectOptions, TlsTrust, TrackEvent, connect_with};
 
 const CONFIG: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n";
@@ -229,6 +229,38 @@ const ENDPOINTS: usize = 8;
 const CHURN_DEADLINE: Duration = Duration::from_secs(180);
 /// How often the background scraper reads `/metrics` during the churn.
 const SCRAPE_EVERY: Duration = Duration::from_millis(25);
+
+/// 0.17's control-bytes families: no rows before any session, then a row per class
+/// the flow used, in each direction, and none for a class it did not (no FETCH here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_bytes_are_counted_by_class_in_both_directions() {
+    let ops = start(CONFIG);
+    let before = scrape(&ops);
+    assert!(
+        !before.keys().any(|k| k.starts_with("moq_relay_control_")),
+        "control rows before any session"
+    );
+    one_group_through(&ops).await;
+    let row = |m: &HashMap<String, f64>, direction: &str, class: &str| {
+        m.get(&format!(
+            "moq_relay_control_{direction}_bytes_total{{tier=\"\",class=\"{class}\"}}"
+        ))
+        .copied()
+    };
+    let after = wait_for(&ops, |m| {
+        ["tx", "rx"].iter().all(|d| {
+            ["announce", "subscribe"]
+                .iter()
+                .all(|c| row(m, d, c).is_some_and(|bytes| bytes > 0.0))
+        })
+    });
+    for direction in ["tx", "rx"] {
+        assert_eq!(row(&after, direction, "fetch"), None, "{direction}");
+    }
+    // A subscribe stream carries a few small messages, never the group's frames.
+    let subscribe_tx = row(&after, "tx", "subscribe").unwrap();
+    assert!(subscribe_tx < 1000.0, "{subscribe_tx}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_thousand_sessions_open_and_close_the_counters_read_a_thousand() {

@@ -14,7 +14,7 @@ pub mod fake;
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
-use proto::session::{Action, Session, StreamId as MoqStreamId};
+use proto::session::{Action, ControlBytes, Session, StreamId as MoqStreamId};
 use proto::{ErrorCode, Version};
 use quic_io::{Event, IoError, SessionId, SessionIo, StreamId, VarInt};
 use tracing::debug;
@@ -55,6 +55,8 @@ pub struct DriverCounters {
     pub refused_ops: u64,
     /// Action ids the transport cannot name (above 2^62): a session bug.
     pub bad_stream_ids: u64,
+    /// Control-stream bytes, by class (the session's own count).
+    pub control: ControlBytes,
 }
 
 impl DriverCounters {
@@ -65,6 +67,7 @@ impl DriverCounters {
         self.overflow_resets += other.overflow_resets;
         self.refused_ops += other.refused_ops;
         self.bad_stream_ids += other.bad_stream_ids;
+        self.control.add(&other.control);
     }
 }
 
@@ -128,7 +131,10 @@ impl Driver {
     }
 
     pub fn counters(&self) -> DriverCounters {
-        self.counters
+        DriverCounters {
+            control: self.session.control_bytes(),
+            ..self.counters
+        }
     }
 
     /// The session close code, once this side has closed the connection (`io.close`

@@ -1611,3 +1611,67 @@ fn a_partial_group_we_never_asked_for_is_refused_on_06() {
     );
     assert_eq!(n.closed, [None, None]);
 }
+
+#[test]
+fn control_bytes_are_counted_by_class_and_each_side_counts_what_the_other_sent() {
+    for v in versions() {
+        let mut counted = Vec::new();
+        // One byte at a time puts a stream's type byte in a chunk of its own.
+        for chunk in [1, 1500] {
+            let mut n = Net::new(v, chunk);
+            n.s[RELAY].announce("/room/alice/", &[]).unwrap();
+            n.s[CLIENT].announce_interest("room").unwrap();
+            n.run();
+            n.take(RELAY);
+            n.s[CLIENT]
+                .subscribe("room/alice", "video", SubscribeUpdate::latest(2))
+                .unwrap();
+            n.run();
+            let Event::SubscribeRequested { serve, .. } = n.take(RELAY).remove(0) else {
+                panic!("{v}: no SubscribeRequested")
+            };
+            n.s[RELAY].accept_subscribe(serve).unwrap();
+            let group = n.s[RELAY].start_group(serve, 0).unwrap();
+            n.s[RELAY]
+                .write_frame(group, 0, Bytes::from(vec![1u8; 5000]))
+                .unwrap();
+            n.s[RELAY].end_group(group).unwrap();
+            n.run();
+
+            let (relay, client) = (n.s[RELAY].control_bytes(), n.s[CLIENT].control_bytes());
+            for class in ControlClass::ALL {
+                assert_eq!(relay.sent(class), client.received(class), "{v} {class:?}");
+                assert_eq!(client.sent(class), relay.received(class), "{v} {class:?}");
+            }
+            for class in [ControlClass::Announce, ControlClass::Subscribe] {
+                assert!(
+                    relay.sent(class) > 0 && client.sent(class) > 0,
+                    "{v} {class:?}"
+                );
+            }
+            assert_eq!(
+                relay.sent(ControlClass::Session) > 0,
+                v.is_05_or_later(),
+                "{v}: SETUP is a stream of its own from 05 on"
+            );
+            for class in [ControlClass::Fetch, ControlClass::GoAway] {
+                assert_eq!(
+                    relay.sent(class) + relay.received(class),
+                    0,
+                    "{v} {class:?}"
+                );
+            }
+            // The group's 5000 bytes are media: every control byte the relay sent is
+            // a small message, far below the frame.
+            let relay_control: u64 = relay.tx.iter().sum();
+            let relay_written: usize = n.writes[RELAY].iter().map(Bytes::len).sum();
+            assert!(relay_written as u64 >= relay_control + 5000, "{v}");
+            assert!(relay_control < 1000, "{v}: {relay:?}");
+            counted.push((relay, client));
+        }
+        assert_eq!(
+            counted[0], counted[1],
+            "{v}: the chunking changed the counts"
+        );
+    }
+}

@@ -11,6 +11,7 @@
 
 use std::fmt::Write;
 
+use proto::session::ControlClass;
 use quic_io::{SEGMENT_BUCKETS, SegmentHistogram, StatsSnapshot, WorkerStats};
 
 use super::{ControlState, unix_millis};
@@ -240,18 +241,38 @@ pub fn render(state: &ControlState) -> String {
         "tier=\"\"",
         closed,
     );
-    family(
-        &mut out,
-        "moq_relay_control_tx_bytes_total",
-        "counter",
-        "Control-stream bytes sent, by message class.",
-    );
-    family(
-        &mut out,
-        "moq_relay_control_rx_bytes_total",
-        "counter",
-        "Control-stream bytes received, by message class.",
-    );
+    // As moq-relay 0.17: a row only for the classes that have seen traffic.
+    for (name, help, sent) in [
+        (
+            "moq_relay_control_tx_bytes_total",
+            "Control-stream bytes sent, by message class.",
+            true,
+        ),
+        (
+            "moq_relay_control_rx_bytes_total",
+            "Control-stream bytes received, by message class.",
+            false,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        for class in ControlClass::ALL {
+            let bytes = sum(&|c| {
+                if sent {
+                    c.driver.control.sent(class)
+                } else {
+                    c.driver.control.received(class)
+                }
+            });
+            if bytes > 0 {
+                sample(
+                    &mut out,
+                    name,
+                    &format!("tier=\"\",class=\"{}\"", class.label()),
+                    bytes,
+                );
+            }
+        }
+    }
     family(
         &mut out,
         "moq_relay_accept_failures_total",

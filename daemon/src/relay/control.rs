@@ -27,6 +27,7 @@ use super::listing::{SessionFilter, SessionView};
 use super::{AuthRefusals, RelayCounters, RelayWorker, SessionRefusals};
 use crate::auth::Cause;
 use driver::DriverCounters;
+use proto::session::{ControlBytes, ControlClass};
 
 /// Requests one worker's queue holds; past this the control thread answers 503 rather
 /// than wait (an HTTP query is never worth stalling the data path for).
@@ -114,10 +115,14 @@ const ROUTER_FIELDS: usize = 6 + 5 + 1;
 /// Counters kept one by one, in `flatten`'s order.
 const SINGLE_FIELDS: usize = 29;
 
+/// Control-stream bytes, sent then received, by class.
+const CONTROL_FIELDS: usize = 2 * ControlClass::COUNT;
+
 /// The number of counters in `PublishedCounters`: the single counters, one per `[auth]`
-/// refusal cause, the sessions by transport and version, the latency histogram, then the
-/// router's.
-const FIELDS: usize = SINGLE_FIELDS + Cause::COUNT + BY_VERSION + LATENCY_FIELDS + ROUTER_FIELDS;
+/// refusal cause, the sessions by transport and version, the control bytes, the latency
+/// histogram, then the router's.
+const FIELDS: usize =
+    SINGLE_FIELDS + Cause::COUNT + BY_VERSION + CONTROL_FIELDS + LATENCY_FIELDS + ROUTER_FIELDS;
 
 /// One worker's counters as the control thread sees them. Written only by the owning
 /// worker (relaxed stores), read by anyone; every value is cumulative and monotonic.
@@ -152,6 +157,7 @@ impl PublishedCounters {
         let v: [u64; FIELDS] = std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed));
         let r = &v[FIELDS - ROUTER_FIELDS..];
         let l = &v[FIELDS - ROUTER_FIELDS - LATENCY_FIELDS..FIELDS - ROUTER_FIELDS];
+        let control = &v[FIELDS - ROUTER_FIELDS - LATENCY_FIELDS - CONTROL_FIELDS..];
         RelayCounters {
             sessions_opened: v[0],
             sessions_closed: v[1],
@@ -166,6 +172,10 @@ impl PublishedCounters {
                 overflow_resets: v[7],
                 refused_ops: v[8],
                 bad_stream_ids: v[9],
+                control: ControlBytes {
+                    tx: std::array::from_fn(|i| control[i]),
+                    rx: std::array::from_fn(|i| control[ControlClass::COUNT + i]),
+                },
             },
             ingress: Traffic {
                 bytes: v[10],
@@ -282,6 +292,8 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         .into_iter()
         .chain(c.auth_refusals.by_cause)
         .chain(c.sessions_by_version.into_iter().flatten())
+        .chain(c.driver.control.tx)
+        .chain(c.driver.control.rx)
         .chain(c.frame_latency.buckets)
         .chain([c.frame_latency.sum_micros, c.frame_latency.count])
         .chain(router);
@@ -503,6 +515,10 @@ mod tests {
                 overflow_resets: 8,
                 refused_ops: 9,
                 bad_stream_ids: 10,
+                control: ControlBytes {
+                    tx: std::array::from_fn(|i| 300 + i as u64),
+                    rx: std::array::from_fn(|i| 400 + i as u64),
+                },
             },
             ingress: Traffic {
                 bytes: 11,

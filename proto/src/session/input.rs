@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::{
-    Action, FetchServeId, Kind, MAX_STREAMS, Out, Session, SessionEvent, Slot, StreamId,
-    TrackServeId,
+    Action, ControlClass, FetchServeId, Kind, MAX_STREAMS, Out, Session, SessionEvent, Slot,
+    StreamId, TrackServeId,
 };
 use crate::message::{
     Announce, Announce06, AnnounceOk, AnnounceRequest, BidiType, Fetch, GoAway, Setup, Subscribe,
@@ -73,8 +73,13 @@ impl Session {
         let Some(&slot) = self.by_id.get(&stream) else {
             return;
         };
-        if !self.slots.get(&slot).is_some_and(|s| s.recv_open) {
+        let Some(s) = self.slots.get(&slot).filter(|s| s.recv_open) else {
             return;
+        };
+        // Until its type is read a stream has no class; `process` counts those bytes
+        // when it learns the type.
+        if let Some(class) = ControlClass::of(&s.kind) {
+            self.control_bytes.add_received(class, data.len());
         }
         if let Err((code, why)) = self.process(slot, Some(data), false) {
             self.fail_stream(slot, code, why);
@@ -125,6 +130,7 @@ impl Session {
                 if let Some(d) = &data {
                     r.push(d);
                 }
+                let so_far = r.buffered();
                 let Some(typ) = r.read_varint().map_err(dec)? else {
                     return if fin {
                         Err((ErrorCode::Decode, "stream ended before its type".into()))
@@ -135,6 +141,13 @@ impl Session {
                 let rest = r.take_rest();
                 let bidi = matches!(s.kind, Kind::BidiUnknown(_));
                 self.classify(slot, typ, bidi)?;
+                if let Some(class) = self
+                    .slots
+                    .get(&slot)
+                    .and_then(|s| ControlClass::of(&s.kind))
+                {
+                    self.control_bytes.add_received(class, so_far);
+                }
                 if !rest.is_empty() || fin {
                     return self.process(slot, (!rest.is_empty()).then_some(rest), fin);
                 }

@@ -27,6 +27,7 @@ use crate::{ErrorCode, Version};
 
 mod announce;
 mod control;
+mod control_bytes;
 mod datagram;
 mod fetch;
 mod input;
@@ -36,6 +37,7 @@ mod slots;
 mod subscribe;
 mod track;
 
+pub use control_bytes::{ControlBytes, ControlClass};
 use serve::Serve;
 pub use serve::group_priority;
 use slots::{Kind, Out, Slot};
@@ -356,9 +358,15 @@ pub struct Session {
     /// The peer's SETUP Origin (05/06; `Hop` on 06, the only exclusion id there): like
     /// Exclude Hop, never send it its own broadcasts.
     peer_origin: u64,
+    control_bytes: ControlBytes,
 }
 
 impl Session {
+    /// Control-stream bytes sent and received so far, by class.
+    pub fn control_bytes(&self) -> ControlBytes {
+        self.control_bytes
+    }
+
     /// Starts a session. On 05 the first action opens our Setup stream.
     pub fn new(cfg: Config) -> Self {
         let mut s = Session {
@@ -378,6 +386,7 @@ impl Session {
             published: BTreeMap::new(),
             peer_setup: false,
             peer_origin: 0,
+            control_bytes: ControlBytes::default(),
         };
         if s.cfg.version.is_05_or_later() {
             s.open_setup();

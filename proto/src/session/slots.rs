@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 
 use super::{
-    Action, FetchId, InterestId, MAX_QUEUED_CHUNKS, MAX_STREAMS, OpenToken, ServeId, Session,
-    SessionError, StreamId, SubscriptionId, TrackRequestId,
+    Action, ControlClass, FetchId, InterestId, MAX_QUEUED_CHUNKS, MAX_STREAMS, OpenToken, ServeId,
+    Session, SessionError, StreamId, SubscriptionId, TrackRequestId,
 };
 use crate::ErrorCode;
 use crate::message::AnnounceRequest;
@@ -157,6 +157,9 @@ impl Session {
         }
         if matches!(out, Out::Fin | Out::Reset(_)) {
             s.send_open = false;
+        }
+        if let (Out::Data(data), Some(class)) = (&out, ControlClass::of(&s.kind)) {
+            self.control_bytes.add_sent(class, data.len());
         }
         match s.id {
             Some(stream) => {
