@@ -43,6 +43,7 @@ fn ready(id: SessionId) -> Event {
         local: None,
         server_name: None,
         handshake_deadline: None,
+        peer_certificate: None,
     })
 }
 

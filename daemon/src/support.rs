@@ -14,6 +14,7 @@ const SUPPORTED: &[&str] = &[
     "server.tls.cert",
     "server.tls.key",
     "server.tls.generate",
+    "server.tls.root",
     "listen.version",
     "listen.tls.cert",
     "listen.tls.key",

@@ -42,6 +42,17 @@ impl RogueSession {
         version: &str,
         within: Duration,
     ) -> Result<Self, Error> {
+        Self::connect_as(url, trust, version, within, None).await
+    }
+
+    /// [`connect`](Self::connect) presenting a client certificate: PEM chain and key.
+    pub async fn connect_as(
+        url: &str,
+        trust: &TlsTrust,
+        version: &str,
+        within: Duration,
+        client_identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self, Error> {
         let parsed = url::Url::parse(url).map_err(|err| Error::InvalidUrl {
             url: url.split('?').next().unwrap_or_default().to_owned(),
             reason: err.to_string(),
@@ -69,6 +80,10 @@ impl RogueSession {
         match trust {
             TlsTrust::InsecureSkipVerify => tls.insecure = Some(true),
             TlsTrust::Fingerprint(hex) => tls.fingerprint = vec![hex.replace(':', "")],
+        }
+        if let Some((cert, key)) = client_identity {
+            tls.cert = Some(cert.to_owned());
+            tls.key = Some(key.to_owned());
         }
         let mut tls = tls.build().map_err(|err| Error::Setup {
             what: "rogue client TLS",

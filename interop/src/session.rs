@@ -69,6 +69,8 @@ pub struct ConnectOptions {
     /// smaller of both ends', so a short one here makes the relay notice a vanished
     /// client (see [`crate::cut_proxy`]) quickly.
     pub idle_timeout: Option<Duration>,
+    /// PEM certificate chain and key to present as the mTLS client certificate.
+    pub client_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl ConnectOptions {
@@ -82,7 +84,18 @@ impl ConnectOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             op_timeout: DEFAULT_OP_TIMEOUT,
             idle_timeout: None,
+            client_identity: None,
         }
+    }
+
+    /// Present this certificate chain and key (PEM files) as the client certificate.
+    pub fn with_client_identity(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.client_identity = Some((cert.into(), key.into()));
+        self
     }
 
     /// Offer only these versions, e.g. `&["moq-lite-04"]` to force 04.
@@ -165,6 +178,10 @@ impl Dialer {
         match &options.tls {
             TlsTrust::InsecureSkipVerify => config.tls.insecure = Some(true),
             TlsTrust::Fingerprint(hex) => config.tls.fingerprint = vec![hex.replace(':', "")],
+        }
+        if let Some((cert, key)) = &options.client_identity {
+            config.tls.cert = Some(cert.clone());
+            config.tls.key = Some(key.clone());
         }
         config.version = parse_versions(&options.versions)?;
         config.timeout = options.connect_timeout;

@@ -54,6 +54,9 @@ pub struct SessionInfo {
     /// the connection's first packet): what the transport did counts against it, and the
     /// application bounds its own setup (a MoQ SETUP) by what is left.
     pub handshake_deadline: Option<std::time::Instant>,
+    /// The client certificate rustls verified against `Config::client_ca`, if the
+    /// client presented one.
+    pub peer_certificate: Option<Box<crate::tls::PeerCertificate>>,
 }
 
 /// Something that happened on a session. Error codes are application codes: the HTTP/3

@@ -179,6 +179,10 @@ pub struct Config {
     pub quic: QuicConfig,
     pub limits: LimitsConfig,
     pub tls: TlsSource,
+    /// PEM files of the CAs that client certificates may chain to (mTLS). Empty: no
+    /// certificate is asked for. Otherwise one is asked for but optional; a presented
+    /// one that does not chain fails the handshake. Re-read with the certificate.
+    pub client_ca: Vec<PathBuf>,
 }
 
 impl Config {
@@ -194,6 +198,7 @@ impl Config {
             tls: TlsSource::Generate {
                 hostnames: vec!["localhost".into()],
             },
+            client_ca: Vec::new(),
         }
     }
 

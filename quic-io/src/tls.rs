@@ -78,6 +78,8 @@ pub enum TlsError {
     IdleTimeout(Duration),
     #[error("{what} of {bytes} bytes is beyond QUIC's 2^62 - 1")]
     Window { what: &'static str, bytes: u64 },
+    #[error("{path}: not a usable CA certificate: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
 }
 
 /// A certificate chain with its key, ready to serve.
@@ -325,16 +327,76 @@ pub fn client_config(
     Ok(cc)
 }
 
+/// Client certificates are optional (a client without one goes through tokens or public
+/// access) and, when presented, must chain to one of the CAs in `paths`.
+fn client_verifier(
+    paths: &[PathBuf],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for path in paths {
+        let certs = rustls_pemfile::certs(&mut open(path)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| TlsError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        if certs.is_empty() {
+            return Err(TlsError::NoCertificate { path: path.clone() });
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|err| TlsError::ClientCa {
+                path: path.clone(),
+                reason: err.to_string(),
+            })?;
+        }
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|err| TlsError::ClientCa {
+            path: paths[0].clone(),
+            reason: err.to_string(),
+        })
+}
+
+/// What the relay learns of a verified client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// Lowercase hex SHA-256 of the DER leaf.
+    pub fingerprint: String,
+    /// The leaf's `notAfter`: a session it admitted ends then.
+    pub not_after: std::time::SystemTime,
+}
+
+impl PeerCertificate {
+    /// The leaf of a chain rustls verified. `None` when the leaf's validity cannot be
+    /// read (rustls has checked it, so only a clock beyond `SystemTime` gets here).
+    pub fn from_chain(chain: &[CertificateDer<'_>]) -> Option<Self> {
+        let leaf = chain.first()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        let seconds = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
+        Some(Self {
+            fingerprint: fingerprint(leaf),
+            not_after: std::time::UNIX_EPOCH + Duration::from_secs(seconds),
+        })
+    }
+}
+
 /// A complete quinn-proto server config: TLS 1.3 only, our ALPNs, our transport parameters.
 pub fn server_config(
     material: &TlsMaterial,
     config: &Config,
 ) -> Result<quinn_proto::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(material.chain.clone(), material.key.clone_key())?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = if config.client_ca.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        builder.with_client_cert_verifier(client_verifier(&config.client_ca, provider)?)
+    };
+    let mut tls = builder.with_single_cert(material.chain.clone(), material.key.clone_key())?;
     tls.alpn_protocols = config.alpns();
     tls.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;

@@ -183,6 +183,20 @@ impl Authenticator {
         self.authorize_at(path, query, SystemTime::now())
     }
 
+    /// A WebTransport session whose client presented a certificate that chains to
+    /// `[server.tls] root` (0.14, spec `auth.md` 11): full publish and subscribe under its
+    /// connection path, whatever its query says, until the certificate's `notAfter`.
+    pub fn authorize_peer_certificate(
+        &self,
+        path: &str,
+        not_after: SystemTime,
+    ) -> Result<Access, Rejection> {
+        let root = normalize(path);
+        let everything = [Grant::Prefix(String::new())];
+        access::reduce(&root, &root, &everything, &everything, Some(not_after))
+            .map_err(|cause| Rejection::new(cause, self.generation))
+    }
+
     /// [`authorize`](Self::authorize) with the caller's clock: `exp` is compared with
     /// `now`, exactly.
     pub fn authorize_at(

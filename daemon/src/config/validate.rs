@@ -97,6 +97,17 @@ pub(crate) fn validate(config: &Config, host: &HostFacts) -> Result<(), Invalid>
     validate_quic(config)?;
     validate_limits(&config.limits)?;
     validate_server(&config.server)?;
+    if config.auth.generation == Generation::V017 && !config.server.tls.root.is_empty() {
+        // 0.17 grants a certificate nothing by itself: it reports it to the auth server
+        // (`[auth] url`), and with no server it refuses to start. 0.14 granted it full
+        // access; keep that reading to files that say they are 0.14.
+        return invalid(
+            "listen.tls.root",
+            "moq-relay 0.17 reports client certificates to an `[auth] url` server, which this \
+             build does not have yet; a 0.14-style file (`[server]`) grants a verified \
+             certificate full access under its connection path",
+        );
+    }
     validate_client(&config.client)?;
     validate_auth(&config.auth)?;
     validate_cluster(&config.cluster)?;

@@ -106,6 +106,9 @@ pub struct Credential {
     pub path: String,
     pub query: String,
     pub role: Role,
+    /// The verified client certificate's `notAfter` when that certificate admitted the
+    /// session (0.14 mTLS); its query is then not what decides.
+    pub certificate_not_after: Option<SystemTime>,
 }
 
 /// A peer IP or network, port dropped and IPv4-mapped IPv6 folded to IPv4.
@@ -328,14 +331,17 @@ impl RelayWorker {
             let (Some(credential), Some(admitted)) = (&conn.credential, &conn.access) else {
                 continue;
             };
-            let decided = self
-                .auth
-                .authorize(&credential.path, &credential.query)
-                .and_then(|mut access| {
-                    self.auth.check_role(&access, credential.role)?;
-                    access.narrow_to(credential.role);
-                    Ok(access)
-                });
+            let decided = match credential.certificate_not_after {
+                Some(not_after) => self
+                    .auth
+                    .authorize_peer_certificate(&credential.path, not_after),
+                None => self.auth.authorize(&credential.path, &credential.query),
+            }
+            .and_then(|mut access| {
+                self.auth.check_role(&access, credential.role)?;
+                access.narrow_to(credential.role);
+                Ok(access)
+            });
             match decided {
                 Ok(access) if still_covers(admitted, &access) => {
                     let expires = access.expires;

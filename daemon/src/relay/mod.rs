@@ -210,6 +210,12 @@ impl RelayWorker {
         // HTTP status: what moq-relay does too (spec `auth.md` 13), though it reads the
         // SETUP first and we close a refused WebTransport session at once.
         let lite05 = version.is_05_or_later();
+        // 0.14 mTLS (spec `auth.md` 11): a verified client certificate decides a session
+        // that carries a URL; raw QUIC carries none, so there the certificate is ignored.
+        let certificate_not_after = match (&info.transport, &info.peer_certificate) {
+            (Transport::WebTransport { .. }, Some(certificate)) => Some(certificate.not_after),
+            _ => None,
+        };
         let decide_now = match &info.transport {
             Transport::WebTransport { .. } => Some((info.path.clone(), info.query.clone())),
             Transport::Quic { .. } if lite05 => None,
@@ -225,7 +231,7 @@ impl RelayWorker {
         match decide_now {
             None => self.await_setup(info.id, AwaitingSetup::Path),
             Some((path, query)) => {
-                if let Some(access) = self.decide(info.id, &path, &query) {
+                if let Some(access) = self.decide(info.id, &path, &query, certificate_not_after) {
                     if lite05 {
                         self.await_setup(info.id, AwaitingSetup::Role(Box::new(access)));
                     } else {
@@ -249,8 +255,18 @@ impl RelayWorker {
     /// Decides the session's grants from its connection path and query, and arms its
     /// expiry; a refused session is closed with the rejection's close code (6 or 0x2 by
     /// the config generation, 64 + status otherwise).
-    fn decide(&mut self, session: SessionId, path: &str, query: &str) -> Option<Access> {
-        let access = match self.auth.authorize(path, query) {
+    fn decide(
+        &mut self,
+        session: SessionId,
+        path: &str,
+        query: &str,
+        certificate_not_after: Option<SystemTime>,
+    ) -> Option<Access> {
+        let decided = match certificate_not_after {
+            Some(not_after) => self.auth.authorize_peer_certificate(path, not_after),
+            None => self.auth.authorize(path, query),
+        };
+        let access = match decided {
             Ok(access) => access,
             Err(rejection) => {
                 self.refuse(session, &rejection);
@@ -262,6 +278,7 @@ impl RelayWorker {
             path: path.to_owned(),
             query: query.to_owned(),
             role: Role::Any,
+            certificate_not_after,
         });
         if let Some(expires) = access.expires {
             // The wall clock says how long the credential has left; the worker's
@@ -409,7 +426,7 @@ impl RelayWorker {
                         if !path.is_empty() {
                             conn.view.path = path.clone();
                         }
-                        if let Some(access) = self.decide(session, &path, &query) {
+                        if let Some(access) = self.decide(session, &path, &query, None) {
                             self.admit(session, access, role);
                         }
                     }

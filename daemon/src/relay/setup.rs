@@ -133,6 +133,9 @@ pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) 
             ..quic_io::LimitsConfig::default()
         },
         tls,
+        // A 0.17 file with a client CA is refused at validation (0.17 reports
+        // certificates to an auth server, which this build does not have).
+        client_ca: config.server.tls.root.iter().map(Into::into).collect(),
     }
 }
 

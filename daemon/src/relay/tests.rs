@@ -131,6 +131,7 @@ impl Relay {
             local: None,
             server_name: None,
             handshake_deadline: None,
+            peer_certificate: None,
         });
         Application::<FakeIo>::on_event(&mut w.relay, self.now, ready, &mut w.io);
         self.clients.push(Client {
@@ -590,6 +591,7 @@ fn arrive(relay: &mut RelayWorker, io: &mut FakeIo, id: SessionId, path: &str, q
         local: None,
         server_name: None,
         handshake_deadline: None,
+        peer_certificate: None,
     });
     Application::<FakeIo>::on_event(relay, Instant::now(), ready, io);
 }

@@ -155,6 +155,15 @@ fn session_local(conn: &quinn_proto::Connection, bound: Option<SocketAddr>) -> O
 }
 
 /// The SNI of a server-side connection, once its handshake data exists.
+/// The verified client certificate of `conn`, if it presented one.
+fn peer_certificate(conn: &quinn_proto::Connection) -> Option<Box<crate::tls::PeerCertificate>> {
+    let identity = conn.crypto_session().peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    crate::tls::PeerCertificate::from_chain(&chain).map(Box::new)
+}
+
 fn server_name(conn: &quinn_proto::Connection) -> Option<String> {
     conn.crypto_session()
         .handshake_data()?
@@ -414,6 +423,7 @@ impl Core {
                         local: session_local(&c.inner, self.local_addr),
                         server_name: server_name(&c.inner),
                         handshake_deadline: c.handshake_deadline,
+                        peer_certificate: peer_certificate(&c.inner),
                     }));
                 }
                 Mode::H3(_) => {
@@ -779,6 +789,7 @@ impl Core {
                         local: session_local(&c.inner, self.local_addr),
                         server_name: server_name(&c.inner),
                         handshake_deadline: c.handshake_deadline,
+                        peer_certificate: peer_certificate(&c.inner),
                     }));
                     if let Mode::H3(h) = &mut c.mode {
                         h.streams.session_ready();
