@@ -1,0 +1,81 @@
+#!/bin/sh
+# The same token cases against moq-relayd and against moq-relay itself, with one
+# relay.toml between them (only the port differs), and the outcomes diffed: the
+# reference for auth outcomes is the real relay (issue 13). Outside CI: building
+# moq-relay takes ~6-10 min on 2 cores the first time; it is kept in a cache folder.
+#
+#   interop/auth-compare.sh [MOQ_RELAY_VERSION]        (default 0.14.12)
+#
+# Exits 1 when an outcome differs, and prints both columns.
+set -eu
+cd "$(dirname "$0")/.."
+VERSION=${1:-0.14.12}
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/moq-relay/$VERSION
+if [ ! -x "$CACHE/bin/moq-relay" ]; then
+    echo "auth-compare: building moq-relay $VERSION into $CACHE (once)" >&2
+    # Its own target folder, so our Cargo.lock and target/ are not touched.
+    # --locked where the release's own lock still resolves (0.14.12 does; a newer
+    # alpha of http-cache-reqwest breaks the unlocked build), else the newest deps.
+    CARGO_TARGET_DIR="$CACHE/build" cargo install moq-relay --version "$VERSION" --root "$CACHE" --locked ||
+        CARGO_TARGET_DIR="$CACHE/build" cargo install moq-relay --version "$VERSION" --root "$CACHE"
+    rm -rf "$CACHE/build"
+fi
+cargo build -q --release -p moq-relayd
+cargo build -q --release -p interop --example auth_cases
+CASES=target/release/examples/auth_cases
+WORK=$(mktemp -d)
+PIDS=""
+trap 'for p in $PIDS; do kill $p 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+"$CASES" mint "$WORK"
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# One file per relay, the same but for the port. The web listener takes the QUIC port's
+# number on TCP and serves /certificate.sha256, which both relays answer.
+start() {
+    name=$1 binary=$2 port=$(free_port)
+    cat > "$WORK/$name.toml" <<TOML
+[log]
+level = "warn"
+[server]
+bind = "127.0.0.1:$port"
+tls.generate = ["localhost"]
+tls.root = ["$WORK/tls/ca.pem"]
+[web.http]
+listen = "127.0.0.1:$port"
+[auth]
+key_dir = "$WORK/keys"
+public = "anon"
+TOML
+    "$binary" "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 &
+    PIDS="$PIDS $!"
+    for _ in $(seq 1 100); do
+        if fingerprint=$(curl -sf "http://127.0.0.1:$port/certificate.sha256"); then
+            echo "$port $fingerprint"
+            return
+        fi
+        sleep 0.1
+    done
+    echo "auth-compare: $name did not serve within 10 s:" >&2
+    cat "$WORK/$name.log" >&2
+    exit 1
+}
+
+set -- $(start moq-relay "$CACHE/bin/moq-relay")
+"$CASES" run "$WORK" "127.0.0.1:$1" "$2" > "$WORK/moq-relay.out"
+set -- $(start moq-relayd target/release/moq-relayd)
+"$CASES" run "$WORK" "127.0.0.1:$1" "$2" > "$WORK/moq-relayd.out"
+
+echo "case transport | moq-relay $VERSION | moq-relayd"
+paste -d'|' "$WORK/moq-relay.out" "$WORK/moq-relayd.out" | awk -F'|' '{
+    split($1, a, " "); split($2, b, " ");
+    ours = $2; sub(/^[^ ]+ [^ ]+ /, "", ours); theirs = $1; sub(/^[^ ]+ [^ ]+ /, "", theirs);
+    mark = (theirs == ours) ? "" : "   <-- differs";
+    printf "%s %s | %s | %s%s\n", a[1], a[2], theirs, ours, mark }'
+if ! diff -q "$WORK/moq-relay.out" "$WORK/moq-relayd.out" >/dev/null; then
+    echo "auth-compare: outcomes differ" >&2
+    exit 1
+fi
+echo "auth-compare: every outcome is the same"
