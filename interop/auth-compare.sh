@@ -4,7 +4,8 @@
 # reference for auth outcomes is the real relay (issue 13). Outside CI: building
 # moq-relay takes ~6-10 min on 2 cores the first time; it is kept in a cache folder.
 #
-#   interop/auth-compare.sh [MOQ_RELAY_VERSION]        (default 0.14.12)
+#   interop/auth-compare.sh [MOQ_RELAY_VERSION]   (default 0.14.12; 0.17.10 for the
+#                                                  0.17 file form, public patterns only)
 #
 # Exits 1 when an outcome differs, and prints both columns.
 set -eu
@@ -33,10 +34,17 @@ free_port() {
 }
 
 # One file per relay, the same but for the port. The web listener takes the QUIC port's
-# number on TCP and serves /certificate.sha256, which both relays answer.
+# number on TCP and serves /certificate.sha256, which both relays answer. A 0.17 file
+# has no key (0.17 verifies no JWT itself: it asks an [auth] url server) and no client
+# CA (0.17 refuses one under public-only auth), and says `public` as a pattern.
+case "$VERSION" in
+0.14.*) GENERATION=0.14 ;;
+*) GENERATION=0.17 ;;
+esac
 start() {
     name=$1 binary=$2 port=$(free_port)
-    cat > "$WORK/$name.toml" <<TOML
+    if [ "$GENERATION" = 0.14 ]; then
+        cat > "$WORK/$name.toml" <<TOML
 [log]
 level = "warn"
 [server]
@@ -49,6 +57,19 @@ listen = "127.0.0.1:$port"
 key_dir = "$WORK/keys"
 public = "anon"
 TOML
+    else
+        cat > "$WORK/$name.toml" <<TOML
+[log]
+level = "warn"
+[listen]
+bind = "127.0.0.1:$port"
+tls.generate = ["localhost"]
+[web.http]
+listen = "127.0.0.1:$port"
+[auth]
+public = "anon/**"
+TOML
+    fi
     "$binary" "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 &
     PIDS="$PIDS $!"
     for _ in $(seq 1 100); do
@@ -63,10 +84,12 @@ TOML
     exit 1
 }
 
+CERTIFICATES=""
+[ "$GENERATION" = 0.17 ] && CERTIFICATES=--no-certificates
 set -- $(start moq-relay "$CACHE/bin/moq-relay")
-"$CASES" run "$WORK" "127.0.0.1:$1" "$2" > "$WORK/moq-relay.out"
+"$CASES" run "$WORK" "127.0.0.1:$1" "$2" $CERTIFICATES > "$WORK/moq-relay.out"
 set -- $(start moq-relayd target/release/moq-relayd)
-"$CASES" run "$WORK" "127.0.0.1:$1" "$2" > "$WORK/moq-relayd.out"
+"$CASES" run "$WORK" "127.0.0.1:$1" "$2" $CERTIFICATES > "$WORK/moq-relayd.out"
 
 echo "case transport | moq-relay $VERSION | moq-relayd"
 paste -d'|' "$WORK/moq-relay.out" "$WORK/moq-relayd.out" | awk -F'|' '{

@@ -124,18 +124,24 @@ fn open(path: &Path) -> Result<BufReader<File>, TlsError> {
         })
 }
 
-fn load_files(cert: &Path, key: &Path) -> Result<TlsMaterial, TlsError> {
-    let chain = rustls_pemfile::certs(&mut open(cert)?)
+/// The certificates of a PEM file; none is an error naming the file.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = rustls_pemfile::certs(&mut open(path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::Read {
-            path: cert.to_owned(),
+            path: path.to_owned(),
             source,
         })?;
-    if chain.is_empty() {
+    if certs.is_empty() {
         return Err(TlsError::NoCertificate {
-            path: cert.to_owned(),
+            path: path.to_owned(),
         });
     }
+    Ok(certs)
+}
+
+fn load_files(cert: &Path, key: &Path) -> Result<TlsMaterial, TlsError> {
+    let chain = read_certs(cert)?;
     let key_der = rustls_pemfile::private_key(&mut open(key)?)
         .map_err(|source| TlsError::Read {
             path: key.to_owned(),
@@ -335,16 +341,7 @@ fn client_verifier(
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for path in paths {
-        let certs = rustls_pemfile::certs(&mut open(path)?)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| TlsError::Read {
-                path: path.clone(),
-                source,
-            })?;
-        if certs.is_empty() {
-            return Err(TlsError::NoCertificate { path: path.clone() });
-        }
-        for cert in certs {
+        for cert in read_certs(path)? {
             roots.add(cert).map_err(|err| TlsError::ClientCa {
                 path: path.clone(),
                 reason: err.to_string(),
