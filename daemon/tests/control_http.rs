@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::flow::Flow;
 use common::http::{Response, get, parse, request, start, wait_until};
 use common::scrape::{assert_histograms_consistent, assert_monotonic, scrape, wait_for};
-use interop::{Bytes, ConnectOptions, TlsTrust, TrackEvent, connect_with};
 use tempfile::TempDir;
 
 const CONFIG: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n";
@@ -115,38 +115,14 @@ fn internal_listener_serves_health_and_a_parsable_scrape() {
 async fn counters_never_go_back_as_sessions_open_and_close() {
     let ops = start(CONFIG);
     let before = scrape(&ops);
-    let url = format!("https://{}/", ops.quic);
-    let trust = || TlsTrust::Fingerprint(ops.fingerprint.clone());
-
-    let publisher = connect_with(&url, ConnectOptions::new(trust()).publish_only())
-        .await
-        .expect("publisher connects");
-    let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
-    let track = tracks.pop().unwrap();
-    let subscriber = connect_with(&url, ConnectOptions::new(trust()).subscribe_only("demo"))
-        .await
-        .expect("subscriber connects");
-    let mut sub = subscriber
-        .subscribe("demo/cam", "video")
-        .await
-        .expect("subscribe");
-    let frames = [100usize, 200, 300].map(|len| Bytes::from(vec![7u8; len]));
-    track.write_group(frames).expect("write a group");
-    let mut received = 0;
-    while received < 3 {
-        match tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("frames within 10 s")
-            .expect("track event")
-        {
-            TrackEvent::Frame(_) => received += 1,
-            TrackEvent::GroupEnd { .. } => break,
-            _ => {}
-        }
-    }
-    assert_eq!(received, 3);
+    let mut flow = Flow::start(&ops).await;
+    flow.group(&[100, 200, 300], 7).await;
+    // Each worker publishes its counters on its own 100 ms tick: the publisher's worker
+    // (role subscriber) and the subscriber's (role publisher) may show at different scrapes.
     let traffic = wait_for(&ops, |m| {
-        m["moq_relay_frames_total{tier=\"\",role=\"publisher\"}"] >= 3.0
+        ["publisher", "subscriber"]
+            .iter()
+            .all(|role| m[&format!("moq_relay_frames_total{{tier=\"\",role=\"{role}\"}}")] >= 3.0)
     });
     for role in ["publisher", "subscriber"] {
         let frames = traffic[&format!("moq_relay_frames_total{{tier=\"\",role=\"{role}\"}}")];
@@ -187,22 +163,7 @@ async fn counters_never_go_back_as_sessions_open_and_close() {
     // The first group may have reached the subscriber as a late-join replay, which is not
     // timed; once it has arrived the subscription is live, so every frame of the next
     // group is timed on its way to the subscriber.
-    track
-        .write_group([1usize, 2, 3].map(|len| Bytes::from(vec![8u8; len])))
-        .expect("write a second group");
-    let mut live = 0;
-    while live < 3 {
-        match tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("frames within 10 s")
-            .expect("track event")
-        {
-            TrackEvent::Frame(_) => live += 1,
-            TrackEvent::GroupEnd { .. } if live > 0 => break,
-            _ => {}
-        }
-    }
-    assert_eq!(live, 3);
+    flow.group(&[1, 2, 3], 8).await;
     let timed = |m: &HashMap<String, f64>| -> f64 {
         (0..2)
             .map(|w| m[&format!("moq_relayd_frame_latency_seconds_count{{worker=\"{w}\"}}")])
@@ -222,9 +183,7 @@ async fn counters_never_go_back_as_sessions_open_and_close() {
     assert_eq!((scoped.status, scoped.body.as_str()), (200, "cam"));
     assert_eq!(get(ops.web, "/announced/elsewhere").body, "");
 
-    drop(sub);
-    subscriber.close().await;
-    publisher.close().await;
+    flow.close().await;
     let after = wait_for(&ops, |m| {
         m["moq_relay_sessions_closed_total{tier=\"\"}"] >= 2.0
     });

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Running;
-use common::bare::{bare_client_config, idle_subscriber};
+use common::bare::{bare_client_config, dial_batch};
 use interop::{ConnectOptions, TlsTrust};
 
 const CONFIG: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n";
@@ -72,27 +72,8 @@ async fn a_thousand_idle_subscribers_are_held_and_measured() {
             total
         };
         let batch = IN_FLIGHT.min(goal - sessions.len());
-        let mut dials = tokio::task::JoinSet::new();
-        for i in 0..batch {
-            let endpoints = endpoints.clone();
-            let client = client.clone();
-            let index = sessions.len() + i;
-            let addr = relay.addr;
-            dials.spawn(async move {
-                let endpoint = &endpoints[index % ENDPOINTS];
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    idle_subscriber(endpoint, client, addr),
-                )
-                .await
-                .map_err(|_| "timed out".to_owned())
-                .and_then(|r| r)
-                .map_err(|e| format!("session {index}: {e}"))
-            });
-        }
-        while let Some(result) = dials.join_next().await {
-            sessions.push(result.expect("dial task").expect("idle session"));
-        }
+        let first = sessions.len();
+        sessions.extend(dial_batch(&endpoints, &client, relay.addr, first, batch).await);
     }
     let dialed_in = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::bare::{bare_client_config, idle_subscriber};
+use common::bare::{bare_client_config, dial_batch};
+use common::flow::Flow;
 use common::http::{Ops, get, start};
 use common::scrape::{assert_monotonic, samples, scrape, wait_for};
-use interop::{Bytes, ConnectOptions, TlsTrust, TrackEvent, connect_with};
 
 const CONFIG: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n";
 
@@ -113,43 +113,13 @@ fn labels_of(series: &str) -> HashMap<&str, &str> {
 /// A publisher and a subscriber move one group through the relay, so the traffic rows
 /// (per role) exist in the next scrape.
 async fn one_group_through(ops: &Ops) {
-    let url = format!("https://{}/", ops.quic);
-    let trust = || TlsTrust::Fingerprint(ops.fingerprint.clone());
-    let publisher = connect_with(&url, ConnectOptions::new(trust()).publish_only())
-        .await
-        .expect("publisher connects");
-    let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
-    let track = tracks.pop().unwrap();
-    let subscriber = connect_with(&url, ConnectOptions::new(trust()).subscribe_only("demo"))
-        .await
-        .expect("subscriber connects");
-    let mut sub = subscriber
-        .subscribe("demo/cam", "video")
-        .await
-        .expect("subscribe");
-    track
-        .write_group([10usize, 20].map(|len| Bytes::from(vec![1u8; len])))
-        .expect("write a group");
-    let mut frames = 0;
-    while frames < 2 {
-        match tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("frames within 10 s")
-            .expect("track event")
-        {
-            TrackEvent::Frame(_) => frames += 1,
-            TrackEvent::GroupEnd { .. } => break,
-            _ => {}
-        }
-    }
-    assert_eq!(frames, 2);
+    let mut flow = Flow::start(ops).await;
+    flow.group(&[10, 20], 1).await;
     wait_for(ops, |m| {
         m.get("moq_relay_frames_total{tier=\"\",role=\"publisher\"}")
             .is_some_and(|&frames| frames >= 2.0)
     });
-    drop(sub);
-    subscriber.close().await;
-    publisher.close().await;
+    flow.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,28 +269,7 @@ async fn after_a_thousand_sessions_open_and_close_the_counters_read_a_thousand()
             "only {opened} sessions within {CHURN_DEADLINE:?}"
         );
         let batch = IN_FLIGHT.min(SESSIONS - opened);
-        let mut dials = tokio::task::JoinSet::new();
-        for i in 0..batch {
-            let endpoints = endpoints.clone();
-            let client = client.clone();
-            let index = opened + i;
-            let addr = ops.quic;
-            dials.spawn(async move {
-                let endpoint = &endpoints[index % ENDPOINTS];
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    idle_subscriber(endpoint, client, addr),
-                )
-                .await
-                .map_err(|_| "timed out".to_owned())
-                .and_then(|r| r)
-                .map_err(|e| format!("session {index}: {e}"))
-            });
-        }
-        let mut batch_sessions = Vec::with_capacity(batch);
-        while let Some(result) = dials.join_next().await {
-            batch_sessions.push(result.expect("dial task").expect("session"));
-        }
+        let batch_sessions = dial_batch(&endpoints, &client, ops.quic, opened, batch).await;
         opened += batch_sessions.len();
         // Each was served (ANNOUNCE_OK came back); now it leaves with a QUIC close, as
         // the next batch opens.

@@ -83,3 +83,35 @@ pub async fn idle_subscriber(
         _announce: (send, recv),
     })
 }
+
+/// Dials `count` idle subscribers at once, the `i`-th from `endpoints[(first + i) % len]`,
+/// each bounded by 10 s; panics naming the first that fails.
+pub async fn dial_batch(
+    endpoints: &std::sync::Arc<Vec<quinn::Endpoint>>,
+    client: &quinn::ClientConfig,
+    relay: SocketAddr,
+    first: usize,
+    count: usize,
+) -> Vec<IdleSubscriber> {
+    let mut dials = tokio::task::JoinSet::new();
+    for index in first..first + count {
+        let endpoints = endpoints.clone();
+        let client = client.clone();
+        dials.spawn(async move {
+            let endpoint = &endpoints[index % endpoints.len()];
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                idle_subscriber(endpoint, client, relay),
+            )
+            .await
+            .map_err(|_| "timed out".to_owned())
+            .and_then(|r| r)
+            .map_err(|e| format!("session {index}: {e}"))
+        });
+    }
+    let mut sessions = Vec::with_capacity(count);
+    while let Some(result) = dials.join_next().await {
+        sessions.push(result.expect("dial task").expect("idle session"));
+    }
+    sessions
+}
