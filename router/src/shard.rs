@@ -29,7 +29,7 @@ use crate::log::{Frame, Log};
 use crate::park::ParkState;
 use crate::ring::{self, Consumer};
 use crate::slab::{Key, Slab};
-use crate::subscriber::Subscriber;
+use crate::subscriber::{Dropped, Subscriber};
 use crate::{
     AnnounceEvent, BroadcastId, Config, Delivery, Doorbell, FetchTicket, GroupFrames, MAX_SHARDS,
     PublisherEvent, QueryId, RouterError, SubscriberId, TrackId, TrackProperties,
@@ -75,6 +75,10 @@ pub struct Stats {
     pub ring_groups_dropped: u64,
     /// Times the oldest groups were dropped for a local subscriber past its byte bound.
     pub subscriber_drops: u64,
+    /// Frames of those dropped groups that subscribers then skipped, and their payload
+    /// bytes: moq-relay 0.17's "stale" data.
+    pub stale_frames: u64,
+    pub stale_bytes: u64,
     /// Doorbells rung on parked peers.
     pub doorbells: u64,
     /// Messages taken from inbound rings.
@@ -243,7 +247,7 @@ impl Router {
                 fetch_answers: VecDeque::new(),
                 stats: Stats::default(),
                 counters: ShardCounters::default(),
-                retired_drops: 0,
+                retired_drops: Dropped::default(),
                 epoch,
                 clock: 1,
             })
@@ -279,7 +283,8 @@ pub struct Shard {
     fetch_answers: VecDeque<(FetchTicket, Option<GroupFrames>)>,
     stats: Stats,
     counters: ShardCounters,
-    retired_drops: u64,
+    /// What unsubscribed subscribers had dropped, kept so the totals never go back.
+    retired_drops: Dropped,
     /// When the router was built: `ArrivalTick` zero, the same on every shard.
     epoch: Instant,
     /// The `ArrivalTick` of the caller's clock (`set_clock`), stamped on frames pushed.
@@ -319,8 +324,13 @@ impl Shard {
 
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
-        s.subscriber_drops =
-            self.retired_drops + self.subs.iter().map(|(_, s)| s.groups_dropped).sum::<u64>();
+        let mut dropped = self.retired_drops;
+        for (_, sub) in self.subs.iter() {
+            dropped.add(&sub.dropped);
+        }
+        s.subscriber_drops = dropped.groups;
+        s.stale_frames = dropped.frames;
+        s.stale_bytes = dropped.bytes;
         s
     }
 
@@ -738,7 +748,7 @@ impl Shard {
         let Some(s) = self.subs.remove(sub.0) else {
             return Err(RouterError::UnknownSubscriber);
         };
-        self.retired_drops += s.groups_dropped;
+        self.retired_drops.add(&s.dropped);
         // A log is freed only with its last reader, so this subscriber's is still there
         // and counts it: a miss or a zero count means the reader bookkeeping drifted (and
         // a log would be freed under a reader, or never).

@@ -39,7 +39,24 @@ pub(crate) struct Subscriber {
     pub(crate) in_ready: bool,
     /// The track's last delivery (ended or not found) was handed out; nothing follows.
     finished: bool,
-    pub(crate) groups_dropped: u64,
+    pub(crate) dropped: Dropped,
+}
+
+/// What the slow-consumer policy took from one subscriber: whole-group drops, and the
+/// frames (with their payload bytes) of dropped groups it then skipped unread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Dropped {
+    pub(crate) groups: u64,
+    pub(crate) frames: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Dropped {
+    pub(crate) fn add(&mut self, other: &Dropped) {
+        self.groups += other.groups;
+        self.frames += other.frames;
+        self.bytes += other.bytes;
+    }
 }
 
 impl Subscriber {
@@ -59,7 +76,7 @@ impl Subscriber {
             replay: None,
             in_ready: false,
             finished: false,
-            groups_dropped: 0,
+            dropped: Dropped::default(),
         }
     }
 
@@ -164,7 +181,17 @@ impl Subscriber {
                 self.first_taken = Some(self.first_taken.map_or(g, |t| t.min(g)));
                 Some(Delivery::GroupStart { group: g })
             }
-            Entry::Frame(f) => self.wants(f.group).then(|| Delivery::Frame {
+            Entry::Frame(f) if !self.wants(f.group) => {
+                // Below the floor: a frame of a group dropped for this subscriber. (Frames
+                // from before it joined are never stepped here: the cursor starts past
+                // them, and a late join's replay skips other groups before this match.)
+                if !self.finished && f.group < self.floor {
+                    self.dropped.frames += 1;
+                    self.dropped.bytes += f.payload.len() as u64;
+                }
+                None
+            }
+            Entry::Frame(f) => Some(Delivery::Frame {
                 group: f.group,
                 timestamp: f.timestamp,
                 payload: f.payload.clone(),
@@ -300,7 +327,7 @@ impl Subscriber {
     fn drop_through(&mut self, last: u64) {
         self.floor = self.floor.max(last.saturating_add(1));
         self.recompute_reads_from();
-        self.groups_dropped += 1;
+        self.dropped.groups += 1;
         if self.first_taken.is_some_and(|t| t <= last) {
             self.dropped_below = Some(self.floor);
         }

@@ -83,6 +83,11 @@ fn stalled_subscriber_stays_under_its_byte_bound_and_resumes_at_newest_groups() 
         "contiguous: {kept:?}"
     );
     assert!(kept[0] > 0, "oldest groups were dropped");
+    // Every frame the stalled subscriber did not get was counted stale, with its bytes.
+    let stats = s[0].stats();
+    let delivered = kept.len() as u64 * GROUP;
+    assert_eq!(stats.stale_frames, groups * GROUP - delivered, "{stats:?}");
+    assert_eq!(stats.stale_bytes, stats.stale_frames * 512);
 
     // Live again: the next group arrives whole.
     s[0].start_group(track, groups).unwrap();

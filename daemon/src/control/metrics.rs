@@ -146,14 +146,16 @@ pub fn render(state: &ControlState) -> String {
     }
     for (name, help) in TIER_ROLE_FAMILIES.iter().take(4) {
         family(&mut out, name, "counter", help);
-        if *name == "moq_relay_stale_groups_total" {
-            // What the relay skipped sending to slow subscribers (role publisher).
-            sample(
-                &mut out,
-                name,
-                "tier=\"\",role=\"publisher\"",
-                sum(&|c| c.router.subscriber_drops),
-            );
+        // What the relay skipped sending to slow subscribers (role publisher). Datagrams
+        // are never held for a subscriber, so none go stale: that family has no row.
+        let stale = match *name {
+            "moq_relay_stale_groups_total" => Some(sum(&|c| c.router.subscriber_drops)),
+            "moq_relay_stale_frames_total" => Some(sum(&|c| c.router.stale_frames)),
+            "moq_relay_stale_bytes_total" => Some(sum(&|c| c.router.stale_bytes)),
+            _ => None,
+        };
+        if let Some(value) = stale {
+            sample(&mut out, name, "tier=\"\",role=\"publisher\"", value);
         }
     }
     family(

@@ -110,7 +110,7 @@ const BY_VERSION: usize = TRANSPORTS.len() * proto::Version::ALL.len();
 const LATENCY_FIELDS: usize = LATENCY_BUCKETS_MICROS.len() + 2;
 /// `router::Stats` fields, then `router::ShardCounters` fields, then the ring backlog
 /// (last: the only gauge).
-const ROUTER_FIELDS: usize = 6 + 5 + 1;
+const ROUTER_FIELDS: usize = 8 + 5 + 1;
 
 /// Counters kept one by one, in `flatten`'s order.
 const SINGLE_FIELDS: usize = 29;
@@ -221,17 +221,19 @@ impl PublishedCounters {
                 replay_pushes: r[1],
                 ring_groups_dropped: r[2],
                 subscriber_drops: r[3],
-                doorbells: r[4],
-                received: r[5],
+                stale_frames: r[4],
+                stale_bytes: r[5],
+                doorbells: r[6],
+                received: r[7],
             },
             shard: router::ShardCounters {
-                stale_messages: r[6],
-                fetch_answers_dropped: r[7],
-                queries_lagged: r[8],
-                control_deferred: r[9],
-                publisher_events_dropped: r[10],
+                stale_messages: r[8],
+                fetch_answers_dropped: r[9],
+                queries_lagged: r[10],
+                control_deferred: r[11],
+                publisher_events_dropped: r[12],
             },
-            ring_backlog: r[11],
+            ring_backlog: r[13],
             frame_latency: LatencyHistogram {
                 buckets: std::array::from_fn(|i| l[i]),
                 sum_micros: l[LATENCY_BUCKETS_MICROS.len()],
@@ -279,6 +281,8 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         r.replay_pushes,
         r.ring_groups_dropped,
         r.subscriber_drops,
+        r.stale_frames,
+        r.stale_bytes,
         r.doorbells,
         r.received,
         sh.stale_messages,
@@ -560,6 +564,8 @@ mod tests {
                 replay_pushes: 51,
                 ring_groups_dropped: 52,
                 subscriber_drops: 53,
+                stale_frames: 58,
+                stale_bytes: 59,
                 doorbells: 54,
                 received: 55,
             },
