@@ -1,6 +1,7 @@
 //! Bytes of control streams, by the class of message they carry: what moq-relay 0.17
-//! reports as `moq_relay_control_{tx,rx}_bytes_total{class}`. Group and fetch data
-//! frames on uni streams are media, not control, and are not counted here.
+//! reports as `moq_relay_control_{tx,rx}_bytes_total{class}`. Group streams carry
+//! media and are not counted; a FETCH stream is counted whole as class `fetch`, the
+//! frames it answers with included.
 
 use super::slots::Kind;
 
