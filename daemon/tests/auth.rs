@@ -9,17 +9,13 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use common::Running;
-use interop::rogue::{CloseReason, RogueSession};
-use interop::{AnnounceEvent, Bytes, ConnectOptions, Session, TlsTrust, TrackEvent, connect_with};
+use common::sessions::{
+    ADMITTED, BOTH, STEP, Via, assert_admitted, assert_refused, open, rogue, target, trust, url,
+};
+use interop::{AnnounceEvent, Bytes, ConnectOptions, TrackEvent};
 use moq_token::{Algorithm, Claims, Key, KeyId};
-use proto::message::{Message, Setup, UniType};
 
-/// One step's bound on a loaded 2-core machine.
-const STEP: Duration = Duration::from_secs(20);
-/// How long a session must stay open to count as admitted.
-const ADMITTED: Duration = Duration::from_millis(400);
 /// Spec `auth.md` 13 / `moq-relay-0.17.md` 2.7.
 const UNAUTHORIZED_014: u64 = 6;
 const UNAUTHORIZED_017: u64 = 0x2;
@@ -91,95 +87,6 @@ fn config_017(keys: &KeyDir) -> String {
 fn reloaded_certificate(relay: &mut Running) {
     let line = relay.relay.wait_for_line("certificate reloaded");
     relay.fingerprint = common::fingerprint_in(&line);
-}
-
-fn trust(relay: &Running) -> TlsTrust {
-    TlsTrust::Fingerprint(relay.fingerprint.clone())
-}
-
-/// `path?jwt=token` (or just the path).
-fn target(path: &str, jwt: Option<&str>) -> String {
-    match jwt {
-        Some(jwt) => format!("{path}?jwt={jwt}"),
-        None => path.to_owned(),
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Via {
-    WebTransport,
-    RawQuic05,
-}
-
-const BOTH: [Via; 2] = [Via::WebTransport, Via::RawQuic05];
-
-fn url(relay: &Running, via: Via, target: &str) -> String {
-    match via {
-        Via::WebTransport => relay.https_url(target),
-        Via::RawQuic05 => relay.quic_url(target),
-    }
-}
-
-/// A moq-lite-05 session from the rogue client at `target` (the CONNECT URL on
-/// WebTransport; the SETUP Path on raw QUIC, sent with `role`).
-async fn rogue(relay: &Running, via: Via, target: &str, role: Option<u64>) -> RogueSession {
-    let (url, setup_path) = match via {
-        Via::WebTransport => (relay.https_url(target), None),
-        Via::RawQuic05 => (relay.quic_url(""), Some(target.to_owned())),
-    };
-    let mut session = RogueSession::connect(&url, &trust(relay), "moq-lite-05", STEP)
-        .await
-        .unwrap_or_else(|err| panic!("rogue {via:?} {}: {err}", target_shown(target)));
-    if via == Via::RawQuic05 || role.is_some() {
-        let setup = Setup {
-            path: setup_path,
-            role,
-            ..Setup::default()
-        };
-        let mut bytes = BytesMut::new();
-        proto::coding::put_varint(&mut bytes, "type", UniType::Setup.id()).unwrap();
-        setup.encode(proto::Version::Lite05, &mut bytes).unwrap();
-        // The relay may already have closed a WebTransport session it refused.
-        let sent = session.send_uni(&bytes).await;
-        assert!(sent.is_ok() || via == Via::WebTransport, "SETUP: {sent:?}");
-    }
-    session
-}
-
-/// The target without its token, for messages.
-fn target_shown(target: &str) -> &str {
-    target.split('?').next().unwrap_or_default()
-}
-
-/// The close the relay sends a session at `target`.
-async fn refusal(relay: &Running, via: Via, target: &str, role: Option<u64>) -> CloseReason {
-    let session = rogue(relay, via, target, role).await;
-    session
-        .closed(STEP)
-        .await
-        .unwrap_or_else(|err| panic!("{via:?} {} was not closed: {err}", target_shown(target)))
-}
-
-async fn assert_refused(relay: &Running, target: &str, role: Option<u64>, code: u64, why: &str) {
-    for via in BOTH {
-        let close = refusal(relay, via, target, role).await;
-        assert_eq!(close.code, Some(code), "{why} over {via:?}: {close:?}");
-        assert_eq!(close.reason, "unauthorized", "{why} over {via:?}");
-    }
-}
-
-async fn assert_admitted(relay: &Running, target: &str, role: Option<u64>, why: &str) {
-    for via in BOTH {
-        let session = rogue(relay, via, target, role).await;
-        let closed = session.closed(ADMITTED).await;
-        assert!(closed.is_err(), "{why} over {via:?} was closed: {closed:?}");
-    }
-}
-
-async fn open(url: &str, options: ConnectOptions) -> Session {
-    connect_with(url, options.with_versions(&["moq-lite-05"]))
-        .await
-        .unwrap_or_else(|err| panic!("connect {}: {err}", target_shown(url)))
 }
 
 /// A publisher with `publish_token` publishes `alice` and `bob` at `/demo`; a
