@@ -92,6 +92,10 @@ pub struct Driver {
     /// The transport raises no `SessionClosed` for such a close, so the application
     /// reads this to release the session itself.
     closed_with: Option<u64>,
+    /// Payload bytes the session handed to the transport, and stream and datagram
+    /// bytes the transport handed to the session (an auth server's `end` report).
+    bytes_sent: u64,
+    bytes_received: u64,
 }
 
 impl Driver {
@@ -106,6 +110,8 @@ impl Driver {
             max_pending_bytes,
             counters: DriverCounters::default(),
             closed_with: None,
+            bytes_sent: 0,
+            bytes_received: 0,
         }
     }
 
@@ -137,6 +143,11 @@ impl Driver {
         }
     }
 
+    /// Bytes sent to the peer (written or queued for writing) and received from it.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_sent, self.bytes_received)
+    }
+
     /// The session close code, once this side has closed the connection (`io.close`
     /// called). The transport then raises no `SessionClosed`: whoever owns this driver
     /// releases the session's state when it sees this.
@@ -154,7 +165,10 @@ impl Driver {
             Event::StreamOpened { stream, bidi, .. } => {
                 self.session.on_stream_opened(to_moq(stream), bidi)
             }
-            Event::Data { stream, data, .. } => self.session.on_stream_data(to_moq(stream), data),
+            Event::Data { stream, data, .. } => {
+                self.bytes_received += data.len() as u64;
+                self.session.on_stream_data(to_moq(stream), data)
+            }
             Event::Finished { stream, .. } => self.session.on_stream_finished(to_moq(stream)),
             Event::Reset { stream, code, .. } => self
                 .session
@@ -163,7 +177,10 @@ impl Driver {
                 .session
                 .on_stop_sending(to_moq(stream), stream_code(code)),
             Event::Writable { stream, .. } => self.flush_stream(io, stream),
-            Event::Datagram { data, .. } => self.session.on_datagram(data),
+            Event::Datagram { data, .. } => {
+                self.bytes_received += data.len() as u64;
+                self.session.on_datagram(data)
+            }
             Event::SessionReady(_) | Event::SessionClosed { .. } => return false,
         }
         true
@@ -237,7 +254,10 @@ impl Driver {
                     self.refused(io.set_priority(session, stream, priority));
                 }
             }
-            Action::SendDatagram { data } => self.refused(io.send_datagram(session, data)),
+            Action::SendDatagram { data } => {
+                self.bytes_sent += data.len() as u64;
+                self.refused(io.send_datagram(session, data))
+            }
             Action::Close { code, reason } => {
                 let code = code.session_code(version);
                 debug_assert!(self.closed_with.is_none(), "the session closed twice");
@@ -268,6 +288,7 @@ impl Driver {
     }
 
     fn write<T: SessionIo + ?Sized>(&mut self, io: &mut T, stream: StreamId, data: Bytes) {
+        self.bytes_sent += data.len() as u64;
         if self.pending.contains_key(&stream) {
             self.queue(io, stream, data);
             return;
