@@ -3,8 +3,10 @@
 //! configuration, logging, signals and systemd notification.
 
 pub mod auth;
+pub mod client_tls;
 pub mod config;
 pub mod control;
+pub mod decider;
 pub mod listen;
 pub mod logging;
 pub mod notify;

@@ -125,7 +125,7 @@ fn open(path: &Path) -> Result<BufReader<File>, TlsError> {
 }
 
 /// The certificates of a PEM file; none is an error naming the file.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = rustls_pemfile::certs(&mut open(path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::Read {
@@ -364,6 +364,11 @@ pub struct PeerCertificate {
     pub fingerprint: String,
     /// The leaf's `notAfter`: a session it admitted ends then.
     pub not_after: std::time::SystemTime,
+    /// As moq-relay 0.17 names a peer to its auth server: the first DNS name of the
+    /// subject alternative names, else the subject's common name, else the fingerprint.
+    pub name: String,
+    /// The issuer (RFC 4514 text).
+    pub issuer: String,
 }
 
 impl PeerCertificate {
@@ -373,9 +378,33 @@ impl PeerCertificate {
         let leaf = chain.first()?;
         let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
         let seconds = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
+        let fingerprint = fingerprint(leaf);
+        let dns_name = parsed
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .and_then(|san| {
+                san.value.general_names.iter().find_map(|name| match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    _ => None,
+                })
+            });
+        let common_name = || {
+            parsed
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_owned)
+        };
+        let name = dns_name
+            .or_else(common_name)
+            .unwrap_or_else(|| fingerprint.clone());
         Some(Self {
-            fingerprint: fingerprint(leaf),
+            fingerprint,
             not_after: std::time::UNIX_EPOCH + Duration::from_secs(seconds),
+            name,
+            issuer: parsed.issuer().to_string(),
         })
     }
 }

@@ -66,8 +66,9 @@ struct Policy {
     keys: Keys,
     public_subscribe: Vec<Grant>,
     public_publish: Vec<Grant>,
-    /// `auth_api` is configured: it would decide every session, and is not built yet.
-    auth_api: bool,
+    /// `auth_api` or `url` is configured: an external decider (`crate::decider`) decides
+    /// every session, asked off the workers; this policy decides none.
+    external: bool,
 }
 
 impl Policy {
@@ -100,7 +101,7 @@ impl Policy {
             keys: Keys::load(config.key.as_deref(), config.key_dir.as_deref())?,
             public_subscribe: subscribe,
             public_publish: publish,
-            auth_api: config.auth_api.is_some(),
+            external: config.auth_api.is_some() || config.url.is_some(),
         })
     }
 }
@@ -174,7 +175,7 @@ impl Authenticator {
         policy.public_subscribe.is_empty()
             && policy.public_publish.is_empty()
             && policy.keys.is_none()
-            && !policy.auth_api
+            && !policy.external
     }
 
     /// Decides a session from its connection path and URL query (without the `?`), at
@@ -191,10 +192,10 @@ impl Authenticator {
         path: &str,
         not_after: SystemTime,
     ) -> Result<Access, Rejection> {
-        // With `auth_api`, 0.14 asks the API for a certificate session's alias too; we
-        // cannot, so such a session is refused like every other there.
-        if self.policy().auth_api {
-            return Err(Rejection::new(Cause::AuthApiUnsupported, self.generation));
+        // With an external decider it decides certificate sessions too (0.14 asks
+        // `auth_api` for their alias); nothing here may.
+        if self.policy().external {
+            return Err(Rejection::new(external_only(), self.generation));
         }
         let root = normalize(path);
         let everything = [Grant::Prefix(String::new())];
@@ -217,8 +218,8 @@ impl Authenticator {
     fn decide(&self, path: &str, query: &str, now: SystemTime) -> Result<Access, Cause> {
         let root = normalize(path);
         let policy = self.policy();
-        if policy.auth_api {
-            return Err(Cause::AuthApiUnsupported);
+        if policy.external {
+            return Err(external_only());
         }
         if let Some(token) = token(query) {
             if token.len() > MAX_TOKEN_BYTES {
@@ -262,6 +263,82 @@ impl Authenticator {
             None => Ok(()),
         }
     }
+}
+
+/// What a synchronous decision says where only the external decider may decide.
+fn external_only() -> Cause {
+    Cause::DeciderUnavailable("only the configured auth decider decides sessions".to_owned())
+}
+
+/// 0.14 `auth_api` (spec `auth.md` 10.1): the token's `kid`, which the API is asked
+/// for, read from its header without verifying anything.
+pub fn token_kid(token: &str) -> Result<Option<String>, Cause> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Cause::TokenTooLong(token.len()));
+    }
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|err| Cause::MalformedToken(err.to_string()))?;
+    match header.kid {
+        Some(kid) if !key::valid_kid(&kid) => Err(Cause::InvalidKid),
+        kid => Ok(kid),
+    }
+}
+
+/// 0.14 `auth_api`: verifies `token` with the JWK the API returned (JSON text) at `now`
+/// and reduces its claims at the dialed `path`, exactly as a `[auth] key` would.
+pub fn authorize_with_key(
+    path: &str,
+    token: &str,
+    jwk: &str,
+    now: SystemTime,
+) -> Result<Access, Cause> {
+    let key = key::Key::parse(jwk)
+        .map_err(|err| Cause::DeciderUnavailable(format!("the API's key: {err}")))?;
+    let claims = verify::verify(&Keys::Single(Arc::new(key)), token, now)?;
+    access::reduce(
+        &normalize(path),
+        &claims.root,
+        &claims.publish,
+        &claims.subscribe,
+        claims.expires,
+    )
+}
+
+/// 0.14 `auth_api`'s `public` answer: prefixes relative to the dialed `path`.
+pub fn public_at(path: &str, publish: &[String], subscribe: &[String]) -> Result<Access, Cause> {
+    let root = normalize(path);
+    let prefixes = |list: &[String]| -> Result<Vec<Grant>, Cause> {
+        if list.len() > MAX_GRANTS {
+            return Err(Cause::TooManyGrants);
+        }
+        let mut grants: Vec<Grant> = Vec::with_capacity(list.len());
+        for grant in list.iter().map(|p| Grant::Prefix(normalize(p))) {
+            if !grants.contains(&grant) {
+                grants.push(grant);
+            }
+        }
+        Ok(grants)
+    };
+    access::reduce(
+        &root,
+        &root,
+        &prefixes(publish)?,
+        &prefixes(subscribe)?,
+        None,
+    )
+    .map_err(|_| Cause::NoPublicAccess(root))
+}
+
+/// Everything under the dialed `path`, until `expires` (a verified client certificate).
+pub fn everything_at(path: &str, expires: Option<SystemTime>) -> Access {
+    let root = normalize(path);
+    let everything = vec![Grant::Prefix(String::new())];
+    Access::new(root, everything.clone(), everything, expires)
+}
+
+/// The `jwt` query value, as [`Authenticator::authorize`] reads it.
+pub fn query_token(query: &str) -> Option<String> {
+    token(query)
 }
 
 /// Splits a moq-lite-05 SETUP `Path` (or any request target) at the first `?` into the

@@ -60,14 +60,18 @@ pub enum Cause {
     NothingGranted(String),
     #[error("the session asks to {0} but is not granted it")]
     RoleNotGranted(&'static str),
-    #[error("`[auth] auth_api` is not supported by this build")]
-    AuthApiUnsupported,
+    #[error("the auth decider could not be asked: {0}")]
+    DeciderUnavailable(String),
+    #[error("the auth decider refused the session (HTTP {0})")]
+    DeciderRefused(u16),
+    #[error("the auth decider's grant is invalid: {0}")]
+    InvalidGrant(String),
 }
 
 impl Cause {
     /// How many causes there are: [`Cause::index`] is below this, so a per-cause
     /// counter is a fixed array.
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 23;
 
     /// [`Cause::label`] of each [`Cause::index`], in order.
     pub const LABELS: [&'static str; Cause::COUNT] = [
@@ -92,6 +96,8 @@ impl Cause {
         "nothing_granted",
         "role_not_granted",
         "auth_unavailable",
+        "auth_refused",
+        "invalid_grant",
     ];
 
     /// A dense number per cause, below [`Cause::COUNT`], for per-cause counters.
@@ -117,7 +123,9 @@ impl Cause {
             Cause::RootMismatch(_) => 17,
             Cause::NothingGranted(_) => 18,
             Cause::RoleNotGranted(_) => 19,
-            Cause::AuthApiUnsupported => 20,
+            Cause::DeciderUnavailable(_) => 20,
+            Cause::DeciderRefused(_) => 21,
+            Cause::InvalidGrant(_) => 22,
         }
     }
 
@@ -134,7 +142,9 @@ impl Cause {
         match self {
             Cause::RoleNotGranted(_) => 403,
             // An auth backend that cannot be asked is moq-relay's 502.
-            Cause::AuthApiUnsupported => 502,
+            // 0.17 answers an invalid grant as unavailable (close code 566).
+            Cause::DeciderUnavailable(_) | Cause::InvalidGrant(_) => 502,
+            Cause::DeciderRefused(status) => *status,
             _ => 401,
         }
     }

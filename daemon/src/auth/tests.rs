@@ -857,7 +857,9 @@ fn every_cause_has_a_distinct_stable_label() {
         Cause::RootMismatch(String::new()),
         Cause::NothingGranted(String::new()),
         Cause::RoleNotGranted("publish"),
-        Cause::AuthApiUnsupported,
+        Cause::DeciderUnavailable(String::new()),
+        Cause::DeciderRefused(403),
+        Cause::InvalidGrant(String::new()),
     ];
     let mut labels: Vec<&str> = causes.iter().map(Cause::label).collect();
     assert!(

@@ -97,15 +97,18 @@ pub(crate) fn validate(config: &Config, host: &HostFacts) -> Result<(), Invalid>
     validate_quic(config)?;
     validate_limits(&config.limits)?;
     validate_server(&config.server)?;
-    if config.auth.generation == Generation::V017 && !config.server.tls.root.is_empty() {
+    if config.auth.generation == Generation::V017
+        && !config.server.tls.root.is_empty()
+        && config.auth.url.is_none()
+    {
         // 0.17 grants a certificate nothing by itself: it reports it to the auth server
         // (`[auth] url`), and with no server it refuses to start. 0.14 granted it full
         // access; keep that reading to files that say they are 0.14.
         return invalid(
             "listen.tls.root",
-            "moq-relay 0.17 reports client certificates to an `[auth] url` server, which this \
-             build does not have yet; a 0.14-style file (`[server]`) grants a verified \
-             certificate full access under its connection path",
+            "a client certificate admits nothing on its own in moq-relay 0.17: set `[auth] url` \
+             (the auth server is told of each certificate), or write a 0.14-style file \
+             (`[server]`), where a verified certificate gets full access under its path",
         );
     }
     validate_client(&config.client)?;
@@ -441,6 +444,35 @@ fn is_url(value: &str) -> bool {
 }
 
 fn validate_auth(auth: &AuthConfig) -> Result<(), Invalid> {
+    if let Some(url) = &auth.url {
+        // 0.17: the auth server is the one decider (moq-relay-0.17.md 2.2).
+        let other = [
+            ("key", auth.key.is_some()),
+            ("key_dir", auth.key_dir.is_some()),
+            ("public", auth.public.is_some()),
+            ("public_subscribe", !auth.public_subscribe.is_empty()),
+            ("public_publish", !auth.public_publish.is_empty()),
+            ("auth_api", auth.auth_api.is_some()),
+            ("domains", !auth.domains.is_empty()),
+            ("mtls_tier", auth.mtls_tier.is_some()),
+        ];
+        if let Some((name, _)) = other.iter().find(|(_, set)| *set) {
+            return invalid(
+                "auth.url",
+                format!(
+                    "the auth server decides every session, so `{name}` cannot be set beside `url`"
+                ),
+            );
+        }
+        if let Err(reason) = crate::decider::check_url("url", url) {
+            return invalid("auth.url", reason);
+        }
+    }
+    if let Some(url) = &auth.auth_api
+        && let Err(reason) = crate::decider::check_url("auth_api", url)
+    {
+        return invalid("auth.auth_api", reason);
+    }
     if auth.key.is_some() && auth.key_dir.is_some() {
         return invalid("auth.key_dir", "`key` and `key_dir` exclude each other");
     }

@@ -69,6 +69,9 @@ impl RelayWorker {
                 session = id,
                 "peer did not leave before the GOAWAY deadline; closing"
             );
+            if let Some(external) = conn.external.as_mut() {
+                external.end_reason = Some("shutdown");
+            }
             conn.moq().close(
                 proto::ErrorCode::Unknown(GOAWAY_TIMEOUT_CODE),
                 "GOAWAY timeout".into(),

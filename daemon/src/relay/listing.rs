@@ -265,7 +265,7 @@ impl SessionFilter {
 /// Whether a re-decided grant still covers what the session was admitted with: the same
 /// root and every grant it had (a wider grant is fine; a narrower one ends the session,
 /// as 0.17.10 ends a session whose re-checked grant no longer covers its patterns).
-fn still_covers(admitted: &Access, now: &Access) -> bool {
+pub(super) fn still_covers(admitted: &Access, now: &Access) -> bool {
     admitted.root == now.root
         && admitted
             .subscribe_grants()
@@ -328,6 +328,12 @@ impl RelayWorker {
             let Some(conn) = self.sessions.get(&session) else {
                 continue;
             };
+            if conn.external.is_some() {
+                // Its decider re-checks it (0.14 `auth_api` has no revalidation: only a
+                // 0.17 auth server is asked).
+                self.ask_revalidation(session);
+                continue;
+            }
             let (Some(credential), Some(admitted)) = (&conn.credential, &conn.access) else {
                 continue;
             };
@@ -373,7 +379,7 @@ impl RelayWorker {
     }
 
     /// Moves a session's expiry to the re-checked credential's `exp`.
-    fn rearm_expiry(&mut self, session: SessionId, expires: Option<SystemTime>) {
+    pub(super) fn rearm_expiry(&mut self, session: SessionId, expires: Option<SystemTime>) {
         let Some(conn) = self.sessions.get_mut(&session) else {
             return;
         };

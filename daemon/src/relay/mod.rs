@@ -14,6 +14,7 @@
 
 mod control;
 mod counters;
+mod decision;
 mod drain;
 mod http_fetch;
 mod listing;
@@ -140,6 +141,11 @@ pub struct RelayWorker {
     session_id_prefix: u64,
     /// Sessions a `POST /sessions/revalidate` asked to re-check.
     revalidations: listing::Revalidations,
+    /// The external decider (`auth_api`, `[auth] url`), when one decides sessions.
+    decider: Option<crate::decider::DeciderLink>,
+    /// 0.17 revalidations by due time (`External::revalidate_at` names each entry; one
+    /// per session at most).
+    revalidations_due: BTreeSet<(Instant, SessionId)>,
 }
 
 impl RelayWorker {
@@ -168,7 +174,14 @@ impl RelayWorker {
             node: Arc::from(""),
             session_id_prefix: session_id_prefix(worker),
             revalidations: listing::Revalidations::default(),
+            decider: None,
+            revalidations_due: BTreeSet::new(),
         }
+    }
+
+    /// Hands the worker its link to the external decider (at start, before its loop).
+    pub fn set_decider(&mut self, decider: crate::decider::DeciderLink) {
+        self.decider = Some(decider);
     }
 
     /// The node name `/sessions` reports.
@@ -222,14 +235,23 @@ impl RelayWorker {
             Transport::Quic { .. } => Some(("/".to_owned(), String::new())),
         };
         self.sessions.insert(info.id, conn);
+        if let Some(kind) = self.decider.as_ref().map(|d| d.kind()) {
+            let external = self.external_for(&info, kind);
+            if let Some(conn) = self.sessions.get_mut(&info.id) {
+                conn.external = Some(external);
+            }
+        }
         self.counters.sessions_opened += 1;
         let transport = usize::from(matches!(info.transport, Transport::WebTransport { .. }));
         if let Some(index) = proto::Version::ALL.iter().position(|&v| v == version) {
             self.counters.sessions_by_version[transport][index] += 1;
         }
         let session = info.id;
+        let external = self.decider.is_some();
         match decide_now {
             None => self.await_setup(info.id, AwaitingSetup::Path),
+            Some(_) if external && lite05 => self.await_setup(info.id, AwaitingSetup::Decider),
+            Some((path, query)) if external => self.ask_connect(info.id, &path, &query, Role::Any),
             Some((path, query)) => {
                 if let Some(access) = self.decide(info.id, &path, &query, certificate_not_after) {
                     if lite05 {
@@ -360,6 +382,9 @@ impl RelayWorker {
             };
             debug_assert_eq!(conn.expires_at, Some(at));
             conn.expires_at = None;
+            if let Some(external) = conn.external.as_mut() {
+                external.end_reason = Some("expired");
+            }
             self.counters.sessions_expired += 1;
             let code = auth::close_code(401, self.auth.generation());
             info!(
@@ -381,7 +406,11 @@ impl RelayWorker {
             if let Some(code) = conn.driver.closed_with() {
                 // We closed it (refused, expired, malformed, over a bound): quic-io raises
                 // no `SessionClosed` for a close of our own, so release it now.
-                self.session_closed(session, code, self.now);
+                self.session_closed(session, code, "", self.now);
+                return;
+            }
+            if conn.awaits_verdict() {
+                // Its requests wait for the decider; the verdict drives it again.
                 return;
             }
             let Some(event) = conn.moq().poll_event() else {
@@ -426,9 +455,19 @@ impl RelayWorker {
                         if !path.is_empty() {
                             conn.view.path = path.clone();
                         }
-                        if let Some(access) = self.decide(session, &path, &query, None) {
+                        if self.decider.is_some() {
+                            self.ask_connect(session, &path, &query, role);
+                        } else if let Some(access) = self.decide(session, &path, &query, None) {
                             self.admit(session, access, role);
                         }
+                    }
+                    Some(AwaitingSetup::Decider) => {
+                        let (path, query) = conn
+                            .external
+                            .as_ref()
+                            .map(|e| (e.facts.path.clone(), e.facts.query.clone()))
+                            .unwrap_or_default();
+                        self.ask_connect(session, &path, &query, role);
                     }
                     // WebTransport 05: granted on the CONNECT URL (a SETUP Path is
                     // ignored there, spec 2); the Role decides what is wired.
@@ -477,10 +516,13 @@ impl RelayWorker {
         }
     }
 
-    fn session_closed(&mut self, session: SessionId, code: u64, now: Instant) {
+    fn session_closed(&mut self, session: SessionId, code: u64, reason: &str, now: Instant) {
         let Some(mut conn) = self.sessions.remove(&session) else {
             return;
         };
+        if let Some(external) = conn.external.take() {
+            self.external_closed(session, external, reason, conn.driver.bytes());
+        }
         debug!(worker = self.worker, session, code, "session closed");
         if let Some(at) = conn.expires_at.take() {
             self.expiries.remove(&(at, session));
@@ -534,8 +576,12 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         self.shard.set_clock(now);
         let session = match event {
             IoEvent::SessionReady(info) => return self.session_ready(info, io),
-            IoEvent::SessionClosed { session, code, .. } => {
-                return self.session_closed(session, code, now);
+            IoEvent::SessionClosed {
+                session,
+                code,
+                reason,
+            } => {
+                return self.session_closed(session, code, &reason, now);
             }
             ref stream_event => stream_event.session(),
         };
@@ -551,6 +597,8 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         self.now = now;
         self.expire_sessions(now, io);
         self.close_late_setups(now, io);
+        self.decider_verdicts(io);
+        self.revalidate_due(now);
         self.shard.poll(now);
         self.publisher_events(io);
         self.announce_events(io);
@@ -573,6 +621,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         let expiry = [
             self.expiries.first().map(|&(at, _)| at),
             self.setup_deadlines.first().map(|&(at, _)| at),
+            self.revalidations_due.first().map(|&(at, _)| at),
             hold,
         ]
         .into_iter()

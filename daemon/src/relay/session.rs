@@ -28,6 +28,9 @@ pub enum AwaitingSetup {
     Path,
     /// WebTransport: granted on the CONNECT URL; the Role is still to check.
     Role(Box<Access>),
+    /// WebTransport with an external decider: the decider is asked once the Role is
+    /// known (moq-relay reads the SETUP first).
+    Decider,
 }
 
 /// A peer's subscription we serve from a router subscriber.
@@ -126,6 +129,8 @@ pub struct RelaySession {
     pub view: SessionView,
     /// What it was admitted with, for a re-check; `None` until it is admitted.
     pub credential: Option<Credential>,
+    /// Set when an external decider (`auth_api`, `[auth] url`) decides this session.
+    pub external: Option<super::decision::External>,
 }
 
 impl RelaySession {
@@ -160,6 +165,7 @@ impl RelaySession {
             refusals: SessionRefusals::default(),
             view,
             credential: None,
+            external: None,
         }
     }
 
@@ -170,6 +176,12 @@ impl RelaySession {
             .as_ref()
             .filter(|access| access.may_subscribe(broadcast))
             .map(|access| access.absolute(broadcast))
+    }
+
+    /// Its connect verdict is still out: its requests wait (they stay queued in the
+    /// moq-lite session, whose own bound closes a peer that floods meanwhile).
+    pub fn awaits_verdict(&self) -> bool {
+        self.external.as_ref().is_some_and(|e| e.awaiting.is_some())
     }
 
     pub fn pending_bytes(&self) -> usize {

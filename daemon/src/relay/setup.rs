@@ -42,6 +42,8 @@ pub struct RelayServer {
     pub links: Vec<WorkerLink>,
     /// Set once when a drain starts; every worker then sends GOAWAY.
     pub drain: Arc<DrainFlag>,
+    /// The external auth decider's thread (`auth_api`, `[auth] url`), if one decides.
+    pub decider: Option<crate::decider::Decider>,
 }
 
 /// moq-lite versions this relay speaks, newest first, as ALPN / wt-protocol strings.
@@ -182,6 +184,19 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     );
     let (ends, mut links): (Vec<WorkerEnd>, Vec<WorkerLink>) =
         (0..workers).map(|_| control::link(drain.clone())).unzip();
+    let (decider, decider_links) = match crate::decider::start(
+        &config.auth,
+        &config.client.tls,
+        workers,
+        listen::housekeeping_cpus(&config.runtime, allowed_cpus),
+    )
+    .context("cannot start the [auth] decider")?
+    {
+        Some((decider, links)) => (Some(decider), links.into_iter().map(Some).collect()),
+        None => (None, Vec::new()),
+    };
+    // Taken once per worker at start-up, like the shards.
+    let decider_links: Mutex<Vec<Option<crate::decider::DeciderLink>>> = Mutex::new(decider_links);
     // Taken once per worker at start-up, like the shards.
     let ends: Mutex<Vec<Option<WorkerEnd>>> = Mutex::new(ends.into_iter().map(Some).collect());
 
@@ -207,6 +222,15 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         {
             worker.attach_control(end);
         }
+        if let Some(link) = decider_links
+            .lock()
+            .ok()
+            .and_then(|mut links| links.get_mut(ctx.index).and_then(Option::take))
+        {
+            // Before the worker's loop runs: no verdict can come before its waker.
+            link.attach_waker(ctx.waker.clone());
+            worker.set_decider(link);
+        }
         worker
     })
     .with_context(|| format!("cannot start the QUIC server on {listen}"))?;
@@ -219,6 +243,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         auth,
         links,
         drain,
+        decider,
     })
 }
 

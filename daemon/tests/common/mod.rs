@@ -2,9 +2,11 @@
 #![allow(dead_code)]
 
 pub mod bare;
+pub mod decider;
 pub mod flow;
 pub mod http;
 pub mod scrape;
+pub mod sessions;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
