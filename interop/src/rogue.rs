@@ -156,6 +156,36 @@ impl RogueSession {
         Ok(())
     }
 
+    /// Open a bidirectional stream, write `bytes` on it (left open), and wait (bounded
+    /// by `within`) for the first bytes the peer answers on it. An error when the peer
+    /// resets or ends the stream instead (a refused request).
+    pub async fn request_bidi(&mut self, bytes: &[u8], within: Duration) -> Result<Vec<u8>, Error> {
+        if self.streams.len() >= MAX_STREAMS {
+            return Err(Error::Limit(format!(
+                "rogue session keeps {MAX_STREAMS} streams"
+            )));
+        }
+        let (mut send, mut recv) = self
+            .session
+            .open_bi()
+            .await
+            .map_err(|err| Error::Rogue(err.to_string()))?;
+        send.write_all(bytes)
+            .await
+            .map_err(|err| Error::Rogue(err.to_string()))?;
+        self.streams.push(send);
+        let answer = bounded(
+            || "the relay to answer the request".into(),
+            within,
+            recv.read_chunk(64 << 10),
+        )
+        .await?
+        .map_err(|err| Error::Rogue(format!("request refused: {err}")))?;
+        answer
+            .map(|chunk| chunk.to_vec())
+            .ok_or_else(|| Error::Rogue("request stream ended unanswered".into()))
+    }
+
     /// Open a unidirectional stream, write `bytes` and finish it.
     pub async fn send_uni(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let mut send = self
