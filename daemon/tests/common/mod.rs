@@ -5,6 +5,7 @@ pub mod bare;
 pub mod decider;
 pub mod flow;
 pub mod http;
+pub mod pki;
 pub mod scrape;
 pub mod sessions;
 
