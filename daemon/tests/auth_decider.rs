@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::Running;
 use common::decider::{DeciderServer, Recorded, Reply};
 use common::sessions::{
-    ADMITTED, BOTH, STEP, Via, assert_admitted, assert_refused, open, rogue, target, trust, url,
+    ADMITTED, BOTH, STEP, Via, assert_admitted, assert_refused, open, rogue, rogue_as, target,
+    trust, url,
 };
 use interop::{Bytes, ConnectOptions, TrackEvent};
 use moq_token::{Algorithm, Claims, Key, KeyId};
@@ -35,16 +36,31 @@ fn unix_now() -> u64 {
 }
 
 fn config_017(server: &DeciderServer) -> String {
+    config_017_trusting(server, None)
+}
+
+/// With `ca`, client certificates chaining to it are verified (and reported).
+fn config_017_trusting(server: &DeciderServer, ca: Option<&std::path::Path>) -> String {
+    let root = ca.map_or(String::new(), |ca| {
+        format!("root = [{:?}]\n", ca.display().to_string())
+    });
     format!(
-        "[listen]\nbind = \"127.0.0.1:0\"\n[listen.tls]\ngenerate = [\"localhost\"]\n[runtime]\nworkers = 2\n\
+        "[listen]\nbind = \"127.0.0.1:0\"\n[listen.tls]\ngenerate = [\"localhost\"]\n{root}[runtime]\nworkers = 2\n\
          [auth]\nurl = \"{}\"\n",
         server.url("/")
     )
 }
 
 fn config_014(api: &str) -> String {
+    config_014_trusting(api, None)
+}
+
+fn config_014_trusting(api: &str, ca: Option<&std::path::Path>) -> String {
+    let root = ca.map_or(String::new(), |ca| {
+        format!("tls.root = [{:?}]\n", ca.display().to_string())
+    });
     format!(
-        "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[runtime]\nworkers = 2\n\
+        "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n{root}[runtime]\nworkers = 2\n\
          [auth]\nauth_api = \"{api}\"\n"
     )
 }
@@ -121,6 +137,12 @@ fn auth_server_policy(request: &Recorded) -> Reply {
             200,
             json!({"publish": ["**"], "subscribe": ["**"], "expires": unix_now() + 3600, "revalidate": 1}),
         ),
+        // An alias, answered late: the session's requests must wait for it.
+        ("/late", ..) => Reply::json(
+            200,
+            json!({"subscribe": ["**"], "root": "/demo", "expires": unix_now() + 3600}),
+        )
+        .after(Duration::from_millis(700)),
         ("/hang", ..) => {
             Reply::json(200, everything).after(DECISION_TIMEOUT + Duration::from_secs(3))
         }
@@ -408,4 +430,141 @@ fn an_auth_url_excludes_every_other_decider_and_plain_http_leaves_loopback_never
         assert_eq!(output.status.code(), Some(2), "{config}: {message}");
         assert!(message.contains(expected), "{config}: {message}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_and_fetch_ask_the_auth_server_as_http_requests() {
+    let server = DeciderServer::start(auth_server_policy);
+    let ops = common::http::start(&format!(
+        "{}[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n",
+        config_017(&server)
+    ));
+    let web = ops.web;
+    let status = |path: &'static str| {
+        tokio::task::spawn_blocking(move || common::http::get(web, path).status)
+    };
+    assert_eq!(status("/announced/demo?jwt=good").await.unwrap(), 200);
+    assert_eq!(status("/announced/demo?jwt=bad").await.unwrap(), 401);
+    assert_eq!(status("/announced/broken").await.unwrap(), 502);
+    assert_eq!(
+        status("/fetch/demo/alice/video?jwt=bad").await.unwrap(),
+        401
+    );
+    let asked = server.wait_for(STEP, |r| {
+        path_is(r, "/demo") && r.json()["query"] == "jwt=good"
+    });
+    let body = asked.json();
+    assert_eq!(body["transport"], "http");
+    assert_eq!(body["event"], "connect");
+    assert!(body.get("role").is_none(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_reported_to_the_auth_server_and_named_to_auth_api() {
+    let pki = common::pki::Pki::new();
+    let peer = pki.client("peer", Duration::from_secs(3600));
+    let identity = Some((peer.cert.as_path(), peer.key.as_path()));
+    let expires = peer.not_after.duration_since(UNIX_EPOCH).unwrap().as_secs();
+
+    // 0.17: the certificate's facts go to the auth server, which decides.
+    let server = DeciderServer::start(auth_server_policy);
+    let relay = Running::start(&config_017_trusting(&server, Some(&pki.ca)));
+    for via in BOTH {
+        let session = rogue_as(&relay, via, "/peer", SETUP_BOTH, identity).await;
+        assert!(session.closed(ADMITTED).await.is_err(), "{via:?}: granted");
+    }
+    let asked = server.wait_for(STEP, |r| path_is(r, "/peer"));
+    let tls = &asked.json()["tls"];
+    assert_eq!(tls["name"], "peer.test", "{tls}");
+    assert_eq!(tls["expires"], expires, "{tls}");
+    assert!(
+        tls["issuer"]
+            .as_str()
+            .unwrap()
+            .contains("CN=moq-relayd test CA"),
+        "{tls}"
+    );
+    let fingerprint = tls["fingerprint"].as_str().unwrap();
+    assert!(
+        fingerprint.len() == 64 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{tls}"
+    );
+    drop(relay);
+
+    // 0.14 auth_api: a WebTransport certificate session asks with mtls=true and gets
+    // everything under the alias the API names.
+    let api = DeciderServer::start(|request| {
+        if query_pairs(&request.target).contains(&("mtls".into(), "true".into())) {
+            Reply::json(200, json!({"alias": "tenant"}))
+        } else {
+            Reply::json(200, json!({}))
+        }
+    });
+    let relay = Running::start(&config_014_trusting(&api.url("/api"), Some(&pki.ca)));
+    let session = rogue_as(&relay, Via::WebTransport, "/peer", SETUP_BOTH, identity).await;
+    assert!(
+        session.closed(ADMITTED).await.is_err(),
+        "a certificate session"
+    );
+    let asked = api.wait_for(STEP, |r| r.target.contains("mtls=true"));
+    assert!(asked.target.contains("root=peer"), "{}", asked.target);
+    assert!(!asked.target.contains("kid="), "{}", asked.target);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_before_the_verdict_wait_for_it_and_an_alias_roots_the_session() {
+    let server = DeciderServer::start(auth_server_policy);
+    let relay = Running::start(&config_017(&server));
+    let options = ConnectOptions::new(trust(&relay));
+    let publisher = open(
+        &url(&relay, Via::RawQuic05, "/demo?jwt=good"),
+        options.publish_only(),
+    )
+    .await;
+    let (_alice, mut tracks) = publisher.publish("alice", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    // The rogue client sends its SETUP and a SUBSCRIBE at once: the SUBSCRIBE reaches
+    // the relay while the auth server still thinks (700 ms) and must wait for its
+    // grant, which roots the session at `/demo`, rather than be refused.
+    for via in BOTH {
+        let mut session = rogue(&relay, via, "/late", SETUP_BOTH).await;
+        let mut subscribe = bytes::BytesMut::new();
+        proto::coding::put_varint(
+            &mut subscribe,
+            "type",
+            proto::message::BidiType::Subscribe.id(),
+        )
+        .unwrap();
+        proto::message::Message::encode(
+            &proto::message::Subscribe {
+                id: 0,
+                broadcast: "alice".into(),
+                track: "video".into(),
+                priority: 0,
+                ordered: false,
+                max_latency_ms: 0,
+                start: None,
+                end: None,
+                frame_start: 0,
+                frame_end: None,
+            },
+            proto::Version::Lite05,
+            &mut subscribe,
+        )
+        .unwrap();
+        // The relay answers once the track is live: keep it live meanwhile.
+        let (answer, ()) = tokio::join!(session.request_bidi(&subscribe, STEP), async {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                track
+                    .write_group([Bytes::from_static(b"live")])
+                    .expect("group");
+            }
+        });
+        assert!(
+            answer.as_ref().is_ok_and(|bytes| !bytes.is_empty()),
+            "{via:?}: the early SUBSCRIBE was not answered: {answer:?}"
+        );
+    }
+    publisher.close().await;
 }

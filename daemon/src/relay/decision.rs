@@ -154,6 +154,12 @@ impl RelayWorker {
         }
         for verdict in verdicts {
             let session = verdict.session;
+            debug!(
+                worker = self.worker,
+                session,
+                revalidation = verdict.revalidation,
+                "decider verdict"
+            );
             if verdict.revalidation {
                 self.revalidated(session, verdict.outcome);
             } else {

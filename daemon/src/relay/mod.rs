@@ -52,6 +52,10 @@ pub use setup::{RelayServer, start};
 /// instead of this queue growing.
 const MAX_PENDING_BYTES_PER_SESSION: usize = 8 << 20;
 
+/// Requests a session may send before it is admitted (they wait for its SETUP or its
+/// decider's verdict); one more closes it. A client sends a handful.
+const MAX_HELD_EVENTS: usize = 256;
+
 /// Rounds of session events and actions handled for one input before the rest waits for
 /// the next loop iteration; a peer cannot make one call run forever.
 const MAX_DRIVE_ROUNDS: usize = 1024;
@@ -409,13 +413,32 @@ impl RelayWorker {
                 self.session_closed(session, code, "", self.now);
                 return;
             }
-            if conn.awaits_verdict() {
-                // Its requests wait for the decider; the verdict drives it again.
-                return;
-            }
-            let Some(event) = conn.moq().poll_event() else {
+            // An admitted session replays what it sent before admission first.
+            let held = if conn.access.is_some() {
+                conn.held.pop_front()
+            } else {
+                None
+            };
+            let Some(event) = held.or_else(|| conn.moq().poll_event()) else {
                 return;
             };
+            if conn.access.is_none() && !decides_admission(&event) {
+                // Not admitted yet (its SETUP, or its decider's verdict, is still to
+                // come): its requests wait rather than be refused.
+                if conn.held.len() == MAX_HELD_EVENTS {
+                    debug!(
+                        worker = self.worker,
+                        session, "too many requests before admission; closed"
+                    );
+                    conn.moq().close(
+                        ErrorCode::BoundsExceeded,
+                        "too many requests before admission".to_owned(),
+                    );
+                } else {
+                    conn.held.push_back(event);
+                }
+                continue;
+            }
             self.on_moq_event(session, event);
         }
         warn!(
@@ -670,6 +693,15 @@ fn close_reason(status: u16) -> String {
         401 | 403 => "unauthorized".to_owned(),
         status => format!("app code={status}"),
     }
+}
+
+/// Events a session's admission waits for, or that end it: everything else it sends
+/// before it is admitted is held (`RelaySession::held`).
+fn decides_admission(event: &MoqEvent) -> bool {
+    matches!(
+        event,
+        MoqEvent::Setup(_) | MoqEvent::StreamFailed { .. } | MoqEvent::GoAway { .. }
+    )
 }
 
 /// Stream failures that mean the peer broke the wire format, as opposed to refusals a

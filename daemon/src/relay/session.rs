@@ -131,6 +131,9 @@ pub struct RelaySession {
     pub credential: Option<Credential>,
     /// Set when an external decider (`auth_api`, `[auth] url`) decides this session.
     pub external: Option<super::decision::External>,
+    /// What the peer sent before it was admitted, replayed in order once it is (at most
+    /// `MAX_HELD_EVENTS`).
+    pub held: VecDeque<proto::session::SessionEvent>,
 }
 
 impl RelaySession {
@@ -166,6 +169,7 @@ impl RelaySession {
             view,
             credential: None,
             external: None,
+            held: VecDeque::new(),
         }
     }
 
@@ -176,12 +180,6 @@ impl RelaySession {
             .as_ref()
             .filter(|access| access.may_subscribe(broadcast))
             .map(|access| access.absolute(broadcast))
-    }
-
-    /// Its connect verdict is still out: its requests wait (they stay queued in the
-    /// moq-lite session, whose own bound closes a peer that floods meanwhile).
-    pub fn awaits_verdict(&self) -> bool {
-        self.external.as_ref().is_some_and(|e| e.awaiting.is_some())
     }
 
     pub fn pending_bytes(&self) -> usize {
