@@ -102,6 +102,14 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
     let server = &relay.handle;
     let local_addr = server.local_addr();
     let fingerprint = server.fingerprint();
+    let mut control_state = control::ControlState::new(
+        fingerprint.clone(),
+        server.worker_stats(),
+        relay.links.clone(),
+        relay.drain.clone(),
+        auth::Authenticator::new(&config.auth).ok(),
+    );
+    control_state.decider = relay.decider.as_ref().map(|decider| decider.http());
     let http = control::start(
         &control::Listeners {
             web: config.web.http.listen.clone(),
@@ -112,13 +120,7 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
             internal: config.internal.listen.clone(),
             housekeeping_cpus: listen::housekeeping_cpus(&config.runtime, &allowed_cpus),
         },
-        control::ControlState::new(
-            fingerprint.clone(),
-            server.worker_stats(),
-            relay.links.clone(),
-            relay.drain.clone(),
-            auth::Authenticator::new(&config.auth).ok(),
-        ),
+        control_state,
     )?;
 
     match &loaded.source {

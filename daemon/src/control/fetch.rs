@@ -147,16 +147,10 @@ pub(super) async fn fetch(state: &ControlState, rest: &str, query: &str) -> Resp
             "group must be a number or `latest`\n",
         );
     };
-    let Some(auth) = &state.auth else {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "no authenticator\n");
-    };
-    let access = match auth.authorize(&format!("/{broadcast}"), query) {
+    let access = match state.authorize(&format!("/{broadcast}"), query).await {
         Ok(access) if access.may_subscribe("") => access,
         Ok(_) => return text(StatusCode::UNAUTHORIZED, "unauthorized\n"),
-        Err(rejection) => {
-            tracing::debug!(%rejection, "/fetch refused");
-            return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
-        }
+        Err(status) => return super::http::refused(status),
     };
     let broadcast = access.root.clone();
     let deadline = Instant::now() + FETCH_WAIT;

@@ -180,6 +180,15 @@ pub(super) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body>
     response
 }
 
+/// A refused or undecidable `/announced` or `/fetch`.
+pub(super) fn refused(status: StatusCode) -> Response<Body> {
+    match status {
+        StatusCode::UNAUTHORIZED => text(status, "unauthorized\n"),
+        StatusCode::BAD_GATEWAY => text(status, "auth unavailable\n"),
+        status => text(status, "cannot authorize\n"),
+    }
+}
+
 fn not_found_page() -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(
         b"<!doctype html><title>moq-relayd</title><p>This is a Media over QUIC relay (moq-relayd). Nothing is served at this path.</p>\n",
@@ -254,17 +263,11 @@ async fn route(kind: Listener, state: &ControlState, request: Request<Incoming>)
 /// `/announced[/prefix]`: the caller's credential is decided for `prefix`, then one worker
 /// lists its replica of the announce table and the answer keeps what the grant allows.
 async fn announced(state: &ControlState, prefix: &str, query: &str) -> Response<Body> {
-    let Some(auth) = &state.auth else {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "no authenticator\n");
-    };
     let path = if prefix.is_empty() { "/" } else { prefix };
-    let access = match auth.authorize(path, query) {
+    let access = match state.authorize(path, query).await {
         Ok(access) if !access.subscribe.is_empty() => access,
         Ok(_) => return text(StatusCode::UNAUTHORIZED, "unauthorized\n"),
-        Err(rejection) => {
-            debug!(%rejection, "/announced refused");
-            return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
-        }
+        Err(status) => return refused(status),
     };
     // Every worker keeps a replica of the announce table: the first answers.
     let Some(link) = state.links.first() else {

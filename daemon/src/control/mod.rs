@@ -94,6 +94,8 @@ pub struct ControlState {
     pub drain: Arc<DrainFlag>,
     /// Credentials for `/announced` (its own instance: never shared with a worker).
     pub auth: Option<Authenticator>,
+    /// The external auth decider, when one decides (it then decides these routes too).
+    pub decider: Option<crate::decider::HttpDecider>,
     /// Accept statistics of the configured listeners only, in `/metrics` order.
     pub accept: Vec<(Listener, Arc<AcceptStats>)>,
     /// `[web.https]`'s certificate, re-read on SIGHUP.
@@ -116,6 +118,7 @@ impl ControlState {
             links,
             drain,
             auth,
+            decider: None,
             accept: Vec::new(),
             https: None,
             metrics_cache: Mutex::new(None),
@@ -137,6 +140,55 @@ impl ControlState {
         let body = bytes::Bytes::from(metrics::render(self));
         *cache = Some((now, body.clone()));
         body
+    }
+
+    /// Decides a one-shot HTTP request (`/announced`, `/fetch`) at `path?query`, as the
+    /// sessions are decided: by the external decider when there is one (0.17 answers
+    /// 401 refused, 502 unavailable), else by `[auth]` (401).
+    pub async fn authorize(
+        &self,
+        path: &str,
+        query: &str,
+    ) -> Result<crate::auth::Access, hyper::StatusCode> {
+        use crate::decider::Outcome;
+        use hyper::StatusCode;
+        let Some(decider) = &self.decider else {
+            let Some(auth) = &self.auth else {
+                return Err(StatusCode::INTERNAL_SERVER_ERROR);
+            };
+            return auth.authorize(path, query).map_err(|rejection| {
+                tracing::debug!(%rejection, path, "HTTP request refused");
+                StatusCode::UNAUTHORIZED
+            });
+        };
+        let facts = crate::decider::SessionFacts {
+            id: format!("{:032x}", random_u128()),
+            node: std::sync::Arc::from(""),
+            transport: "http",
+            remote: None,
+            local: None,
+            server_name: None,
+            alpn: None,
+            path: path.to_owned(),
+            query: query.to_owned(),
+            role: crate::auth::Role::Any,
+            certificate: None,
+        };
+        match decider.decide(facts).await {
+            Ok(Outcome::Granted(decision)) => Ok(decision.access),
+            Ok(Outcome::Refused(rejection)) if rejection.status() < 500 => {
+                tracing::debug!(%rejection, path, "HTTP request refused");
+                Err(StatusCode::UNAUTHORIZED)
+            }
+            Ok(Outcome::Refused(rejection) | Outcome::Unavailable(rejection)) => {
+                tracing::debug!(%rejection, path, "HTTP request's decider unavailable");
+                Err(StatusCode::BAD_GATEWAY)
+            }
+            Err(err) => {
+                tracing::debug!(%err, path, "HTTP request's decider not asked");
+                Err(StatusCode::BAD_GATEWAY)
+            }
+        }
     }
 
     pub fn fingerprint(&self) -> String {
@@ -326,6 +378,17 @@ impl Drop for Control {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+/// 128 bits that differ per call and per process, for request ids (not secrets).
+fn random_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(unix_millis());
+        hasher.finish()
+    };
+    (u128::from(half()) << 64) | u128::from(half())
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Deserialize;
 
 use super::runner::bounded_body;
-use super::{Decision, Outcome, Request};
+use super::{Decision, Outcome, SessionFacts};
 use crate::auth::{self, Access, Cause, Rejection};
 use crate::config::Generation;
 
@@ -76,8 +76,7 @@ impl AuthApi {
     }
 
     /// Decides a session's `Connect` (0.14 never revalidates: the token's `exp` ends it).
-    pub async fn decide(&self, client: &reqwest::Client, request: &Request) -> Outcome {
-        let facts = &request.facts;
+    pub async fn decide(&self, client: &reqwest::Client, facts: &SessionFacts) -> Outcome {
         let token = auth::query_token(&facts.query);
         // A client certificate decides before any token (spec 11); the API only names
         // its alias.
@@ -89,7 +88,12 @@ impl AuthApi {
             },
             _ => None,
         };
-        let url = self.url(&facts.path, kid.as_deref(), certificate.is_some());
+        let url = self.url(
+            &facts.path,
+            kid.as_deref(),
+            certificate.is_some(),
+            facts.transport,
+        );
         let answer = match self.answer(client, url).await {
             Ok(answer) => answer,
             Err(reason) => {
@@ -117,7 +121,7 @@ impl AuthApi {
 
     /// `root` is the dialed path without its outer slashes; `kid` only with a token;
     /// `mtls` only for a verified certificate; `transport` always.
-    fn url(&self, path: &str, kid: Option<&str>, mtls: bool) -> reqwest::Url {
+    fn url(&self, path: &str, kid: Option<&str>, mtls: bool, transport: &str) -> reqwest::Url {
         let mut url = self.base.clone();
         {
             let mut query = url.query_pairs_mut();
@@ -128,7 +132,10 @@ impl AuthApi {
             if mtls {
                 query.append_pair("mtls", "true");
             }
-            query.append_pair("transport", "quic");
+            // 0.14 names no transport for the one-shot HTTP routes.
+            if transport != "http" {
+                query.append_pair("transport", transport);
+            }
         }
         url
     }

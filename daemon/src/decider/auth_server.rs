@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::facts::{ClientCertificate, EndFacts};
 use super::runner::bounded_body;
-use super::{Ask, Decision, Outcome, Request, SessionFacts};
+use super::{Ask, Decision, Outcome, SessionFacts};
 use crate::auth::{Access, Cause, Grant, MAX_GRANTS, Rejection, Role};
 use crate::config::Generation;
 
@@ -62,12 +62,17 @@ impl AuthServer {
     }
 
     /// Asks about a `connect` or `revalidate`.
-    pub async fn decide(&self, client: &reqwest::Client, request: &Request) -> Outcome {
-        let event = match request.ask {
+    pub async fn decide(
+        &self,
+        client: &reqwest::Client,
+        ask: &Ask,
+        facts: &SessionFacts,
+    ) -> Outcome {
+        let event = match ask {
             Ask::Revalidate => "revalidate",
             _ => "connect",
         };
-        let body = EventBody::new(event, &request.facts, None);
+        let body = EventBody::new(event, facts, None);
         let response = match client.post(&self.target).json(&body).send().await {
             Ok(response) => response,
             Err(err) => {
@@ -99,7 +104,7 @@ impl AuthServer {
                 );
             }
         };
-        match grant.decide(&request.facts, SystemTime::now()) {
+        match grant.decide(facts, SystemTime::now()) {
             Ok(decision) => Outcome::Granted(decision),
             // A grant that does not parse is a broken server: unavailable, retried on
             // revalidation. An invalid one (502 too) or one that grants nothing ends the
@@ -112,11 +117,16 @@ impl AuthServer {
     }
 
     /// Reports the end of a session.
-    pub async fn end(&self, client: &reqwest::Client, request: &Request) -> Result<(), String> {
-        let Ask::End(end) = &request.ask else {
+    pub async fn end(
+        &self,
+        client: &reqwest::Client,
+        ask: &Ask,
+        facts: &SessionFacts,
+    ) -> Result<(), String> {
+        let Ask::End(end) = ask else {
             return Ok(());
         };
-        let body = EventBody::new("end", &request.facts, Some(end));
+        let body = EventBody::new("end", facts, Some(end));
         let response = client
             .post(&self.target)
             .json(&body)

@@ -65,11 +65,20 @@ pub enum Ask {
     End(EndFacts),
 }
 
+/// Where an ask's verdict goes.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// The worker with this index, through its verdict queue.
+    Worker(usize),
+    /// A caller on the control thread (`/announced`, `/fetch`), through a oneshot.
+    Caller(tokio::sync::oneshot::Sender<Outcome>),
+}
+
 /// One ask, as queued to the decider thread.
 #[derive(Debug)]
 pub struct Request {
-    pub worker: usize,
     pub session: SessionId,
+    pub reply: ReplyTo,
     pub ask: Ask,
     pub facts: Arc<SessionFacts>,
 }
@@ -162,23 +171,13 @@ impl DeciderLink {
         ask: Ask,
         facts: Arc<SessionFacts>,
     ) -> Result<(), AskError> {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_ASKS_IN_FLIGHT {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(AskError::Busy);
-        }
         let request = Request {
-            worker: self.worker,
             session,
+            reply: ReplyTo::Worker(self.worker),
             ask,
             facts,
         };
-        self.asks.try_send(request).map_err(|err| {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            match err {
-                tokio::sync::mpsc::error::TrySendError::Full(_) => AskError::Busy,
-                tokio::sync::mpsc::error::TrySendError::Closed(_) => AskError::Gone,
-            }
-        })
+        queue(&self.asks, &self.in_flight, request)
     }
 
     /// The next verdict that arrived, if any.
@@ -192,6 +191,50 @@ impl DeciderLink {
             }
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
         }
+    }
+}
+
+/// Counts and queues `request`, or says why not; never blocks.
+fn queue(
+    asks: &tokio::sync::mpsc::Sender<Request>,
+    in_flight: &AtomicUsize,
+    request: Request,
+) -> Result<(), AskError> {
+    if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_ASKS_IN_FLIGHT {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        return Err(AskError::Busy);
+    }
+    asks.try_send(request).map_err(|err| {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        match err {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => AskError::Busy,
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => AskError::Gone,
+        }
+    })
+}
+
+/// The control thread's handle: `/announced` and `/fetch` ask the same decider about
+/// their caller (0.17: transport `http`), and await the answer.
+#[derive(Debug, Clone)]
+pub struct HttpDecider {
+    asks: tokio::sync::mpsc::Sender<Request>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl HttpDecider {
+    /// Asks whether a one-shot HTTP request at `path?query` may go on.
+    pub async fn decide(&self, facts: SessionFacts) -> Result<Outcome, AskError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = Request {
+            session: 0,
+            reply: ReplyTo::Caller(reply),
+            ask: Ask::Connect,
+            facts: Arc::new(facts),
+        };
+        queue(&self.asks, &self.in_flight, request)?;
+        // The decider always answers (within its own bound); a dropped sender means it
+        // stopped.
+        answer.await.map_err(|_| AskError::Gone)
     }
 }
 

@@ -15,8 +15,8 @@ use tokio::sync::Semaphore;
 use super::auth_api::AuthApi;
 use super::auth_server::AuthServer;
 use super::{
-    Ask, DECISION_TIMEOUT, DeciderLink, Kind, MAX_ASKS_IN_FLIGHT, MAX_CONCURRENT_REQUESTS,
-    MAX_REPLY_BYTES, Outcome, Request, Verdict, WorkerSlot,
+    Ask, DECISION_TIMEOUT, DeciderLink, HttpDecider, Kind, MAX_ASKS_IN_FLIGHT,
+    MAX_CONCURRENT_REQUESTS, MAX_REPLY_BYTES, Outcome, ReplyTo, Request, Verdict, WorkerSlot,
 };
 use crate::auth::{Cause, Rejection};
 use crate::config::{AuthConfig, ClientTlsConfig, Generation};
@@ -45,6 +45,7 @@ enum Backend {
 /// The running decider thread.
 pub struct Decider {
     kind: Kind,
+    http: HttpDecider,
     thread: Option<JoinHandle<()>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -52,6 +53,11 @@ pub struct Decider {
 impl Decider {
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// A handle for the control thread's HTTP routes.
+    pub fn http(&self) -> HttpDecider {
+        self.http.clone()
     }
 }
 
@@ -137,6 +143,7 @@ pub fn start(
         .build()
         .map_err(|err| DeciderError::Client(err.to_string()))?;
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_in_flight = in_flight.clone();
     let shared = Shared {
         backend,
         client,
@@ -172,6 +179,10 @@ pub fn start(
     Ok(Some((
         Decider {
             kind,
+            http: HttpDecider {
+                asks,
+                in_flight: http_in_flight,
+            },
             thread: Some(thread),
             stop: Some(stop),
         },
@@ -201,45 +212,58 @@ impl Shared {
 /// panicked), so the session never waits forever.
 struct VerdictGuard<'a> {
     shared: &'a Shared,
-    worker: usize,
     session: quic_io::SessionId,
     revalidation: bool,
-    sent: bool,
+    reply: Option<ReplyTo>,
 }
 
 impl VerdictGuard<'_> {
     fn send(mut self, outcome: Outcome) {
-        self.sent = true;
         self.deliver(outcome);
     }
 
-    fn deliver(&self, outcome: Outcome) {
-        let Some(slot) = self.shared.slots.get(self.worker) else {
-            debug_assert!(false, "an ask from worker {} that has no slot", self.worker);
-            return;
-        };
-        slot.deliver(Verdict {
-            session: self.session,
-            revalidation: self.revalidation,
-            outcome,
-        });
+    fn deliver(&mut self, outcome: Outcome) {
+        match self.reply.take() {
+            Some(ReplyTo::Worker(worker)) => {
+                let Some(slot) = self.shared.slots.get(worker) else {
+                    debug_assert!(false, "an ask from worker {worker} that has no slot");
+                    return;
+                };
+                // The worker uncounts it when it takes the verdict.
+                slot.deliver(Verdict {
+                    session: self.session,
+                    revalidation: self.revalidation,
+                    outcome,
+                });
+            }
+            Some(ReplyTo::Caller(reply)) => {
+                self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                // The caller may have gone (its HTTP client hung up).
+                let _ignored = reply.send(outcome);
+            }
+            None => {}
+        }
     }
 }
 
 impl Drop for VerdictGuard<'_> {
     fn drop(&mut self) {
-        if !self.sent {
+        if self.reply.is_some() {
             let cause = Cause::DeciderUnavailable("no answer".to_owned());
-            self.deliver(Outcome::Unavailable(Rejection::new(
-                cause,
-                self.shared.generation(),
-            )));
+            let generation = self.shared.generation();
+            self.deliver(Outcome::Unavailable(Rejection::new(cause, generation)));
         }
     }
 }
 
 async fn answer(shared: Arc<Shared>, request: Request) {
-    let revalidation = match &request.ask {
+    let Request {
+        session,
+        reply,
+        ask,
+        facts,
+    } = request;
+    let revalidation = match &ask {
         Ask::Connect => false,
         Ask::Revalidate => true,
         Ask::End(_) => {
@@ -247,11 +271,11 @@ async fn answer(shared: Arc<Shared>, request: Request) {
             if let Backend::AuthServer(server) = &shared.backend {
                 let sent = tokio::time::timeout(DECISION_TIMEOUT, async {
                     let _permit = shared.permits.acquire().await;
-                    server.end(&shared.client, &request).await
+                    server.end(&shared.client, &ask, &facts).await
                 })
                 .await;
                 if let Ok(Err(err)) | Err(err) = sent.map_err(|_| "timed out".to_owned()) {
-                    tracing::debug!(session = %request.facts.id, %err, "auth server did not take the end event");
+                    tracing::debug!(session = %facts.id, %err, "auth server did not take the end event");
                 }
             }
             shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -260,16 +284,15 @@ async fn answer(shared: Arc<Shared>, request: Request) {
     };
     let guard = VerdictGuard {
         shared: &shared,
-        worker: request.worker,
-        session: request.session,
+        session,
         revalidation,
-        sent: false,
+        reply: Some(reply),
     };
     let decided = tokio::time::timeout(DECISION_TIMEOUT, async {
         let _permit = shared.permits.acquire().await;
         match &shared.backend {
-            Backend::AuthApi(api) => api.decide(&shared.client, &request).await,
-            Backend::AuthServer(server) => server.decide(&shared.client, &request).await,
+            Backend::AuthApi(api) => api.decide(&shared.client, &facts).await,
+            Backend::AuthServer(server) => server.decide(&shared.client, &ask, &facts).await,
         }
     })
     .await;
