@@ -10,9 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use quic_io::TlsSource;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::ClientTlsConfig;
 
@@ -39,9 +36,10 @@ pub fn https_client_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let builder = if tls.disable_verify == Some(true) {
+        // The operator asked for no server verification (a test setup).
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer { provider }))
+            .with_custom_certificate_verifier(quic_io::tls::any_server_verifier(provider))
     } else {
         builder.with_root_certificates(roots(tls)?)
     };
@@ -94,58 +92,4 @@ fn roots(tls: &ClientTlsConfig) -> Result<rustls::RootCertStore, ClientTlsError>
         return Err(ClientTlsError::NoRoots);
     }
     Ok(roots)
-}
-
-/// `disable_verify = true`: the operator asked for no server verification (a test
-/// setup); the handshake signature is still checked so the connection is TLS at all.
-#[derive(Debug)]
-struct AnyServer {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::Running;
 use common::decider::{DeciderServer, Recorded, Reply};
 use common::sessions::{
-    ADMITTED, BOTH, STEP, Via, assert_admitted, assert_refused, open, rogue, rogue_as, target,
-    trust, url,
+    ADMITTED, BOTH, STEP, Via, assert_admitted, assert_refused, one_group_crosses, open, rogue,
+    rogue_as, target, trust, url,
 };
-use interop::{Bytes, ConnectOptions, TrackEvent};
+use interop::{Bytes, ConnectOptions};
 use moq_token::{Algorithm, Claims, Key, KeyId};
 use serde_json::json;
 
@@ -79,36 +79,6 @@ fn path(request: &Recorded) -> String {
         .to_owned()
 }
 
-/// A publisher at `publish_at` publishes `alice`; a subscriber at `subscribe_at`
-/// receives a group of it (both the reference client, moq-lite-05).
-async fn frames_flow(relay: &Running, publish_at: &str, subscribe_at: &str) {
-    let options = ConnectOptions::new(trust(relay));
-    let publisher = open(
-        &url(relay, Via::RawQuic05, publish_at),
-        options.clone().publish_only(),
-    )
-    .await;
-    let (_alice, mut tracks) = publisher.publish("alice", &["video"]).expect("publish");
-    let track = tracks.pop().unwrap();
-    let subscriber = open(
-        &url(relay, Via::WebTransport, subscribe_at),
-        options.subscribe_only(""),
-    )
-    .await;
-    let mut announced = subscriber.announcements().expect("announcements");
-    announced.wait_announced("alice").await.expect("alice");
-    let mut sub = subscriber.subscribe("alice", "video").await.expect("sub");
-    track
-        .write_group([Bytes::from_static(b"decided")])
-        .expect("group");
-    match sub.next_within(STEP).await.expect("a frame") {
-        TrackEvent::Frame(frame) => assert_eq!(frame.payload, Bytes::from_static(b"decided")),
-        other => panic!("expected a frame, got {other:?}"),
-    }
-    subscriber.close().await;
-    publisher.close().await;
-}
-
 /// The auth server's policy for the 0.17 tests, by dialed path and token.
 fn auth_server_policy(request: &Recorded) -> Reply {
     let body = request.json();
@@ -155,7 +125,7 @@ async fn an_auth_server_decides_each_session_from_its_request_and_hears_its_end(
     let server = DeciderServer::start(auth_server_policy);
     let relay = Running::start(&config_017(&server));
 
-    frames_flow(&relay, "/demo?jwt=good", "/demo?jwt=good").await;
+    one_group_crosses(&relay, "/demo?jwt=good", "/demo?jwt=good", b"decided").await;
 
     // The connect request says what moq-relay 0.17 says (moq-relay-0.17.md 2.5).
     let connect = server.wait_for(STEP, |r| {
@@ -326,10 +296,11 @@ async fn auth_api_names_the_key_and_public_grants_and_fails_closed() {
     // A token verified with the key the API names: publish and subscribe as claimed.
     let put = sign(&key, "demo", &["alice"], &[]);
     let get = sign(&key, "demo", &[], &[""]);
-    frames_flow(
+    one_group_crosses(
         &relay,
         &target("/demo", Some(&put)),
         &target("/demo", Some(&get)),
+        b"decided",
     )
     .await;
     let asked = server.wait_for(STEP, |r| r.target.contains("kid=hs"));

@@ -9,9 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use common::Running;
 use common::sessions::{
-    ADMITTED, BOTH, STEP, Via, assert_admitted, assert_refused, open, rogue_as, trust, url,
+    ADMITTED, BOTH, STEP, assert_admitted, assert_refused, one_group_crosses, rogue_as,
 };
-use interop::{Bytes, ConnectOptions, TrackEvent};
 use moq_auth::serve::{Keys, Policy, Server};
 use moq_auth::{Algorithm, Claims, Key, KeyId, Pattern, Permissions};
 
@@ -69,31 +68,13 @@ async fn the_reference_auth_server_decides_and_moq_relayd_carries_it_out() {
     let hour = Duration::from_secs(3600);
     let put = sign(&key, "demo", &["alice/**"], &[], hour);
     let get = sign(&key, "demo", &[], &["**"], hour);
-    let options = ConnectOptions::new(trust(&relay));
-    let publisher = open(
-        &url(&relay, Via::RawQuic05, &format!("/demo?jwt={put}")),
-        options.clone().publish_only(),
+    one_group_crosses(
+        &relay,
+        &format!("/demo?jwt={put}"),
+        &format!("/demo?jwt={get}"),
+        b"reference",
     )
     .await;
-    let (_alice, mut tracks) = publisher.publish("alice", &["video"]).expect("publish");
-    let track = tracks.pop().unwrap();
-    let subscriber = open(
-        &url(&relay, Via::WebTransport, &format!("/demo?jwt={get}")),
-        options.subscribe_only(""),
-    )
-    .await;
-    let mut announced = subscriber.announcements().expect("announcements");
-    announced.wait_announced("alice").await.expect("alice");
-    let mut sub = subscriber.subscribe("alice", "video").await.expect("sub");
-    track
-        .write_group([Bytes::from_static(b"reference")])
-        .expect("group");
-    match sub.next_within(STEP).await.expect("a frame") {
-        TrackEvent::Frame(frame) => assert_eq!(frame.payload, Bytes::from_static(b"reference")),
-        other => panic!("expected a frame, got {other:?}"),
-    }
-    subscriber.close().await;
-    publisher.close().await;
 
     // Its public rule, rooted at `/`; and its refusals, closed with 0.17's 0x2.
     assert_admitted(&relay, "/anon/room", SETUP_BOTH, "public pattern").await;

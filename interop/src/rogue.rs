@@ -139,12 +139,21 @@ impl RogueSession {
     /// Open a bidirectional stream and write `bytes` on it, leaving it open (the way
     /// a client's first control stream stays open).
     pub async fn send_bidi(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.open_bidi_with(bytes).await.map(drop)
+    }
+
+    /// Opens a bidirectional stream, writes `bytes` and keeps the sending side open;
+    /// returns the receiving side.
+    async fn open_bidi_with(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<web_transport_moq::RecvStream, Error> {
         if self.streams.len() >= MAX_STREAMS {
             return Err(Error::Limit(format!(
                 "rogue session keeps {MAX_STREAMS} streams"
             )));
         }
-        let (mut send, _recv) = self
+        let (mut send, recv) = self
             .session
             .open_bi()
             .await
@@ -153,27 +162,14 @@ impl RogueSession {
             .await
             .map_err(|err| Error::Rogue(err.to_string()))?;
         self.streams.push(send);
-        Ok(())
+        Ok(recv)
     }
 
     /// Open a bidirectional stream, write `bytes` on it (left open), and wait (bounded
     /// by `within`) for the first bytes the peer answers on it. An error when the peer
     /// resets or ends the stream instead (a refused request).
     pub async fn request_bidi(&mut self, bytes: &[u8], within: Duration) -> Result<Vec<u8>, Error> {
-        if self.streams.len() >= MAX_STREAMS {
-            return Err(Error::Limit(format!(
-                "rogue session keeps {MAX_STREAMS} streams"
-            )));
-        }
-        let (mut send, mut recv) = self
-            .session
-            .open_bi()
-            .await
-            .map_err(|err| Error::Rogue(err.to_string()))?;
-        send.write_all(bytes)
-            .await
-            .map_err(|err| Error::Rogue(err.to_string()))?;
-        self.streams.push(send);
+        let mut recv = self.open_bidi_with(bytes).await?;
         let answer = bounded(
             || "the relay to answer the request".into(),
             within,

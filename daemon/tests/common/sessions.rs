@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use interop::rogue::{CloseReason, RogueSession};
-use interop::{ConnectOptions, Session, TlsTrust, connect_with};
+use interop::{Bytes, ConnectOptions, Session, TlsTrust, TrackEvent, connect_with};
 use proto::message::{Message, Setup, UniType};
 
 use super::Running;
@@ -120,4 +120,40 @@ pub async fn open(url: &str, options: ConnectOptions) -> Session {
     connect_with(url, options.with_versions(&["moq-lite-05"]))
         .await
         .unwrap_or_else(|err| panic!("connect {}: {err}", target_shown(url)))
+}
+
+/// A reference-client publisher dialed at `publish_at` (raw QUIC 05) publishes
+/// `alice/video`; a subscriber dialed at `subscribe_at` (WebTransport) is told of it,
+/// subscribes, and receives the group `payload` the publisher then writes.
+pub async fn one_group_crosses(
+    relay: &Running,
+    publish_at: &str,
+    subscribe_at: &str,
+    payload: &'static [u8],
+) {
+    let options = ConnectOptions::new(trust(relay));
+    let publisher = open(
+        &url(relay, Via::RawQuic05, publish_at),
+        options.clone().publish_only(),
+    )
+    .await;
+    let (_alice, mut tracks) = publisher.publish("alice", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let subscriber = open(
+        &url(relay, Via::WebTransport, subscribe_at),
+        options.subscribe_only(""),
+    )
+    .await;
+    let mut announced = subscriber.announcements().expect("announcements");
+    announced.wait_announced("alice").await.expect("alice");
+    let mut sub = subscriber.subscribe("alice", "video").await.expect("sub");
+    track
+        .write_group([Bytes::from_static(payload)])
+        .expect("group");
+    match sub.next_within(STEP).await.expect("a frame") {
+        TrackEvent::Frame(frame) => assert_eq!(frame.payload, Bytes::from_static(payload)),
+        other => panic!("expected a frame, got {other:?}"),
+    }
+    subscriber.close().await;
+    publisher.close().await;
 }
