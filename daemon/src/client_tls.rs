@@ -69,7 +69,7 @@ pub fn unused_client_config() -> Result<rustls::ClientConfig, ClientTlsError> {
         .with_no_client_auth())
 }
 
-fn roots(tls: &ClientTlsConfig) -> Result<rustls::RootCertStore, ClientTlsError> {
+pub(crate) fn roots(tls: &ClientTlsConfig) -> Result<rustls::RootCertStore, ClientTlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for path in tls.root.iter() {
         for cert in quic_io::tls::read_certs(&PathBuf::from(path)).map_err(ClientTlsError::Root)? {

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client_tls;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod decider;

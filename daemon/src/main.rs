@@ -99,6 +99,9 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
     }
     let allowed_cpus = config::allowed_cpus();
     let relay = relay::start(config, &allowed_cpus)?;
+    if let Some(upstream) = &relay.upstream {
+        tracing::info!(peers = config.cluster.connect.len(), local = %upstream.local_addr(), "upstream core dialing cluster peers");
+    }
     let server = &relay.handle;
     let local_addr = server.local_addr();
     let fingerprint = server.fingerprint();
@@ -229,7 +232,12 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
                 break 'control;
             }
         }
-        if !server.workers_alive() {
+        if !server.workers_alive()
+            || relay
+                .upstream
+                .as_ref()
+                .is_some_and(|upstream| !upstream.workers_alive())
+        {
             anyhow::bail!("a worker thread stopped; exiting so the service manager restarts us");
         }
         if let Some(interval) = watchdog
@@ -242,6 +250,10 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
     }
     // STOPPING=1 went out with the first signal, before the drain.
     http.stop();
+    // The links first: peers see them close before the sessions they feed.
+    if let Some(upstream) = relay.upstream {
+        upstream.shutdown();
+    }
     relay.handle.shutdown();
     Ok(())
 }

@@ -64,6 +64,8 @@ const SUPPORTED: &[&str] = &[
     "connect.tls.disable_verify",
     "cluster.id",
     "cluster.linger",
+    "cluster.connect",
+    "cluster.token",
     "runtime.workers",
     "runtime.pin",
     "runtime.cpus",

@@ -112,8 +112,14 @@ impl<'a> Io<'a> {
                 addr,
                 reason: e.to_string(),
             })?;
-        // A dial is bounded by its caller's own timeout.
-        Ok(self.core.insert_conn(handle, inner, addr, dial, None))
+        // A dial gets the handshake bound an accepted connection gets (QUIC and, for
+        // WebTransport, the CONNECT): past it the dial fails with `SessionClosed`, so a
+        // dead peer costs one timeout, not an idle one or forever.
+        let deadline = self
+            .core
+            .handshake_timeout
+            .map(|timeout| self.now + timeout);
+        Ok(self.core.insert_conn(handle, inner, addr, dial, deadline))
     }
 
     /// Opens a bidirectional stream (WebTransport prefix written for you).

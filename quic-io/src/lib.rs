@@ -27,6 +27,9 @@ pub use config::{
     RuntimeConfig, SocketConfig, TlsSource,
 };
 pub use io::Io;
+/// What a dial (`Io::connect`, `Io::connect_webtransport`) is given: build it with
+/// `tls::client_config`.
+pub use quinn_proto::ClientConfig;
 pub use server::{
     SEGMENT_BUCKETS, SegmentHistogram, Server, ServerHandle, StartError, StatsSnapshot, Waker,
     WorkerCtx, WorkerStats, allowed_cpus, pin_to_cpus,

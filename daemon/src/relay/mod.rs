@@ -150,7 +150,14 @@ pub struct RelayWorker {
     /// 0.17 revalidations by due time (`External::revalidate_at` names each entry; one
     /// per session at most).
     revalidations_due: BTreeSet<(Instant, SessionId)>,
+    /// The upstream core's relay: every session is a link this relay dialed to a peer
+    /// relay (`crate::cluster`), admitted with full access in both directions.
+    links: Option<LinkTargets>,
 }
+
+/// What the upstream core dials on each link session, by session: the raw-QUIC SETUP
+/// Path (path and query of the peer URL; `None` on WebTransport, whose URL carries it).
+pub type LinkTargets = HashMap<SessionId, Option<String>>;
 
 impl RelayWorker {
     pub fn new(worker: usize, shard: Shard, auth: Arc<Authenticator>, hop_id: u64) -> Self {
@@ -180,7 +187,33 @@ impl RelayWorker {
             revalidations: listing::Revalidations::default(),
             decider: None,
             revalidations_due: BTreeSet::new(),
+            links: None,
         }
+    }
+
+    /// Makes this the upstream core's relay: its sessions are links it dialed.
+    pub fn set_link_mode(&mut self) {
+        self.links = Some(HashMap::new());
+    }
+
+    /// A link dial is out as `session`; `setup_path` is what its SETUP carries.
+    pub fn expect_link(&mut self, session: SessionId, setup_path: Option<String>) {
+        if let Some(links) = &mut self.links {
+            links.insert(session, setup_path);
+        }
+    }
+
+    /// A link dial that never came up: nothing more to expect of it.
+    pub fn forget_link(&mut self, session: SessionId) {
+        if let Some(links) = &mut self.links {
+            links.remove(&session);
+        }
+    }
+
+    /// Whether `session` is still open here (a link the relay closed itself raises no
+    /// event: the upstream core asks).
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
     }
 
     /// Hands the worker its link to the external decider (at start, before its loop).
@@ -218,6 +251,10 @@ impl RelayWorker {
         };
         let id = format!("{:016x}{:016x}", self.session_id_prefix, info.id);
         let view = SessionView::new(id, &self.node, &info);
+        if let Some(links) = &mut self.links {
+            let setup_path = links.remove(&info.id).flatten();
+            return self.link_ready(info, version, view, setup_path, io);
+        }
         let conn = RelaySession::new(info.id, version, self.hop_id, view);
         debug!(worker = self.worker, session = info.id, %version, transport = ?info.transport, path = %info.path, "session ready");
         // Raw QUIC 05/06 carries the path in the client's SETUP; everything else is decided
@@ -270,6 +307,29 @@ impl RelayWorker {
             self.arm_setup_deadline(session, deadline);
         }
         self.drive(session, io);
+    }
+
+    /// A link to a peer relay is up: the peer is a relay like us, so the link gets
+    /// everything in both directions (spec `cluster.md` 3.1 step 5): we ask for all it
+    /// announces and announce all we have, minus what came from it.
+    fn link_ready<T: SessionIo>(
+        &mut self,
+        info: SessionInfo,
+        version: proto::Version,
+        view: SessionView,
+        setup_path: Option<String>,
+        io: &mut T,
+    ) {
+        // Only raw QUIC 05/06 carries the path in SETUP; WebTransport's URL carried it.
+        let setup_path = setup_path.filter(|_| {
+            version.is_05_or_later() && matches!(info.transport, Transport::Quic { .. })
+        });
+        let conn = RelaySession::dialed(info.id, version, self.hop_id, view, setup_path);
+        info!(worker = self.worker, session = info.id, %version, remote = %info.remote, "cluster link up");
+        self.sessions.insert(info.id, conn);
+        self.counters.sessions_opened += 1;
+        self.admit(info.id, auth::everything_at("/", None), Role::Any);
+        self.drive(info.id, io);
     }
 
     fn await_setup(&mut self, session: SessionId, awaiting: AwaitingSetup) {

@@ -145,6 +145,24 @@ impl RelaySession {
             setup_path: None,
             setup_role: None,
         });
+        Self::with_session(id, version, moq, view)
+    }
+
+    /// A link this relay dialed to another relay (cluster): the client end, with no Role
+    /// (both directions) and, on raw QUIC 05/06, the peer URL's path and query as the
+    /// SETUP Path (spec `cluster.md` 3.1).
+    pub fn dialed(
+        id: SessionId,
+        version: Version,
+        hop_id: u64,
+        view: SessionView,
+        setup_path: Option<String>,
+    ) -> Self {
+        let moq = Session::client(version, hop_id, setup_path, None);
+        Self::with_session(id, version, moq, view)
+    }
+
+    fn with_session(id: SessionId, version: Version, moq: Session, view: SessionView) -> Self {
         Self {
             id,
             version,

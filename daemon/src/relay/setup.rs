@@ -44,6 +44,8 @@ pub struct RelayServer {
     pub drain: Arc<DrainFlag>,
     /// The external auth decider's thread (`auth_api`, `[auth] url`), if one decides.
     pub decider: Option<crate::decider::Decider>,
+    /// The upstream core holding the links to other relays (`[cluster] connect`).
+    pub upstream: Option<ServerHandle>,
 }
 
 /// moq-lite versions this relay speaks, newest first, as ALPN / wt-protocol strings.
@@ -155,9 +157,14 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let listen = listen::resolve_bind(config).context("cannot resolve [server] bind")?;
     let quic = quic_config(config, listen, allowed_cpus);
     let workers = quic.runtime.workers;
-    let doorbells: Vec<Arc<WorkerDoorbell>> = (0..workers)
+    let peers = crate::cluster::peers(config)?;
+    // With links, the upstream core is one more shard, after the workers'.
+    let shard_count = workers + usize::from(!peers.is_empty());
+    let doorbells: Vec<Arc<WorkerDoorbell>> = (0..shard_count)
         .map(|_| Arc::new(WorkerDoorbell::default()))
         .collect();
+    let upstream_quic = (!peers.is_empty())
+        .then(|| crate::cluster::upstream_quic_config(config, quic.clone(), &peers));
     let shards = Router::build(
         router_config(config),
         doorbells
@@ -200,6 +207,17 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     // Taken once per worker at start-up, like the shards.
     let ends: Mutex<Vec<Option<WorkerEnd>>> = Mutex::new(ends.into_iter().map(Some).collect());
 
+    let upstream_doorbell = doorbells.get(workers).cloned();
+    let upstream_shard = if peers.is_empty() {
+        None
+    } else {
+        shards
+            .lock()
+            .ok()
+            .and_then(|mut shards| shards.get_mut(workers).and_then(Option::take))
+    };
+    let upstream_auth = auth.clone();
+    let upstream_node = node.clone();
     let handle = Server::start(quic, move |ctx| {
         let first = doorbells[ctx.index].0.set(ctx.waker.clone());
         assert!(first.is_ok(), "worker {} started twice", ctx.index);
@@ -237,6 +255,32 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     for (link, waker) in links.iter_mut().zip(handle.wakers()) {
         link.set_waker(waker);
     }
+    let upstream = match (upstream_quic, upstream_shard, upstream_doorbell) {
+        (Some(upstream_quic), Some(shard), Some(doorbell)) => {
+            let dialer =
+                crate::cluster::dialer(&config.client.tls, &versions(config), &upstream_quic)
+                    .context("cannot set up the cluster links")?;
+            let mut relay = RelayWorker::new(workers, shard, upstream_auth, hop_id);
+            relay.set_node(&upstream_node);
+            relay.set_link_mode();
+            let core = Mutex::new(Some(crate::cluster::UpstreamCore::new(
+                relay, peers, dialer,
+            )));
+            let upstream = Server::start(upstream_quic, move |ctx| {
+                let first = doorbell.0.set(ctx.waker.clone());
+                assert!(first.is_ok(), "the upstream core started twice");
+                core.lock()
+                    .ok()
+                    .and_then(|mut core| core.take())
+                    .unwrap_or_else(|| panic!("the upstream core is one worker, built once"))
+            })
+            .context("cannot start the upstream core")?;
+            // Links are dialed from here; nobody is to dial in.
+            upstream.refuse_new_connections();
+            Some(upstream)
+        }
+        _ => None,
+    };
     Ok(RelayServer {
         handle,
         hop_id,
@@ -244,6 +288,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         links,
         drain,
         decider,
+        upstream,
     })
 }
 

@@ -110,7 +110,7 @@ pub(crate) struct Core {
     pub(crate) refusing_new: bool,
     /// The most concurrent (bidi, uni) streams a peer may grow to.
     max_streams: (u32, u32),
-    handshake_timeout: Option<Duration>,
+    pub(crate) handshake_timeout: Option<Duration>,
     bucket: TokenBucket,
     scratch: Vec<u8>,
 }

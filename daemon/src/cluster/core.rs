@@ -1,0 +1,169 @@
+//! The upstream core: one thread, its own client QUIC endpoint, and every link this
+//! relay dials to another relay. It runs the same `RelayWorker` as the accepting cores,
+//! in link mode, on its own router shard, so a broadcast a peer announces is routed to
+//! every worker like a local one and each track in demand is subscribed once, on the
+//! link, whatever the number of workers and subscribers (spec `cluster.md` 8).
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Instant;
+
+use quic_io::{Application, Event, Io};
+use tracing::{debug, info, warn};
+
+use super::link::{Link, State};
+use super::peer::Peer;
+use crate::relay::RelayWorker;
+
+/// Links dialed per loop iteration; the rest are dialed on the next one.
+const MAX_DIALS_PER_POLL: usize = 16;
+
+/// The client TLS and version offers every dial uses.
+pub struct Dialer {
+    /// ALPN `h3`: WebTransport peers.
+    pub webtransport: quic_io::ClientConfig,
+    /// The moq-lite ALPNs: raw QUIC peers.
+    pub raw: quic_io::ClientConfig,
+    /// What a WebTransport CONNECT offers, in preference order.
+    pub versions: Vec<String>,
+}
+
+pub struct UpstreamCore {
+    relay: RelayWorker,
+    links: Vec<Link>,
+    dialer: Dialer,
+}
+
+impl UpstreamCore {
+    /// `relay` must be in link mode (`RelayWorker::set_link_mode`).
+    pub fn new(relay: RelayWorker, peers: Vec<Peer>, dialer: Dialer) -> Self {
+        let now = Instant::now();
+        Self {
+            relay,
+            links: peers.into_iter().map(|peer| Link::new(peer, now)).collect(),
+            dialer,
+        }
+    }
+
+    fn dial_due(&mut self, now: Instant, io: &mut Io<'_>) {
+        let versions: Vec<&str> = self.dialer.versions.iter().map(String::as_str).collect();
+        let mut dialed = 0;
+        for index in 0..self.links.len() {
+            if dialed == MAX_DIALS_PER_POLL {
+                return;
+            }
+            let link = &mut self.links[index];
+            if link.due().is_none_or(|due| due > now) {
+                continue;
+            }
+            dialed += 1;
+            let peer = &link.peer;
+            let result = if peer.webtransport {
+                io.connect_webtransport(
+                    self.dialer.webtransport.clone(),
+                    peer.addr,
+                    &peer.server_name,
+                    &peer.authority,
+                    &peer.path_and_query,
+                    &versions,
+                )
+            } else {
+                io.connect(self.dialer.raw.clone(), peer.addr, &peer.server_name)
+            };
+            match result {
+                Ok(session) => {
+                    debug!(peer = %peer.key, session, "dialing cluster peer");
+                    let setup_path = (!peer.webtransport).then(|| peer.path_and_query.clone());
+                    self.relay.expect_link(session, setup_path);
+                    link.state = State::Dialing { session };
+                }
+                Err(err) => {
+                    let wait = link.ended(now, spread());
+                    warn!(peer = %link.peer.key, %err, ?wait, "cannot dial cluster peer; retrying");
+                }
+            }
+        }
+    }
+
+    /// Links whose session ended: the transport said so (`SessionClosed`), or the relay
+    /// closed it itself (which raises no event).
+    fn reap(&mut self, now: Instant, closed: Option<(quic_io::SessionId, u64, &str)>) {
+        for link in &mut self.links {
+            let Some(session) = link.session() else {
+                continue;
+            };
+            let ended = match closed {
+                Some((gone, code, reason)) if gone == session => Some((code, reason.to_owned())),
+                _ if matches!(link.state, State::Up { .. }) && !self.relay.has_session(session) => {
+                    Some((0, "closed by this relay".to_owned()))
+                }
+                _ => None,
+            };
+            let Some((code, reason)) = ended else {
+                continue;
+            };
+            self.relay.forget_link(session);
+            let was_up = matches!(link.state, State::Up { .. });
+            let wait = link.ended(now, spread());
+            if was_up {
+                info!(peer = %link.peer.key, code, %reason, ?wait, "cluster link down; redialing");
+            } else {
+                warn!(peer = %link.peer.key, code, %reason, ?wait, "cluster peer not reached; redialing");
+            }
+        }
+    }
+}
+
+impl Application<Io<'_>> for UpstreamCore {
+    fn on_event(&mut self, now: Instant, event: Event, io: &mut Io<'_>) {
+        let closed = match &event {
+            Event::SessionReady(info) => {
+                if let Some(link) = self
+                    .links
+                    .iter_mut()
+                    .find(|link| link.state == State::Dialing { session: info.id })
+                {
+                    info!(peer = %link.peer.key, session = info.id, "cluster link established");
+                    link.state = State::Up {
+                        session: info.id,
+                        since: now,
+                    };
+                }
+                None
+            }
+            Event::SessionClosed {
+                session,
+                code,
+                reason,
+            } => Some((*session, *code, reason.clone())),
+            _ => None,
+        };
+        self.relay.on_event(now, event, io);
+        self.reap(
+            now,
+            closed
+                .as_ref()
+                .map(|(session, code, reason)| (*session, *code, reason.as_str())),
+        );
+    }
+
+    fn poll(&mut self, now: Instant, io: &mut Io<'_>) {
+        self.dial_due(now, io);
+        self.relay.poll(now, io);
+        self.reap(now, None);
+    }
+
+    fn timeout(&self) -> Option<Instant> {
+        let dial = self.links.iter().filter_map(Link::due).min();
+        match (Application::<Io<'_>>::timeout(&self.relay), dial) {
+            (Some(relay), Some(dial)) => Some(relay.min(dial)),
+            (relay, dial) => relay.or(dial),
+        }
+    }
+}
+
+/// A fresh draw in [0, 1) for the redial jitter.
+fn spread() -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,124 @@
+//! One link's life: waiting to dial, dialing, up; and moq-relay's redial schedule
+//! (spec `cluster.md` 3.2): 1 s doubling to 10 s, each wait jittered to 50-100 %, the
+//! delay reset only by a session that lasted 10 s (a peer that accepts and then drops
+//! at once is not hammered).
+
+use std::time::{Duration, Instant};
+
+use quic_io::SessionId;
+
+use super::peer::Peer;
+
+const FIRST_DELAY: Duration = Duration::from_secs(1);
+const MAX_DELAY: Duration = Duration::from_secs(10);
+/// A session that lasted this long was stable: the next redial starts from 1 s again.
+const STABLE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Waiting { due: Instant },
+    Dialing { session: SessionId },
+    Up { session: SessionId, since: Instant },
+}
+
+#[derive(Debug)]
+pub struct Link {
+    pub peer: Peer,
+    pub state: State,
+    delay: Duration,
+}
+
+impl Link {
+    /// A link to dial at once.
+    pub fn new(peer: Peer, now: Instant) -> Link {
+        Link {
+            peer,
+            state: State::Waiting { due: now },
+            delay: FIRST_DELAY,
+        }
+    }
+
+    pub fn session(&self) -> Option<SessionId> {
+        match self.state {
+            State::Dialing { session } | State::Up { session, .. } => Some(session),
+            State::Waiting { .. } => None,
+        }
+    }
+
+    pub fn due(&self) -> Option<Instant> {
+        match self.state {
+            State::Waiting { due } => Some(due),
+            _ => None,
+        }
+    }
+
+    /// The dial failed or the session ended at `now`; `spread` in [0, 1) draws the
+    /// jitter. Returns how long until the next dial.
+    pub fn ended(&mut self, now: Instant, spread: f64) -> Duration {
+        if let State::Up { since, .. } = self.state
+            && now.duration_since(since) >= STABLE
+        {
+            self.delay = FIRST_DELAY;
+        }
+        let wait = self.delay.mul_f64(0.5 + 0.5 * spread.clamp(0.0, 1.0));
+        self.delay = (self.delay * 2).min(MAX_DELAY);
+        self.state = State::Waiting { due: now + wait };
+        wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(now: Instant) -> Link {
+        Link::new(Peer::parse("https://127.0.0.1:1/", None).unwrap(), now)
+    }
+
+    #[test]
+    fn redials_back_off_from_one_second_to_ten_with_jitter() {
+        let now = Instant::now();
+        let mut link = link(now);
+        assert_eq!(link.due(), Some(now));
+        let waits: Vec<Duration> = (0..6)
+            .map(|_| {
+                link.state = State::Dialing { session: 1 };
+                link.ended(now, 1.0)
+            })
+            .collect();
+        let secs: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 10, 10]);
+        link.state = State::Dialing { session: 1 };
+        assert_eq!(
+            link.ended(now, 0.0),
+            Duration::from_secs(5),
+            "half, at least"
+        );
+    }
+
+    #[test]
+    fn only_a_session_that_lasted_resets_the_delay() {
+        let now = Instant::now();
+        let mut link = link(now);
+        for _ in 0..4 {
+            link.state = State::Up {
+                session: 1,
+                since: now,
+            };
+            link.ended(now + Duration::from_secs(1), 1.0);
+        }
+        link.state = State::Up {
+            session: 1,
+            since: now,
+        };
+        assert_eq!(
+            link.ended(now + Duration::from_secs(2), 1.0),
+            Duration::from_secs(10)
+        );
+        link.state = State::Up {
+            session: 2,
+            since: now,
+        };
+        assert_eq!(link.ended(now + STABLE, 1.0), FIRST_DELAY);
+    }
+}

@@ -1,0 +1,156 @@
+//! Links to other relays (`[cluster] connect`, spec `cluster.md`): the peers to dial,
+//! the client TLS they are verified with, and the upstream core that holds the links on
+//! a thread of its own and joins the router as one more shard.
+//!
+//! Submodules, one concern each: `peer` (a peer URL), `link` (one link's state and
+//! redial schedule), `core` (the upstream core's application).
+//!
+//! Not built yet (spec sections named): hop chains through the router and route choice
+//! among several links to one broadcast (5, 6), 0.17 peer objects and `max_hops`,
+//! `connect_api`, mesh gossip, client certificates to peers, `/nodes`.
+
+mod core;
+mod link;
+mod peer;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use core::{Dialer, UpstreamCore};
+pub use peer::Peer;
+
+use crate::config::{ClientTlsConfig, Config};
+
+/// Why the cluster links cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("[cluster] connect: {0}")]
+    Peer(String),
+    #[error("[cluster] token `{path}`: {source}")]
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::client_tls::ClientTlsError),
+    #[error("[client.tls] fingerprint `{0}` is not 64 hex digits")]
+    Fingerprint(String),
+    #[error("cluster client TLS: {0}")]
+    Quic(String),
+}
+
+/// A token file larger than this is not a JWT.
+const MAX_TOKEN_FILE_BYTES: u64 = 16 << 10;
+
+/// The configured peers, one per identity key (the first spelling wins), each with the
+/// `[cluster] token` unless its URL carries a token of its own.
+pub fn peers(config: &Config) -> Result<Vec<Peer>, ClusterError> {
+    let cluster = &config.cluster;
+    let token = match &cluster.token {
+        Some(path) => Some(read_token(path)?),
+        None => None,
+    };
+    let mut seen = HashSet::new();
+    let mut peers = Vec::new();
+    for url in cluster.connect.iter() {
+        let peer = Peer::parse(url, token.as_deref()).map_err(ClusterError::Peer)?;
+        if seen.insert(peer.key.clone()) {
+            peers.push(peer);
+        }
+    }
+    Ok(peers)
+}
+
+fn read_token(path: &std::path::Path) -> Result<String, ClusterError> {
+    use std::io::Read;
+    let error = |source| ClusterError::Token {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(error)?
+        .take(MAX_TOKEN_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(error)?;
+    Ok(text.trim().to_owned())
+}
+
+/// How the links verify their peers, from `[client.tls]` (0.17: `[connect.tls]`): pinned
+/// fingerprints, else the roots (files, else the system's); `disable_verify = true`
+/// trusts any certificate, and says so in the log.
+pub fn dialer(
+    tls: &ClientTlsConfig,
+    versions: &[String],
+    quic: &quic_io::Config,
+) -> Result<Dialer, ClusterError> {
+    use quic_io::tls::ServerVerify;
+    let verify = || -> Result<ServerVerify, ClusterError> {
+        if tls.disable_verify == Some(true) {
+            tracing::warn!(
+                "[client.tls] disable_verify: cluster peers' certificates are not verified"
+            );
+            return Ok(ServerVerify::AnyCertificate);
+        }
+        if !tls.fingerprint.is_empty() {
+            let digests = tls
+                .fingerprint
+                .iter()
+                .map(|hex| {
+                    parse_fingerprint(hex).ok_or_else(|| ClusterError::Fingerprint(hex.to_owned()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(ServerVerify::Sha256(digests));
+        }
+        Ok(ServerVerify::Roots(Arc::new(crate::client_tls::roots(
+            tls,
+        )?)))
+    };
+    let alpns: Vec<&str> = versions.iter().map(String::as_str).collect();
+    let build = |alpns: &[&str]| {
+        quic_io::tls::client_config(verify()?, alpns, quic)
+            .map_err(|err| ClusterError::Quic(err.to_string()))
+    };
+    Ok(Dialer {
+        webtransport: build(&["h3"])?,
+        raw: build(&alpns)?,
+        versions: versions.to_vec(),
+    })
+}
+
+fn parse_fingerprint(hex: &str) -> Option<[u8; 32]> {
+    let clean: String = hex.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(clean).ok()?;
+    bytes.try_into().ok()
+}
+
+/// The upstream core's endpoint: the relay's QUIC settings, one unsteered worker on an
+/// ephemeral port of the peers' address family, pinned to `[runtime] upstream_cpu`.
+pub fn upstream_quic_config(
+    config: &Config,
+    mut quic: quic_io::Config,
+    peers: &[Peer],
+) -> quic_io::Config {
+    let v6 = peers.first().is_some_and(|peer| peer.addr.is_ipv6());
+    quic.listen = if v6 {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    };
+    quic.runtime = quic_io::RuntimeConfig {
+        workers: 1,
+        pin: config.runtime.upstream_cpu.is_some(),
+        cpus: config.runtime.upstream_cpu.into_iter().collect(),
+    };
+    quic.socket.steer_bpf = false;
+    // Nobody dials the upstream core: it needs a certificate only to start.
+    quic.tls = quic_io::TlsSource::Generate {
+        hostnames: vec!["localhost".to_owned()],
+    };
+    quic.client_ca = Vec::new();
+    quic.quic.cid_layout = quic_io::CidLayout::default();
+    quic.quic.preferred_v4 = None;
+    quic.quic.preferred_v6 = None;
+    quic
+}

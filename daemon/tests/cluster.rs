@@ -1,0 +1,175 @@
+//! Relay links through the real binary: moq-relayd processes on loopback, one dialing
+//! another with `[cluster] connect` from its upstream core, and reference-client
+//! publishers and subscribers on either side (spec `cluster.md` 3, 8).
+
+mod common;
+
+use std::time::Duration;
+
+use common::http::{Ops, start};
+use common::scrape::{scrape, wait_for};
+use interop::{
+    Bytes, ConnectOptions, Session, TlsTrust, TrackEvent, TrackSubscriber, connect_with,
+};
+
+/// One step's bound on a loaded 2-core machine.
+const STEP: Duration = Duration::from_secs(20);
+/// Groups the publisher writes, one every `GROUP_INTERVAL`, and frames in each.
+const GROUPS: u64 = 15;
+const FRAMES: u64 = 3;
+const GROUP_INTERVAL: Duration = Duration::from_millis(100);
+/// A subscriber joins at the live edge, which the first groups may pass while its
+/// subscription crosses the link; from then on it must miss nothing.
+const MISSABLE: u64 = 5;
+
+/// A relay with HTTP listeners (for its metrics), open to everyone, linked to `peers`.
+fn relay(id: u64, peers: &[&Ops]) -> Ops {
+    let mut config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[runtime]\nworkers = 2\n\
+         [auth]\npublic = \"\"\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n\
+         [cluster]\nid = {id}\n"
+    );
+    if !peers.is_empty() {
+        let urls: Vec<String> = peers
+            .iter()
+            .map(|peer| format!("\"https://{}/\"", peer.quic))
+            .collect();
+        let pins: Vec<String> = peers
+            .iter()
+            .map(|peer| format!("\"{}\"", peer.fingerprint))
+            .collect();
+        config.push_str(&format!(
+            "connect = [{}]\n[client.tls]\nfingerprint = [{}]\n",
+            urls.join(", "),
+            pins.join(", ")
+        ));
+    }
+    start(&config)
+}
+
+async fn session(ops: &Ops, options: impl FnOnce(ConnectOptions) -> ConnectOptions) -> Session {
+    let url = format!("https://{}/", ops.quic);
+    let trust = TlsTrust::Fingerprint(ops.fingerprint.clone());
+    connect_with(&url, options(ConnectOptions::new(trust)))
+        .await
+        .unwrap_or_else(|err| panic!("connect {url}: {err}"))
+}
+
+fn payload(group: u64, frame: u64) -> Bytes {
+    Bytes::from(format!("group {group} frame {frame}").into_bytes())
+}
+
+/// A subscriber on `ops` that waits until `broadcast` is announced there, then
+/// subscribes to its `video`.
+async fn subscriber(ops: &Ops, broadcast: &str) -> (Session, TrackSubscriber) {
+    let session = session(ops, |o| o.subscribe_only("")).await;
+    let mut announced = session.announcements().expect("announcements");
+    tokio::time::timeout(STEP, announced.wait_announced(broadcast))
+        .await
+        .expect("announced across the link in time")
+        .expect("announced");
+    let sub = session
+        .subscribe(broadcast, "video")
+        .await
+        .expect("subscribe");
+    (session, sub)
+}
+
+/// From the first group it sees (at most `MISSABLE` in) to the last, every group whole
+/// and in order, each frame's bytes as written.
+async fn expect_groups(sub: &mut TrackSubscriber) {
+    let mut expected: Option<(u64, u64)> = None;
+    loop {
+        let event = tokio::time::timeout(STEP, sub.next())
+            .await
+            .expect("in time")
+            .expect("event");
+        match event {
+            TrackEvent::Frame(got) => {
+                if expected.is_none() {
+                    assert!(got.group <= MISSABLE, "joined at group {}", got.group);
+                }
+                let (group, frame) = *expected.get_or_insert((got.group, 0));
+                assert_eq!((got.group, got.index), (group, frame), "frame order");
+                assert_eq!(got.payload, payload(group, frame));
+                expected = Some((group, frame + 1));
+            }
+            TrackEvent::GroupEnd { group: ended, .. } => {
+                let Some((group, frames)) = expected else {
+                    // The end of a group joined after its frames: not one of ours to check.
+                    continue;
+                };
+                assert_eq!((ended, frames), (group, FRAMES), "group end");
+                if group == GROUPS - 1 {
+                    return;
+                }
+                expected = Some((group + 1, 0));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Publishes `broadcast` on `origin`, subscribes `subscribers` sessions on `edge`, and
+/// checks every frame arrives in order at each.
+async fn frames_cross(origin: &Ops, edge: &Ops, broadcast: &str, subscribers: usize) {
+    let publisher = session(origin, ConnectOptions::publish_only).await;
+    let (_broadcast, mut tracks) = publisher.publish(broadcast, &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        subs.push(subscriber(edge, broadcast).await);
+    }
+    let writer = tokio::spawn(async move {
+        for group in 0..GROUPS {
+            track
+                .write_group((0..FRAMES).map(|frame| payload(group, frame)))
+                .expect("group");
+            tokio::time::sleep(GROUP_INTERVAL).await;
+        }
+        track
+    });
+    // Every subscriber reads at once: one left unread falls behind and is skipped ahead.
+    let mut readers = tokio::task::JoinSet::new();
+    for (session, mut sub) in subs {
+        readers.spawn(async move {
+            expect_groups(&mut sub).await;
+            drop(sub);
+            session.close().await;
+        });
+    }
+    while let Some(read) = readers.join_next().await {
+        read.expect("a subscriber saw every group in order");
+    }
+    let _track = writer.await.expect("writer");
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_relay_serves_its_subscribers_from_one_upstream_subscription() {
+    let origin = relay(1, &[]);
+    let leaf = relay(2, &[&origin]);
+    leaf.relay.wait_for_line("cluster link established");
+
+    frames_cross(&origin, &leaf, "demo/cam", 10).await;
+
+    // Ten subscribers over the leaf's two workers; the origin served one subscription:
+    // the leaf's link (role "publisher" counts the subscriptions the relay serves).
+    let served = "moq_relay_subscriptions_opened_total{tier=\"\",role=\"publisher\"}";
+    let leaf_metrics = wait_for(&leaf, |m| m.get(served).copied() == Some(10.0));
+    assert_eq!(leaf_metrics[served], 10.0);
+    let origin_metrics = scrape(&origin);
+    assert_eq!(
+        origin_metrics[served], 1.0,
+        "the origin served the link alone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_carries_broadcasts_both_ways() {
+    let origin = relay(1, &[]);
+    let leaf = relay(2, &[&origin]);
+    leaf.relay.wait_for_line("cluster link established");
+    // A publisher on the dialing side reaches a subscriber on the accepting side.
+    frames_cross(&leaf, &origin, "from/leaf", 2).await;
+}
