@@ -53,6 +53,8 @@ const SUPPORTED: &[&str] = &[
     "listen.tls.root",
     // The auth deciders' HTTPS client reads these (cluster links will too).
     "client.tls.root",
+    "client.tls.fingerprint",
+    "connect.tls.fingerprint",
     "client.tls.system_roots",
     "client.tls.cert",
     "client.tls.key",

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use common::http::{Ops, start};
 use common::scrape::{scrape, wait_for};
@@ -24,27 +25,37 @@ const MISSABLE: u64 = 5;
 
 /// A relay with HTTP listeners (for its metrics), open to everyone, linked to `peers`.
 fn relay(id: u64, peers: &[&Ops]) -> Ops {
+    let peers: Vec<(SocketAddr, &str)> = peers
+        .iter()
+        .map(|peer| (peer.quic, peer.fingerprint.as_str()))
+        .collect();
+    start(&relay_config(
+        id,
+        &peers,
+        "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n",
+    ))
+}
+
+/// `server` (its `[server]` table) plus: open to everyone, HTTP listeners, links to
+/// `peers` (address, pinned certificate fingerprint).
+fn relay_config(id: u64, peers: &[(SocketAddr, &str)], server: &str) -> String {
     let mut config = format!(
-        "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[runtime]\nworkers = 2\n\
-         [auth]\npublic = \"\"\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n\
-         [cluster]\nid = {id}\n"
+        "{server}[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n[web.http]\nlisten = \"127.0.0.1:0\"\n\
+         [internal]\nlisten = \"127.0.0.1:0\"\n[cluster]\nid = {id}\nlinger = \"10s\"\n"
     );
     if !peers.is_empty() {
         let urls: Vec<String> = peers
             .iter()
-            .map(|peer| format!("\"https://{}/\"", peer.quic))
+            .map(|(addr, _)| format!("\"https://{addr}/\""))
             .collect();
-        let pins: Vec<String> = peers
-            .iter()
-            .map(|peer| format!("\"{}\"", peer.fingerprint))
-            .collect();
+        let pins: Vec<String> = peers.iter().map(|(_, pin)| format!("\"{pin}\"")).collect();
         config.push_str(&format!(
             "connect = [{}]\n[client.tls]\nfingerprint = [{}]\n",
             urls.join(", "),
             pins.join(", ")
         ));
     }
-    start(&config)
+    config
 }
 
 async fn session(ops: &Ops, options: impl FnOnce(ConnectOptions) -> ConnectOptions) -> Session {
@@ -172,4 +183,95 @@ async fn a_link_carries_broadcasts_both_ways() {
     leaf.relay.wait_for_line("cluster link established");
     // A publisher on the dialing side reaches a subscriber on the accepting side.
     frames_cross(&leaf, &origin, "from/leaf", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_three_relays_carries_every_frame_and_announces_nothing_back() {
+    let origin = relay(1, &[]);
+    let middle = relay(2, &[&origin]);
+    let leaf = relay(3, &[&middle]);
+    middle.relay.wait_for_line("cluster link established");
+    leaf.relay.wait_for_line("cluster link established");
+
+    frames_cross(&origin, &leaf, "demo/chain", 20).await;
+
+    // One subscription per hop: the origin served the middle's link, the middle the
+    // leaf's link, the leaf its twenty subscribers.
+    let served = "moq_relay_subscriptions_opened_total{tier=\"\",role=\"publisher\"}";
+    assert_eq!(scrape(&origin)[served], 1.0, "origin");
+    assert_eq!(scrape(&middle)[served], 1.0, "middle");
+    assert_eq!(scrape(&leaf)[served], 20.0, "leaf");
+    // Announces made at the origin: its one publisher, never one reflected back down the
+    // chain (they are counted as a session publishes).
+    let started = "moq_relay_announces_started_total{tier=\"\",role=\"subscriber\"}";
+    assert_eq!(scrape(&origin)[started], 1.0, "origin announces");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_origin_is_redialed_and_its_subscribers_resume() {
+    // The origin keeps its port and certificate across the restart.
+    let dir = tempfile::TempDir::new().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!(
+        "[server]\nbind = \"127.0.0.1:{port}\"\ntls.cert = [{:?}]\ntls.key = [{:?}]\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let origin = start(&relay_config(1, &[], &server));
+    let leaf = relay(2, &[&origin]);
+    leaf.relay.wait_for_line("cluster link established");
+    let publisher = session(&origin, ConnectOptions::publish_only).await;
+    let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let (_subscriber, mut sub) = subscriber(&leaf, "demo/cam").await;
+    track.write_group([payload(0, 0)]).expect("group");
+    next_frame(&mut sub).await;
+
+    // The origin dies with its publisher, saying nothing; the leaf learns it when the
+    // link goes silent (5 s). The origin comes back on the same port, and so does the
+    // publisher. The leaf redials (1 s backoff, doubling) and its subscriber, still
+    // subscribed (the broadcast lingers 10 s), gets the new publisher's frames.
+    drop(origin);
+    drop(publisher);
+    let restarted = Instant::now();
+    let origin = start(&relay_config(1, &[], &server));
+    let publisher = session(&origin, ConnectOptions::publish_only).await;
+    let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    leaf.relay.wait_for_line("cluster link established");
+    let writer = tokio::spawn(async move {
+        for group in 0..40 {
+            track.write_group([payload(group, 0)]).expect("group");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    next_frame(&mut sub).await;
+    let resumed = restarted.elapsed();
+    assert!(
+        resumed < Duration::from_secs(10),
+        "resumed after {resumed:?}"
+    );
+    writer.abort();
+}
+
+async fn next_frame(sub: &mut TrackSubscriber) {
+    loop {
+        match tokio::time::timeout(STEP, sub.next())
+            .await
+            .expect("in time")
+            .expect("event")
+        {
+            TrackEvent::Frame(_) => return,
+            TrackEvent::GroupEnd { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

@@ -16,6 +16,7 @@ mod peer;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use core::{Dialer, UpstreamCore};
 pub use peer::Peer;
@@ -39,6 +40,12 @@ pub enum ClusterError {
     #[error("cluster client TLS: {0}")]
     Quic(String),
 }
+
+/// A link whose peer went silent this long is down, and is redialed. A relay killed
+/// without a close says nothing: its peers learn it from this bound, so it is short, and
+/// `LINK_KEEP_ALIVE` keeps an idle but healthy link from reaching it.
+pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const LINK_KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 /// A token file larger than this is not a JWT.
 const MAX_TOKEN_FILE_BYTES: u64 = 16 << 10;
@@ -150,6 +157,8 @@ pub fn upstream_quic_config(
     };
     quic.client_ca = Vec::new();
     quic.quic.cid_layout = quic_io::CidLayout::default();
+    quic.quic.idle_timeout = quic.quic.idle_timeout.min(LINK_IDLE_TIMEOUT);
+    quic.quic.keep_alive = Some(LINK_KEEP_ALIVE);
     quic.quic.preferred_v4 = None;
     quic.quic.preferred_v6 = None;
     quic
