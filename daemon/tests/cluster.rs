@@ -275,3 +275,75 @@ async fn next_frame(sub: &mut TrackSubscriber) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_presents_the_cluster_token_and_a_refused_one_is_retried() {
+    use moq_token::{Algorithm, Claims, Key, KeyId};
+    let dir = tempfile::TempDir::new().unwrap();
+    let key = Key::generate(Algorithm::HS256, Some(KeyId::decode("cluster").unwrap())).unwrap();
+    let key_path = dir.path().join("cluster.jwk");
+    std::fs::write(&key_path, serde_json::to_string(&key).unwrap()).unwrap();
+    let everything = Claims::default()
+        .with_root("")
+        .with_publish([""])
+        .with_subscribe([""]);
+    let token_path = dir.path().join("cluster.jwt");
+    std::fs::write(&token_path, key.sign(&everything).unwrap()).unwrap();
+    let stranger = Key::generate(Algorithm::HS256, None).unwrap();
+    let bad_token_path = dir.path().join("bad.jwt");
+    std::fs::write(&bad_token_path, stranger.sign(&everything).unwrap()).unwrap();
+
+    // The origin admits no one without a token; its own clients carry one too.
+    let origin = start(
+        &relay_config(
+            1,
+            &[],
+            "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n",
+        )
+        .replace(
+            "public = \"\"",
+            &format!("key = {:?}", key_path.display().to_string()),
+        ),
+    );
+    let with_token = |token: &std::path::Path| {
+        relay_config(
+            2,
+            &[(origin.quic, origin.fingerprint.as_str())],
+            "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n",
+        )
+        .replace(
+            "linger = \"10s\"\n",
+            &format!(
+                "linger = \"10s\"\ntoken = {:?}\n",
+                token.display().to_string()
+            ),
+        )
+    };
+    let refused = start(&with_token(&bad_token_path));
+    refused.relay.wait_for_line("cluster link down; redialing");
+    refused.relay.wait_for_line("cluster link down; redialing");
+    drop(refused);
+
+    let leaf = start(&with_token(&token_path));
+    leaf.relay.wait_for_line("cluster link established");
+    // The origin's publisher presents the same token in its URL.
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    let url = format!("https://{}/?jwt={token}", origin.quic);
+    let publisher = connect_with(
+        &url,
+        ConnectOptions::new(TlsTrust::Fingerprint(origin.fingerprint.clone())).publish_only(),
+    )
+    .await
+    .expect("publisher with a token");
+    let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let (_subscriber, mut sub) = subscriber(&leaf, "demo/cam").await;
+    let writer = tokio::spawn(async move {
+        for group in 0..20 {
+            track.write_group([payload(group, 0)]).expect("group");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    next_frame(&mut sub).await;
+    writer.abort();
+}
