@@ -113,6 +113,7 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
         auth::Authenticator::new(&config.auth).ok(),
     );
     control_state.decider = relay.decider.as_ref().map(|decider| decider.http());
+    control_state.cluster = relay.cluster.clone();
     let http = control::start(
         &control::Listeners {
             web: config.web.http.listen.clone(),

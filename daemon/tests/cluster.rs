@@ -174,6 +174,22 @@ async fn a_leaf_relay_serves_its_subscribers_from_one_upstream_subscription() {
         origin_metrics[served], 1.0,
         "the origin served the link alone"
     );
+
+    // The leaf's view of its link: `/nodes` (0.17's shape with 0.14's fields) and rows.
+    let peer = format!("https://{}/", origin.quic);
+    let nodes = common::http::get(leaf.internal, "/nodes");
+    assert_eq!(nodes.status, 200);
+    let nodes: serde_json::Value = serde_json::from_str(&nodes.body).unwrap();
+    assert_eq!(nodes["nodes"][0]["node"], peer.as_str(), "{nodes}");
+    assert_eq!(nodes["nodes"][0]["connections"][0]["direction"], "outbound");
+    assert_eq!(
+        common::http::get(origin.internal, "/nodes").body,
+        r#"{"nodes":[]}"#
+    );
+    let up = format!("moq_relayd_cluster_link_up{{peer=\"{peer}\"}}");
+    let dials = format!("moq_relayd_cluster_link_dials_total{{peer=\"{peer}\"}}");
+    assert_eq!(leaf_metrics[&up], 1.0);
+    assert_eq!(leaf_metrics[&dials], 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,8 +271,12 @@ async fn a_restarted_origin_is_redialed_and_its_subscribers_resume() {
     });
     next_frame(&mut sub).await;
     let resumed = restarted.elapsed();
+    let failures =
+        format!("moq_relayd_cluster_link_failures_total{{peer=\"https://127.0.0.1:{port}/\"}}");
+    assert!(scrape(&leaf)[&failures] >= 1.0, "the lost link was counted");
+    // Silence bound (5 s) + two redials (at most 1 s and 2 s) + 1 s.
     assert!(
-        resumed < Duration::from_secs(10),
+        resumed < Duration::from_secs(9),
         "resumed after {resumed:?}"
     );
     writer.abort();

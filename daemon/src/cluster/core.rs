@@ -10,8 +10,11 @@ use std::time::Instant;
 use quic_io::{Application, Event, Io};
 use tracing::{debug, info, warn};
 
+use std::sync::Arc;
+
 use super::link::{Link, State};
 use super::peer::Peer;
+use super::table::LinkTable;
 use crate::relay::RelayWorker;
 
 /// Links dialed per loop iteration; the rest are dialed on the next one.
@@ -31,17 +34,26 @@ pub struct UpstreamCore {
     relay: RelayWorker,
     links: Vec<Link>,
     dialer: Dialer,
+    /// What the control side reads (`/nodes`, `/metrics`); written on link events.
+    table: Arc<LinkTable>,
 }
 
 impl UpstreamCore {
     /// `relay` must be in link mode (`RelayWorker::set_link_mode`).
     pub fn new(relay: RelayWorker, peers: Vec<Peer>, dialer: Dialer) -> Self {
         let now = Instant::now();
+        let table = Arc::new(LinkTable::new(peers.iter().map(|peer| peer.key.clone())));
         Self {
             relay,
             links: peers.into_iter().map(|peer| Link::new(peer, now)).collect(),
             dialer,
+            table,
         }
+    }
+
+    /// The link table the control side reads.
+    pub fn table(&self) -> Arc<LinkTable> {
+        self.table.clone()
     }
 
     fn dial_due(&mut self, now: Instant, io: &mut Io<'_>) {
@@ -56,6 +68,7 @@ impl UpstreamCore {
                 continue;
             }
             dialed += 1;
+            self.table.update(index, |row| row.dials += 1);
             let peer = &link.peer;
             let result = if peer.webtransport {
                 io.connect_webtransport(
@@ -77,6 +90,7 @@ impl UpstreamCore {
                     link.state = State::Dialing { session };
                 }
                 Err(err) => {
+                    self.table.update(index, |row| row.failures += 1);
                     let wait = link.ended(now, spread());
                     warn!(peer = %link.peer.key, %err, ?wait, "cannot dial cluster peer; retrying");
                 }
@@ -87,7 +101,7 @@ impl UpstreamCore {
     /// Links whose session ended: the transport said so (`SessionClosed`), or the relay
     /// closed it itself (which raises no event).
     fn reap(&mut self, now: Instant, closed: Option<(quic_io::SessionId, u64, &str)>) {
-        for link in &mut self.links {
+        for (index, link) in self.links.iter_mut().enumerate() {
             let Some(session) = link.session() else {
                 continue;
             };
@@ -102,6 +116,10 @@ impl UpstreamCore {
                 continue;
             };
             self.relay.forget_link(session);
+            self.table.update(index, |row| {
+                row.session = None;
+                row.failures += 1;
+            });
             let was_up = matches!(link.state, State::Up { .. });
             let wait = link.ended(now, spread());
             if was_up {
@@ -117,12 +135,14 @@ impl Application<Io<'_>> for UpstreamCore {
     fn on_event(&mut self, now: Instant, event: Event, io: &mut Io<'_>) {
         let closed = match &event {
             Event::SessionReady(info) => {
-                if let Some(link) = self
+                if let Some((index, link)) = self
                     .links
                     .iter_mut()
-                    .find(|link| link.state == State::Dialing { session: info.id })
+                    .enumerate()
+                    .find(|(_, link)| link.state == State::Dialing { session: info.id })
                 {
                     info!(peer = %link.peer.key, session = info.id, "cluster link established");
+                    self.table.update(index, |row| row.session = Some(info.id));
                     link.state = State::Up {
                         session: info.id,
                         since: now,

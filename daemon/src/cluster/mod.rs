@@ -3,15 +3,17 @@
 //! a thread of its own and joins the router as one more shard.
 //!
 //! Submodules, one concern each: `peer` (a peer URL), `link` (one link's state and
-//! redial schedule), `core` (the upstream core's application).
+//! redial schedule), `core` (the upstream core's application), `table` (what the
+//! control side reads of the links).
 //!
 //! Not built yet (spec sections named): hop chains through the router and route choice
 //! among several links to one broadcast (5, 6), 0.17 peer objects and `max_hops`,
-//! `connect_api`, mesh gossip, client certificates to peers, `/nodes`.
+//! `connect_api`, mesh gossip, client certificates to peers.
 
 mod core;
 mod link;
 mod peer;
+mod table;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 pub use core::{Dialer, UpstreamCore};
 pub use peer::Peer;
+pub use table::{LinkStatus, LinkTable};
 
 use crate::config::{ClientTlsConfig, Config};
 

@@ -224,8 +224,12 @@ async fn route(kind: Listener, state: &ControlState, request: Request<Incoming>)
             response
         }
         (Listener::Internal, true, "/nodes") => {
-            // No cluster links in this build: the standalone answer of 0.14 and 0.17 alike.
-            let mut response = text(StatusCode::OK, "{\"nodes\":[]}");
+            // Without links, the standalone answer of 0.14 and 0.17 alike.
+            let nodes = state
+                .cluster
+                .as_ref()
+                .map_or_else(|| "{\"nodes\":[]}".to_owned(), |table| table.nodes_json());
+            let mut response = text(StatusCode::OK, nodes);
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),

@@ -597,7 +597,43 @@ pub fn render(state: &ControlState) -> String {
             );
         }
     }
+    cluster_links(&mut out, state);
     out
+}
+
+/// Per configured peer: whether its link is up, its dials and its failures (dials that
+/// never came up and links that went down). No rows without `[cluster] connect`.
+fn cluster_links(out: &mut String, state: &ControlState) {
+    let Some(table) = &state.cluster else {
+        return;
+    };
+    let rows = table.snapshot();
+    let families: [(&str, &str, &str, fn(&crate::cluster::LinkStatus) -> u64); 3] = [
+        (
+            "moq_relayd_cluster_link_up",
+            "gauge",
+            "1 while the link this relay dialed to the peer is up.",
+            |row| u64::from(row.session.is_some()),
+        ),
+        (
+            "moq_relayd_cluster_link_dials_total",
+            "counter",
+            "Dials of the peer.",
+            |row| row.dials,
+        ),
+        (
+            "moq_relayd_cluster_link_failures_total",
+            "counter",
+            "Dials of the peer that never came up, and links to it that went down.",
+            |row| row.failures,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        family(out, name, kind, help);
+        for row in &rows {
+            sample(out, name, &format!("peer=\"{}\"", row.peer), value(row));
+        }
+    }
 }
 
 /// GSO and GRO batch sizes per syscall, as histograms per worker: `_count` is the send

@@ -96,6 +96,8 @@ pub struct ControlState {
     pub auth: Option<Authenticator>,
     /// The external auth decider, when one decides (it then decides these routes too).
     pub decider: Option<crate::decider::HttpDecider>,
+    /// The cluster links, when this relay dials peers (`/nodes`, link metrics).
+    pub cluster: Option<Arc<crate::cluster::LinkTable>>,
     /// Accept statistics of the configured listeners only, in `/metrics` order.
     pub accept: Vec<(Listener, Arc<AcceptStats>)>,
     /// `[web.https]`'s certificate, re-read on SIGHUP.
@@ -119,6 +121,7 @@ impl ControlState {
             drain,
             auth,
             decider: None,
+            cluster: None,
             accept: Vec::new(),
             https: None,
             metrics_cache: Mutex::new(None),

@@ -46,6 +46,8 @@ pub struct RelayServer {
     pub decider: Option<crate::decider::Decider>,
     /// The upstream core holding the links to other relays (`[cluster] connect`).
     pub upstream: Option<ServerHandle>,
+    /// What the control side reads of those links.
+    pub cluster: Option<Arc<crate::cluster::LinkTable>>,
 }
 
 /// moq-lite versions this relay speaks, newest first, as ALPN / wt-protocol strings.
@@ -255,6 +257,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     for (link, waker) in links.iter_mut().zip(handle.wakers()) {
         link.set_waker(waker);
     }
+    let mut cluster = None;
     let upstream = match (upstream_quic, upstream_shard, upstream_doorbell) {
         (Some(upstream_quic), Some(shard), Some(doorbell)) => {
             let dialer =
@@ -263,9 +266,9 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
             let mut relay = RelayWorker::new(workers, shard, upstream_auth, hop_id);
             relay.set_node(&upstream_node);
             relay.set_link_mode();
-            let core = Mutex::new(Some(crate::cluster::UpstreamCore::new(
-                relay, peers, dialer,
-            )));
+            let core = crate::cluster::UpstreamCore::new(relay, peers, dialer);
+            cluster = Some(core.table());
+            let core = Mutex::new(Some(core));
             let upstream = Server::start(upstream_quic, move |ctx| {
                 let first = doorbell.0.set(ctx.waker.clone());
                 assert!(first.is_ok(), "the upstream core started twice");
@@ -289,6 +292,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         drain,
         decider,
         upstream,
+        cluster,
     })
 }
 
