@@ -601,6 +601,14 @@ pub fn render(state: &ControlState) -> String {
     out
 }
 
+/// A link metric family: name, type, help, and its value for one peer's row.
+type LinkFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::cluster::LinkStatus) -> u64,
+);
+
 /// Per configured peer: whether its link is up, its dials and its failures (dials that
 /// never came up and links that went down). No rows without `[cluster] connect`.
 fn cluster_links(out: &mut String, state: &ControlState) {
@@ -608,7 +616,7 @@ fn cluster_links(out: &mut String, state: &ControlState) {
         return;
     };
     let rows = table.snapshot();
-    let families: [(&str, &str, &str, fn(&crate::cluster::LinkStatus) -> u64); 3] = [
+    let families: [LinkFamily; 3] = [
         (
             "moq_relayd_cluster_link_up",
             "gauge",
