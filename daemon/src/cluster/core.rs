@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use std::sync::Arc;
 
-use super::link::{Link, State};
+use super::link::{Link, Schedule, State};
 use super::peer::Peer;
 use super::table::LinkTable;
 use crate::relay::RelayWorker;
@@ -40,12 +40,15 @@ pub struct UpstreamCore {
 
 impl UpstreamCore {
     /// `relay` must be in link mode (`RelayWorker::set_link_mode`).
-    pub fn new(relay: RelayWorker, peers: Vec<Peer>, dialer: Dialer) -> Self {
+    pub fn new(relay: RelayWorker, peers: Vec<Peer>, dialer: Dialer, schedule: Schedule) -> Self {
         let now = Instant::now();
         let table = Arc::new(LinkTable::new(peers.iter().map(|peer| peer.key.clone())));
         Self {
             relay,
-            links: peers.into_iter().map(|peer| Link::new(peer, now)).collect(),
+            links: peers
+                .into_iter()
+                .map(|peer| Link::new(peer, schedule, now))
+                .collect(),
             dialer,
             table,
         }

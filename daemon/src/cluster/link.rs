@@ -1,7 +1,8 @@
-//! One link's life: waiting to dial, dialing, up; and moq-relay's redial schedule
-//! (spec `cluster.md` 3.2): 1 s doubling to 10 s, each wait jittered to 50-100 %, the
-//! delay reset only by a session that lasted 10 s (a peer that accepts and then drops
-//! at once is not hammered).
+//! One link's life: waiting to dial, dialing, up; and moq-relay's redial schedules:
+//! 0.14's (spec `cluster.md` 3.2) 1 s doubling to 10 s, each wait jittered to 50-100 %;
+//! 0.17's (`moq-relay-0.17.md` 5.2) a wait uniform below a ceiling of 1 s doubling to
+//! 30 s. Both reset only after a session that lasted 10 s, so a peer that accepts and
+//! then drops at once is not hammered.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,32 @@ use quic_io::SessionId;
 use super::peer::Peer;
 
 const FIRST_DELAY: Duration = Duration::from_secs(1);
-const MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// Which moq-relay's redial schedule a link follows (by the configuration's generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// delay × U(0.5, 1), delay doubling to 10 s.
+    V014,
+    /// U(0, ceiling), ceiling doubling to 30 s.
+    V017,
+}
+
+impl Schedule {
+    fn max_delay(self) -> Duration {
+        match self {
+            Schedule::V014 => Duration::from_secs(10),
+            Schedule::V017 => Duration::from_secs(30),
+        }
+    }
+
+    fn wait(self, delay: Duration, spread: f64) -> Duration {
+        let spread = spread.clamp(0.0, 1.0);
+        match self {
+            Schedule::V014 => delay.mul_f64(0.5 + 0.5 * spread),
+            Schedule::V017 => delay.mul_f64(spread),
+        }
+    }
+}
 /// A session that lasted this long was stable: the next redial starts from 1 s again.
 const STABLE: Duration = Duration::from_secs(10);
 
@@ -26,15 +52,17 @@ pub struct Link {
     pub peer: Peer,
     pub state: State,
     delay: Duration,
+    schedule: Schedule,
 }
 
 impl Link {
     /// A link to dial at once.
-    pub fn new(peer: Peer, now: Instant) -> Link {
+    pub fn new(peer: Peer, schedule: Schedule, now: Instant) -> Link {
         Link {
             peer,
             state: State::Waiting { due: now },
             delay: FIRST_DELAY,
+            schedule,
         }
     }
 
@@ -60,8 +88,8 @@ impl Link {
         {
             self.delay = FIRST_DELAY;
         }
-        let wait = self.delay.mul_f64(0.5 + 0.5 * spread.clamp(0.0, 1.0));
-        self.delay = (self.delay * 2).min(MAX_DELAY);
+        let wait = self.schedule.wait(self.delay, spread);
+        self.delay = (self.delay * 2).min(self.schedule.max_delay());
         self.state = State::Waiting { due: now + wait };
         wait
     }
@@ -72,7 +100,30 @@ mod tests {
     use super::*;
 
     fn link(now: Instant) -> Link {
-        Link::new(Peer::parse("https://127.0.0.1:1/", None).unwrap(), now)
+        link_with(Schedule::V014, now)
+    }
+
+    fn link_with(schedule: Schedule, now: Instant) -> Link {
+        Link::new(
+            Peer::parse("https://127.0.0.1:1/", None).unwrap(),
+            schedule,
+            now,
+        )
+    }
+
+    #[test]
+    fn the_017_schedule_waits_below_a_ceiling_that_doubles_to_thirty_seconds() {
+        let now = Instant::now();
+        let mut link = link_with(Schedule::V017, now);
+        let ceilings: Vec<u64> = (0..7)
+            .map(|_| {
+                link.state = State::Dialing { session: 1 };
+                link.ended(now, 1.0).as_secs()
+            })
+            .collect();
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 30, 30]);
+        link.state = State::Dialing { session: 1 };
+        assert_eq!(link.ended(now, 0.0), Duration::ZERO, "uniform from zero");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! control side reads of the links).
 //!
 //! Not built yet (spec sections named): hop chains through the router and route choice
-//! among several links to one broadcast (5, 6), 0.17 peer objects and `max_hops`,
+//! among several links to one broadcast (5, 6), `max_hops`,
 //! `connect_api`, mesh gossip, client certificates to peers.
 
 mod core;
@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use core::{Dialer, UpstreamCore};
+pub use link::Schedule;
 pub use peer::Peer;
 pub use table::{LinkStatus, LinkTable};
 
-use crate::config::{ClientTlsConfig, Config};
+use crate::config::{ClientTlsConfig, Config, PeerEntry};
 
 /// Why the cluster links cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,14 @@ pub const LINK_KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// A token file larger than this is not a JWT.
 const MAX_TOKEN_FILE_BYTES: u64 = 16 << 10;
 
+/// The redial schedule of the moq-relay release the configuration is written for.
+pub fn schedule(config: &Config) -> Schedule {
+    match config.auth.generation {
+        crate::config::Generation::V017 => Schedule::V017,
+        _ => Schedule::V014,
+    }
+}
+
 /// The configured peers, one per identity key (the first spelling wins), each with the
 /// `[cluster] token` unless its URL carries a token of its own.
 pub fn peers(config: &Config) -> Result<Vec<Peer>, ClusterError> {
@@ -63,8 +72,18 @@ pub fn peers(config: &Config) -> Result<Vec<Peer>, ClusterError> {
     };
     let mut seen = HashSet::new();
     let mut peers = Vec::new();
-    for url in cluster.connect.iter() {
-        let peer = Peer::parse(url, token.as_deref()).map_err(ClusterError::Peer)?;
+    for entry in cluster.connect.iter() {
+        let peer = match entry {
+            PeerEntry::Url(url) => Peer::parse(url, token.as_deref()),
+            PeerEntry::Object(object) => {
+                let token = object.token.as_deref().or(token.as_deref());
+                Peer::parse(&object.url, token).map(|mut peer| {
+                    peer.cost = object.cost.or(peer.cost);
+                    peer
+                })
+            }
+        }
+        .map_err(ClusterError::Peer)?;
         if seen.insert(peer.key.clone()) {
             peers.push(peer);
         }

@@ -315,6 +315,36 @@ mod tests {
     const TLS: &str = "[server]\ntls.generate = \"localhost\"\n";
 
     #[test]
+    fn cluster_peers_are_urls_or_017_peer_objects_priced_symmetrically() {
+        let listen = "[listen]\nbind = \"127.0.0.1:0\"\ntls.generate = \"localhost\"\n";
+        let config = parse(&format!(
+            "{listen}[cluster]\nconnect = [\"https://a.example/\", {{ url = \"https://b.example/\", cost = 3, egress = 3, token = \"t\" }}]\n"
+        ))
+        .unwrap();
+        let peers: Vec<&str> = config.cluster.connect.iter().map(|p| p.url()).collect();
+        assert_eq!(peers, ["https://a.example/", "https://b.example/"]);
+        let one = parse(&format!(
+            "{listen}[cluster]\nconnect = \"https://a.example/\"\n"
+        ))
+        .unwrap();
+        assert_eq!(one.cluster.connect.len(), 1);
+        for (bad, why) in [
+            ("{ url = \"https://b.example/?cost=2\" }", "not in its URL"),
+            (
+                "{ url = \"https://b.example/\", cost = 1, egress = 2 }",
+                "must equal",
+            ),
+            (
+                "{ url = \"https://b.example/\", price = 1 }",
+                "cluster.connect",
+            ),
+        ] {
+            let err = parse(&format!("{listen}[cluster]\nconnect = [{bad}]\n")).unwrap_err();
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn dotted_keys_and_sub_tables_are_the_same_setting() {
         let dotted = parse("[server]\ntls.generate = [\"a\"]\n").unwrap();
         let table = parse("[server.tls]\ngenerate = [\"a\"]\n").unwrap();

@@ -430,8 +430,9 @@ pub struct ClusterConfig {
     /// 0.17: the longest hop chain an announcement may carry (1..=32).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_hops: Option<u32>,
-    #[serde(skip_serializing_if = "Strings::is_empty")]
-    pub connect: Strings,
+    /// Peer relays to dial: URLs (both generations) or 0.17's peer objects.
+    #[serde(skip_serializing_if = "PeerEntries::is_empty")]
+    pub connect: PeerEntries,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_api: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -455,7 +456,7 @@ impl Default for ClusterConfig {
         Self {
             id: None,
             max_hops: None,
-            connect: Strings::default(),
+            connect: PeerEntries::default(),
             connect_api: None,
             node: None,
             mesh: None,
@@ -463,6 +464,79 @@ impl Default for ClusterConfig {
             tier: None,
             linger: Duration::from_secs(5),
             lan: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[cluster] connect`: one URL, or a list of URLs and 0.17 peer objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PeerEntries(pub Vec<PeerEntry>);
+
+impl PeerEntries {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &PeerEntry> {
+        self.0.iter()
+    }
+}
+
+/// One peer to dial.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PeerEntry {
+    /// `https://relay.example/?jwt=…&cost=2` (both generations).
+    Url(String),
+    /// 0.17: `{ url, cost, egress, token }`.
+    Object(PeerObject),
+}
+
+impl PeerEntry {
+    pub fn url(&self) -> &str {
+        match self {
+            PeerEntry::Url(url) => url,
+            PeerEntry::Object(object) => &object.url,
+        }
+    }
+}
+
+/// moq-relay 0.17's peer object: the URL without `cost=`/`jwt=`, which these carry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerObject {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u64>,
+    /// Must equal `cost` (0.17 refuses asymmetric prices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<u64>,
+    /// As an inline `?jwt=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for PeerEntries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<PeerEntry>),
+        }
+        // A peer list of thousands is a mistake, not a mesh.
+        const MAX_PEERS: usize = 1024;
+        match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(url) => Ok(PeerEntries(vec![PeerEntry::Url(url)])),
+            OneOrMany::Many(peers) if peers.len() > MAX_PEERS => {
+                Err(de::Error::custom(format!("more than {MAX_PEERS} peers")))
+            }
+            OneOrMany::Many(peers) => Ok(PeerEntries(peers)),
         }
     }
 }

@@ -553,7 +553,32 @@ fn validate_cluster(cluster: &ClusterConfig) -> Result<(), Invalid> {
     {
         return invalid("cluster.id", format!("{id} is outside 1..2^62"));
     }
-    for peer in cluster.connect.iter() {
+    for entry in cluster.connect.iter() {
+        let peer = entry.url();
+        if let crate::config::PeerEntry::Object(object) = entry {
+            let query = peer.split_once('?').map_or("", |(_, query)| query);
+            if query
+                .split('&')
+                .any(|pair| pair.starts_with("cost=") || pair.starts_with("jwt="))
+            {
+                return invalid(
+                    "cluster.connect",
+                    format!(
+                        "`{}`: a peer object carries `cost` and `token` itself, not in its URL",
+                        redact_query(peer)
+                    ),
+                );
+            }
+            if object.egress.is_some() && object.egress != object.cost {
+                return invalid(
+                    "cluster.connect",
+                    format!(
+                        "`{}`: `egress` must equal `cost` (asymmetric prices are refused, as in moq-relay 0.17)",
+                        redact_query(peer)
+                    ),
+                );
+            }
+        }
         if !is_url(peer) {
             return invalid(
                 "cluster.connect",
@@ -585,6 +610,11 @@ fn validate_cluster(cluster: &ClusterConfig) -> Result<(), Invalid> {
         }
         _ => Ok(()),
     }
+}
+
+/// A URL without its query, which may hold a token, for messages.
+fn redact_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or_default()
 }
 
 fn validate_web(config: &Config) -> Result<(), Invalid> {

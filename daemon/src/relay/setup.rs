@@ -266,7 +266,8 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
             let mut relay = RelayWorker::new(workers, shard, upstream_auth, hop_id);
             relay.set_node(&upstream_node);
             relay.set_link_mode();
-            let core = crate::cluster::UpstreamCore::new(relay, peers, dialer);
+            let schedule = crate::cluster::schedule(config);
+            let core = crate::cluster::UpstreamCore::new(relay, peers, dialer, schedule);
             cluster = Some(core.table());
             let core = Mutex::new(Some(core));
             let upstream = Server::start(upstream_quic, move |ctx| {
