@@ -67,6 +67,7 @@ const SUPPORTED: &[&str] = &[
     "cluster.id",
     "cluster.linger",
     "cluster.connect",
+    "cluster.max_hops",
     "cluster.token",
     "runtime.workers",
     "runtime.pin",

@@ -718,6 +718,7 @@ fn reflected_announcement_is_dropped_by_loop_rule() {
     n.s[RELAY].on_stream_data(stream, buf.freeze());
     n.run();
     assert!(n.take(RELAY).is_empty());
+    assert_eq!(n.s[RELAY].loops_dropped(), 1, "the drop is counted");
 }
 
 #[test]
@@ -1414,6 +1415,7 @@ fn a_looped_start_still_takes_an_id_on_06() {
             hops: vec![5, CLIENT_HOP]
         }]
     );
+    assert_eq!(n.s[RELAY].loops_dropped(), 1, "the drop is counted");
     // END of the dropped id 0 is legal and silent; END id 1 is bob.
     feed_06(
         &mut n,

@@ -553,6 +553,11 @@ fn validate_cluster(cluster: &ClusterConfig) -> Result<(), Invalid> {
     {
         return invalid("cluster.id", format!("{id} is outside 1..2^62"));
     }
+    if let Some(hops) = cluster.max_hops
+        && !(1..=32).contains(&hops)
+    {
+        return invalid("cluster.max_hops", format!("{hops} is outside 1..=32"));
+    }
     for entry in cluster.connect.iter() {
         let peer = entry.url();
         if let crate::config::PeerEntry::Object(object) = entry {

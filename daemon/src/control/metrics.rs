@@ -597,6 +597,24 @@ pub fn render(state: &ControlState) -> String {
             );
         }
     }
+    family(
+        &mut out,
+        "moq_relayd_announces_dropped_total",
+        "counter",
+        "Announcements dropped: their hop chain held this relay (loop), or was longer than max_hops.",
+    );
+    sample(
+        &mut out,
+        "moq_relayd_announces_dropped_total",
+        "reason=\"loop\"",
+        sum(&|c| c.announces_looped),
+    );
+    sample(
+        &mut out,
+        "moq_relayd_announces_dropped_total",
+        "reason=\"too_long\"",
+        sum(&|c| c.announces_too_long),
+    );
     cluster_links(&mut out, state);
     out
 }

@@ -113,7 +113,7 @@ const LATENCY_FIELDS: usize = LATENCY_BUCKETS_MICROS.len() + 2;
 const ROUTER_FIELDS: usize = 8 + 5 + 1;
 
 /// Counters kept one by one, in `flatten`'s order.
-const SINGLE_FIELDS: usize = 29;
+const SINGLE_FIELDS: usize = 31;
 
 /// Control-stream bytes, sent then received, by class.
 const CONTROL_FIELDS: usize = 2 * ControlClass::COUNT;
@@ -208,6 +208,8 @@ impl PublishedCounters {
                 closed: v[27],
             },
             setup_timeouts: v[28],
+            announces_looped: v[29],
+            announces_too_long: v[30],
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| v[SINGLE_FIELDS + i]),
             },
@@ -274,6 +276,8 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         c.ingress_subscriptions.opened,
         c.ingress_subscriptions.closed,
         c.setup_timeouts,
+        c.announces_looped,
+        c.announces_too_long,
     ];
     let (r, sh) = (&c.router, &c.shard);
     let router = [
@@ -555,6 +559,8 @@ mod tests {
                 closed: 95,
             },
             setup_timeouts: 96,
+            announces_looped: 97,
+            announces_too_long: 98,
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| 23 + i as u64),
             },

@@ -175,6 +175,10 @@ pub struct RelayCounters {
     /// their session gone); `ended <= started`.
     pub announces_started: u64,
     pub announces_ended: u64,
+    /// Announcements dropped: one whose hop chain held this relay's id (a loop), and one
+    /// whose chain exceeds `[cluster] max_hops`.
+    pub announces_looped: u64,
+    pub announces_too_long: u64,
     pub session_refusals: SessionRefusals,
     /// Sessions `[auth]` refused, per cause (each refusal is also logged once at info).
     pub auth_refusals: AuthRefusals,

@@ -52,6 +52,9 @@ pub use setup::{RelayServer, start};
 /// instead of this queue growing.
 const MAX_PENDING_BYTES_PER_SESSION: usize = 8 << 20;
 
+/// moq-relay 0.17's default `max_hops`, and the wire's bound on any chain.
+pub const DEFAULT_MAX_HOPS: usize = 32;
+
 /// Requests a session may send before it is admitted (they wait for its SETUP or its
 /// decider's verdict); one more closes it. A client sends a handful.
 const MAX_HELD_EVENTS: usize = 256;
@@ -150,6 +153,9 @@ pub struct RelayWorker {
     /// 0.17 revalidations by due time (`External::revalidate_at` names each entry; one
     /// per session at most).
     revalidations_due: BTreeSet<(Instant, SessionId)>,
+    /// The longest hop chain accepted, as received (`[cluster] max_hops`, 0.17; 32, the
+    /// wire's bound, otherwise).
+    max_hops: usize,
     /// The upstream core's relay: every session is a link this relay dialed to a peer
     /// relay (`crate::cluster`), admitted with full access in both directions.
     links: Option<LinkTargets>,
@@ -188,7 +194,13 @@ impl RelayWorker {
             decider: None,
             revalidations_due: BTreeSet::new(),
             links: None,
+            max_hops: DEFAULT_MAX_HOPS,
         }
+    }
+
+    /// `[cluster] max_hops`: announcements whose chain is longer are dropped (counted).
+    pub fn set_max_hops(&mut self, max_hops: usize) {
+        self.max_hops = max_hops;
     }
 
     /// Makes this the upstream core's relay: its sessions are links it dialed.
@@ -232,6 +244,7 @@ impl RelayWorker {
         total.router = self.shard.stats();
         total.shard = self.shard.counters();
         for conn in self.sessions.values() {
+            total.announces_looped += conn.driver.session().loops_dropped();
             total.session_refusals.add(&conn.refusals);
             total.driver.add(&conn.driver.counters());
         }
@@ -614,6 +627,7 @@ impl RelayWorker {
             self.setup_deadlines.remove(&(at, session));
         }
         self.counters.sessions_closed += 1;
+        self.counters.announces_looped += conn.driver.session().loops_dropped();
         self.counters.session_refusals.add(&conn.refusals);
         self.counters.driver.add(&conn.driver.counters());
         let code = ErrorCode::from_session_code(code, conn.version);

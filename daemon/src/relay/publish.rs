@@ -50,10 +50,17 @@ impl RelayWorker {
             return;
         };
         match event {
-            MoqEvent::Announced { path, .. } => {
+            MoqEvent::Announced { path, hops, .. } => {
                 let Some(access) = conn.access.as_ref() else {
                     return;
                 };
+                // The chain as received names every hop before us (on 05/06 the
+                // announcer's own included); longer than `max_hops` is dropped.
+                if hops.len() > self.max_hops {
+                    debug!(worker = self.worker, session, %path, hops = hops.len(), "announcement past max_hops dropped");
+                    self.counters.announces_too_long += 1;
+                    return;
+                }
                 if !access.may_publish(&path) {
                     debug!(worker = self.worker, session, %path, "announcement outside the publish grant ignored");
                     return;

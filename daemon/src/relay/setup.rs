@@ -180,6 +180,10 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         Arc::new(Mutex::new(shards.into_iter().map(Some).collect()));
     let auth = Arc::new(Authenticator::new(&config.auth).context("cannot load [auth]")?);
     let hop_id = config.cluster.id.unwrap_or_else(random_hop_id);
+    let max_hops = config
+        .cluster
+        .max_hops
+        .map_or(super::DEFAULT_MAX_HOPS, |hops| hops as usize);
     let workers_auth = auth.clone();
     let drain = Arc::new(DrainFlag::default());
     // moq-relay 0.17: `[stats] node`, else `[cluster] node`, else "".
@@ -235,6 +239,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
             });
         let mut worker = RelayWorker::new(ctx.index, shard, workers_auth.clone(), hop_id);
         worker.set_node(&node);
+        worker.set_max_hops(max_hops);
         if let Some(end) = ends
             .lock()
             .ok()
@@ -266,6 +271,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
             let mut relay = RelayWorker::new(workers, shard, upstream_auth, hop_id);
             relay.set_node(&upstream_node);
             relay.set_link_mode();
+            relay.set_max_hops(max_hops);
             let schedule = crate::cluster::schedule(config);
             let core = crate::cluster::UpstreamCore::new(relay, peers, dialer, schedule);
             cluster = Some(core.table());

@@ -929,3 +929,24 @@ fn subscriptions_and_viewers_are_counted_open_and_closed_on_each_side() {
     relay.close_client(publisher);
     assert_eq!(ingress(&relay), (1, 1));
 }
+
+#[test]
+fn announcements_past_max_hops_are_dropped_and_counted() {
+    // (A loop never reaches the relay from these clients: they leave out a chain through
+    // the relay themselves. proto's tests count the relay-side drop.)
+    let mut relay = Relay::new(1);
+    relay.workers[0].relay.set_max_hops(3);
+    let publisher = relay.connect(0, SetupRole::Publisher);
+    // The announcer's own hop joins the chain: four hops, then two.
+    for (path, hops) in [("far", vec![1, 2, 3]), ("near", vec![1])] {
+        relay
+            .client(publisher)
+            .announce(path, &hops)
+            .expect("announce");
+    }
+    relay.pump();
+    let routed = relay.workers[0].relay.shard.announced("");
+    let routed: Vec<String> = routed.iter().map(|path| path.to_string()).collect();
+    assert_eq!(routed, ["near"], "only the chain within max_hops");
+    assert_eq!(relay.workers[0].relay.counters().announces_too_long, 1);
+}

@@ -106,7 +106,9 @@ impl Session {
                     chain.push(h);
                 }
                 if own != 0 && chain.contains(&own) {
-                    return Ok(()); // Our own broadcast reflected back: drop (loop rule).
+                    // Our own broadcast reflected back: drop (loop rule).
+                    self.loops_dropped += 1;
+                    return Ok(());
                 }
                 let dup = active.contains(&a.suffix);
                 if dup && !v.is_05_or_later() {
@@ -222,6 +224,7 @@ impl Session {
         if own != 0 && chain.contains(&own) {
             // Our own broadcast reflected back (loop rule): the ID stays live, unreported; a
             // restart into a loop withdraws what was reported.
+            self.loops_dropped += 1;
             if active.remove(&suffix) {
                 self.emit(SessionEvent::Unannounced { interest, path });
             }

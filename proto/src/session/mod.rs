@@ -359,10 +359,18 @@ pub struct Session {
     /// Exclude Hop, never send it its own broadcasts.
     peer_origin: u64,
     control_bytes: ControlBytes,
+    /// Announcements dropped because their hop chain held our own id (a loop).
+    loops_dropped: u64,
 }
 
 impl Session {
     /// Control-stream bytes sent and received so far, by class.
+    /// Announcements the peer sent back to us through a loop (our id in their hop chain),
+    /// dropped unreported.
+    pub fn loops_dropped(&self) -> u64 {
+        self.loops_dropped
+    }
+
     pub fn control_bytes(&self) -> ControlBytes {
         self.control_bytes
     }
@@ -387,6 +395,7 @@ impl Session {
             peer_setup: false,
             peer_origin: 0,
             control_bytes: ControlBytes::default(),
+            loops_dropped: 0,
         };
         if s.cfg.version.is_05_or_later() {
             s.open_setup();
