@@ -63,6 +63,8 @@ pub struct Shared {
     pub timeline: Timeline,
     pub epoch: Epoch,
     pub tls: quinn_proto::ClientConfig,
+    /// For `target.publishers_at`, when publishers dial another relay.
+    pub publish_tls: Option<quinn_proto::ClientConfig>,
 }
 
 /// One subscriber's delivery over the measured window.
@@ -203,7 +205,9 @@ impl BenchWorker {
         };
         // On WebTransport the path travels in the CONNECT URL and must not be in SETUP.
         let raw = matches!(info.transport, quic_io::Transport::Quic { .. });
-        let setup_path = (raw && version.is_05_or_later()).then(|| self.shared.target.path.clone());
+        let publisher = matches!(role, Role::Publisher(_));
+        let setup_path = (raw && version.is_05_or_later())
+            .then(|| self.shared.target.for_role(publisher).path.clone());
         let hint = match role {
             Role::Publisher(_) => SetupRole::Publisher,
             Role::Subscriber(_) => SetupRole::Subscriber,
@@ -470,15 +474,18 @@ impl BenchWorker {
             let Some((_, role)) = self.connects.pop_front() else {
                 return;
             };
-            let target = &self.shared.target;
+            let publisher = matches!(role, Role::Publisher(_));
+            let target = self.shared.target.for_role(publisher);
+            let tls = match (&self.shared.publish_tls, publisher) {
+                (Some(tls), true) => tls.clone(),
+                _ => self.shared.tls.clone(),
+            };
             let load = &self.shared.load;
             let dialed = match load.transport {
-                TransportKind::Quic => {
-                    io.connect(self.shared.tls.clone(), target.addr, &target.server_name)
-                }
+                TransportKind::Quic => io.connect(tls, target.addr, &target.server_name),
                 // Offer only the chosen version so the run measures what it says it does.
                 TransportKind::Webtransport => io.connect_webtransport(
-                    self.shared.tls.clone(),
+                    tls,
                     target.addr,
                     &target.server_name,
                     &target.authority(),

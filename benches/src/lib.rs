@@ -73,6 +73,11 @@ pub fn run(load: &Load, target: &Target) -> Result<Report, BenchError> {
         TransportKind::Webtransport => "h3",
     };
     let tls = tls::client_config(&target.trust, alpn, &ccfg)?;
+    let publish_tls = target
+        .publishers_at
+        .as_ref()
+        .map(|publishers| tls::client_config(&publishers.trust, alpn, &ccfg))
+        .transpose()?;
 
     let epoch = Epoch::now();
     let start = epoch.ns() + START_DELAY.as_nanos() as u64;
@@ -83,6 +88,7 @@ pub fn run(load: &Load, target: &Target) -> Result<Report, BenchError> {
         timeline,
         epoch,
         tls,
+        publish_tls,
     });
 
     // Publishers first (all at `start`), then subscribers spread over the ramp, dealt to

@@ -58,6 +58,13 @@ struct TargetArgs {
     /// Sample this process's CPU and RSS (with its children) over the measured window.
     #[arg(long)]
     relay_pid: Option<u32>,
+    /// Publishers dial this relay instead (same transport), subscribers `--connect`:
+    /// latency through a chain of linked relays.
+    #[arg(long, requires = "connect")]
+    publish_connect: Option<String>,
+    /// Pin the publishers' relay's certificate (else the `--insecure` choice applies).
+    #[arg(long, requires = "publish_connect")]
+    publish_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +157,7 @@ fn resolve(t: &TargetArgs, load: &mut Load) -> anyhow::Result<(Target, Option<Sp
             query: String::new(),
             trust,
             relay_pid: Some(relay.pid()),
+            publishers_at: None,
         };
         return Ok((target, Some(relay)));
     }
@@ -159,6 +167,18 @@ fn resolve(t: &TargetArgs, load: &mut Load) -> anyhow::Result<(Target, Option<Sp
     let (mut target, transport) = Target::from_url(url, trust)?;
     load.transport = transport;
     target.relay_pid = t.relay_pid;
+    if let Some(url) = &t.publish_connect {
+        let trust = match (&t.publish_fingerprint, t.insecure) {
+            (Some(fp), _) => Trust::Fingerprint(fp.clone()),
+            (None, true) => Trust::Insecure,
+            (None, false) => bail!("give --publish-fingerprint HEX, or --insecure"),
+        };
+        let (publishers, publish_transport) = Target::from_url(url, trust)?;
+        if publish_transport != transport {
+            bail!("--publish-connect must use the same transport as --connect");
+        }
+        target.publishers_at = Some(Box::new(publishers));
+    }
     Ok((target, None))
 }
 
@@ -214,6 +234,8 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
                 fingerprint: None,
                 insecure: true,
                 relay_pid: None,
+                publish_connect: None,
+                publish_fingerprint: None,
             };
             let (target, relay) = resolve(&t, &mut load)?;
             let report = benches::run(&load, &target)

@@ -374,6 +374,7 @@ mod tests {
             query: String::new(),
             trust: Trust::Insecure,
             relay_pid: None,
+            publishers_at: None,
         };
         let timeline = Timeline::new(0, &load);
         let sub = |frames, complete| SubResult {

@@ -122,9 +122,20 @@ pub struct Target {
     pub trust: Trust,
     /// Process whose CPU and memory are sampled over the measured window.
     pub relay_pid: Option<u32>,
+    /// Where the publishers dial instead, when it is another relay (a chain of linked
+    /// relays: publishers on the origin, subscribers here). Same transport and version.
+    pub publishers_at: Option<Box<Target>>,
 }
 
 impl Target {
+    /// Where a publisher (`true`) or a subscriber dials.
+    pub fn for_role(&self, publisher: bool) -> &Target {
+        match (&self.publishers_at, publisher) {
+            (Some(publishers), true) => publishers,
+            _ => self,
+        }
+    }
+
     /// The WebTransport CONNECT `:path`: `/path` plus `?query` when there is one.
     pub fn path_and_query(&self) -> String {
         match self.query.is_empty() {
@@ -171,6 +182,7 @@ impl Target {
             query: u.query().unwrap_or_default().to_owned(),
             trust,
             relay_pid: None,
+            publishers_at: None,
         };
         Ok((target, transport))
     }

@@ -125,6 +125,7 @@ fn fanout_loses_no_frames(transport: TransportKind, version: proto::Version, sec
         query: String::new(),
         trust: Trust::Fingerprint(fingerprint),
         relay_pid: Some(relay.child.id()),
+        publishers_at: None,
     };
     let report = benches::run(&load, &target).expect("scenario ran");
     eprintln!("{}", report.table());
@@ -167,6 +168,7 @@ fn silent_relay_is_reported_as_errors_within_the_run_time() {
         query: String::new(),
         trust: Trust::Insecure,
         relay_pid: None,
+        publishers_at: None,
     };
     let started = std::time::Instant::now();
     let report = benches::run(&load, &target).expect("the run itself completes");
