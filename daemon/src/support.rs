@@ -73,6 +73,7 @@ const SUPPORTED: &[&str] = &[
     "runtime.pin",
     "runtime.cpus",
     "runtime.io_uring",
+    "runtime.upstream_cpu",
     "socket.",
     "quic.congestion",
     "quic.idle_timeout",
