@@ -14,12 +14,8 @@ export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-off}
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-16}
 cargo build -q --release -p moq-relayd -p benches
 WORK=$(mktemp -d)
-PIDS=""
-trap 'for p in $PIDS; do kill $p 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+trap 'stop_relays; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+. interop/relays.sh
 
 # start NAME ID [PEER_PORT PEER_FINGERPRINT] -> "port fingerprint"
 start() {
@@ -51,18 +47,7 @@ id = $id
 linger = "0s"
 $link
 TOML
-    target/release/moq-relayd "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 &
-    PIDS="$PIDS $!"
-    for _ in $(seq 1 100); do
-        if fingerprint=$(curl -sf "http://127.0.0.1:$port/certificate.sha256"); then
-            echo "$port $fingerprint"
-            return
-        fi
-        sleep 0.1
-    done
-    echo "chain: $name did not serve within 10 s" >&2
-    cat "$WORK/$name.log" >&2
-    exit 1
+    echo "$port $(serve "$name" target/release/moq-relayd "$port")"
 }
 
 set -- $(start origin 1)

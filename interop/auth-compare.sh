@@ -11,27 +11,14 @@
 set -eu
 cd "$(dirname "$0")/.."
 VERSION=${1:-0.14.12}
-CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/moq-relay/$VERSION
-if [ ! -x "$CACHE/bin/moq-relay" ]; then
-    echo "auth-compare: building moq-relay $VERSION into $CACHE (once)" >&2
-    # Its own target folder, so our Cargo.lock and target/ are not touched.
-    # --locked where the release's own lock still resolves (0.14.12 does; a newer
-    # alpha of http-cache-reqwest breaks the unlocked build), else the newest deps.
-    CARGO_TARGET_DIR="$CACHE/build" cargo install moq-relay --version "$VERSION" --root "$CACHE" --locked ||
-        CARGO_TARGET_DIR="$CACHE/build" cargo install moq-relay --version "$VERSION" --root "$CACHE"
-    rm -rf "$CACHE/build"
-fi
+WORK=$(mktemp -d)
+trap 'stop_relays; rm -rf "$WORK"' EXIT
+. interop/relays.sh
+MOQ_RELAY=$(moq_relay_build "$VERSION")
 cargo build -q --release -p moq-relayd
 cargo build -q --release -p interop --example auth_cases
 CASES=target/release/examples/auth_cases
-WORK=$(mktemp -d)
-PIDS=""
-trap 'for p in $PIDS; do kill $p 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
 "$CASES" mint "$WORK"
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # One file per relay, the same but for the port. The web listener takes the QUIC port's
 # number on TCP and serves /certificate.sha256, which both relays answer. A 0.17 file
@@ -70,23 +57,12 @@ listen = "127.0.0.1:$port"
 public = "anon/**"
 TOML
     fi
-    "$binary" "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 &
-    PIDS="$PIDS $!"
-    for _ in $(seq 1 100); do
-        if fingerprint=$(curl -sf "http://127.0.0.1:$port/certificate.sha256"); then
-            echo "$port $fingerprint"
-            return
-        fi
-        sleep 0.1
-    done
-    echo "auth-compare: $name did not serve within 10 s:" >&2
-    cat "$WORK/$name.log" >&2
-    exit 1
+    echo "$port $(serve "$name" "$binary" "$port")"
 }
 
 CERTIFICATES=""
 [ "$GENERATION" = 0.17 ] && CERTIFICATES=--no-certificates
-set -- $(start moq-relay "$CACHE/bin/moq-relay")
+set -- $(start moq-relay "$MOQ_RELAY")
 "$CASES" run "$WORK" "127.0.0.1:$1" "$2" $CERTIFICATES > "$WORK/moq-relay.out"
 set -- $(start moq-relayd target/release/moq-relayd)
 "$CASES" run "$WORK" "127.0.0.1:$1" "$2" $CERTIFICATES > "$WORK/moq-relayd.out"

@@ -13,23 +13,13 @@
 set -eu
 cd "$(dirname "$0")/.."
 VERSION=${1:-0.14.12}
-CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/moq-relay/$VERSION
-if [ ! -x "$CACHE/bin/moq-relay" ]; then
-    echo "cluster-compare: building moq-relay $VERSION into $CACHE (once)" >&2
-    CARGO_TARGET_DIR="$CACHE/build" cargo install moq-relay --version "$VERSION" --root "$CACHE" --locked ||
-        CARGO_TARGET_DIR="$CACHE/build" cargo install moq-relay --version "$VERSION" --root "$CACHE"
-    rm -rf "$CACHE/build"
-fi
+WORK=$(mktemp -d)
+trap 'stop_relays; rm -rf "$WORK"' EXIT
+. interop/relays.sh
+MOQ_RELAY=$(moq_relay_build "$VERSION")
 cargo build -q --release -p moq-relayd
 cargo build -q --release -p interop --example relay_flow
 FLOW=target/release/examples/relay_flow
-WORK=$(mktemp -d)
-PIDS=""
-trap 'for p in $PIDS; do kill $p 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 case "$VERSION" in
 0.14.*) GENERATION=0.14 ;;
@@ -87,18 +77,7 @@ id = $id
 $peer
 TOML
     fi
-    "$binary" "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 &
-    PIDS="$PIDS $!"
-    for _ in $(seq 1 100); do
-        if fingerprint=$(curl -sf "http://127.0.0.1:$port/certificate.sha256"); then
-            echo "$port $fingerprint"
-            return
-        fi
-        sleep 0.1
-    done
-    echo "cluster-compare: $name did not serve within 10 s:" >&2
-    cat "$WORK/$name.log" >&2
-    exit 1
+    echo "$port $(serve "$name" "$binary" "$port")"
 }
 
 FAILED=0
@@ -109,7 +88,6 @@ flow() {
     fi
 }
 
-MOQ_RELAY="$CACHE/bin/moq-relay"
 OURS=target/release/moq-relayd
 # moq-relayd as the leaf of moq-relay.
 set -- $(start origin-moq-relay "$MOQ_RELAY" 1)
@@ -119,8 +97,7 @@ LEAF_PORT=$1 LEAF_FP=$2
 sleep 2
 flow "$ORIGIN_PORT" "$ORIGIN_FP" "$LEAF_PORT" "$LEAF_FP" moq-relay-to-moq-relayd
 flow "$LEAF_PORT" "$LEAF_FP" "$ORIGIN_PORT" "$ORIGIN_FP" moq-relayd-to-moq-relay
-for p in $PIDS; do kill $p 2>/dev/null || true; done
-PIDS=""
+stop_relays
 # moq-relay as the leaf of moq-relayd.
 set -- $(start origin-moq-relayd "$OURS" 3)
 ORIGIN_PORT=$1 ORIGIN_FP=$2
