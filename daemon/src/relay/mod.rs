@@ -292,7 +292,7 @@ impl RelayWorker {
         if let Some(kind) = self.decider.as_ref().map(|d| d.kind()) {
             let external = self.external_for(&info, kind);
             if let Some(conn) = self.sessions.get_mut(&info.id) {
-                conn.external = Some(external);
+                conn.external = Some(Box::new(external));
             }
         }
         self.counters.sessions_opened += 1;

@@ -129,8 +129,9 @@ pub struct RelaySession {
     pub view: SessionView,
     /// What it was admitted with, for a re-check; `None` until it is admitted.
     pub credential: Option<Credential>,
-    /// Set when an external decider (`auth_api`, `[auth] url`) decides this session.
-    pub external: Option<super::decision::External>,
+    /// Set when an external decider (`auth_api`, `[auth] url`) decides this session
+    /// (boxed: rare, and kept out of every session's own footprint).
+    pub external: Option<Box<super::decision::External>>,
     /// What the peer sent before it was admitted, replayed in order once it is (at most
     /// `MAX_HELD_EVENTS`).
     pub held: VecDeque<proto::session::SessionEvent>,
