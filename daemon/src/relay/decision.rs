@@ -352,7 +352,7 @@ impl RelayWorker {
     pub(super) fn external_closed(
         &mut self,
         session: SessionId,
-        external: Box<External>,
+        external: External,
         peer_reason: &str,
         bytes: (u64, u64),
     ) {

@@ -617,7 +617,7 @@ impl RelayWorker {
             return;
         };
         if let Some(external) = conn.external.take() {
-            self.external_closed(session, external, reason, conn.driver.bytes());
+            self.external_closed(session, *external, reason, conn.driver.bytes());
         }
         debug!(worker = self.worker, session, code, "session closed");
         if let Some(at) = conn.expires_at.take() {
