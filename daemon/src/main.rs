@@ -114,6 +114,7 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
     );
     control_state.decider = relay.decider.as_ref().map(|decider| decider.http());
     control_state.cluster = relay.cluster.clone();
+    control_state.upstream_counters = relay.upstream_counters.clone();
     let http = control::start(
         &control::Listeners {
             web: config.web.http.listen.clone(),

@@ -169,6 +169,13 @@ async fn a_leaf_relay_serves_its_subscribers_from_one_upstream_subscription() {
     let served = "moq_relay_subscriptions_opened_total{tier=\"\",role=\"publisher\"}";
     let leaf_metrics = wait_for(&leaf, |m| m.get(served).copied() == Some(10.0));
     assert_eq!(leaf_metrics[served], 10.0);
+    // And the leaf made one subscription upstream, on its link (role "subscriber"
+    // counts the subscriptions the relay makes; the upstream core's count in).
+    let made = "moq_relay_subscriptions_opened_total{tier=\"\",role=\"subscriber\"}";
+    assert_eq!(
+        leaf_metrics[made], 1.0,
+        "one upstream subscription for ten subscribers"
+    );
     let origin_metrics = scrape(&origin);
     assert_eq!(
         origin_metrics[served], 1.0,

@@ -123,7 +123,13 @@ fn per_worker<T: Copy>(
 /// The whole `/metrics` body.
 pub fn render(state: &ControlState) -> String {
     let mut out = String::with_capacity(16 << 10);
-    let relay: Vec<RelayCounters> = state.links.iter().map(|l| l.counters.load()).collect();
+    // The upstream core's links count like one more worker's sessions.
+    let relay: Vec<RelayCounters> = state
+        .links
+        .iter()
+        .map(|l| l.counters.load())
+        .chain(state.upstream_counters.as_ref().map(|c| c.load()))
+        .collect();
     let quic: Vec<StatsSnapshot> = state.worker_stats.iter().map(|s| s.snapshot()).collect();
 
     // ---- moq-relay 0.17 families, in its order. `role="publisher"` is what the relay

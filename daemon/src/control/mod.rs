@@ -98,6 +98,9 @@ pub struct ControlState {
     pub decider: Option<crate::decider::HttpDecider>,
     /// The cluster links, when this relay dials peers (`/nodes`, link metrics).
     pub cluster: Option<Arc<crate::cluster::LinkTable>>,
+    /// The upstream core's relay counters: summed into `/metrics` (as one more worker),
+    /// never into the sessions a drain waits for.
+    pub upstream_counters: Option<Arc<crate::relay::PublishedCounters>>,
     /// Accept statistics of the configured listeners only, in `/metrics` order.
     pub accept: Vec<(Listener, Arc<AcceptStats>)>,
     /// `[web.https]`'s certificate, re-read on SIGHUP.
@@ -122,6 +125,7 @@ impl ControlState {
             auth,
             decider: None,
             cluster: None,
+            upstream_counters: None,
             accept: Vec::new(),
             https: None,
             metrics_cache: Mutex::new(None),

@@ -48,6 +48,9 @@ pub struct RelayServer {
     pub upstream: Option<ServerHandle>,
     /// What the control side reads of those links.
     pub cluster: Option<Arc<crate::cluster::LinkTable>>,
+    /// The upstream core's relay counters (its link sessions), summed into `/metrics`
+    /// beside the workers' but not counted as sessions a drain waits for.
+    pub upstream_counters: Option<Arc<control::PublishedCounters>>,
 }
 
 /// moq-lite versions this relay speaks, newest first, as ALPN / wt-protocol strings.
@@ -263,6 +266,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         link.set_waker(waker);
     }
     let mut cluster = None;
+    let mut upstream_counters = None;
     let upstream = match (upstream_quic, upstream_shard, upstream_doorbell) {
         (Some(upstream_quic), Some(shard), Some(doorbell)) => {
             let dialer =
@@ -272,6 +276,11 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
             relay.set_node(&upstream_node);
             relay.set_link_mode();
             relay.set_max_hops(max_hops);
+            // Its own drain flag, never raised: the links keep feeding the workers'
+            // sessions through a drain, and close with the process.
+            let (end, link) = control::link(Arc::new(DrainFlag::default()));
+            relay.attach_control(end);
+            upstream_counters = Some(link.counters.clone());
             let schedule = crate::cluster::schedule(config);
             let core = crate::cluster::UpstreamCore::new(relay, peers, dialer, schedule);
             cluster = Some(core.table());
@@ -300,6 +309,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         decider,
         upstream,
         cluster,
+        upstream_counters,
     })
 }
 
