@@ -24,16 +24,8 @@ pub fn client_config(
 
 /// 64 hex digits (colons allowed, as some tools print them) into 32 bytes.
 pub fn parse_fingerprint(hex: &str) -> Result<[u8; 32], BenchError> {
-    let clean: String = hex.chars().filter(|c| *c != ':').collect();
-    let bad = || BenchError::Config(format!("fingerprint {hex:?}: want 64 hex digits"));
-    if clean.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&clean[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    quic_io::tls::parse_fingerprint(hex)
+        .ok_or_else(|| BenchError::Config(format!("fingerprint {hex:?}: want 64 hex digits")))
 }
 
 #[cfg(test)]

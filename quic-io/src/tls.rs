@@ -183,6 +183,21 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The SHA-256 a [`fingerprint`] names: 64 hex digits, colons allowed (as some tools print
+/// them); `None` for anything else.
+pub fn parse_fingerprint(hex: &str) -> Option<[u8; 32]> {
+    let digits: Vec<u8> = hex.bytes().filter(|&b| b != b':').collect();
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// The transport parameters every connection gets.
 pub fn transport_config(config: &Config) -> Result<TransportConfig, TlsError> {
     let q = &config.quic;

@@ -127,7 +127,8 @@ pub fn dialer(
                 .fingerprint
                 .iter()
                 .map(|hex| {
-                    parse_fingerprint(hex).ok_or_else(|| ClusterError::Fingerprint(hex.to_owned()))
+                    quic_io::tls::parse_fingerprint(hex)
+                        .ok_or_else(|| ClusterError::Fingerprint(hex.to_owned()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(ServerVerify::Sha256(digests));
@@ -146,12 +147,6 @@ pub fn dialer(
         raw: build(&alpns)?,
         versions: versions.to_vec(),
     })
-}
-
-fn parse_fingerprint(hex: &str) -> Option<[u8; 32]> {
-    let clean: String = hex.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(clean).ok()?;
-    bytes.try_into().ok()
 }
 
 /// The upstream core's endpoint: the relay's QUIC settings, one unsteered worker on an
