@@ -182,29 +182,19 @@ impl RelayWorker {
             debug_assert!(false, "a connect verdict nobody waited for");
             return;
         };
-        if matches!(outcome, Outcome::Granted(_)) {
-            external.granted = true;
-            // 0.17 counts a session's duration from its grant.
-            external.opened = Instant::now();
-        }
-        match outcome {
-            Outcome::Granted(decision) => {
-                let expires = decision.access.expires;
-                self.rearm_expiry(session, expires);
-                if let Some(external) = self
-                    .sessions
-                    .get_mut(&session)
-                    .and_then(|conn| conn.external.as_mut())
-                {
-                    external.cadence = decision.revalidate;
-                }
-                self.schedule_revalidation(session, decision.revalidate);
-                self.admit(session, decision.access, role);
-            }
+        let decision = match outcome {
+            Outcome::Granted(decision) => decision,
             Outcome::Refused(rejection) | Outcome::Unavailable(rejection) => {
-                self.refuse(session, &rejection);
+                return self.refuse(session, &rejection);
             }
-        }
+        };
+        external.granted = true;
+        // 0.17 counts a session's duration from its grant.
+        external.opened = Instant::now();
+        external.cadence = decision.revalidate;
+        self.rearm_expiry(session, decision.access.expires);
+        self.schedule_revalidation(session, decision.revalidate);
+        self.admit(session, decision.access, role);
     }
 
     fn revalidated(&mut self, session: SessionId, outcome: Outcome) {
@@ -347,8 +337,8 @@ impl RelayWorker {
         }
     }
 
-    /// The session is gone: tell a 0.17 auth server (`end` is always sent for a session
-    /// it was asked about), and forget its schedule.
+    /// The session is gone: tell a 0.17 auth server (an `end` follows every connect it
+    /// granted, none a refused one), and forget its schedule.
     pub(super) fn external_closed(
         &mut self,
         session: SessionId,
