@@ -12,4 +12,5 @@ pub mod listen;
 pub mod logging;
 pub mod notify;
 pub mod relay;
+pub mod stats;
 pub mod support;

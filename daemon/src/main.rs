@@ -124,6 +124,7 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
             }),
             internal: config.internal.listen.clone(),
             housekeeping_cpus: listen::housekeeping_cpus(&config.runtime, &allowed_cpus),
+            stats: moq_relayd::stats::Settings::from_config(&config.stats),
         },
         control_state,
     )?;

@@ -89,6 +89,7 @@ const SUPPORTED: &[&str] = &[
     "web.https.cert",
     "web.https.key",
     "internal.listen",
+    "stats.",
 ];
 
 pub fn is_supported(key: &str) -> bool {

@@ -408,6 +408,22 @@ impl Session {
         .await
     }
 
+    /// The moq-net consumer of `broadcast`, once announced (bounded by the op timeout):
+    /// for readers built on moq-net itself, such as moq-stats' stats consumer.
+    pub async fn broadcast(&self, broadcast: &str) -> Result<moq_net::broadcast::Consumer, Error> {
+        let origin = self
+            .subscribe
+            .as_ref()
+            .ok_or(Error::NotEnabled("subscribe"))?;
+        crate::error::bounded(
+            || format!("broadcast {broadcast:?} to be announced"),
+            self.op_timeout,
+            origin.consume().routed_broadcast(broadcast),
+        )
+        .await?
+        .map_err(|err| Error::moq(format!("resolving broadcast {broadcast:?}"), err))
+    }
+
     /// Wait (bounded by `within`) for the session to end; returns the reason the
     /// client reports, `Ok(())` for a clean close by either side.
     pub async fn closed(&self, within: Duration) -> Result<Result<(), String>, Error> {

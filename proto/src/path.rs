@@ -50,6 +50,11 @@ pub fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
+/// Whether a segment of `path` starts with `.` (moq-net's `Path::is_hidden`).
+pub fn is_hidden(path: &str) -> bool {
+    path.split('/').any(|segment| segment.starts_with('.'))
+}
+
 /// Joins a prefix and a suffix: `join("", s) = s`, `join(p, "") = p`, else `p/s`.
 pub fn join(prefix: &str, suffix: &str) -> String {
     match (prefix.is_empty(), suffix.is_empty()) {

@@ -667,6 +667,43 @@ fn exclude_hop_and_prefix_filter_what_is_announced() {
 }
 
 #[test]
+fn a_server_hides_dot_segments_below_the_request_prefix_unless_the_prefix_names_them() {
+    for v in [
+        Version::Lite03,
+        Version::Lite04,
+        Version::Lite05,
+        Version::Lite06,
+    ] {
+        let mut n = Net::new(v, 64);
+        n.take(CLIENT);
+        n.s[RELAY].announce(".stats/node/edge", &[]).unwrap();
+        n.s[RELAY].announce("room/.private", &[]).unwrap();
+        n.s[RELAY].announce("room/bob", &[]).unwrap();
+        let everything = n.s[CLIENT].announce_interest("").unwrap();
+        let stats = n.s[CLIENT].announce_interest(".stats").unwrap();
+        n.run();
+        // Announced after the interests: the live path filters too.
+        n.s[RELAY].announce(".stats/node/other", &[]).unwrap();
+        n.run();
+        let mut seen: Vec<(InterestId, String)> = n
+            .take(CLIENT)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Announced { interest, path, .. } => Some((interest, path)),
+                _ => None,
+            })
+            .collect();
+        seen.sort_by(|a, b| a.1.cmp(&b.1));
+        let want = vec![
+            (stats, ".stats/node/edge".to_string()),
+            (stats, ".stats/node/other".to_string()),
+            (everything, "room/bob".to_string()),
+        ];
+        assert_eq!(seen, want, "{v}");
+    }
+}
+
+#[test]
 fn duplicate_active_closes_03_04_sessions_but_replaces_on_05() {
     // 06 has no status byte: its duplicate START is tested below.
     for v in [Version::Lite03, Version::Lite04, Version::Lite05] {

@@ -662,6 +662,13 @@ fn validate_misc(config: &Config) -> Result<(), Invalid> {
     if config.stats.interval == 0 {
         return invalid("stats.interval", "must be at least 1 second");
     }
+    if config.stats.enabled && proto::path::normalize(&config.stats.prefix).is_empty() {
+        // moq-stats would then exclude every path from the counts as its own.
+        return invalid(
+            "stats.prefix",
+            "must name a path (the default is \".stats\")",
+        );
+    }
     for (key, value) in [
         ("cache.capacity", &config.cache.capacity),
         ("cache.headroom", &config.cache.headroom),

@@ -236,6 +236,8 @@ pub struct Listeners {
     /// a slow HTTP client never takes time from a worker's core. Empty: wherever the
     /// scheduler puts it (every allowed CPU holds a worker).
     pub housekeeping_cpus: Vec<usize>,
+    /// `[stats]`, when enabled: its task runs on this runtime too.
+    pub stats: Option<crate::stats::Settings>,
 }
 
 /// The running control runtime.
@@ -321,7 +323,7 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
         });
     }
     let state = Arc::new(state);
-    if bound.is_empty() {
+    if bound.is_empty() && listeners.stats.is_none() {
         return Ok(Control {
             thread: None,
             stop: None,
@@ -339,6 +341,7 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let shared = state.clone();
     let cpus = listeners.housekeeping_cpus.clone();
+    let stats = listeners.stats.clone();
     let thread = std::thread::Builder::new()
         .name("control-http".into())
         .spawn(move || {
@@ -347,6 +350,9 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
                     Ok(()) => tracing::info!(?cpus, "control thread kept off the worker cores"),
                     Err(err) => tracing::warn!(?cpus, "control thread not placed: {err}"),
                 }
+            }
+            if let Some(settings) = stats {
+                runtime.spawn(crate::stats::run(settings, shared.links.clone()));
             }
             runtime.block_on(http::serve(bound, shared, stopped))
         })

@@ -78,6 +78,15 @@ pub enum ControlRequest {
         filter: Arc<SessionFilter>,
         reply: tokio::sync::oneshot::Sender<Vec<String>>,
     },
+    /// What this worker counted for `[stats]` since its last report.
+    StatsReport {
+        reply: tokio::sync::oneshot::Sender<crate::stats::tally::WorkerReport>,
+    },
+    /// Worker 0: publish these stats frames, and end these stats broadcasts (by path).
+    PublishStats {
+        writes: Vec<super::StatsWrite>,
+        ended: Vec<String>,
+    },
     /// Group `group` of a track, whole, from this worker's cache or the owner's.
     Fetch {
         broadcast: String,
@@ -485,6 +494,16 @@ impl RelayWorker {
                     if reply.send(self.nudge_sessions(&filter)).is_err() {
                         debug!(worker = self.worker, "revalidate answer not collected");
                     }
+                }
+                ControlRequest::StatsReport { reply } => {
+                    if let Err(report) = reply.send(self.stats_report()) {
+                        // The round gave up on this worker: the counts go in the next one.
+                        debug!(worker = self.worker, "stats report not collected");
+                        self.stats.restore(report);
+                    }
+                }
+                ControlRequest::PublishStats { writes, ended } => {
+                    self.publish_stats(writes, ended);
                 }
                 ControlRequest::Fetch {
                     broadcast,

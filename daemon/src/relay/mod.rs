@@ -23,6 +23,7 @@ mod serve;
 mod session;
 mod setup;
 mod setup_deadline;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +47,7 @@ pub use drain::DrainFlag;
 pub use listing::{FilterError, SessionFilter, SessionView};
 use session::{AwaitingSetup, RelaySession};
 pub use setup::{RelayServer, start};
+pub use stats::StatsWrite;
 
 /// Output bytes one session may have waiting on flow control before the relay stops
 /// pulling deliveries for it; past this the router's per-subscriber bound drops old groups
@@ -159,6 +161,8 @@ pub struct RelayWorker {
     /// The upstream core's relay: every session is a link this relay dialed to a peer
     /// relay (`crate::cluster`), admitted with full access in both directions.
     links: Option<LinkTargets>,
+    /// `[stats]`: counts per path and root, and (worker 0) the stats broadcasts.
+    stats: stats::WorkerStats,
 }
 
 /// What the upstream core dials on each link session, by session: the raw-QUIC SETUP
@@ -195,7 +199,14 @@ impl RelayWorker {
             revalidations_due: BTreeSet::new(),
             links: None,
             max_hops: DEFAULT_MAX_HOPS,
+            stats: stats::WorkerStats::default(),
         }
+    }
+
+    /// `[stats] enabled`: count per broadcast path and auth root for the stats
+    /// broadcasts (before the loop runs).
+    pub fn enable_stats(&mut self) {
+        self.stats.enabled = true;
     }
 
     /// `[cluster] max_hops`: announcements whose chain is longer are dropped (counted).
@@ -268,7 +279,10 @@ impl RelayWorker {
             let setup_path = links.remove(&info.id).flatten();
             return self.link_ready(info, version, view, setup_path, io);
         }
-        let conn = RelaySession::new(info.id, version, self.hop_id, view);
+        let mut conn = RelaySession::new(info.id, version, self.hop_id, view);
+        if self.stats.enabled {
+            conn.stats = Some(stats::SessionStats::default());
+        }
         debug!(worker = self.worker, session = info.id, %version, transport = ?info.transport, path = %info.path, "session ready");
         // Raw QUIC 05/06 carries the path in the client's SETUP; everything else is decided
         // now, and a 05/06 session is wired once its SETUP Role is known. quic-io has
@@ -416,6 +430,7 @@ impl RelayWorker {
         }
         let subscribe_scope = !access.subscribe.is_empty();
         let root = access.root.clone();
+        self.stats.session_admitted(&root);
         conn.access = Some(access);
         if subscribe_scope {
             match self.shard.announce_query(&root) {
@@ -632,7 +647,16 @@ impl RelayWorker {
         self.counters.driver.add(&conn.driver.counters());
         let code = ErrorCode::from_session_code(code, conn.version);
         conn.moq().on_connection_closed(code);
-        for (path, broadcast) in conn.published.drain() {
+        // Before the published paths go: upstream counts are filed under them.
+        conn.close_all_subscriptions(
+            &mut self.counters.egress_subscriptions,
+            &mut self.counters.ingress_subscriptions,
+        );
+        let published: Vec<(String, BroadcastId)> = conn.published.drain().collect();
+        for (path, broadcast) in published {
+            if let Some(counts) = conn.stats_of(&path) {
+                counts.ingress.announces_ended += 1;
+            }
             self.broadcasts.remove(&broadcast);
             self.counters.announces_ended += 1;
             // A publisher that leaves gracefully withdraws its announcements first (they
@@ -645,10 +669,9 @@ impl RelayWorker {
                 self.counters.router_refusals += 1;
             }
         }
-        conn.close_all_subscriptions(
-            &mut self.counters.egress_subscriptions,
-            &mut self.counters.ingress_subscriptions,
-        );
+        if let (Some(access), Some(counts)) = (&conn.access, conn.stats.take()) {
+            self.stats.session_ended(&access.root, counts);
+        }
         // Only this session's own state: a mass disconnect costs O(sessions), not O(N²).
         for sub in conn.router_subscribers.drain() {
             let removed = self.subscribers.remove(&sub);

@@ -73,6 +73,9 @@ impl RelayWorker {
                     Ok(broadcast) => {
                         info!(worker = self.worker, session, broadcast = %absolute, "publishing");
                         self.counters.announces_started += 1;
+                        if let Some(counts) = conn.stats_of(&absolute) {
+                            counts.ingress.announces_started += 1;
+                        }
                         conn.published.insert(absolute, broadcast);
                         self.broadcasts.insert(broadcast, session);
                     }
@@ -86,11 +89,16 @@ impl RelayWorker {
                     return;
                 };
                 let absolute = access.absolute(&path);
-                if let Some(broadcast) = conn.published.remove(&absolute) {
+                if let Some(&broadcast) = conn.published.get(&absolute) {
                     info!(worker = self.worker, session, broadcast = %absolute, "unpublished");
                     self.counters.announces_ended += 1;
                     self.broadcasts.remove(&broadcast);
+                    // While the path is still known: its upstream counts go to it.
                     conn.forget_broadcast(broadcast, &mut self.counters.ingress_subscriptions);
+                    conn.published.remove(&absolute);
+                    if let Some(counts) = conn.stats_of(&absolute) {
+                        counts.ingress.announces_ended += 1;
+                    }
                     self.counters.note_router(self.shard.unannounce(broadcast));
                 }
             }
@@ -137,6 +145,7 @@ impl RelayWorker {
             } => {
                 if let Some(upstream) = conn.upstream.get_mut(&subscription) {
                     self.counters.ingress.groups += 1;
+                    upstream.counts.groups += 1;
                     // The router counts groups that beat SUBSCRIBE_OK as the track going live.
                     self.counters.note_router(self.shard.publish_track(
                         upstream.broadcast,
@@ -180,8 +189,9 @@ impl RelayWorker {
                 // 03/04 frames carry no timestamp: stamp them as the reference does, so that
                 // a 05 subscriber still sees media time move.
                 let timestamp = timestamp.unwrap_or_else(arrival_millis);
-                if conn.upstream.contains_key(&subscription) {
+                if let Some(upstream) = conn.upstream.get_mut(&subscription) {
                     self.counters.ingress.frame(payload.len());
+                    upstream.counts.frame(payload.len());
                 }
                 if let Some(upstream) = conn.upstream.get(&subscription)
                     && upstream.is_open(sequence)
@@ -220,11 +230,14 @@ impl RelayWorker {
                 timestamp,
                 payload,
             } => {
-                if let Some(upstream) = conn.upstream.get(&subscription) {
+                if let Some(upstream) = conn.upstream.get_mut(&subscription) {
                     let track = upstream.track;
                     self.counters.ingress.groups += 1;
                     self.counters.ingress.datagrams += 1;
                     self.counters.ingress.frame(payload.len());
+                    upstream.counts.groups += 1;
+                    upstream.counts.datagrams += 1;
+                    upstream.counts.frame(payload.len());
                     if self.shard.start_group(track, sequence).is_ok() {
                         self.counters.note_router(
                             self.shard.push_frame(track, sequence, timestamp, payload),
@@ -269,6 +282,9 @@ impl RelayWorker {
                     name,
                 } => {
                     debug!(worker = self.worker, %name, "track wanted");
+                    if self.stats_track_wanted(broadcast, track) {
+                        continue;
+                    }
                     let Some(&session) = self.broadcasts.get(&broadcast) else {
                         continue;
                     };

@@ -44,6 +44,7 @@ impl RelayWorker {
                                 sub,
                                 broadcast: absolute.clone(),
                                 groups: HashMap::new(),
+                                counts: Default::default(),
                             },
                             &mut self.counters.egress_subscriptions,
                         );
@@ -124,6 +125,9 @@ impl RelayWorker {
                     );
                     return;
                 };
+                if let Some(counts) = conn.stats_of(&absolute) {
+                    counts.egress.fetches += 1;
+                }
                 // Answered by `fetch_answers`, from this worker's cache or the owner's.
                 match self.shard.fetch(&absolute, &fetch.track, fetch.group) {
                     Ok(id) => {

@@ -18,7 +18,9 @@ use tracing::debug;
 
 use super::counters::{OpenClose, SessionRefusals, SubscriptionTally};
 use super::listing::{Credential, SessionView};
+use super::stats::SessionStats;
 use crate::auth::Access;
+use crate::stats::counts::{PathCounts, Side};
 
 /// A moq-lite-05 session between its connection and its SETUP (spec `auth.md` 1, 6.1:
 /// the Role decides which directions are wired).
@@ -41,6 +43,8 @@ pub struct Serve {
     pub broadcast: String,
     /// Open group streams by group sequence.
     pub groups: HashMap<u64, GroupId>,
+    /// Media sent since the last stats report (`[stats]`).
+    pub counts: Side,
 }
 
 /// Our subscription to a publishing peer for a track the router wants.
@@ -55,6 +59,8 @@ pub struct Upstream {
     pub open_groups: VecDeque<u64>,
     /// 06: subscribed at the live edge; the first group widens the budget from there.
     pub widen_at_first_group: bool,
+    /// Media received since the last stats report (`[stats]`).
+    pub counts: Side,
 }
 
 /// Groups one upstream subscription keeps open in the router at once; the router itself
@@ -69,6 +75,7 @@ impl Upstream {
             name,
             open_groups: VecDeque::new(),
             widen_at_first_group: false,
+            counts: Side::default(),
         }
     }
 
@@ -135,6 +142,8 @@ pub struct RelaySession {
     /// What the peer sent before it was admitted, replayed in order once it is (at most
     /// `MAX_HELD_EVENTS`).
     pub held: VecDeque<proto::session::SessionEvent>,
+    /// Counts since the last stats report, by path; `None` unless `[stats]` is enabled.
+    pub stats: Option<SessionStats>,
 }
 
 impl RelaySession {
@@ -189,6 +198,7 @@ impl RelaySession {
             credential: None,
             external: None,
             held: VecDeque::new(),
+            stats: None,
         }
     }
 
@@ -280,6 +290,9 @@ impl RelaySession {
         tally: &mut OpenClose,
     ) {
         tally.opened += 1;
+        if let Some(counts) = self.stats_of_broadcast(upstream.broadcast) {
+            counts.ingress.subscriptions_started += 1;
+        }
         self.upstream_by_track.insert(upstream.track, subscription);
         if let Some(replaced) = self.upstream.insert(subscription, upstream) {
             debug_assert!(false, "subscription id {subscription:?} reused");
@@ -295,6 +308,10 @@ impl RelaySession {
     ) -> Option<Upstream> {
         let upstream = self.upstream.remove(&subscription)?;
         tally.closed += 1;
+        if let Some(counts) = self.stats_of_broadcast(upstream.broadcast) {
+            counts.ingress.subscriptions_ended += 1;
+            counts.ingress.add(&upstream.counts);
+        }
         if self.upstream_by_track.get(&upstream.track) == Some(&subscription) {
             self.upstream_by_track.remove(&upstream.track);
         }
@@ -326,10 +343,15 @@ impl RelaySession {
         self.close_serve(id, tally);
         tally.subscriptions.opened += 1;
         let viewing = self.viewing.entry(serve.broadcast.clone()).or_insert(0);
-        if *viewing == 0 {
+        let first_view = *viewing == 0;
+        if first_view {
             tally.viewers.opened += 1;
         }
         *viewing += 1;
+        if let Some(counts) = self.stats.as_mut().and_then(|s| s.path(&serve.broadcast)) {
+            counts.egress.subscriptions_started += 1;
+            counts.egress.broadcasts_started += u64::from(first_view);
+        }
         self.serves.insert(id, serve);
     }
 
@@ -337,13 +359,20 @@ impl RelaySession {
     pub fn close_serve(&mut self, id: ServeId, tally: &mut SubscriptionTally) -> Option<Serve> {
         let serve = self.serves.remove(&id)?;
         tally.subscriptions.closed += 1;
+        let mut last_view = false;
         match self.viewing.get_mut(&serve.broadcast) {
             Some(viewing) if *viewing > 1 => *viewing -= 1,
             Some(_) => {
                 self.viewing.remove(&serve.broadcast);
                 tally.viewers.closed += 1;
+                last_view = true;
             }
             None => debug_assert!(false, "a served broadcast without a viewer count"),
+        }
+        if let Some(counts) = self.stats.as_mut().and_then(|s| s.path(&serve.broadcast)) {
+            counts.egress.subscriptions_ended += 1;
+            counts.egress.broadcasts_ended += u64::from(last_view);
+            counts.egress.add(&serve.counts);
         }
         Some(serve)
     }
@@ -353,6 +382,55 @@ impl RelaySession {
     }
 
     /// The session is gone: everything it served and subscribed to upstream closes.
+    /// The stats entry of a broadcast this session publishes.
+    fn stats_of_broadcast(&mut self, broadcast: BroadcastId) -> Option<&mut PathCounts> {
+        let stats = self.stats.as_mut()?;
+        let (path, _) = self.published.iter().find(|(_, id)| **id == broadcast)?;
+        stats.path(path)
+    }
+
+    /// The stats entry of `path` (absolute), when `[stats]` counts.
+    pub fn stats_of(&mut self, path: &str) -> Option<&mut PathCounts> {
+        self.stats.as_mut()?.path(path)
+    }
+
+    /// Moves what this session counted since the last report into `paths`, and names
+    /// the paths it still refers to in `live`.
+    pub fn flush_stats_into(
+        &mut self,
+        paths: &mut HashMap<String, PathCounts>,
+        live: &mut HashSet<String>,
+    ) {
+        let Some(stats) = self.stats.as_mut() else {
+            return;
+        };
+        for serve in self.serves.values_mut() {
+            let counts = std::mem::take(&mut serve.counts);
+            paths
+                .entry(serve.broadcast.clone())
+                .or_default()
+                .egress
+                .add(&counts);
+            live.insert(serve.broadcast.clone());
+        }
+        for upstream in self.upstream.values_mut() {
+            let counts = std::mem::take(&mut upstream.counts);
+            if let Some((path, _)) = self
+                .published
+                .iter()
+                .find(|(_, id)| **id == upstream.broadcast)
+            {
+                paths.entry(path.clone()).or_default().ingress.add(&counts);
+            }
+        }
+        for path in self.published.keys() {
+            live.insert(path.clone());
+        }
+        for (path, counts) in stats.paths.drain() {
+            paths.entry(path).or_default().add(&counts);
+        }
+    }
+
     pub fn close_all_subscriptions(
         &mut self,
         egress: &mut SubscriptionTally,
@@ -391,21 +469,25 @@ impl RelaySession {
                 self.close_serve(serve, tally);
                 return true;
             }
-            Delivery::GroupStart { group } => match moq.start_group(serve, group) {
-                Ok(id) => {
-                    state.groups.insert(group, id);
+            Delivery::GroupStart { group } => {
+                state.counts.groups += 1;
+                match moq.start_group(serve, group) {
+                    Ok(id) => {
+                        state.groups.insert(group, id);
+                    }
+                    Err(err) => {
+                        debug!(session = self.id, group, %err, "group not started");
+                        self.refusals.note::<()>(Err(err));
+                    }
                 }
-                Err(err) => {
-                    debug!(session = self.id, group, %err, "group not started");
-                    self.refusals.note::<()>(Err(err));
-                }
-            },
+            }
             Delivery::Frame {
                 group,
                 timestamp,
                 payload,
                 ..
             } => {
+                state.counts.frame(payload.len());
                 if let Some(&id) = state.groups.get(&group)
                     && let Err(err) = moq.write_frame(id, timestamp, payload)
                 {

@@ -227,6 +227,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     };
     let upstream_auth = auth.clone();
     let upstream_node = node.clone();
+    let stats_enabled = config.stats.enabled;
     let handle = Server::start(quic, move |ctx| {
         let first = doorbells[ctx.index].0.set(ctx.waker.clone());
         assert!(first.is_ok(), "worker {} started twice", ctx.index);
@@ -243,6 +244,9 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         let mut worker = RelayWorker::new(ctx.index, shard, workers_auth.clone(), hop_id);
         worker.set_node(&node);
         worker.set_max_hops(max_hops);
+        if stats_enabled {
+            worker.enable_stats();
+        }
         if let Some(end) = ends
             .lock()
             .ok()

@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    CONTROL_PRIORITY, InterestId, Kind, MAX_BROADCASTS, Out, Session, SessionError, SessionEvent,
+    CONTROL_PRIORITY, InterestId, Kind, MAX_BROADCASTS, Out, Perspective, Session, SessionError,
+    SessionEvent,
 };
 use crate::coding::EncodeError;
 use crate::message::{
@@ -380,7 +381,9 @@ impl Session {
             .published
             .iter()
             .filter(|(p, hops)| {
-                path::has_prefix(p, &req.prefix) && !self.excluded(hops, req.exclude_hop)
+                path::has_prefix(p, &req.prefix)
+                    && !self.excluded(hops, req.exclude_hop)
+                    && !self.hidden(p, &req.prefix)
             })
             .map(|(p, h)| (p.clone(), self.wire_hops(h)))
             .collect();
@@ -477,6 +480,9 @@ impl Session {
                     ..
                 } => {
                     let suffix = path::strip_prefix(p, prefix)?;
+                    if self.hidden(p, prefix) {
+                        return None;
+                    }
                     Some((
                         *k,
                         suffix.to_owned(),
@@ -489,6 +495,15 @@ impl Session {
             .collect();
         out.sort_by_key(|(k, ..)| *k);
         out
+    }
+
+    /// moq-relay 0.17's hidden paths: a server does not announce a path whose part below
+    /// the request prefix has a segment starting with `.` (`.stats/…` under `""`); asked
+    /// for by a prefix that names the segment, it is announced. Our own dials to peer
+    /// relays (the client side) see everything, as 0.17's outbound peers do.
+    fn hidden(&self, p: &str, prefix: &str) -> bool {
+        self.cfg.perspective == Perspective::Server
+            && path::strip_prefix(p, prefix).is_some_and(path::is_hidden)
     }
 
     /// The 06 ID `p` was started with on `slot`, if it was sent there.

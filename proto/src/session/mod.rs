@@ -120,7 +120,8 @@ pub struct FetchServeId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackServeId(pub u64);
 
-/// Which end of the connection this session is; only SETUP content depends on it.
+/// Which end of the connection this session is: SETUP content depends on it, and a server
+/// hides `.`-prefixed paths from announce discovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Perspective {
     Server,
