@@ -147,14 +147,19 @@ async fn moq_stats_reads_per_path_and_per_root_counts_and_the_broadcast_is_hidde
     flow.close().await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut final_seen = false;
+    let mut seen = Vec::new();
     loop {
         let frame = tokio::time::timeout_at(deadline.into(), ingress.next())
             .await
             .expect("the path's end within 15 s")
             .expect("traffic frame")
             .expect("traffic track open");
+        seen.push(frame.get("demo/cam").cloned());
         match frame.get("demo/cam") {
-            Some(cam) if cam.announces_ended == 1 && cam.subscriptions_ended == 1 => {
+            Some(cam)
+                if cam.announces_ended == cam.announces_started
+                    && cam.subscriptions_ended == cam.subscriptions_started =>
+            {
                 assert_eq!(cam.bytes, 3500, "final counts kept");
                 final_seen = true;
             }
@@ -164,7 +169,7 @@ async fn moq_stats_reads_per_path_and_per_root_counts_and_the_broadcast_is_hidde
     }
     assert!(
         final_seen,
-        "the final counts were shown before the path went"
+        "the final counts were shown before the path went: {seen:?}"
     );
     everyone.close().await;
     reader.close().await;
