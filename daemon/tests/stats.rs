@@ -174,3 +174,55 @@ async fn moq_stats_reads_per_path_and_per_root_counts_and_the_broadcast_is_hidde
     everyone.close().await;
     reader.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_depth_each_bucket_has_its_own_broadcast_which_ends_after_its_linger() {
+    let config = CONFIG.replace(
+        "node = \"edge/1\"\n",
+        "node = \"edge\"\ndepth = 1\nlinger = \"2s\"\n",
+    );
+    let ops = start(&config);
+    let url = format!("https://{}/", ops.quic);
+    let trust = || TlsTrust::Fingerprint(ops.fingerprint.clone());
+    let reader = connect_with(&url, ConnectOptions::new(trust()).subscribe_only(".stats"))
+        .await
+        .expect("stats reader connects");
+    let mut announced = reader.announcements().expect("announcements");
+    let mut flow = Flow::start(&ops).await;
+    flow.group(&[700], 1).await;
+
+    let bucket = ".stats/demo/node/edge";
+    let broadcast = reader
+        .broadcast(bucket)
+        .await
+        .expect("the demo bucket's broadcast");
+    let consumer = moq_stats::Consumer::new(broadcast, ConsumerConfig::new());
+    let mut egress = consumer
+        .traffic(&Tier::default(), Role::Publisher)
+        .await
+        .expect("traffic track");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let frame = tokio::time::timeout_at(deadline.into(), egress.next())
+            .await
+            .expect("the bucket's counts within 15 s")
+            .expect("traffic frame")
+            .expect("traffic track open");
+        if frame.get("demo/cam").is_some_and(|t| t.bytes == 700) {
+            break;
+        }
+    }
+
+    // Empty once the flow ends, the bucket's broadcast goes after its 2 s linger.
+    flow.close().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match announced.next_within(remaining).await {
+            Ok(Some(AnnounceEvent::Ended(path))) if path == bucket => break,
+            Ok(Some(_)) => {}
+            other => panic!("the bucket's broadcast did not end: {other:?}"),
+        }
+    }
+    reader.close().await;
+}
