@@ -45,10 +45,7 @@ pub struct SessionStats {
 impl SessionStats {
     /// The entry for `path`, unless the session is at its bound.
     pub fn path(&mut self, path: &str) -> Option<&mut PathCounts> {
-        if !self.paths.contains_key(path) && self.paths.len() >= MAX_PATHS_PER_SESSION {
-            return None;
-        }
-        Some(self.paths.entry(path.to_owned()).or_default())
+        add_bounded(&mut self.paths, path, MAX_PATHS_PER_SESSION)
     }
 }
 

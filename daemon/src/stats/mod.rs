@@ -161,11 +161,14 @@ fn frames(
     mut rows: std::collections::BTreeMap<String, Rows>,
     now: Instant,
 ) -> (Vec<StatsWrite>, Vec<String>) {
-    // Buckets with rows now, then those without (linger), then new ones, bounded.
+    // A bucket with rows for the first time gets a broadcast, up to MAX_BUCKETS.
     for name in rows.keys() {
-        if !buckets.contains_key(name) && buckets.len() < MAX_BUCKETS {
+        if buckets.contains_key(name) {
+            continue;
+        }
+        if buckets.len() < MAX_BUCKETS {
             buckets.insert(name.clone(), Bucket::default());
-        } else if !buckets.contains_key(name) {
+        } else {
             debug!(bucket = %name, "stats bucket over the limit; not published");
         }
     }
@@ -215,12 +218,6 @@ fn frames(
 fn to_json<T: serde::Serialize>(rows: &std::collections::BTreeMap<String, T>) -> String {
     // Serializing maps of plain integers cannot fail.
     serde_json::to_string(rows).unwrap_or_else(|_| "{}".into())
-}
-
-/// Whether `track` is one a stats broadcast carries.
-pub fn is_stats_track(track: &str) -> bool {
-    let plain = track.strip_suffix(COMPRESSED_SUFFIX).unwrap_or(track);
-    TRACKS.contains(&plain)
 }
 
 #[cfg(test)]
@@ -283,13 +280,5 @@ mod tests {
         let (_, ended) = frames(&settings, &mut buckets, Default::default(), later);
         assert_eq!(ended, [".stats/acme/node/edge"]);
         assert!(buckets.is_empty());
-    }
-
-    #[test]
-    fn stats_tracks_are_the_six_names() {
-        assert!(is_stats_track("publisher.json"));
-        assert!(is_stats_track("sessions.json.z"));
-        assert!(!is_stats_track("gold/publisher.json"));
-        assert!(!is_stats_track("video"));
     }
 }

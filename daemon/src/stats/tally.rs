@@ -30,20 +30,14 @@ pub struct Rows {
     pub sessions: BTreeMap<String, PresenceJson>,
 }
 
-#[derive(Debug, Default)]
-struct Entry<T> {
-    counts: T,
-    /// Changed in the reports absorbed since the last `rows`.
-    changed: bool,
-}
-
 /// The relay-wide rows, fed by every worker's reports.
 #[derive(Debug)]
 pub struct Tally {
     /// `<prefix>` itself: paths at or under it are the stats broadcasts, never counted.
     prefix: String,
-    paths: HashMap<String, Entry<PathCounts>>,
-    roots: HashMap<String, Entry<Presence>>,
+    /// Every path and root counted and not yet shown after its last reference.
+    paths: HashMap<String, PathCounts>,
+    roots: HashMap<String, Presence>,
     /// Each worker's latest live sets: a worker that missed a round keeps its last word.
     live_paths: Vec<HashSet<String>>,
     live_roots: Vec<HashSet<String>>,
@@ -75,16 +69,12 @@ impl Tally {
             if router::path_has_prefix(&path, &self.prefix) {
                 continue;
             }
-            let entry = self.paths.entry(path).or_default();
-            entry.counts.add(&counts);
-            entry.changed = true;
+            self.paths.entry(path).or_default().add(&counts);
         }
         live_paths.retain(|path| !router::path_has_prefix(path, &self.prefix));
         self.live_paths[worker] = live_paths;
         for (root, presence) in roots {
-            let entry = self.roots.entry(root).or_default();
-            entry.counts.add(&presence);
-            entry.changed = true;
+            self.roots.entry(root).or_default().add(&presence);
         }
         self.live_roots[worker] = live_roots;
     }
@@ -94,8 +84,8 @@ impl Tally {
     /// any more are in this answer for the last time.
     pub fn rows(&mut self, depth: usize) -> BTreeMap<String, Rows> {
         let mut buckets: BTreeMap<String, Rows> = BTreeMap::new();
-        for (path, entry) in &self.paths {
-            let PathCounts { egress, ingress } = entry.counts;
+        for (path, counts) in &self.paths {
+            let PathCounts { egress, ingress } = *counts;
             if !egress.is_zero() {
                 buckets
                     .entry(bucket_of(path, depth))
@@ -113,15 +103,12 @@ impl Tally {
                     .insert(path.clone(), ingress.json(announced_bytes));
             }
         }
-        for (root, entry) in &self.roots {
-            let live = self.live_roots.iter().any(|set| set.contains(root));
-            if live || entry.changed {
-                buckets
-                    .entry(bucket_of(root, depth))
-                    .or_default()
-                    .sessions
-                    .insert(root.clone(), entry.counts.json());
-            }
+        for (root, presence) in &self.roots {
+            buckets
+                .entry(bucket_of(root, depth))
+                .or_default()
+                .sessions
+                .insert(root.clone(), presence.json());
         }
         let live_paths = &self.live_paths;
         self.paths
@@ -129,12 +116,6 @@ impl Tally {
         let live_roots = &self.live_roots;
         self.roots
             .retain(|root, _| live_roots.iter().any(|set| set.contains(root)));
-        for entry in self.roots.values_mut() {
-            entry.changed = false;
-        }
-        for entry in self.paths.values_mut() {
-            entry.changed = false;
-        }
         buckets
     }
 
