@@ -12,48 +12,91 @@ use std::time::{Duration, Instant};
 
 use common::flow::Flow;
 use common::http::start;
+use interop::rogue::RogueSession;
 use interop::{AnnounceEvent, ConnectOptions, Session, TlsTrust, connect_with};
 use moq_stats::consume::Config as ConsumerConfig;
 use moq_stats::{Role, Tier, TrafficFrame};
+use proto::message::{AnnounceRequest, BidiType, Message};
 
 const CONFIG: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n[stats]\nenabled = true\nnode = \"edge/1\"\ninterval = 1\n";
 
 const STATS_BROADCAST: &str = ".stats/node/edge/1";
 
+/// The traffic track of `role` on the stats broadcast at `broadcast`, read by moq-stats.
+async fn traffic_track(
+    reader: &Session,
+    broadcast: &str,
+    role: Role,
+    compressed: bool,
+) -> moq_stats::consume::Traffic {
+    let broadcast = reader.broadcast(broadcast).await.expect("stats broadcast");
+    moq_stats::Consumer::new(
+        broadcast,
+        ConsumerConfig::new().with_compression(compressed),
+    )
+    .traffic(&Tier::default(), role)
+    .await
+    .expect("traffic track")
+}
+
+/// The track's next (latest) map, `None` once `deadline` passes; the track ending is a
+/// failure.
+async fn next_traffic(
+    track: &mut moq_stats::consume::Traffic,
+    deadline: Instant,
+) -> Option<TrafficFrame> {
+    match tokio::time::timeout_at(deadline.into(), track.next()).await {
+        Ok(Ok(Some(frame))) => Some(frame),
+        Ok(other) => panic!("stats track ended: {other:?}"),
+        Err(_) => None,
+    }
+}
+
 /// The latest traffic map until `done` holds for it (15 s at most).
 async fn traffic_until(
     reader: &Session,
+    broadcast: &str,
     role: Role,
     compressed: bool,
     done: impl Fn(&TrafficFrame) -> bool,
 ) -> TrafficFrame {
-    let broadcast = reader
-        .broadcast(STATS_BROADCAST)
-        .await
-        .expect("stats broadcast");
-    let consumer = moq_stats::Consumer::new(
-        broadcast,
-        ConsumerConfig::new().with_compression(compressed),
-    );
-    let mut track = consumer
-        .traffic(&Tier::default(), role)
-        .await
-        .expect("traffic track");
+    let mut track = traffic_track(reader, broadcast, role, compressed).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last = BTreeMap::new();
-    while Instant::now() < deadline {
-        match tokio::time::timeout_at(deadline.into(), track.next()).await {
-            Ok(Ok(Some(frame))) => {
-                if done(&frame) {
-                    return frame;
-                }
-                last = frame;
-            }
-            Ok(other) => panic!("stats track ended: {other:?}"),
-            Err(_) => break,
+    while let Some(frame) = next_traffic(&mut track, deadline).await {
+        if done(&frame) {
+            return frame;
         }
+        last = frame;
     }
     panic!("{role:?} (compressed {compressed}) never reached the expected counts; last {last:?}");
+}
+
+/// The relay's first answer to a moq-lite-04 announce request for `prefix`: the
+/// announcements it sends at once, as bytes.
+async fn announcements_on_the_wire(url: &str, fingerprint: &str, prefix: &str) -> Vec<u8> {
+    let trust = TlsTrust::Fingerprint(fingerprint.to_owned());
+    let mut session = RogueSession::connect(url, &trust, "moq-lite-04", Duration::from_secs(5))
+        .await
+        .expect("moq-lite-04 session");
+    let mut request = bytes::BytesMut::new();
+    proto::coding::put_varint(&mut request, "type", BidiType::Announce.id()).unwrap();
+    AnnounceRequest {
+        prefix: prefix.into(),
+        exclude_hop: 0,
+    }
+    .encode(proto::Version::Lite04, &mut request)
+    .unwrap();
+    session
+        .request_bidi(&request, Duration::from_secs(5))
+        .await
+        .expect("the announce request is answered")
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,14 +117,28 @@ async fn moq_stats_reads_per_path_and_per_root_counts_and_the_broadcast_is_hidde
             .is_some_and(|t| t.bytes == 3500 && t.frames == 4 && t.groups == 2)
     };
     for compressed in [false, true] {
-        let egress = traffic_until(&reader, Role::Publisher, compressed, carried).await;
+        let egress = traffic_until(
+            &reader,
+            STATS_BROADCAST,
+            Role::Publisher,
+            compressed,
+            carried,
+        )
+        .await;
         let cam = &egress["demo/cam"];
         assert_eq!(
             (cam.subscriptions_started, cam.broadcasts_started),
             (1, 1),
             "one subscriber viewing"
         );
-        let ingress = traffic_until(&reader, Role::Subscriber, compressed, carried).await;
+        let ingress = traffic_until(
+            &reader,
+            STATS_BROADCAST,
+            Role::Subscriber,
+            compressed,
+            carried,
+        )
+        .await;
         let cam = &ingress["demo/cam"];
         assert_eq!(cam.announces_started, 1, "announced once by its publisher");
         assert_eq!(cam.subscriptions_started, 1, "one upstream subscription");
@@ -123,6 +180,21 @@ async fn moq_stats_reads_per_path_and_per_root_counts_and_the_broadcast_is_hidde
         }
     }
 
+    // Hidden, on the wire: asked for announcements under "", the relay names the media
+    // broadcast and not the stats one; asked under `.stats`, it names `node/edge/1`. (The
+    // reference client's origin hides dot segments itself, so it cannot tell.)
+    for (prefix, named, unnamed) in [
+        ("", "demo/cam", ".stats"),
+        (".stats", "node/edge/1", "demo"),
+    ] {
+        let answer = announcements_on_the_wire(&url, &ops.fingerprint, prefix).await;
+        assert!(
+            contains(&answer, named) && !contains(&answer, unnamed),
+            "announcements under {prefix:?}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
     // Hidden: a subscriber of everything is not told about `.stats/…`, while the reader
     // (whose prefix names `.stats`) was.
     let everyone = connect_with(&url, ConnectOptions::new(trust()).subscribe_only(""))
@@ -138,22 +210,15 @@ async fn moq_stats_reads_per_path_and_per_root_counts_and_the_broadcast_is_hidde
     assert_eq!(seen, ["demo/cam"], "only the media broadcast is discovered");
 
     // When the flow ends, its path is shown once more with its final counts, then gone.
-    let broadcast = reader.broadcast(STATS_BROADCAST).await.unwrap();
-    let consumer = moq_stats::Consumer::new(broadcast, ConsumerConfig::new());
-    let mut ingress = consumer
-        .traffic(&Tier::default(), Role::Subscriber)
-        .await
-        .expect("traffic track");
+    let mut ingress = traffic_track(&reader, STATS_BROADCAST, Role::Subscriber, false).await;
     flow.close().await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut final_seen = false;
     let mut seen = Vec::new();
     loop {
-        let frame = tokio::time::timeout_at(deadline.into(), ingress.next())
+        let frame = next_traffic(&mut ingress, deadline)
             .await
-            .expect("the path's end within 15 s")
-            .expect("traffic frame")
-            .expect("traffic track open");
+            .expect("the path's end within 15 s");
         seen.push(frame.get("demo/cam").cloned());
         match frame.get("demo/cam") {
             Some(cam)
@@ -192,26 +257,10 @@ async fn with_depth_each_bucket_has_its_own_broadcast_which_ends_after_its_linge
     flow.group(&[700], 1).await;
 
     let bucket = ".stats/demo/node/edge";
-    let broadcast = reader
-        .broadcast(bucket)
-        .await
-        .expect("the demo bucket's broadcast");
-    let consumer = moq_stats::Consumer::new(broadcast, ConsumerConfig::new());
-    let mut egress = consumer
-        .traffic(&Tier::default(), Role::Publisher)
-        .await
-        .expect("traffic track");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let frame = tokio::time::timeout_at(deadline.into(), egress.next())
-            .await
-            .expect("the bucket's counts within 15 s")
-            .expect("traffic frame")
-            .expect("traffic track open");
-        if frame.get("demo/cam").is_some_and(|t| t.bytes == 700) {
-            break;
-        }
-    }
+    traffic_until(&reader, bucket, Role::Publisher, false, |frame| {
+        frame.get("demo/cam").is_some_and(|t| t.bytes == 700)
+    })
+    .await;
 
     // Empty once the flow ends, the bucket's broadcast goes after its 2 s linger.
     flow.close().await;
