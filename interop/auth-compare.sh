@@ -24,10 +24,7 @@ CASES=target/release/examples/auth_cases
 # number on TCP and serves /certificate.sha256, which both relays answer. A 0.17 file
 # has no key (0.17 verifies no JWT itself: it asks an [auth] url server) and no client
 # CA (0.17 refuses one under public-only auth), and says `public` as a pattern.
-case "$VERSION" in
-0.14.*) GENERATION=0.14 ;;
-*) GENERATION=0.17 ;;
-esac
+GENERATION=$(moq_relay_generation "$VERSION")
 start() {
     name=$1 binary=$2 port=$(free_port)
     if [ "$GENERATION" = 0.14 ]; then

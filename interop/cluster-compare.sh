@@ -21,62 +21,41 @@ cargo build -q --release -p moq-relayd
 cargo build -q --release -p interop --example relay_flow
 FLOW=target/release/examples/relay_flow
 
-case "$VERSION" in
-0.14.*) GENERATION=0.14 ;;
-*) GENERATION=0.17 ;;
-esac
+GENERATION=$(moq_relay_generation "$VERSION")
+# What differs between the two generations' files: the listener's section, `public` (a
+# prefix in 0.14, a pattern in 0.17) and where a peer's pinned fingerprint goes.
+if [ "$GENERATION" = 0.14 ]; then
+    LISTEN=server PUBLIC="" PIN=client
+else
+    LISTEN=listen PUBLIC="**" PIN=connect
+fi
 
 # start NAME BINARY ID [PEER_PORT PEER_FINGERPRINT]: one relay, open to everyone, its
 # web listener on the QUIC port number (for /certificate.sha256); with a peer, it dials
 # it, pinning its certificate. Prints "port fingerprint".
 start() {
     name=$1 binary=$2 id=$3 port=$(free_port)
-    peer=""
+    peer="" pin=""
     if [ $# -ge 5 ]; then
         peer="connect = [\"https://127.0.0.1:$4/\"]"
-        if [ "$GENERATION" = 0.14 ]; then
-            pin="[client]
+        pin="[$PIN]
 tls.fingerprint = [\"$5\"]"
-        else
-            pin="[connect]
-tls.fingerprint = [\"$5\"]"
-        fi
-    else
-        pin=""
     fi
-    if [ "$GENERATION" = 0.14 ]; then
-        cat > "$WORK/$name.toml" <<TOML
+    cat > "$WORK/$name.toml" <<TOML
 [log]
 level = "info"
-[server]
+[$LISTEN]
 bind = "127.0.0.1:$port"
 tls.generate = ["localhost"]
 [web.http]
 listen = "127.0.0.1:$port"
 [auth]
-public = ""
+public = "$PUBLIC"
 $pin
 [cluster]
 id = $id
 $peer
 TOML
-    else
-        cat > "$WORK/$name.toml" <<TOML
-[log]
-level = "info"
-[listen]
-bind = "127.0.0.1:$port"
-tls.generate = ["localhost"]
-[web.http]
-listen = "127.0.0.1:$port"
-[auth]
-public = "**"
-$pin
-[cluster]
-id = $id
-$peer
-TOML
-    fi
     echo "$port $(serve "$name" "$binary" "$port")"
 }
 

@@ -19,6 +19,15 @@ moq_relay_build() {
     echo "$cache/bin/moq-relay"
 }
 
+# moq_relay_generation VERSION: the config generation VERSION reads, 0.14 (`[server]`,
+# prefixes) or 0.17 (`[listen]`, patterns).
+moq_relay_generation() {
+    case "$1" in
+    0.14.*) echo 0.14 ;;
+    *) echo 0.17 ;;
+    esac
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
