@@ -76,11 +76,7 @@ impl RelayWorker {
             local: info.local,
             server_name: view.as_ref().and_then(|v| v.server_name.clone()),
             alpn: view.as_ref().map(|v| v.alpn.clone()),
-            path: if info.path.is_empty() {
-                "/".to_owned()
-            } else {
-                info.path.clone()
-            },
+            path: asked_path(&info.path),
             query: info.query.clone(),
             role: Role::Any,
             certificate,
@@ -110,11 +106,7 @@ impl RelayWorker {
         };
         {
             let facts = Arc::make_mut(&mut external.facts);
-            facts.path = if path.is_empty() {
-                "/".to_owned()
-            } else {
-                path.to_owned()
-            };
+            facts.path = asked_path(path);
             facts.query = query.to_owned();
             facts.role = role;
         }
@@ -370,6 +362,15 @@ impl RelayWorker {
         if let Err(err) = decider.ask(session, Ask::End(end), external.facts) {
             debug!(worker = self.worker, session, %err, "end event not reported");
         }
+    }
+}
+
+/// The path a decider is told: the dialed one, `/` when the session named none.
+fn asked_path(path: &str) -> String {
+    if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path.to_owned()
     }
 }
 
