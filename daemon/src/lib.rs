@@ -11,6 +11,7 @@ pub mod decider;
 pub mod listen;
 pub mod logging;
 pub mod notify;
+pub mod random;
 pub mod relay;
 pub mod stats;
 pub mod support;

@@ -4,13 +4,11 @@
 //! every worker like a local one and each track in demand is subscribed once, on the
 //! link, whatever the number of workers and subscribers (spec `cluster.md` 8).
 
-use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 
 use quic_io::{Application, Event, Io};
 use tracing::{debug, info, warn};
-
-use std::sync::Arc;
 
 use super::link::{Link, Schedule, State};
 use super::peer::Peer;
@@ -176,17 +174,13 @@ impl Application<Io<'_>> for UpstreamCore {
     }
 
     fn timeout(&self) -> Option<Instant> {
-        let dial = self.links.iter().filter_map(Link::due).min();
-        match (Application::<Io<'_>>::timeout(&self.relay), dial) {
-            (Some(relay), Some(dial)) => Some(relay.min(dial)),
-            (relay, dial) => relay.or(dial),
-        }
+        let relay = Application::<Io<'_>>::timeout(&self.relay);
+        let dials = self.links.iter().filter_map(Link::due);
+        relay.into_iter().chain(dials).min()
     }
 }
 
 /// A fresh draw in [0, 1) for the redial jitter.
 fn spread() -> f64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    (crate::random::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -395,13 +395,8 @@ impl Drop for Control {
 
 /// 128 bits that differ per call and per process, for request ids (not secrets).
 fn random_u128() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let half = || {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(unix_millis());
-        hasher.finish()
-    };
-    (u128::from(half()) << 64) | u128::from(half())
+    use crate::random::random_u64;
+    (u128::from(random_u64()) << 64) | u128::from(random_u64())
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

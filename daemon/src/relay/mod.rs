@@ -756,10 +756,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
 
 /// A worker's random session-id prefix: distinct per worker and per process run.
 fn session_id_prefix(worker: usize) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_usize(worker);
-    hasher.finish()
+    crate::random::random_u64() ^ worker as u64
 }
 
 /// Wall-clock arrival time in milliseconds since the Unix epoch: the timestamp moq-lite

@@ -2,8 +2,6 @@
 //! settings, one router shard handed to each worker as it starts, and each shard's
 //! doorbell wired to its worker's waker.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -68,7 +66,7 @@ fn versions(config: &Config) -> Vec<String> {
 
 fn random_hop_id() -> u64 {
     // moq-relay draws origin ids from [1, 2^53) so JavaScript peers can hold them.
-    let random = RandomState::new().build_hasher().finish();
+    let random = crate::random::random_u64();
     (random % ((1 << 53) - 1)) + 1
 }
 
