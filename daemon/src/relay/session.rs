@@ -279,8 +279,9 @@ impl RelaySession {
     /// The path the peer knows a broadcast it publishes by.
     pub fn relative_broadcast(&self, broadcast: BroadcastId) -> Option<String> {
         let access = self.access.as_ref()?;
-        let (absolute, _) = self.published.iter().find(|(_, id)| **id == broadcast)?;
-        access.relative(absolute).map(str::to_owned)
+        access
+            .relative(path_of(&self.published, broadcast)?)
+            .map(str::to_owned)
     }
 
     pub fn add_upstream(
@@ -348,7 +349,7 @@ impl RelaySession {
             tally.viewers.opened += 1;
         }
         *viewing += 1;
-        if let Some(counts) = self.stats.as_mut().and_then(|s| s.path(&serve.broadcast)) {
+        if let Some(counts) = self.stats_of(&serve.broadcast) {
             counts.egress.subscriptions_started += 1;
             counts.egress.broadcasts_started += u64::from(first_view);
         }
@@ -369,7 +370,7 @@ impl RelaySession {
             }
             None => debug_assert!(false, "a served broadcast without a viewer count"),
         }
-        if let Some(counts) = self.stats.as_mut().and_then(|s| s.path(&serve.broadcast)) {
+        if let Some(counts) = self.stats_of(&serve.broadcast) {
             counts.egress.subscriptions_ended += 1;
             counts.egress.broadcasts_ended += u64::from(last_view);
             counts.egress.add(&serve.counts);
@@ -381,12 +382,10 @@ impl RelaySession {
         self.serves.get_mut(&id)
     }
 
-    /// The session is gone: everything it served and subscribed to upstream closes.
     /// The stats entry of a broadcast this session publishes.
     fn stats_of_broadcast(&mut self, broadcast: BroadcastId) -> Option<&mut PathCounts> {
         let stats = self.stats.as_mut()?;
-        let (path, _) = self.published.iter().find(|(_, id)| **id == broadcast)?;
-        stats.path(path)
+        stats.path(path_of(&self.published, broadcast)?)
     }
 
     /// The stats entry of `path` (absolute), when `[stats]` counts.
@@ -415,12 +414,12 @@ impl RelaySession {
         }
         for upstream in self.upstream.values_mut() {
             let counts = std::mem::take(&mut upstream.counts);
-            if let Some((path, _)) = self
-                .published
-                .iter()
-                .find(|(_, id)| **id == upstream.broadcast)
-            {
-                paths.entry(path.clone()).or_default().ingress.add(&counts);
+            if let Some(path) = path_of(&self.published, upstream.broadcast) {
+                paths
+                    .entry(path.to_owned())
+                    .or_default()
+                    .ingress
+                    .add(&counts);
             }
         }
         for path in self.published.keys() {
@@ -431,6 +430,7 @@ impl RelaySession {
         }
     }
 
+    /// The session is gone: everything it served and subscribed to upstream closes.
     pub fn close_all_subscriptions(
         &mut self,
         egress: &mut SubscriptionTally,
@@ -559,4 +559,13 @@ pub fn router_track_info(info: &proto::TrackInfo) -> router::TrackProperties {
         max_latency: std::time::Duration::from_millis(info.max_latency_ms),
         timescale: info.timescale,
     }
+}
+
+/// The relay-wide path of a broadcast the session publishes (a session publishes a
+/// handful, so a scan beats keeping a reverse map in step).
+fn path_of(published: &HashMap<String, BroadcastId>, broadcast: BroadcastId) -> Option<&str> {
+    published
+        .iter()
+        .find(|(_, id)| **id == broadcast)
+        .map(|(path, _)| path.as_str())
 }
