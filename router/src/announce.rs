@@ -12,13 +12,18 @@ use crate::slab::{Key, Slab};
 use crate::{AnnounceEvent, QueryId, RouterError, path_has_prefix};
 
 /// Where a path is published: the owner shard and its broadcast key there. `order` is a
-/// router-wide announce sequence: of several routes for one path (a publisher that came
-/// back on another shard while the old one lingers), the newest is the visible one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// router-wide announce sequence. `hops` is the broadcast's hop chain as its publisher's
+/// session reported it, handed on when the relay announces the path to others (spec
+/// `cluster.md` 5.2). Of several routes for one path (peer relays on different shards
+/// that each reach the publisher, or a publisher that came back on another shard while
+/// the old one lingers), the shortest chain is the visible one, and among equals the
+/// newest.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Route {
     pub(crate) owner: usize,
     pub(crate) bc: Key,
     pub(crate) order: u64,
+    pub(crate) hops: Arc<[u64]>,
 }
 
 struct Query {
@@ -67,13 +72,9 @@ impl AnnounceTable {
         self.lagged
     }
 
-    /// The route subscribers of `path` use: the newest announce of it.
+    /// The route subscribers of `path` use.
     pub(crate) fn visible(&self, path: &str) -> Option<Route> {
-        self.routes
-            .get(path)?
-            .iter()
-            .max_by_key(|r| r.order)
-            .copied()
+        best(self.routes.get(path)?).cloned()
     }
 
     /// Adds (or replaces, for the same owner and broadcast) a route to `path`; queries
@@ -88,10 +89,10 @@ impl AnnounceTable {
             self.shards
         );
         let routes = self.routes.entry(path.clone()).or_default();
-        let before = routes.iter().map(|r| r.order).max();
+        let before = best(routes).cloned();
         routes.retain(|r| !(r.owner == route.owner && r.bc == route.bc));
         routes.push(route);
-        if before.is_none_or(|b| route.order > b) {
+        if best(routes) != before.as_ref() {
             self.notify(AnnounceEvent::Active(path));
         }
     }
@@ -102,13 +103,12 @@ impl AnnounceTable {
         let Some(routes) = self.routes.get_mut(path) else {
             return;
         };
-        let before = routes.iter().map(|r| r.order).max();
+        let before = best(routes).cloned();
         routes.retain(|r| !(r.owner == owner && r.bc == bc));
-        let after = routes.iter().map(|r| r.order).max();
-        if after.is_none() {
+        if routes.is_empty() {
             self.routes.remove(path);
             self.notify(AnnounceEvent::Ended(path.clone()));
-        } else if after != before {
+        } else if best(routes) != before.as_ref() {
             self.notify(AnnounceEvent::Active(path.clone()));
         }
     }
@@ -194,6 +194,13 @@ impl AnnounceTable {
     }
 }
 
+/// The visible route of a path: the shortest chain, then the newest announce.
+fn best(routes: &[Route]) -> Option<&Route> {
+    routes
+        .iter()
+        .min_by_key(|r| (r.hops.len(), std::cmp::Reverse(r.order)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,7 +216,12 @@ mod tests {
     }
 
     fn route(owner: usize, bc: Key, order: u64) -> Route {
-        Route { owner, bc, order }
+        Route {
+            owner,
+            bc,
+            order,
+            hops: Arc::new([]),
+        }
     }
 
     fn table() -> AnnounceTable {
@@ -264,6 +276,28 @@ mod tests {
         assert_eq!(drain(&mut t, q), [active("a/b"), ended("a/b")]);
         assert_eq!(t.path_count(), 0);
         assert_eq!(t.visible("a/b"), None);
+    }
+
+    #[test]
+    fn the_shortest_chain_is_visible_whatever_came_last() {
+        let mut t = table();
+        let q = t.open("").unwrap();
+        let path: Arc<str> = "live".into();
+        let chained = |owner, order, hops: &[u64]| Route {
+            hops: hops.into(),
+            ..route(owner, key(owner as u32), order)
+        };
+        t.add(path.clone(), chained(0, 5, &[50, 1]));
+        t.add(path.clone(), chained(1, 7, &[50, 1, 3]));
+        assert_eq!(t.visible("live"), Some(chained(0, 5, &[50, 1])));
+        assert_eq!(
+            drain(&mut t, q),
+            [active("live")],
+            "the longer one changed nothing"
+        );
+        t.remove(&path, 0, key(0));
+        assert_eq!(t.visible("live"), Some(chained(1, 7, &[50, 1, 3])));
+        assert_eq!(drain(&mut t, q), [active("live")]);
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub struct ShardCounters {
 
 struct Broadcast {
     path: Arc<str>,
+    /// The hop chain its publisher's session reported (empty for one with none).
+    hops: Arc<[u64]>,
     tracks: HashMap<Arc<str>, Key>,
     linger_until: Option<Instant>,
     /// Spliced: the publisher came back on another shard, whose broadcast now feeds this
@@ -139,6 +141,9 @@ struct Track {
     open: Vec<u64>,
     /// One past the highest group seen: the exclusive end if the track ends now.
     next_seq: u64,
+    /// Groups below this came by a route the broadcast has left (`Shard::reroute`); the
+    /// new route's copies of them are refused, so no subscriber sees a group twice.
+    floor: u64,
     subs: Vec<Key>,
     remotes: Vec<Remote>,
     told_wanted: bool,
@@ -155,6 +160,7 @@ impl Track {
             log,
             open: Vec::new(),
             next_seq: 0,
+            floor: 0,
             subs: Vec::new(),
             remotes: Vec::new(),
             told_wanted: false,
@@ -396,35 +402,33 @@ impl Shard {
     /// for tracks in demand. A lingering broadcast on ANOTHER shard is spliced: that shard
     /// subscribes to this one and keeps feeding its subscribers.
     pub fn announce(&mut self, path: &str) -> Result<BroadcastId, RouterError> {
+        self.announce_via(path, &[])
+    }
+
+    /// [`Shard::announce`] of a broadcast that came with a hop chain (oldest first, the
+    /// original publisher's id at 0): every shard hands it on with the path, so the relay
+    /// can tell each peer the real chain and leave out the peers it passed through.
+    pub fn announce_via(&mut self, path: &str, hops: &[u64]) -> Result<BroadcastId, RouterError> {
         if let Some(&bk) = self.by_path.get(path) {
             let Some(b) = self.broadcasts.get_mut(bk) else {
                 return Err(RouterError::UnknownBroadcast);
             };
             let fed = b.fed_by.take();
-            if b.linger_until.take().is_none() && fed.is_none() {
+            let lingered = b.linger_until.take().is_some();
+            if !lingered && fed.is_none() {
                 return Err(RouterError::Duplicate { path: path.into() });
             }
             self.lingering.retain(|&k| k != bk);
             let tks: Vec<Key> = b.tracks.values().copied().collect();
+            let hops_changed = *b.hops != *hops;
+            b.hops = hops.into();
             if let Some((feeder, fbc)) = fed {
                 // Back here after being fed from another shard: stop the feed and
                 // become the visible route again.
-                let path = b.path.clone();
                 self.unsubscribe_feed(&tks, feeder, fbc);
-                let order = self.order.fetch_add(1, Ordering::Relaxed);
-                self.announces.add(
-                    path.clone(),
-                    Route {
-                        owner: self.id,
-                        bc: bk,
-                        order,
-                    },
-                );
-                self.broadcast_control(|| Msg::Announce {
-                    path: path.clone(),
-                    bc: bk,
-                    order,
-                });
+                self.reannounce(bk);
+            } else if hops_changed {
+                self.reannounce(bk);
             }
             for tk in tks {
                 self.restart_track(tk);
@@ -437,10 +441,12 @@ impl Shard {
         }
         self.check_outboxes()?;
         let path: Arc<str> = path.into();
+        let hops: Arc<[u64]> = hops.into();
         let bk = self
             .broadcasts
             .insert(Broadcast {
                 path: path.clone(),
+                hops: hops.clone(),
                 tracks: HashMap::new(),
                 linger_until: None,
                 fed_by: None,
@@ -452,14 +458,96 @@ impl Shard {
             owner: self.id,
             bc: bk,
             order,
+            hops: hops.clone(),
         };
         self.announces.add(path.clone(), route);
         self.broadcast_control(|| Msg::Announce {
             path: path.clone(),
             bc: bk,
             order,
+            hops: hops.clone(),
         });
         Ok(BroadcastId(bk))
+    }
+
+    /// The broadcast now arrives by another route, with this chain: its tracks and
+    /// subscribers stay, and every shard's announce queries hear it `Active` again so
+    /// the relay re-announces it with the new chain.
+    pub fn set_hops(&mut self, bc: BroadcastId, hops: &[u64]) -> Result<(), RouterError> {
+        let Some(b) = self.broadcasts.get_mut(bc.0) else {
+            return Err(RouterError::UnknownBroadcast);
+        };
+        if *b.hops != *hops {
+            b.hops = hops.into();
+            if b.fed_by.is_none() {
+                self.reannounce(bc.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// The broadcast's publisher is now reached by another route (another session on
+    /// this shard with the same content, spec `cluster.md` 6): the groups the old route
+    /// left open are dropped, groups it already delivered are not taken again, and every
+    /// track in demand is told `TrackWanted` afresh so the worker subscribes on the new
+    /// route. Subscribers keep their subscriptions and go on at the next group.
+    pub fn reroute(&mut self, bc: BroadcastId, hops: &[u64]) -> Result<(), RouterError> {
+        let Some(b) = self.broadcasts.get(bc.0) else {
+            return Err(RouterError::UnknownBroadcast);
+        };
+        let tks: Vec<Key> = b.tracks.values().copied().collect();
+        for tk in tks {
+            let Some(t) = self.tracks.get_mut(tk) else {
+                continue;
+            };
+            t.floor = t.floor.max(t.next_seq);
+            t.told_wanted = false;
+            if let Some(&max) = t.open.iter().max() {
+                t.open.clear();
+                self.fan_local(tk, Ev::AbortBelow(max.saturating_add(1)));
+                self.drop_for_remotes(tk, max.saturating_add(1));
+            }
+            self.demand_changed(tk);
+        }
+        self.set_hops(bc, hops)
+    }
+
+    /// Whether subscribers of `path` are served from `bc`, a broadcast of this shard (and
+    /// not from another route on another shard).
+    pub fn is_visible(&self, path: &str, bc: BroadcastId) -> bool {
+        self.announces
+            .visible(path)
+            .is_some_and(|route| route.owner == self.id && route.bc == bc.0)
+    }
+
+    /// The hop chain of the route subscribers of `path` use, if it is announced.
+    pub fn route_hops(&self, path: &str) -> Option<Arc<[u64]>> {
+        self.announces.visible(path).map(|route| route.hops)
+    }
+
+    /// Makes an owned broadcast the newest route to its path again, with its current
+    /// chain, here and on every shard.
+    fn reannounce(&mut self, bk: Key) {
+        let Some(b) = self.broadcasts.get(bk) else {
+            return;
+        };
+        let (path, hops) = (b.path.clone(), b.hops.clone());
+        let order = self.order.fetch_add(1, Ordering::Relaxed);
+        self.announces.add(
+            path.clone(),
+            Route {
+                owner: self.id,
+                bc: bk,
+                order,
+                hops: hops.clone(),
+            },
+        );
+        self.broadcast_control(|| Msg::Announce {
+            path: path.clone(),
+            bc: bk,
+            order,
+            hops: hops.clone(),
+        });
     }
 
     /// Graceful end: the broadcast and its tracks end now, on every shard.
@@ -561,7 +649,7 @@ impl Shard {
         let lk = t.log;
         let cached = self.logs.get(lk).is_some_and(|l| l.cache.contains(group));
         let t = self.owned_track(track)?;
-        if t.open.contains(&group) || cached {
+        if t.open.contains(&group) || cached || group < t.floor {
             return Err(RouterError::DuplicateGroup {
                 track: t.name.to_string(),
                 group,
@@ -1166,6 +1254,7 @@ impl Shard {
         };
         t.open.clear();
         t.next_seq = 0;
+        t.floor = 0;
         self.fan_local(tk, Ev::Restart);
         let Self { tracks, peers, .. } = self;
         let Some(t) = tracks.get_mut(tk) else {

@@ -112,7 +112,12 @@ impl Shard {
                     self.stale_message();
                 }
             }
-            Msg::Announce { path, bc, order } => {
+            Msg::Announce {
+                path,
+                bc,
+                order,
+                hops,
+            } => {
                 // The publisher of a broadcast lingering here came back elsewhere:
                 // splice, so our subscribers continue from the new source.
                 if let Some(&mine) = self.by_path.get(&path)
@@ -129,6 +134,7 @@ impl Shard {
                         owner: from,
                         bc,
                         order,
+                        hops,
                     },
                 );
             }

@@ -21,6 +21,7 @@ pub(super) enum Msg {
         path: Arc<str>,
         bc: Key,
         order: u64,
+        hops: Arc<[u64]>,
     },
     Unannounce {
         path: Arc<str>,
