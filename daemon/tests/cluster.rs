@@ -23,22 +23,44 @@ const GROUP_INTERVAL: Duration = Duration::from_millis(100);
 /// subscription crosses the link; from then on it must miss nothing.
 const MISSABLE: u64 = 5;
 
+/// A `[server]` table on any free port with a generated certificate.
+const ANY_PORT: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n";
+
 /// A relay with HTTP listeners (for its metrics), open to everyone, linked to `peers`.
 fn relay(id: u64, peers: &[&Ops]) -> Ops {
-    let peers: Vec<(SocketAddr, &str)> = peers
-        .iter()
-        .map(|peer| (peer.quic, peer.fingerprint.as_str()))
-        .collect();
-    start(&relay_config(
-        id,
-        &peers,
-        "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n",
-    ))
+    let peers: Vec<Link> = peers.iter().map(|peer| link(peer, 0)).collect();
+    start(&relay_config(id, &peers, ANY_PORT))
+}
+
+/// A peer to dial: its address, its pinned certificate fingerprint, its `?cost=`.
+type Link<'a> = (SocketAddr, &'a str, u64);
+
+fn link(peer: &Ops, cost: u64) -> Link<'_> {
+    (peer.quic, peer.fingerprint.as_str(), cost)
+}
+
+/// A `[server]` table that a restarted relay can have again: a port picked now and a
+/// certificate written to `dir`.
+fn fixed_server(dir: &std::path::Path) -> String {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!(
+        "[server]\nbind = \"127.0.0.1:{port}\"\ntls.cert = [{:?}]\ntls.key = [{:?}]\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    )
 }
 
 /// `server` (its `[server]` table) plus: open to everyone, HTTP listeners, links to
-/// `peers` (address, pinned certificate fingerprint).
-fn relay_config(id: u64, peers: &[(SocketAddr, &str)], server: &str) -> String {
+/// `peers`.
+fn relay_config(id: u64, peers: &[Link], server: &str) -> String {
     let mut config = format!(
         "{server}[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n[web.http]\nlisten = \"127.0.0.1:0\"\n\
          [internal]\nlisten = \"127.0.0.1:0\"\n[cluster]\nid = {id}\nlinger = \"10s\"\n"
@@ -46,9 +68,15 @@ fn relay_config(id: u64, peers: &[(SocketAddr, &str)], server: &str) -> String {
     if !peers.is_empty() {
         let urls: Vec<String> = peers
             .iter()
-            .map(|(addr, _)| format!("\"https://{addr}/\""))
+            .map(|(addr, _, cost)| match cost {
+                0 => format!("\"https://{addr}/\""),
+                cost => format!("\"https://{addr}/?cost={cost}\""),
+            })
             .collect();
-        let pins: Vec<String> = peers.iter().map(|(_, pin)| format!("\"{pin}\"")).collect();
+        let pins: Vec<String> = peers
+            .iter()
+            .map(|(_, pin, _)| format!("\"{pin}\""))
+            .collect();
         config.push_str(&format!(
             "connect = [{}]\n[client.tls]\nfingerprint = [{}]\n",
             urls.join(", "),
@@ -234,20 +262,7 @@ async fn a_chain_of_three_relays_carries_every_frame_and_announces_nothing_back(
 async fn a_restarted_origin_is_redialed_and_its_subscribers_resume() {
     // The origin keeps its port and certificate across the restart.
     let dir = tempfile::TempDir::new().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = format!(
-        "[server]\nbind = \"127.0.0.1:{port}\"\ntls.cert = [{:?}]\ntls.key = [{:?}]\n",
-        cert.display().to_string(),
-        key.display().to_string()
-    );
+    let server = fixed_server(dir.path());
     let origin = start(&relay_config(1, &[], &server));
     let leaf = relay(2, &[&origin]);
     leaf.relay.wait_for_line("cluster link established");
@@ -278,8 +293,10 @@ async fn a_restarted_origin_is_redialed_and_its_subscribers_resume() {
     });
     next_frame(&mut sub).await;
     let resumed = restarted.elapsed();
-    let failures =
-        format!("moq_relayd_cluster_link_failures_total{{peer=\"https://127.0.0.1:{port}/\"}}");
+    let failures = format!(
+        "moq_relayd_cluster_link_failures_total{{peer=\"https://{}/\"}}",
+        origin.quic
+    );
     assert!(scrape(&leaf)[&failures] >= 1.0, "the lost link was counted");
     // Silence bound (5 s) + two redials (at most 1 s and 2 s) + 1 s.
     assert!(
@@ -333,12 +350,7 @@ async fn a_link_presents_the_cluster_token_and_a_refused_one_is_retried() {
         ),
     );
     let with_token = |token: &std::path::Path| {
-        relay_config(
-            2,
-            &[(origin.quic, origin.fingerprint.as_str())],
-            "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n",
-        )
-        .replace(
+        relay_config(2, &[link(&origin, 0)], ANY_PORT).replace(
             "linger = \"10s\"\n",
             &format!(
                 "linger = \"10s\"\ntoken = {:?}\n",
@@ -373,4 +385,146 @@ async fn a_link_presents_the_cluster_token_and_a_refused_one_is_retried() {
     });
     next_frame(&mut sub).await;
     writer.abort();
+}
+
+/// What one subscriber received: each frame's (group, index) and when.
+type Arrivals = Vec<(u64, u64, Instant)>;
+
+/// Reads `sub` until `stop`, checking as it goes that no frame comes twice and that
+/// each group's frames come in order; returns every frame with its arrival. (Groups
+/// are streams of their own, which QUIC does not order among themselves.)
+async fn record(
+    mut sub: TrackSubscriber,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Arrivals {
+    let mut seen: Arrivals = Vec::new();
+    let mut next_index: std::collections::HashMap<u64, u64> = Default::default();
+    loop {
+        let event = tokio::select! {
+            _ = stop.changed() => return seen,
+            event = tokio::time::timeout(STEP, sub.next()) => {
+                event.expect("in time").expect("event")
+            }
+        };
+        match event {
+            TrackEvent::Frame(got) => {
+                let next = next_index.entry(got.group).or_insert(got.index);
+                assert_eq!(
+                    got.index, *next,
+                    "frame {}.{}: a group came twice, or out of order",
+                    got.group, got.index
+                );
+                *next += 1;
+                assert_eq!(got.payload, payload(got.group, got.index));
+                seen.push((got.group, got.index, Instant::now()));
+            }
+            TrackEvent::GroupEnd { .. } | TrackEvent::GroupReset { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_triangle_a_standby_route_takes_over_and_a_rejoined_relay_wins_back() {
+    // A (1) holds the publisher. B (2) dials A. C (3) dials B at cost 0 and A at cost 10:
+    // C feeds from the longer but cheaper route through B, and keeps A's as a standby.
+    let a = relay(1, &[]);
+    let b_dir = tempfile::TempDir::new().unwrap();
+    let b_server = fixed_server(b_dir.path());
+    let b = start(&relay_config(2, &[link(&a, 0)], &b_server));
+    let (b_addr, b_pin) = (b.quic, b.fingerprint.clone());
+    let c_links = [(b_addr, b_pin.as_str(), 0), link(&a, 10)];
+    let c = start(&relay_config(3, &c_links, ANY_PORT));
+    b.relay.wait_for_line("cluster link established");
+    c.relay.wait_for_line("cluster link established");
+    c.relay.wait_for_line("cluster link established");
+
+    let publisher = session(&a, ConnectOptions::publish_only).await;
+    let (_broadcast, mut tracks) = publisher.publish("demo/tri", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let writer = tokio::spawn(async move {
+        // Bounded: far longer than the test needs.
+        for group in 0..600 {
+            track
+                .write_group((0..FRAMES).map(|frame| payload(group, frame)))
+                .expect("group");
+            tokio::time::sleep(GROUP_INTERVAL).await;
+        }
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut sessions = Vec::new();
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (session, sub) = subscriber(&c, "demo/tri").await;
+        sessions.push(session);
+        readers.spawn(record(sub, stopped.clone()));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // One subscription per hop, through B; each announcement arrived once per link and
+    // nothing came back around the triangle.
+    let served = "moq_relay_subscriptions_opened_total{tier=\"\",role=\"publisher\"}";
+    assert_eq!(scrape(&a)[served], 1.0, "A served B's link alone");
+    assert_eq!(scrape(&b)[served], 1.0, "B served C's link alone");
+    assert_eq!(scrape(&c)[served], 50.0);
+    let made = "moq_relay_subscriptions_opened_total{tier=\"\",role=\"subscriber\"}";
+    assert_eq!(scrape(&c)[made], 1.0, "C subscribed upstream once");
+    // Announcements heard, and those still live: A only its publisher's (every route
+    // elsewhere runs through A); B A's link's, and C's offer of its route through A for
+    // as long as C used that route; C one route per link.
+    let started = "moq_relay_announces_started_total{tier=\"\",role=\"subscriber\"}";
+    let ended = "moq_relay_announces_ended_total{tier=\"\",role=\"subscriber\"}";
+    let live = |ops: &Ops| {
+        let metrics = scrape(ops);
+        (metrics[started], metrics[started] - metrics[ended])
+    };
+    assert_eq!(live(&a), (1.0, 1.0), "A");
+    let (heard, held) = live(&b);
+    assert!(heard <= 2.0 && held == 1.0, "B heard {heard}, holds {held}");
+    assert_eq!(live(&c), (2.0, 2.0), "C");
+    // (C may have heard A's route first and moved to B's cheaper one once it came.)
+    let reroutes = "moq_relayd_broadcast_reroutes_total";
+    let settled = scrape(&c)[reroutes];
+    assert!(settled <= 1.0, "{settled} reroutes before anything failed");
+
+    // B dies saying nothing: C hears its link go silent (5 s after its next keep-alive)
+    // and moves the broadcast to A's route; its subscribers stay subscribed.
+    drop(b);
+    let killed = Instant::now();
+    wait_for(&c, |m| m.get(reroutes) == Some(&(settled + 1.0)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // B comes back on its port and certificate; C redials it and the cheaper route
+    // through B wins again.
+    let b = start(&relay_config(2, &[link(&a, 0)], &b_server));
+    b.relay.wait_for_line("cluster link established");
+    wait_for(&c, |m| m.get(reroutes) == Some(&(settled + 2.0)));
+    let rejoined = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send(true).unwrap();
+
+    // C's link to B is declared dead after its idle timeout, counted from C's first
+    // keep-alive after B's last packet (RFC 9000 10.1): at most idle + keep-alive.
+    let silence = moq_relayd::cluster::LINK_IDLE_TIMEOUT + moq_relayd::cluster::LINK_KEEP_ALIVE;
+    let mut slowest = Duration::ZERO;
+    while let Some(read) = readers.join_next().await {
+        let seen = read.expect("no frame twice, none out of order");
+        let after_kill = seen
+            .iter()
+            .find(|(_, _, at)| *at > killed + Duration::from_millis(100))
+            .expect("frames after B died");
+        let gap = after_kill.2 - killed;
+        slowest = slowest.max(gap);
+        assert!(
+            gap < silence + Duration::from_secs(1),
+            "frames resumed {gap:?} after B died"
+        );
+        assert!(
+            seen.iter().any(|(_, _, at)| *at > rejoined),
+            "frames after B rejoined"
+        );
+    }
+    eprintln!("failover: the last of 50 subscribers had frames again {slowest:?} after B died");
+    writer.abort();
+    drop(b);
 }

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::link::{Link, Schedule, State};
 use super::peer::Peer;
 use super::table::LinkTable;
-use crate::relay::RelayWorker;
+use crate::relay::{LinkTarget, RelayWorker};
 
 /// Links dialed per loop iteration; the rest are dialed on the next one.
 const MAX_DIALS_PER_POLL: usize = 16;
@@ -87,7 +87,9 @@ impl UpstreamCore {
                 Ok(session) => {
                     debug!(peer = %peer.key, session, "dialing cluster peer");
                     let setup_path = (!peer.webtransport).then(|| peer.path_and_query.clone());
-                    self.relay.expect_link(session, setup_path);
+                    let cost = peer.cost.unwrap_or(0);
+                    self.relay
+                        .expect_link(session, LinkTarget { setup_path, cost });
                     link.state = State::Dialing { session };
                 }
                 Err(err) => {

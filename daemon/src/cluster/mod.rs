@@ -6,9 +6,9 @@
 //! redial schedule), `core` (the upstream core's application), `table` (what the
 //! control side reads of the links).
 //!
-//! Not built yet (spec sections named): hop chains through the router and route choice
-//! among several links to one broadcast (5, 6), `max_hops`,
-//! `connect_api`, mesh gossip, client certificates to peers.
+//! Route choice among links is the relay's (`crate::relay::routes`). Not built yet
+//! (spec sections named): `connect_api`, mesh gossip (3.3, 3.4), client certificates to
+//! peers.
 
 mod core;
 mod link;

@@ -607,7 +607,7 @@ pub fn render(state: &ControlState) -> String {
         &mut out,
         "moq_relayd_announces_dropped_total",
         "counter",
-        "Announcements dropped: their hop chain held this relay (loop), or was longer than max_hops.",
+        "Announcements dropped: their hop chain held this relay (loop), was longer than max_hops, or named a path another publisher holds here (duplicate).",
     );
     sample(
         &mut out,
@@ -620,6 +620,24 @@ pub fn render(state: &ControlState) -> String {
         "moq_relayd_announces_dropped_total",
         "reason=\"too_long\"",
         sum(&|c| c.announces_too_long),
+    );
+    sample(
+        &mut out,
+        "moq_relayd_announces_dropped_total",
+        "reason=\"duplicate\"",
+        sum(&|c| c.announces_refused),
+    );
+    family(
+        &mut out,
+        "moq_relayd_broadcast_reroutes_total",
+        "counter",
+        "Times a broadcast's feed moved to another route to its publisher: a better one arrived, or the one in use went and a standby took over.",
+    );
+    sample(
+        &mut out,
+        "moq_relayd_broadcast_reroutes_total",
+        "",
+        sum(&|c| c.reroutes),
     );
     cluster_links(&mut out, state);
     out

@@ -122,7 +122,7 @@ const LATENCY_FIELDS: usize = LATENCY_BUCKETS_MICROS.len() + 2;
 const ROUTER_FIELDS: usize = 8 + 5 + 1;
 
 /// Counters kept one by one, in `flatten`'s order.
-const SINGLE_FIELDS: usize = 31;
+const SINGLE_FIELDS: usize = 33;
 
 /// Control-stream bytes, sent then received, by class.
 const CONTROL_FIELDS: usize = 2 * ControlClass::COUNT;
@@ -219,6 +219,8 @@ impl PublishedCounters {
             setup_timeouts: v[28],
             announces_looped: v[29],
             announces_too_long: v[30],
+            announces_refused: v[31],
+            reroutes: v[32],
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| v[SINGLE_FIELDS + i]),
             },
@@ -287,6 +289,8 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         c.setup_timeouts,
         c.announces_looped,
         c.announces_too_long,
+        c.announces_refused,
+        c.reroutes,
     ];
     let (r, sh) = (&c.router, &c.shard);
     let router = [
@@ -580,6 +584,8 @@ mod tests {
             setup_timeouts: 96,
             announces_looped: 97,
             announces_too_long: 98,
+            announces_refused: 99,
+            reroutes: 100,
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| 23 + i as u64),
             },

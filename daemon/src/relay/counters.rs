@@ -179,6 +179,12 @@ pub struct RelayCounters {
     /// whose chain exceeds `[cluster] max_hops`.
     pub announces_looped: u64,
     pub announces_too_long: u64,
+    /// Announcements not kept: a second publisher of a path this worker already routes,
+    /// or one route too many to it (`routes::MAX_ROUTES_PER_PATH`).
+    pub announces_refused: u64,
+    /// Times a broadcast's feed moved to another session's route: a better route
+    /// arrived, or the active one went and a standby took over.
+    pub reroutes: u64,
     pub session_refusals: SessionRefusals,
     /// Sessions `[auth]` refused, per cause (each refusal is also logged once at info).
     pub auth_refusals: AuthRefusals,

@@ -19,6 +19,7 @@ mod drain;
 mod http_fetch;
 mod listing;
 mod publish;
+mod routes;
 mod serve;
 mod session;
 mod setup;
@@ -110,8 +111,15 @@ pub struct RelayWorker {
     subscribers: HashMap<SubscriberId, (SessionId, SubscriberRole)>,
     /// Router announce query → the session it feeds.
     queries: HashMap<QueryId, SessionId>,
-    /// Broadcasts published by sessions on this worker → the session.
+    /// Broadcasts published by sessions on this worker → the session that feeds it (the
+    /// best of `routes`).
     broadcasts: HashMap<BroadcastId, SessionId>,
+    /// Every session's route to each broadcast published here, best first.
+    routes: routes::Routes,
+    /// Sessions given output while another session was being driven (a route switched
+    /// away from them), driven in the next `poll`; each at most once, so bounded by the
+    /// sessions.
+    undriven: Vec<SessionId>,
     /// When each authorised session's credential expires (JWT `exp`), soonest first;
     /// one entry per session with an `exp` (`RelaySession::expires_at` names it), so it
     /// is bounded by the sessions. `poll` closes what is due; `timeout` wakes for the
@@ -165,9 +173,16 @@ pub struct RelayWorker {
     stats: stats::WorkerStats,
 }
 
-/// What the upstream core dials on each link session, by session: the raw-QUIC SETUP
-/// Path (path and query of the peer URL; `None` on WebTransport, whose URL carries it).
-pub type LinkTargets = HashMap<SessionId, Option<String>>;
+/// What the upstream core dials on each link session, by session.
+pub type LinkTargets = HashMap<SessionId, LinkTarget>;
+
+pub struct LinkTarget {
+    /// The raw-QUIC SETUP Path (path and query of the peer URL; `None` on WebTransport,
+    /// whose URL carries it).
+    pub setup_path: Option<String>,
+    /// The peer's `?cost=`: added to every route learned over the link.
+    pub cost: u64,
+}
 
 impl RelayWorker {
     pub fn new(worker: usize, shard: Shard, auth: Arc<Authenticator>, hop_id: u64) -> Self {
@@ -180,6 +195,8 @@ impl RelayWorker {
             subscribers: HashMap::new(),
             queries: HashMap::new(),
             broadcasts: HashMap::new(),
+            routes: routes::Routes::default(),
+            undriven: Vec::new(),
             fetches: HashMap::new(),
             expiries: BTreeSet::new(),
             setup_deadlines: BTreeSet::new(),
@@ -219,10 +236,10 @@ impl RelayWorker {
         self.links = Some(HashMap::new());
     }
 
-    /// A link dial is out as `session`; `setup_path` is what its SETUP carries.
-    pub fn expect_link(&mut self, session: SessionId, setup_path: Option<String>) {
+    /// A link dial is out as `session`.
+    pub fn expect_link(&mut self, session: SessionId, target: LinkTarget) {
         if let Some(links) = &mut self.links {
-            links.insert(session, setup_path);
+            links.insert(session, target);
         }
     }
 
@@ -276,8 +293,11 @@ impl RelayWorker {
         let id = format!("{:016x}{:016x}", self.session_id_prefix, info.id);
         let view = SessionView::new(id, &self.node, &info);
         if let Some(links) = &mut self.links {
-            let setup_path = links.remove(&info.id).flatten();
-            return self.link_ready(info, version, view, setup_path, io);
+            let target = links.remove(&info.id).unwrap_or(LinkTarget {
+                setup_path: None,
+                cost: 0,
+            });
+            return self.link_ready(info, version, view, target, io);
         }
         let mut conn = RelaySession::new(info.id, version, self.hop_id, view);
         if self.stats.enabled {
@@ -344,14 +364,15 @@ impl RelayWorker {
         info: SessionInfo,
         version: proto::Version,
         view: SessionView,
-        setup_path: Option<String>,
+        target: LinkTarget,
         io: &mut T,
     ) {
         // Only raw QUIC 05/06 carries the path in SETUP; WebTransport's URL carried it.
-        let setup_path = setup_path.filter(|_| {
+        let setup_path = target.setup_path.filter(|_| {
             version.is_05_or_later() && matches!(info.transport, Transport::Quic { .. })
         });
-        let conn = RelaySession::dialed(info.id, version, self.hop_id, view, setup_path);
+        let mut conn = RelaySession::dialed(info.id, version, self.hop_id, view, setup_path);
+        conn.link_cost = target.cost;
         info!(worker = self.worker, session = info.id, %version, remote = %info.remote, "cluster link up");
         self.sessions.insert(info.id, conn);
         self.counters.sessions_opened += 1;
@@ -438,7 +459,9 @@ impl RelayWorker {
                     self.queries.insert(query, session);
                     conn.query = Some(query);
                     for path in current {
-                        conn.announce_to_peer(&path);
+                        let hops = self.shard.route_hops(&path);
+                        let via_peer = conn.feeds(&path, &self.broadcasts, &self.shard);
+                        conn.announce_to_peer(&path, hops.as_deref().unwrap_or_default(), via_peer);
                     }
                 }
                 Err(err) => {
@@ -657,8 +680,16 @@ impl RelayWorker {
             if let Some(counts) = conn.stats_of(&path) {
                 counts.ingress.announces_ended += 1;
             }
-            self.broadcasts.remove(&broadcast);
             self.counters.announces_ended += 1;
+            match self.routes.withdraw(&path, session) {
+                routes::Withdrawn::Standby => continue,
+                routes::Withdrawn::Failover { broadcast, route } => {
+                    self.switch_route(broadcast, &path, &route);
+                    continue;
+                }
+                routes::Withdrawn::Last(_) | routes::Withdrawn::Unknown => {}
+            }
+            self.broadcasts.remove(&broadcast);
             // A publisher that leaves gracefully withdraws its announcements first (they
             // were handled as `Unannounced`); one that still has broadcasts is lost and
             // may come back, so they linger (`[cluster] linger`). The close code cannot
@@ -721,6 +752,9 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         self.revalidate_due(now);
         self.shard.poll(now);
         self.publisher_events(io);
+        for session in std::mem::take(&mut self.undriven) {
+            self.drive(session, io);
+        }
         self.announce_events(io);
         self.fetch_answers(io);
         self.release_holds(now);

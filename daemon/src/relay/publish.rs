@@ -6,9 +6,10 @@ use proto::ErrorCode;
 use proto::SubscribeResponse;
 use proto::session::SessionEvent as MoqEvent;
 use quic_io::{SessionId, SessionIo};
-use router::PublisherEvent;
+use router::{BroadcastId, PublisherEvent};
 use tracing::{debug, info, warn};
 
+use super::routes::{Offered, Route, Withdrawn};
 use super::{RelayWorker, arrival_millis, session};
 
 /// How the relay subscribes to a publishing session: every group, unordered, and a
@@ -43,6 +44,32 @@ const UPSTREAM_SUBSCRIPTION_06: proto::SubscribeUpdate = proto::SubscribeUpdate 
 };
 
 impl RelayWorker {
+    /// `broadcast` is fed from `route` from now on: a better route arrived, the active
+    /// one went, or (same session) its chain changed. The old route's subscriptions
+    /// close; the router drops the groups it left open and asks for every track in
+    /// demand again, which `publisher_events` subscribes on the new route. The old
+    /// session's unsubscribes go out in the next `poll`.
+    pub(super) fn switch_route(&mut self, broadcast: BroadcastId, path: &str, route: &Route) {
+        let previous = self.broadcasts.insert(broadcast, route.session);
+        if previous == Some(route.session) {
+            self.counters
+                .note_router(self.shard.set_hops(broadcast, &route.hops));
+            return;
+        }
+        info!(worker = self.worker, broadcast = %path, from = ?previous, to = route.session, hops = ?route.hops, "broadcast rerouted");
+        self.counters.reroutes += 1;
+        if let Some(old) = previous
+            && let Some(conn) = self.sessions.get_mut(&old)
+        {
+            conn.forget_broadcast(broadcast, &mut self.counters.ingress_subscriptions);
+            if !self.undriven.contains(&old) {
+                self.undriven.push(old);
+            }
+        }
+        self.counters
+            .note_router(self.shard.reroute(broadcast, &route.hops));
+    }
+
     /// What a publishing peer sent: its announcements, and the tracks, groups and frames
     /// of the relay's subscriptions to it.
     pub(super) fn on_publisher_event(&mut self, session: SessionId, event: MoqEvent) {
@@ -66,21 +93,42 @@ impl RelayWorker {
                     return;
                 }
                 let absolute = access.absolute(&path);
-                if conn.published.contains_key(&absolute) {
-                    return;
-                }
-                match self.shard.announce(&absolute) {
-                    Ok(broadcast) => {
-                        info!(worker = self.worker, session, broadcast = %absolute, "publishing");
-                        self.counters.announces_started += 1;
-                        if let Some(counts) = conn.stats_of(&absolute) {
-                            counts.ingress.announces_started += 1;
+                let route = Route {
+                    session,
+                    hops,
+                    cost: conn.link_cost,
+                };
+                let broadcast = match self.routes.offer(&absolute, route.clone()) {
+                    Offered::New => match self.shard.announce_via(&absolute, &route.hops) {
+                        Ok(broadcast) => {
+                            info!(worker = self.worker, session, broadcast = %absolute, "publishing");
+                            self.routes.insert(&absolute, broadcast, route);
+                            self.broadcasts.insert(broadcast, session);
+                            broadcast
                         }
-                        conn.published.insert(absolute, broadcast);
-                        self.broadcasts.insert(broadcast, session);
+                        Err(err) => {
+                            warn!(worker = self.worker, session, broadcast = %absolute, %err, "cannot publish");
+                            return;
+                        }
+                    },
+                    Offered::Standby(broadcast) => broadcast,
+                    Offered::Rerouted { broadcast, route } => {
+                        self.switch_route(broadcast, &absolute, &route);
+                        broadcast
                     }
-                    Err(err) => {
-                        warn!(worker = self.worker, session, broadcast = %absolute, %err, "cannot publish")
+                    Offered::Refused => {
+                        debug!(worker = self.worker, session, broadcast = %absolute, "another publisher's broadcast of a routed path ignored");
+                        self.counters.announces_refused += 1;
+                        return;
+                    }
+                };
+                let Some(conn) = self.sessions.get_mut(&session) else {
+                    return;
+                };
+                if conn.published.insert(absolute.clone(), broadcast).is_none() {
+                    self.counters.announces_started += 1;
+                    if let Some(counts) = conn.stats_of(&absolute) {
+                        counts.ingress.announces_started += 1;
                     }
                 }
             }
@@ -92,14 +140,22 @@ impl RelayWorker {
                 if let Some(&broadcast) = conn.published.get(&absolute) {
                     info!(worker = self.worker, session, broadcast = %absolute, "unpublished");
                     self.counters.announces_ended += 1;
-                    self.broadcasts.remove(&broadcast);
                     // While the path is still known: its upstream counts go to it.
                     conn.forget_broadcast(broadcast, &mut self.counters.ingress_subscriptions);
                     conn.published.remove(&absolute);
                     if let Some(counts) = conn.stats_of(&absolute) {
                         counts.ingress.announces_ended += 1;
                     }
-                    self.counters.note_router(self.shard.unannounce(broadcast));
+                    match self.routes.withdraw(&absolute, session) {
+                        Withdrawn::Standby => {}
+                        Withdrawn::Failover { broadcast, route } => {
+                            self.switch_route(broadcast, &absolute, &route)
+                        }
+                        Withdrawn::Last(_) | Withdrawn::Unknown => {
+                            self.broadcasts.remove(&broadcast);
+                            self.counters.note_router(self.shard.unannounce(broadcast));
+                        }
+                    }
                 }
             }
             MoqEvent::SubscribeResponse {

@@ -3,7 +3,8 @@
 //! pulls router deliveries only while a session's output fits its bound, so a slow
 //! reader costs old groups (the router drops them), never memory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use proto::ErrorCode;
 use proto::session::SessionEvent as MoqEvent;
@@ -170,7 +171,11 @@ impl RelayWorker {
                     break;
                 };
                 match event {
-                    AnnounceEvent::Active(path) => conn.announce_to_peer(&path),
+                    AnnounceEvent::Active(path) => {
+                        let hops = self.shard.route_hops(&path);
+                        let via_peer = conn.feeds(&path, &self.broadcasts, &self.shard);
+                        conn.announce_to_peer(&path, hops.as_deref().unwrap_or_default(), via_peer);
+                    }
                     AnnounceEvent::Ended(path) => conn.unannounce_to_peer(&path),
                     AnnounceEvent::Lagged => resync = true,
                 }
@@ -181,11 +186,15 @@ impl RelayWorker {
                     .as_ref()
                     .map(|access| access.root.clone())
                     .unwrap_or_default();
-                let current: HashSet<String> = self
+                let current: HashMap<String, (Arc<[u64]>, bool)> = self
                     .shard
                     .announced(&root)
                     .iter()
-                    .map(|path| path.to_string())
+                    .map(|path| {
+                        let hops = self.shard.route_hops(path).unwrap_or_default();
+                        let via_peer = conn.feeds(path, &self.broadcasts, &self.shard);
+                        (path.to_string(), (hops, via_peer))
+                    })
                     .collect();
                 conn.resync_announcements(&current);
             }

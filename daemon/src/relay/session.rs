@@ -105,8 +105,11 @@ pub struct RelaySession {
     pub expires_at: Option<std::time::Instant>,
     /// When a SETUP still awaited is too late, as entered in the worker's set.
     pub setup_deadline: Option<std::time::Instant>,
-    /// Broadcasts this session publishes, by relay-wide path.
+    /// Broadcasts this session publishes (feeds, or offers a standby route to), by
+    /// relay-wide path.
     pub published: HashMap<String, BroadcastId>,
+    /// A link's `?cost=`, added to the routes it offers (0 for other sessions).
+    pub link_cost: u64,
     /// Read through `open_serve` and `close_serve`, which keep the tallies.
     serves: HashMap<ServeId, Serve>,
     /// Serves per relay-wide broadcast path: a session with one or more is a viewer of
@@ -182,6 +185,7 @@ impl RelaySession {
             expires_at: None,
             setup_deadline: None,
             published: HashMap::new(),
+            link_cost: 0,
             serves: HashMap::new(),
             viewing: HashMap::new(),
             upstream: HashMap::new(),
@@ -223,17 +227,25 @@ impl RelaySession {
     // ------------------------------------------------------------------ announcements
 
     /// Tells the peer about a relay-wide broadcast, if it lies in its subscribe grant and
-    /// is not its own.
-    pub fn announce_to_peer(&mut self, absolute: &str) {
+    /// does not reach us through the peer, with the hop chain it reached us by. Split
+    /// horizon: the session leaves it out for a peer the chain names, and `via_peer`
+    /// (this session feeds the broadcast here) covers peers no chain names (03, or an
+    /// id of 0); what the peer was told before, when the broadcast came another way,
+    /// is withdrawn.
+    pub fn announce_to_peer(&mut self, absolute: &str, hops: &[u64], via_peer: bool) {
         let Some(access) = &self.access else { return };
         let Some(relative) = access.relative(absolute) else {
             return;
         };
-        if !access.may_subscribe(relative) || self.published.contains_key(absolute) {
+        if via_peer {
+            self.unannounce_to_peer(absolute);
+            return;
+        }
+        if !access.may_subscribe(relative) {
             return;
         }
         let relative = relative.to_owned();
-        if self.driver.session_mut().announce(&relative, &[]).is_ok() {
+        if self.driver.session_mut().announce(&relative, hops).is_ok() {
             self.announced.insert(relative);
         }
     }
@@ -253,15 +265,16 @@ impl RelaySession {
     }
 
     /// After the router reported lost announce events: make the peer's view equal to
-    /// `current` (relay-wide paths).
-    pub fn resync_announcements(&mut self, current: &HashSet<String>) {
+    /// `current` (relay-wide paths, each with its chain and whether it comes through the
+    /// peer).
+    pub fn resync_announcements(&mut self, current: &HashMap<String, (Arc<[u64]>, bool)>) {
         let Some(access) = self.access.clone() else {
             return;
         };
         let gone: Vec<String> = self
             .announced
             .iter()
-            .filter(|relative| !current.contains(&access.absolute(relative)))
+            .filter(|relative| !current.contains_key(&access.absolute(relative)))
             .cloned()
             .collect();
         for relative in gone {
@@ -269,12 +282,26 @@ impl RelaySession {
             self.refusals
                 .note(self.driver.session_mut().unannounce(&relative));
         }
-        for absolute in current {
-            self.announce_to_peer(absolute);
+        for (absolute, (hops, via_peer)) in current {
+            self.announce_to_peer(absolute, hops, *via_peer);
         }
     }
 
     // ------------------------------------------------------------------ publishing
+
+    /// Whether subscribers of `absolute` are fed through this session: it feeds this
+    /// worker's broadcast of it (`feeders`: the worker's broadcast → session map), and
+    /// that broadcast is the route the relay serves (`shard`).
+    pub fn feeds(
+        &self,
+        absolute: &str,
+        feeders: &HashMap<BroadcastId, SessionId>,
+        shard: &router::Shard,
+    ) -> bool {
+        self.published.get(absolute).is_some_and(|&broadcast| {
+            feeders.get(&broadcast) == Some(&self.id) && shard.is_visible(absolute, broadcast)
+        })
+    }
 
     /// The path the peer knows a broadcast it publishes by.
     pub fn relative_broadcast(&self, broadcast: BroadcastId) -> Option<String> {
@@ -332,6 +359,8 @@ impl RelaySession {
             self.refusals
                 .note(self.driver.session_mut().unsubscribe(subscription));
         }
+        self.track_requests
+            .retain(|_, upstream| upstream.broadcast != broadcast);
     }
 
     // ------------------------------------------------------------------ serving

@@ -118,7 +118,10 @@ impl Relay {
         w.io.add_session(relay_session, Side::Server);
         let mut io = FakeIo::new();
         io.add_session(CLIENT_SESSION, Side::Client);
-        let session = Session::client(version, 1000 + relay_session, None, Some(role));
+        // Distinct per client, as real clients' random ids are: a chain holding the
+        // subscriber's own id would be withheld from it (split horizon).
+        let hop_id = 1000 + self.clients.len() as u64;
+        let session = Session::client(version, hop_id, None, Some(role));
         let ready = IoEvent::SessionReady(SessionInfo {
             id: relay_session,
             transport: Transport::WebTransport {
@@ -949,4 +952,141 @@ fn announcements_past_max_hops_are_dropped_and_counted() {
     let routed: Vec<String> = routed.iter().map(|path| path.to_string()).collect();
     assert_eq!(routed, ["near"], "only the chain within max_hops");
     assert_eq!(relay.workers[0].relay.counters().announces_too_long, 1);
+}
+
+/// Two sessions on worker 0 reaching one publisher (id 50, the first hop of both
+/// chains; the relay itself is 7): `near` directly, `far` through one more relay. What reaches a subscriber on
+/// worker 1 is routed through one of them.
+fn two_routes_to_one_publisher(relay: &mut Relay) -> (usize, usize) {
+    let near = relay.connect(0, SetupRole::Publisher);
+    relay
+        .client(near)
+        .announce("live", &[50])
+        .expect("announce");
+    let far = relay.connect(0, SetupRole::Publisher);
+    relay
+        .client(far)
+        .announce("live", &[50, 8])
+        .expect("announce");
+    relay.pump();
+    (near, far)
+}
+
+/// The group of each frame that reached `subscription`, in order (these tests write
+/// one frame per group, so a group delivered twice shows twice).
+fn groups_seen(events: &[MoqEvent], subscription: SubscriptionId) -> Vec<u64> {
+    frames(events, subscription)
+        .into_iter()
+        .map(|(group, _, _)| group)
+        .collect()
+}
+
+#[test]
+fn the_shorter_route_feeds_and_a_standby_takes_over_without_a_group_twice() {
+    // A one-group cache: the standby's copy of group 1 is no longer cached when it comes,
+    // so only the route's floor keeps it out.
+    let mut relay = Relay::with_config(
+        2,
+        router::Config {
+            cache_max_groups: 1,
+            ..router_config()
+        },
+    );
+    let (near, far) = two_routes_to_one_publisher(&mut relay);
+    assert_eq!(relay.workers[0].relay.routes.standby_count(), 1);
+    let (viewer, subscription) = relay.subscribe(1, "live");
+    assert!(
+        relay.clients[far].serves.is_empty(),
+        "only the shortest route is subscribed"
+    );
+    for group in [1, 2] {
+        let groups = relay.start_group(near, group);
+        relay.write_frame(near, &groups, group, &payload(group, 0));
+        if group == 1 {
+            relay.client(near).end_group(groups[0]).expect("end");
+        }
+    }
+    relay.pump();
+
+    // The near route dies with group 2 open: the far one takes over, and its copies of
+    // groups the subscriber already had are not delivered again.
+    relay.close_client(near);
+    assert_eq!(relay.workers[0].relay.counters().reroutes, 1);
+    assert_eq!(
+        relay.clients[far].serves.len(),
+        1,
+        "the standby is subscribed"
+    );
+    for group in [1, 2, 3] {
+        let groups = relay.start_group(far, group);
+        relay.write_frame(far, &groups, group, &payload(group, 0));
+        relay.client(far).end_group(groups[0]).expect("end");
+    }
+    relay.pump();
+    let events = relay.take_events(viewer);
+    assert_eq!(groups_seen(&events, subscription), [1, 2, 3]);
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            MoqEvent::Unannounced { .. } | MoqEvent::SubscriptionClosed { .. }
+        )),
+        "the subscriber never saw the broadcast go: {events:?}"
+    );
+    let hops = relay.workers[1].relay.shard.route_hops("live");
+    assert_eq!(hops.as_deref().map(<[u64]>::len), Some(3), "[50, 8, far]");
+
+    // The last route goes: now the broadcast ends.
+    relay.close_client(far);
+    let events = relay.take_events(viewer);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, MoqEvent::Unannounced { path, .. } if path == "live")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_better_route_arriving_later_takes_over_and_the_old_one_is_unsubscribed() {
+    let mut relay = Relay::new(1);
+    let far = relay.connect(0, SetupRole::Publisher);
+    relay
+        .client(far)
+        .announce("live", &[50, 8])
+        .expect("announce");
+    relay.pump();
+    let (viewer, subscription) = relay.subscribe(0, "live");
+    let groups = relay.start_group(far, 1);
+    relay.write_frame(far, &groups, 1, &payload(1, 0));
+    relay.client(far).end_group(groups[0]).expect("end");
+    relay.pump();
+
+    let near = relay.connect(0, SetupRole::Publisher);
+    relay
+        .client(near)
+        .announce("live", &[50])
+        .expect("announce");
+    relay.pump();
+    assert_eq!(relay.workers[0].relay.counters().reroutes, 1);
+    assert!(
+        relay.clients[far].serves.is_empty(),
+        "the far route was let go"
+    );
+    let groups = relay.start_group(near, 2);
+    relay.write_frame(near, &groups, 2, &payload(2, 0));
+    relay.pump();
+    assert_eq!(
+        groups_seen(&relay.take_events(viewer), subscription),
+        [1, 2]
+    );
+}
+
+#[test]
+fn another_publisher_of_a_routed_path_is_refused_and_counted() {
+    let mut relay = Relay::new(1);
+    let first = relay.publish(0, "live");
+    let second = relay.publish(0, "live");
+    assert_ne!(first, second);
+    assert_eq!(relay.workers[0].relay.counters().announces_refused, 1);
+    assert_eq!(relay.workers[0].relay.routes.standby_count(), 0);
 }
