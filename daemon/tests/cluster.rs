@@ -528,3 +528,56 @@ async fn in_a_triangle_a_standby_route_takes_over_and_a_rejoined_relay_wins_back
     writer.abort();
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_presents_its_client_certificate_to_a_peer_that_admits_relays_by_it() {
+    // The origin admits everyone to `anon/` only; a certificate from its CA gets
+    // everything (spec `auth.md` 11, `cluster.md` 4). The publisher has one.
+    let pki = common::pki::Pki::new();
+    let origin_server = format!(
+        "{ANY_PORT}tls.root = [{:?}]\n",
+        pki.ca.display().to_string()
+    );
+    let origin =
+        start(&relay_config(1, &[], &origin_server).replace("public = \"\"", "public = \"anon\""));
+    let publisher_cert = pki.client("publisher", Duration::from_secs(3600));
+    let publisher = connect_with(
+        &format!("https://{}/", origin.quic),
+        ConnectOptions::new(TlsTrust::Fingerprint(origin.fingerprint.clone()))
+            .with_client_identity(&publisher_cert.cert, &publisher_cert.key)
+            .publish_only(),
+    )
+    .await
+    .expect("publisher with a certificate");
+    let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+
+    // Without a certificate the link is a public session: `demo/cam` never crosses.
+    let stranger = relay(2, &[&origin]);
+    stranger.relay.wait_for_line("cluster link established");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let announced = common::http::get(stranger.web, "/announced");
+    assert!(
+        !announced.body.contains("demo/cam"),
+        "crossed without a certificate: {}",
+        announced.body
+    );
+
+    let relay_cert = pki.client("leaf", Duration::from_secs(3600));
+    let leaf = start(&format!(
+        "{}cert = {:?}\nkey = {:?}\n",
+        relay_config(3, &[link(&origin, 0)], ANY_PORT),
+        relay_cert.cert.display().to_string(),
+        relay_cert.key.display().to_string()
+    ));
+    leaf.relay.wait_for_line("cluster link established");
+    let (_subscriber, mut sub) = subscriber(&leaf, "demo/cam").await;
+    let writer = tokio::spawn(async move {
+        for group in 0..40 {
+            track.write_group([payload(group, 0)]).expect("group");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    next_frame(&mut sub).await;
+    writer.abort();
+}

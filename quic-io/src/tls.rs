@@ -331,25 +331,42 @@ pub fn client_config(
     alpns: &[&str],
     config: &Config,
 ) -> Result<quinn_proto::ClientConfig, TlsError> {
+    client_config_as(verify, None, alpns, config)
+}
+
+/// [`client_config`] presenting `identity` (a certificate chain and its key) to servers
+/// that ask for one, as a relay dialing a peer that admits relays by certificate.
+pub fn client_config_as(
+    verify: ServerVerify,
+    identity: Option<TlsMaterial>,
+    alpns: &[&str],
+    config: &Config,
+) -> Result<quinn_proto::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
-    let mut tls = match verify {
-        ServerVerify::Roots(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
-        ServerVerify::Sha256(digests) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                digests: Some(digests),
-                provider,
-            }))
-            .with_no_client_auth(),
-        ServerVerify::AnyCertificate => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                digests: None,
-                provider,
-            }))
-            .with_no_client_auth(),
+    let builder = match verify {
+        ServerVerify::Roots(roots) => builder.with_root_certificates(roots),
+        ServerVerify::Sha256(digests) => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                    digests: Some(digests),
+                    provider,
+                }))
+        }
+        ServerVerify::AnyCertificate => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                    digests: None,
+                    provider,
+                }))
+        }
+    };
+    let mut tls = match identity {
+        Some(identity) => builder.with_client_auth_cert(identity.chain, identity.key)?,
+        None => builder.with_no_client_auth(),
     };
     tls.alpn_protocols = alpns.iter().map(|a| a.as_bytes().to_vec()).collect();
     let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls)

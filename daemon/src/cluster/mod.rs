@@ -7,8 +7,7 @@
 //! control side reads of the links).
 //!
 //! Route choice among links is the relay's (`crate::relay::routes`). Not built yet
-//! (spec sections named): `connect_api`, mesh gossip (3.3, 3.4), client certificates to
-//! peers.
+//! (spec sections named): `connect_api`, mesh gossip (3.3, 3.4).
 
 mod core;
 mod link;
@@ -43,6 +42,8 @@ pub enum ClusterError {
     Fingerprint(String),
     #[error("cluster client TLS: {0}")]
     Quic(String),
+    #[error("[client.tls] cert/key: {0}")]
+    Identity(String),
 }
 
 /// A link whose peer went silent this long is down, and is redialed. A relay killed
@@ -108,7 +109,9 @@ fn read_token(path: &std::path::Path) -> Result<String, ClusterError> {
 
 /// How the links verify their peers, from `[client.tls]` (0.17: `[connect.tls]`): pinned
 /// fingerprints, else the roots (files, else the system's); `disable_verify = true`
-/// trusts any certificate, and says so in the log.
+/// trusts any certificate, and says so in the log. With `cert` and `key` the links
+/// present that certificate, for peers that admit relays by client certificate
+/// (`[server.tls] root` there, spec `cluster.md` 4).
 pub fn dialer(
     tls: &ClientTlsConfig,
     versions: &[String],
@@ -137,9 +140,20 @@ pub fn dialer(
             tls,
         )?)))
     };
+    let identity = || -> Result<Option<quic_io::tls::TlsMaterial>, ClusterError> {
+        let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+            return Ok(None);
+        };
+        quic_io::tls::load(&quic_io::TlsSource::Files {
+            certs: vec![cert.clone()],
+            keys: vec![key.clone()],
+        })
+        .map(Some)
+        .map_err(|err| ClusterError::Identity(err.to_string()))
+    };
     let alpns: Vec<&str> = versions.iter().map(String::as_str).collect();
     let build = |alpns: &[&str]| {
-        quic_io::tls::client_config(verify()?, alpns, quic)
+        quic_io::tls::client_config_as(verify()?, identity()?, alpns, quic)
             .map_err(|err| ClusterError::Quic(err.to_string()))
     };
     Ok(Dialer {
