@@ -4,17 +4,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::cluster::{
+    ANY_PORT, STEP, fixed_server, link, next_frame, payload, relay, relay_config, session,
+    subscriber,
+};
 use common::http::{Ops, start};
 use common::scrape::{scrape, wait_for};
-use interop::{
-    Bytes, ConnectOptions, Session, TlsTrust, TrackEvent, TrackSubscriber, connect_with,
-};
-
-/// One step's bound on a loaded 2-core machine.
-const STEP: Duration = Duration::from_secs(20);
+use interop::{ConnectOptions, TlsTrust, TrackEvent, TrackSubscriber, connect_with};
 /// Groups the publisher writes, one every `GROUP_INTERVAL`, and frames in each.
 const GROUPS: u64 = 15;
 const FRAMES: u64 = 3;
@@ -22,97 +20,6 @@ const GROUP_INTERVAL: Duration = Duration::from_millis(100);
 /// A subscriber joins at the live edge, which the first groups may pass while its
 /// subscription crosses the link; from then on it must miss nothing.
 const MISSABLE: u64 = 5;
-
-/// A `[server]` table on any free port with a generated certificate.
-const ANY_PORT: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n";
-
-/// A relay with HTTP listeners (for its metrics), open to everyone, linked to `peers`.
-fn relay(id: u64, peers: &[&Ops]) -> Ops {
-    let peers: Vec<Link> = peers.iter().map(|peer| link(peer, 0)).collect();
-    start(&relay_config(id, &peers, ANY_PORT))
-}
-
-/// A peer to dial: its address, its pinned certificate fingerprint, its `?cost=`.
-type Link<'a> = (SocketAddr, &'a str, u64);
-
-fn link(peer: &Ops, cost: u64) -> Link<'_> {
-    (peer.quic, peer.fingerprint.as_str(), cost)
-}
-
-/// A `[server]` table that a restarted relay can have again: a port picked now and a
-/// certificate written to `dir`.
-fn fixed_server(dir: &std::path::Path) -> String {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!(
-        "[server]\nbind = \"127.0.0.1:{port}\"\ntls.cert = [{:?}]\ntls.key = [{:?}]\n",
-        cert.display().to_string(),
-        key.display().to_string()
-    )
-}
-
-/// `server` (its `[server]` table) plus: open to everyone, HTTP listeners, links to
-/// `peers`.
-fn relay_config(id: u64, peers: &[Link], server: &str) -> String {
-    let mut config = format!(
-        "{server}[runtime]\nworkers = 2\n[auth]\npublic = \"\"\n[web.http]\nlisten = \"127.0.0.1:0\"\n\
-         [internal]\nlisten = \"127.0.0.1:0\"\n[cluster]\nid = {id}\nlinger = \"10s\"\n"
-    );
-    if !peers.is_empty() {
-        let urls: Vec<String> = peers
-            .iter()
-            .map(|(addr, _, cost)| match cost {
-                0 => format!("\"https://{addr}/\""),
-                cost => format!("\"https://{addr}/?cost={cost}\""),
-            })
-            .collect();
-        let pins: Vec<String> = peers
-            .iter()
-            .map(|(_, pin, _)| format!("\"{pin}\""))
-            .collect();
-        config.push_str(&format!(
-            "connect = [{}]\n[client.tls]\nfingerprint = [{}]\n",
-            urls.join(", "),
-            pins.join(", ")
-        ));
-    }
-    config
-}
-
-async fn session(ops: &Ops, options: impl FnOnce(ConnectOptions) -> ConnectOptions) -> Session {
-    let url = format!("https://{}/", ops.quic);
-    let trust = TlsTrust::Fingerprint(ops.fingerprint.clone());
-    connect_with(&url, options(ConnectOptions::new(trust)))
-        .await
-        .unwrap_or_else(|err| panic!("connect {url}: {err}"))
-}
-
-fn payload(group: u64, frame: u64) -> Bytes {
-    Bytes::from(format!("group {group} frame {frame}").into_bytes())
-}
-
-/// A subscriber on `ops` that waits until `broadcast` is announced there, then
-/// subscribes to its `video`.
-async fn subscriber(ops: &Ops, broadcast: &str) -> (Session, TrackSubscriber) {
-    let session = session(ops, |o| o.subscribe_only("")).await;
-    let mut announced = session.announcements().expect("announcements");
-    tokio::time::timeout(STEP, announced.wait_announced(broadcast))
-        .await
-        .expect("announced across the link in time")
-        .expect("announced");
-    let sub = session
-        .subscribe(broadcast, "video")
-        .await
-        .expect("subscribe");
-    (session, sub)
-}
 
 /// From the first group it sees (at most `MISSABLE` in) to the last, every group whole
 /// and in order, each frame's bytes as written.
@@ -304,20 +211,6 @@ async fn a_restarted_origin_is_redialed_and_its_subscribers_resume() {
         "resumed after {resumed:?}"
     );
     writer.abort();
-}
-
-async fn next_frame(sub: &mut TrackSubscriber) {
-    loop {
-        match tokio::time::timeout(STEP, sub.next())
-            .await
-            .expect("in time")
-            .expect("event")
-        {
-            TrackEvent::Frame(_) => return,
-            TrackEvent::GroupEnd { .. } => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

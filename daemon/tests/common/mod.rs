@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bare;
+pub mod cluster;
 pub mod decider;
 pub mod flow;
 pub mod http;
