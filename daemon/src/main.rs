@@ -125,6 +125,7 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
             internal: config.internal.listen.clone(),
             housekeeping_cpus: listen::housekeeping_cpus(&config.runtime, &allowed_cpus),
             stats: moq_relayd::stats::Settings::from_config(&config.stats),
+            cluster_api: relay.cluster_api.clone(),
         },
         control_state,
     )?;

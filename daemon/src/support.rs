@@ -69,6 +69,8 @@ const SUPPORTED: &[&str] = &[
     "cluster.connect",
     "cluster.max_hops",
     "cluster.token",
+    "cluster.connect_api",
+    "cluster.node",
     "runtime.workers",
     "runtime.pin",
     "runtime.cpus",

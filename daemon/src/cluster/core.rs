@@ -5,11 +5,12 @@
 //! link, whatever the number of workers and subscribers (spec `cluster.md` 8).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quic_io::{Application, Event, Io};
 use tracing::{debug, info, warn};
 
+use super::api::{Inbox, MAX_API_PEERS};
 use super::link::{Link, Schedule, State};
 use super::peer::Peer;
 use super::table::LinkTable;
@@ -17,6 +18,10 @@ use crate::relay::{LinkTarget, RelayWorker};
 
 /// Links dialed per loop iteration; the rest are dialed on the next one.
 const MAX_DIALS_PER_POLL: usize = 16;
+
+/// How soon a new `connect_api` list is acted on: the core looks at its inbox this
+/// often even when nothing else wakes it.
+const API_CHECK: Duration = Duration::from_secs(1);
 
 /// The client TLS and version offers every dial uses.
 pub struct Dialer {
@@ -30,10 +35,15 @@ pub struct Dialer {
 
 pub struct UpstreamCore {
     relay: RelayWorker,
+    /// The configured links, then those `connect_api` lists (at most `MAX_API_PEERS`).
     links: Vec<Link>,
     dialer: Dialer,
+    schedule: Schedule,
     /// What the control side reads (`/nodes`, `/metrics`); written on link events.
     table: Arc<LinkTable>,
+    /// `connect_api`'s newest list, when it is configured.
+    api: Option<Arc<Inbox>>,
+    last_poll: Instant,
 }
 
 impl UpstreamCore {
@@ -48,7 +58,52 @@ impl UpstreamCore {
                 .map(|peer| Link::new(peer, schedule, now))
                 .collect(),
             dialer,
+            schedule,
             table,
+            api: None,
+            last_poll: now,
+        }
+    }
+
+    /// Links also come and go with the lists `connect_api` puts in `inbox`.
+    pub fn follow_api(&mut self, inbox: Arc<Inbox>) {
+        self.api = Some(inbox);
+    }
+
+    /// Makes the API-owned links match `listed`: a peer it no longer lists, or lists
+    /// with another URL, cost or token, is closed; a new one is dialed. A peer
+    /// `[cluster] connect` names stays as configured.
+    fn reconcile<T: quic_io::SessionIo>(&mut self, listed: Vec<Peer>, now: Instant, io: &mut T) {
+        let mut dropped = Vec::new();
+        self.links.retain(|link| {
+            let keep = !link.from_api || listed.contains(&link.peer);
+            if !keep {
+                dropped.push((link.peer.key.clone(), link.session()));
+            }
+            keep
+        });
+        for (key, session) in dropped {
+            info!(peer = %key, "connect_api no longer lists this peer; link closed");
+            self.table.remove(&key);
+            if let Some(session) = session {
+                self.relay.forget_link(session);
+                self.relay.close_link(session, io);
+            }
+        }
+        for peer in listed {
+            if self.links.iter().any(|link| link.peer.key == peer.key) {
+                continue;
+            }
+            let from_api = self.links.iter().filter(|link| link.from_api).count();
+            if from_api >= MAX_API_PEERS {
+                warn!(peer = %peer.key, "more than {MAX_API_PEERS} connect_api peers; not dialed");
+                continue;
+            }
+            info!(peer = %peer.key, "connect_api lists a new peer; dialing");
+            self.table.add(&peer.key);
+            let mut link = Link::new(peer, self.schedule, now);
+            link.from_api = true;
+            self.links.push(link);
         }
     }
 
@@ -60,16 +115,15 @@ impl UpstreamCore {
     fn dial_due(&mut self, now: Instant, io: &mut Io<'_>) {
         let versions: Vec<&str> = self.dialer.versions.iter().map(String::as_str).collect();
         let mut dialed = 0;
-        for index in 0..self.links.len() {
+        for link in &mut self.links {
             if dialed == MAX_DIALS_PER_POLL {
                 return;
             }
-            let link = &mut self.links[index];
             if link.due().is_none_or(|due| due > now) {
                 continue;
             }
             dialed += 1;
-            self.table.update(index, |row| row.dials += 1);
+            self.table.update(&link.peer.key, |row| row.dials += 1);
             let peer = &link.peer;
             let result = if peer.webtransport {
                 io.connect_webtransport(
@@ -93,7 +147,7 @@ impl UpstreamCore {
                     link.state = State::Dialing { session };
                 }
                 Err(err) => {
-                    self.table.update(index, |row| row.failures += 1);
+                    self.table.update(&link.peer.key, |row| row.failures += 1);
                     let wait = link.ended(now, spread());
                     warn!(peer = %link.peer.key, %err, ?wait, "cannot dial cluster peer; retrying");
                 }
@@ -104,7 +158,7 @@ impl UpstreamCore {
     /// Links whose session ended: the transport said so (`SessionClosed`), or the relay
     /// closed it itself (which raises no event).
     fn reap(&mut self, now: Instant, closed: Option<(quic_io::SessionId, u64, &str)>) {
-        for (index, link) in self.links.iter_mut().enumerate() {
+        for link in &mut self.links {
             let Some(session) = link.session() else {
                 continue;
             };
@@ -119,7 +173,7 @@ impl UpstreamCore {
                 continue;
             };
             self.relay.forget_link(session);
-            self.table.update(index, |row| {
+            self.table.update(&link.peer.key, |row| {
                 row.session = None;
                 row.failures += 1;
             });
@@ -136,20 +190,24 @@ impl UpstreamCore {
 
 impl Application<Io<'_>> for UpstreamCore {
     fn on_event(&mut self, now: Instant, event: Event, io: &mut Io<'_>) {
+        let mut stray = None;
         let closed = match &event {
             Event::SessionReady(info) => {
-                if let Some((index, link)) = self
+                match self
                     .links
                     .iter_mut()
-                    .enumerate()
-                    .find(|(_, link)| link.state == State::Dialing { session: info.id })
+                    .find(|link| link.state == State::Dialing { session: info.id })
                 {
-                    info!(peer = %link.peer.key, session = info.id, "cluster link established");
-                    self.table.update(index, |row| row.session = Some(info.id));
-                    link.state = State::Up {
-                        session: info.id,
-                        since: now,
-                    };
+                    Some(link) => {
+                        info!(peer = %link.peer.key, session = info.id, "cluster link established");
+                        self.table
+                            .update(&link.peer.key, |row| row.session = Some(info.id));
+                        link.state = State::Up {
+                            session: info.id,
+                            since: now,
+                        };
+                    }
+                    None => stray = Some(info.id),
                 }
                 None
             }
@@ -161,6 +219,10 @@ impl Application<Io<'_>> for UpstreamCore {
             _ => None,
         };
         self.relay.on_event(now, event, io);
+        if let Some(session) = stray {
+            // Dialed for a peer connect_api has taken back since.
+            self.relay.close_link(session, io);
+        }
         self.reap(
             now,
             closed
@@ -170,6 +232,10 @@ impl Application<Io<'_>> for UpstreamCore {
     }
 
     fn poll(&mut self, now: Instant, io: &mut Io<'_>) {
+        self.last_poll = now;
+        if let Some(listed) = self.api.as_ref().and_then(|inbox| inbox.take()) {
+            self.reconcile(listed, now, io);
+        }
         self.dial_due(now, io);
         self.relay.poll(now, io);
         self.reap(now, None);
@@ -178,7 +244,8 @@ impl Application<Io<'_>> for UpstreamCore {
     fn timeout(&self) -> Option<Instant> {
         let relay = Application::<Io<'_>>::timeout(&self.relay);
         let dials = self.links.iter().filter_map(Link::due);
-        relay.into_iter().chain(dials).min()
+        let api = self.api.as_ref().map(|_| self.last_poll + API_CHECK);
+        relay.into_iter().chain(dials).chain(api).min()
     }
 }
 

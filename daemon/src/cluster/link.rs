@@ -51,6 +51,8 @@ pub enum State {
 pub struct Link {
     pub peer: Peer,
     pub state: State,
+    /// Listed by `connect_api` (which may take it back), not `[cluster] connect`.
+    pub from_api: bool,
     delay: Duration,
     schedule: Schedule,
 }
@@ -61,6 +63,7 @@ impl Link {
         Link {
             peer,
             state: State::Waiting { due: now },
+            from_api: false,
             delay: FIRST_DELAY,
             schedule,
         }

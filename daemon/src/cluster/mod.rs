@@ -4,11 +4,12 @@
 //!
 //! Submodules, one concern each: `peer` (a peer URL), `link` (one link's state and
 //! redial schedule), `core` (the upstream core's application), `table` (what the
-//! control side reads of the links).
+//! control side reads of the links), `api` (`connect_api`'s peer lists).
 //!
 //! Route choice among links is the relay's (`crate::relay::routes`). Not built yet
-//! (spec sections named): `connect_api`, mesh gossip (3.3, 3.4).
+//! (spec sections named): mesh gossip (3.4).
 
+pub mod api;
 mod core;
 mod link;
 mod peer;
@@ -63,14 +64,32 @@ pub fn schedule(config: &Config) -> Schedule {
     }
 }
 
+/// `[cluster] token`'s JWT, read once.
+pub fn token(config: &Config) -> Result<Option<String>, ClusterError> {
+    config.cluster.token.as_deref().map(read_token).transpose()
+}
+
+/// `[cluster] connect_api`'s poller and the inbox it fills, when it is configured.
+pub fn api(config: &Config) -> Result<Option<(api::Poller, Arc<api::Inbox>)>, ClusterError> {
+    let Some(source) = &config.cluster.connect_api else {
+        return Ok(None);
+    };
+    let inbox = Arc::new(api::Inbox::default());
+    let poller = api::Poller {
+        source: api::Source::parse(source),
+        node: config.cluster.node.clone(),
+        token: token(config)?,
+        tls: config.client.tls.clone(),
+        inbox: inbox.clone(),
+    };
+    Ok(Some((poller, inbox)))
+}
+
 /// The configured peers, one per identity key (the first spelling wins), each with the
 /// `[cluster] token` unless its URL carries a token of its own.
 pub fn peers(config: &Config) -> Result<Vec<Peer>, ClusterError> {
     let cluster = &config.cluster;
-    let token = match &cluster.token {
-        Some(path) => Some(read_token(path)?),
-        None => None,
-    };
+    let token = token(config)?;
     let mut seen = HashSet::new();
     let mut peers = Vec::new();
     for entry in cluster.connect.iter() {

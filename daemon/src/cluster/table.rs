@@ -20,7 +20,8 @@ pub struct LinkStatus {
     pub failures: u64,
 }
 
-/// Every configured peer's row, in configuration order.
+/// Every dialed peer's row: the configured ones in configuration order, then those
+/// `connect_api` lists, in the order they came.
 #[derive(Debug, Default)]
 pub struct LinkTable {
     rows: Mutex<Vec<LinkStatus>>,
@@ -50,11 +51,28 @@ impl LinkTable {
             .clone()
     }
 
-    pub(super) fn update(&self, index: usize, change: impl FnOnce(&mut LinkStatus)) {
+    pub(super) fn update(&self, peer: &str, change: impl FnOnce(&mut LinkStatus)) {
         let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(row) = rows.get_mut(index) {
+        if let Some(row) = rows.iter_mut().find(|row| row.peer == peer) {
             change(row);
         }
+    }
+
+    /// A row for a peer dialed from now on.
+    pub(super) fn add(&self, peer: &str) {
+        let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        rows.push(LinkStatus {
+            peer: peer.to_owned(),
+            session: None,
+            dials: 0,
+            failures: 0,
+        });
+    }
+
+    /// A peer no longer dialed: its row (and its metrics) go.
+    pub(super) fn remove(&self, peer: &str) {
+        let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        rows.retain(|row| row.peer != peer);
     }
 
     /// The `/nodes` document: moq-relay 0.17's (`node`, `connections[].id`, dialed peers
@@ -105,8 +123,8 @@ mod tests {
     fn nodes_lists_live_links_sorted_with_both_generations_fields() {
         let table = LinkTable::new(["https://b:1/".to_owned(), "https://a:1/".to_owned()]);
         assert_eq!(table.nodes_json(), r#"{"nodes":[]}"#);
-        table.update(0, |row| row.session = Some(7));
-        table.update(1, |row| row.session = Some(3));
+        table.update("https://b:1/", |row| row.session = Some(7));
+        table.update("https://a:1/", |row| row.session = Some(3));
         assert_eq!(
             table.nodes_json(),
             r#"{"nodes":[{"node":"https://a:1/","origin_id":null,"announced":null,"connections":[{"id":3,"direction":"outbound"}]},{"node":"https://b:1/","origin_id":null,"announced":null,"connections":[{"id":7,"direction":"outbound"}]}]}"#

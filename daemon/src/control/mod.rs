@@ -238,6 +238,8 @@ pub struct Listeners {
     pub housekeeping_cpus: Vec<usize>,
     /// `[stats]`, when enabled: its task runs on this runtime too.
     pub stats: Option<crate::stats::Settings>,
+    /// `[cluster] connect_api`, when set: its poller runs on this runtime too.
+    pub cluster_api: Option<crate::cluster::api::Poller>,
 }
 
 /// The running control runtime.
@@ -323,7 +325,7 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
         });
     }
     let state = Arc::new(state);
-    if bound.is_empty() && listeners.stats.is_none() {
+    if bound.is_empty() && listeners.stats.is_none() && listeners.cluster_api.is_none() {
         return Ok(Control {
             thread: None,
             stop: None,
@@ -342,6 +344,7 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
     let shared = state.clone();
     let cpus = listeners.housekeeping_cpus.clone();
     let stats = listeners.stats.clone();
+    let cluster_api = listeners.cluster_api.clone();
     let thread = std::thread::Builder::new()
         .name("control-http".into())
         .spawn(move || {
@@ -353,6 +356,9 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
             }
             if let Some(settings) = stats {
                 runtime.spawn(crate::stats::run(settings, shared.links.clone()));
+            }
+            if let Some(poller) = cluster_api {
+                runtime.spawn(crate::cluster::api::run(poller));
             }
             runtime.block_on(http::serve(bound, shared, stopped))
         })

@@ -15,7 +15,7 @@
 mod auth_api;
 mod auth_server;
 mod facts;
-mod runner;
+pub(crate) mod runner;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};

@@ -336,11 +336,19 @@ fn http_client(url: &str, tls: &ClientTlsConfig) -> Result<reqwest::Client, Clie
 }
 
 /// Reads a reply body, at most `MAX_REPLY_BYTES`.
-pub(super) async fn bounded_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+pub(super) async fn bounded_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    bounded_body_of(response, MAX_REPLY_BYTES).await
+}
+
+/// Reads a reply body of at most `max` bytes; a larger one is an error, read no further.
+pub(crate) async fn bounded_body_of(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|err| err.to_string())? {
-        if body.len() + chunk.len() > MAX_REPLY_BYTES {
-            return Err(format!("reply larger than {MAX_REPLY_BYTES} bytes"));
+        if body.len() + chunk.len() > max {
+            return Err(format!("reply larger than {max} bytes"));
         }
         body.extend_from_slice(&chunk);
     }

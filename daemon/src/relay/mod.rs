@@ -243,6 +243,17 @@ impl RelayWorker {
         }
     }
 
+    /// Closes a link this relay dialed (its peer is no longer wanted).
+    pub fn close_link<T: SessionIo>(&mut self, session: SessionId, io: &mut T) {
+        if let Some(conn) = self.sessions.get_mut(&session) {
+            conn.moq()
+                .close(ErrorCode::Cancel, "peer no longer listed".to_owned());
+            self.drive(session, io);
+        } else {
+            io.close(session, 0, "peer no longer listed");
+        }
+    }
+
     /// A link dial that never came up: nothing more to expect of it.
     pub fn forget_link(&mut self, session: SessionId) {
         if let Some(links) = &mut self.links {

@@ -49,6 +49,9 @@ pub struct RelayServer {
     /// The upstream core's relay counters (its link sessions), summed into `/metrics`
     /// beside the workers' but not counted as sessions a drain waits for.
     pub upstream_counters: Option<Arc<control::PublishedCounters>>,
+    /// `[cluster] connect_api`'s poller, for the control runtime to run; the upstream
+    /// core reads what it finds.
+    pub cluster_api: Option<crate::cluster::api::Poller>,
 }
 
 /// moq-lite versions this relay speaks, newest first, as ALPN / wt-protocol strings.
@@ -161,13 +164,16 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let quic = quic_config(config, listen, allowed_cpus);
     let workers = quic.runtime.workers;
     let peers = crate::cluster::peers(config)?;
-    // With links, the upstream core is one more shard, after the workers'.
-    let shard_count = workers + usize::from(!peers.is_empty());
+    let (cluster_api, api_inbox) = crate::cluster::api(config)?.unzip();
+    // With links (configured, or to come from connect_api), the upstream core is one
+    // more shard, after the workers'.
+    let has_links = !peers.is_empty() || api_inbox.is_some();
+    let shard_count = workers + usize::from(has_links);
     let doorbells: Vec<Arc<WorkerDoorbell>> = (0..shard_count)
         .map(|_| Arc::new(WorkerDoorbell::default()))
         .collect();
-    let upstream_quic = (!peers.is_empty())
-        .then(|| crate::cluster::upstream_quic_config(config, quic.clone(), &peers));
+    let upstream_quic =
+        has_links.then(|| crate::cluster::upstream_quic_config(config, quic.clone(), &peers));
     let shards = Router::build(
         router_config(config),
         doorbells
@@ -215,7 +221,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let ends: Mutex<Vec<Option<WorkerEnd>>> = Mutex::new(ends.into_iter().map(Some).collect());
 
     let upstream_doorbell = doorbells.get(workers).cloned();
-    let upstream_shard = if peers.is_empty() {
+    let upstream_shard = if !has_links {
         None
     } else {
         shards
@@ -284,7 +290,10 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
             relay.attach_control(end);
             upstream_counters = Some(link.counters.clone());
             let schedule = crate::cluster::schedule(config);
-            let core = crate::cluster::UpstreamCore::new(relay, peers, dialer, schedule);
+            let mut core = crate::cluster::UpstreamCore::new(relay, peers, dialer, schedule);
+            if let Some(inbox) = api_inbox {
+                core.follow_api(inbox);
+            }
             cluster = Some(core.table());
             let core = Mutex::new(Some(core));
             let upstream = Server::start(upstream_quic, move |ctx| {
@@ -312,6 +321,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         upstream,
         cluster,
         upstream_counters,
+        cluster_api,
     })
 }
 
