@@ -126,6 +126,7 @@ fn run(loaded: Loaded, overrides: &[config::args::Override]) -> anyhow::Result<(
             housekeeping_cpus: listen::housekeeping_cpus(&config.runtime, &allowed_cpus),
             stats: moq_relayd::stats::Settings::from_config(&config.stats),
             cluster_api: relay.cluster_api.clone(),
+            cluster_gossip: relay.cluster_gossip.clone(),
         },
         control_state,
     )?;

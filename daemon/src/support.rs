@@ -70,6 +70,7 @@ const SUPPORTED: &[&str] = &[
     "cluster.max_hops",
     "cluster.token",
     "cluster.connect_api",
+    "cluster.mesh",
     "cluster.node",
     "runtime.workers",
     "runtime.pin",

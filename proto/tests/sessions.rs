@@ -704,6 +704,29 @@ fn a_server_hides_dot_segments_below_the_request_prefix_unless_the_prefix_names_
 }
 
 #[test]
+fn a_server_told_to_show_hidden_paths_announces_them_as_0_14_did() {
+    let mut n = Net::new(Version::Lite05, 64);
+    n.take(CLIENT);
+    n.s[RELAY].show_hidden_paths();
+    n.s[RELAY]
+        .announce(".internal/origins/relay-b", &[])
+        .unwrap();
+    n.s[RELAY].announce("room/bob", &[]).unwrap();
+    n.s[CLIENT].announce_interest("").unwrap();
+    n.run();
+    let mut seen: Vec<String> = n
+        .take(CLIENT)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Announced { path, .. } => Some(path),
+            _ => None,
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [".internal/origins/relay-b", "room/bob"]);
+}
+
+#[test]
 fn duplicate_active_closes_03_04_sessions_but_replaces_on_05() {
     // 06 has no status byte: its duplicate START is tested below.
     for v in [Version::Lite03, Version::Lite04, Version::Lite05] {

@@ -88,12 +88,12 @@ pub fn parse_list(
     if urls.len() > MAX_API_PEERS {
         return Err(format!("{} peers, more than {MAX_API_PEERS}", urls.len()));
     }
-    let own = own_node.and_then(|node| Peer::parse(node, None).ok());
+    let own = own_node.and_then(|node| Peer::identity_key(node).ok());
     let mut by_key: HashMap<String, Peer> = HashMap::new();
     let mut peers = Vec::new();
     for url in &urls {
         let peer = Peer::parse(url, token)?;
-        if own.as_ref().is_some_and(|own| own.key == peer.key) {
+        if own.as_ref().is_some_and(|own| *own == peer.key) {
             continue;
         }
         match by_key.get(&peer.key) {

@@ -11,7 +11,7 @@ use quic_io::{Application, Event, Io};
 use tracing::{debug, info, warn};
 
 use super::api::{Inbox, MAX_API_PEERS};
-use super::link::{Link, Schedule, State};
+use super::link::{Link, Owner, Schedule, State};
 use super::peer::Peer;
 use super::table::LinkTable;
 use crate::relay::{LinkTarget, RelayWorker};
@@ -43,6 +43,8 @@ pub struct UpstreamCore {
     table: Arc<LinkTable>,
     /// `connect_api`'s newest list, when it is configured.
     api: Option<Arc<Inbox>>,
+    /// Mesh gossip's newest list of nodes to dial, when it is on.
+    gossip: Option<Arc<Inbox>>,
     last_poll: Instant,
 }
 
@@ -61,6 +63,7 @@ impl UpstreamCore {
             schedule,
             table,
             api: None,
+            gossip: None,
             last_poll: now,
         }
     }
@@ -70,20 +73,31 @@ impl UpstreamCore {
         self.api = Some(inbox);
     }
 
-    /// Makes the API-owned links match `listed`: a peer it no longer lists, or lists
-    /// with another URL, cost or token, is closed; a new one is dialed. A peer
-    /// `[cluster] connect` names stays as configured.
-    fn reconcile<T: quic_io::SessionIo>(&mut self, listed: Vec<Peer>, now: Instant, io: &mut T) {
+    /// Links also come and go with the nodes mesh gossip puts in `inbox`.
+    pub fn follow_gossip(&mut self, inbox: Arc<Inbox>) {
+        self.gossip = Some(inbox);
+    }
+
+    /// Makes the links `owner` wants match `listed`: a peer it no longer lists, or lists
+    /// with another URL, cost or token, is closed; a new one is dialed, unless another
+    /// source already has it (`[cluster] connect` first, then whichever came first).
+    fn reconcile<T: quic_io::SessionIo>(
+        &mut self,
+        owner: Owner,
+        listed: Vec<Peer>,
+        now: Instant,
+        io: &mut T,
+    ) {
         let mut dropped = Vec::new();
         self.links.retain(|link| {
-            let keep = !link.from_api || listed.contains(&link.peer);
+            let keep = link.owner != owner || listed.contains(&link.peer);
             if !keep {
                 dropped.push((link.peer.key.clone(), link.session()));
             }
             keep
         });
         for (key, session) in dropped {
-            info!(peer = %key, "connect_api no longer lists this peer; link closed");
+            info!(peer = %key, ?owner, "no longer listed; link closed");
             self.table.remove(&key);
             if let Some(session) = session {
                 self.relay.forget_link(session);
@@ -94,15 +108,15 @@ impl UpstreamCore {
             if self.links.iter().any(|link| link.peer.key == peer.key) {
                 continue;
             }
-            let from_api = self.links.iter().filter(|link| link.from_api).count();
-            if from_api >= MAX_API_PEERS {
-                warn!(peer = %peer.key, "more than {MAX_API_PEERS} connect_api peers; not dialed");
+            let owned = self.links.iter().filter(|link| link.owner == owner).count();
+            if owned >= MAX_API_PEERS {
+                warn!(peer = %peer.key, ?owner, "more than {MAX_API_PEERS} listed peers; not dialed");
                 continue;
             }
-            info!(peer = %peer.key, "connect_api lists a new peer; dialing");
+            info!(peer = %peer.key, ?owner, "listed: a new peer; dialing");
             self.table.add(&peer.key);
             let mut link = Link::new(peer, self.schedule, now);
-            link.from_api = true;
+            link.owner = owner;
             self.links.push(link);
         }
     }
@@ -234,7 +248,10 @@ impl Application<Io<'_>> for UpstreamCore {
     fn poll(&mut self, now: Instant, io: &mut Io<'_>) {
         self.last_poll = now;
         if let Some(listed) = self.api.as_ref().and_then(|inbox| inbox.take()) {
-            self.reconcile(listed, now, io);
+            self.reconcile(Owner::Api, listed, now, io);
+        }
+        if let Some(listed) = self.gossip.as_ref().and_then(|inbox| inbox.take()) {
+            self.reconcile(Owner::Gossip, listed, now, io);
         }
         self.dial_due(now, io);
         self.relay.poll(now, io);
@@ -244,7 +261,8 @@ impl Application<Io<'_>> for UpstreamCore {
     fn timeout(&self) -> Option<Instant> {
         let relay = Application::<Io<'_>>::timeout(&self.relay);
         let dials = self.links.iter().filter_map(Link::due);
-        let api = self.api.as_ref().map(|_| self.last_poll + API_CHECK);
+        let api =
+            (self.api.is_some() || self.gossip.is_some()).then_some(self.last_poll + API_CHECK);
         relay.into_iter().chain(dials).chain(api).min()
     }
 }

@@ -47,12 +47,20 @@ pub enum State {
     Up { session: SessionId, since: Instant },
 }
 
+/// What wants a link: `[cluster] connect` (for good), or a source that may take it
+/// back (`connect_api`'s list, or mesh gossip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Config,
+    Api,
+    Gossip,
+}
+
 #[derive(Debug)]
 pub struct Link {
     pub peer: Peer,
     pub state: State,
-    /// Listed by `connect_api` (which may take it back), not `[cluster] connect`.
-    pub from_api: bool,
+    pub owner: Owner,
     delay: Duration,
     schedule: Schedule,
 }
@@ -63,7 +71,7 @@ impl Link {
         Link {
             peer,
             state: State::Waiting { due: now },
-            from_api: false,
+            owner: Owner::Config,
             delay: FIRST_DELAY,
             schedule,
         }

@@ -4,13 +4,15 @@
 //!
 //! Submodules, one concern each: `peer` (a peer URL), `link` (one link's state and
 //! redial schedule), `core` (the upstream core's application), `table` (what the
-//! control side reads of the links), `api` (`connect_api`'s peer lists).
+//! control side reads of the links), `api` (`connect_api`'s peer lists), `gossip`
+//! (0.14's mesh discovery).
 //!
-//! Route choice among links is the relay's (`crate::relay::routes`). Not built yet
-//! (spec sections named): mesh gossip (3.4).
+//! Route choice among links is the relay's (`crate::relay::routes`). Not built: 0.17's
+//! LAN discovery (`[cluster.lan]`, mDNS).
 
 pub mod api;
 mod core;
+pub mod gossip;
 mod link;
 mod peer;
 mod table;
@@ -83,6 +85,48 @@ pub fn api(config: &Config) -> Result<Option<(api::Poller, Arc<api::Inbox>)>, Cl
         inbox: inbox.clone(),
     };
     Ok(Some((poller, inbox)))
+}
+
+/// This relay's `node` URL when mesh gossip is on (`mesh = true` with `node`, or 0.14's
+/// legacy `mesh = "<url>"`).
+fn mesh_node(config: &Config) -> Option<&str> {
+    let cluster = &config.cluster;
+    match &cluster.mesh {
+        Some(crate::config::Mesh::LegacyNode(url)) => Some(cluster.node.as_deref().unwrap_or(url)),
+        Some(mesh) if mesh.is_enabled() => cluster.node.as_deref(),
+        _ => None,
+    }
+}
+
+/// The marker broadcast this relay announces for mesh gossip, if it is on.
+pub fn origin_marker(config: &Config) -> Option<String> {
+    mesh_node(config).map(gossip::origin_path)
+}
+
+/// Whether sessions announce paths under `.` segments too: with mesh gossip on, whose
+/// markers travel under `.internal` as in moq-relay 0.14 (which hid nothing). Otherwise
+/// they are hidden, as 0.17 does, whatever the file's generation.
+pub fn shows_hidden_paths(config: &Config) -> bool {
+    mesh_node(config).is_some()
+}
+
+/// The mesh watcher and the inbox it fills, when gossip is on and this relay dials peers
+/// of its own (a relay without any only advertises itself, spec 3.4's run modes).
+pub fn gossip(config: &Config) -> Result<Option<(gossip::Watcher, Arc<api::Inbox>)>, ClusterError> {
+    let Some(node) = mesh_node(config) else {
+        return Ok(None);
+    };
+    if config.cluster.connect.is_empty() && config.cluster.connect_api.is_none() {
+        return Ok(None);
+    }
+    let own_key = Peer::identity_key(node).map_err(ClusterError::Peer)?;
+    let inbox = Arc::new(api::Inbox::default());
+    let watcher = gossip::Watcher {
+        own_key,
+        token: token(config)?,
+        inbox: inbox.clone(),
+    };
+    Ok(Some((watcher, inbox)))
 }
 
 /// The configured peers, one per identity key (the first spelling wins), each with the

@@ -31,6 +31,21 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The identity key `url` has as a peer (what [`Peer::parse`] names `key`), without
+    /// resolving its host: for this relay's own `node`, which need not resolve here.
+    pub fn identity_key(url: &str) -> Result<String, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|err| format!("`{url}`: {err}"))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| format!("`{url}`: no host"))?;
+        let port = parsed.port().unwrap_or(DEFAULT_PORT);
+        Ok(format!(
+            "{}://{host}:{port}{}",
+            parsed.scheme(),
+            parsed.path()
+        ))
+    }
+
     /// Reads `url`; `token` (from `[cluster] token`) is appended as `jwt` unless the URL
     /// carries a non-empty one of its own.
     pub fn parse(url: &str, token: Option<&str>) -> Result<Peer, String> {
@@ -108,6 +123,24 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_identity_key_is_the_parsed_peers_key_without_resolving() {
+        for url in [
+            "https://127.0.0.1:4443/?jwt=x&cost=2",
+            "https://127.0.0.1/",
+            "moql://127.0.0.1:9/root",
+        ] {
+            assert_eq!(
+                Peer::identity_key(url).unwrap(),
+                Peer::parse(url, None).unwrap().key
+            );
+        }
+        assert_eq!(
+            Peer::identity_key("https://relay.invalid/").unwrap(),
+            "https://relay.invalid:443/"
+        );
+    }
 
     #[test]
     fn a_peer_url_keeps_its_query_but_cost_and_gets_the_token_unless_it_has_one() {

@@ -240,6 +240,8 @@ pub struct Listeners {
     pub stats: Option<crate::stats::Settings>,
     /// `[cluster] connect_api`, when set: its poller runs on this runtime too.
     pub cluster_api: Option<crate::cluster::api::Poller>,
+    /// Mesh gossip, when on with peers to dial: its watcher runs here too.
+    pub cluster_gossip: Option<crate::cluster::gossip::Watcher>,
 }
 
 /// The running control runtime.
@@ -325,7 +327,11 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
         });
     }
     let state = Arc::new(state);
-    if bound.is_empty() && listeners.stats.is_none() && listeners.cluster_api.is_none() {
+    if bound.is_empty()
+        && listeners.stats.is_none()
+        && listeners.cluster_api.is_none()
+        && listeners.cluster_gossip.is_none()
+    {
         return Ok(Control {
             thread: None,
             stop: None,
@@ -345,6 +351,7 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
     let cpus = listeners.housekeeping_cpus.clone();
     let stats = listeners.stats.clone();
     let cluster_api = listeners.cluster_api.clone();
+    let cluster_gossip = listeners.cluster_gossip.clone();
     let thread = std::thread::Builder::new()
         .name("control-http".into())
         .spawn(move || {
@@ -359,6 +366,9 @@ pub fn start(listeners: &Listeners, mut state: ControlState) -> anyhow::Result<C
             }
             if let Some(poller) = cluster_api {
                 runtime.spawn(crate::cluster::api::run(poller));
+            }
+            if let Some(watcher) = cluster_gossip {
+                runtime.spawn(crate::cluster::gossip::run(watcher, shared.links.clone()));
             }
             runtime.block_on(http::serve(bound, shared, stopped))
         })

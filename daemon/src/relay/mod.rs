@@ -171,6 +171,11 @@ pub struct RelayWorker {
     links: Option<LinkTargets>,
     /// `[stats]`: counts per path and root, and (worker 0) the stats broadcasts.
     stats: stats::WorkerStats,
+    /// Sessions announce `.`-segment paths too (0.14 files, and mesh gossip).
+    show_hidden: bool,
+    /// Mesh gossip's marker broadcast, announced here for good (worker 0); it has no
+    /// tracks, so a subscriber asking for one is told there is none.
+    marker: Option<BroadcastId>,
 }
 
 /// What the upstream core dials on each link session, by session.
@@ -217,6 +222,27 @@ impl RelayWorker {
             links: None,
             max_hops: DEFAULT_MAX_HOPS,
             stats: stats::WorkerStats::default(),
+            show_hidden: false,
+            marker: None,
+        }
+    }
+
+    /// Sessions announce paths under `.` segments like any other (moq-relay 0.14).
+    pub fn show_hidden_paths(&mut self) {
+        self.show_hidden = true;
+    }
+
+    /// Announces mesh gossip's marker broadcast `path` (empty, for as long as the relay
+    /// runs). Before the loop runs.
+    pub fn announce_marker(&mut self, path: &str) {
+        match self.shard.announce(path) {
+            Ok(broadcast) => {
+                info!(worker = self.worker, %path, "mesh: announcing this relay");
+                self.marker = Some(broadcast);
+            }
+            Err(err) => {
+                warn!(worker = self.worker, %path, %err, "mesh: cannot announce this relay")
+            }
         }
     }
 
@@ -311,6 +337,9 @@ impl RelayWorker {
             return self.link_ready(info, version, view, target, io);
         }
         let mut conn = RelaySession::new(info.id, version, self.hop_id, view);
+        if self.show_hidden {
+            conn.moq().show_hidden_paths();
+        }
         if self.stats.enabled {
             conn.stats = Some(stats::SessionStats::default());
         }

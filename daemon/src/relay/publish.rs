@@ -341,6 +341,10 @@ impl RelayWorker {
                     if self.stats_track_wanted(broadcast, track) {
                         continue;
                     }
+                    if self.marker == Some(broadcast) {
+                        self.counters.note_router(self.shard.reject_track(track));
+                        continue;
+                    }
                     let Some(&session) = self.broadcasts.get(&broadcast) else {
                         continue;
                     };

@@ -52,6 +52,8 @@ pub struct RelayServer {
     /// `[cluster] connect_api`'s poller, for the control runtime to run; the upstream
     /// core reads what it finds.
     pub cluster_api: Option<crate::cluster::api::Poller>,
+    /// Mesh gossip's watcher, likewise.
+    pub cluster_gossip: Option<crate::cluster::gossip::Watcher>,
 }
 
 /// moq-lite versions this relay speaks, newest first, as ALPN / wt-protocol strings.
@@ -165,6 +167,9 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let workers = quic.runtime.workers;
     let peers = crate::cluster::peers(config)?;
     let (cluster_api, api_inbox) = crate::cluster::api(config)?.unzip();
+    let (cluster_gossip, gossip_inbox) = crate::cluster::gossip(config)?.unzip();
+    let marker = crate::cluster::origin_marker(config);
+    let show_hidden = crate::cluster::shows_hidden_paths(config);
     // With links (configured, or to come from connect_api), the upstream core is one
     // more shard, after the workers'.
     let has_links = !peers.is_empty() || api_inbox.is_some();
@@ -248,6 +253,14 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         let mut worker = RelayWorker::new(ctx.index, shard, workers_auth.clone(), hop_id);
         worker.set_node(&node);
         worker.set_max_hops(max_hops);
+        if show_hidden {
+            worker.show_hidden_paths();
+        }
+        if ctx.index == 0
+            && let Some(marker) = &marker
+        {
+            worker.announce_marker(marker);
+        }
         if stats_enabled {
             worker.enable_stats();
         }
@@ -294,6 +307,9 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
             if let Some(inbox) = api_inbox {
                 core.follow_api(inbox);
             }
+            if let Some(inbox) = gossip_inbox {
+                core.follow_gossip(inbox);
+            }
             cluster = Some(core.table());
             let core = Mutex::new(Some(core));
             let upstream = Server::start(upstream_quic, move |ctx| {
@@ -322,6 +338,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         cluster,
         upstream_counters,
         cluster_api,
+        cluster_gossip,
     })
 }
 

@@ -32,6 +32,18 @@ pub fn link(peer: &Ops, cost: u64) -> Link<'_> {
 /// A `[server]` table that a restarted relay can have again: a port picked now and a
 /// certificate written to `dir`.
 pub fn fixed_server(dir: &std::path::Path) -> String {
+    fixed(dir).server
+}
+
+/// A relay's address and certificate, known before it starts.
+pub struct Fixed {
+    /// Its `[server]` table.
+    pub server: String,
+    pub port: u16,
+    pub fingerprint: String,
+}
+
+pub fn fixed(dir: &std::path::Path) -> Fixed {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
@@ -41,11 +53,15 @@ pub fn fixed_server(dir: &std::path::Path) -> String {
         .local_addr()
         .unwrap()
         .port();
-    format!(
-        "[server]\nbind = \"127.0.0.1:{port}\"\ntls.cert = [{:?}]\ntls.key = [{:?}]\n",
-        cert.display().to_string(),
-        key.display().to_string()
-    )
+    Fixed {
+        server: format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\ntls.cert = [{:?}]\ntls.key = [{:?}]\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+        port,
+        fingerprint: quic_io::tls::fingerprint(certified.cert.der()),
+    }
 }
 
 /// `server` (its `[server]` table) plus: open to everyone, HTTP listeners, links to

@@ -502,7 +502,8 @@ impl Session {
     /// for by a prefix that names the segment, it is announced. Our own dials to peer
     /// relays (the client side) see everything, as 0.17's outbound peers do.
     fn hidden(&self, p: &str, prefix: &str) -> bool {
-        self.cfg.perspective == Perspective::Server
+        !self.show_hidden
+            && self.cfg.perspective == Perspective::Server
             && path::strip_prefix(p, prefix).is_some_and(path::is_hidden)
     }
 

@@ -362,16 +362,25 @@ pub struct Session {
     control_bytes: ControlBytes,
     /// Announcements dropped because their hop chain held our own id (a loop).
     loops_dropped: u64,
+    /// Announce paths under a `.` segment too (moq-relay 0.14, which had no hidden paths).
+    show_hidden: bool,
 }
 
 impl Session {
-    /// Control-stream bytes sent and received so far, by class.
     /// Announcements the peer sent back to us through a loop (our id in their hop chain),
     /// dropped unreported.
     pub fn loops_dropped(&self) -> u64 {
         self.loops_dropped
     }
 
+    /// Announces paths under a `.`-prefixed segment like any other, as moq-relay 0.14
+    /// did (its mesh gossip travels under `.internal/origins`); by default a server hides
+    /// them, as 0.17 does.
+    pub fn show_hidden_paths(&mut self) {
+        self.show_hidden = true;
+    }
+
+    /// Control-stream bytes sent and received so far, by class.
     pub fn control_bytes(&self) -> ControlBytes {
         self.control_bytes
     }
@@ -397,6 +406,7 @@ impl Session {
             peer_origin: 0,
             control_bytes: ControlBytes::default(),
             loops_dropped: 0,
+            show_hidden: false,
         };
         if s.cfg.version.is_05_or_later() {
             s.open_setup();

@@ -1,12 +1,16 @@
-//! `[cluster] connect_api` through the real binary (spec `cluster.md` 3.3): the peers a
-//! watched file or an HTTP endpoint lists are dialed, a list that cannot be read keeps
-//! the links, and a peer taken off the list is let go.
+//! Peers found at run time, through the real binary: `[cluster] connect_api` (spec
+//! `cluster.md` 3.3: the peers a watched file or an HTTP endpoint lists are dialed, a
+//! list that cannot be read keeps the links, a peer taken off the list is let go) and
+//! 0.14's mesh gossip (3.4: relays learn of each other through a seed, and each pair
+//! makes one link).
 
 mod common;
 
 use std::time::Duration;
 
-use common::cluster::{ANY_PORT, next_frame, payload, relay, relay_config, session, subscriber};
+use common::cluster::{
+    ANY_PORT, fixed, next_frame, payload, relay, relay_config, session, subscriber,
+};
 use common::http::{Ops, get, start, wait_until};
 use interop::ConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,8 +67,7 @@ async fn a_watched_file_adds_keeps_and_removes_links() {
     assert!(nodes(&leaf).contains(&peer));
 
     std::fs::write(&list, "[]").unwrap();
-    leaf.relay
-        .wait_for_line("connect_api no longer lists this peer; link closed");
+    leaf.relay.wait_for_line("no longer listed; link closed");
     wait_until(|| (nodes(&leaf) == r#"{"nodes":[]}"#).then_some(()));
     let metrics = common::scrape::scrape(&leaf);
     assert!(
@@ -117,4 +120,56 @@ async fn an_http_list_is_asked_for_with_the_node_and_its_peers_dialed() {
     );
     leaf.relay.wait_for_line("cluster link established");
     crosses(&origin, &leaf, "demo/http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_relays_find_each_other_through_a_seed_and_pair_once() {
+    // A is the seed: it only advertises itself. B and C dial A, learn of each other
+    // from A's announcements, and the one whose URL sorts first dials the other.
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::TempDir::new().unwrap()).collect();
+    let sites: Vec<_> = dirs.iter().map(|dir| fixed(dir.path())).collect();
+    let url = |i: usize| format!("https://127.0.0.1:{}/", sites[i].port);
+    let pins: Vec<String> = sites
+        .iter()
+        .map(|s| format!("\"{}\"", s.fingerprint))
+        .collect();
+    let config = |i: usize| {
+        let mut config = relay_config(i as u64 + 1, &[], &sites[i].server).replace(
+            "linger = \"10s\"\n",
+            &format!("linger = \"10s\"\nnode = {:?}\nmesh = true\n", url(i)),
+        );
+        if i > 0 {
+            config.push_str(&format!(
+                "connect = [{:?}]\n[client.tls]\nfingerprint = [{}]\n",
+                url(0),
+                pins.join(", ")
+            ));
+        }
+        start(&config)
+    };
+    let a = config(0);
+    let b = config(1);
+    let c = config(2);
+    let (first, second, dialer, dialed) = if url(1) < url(2) {
+        (1, 2, &b, &c)
+    } else {
+        (2, 1, &c, &b)
+    };
+    // The dialer's links: A, then the other.
+    dialer.relay.wait_for_line("cluster link established");
+    dialer.relay.wait_for_line("cluster link established");
+    let listed = wait_until(|| {
+        let listed = nodes(dialer);
+        listed.contains(&url(second)).then_some(listed)
+    });
+    assert!(listed.contains(&url(0)), "{listed}");
+    let other = nodes(dialed);
+    assert!(
+        !other.contains(&url(first)),
+        "relay {second} dialed back: {other}"
+    );
+    assert_eq!(nodes(&a), r#"{"nodes":[]}"#, "the seed dials nobody");
+
+    // A broadcast crosses the new link (or through the seed).
+    crosses(dialed, dialer, "demo/mesh").await;
 }
