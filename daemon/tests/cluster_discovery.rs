@@ -173,3 +173,38 @@ async fn mesh_relays_find_each_other_through_a_seed_and_pair_once() {
     // A broadcast crosses the new link (or through the seed).
     crosses(dialed, dialer, "demo/mesh").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_that_dial_each_other_keep_one_link() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::TempDir::new().unwrap()).collect();
+    let sites: Vec<_> = dirs.iter().map(|dir| fixed(dir.path())).collect();
+    let addr = |i: usize| std::net::SocketAddr::from(([127, 0, 0, 1], sites[i].port));
+    let config = |i: usize| {
+        let other = 1 - i;
+        let peer = (addr(other), sites[other].fingerprint.as_str(), 0);
+        start(&relay_config(i as u64 + 1, &[peer], &sites[i].server))
+    };
+    let a = config(0);
+    let b = config(1);
+    // B, the larger id, closes its own link once it sees A's dial; A keeps its.
+    b.relay
+        .wait_for_line("the peer dials this relay too; its link is kept and this one closed");
+    let a_url = format!("https://{}/", addr(0));
+    let b_url = format!("https://{}/", addr(1));
+    wait_until(|| (nodes(&b) == r#"{"nodes":[]}"#).then_some(()));
+    assert!(nodes(&a).contains(&b_url), "{}", nodes(&a));
+    // Broadcasts cross the one link both ways.
+    crosses(&a, &b, "demo/ab").await;
+    crosses(&b, &a, "demo/ba").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !nodes(&b).contains(&a_url),
+        "B dialed again while A's link lived: {}",
+        nodes(&b)
+    );
+
+    // A goes: B's yielded link is dialed again.
+    drop(a);
+    b.relay
+        .wait_for_line("the peer's own link is gone; dialing it again");
+}

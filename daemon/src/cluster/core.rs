@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::api::{Inbox, MAX_API_PEERS};
 use super::link::{Link, Owner, Schedule, State};
+use super::origins::{PeerOrigins, yields_to};
 use super::peer::Peer;
 use super::table::LinkTable;
 use crate::relay::{LinkTarget, RelayWorker};
@@ -19,8 +20,8 @@ use crate::relay::{LinkTarget, RelayWorker};
 /// Links dialed per loop iteration; the rest are dialed on the next one.
 const MAX_DIALS_PER_POLL: usize = 16;
 
-/// How soon a new `connect_api` list is acted on: the core looks at its inbox this
-/// often even when nothing else wakes it.
+/// How soon a new `connect_api` or gossip list, or a peer's own dial, is acted on: the
+/// core looks this often even when nothing else wakes it.
 const API_CHECK: Duration = Duration::from_secs(1);
 
 /// The client TLS and version offers every dial uses.
@@ -45,6 +46,10 @@ pub struct UpstreamCore {
     api: Option<Arc<Inbox>>,
     /// Mesh gossip's newest list of nodes to dial, when it is on.
     gossip: Option<Arc<Inbox>>,
+    /// Relays that dialed this one (by their origin id), and this relay's own id: a link
+    /// to a relay that also dials us is yielded when its id is the smaller.
+    inbound: Option<(Arc<PeerOrigins>, u64)>,
+    next_yield_check: Instant,
     last_poll: Instant,
 }
 
@@ -64,6 +69,8 @@ impl UpstreamCore {
             table,
             api: None,
             gossip: None,
+            inbound: None,
+            next_yield_check: now,
             last_poll: now,
         }
     }
@@ -71,6 +78,44 @@ impl UpstreamCore {
     /// Links also come and go with the lists `connect_api` puts in `inbox`.
     pub fn follow_api(&mut self, inbox: Arc<Inbox>) {
         self.api = Some(inbox);
+    }
+
+    /// Keeps one link per pair of relays that dial each other: `origins` says which
+    /// relays hold a session accepted here, `own_id` is this relay's origin id.
+    pub fn yield_to_inbound(&mut self, origins: Arc<PeerOrigins>, own_id: u64) {
+        self.inbound = Some((origins, own_id));
+    }
+
+    /// Closes a link whose peer also dialed us and keeps that dial (the smaller id's),
+    /// and redials a yielded link once the peer's own dial is gone.
+    fn yield_links<T: quic_io::SessionIo>(&mut self, now: Instant, io: &mut T) {
+        let Some((origins, own_id)) = &self.inbound else {
+            return;
+        };
+        if now < self.next_yield_check {
+            return;
+        }
+        self.next_yield_check = now + API_CHECK;
+        for link in &mut self.links {
+            match link.state {
+                State::Up { session, .. } => {
+                    let peer = self.relay.link_peer_origin(session);
+                    if yields_to(*own_id, peer) && origins.has(peer) {
+                        info!(peer = %link.peer.key, "the peer dials this relay too; its link is kept and this one closed");
+                        self.relay.forget_link(session);
+                        self.relay
+                            .close_link(session, "the peer's own link is kept", io);
+                        self.table.update(&link.peer.key, |row| row.session = None);
+                        link.state = State::Yielded { peer };
+                    }
+                }
+                State::Yielded { peer } if !origins.has(peer) => {
+                    info!(peer = %link.peer.key, "the peer's own link is gone; dialing it again");
+                    link.state = State::Waiting { due: now };
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Links also come and go with the nodes mesh gossip puts in `inbox`.
@@ -101,7 +146,7 @@ impl UpstreamCore {
             self.table.remove(&key);
             if let Some(session) = session {
                 self.relay.forget_link(session);
-                self.relay.close_link(session, io);
+                self.relay.close_link(session, "peer no longer listed", io);
             }
         }
         for peer in listed {
@@ -235,7 +280,7 @@ impl Application<Io<'_>> for UpstreamCore {
         self.relay.on_event(now, event, io);
         if let Some(session) = stray {
             // Dialed for a peer connect_api has taken back since.
-            self.relay.close_link(session, io);
+            self.relay.close_link(session, "peer no longer listed", io);
         }
         self.reap(
             now,
@@ -253,6 +298,7 @@ impl Application<Io<'_>> for UpstreamCore {
         if let Some(listed) = self.gossip.as_ref().and_then(|inbox| inbox.take()) {
             self.reconcile(Owner::Gossip, listed, now, io);
         }
+        self.yield_links(now, io);
         self.dial_due(now, io);
         self.relay.poll(now, io);
         self.reap(now, None);
@@ -261,9 +307,9 @@ impl Application<Io<'_>> for UpstreamCore {
     fn timeout(&self) -> Option<Instant> {
         let relay = Application::<Io<'_>>::timeout(&self.relay);
         let dials = self.links.iter().filter_map(Link::due);
-        let api =
-            (self.api.is_some() || self.gossip.is_some()).then_some(self.last_poll + API_CHECK);
-        relay.into_iter().chain(dials).chain(api).min()
+        let periodic = self.api.is_some() || self.gossip.is_some() || self.inbound.is_some();
+        let checks = periodic.then_some(self.last_poll + API_CHECK);
+        relay.into_iter().chain(dials).chain(checks).min()
     }
 }
 

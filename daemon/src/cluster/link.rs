@@ -42,9 +42,21 @@ const STABLE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    Waiting { due: Instant },
-    Dialing { session: SessionId },
-    Up { session: SessionId, since: Instant },
+    Waiting {
+        due: Instant,
+    },
+    Dialing {
+        session: SessionId,
+    },
+    Up {
+        session: SessionId,
+        since: Instant,
+    },
+    /// Closed because the peer (origin `peer`) dials us too and its link is kept; dialed
+    /// again when that one goes.
+    Yielded {
+        peer: u64,
+    },
 }
 
 /// What wants a link: `[cluster] connect` (for good), or a source that may take it
@@ -80,7 +92,7 @@ impl Link {
     pub fn session(&self) -> Option<SessionId> {
         match self.state {
             State::Dialing { session } | State::Up { session, .. } => Some(session),
-            State::Waiting { .. } => None,
+            State::Waiting { .. } | State::Yielded { .. } => None,
         }
     }
 

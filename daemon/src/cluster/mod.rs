@@ -5,7 +5,7 @@
 //! Submodules, one concern each: `peer` (a peer URL), `link` (one link's state and
 //! redial schedule), `core` (the upstream core's application), `table` (what the
 //! control side reads of the links), `api` (`connect_api`'s peer lists), `gossip`
-//! (0.14's mesh discovery).
+//! (0.14's mesh discovery), `origins` (which relays dialed us, for one link per pair).
 //!
 //! Route choice among links is the relay's (`crate::relay::routes`). Not built: 0.17's
 //! LAN discovery (`[cluster.lan]`, mDNS).
@@ -14,6 +14,7 @@ pub mod api;
 mod core;
 pub mod gossip;
 mod link;
+pub mod origins;
 mod peer;
 mod table;
 

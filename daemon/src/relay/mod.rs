@@ -176,6 +176,9 @@ pub struct RelayWorker {
     /// Mesh gossip's marker broadcast, announced here for good (worker 0); it has no
     /// tracks, so a subscriber asking for one is told there is none.
     marker: Option<BroadcastId>,
+    /// Where accepted sessions' declared origins are kept for the upstream core (workers
+    /// of a relay with links).
+    peer_origins: Option<Arc<crate::cluster::origins::PeerOrigins>>,
 }
 
 /// What the upstream core dials on each link session, by session.
@@ -224,7 +227,20 @@ impl RelayWorker {
             stats: stats::WorkerStats::default(),
             show_hidden: false,
             marker: None,
+            peer_origins: None,
         }
+    }
+
+    /// Accepted sessions' declared origins go to `origins`, for the upstream core.
+    pub fn report_peer_origins(&mut self, origins: Arc<crate::cluster::origins::PeerOrigins>) {
+        self.peer_origins = Some(origins);
+    }
+
+    /// The origin id a link's peer declared in its SETUP (0 until then, or if none).
+    pub fn link_peer_origin(&self, session: SessionId) -> u64 {
+        self.sessions
+            .get(&session)
+            .map_or(0, |conn| conn.driver.session().peer_origin())
     }
 
     /// Sessions announce paths under `.` segments like any other (moq-relay 0.14).
@@ -269,14 +285,13 @@ impl RelayWorker {
         }
     }
 
-    /// Closes a link this relay dialed (its peer is no longer wanted).
-    pub fn close_link<T: SessionIo>(&mut self, session: SessionId, io: &mut T) {
+    /// Closes a link this relay dialed that is no longer wanted, saying why.
+    pub fn close_link<T: SessionIo>(&mut self, session: SessionId, why: &str, io: &mut T) {
         if let Some(conn) = self.sessions.get_mut(&session) {
-            conn.moq()
-                .close(ErrorCode::Cancel, "peer no longer listed".to_owned());
+            conn.moq().close(ErrorCode::Cancel, why.to_owned());
             self.drive(session, io);
         } else {
-            io.close(session, 0, "peer no longer listed");
+            io.close(session, 0, why);
         }
     }
 
@@ -611,6 +626,13 @@ impl RelayWorker {
         }
         match event {
             MoqEvent::Setup(setup) => {
+                if let Some(origins) = &self.peer_origins
+                    && conn.reported_origin.is_none()
+                    && let Some(origin) = setup.origin.filter(|&origin| origin != 0)
+                {
+                    origins.opened(origin);
+                    conn.reported_origin = Some(origin);
+                }
                 let role = match setup.role() {
                     SetupRole::Publisher => Role::Publisher,
                     SetupRole::Subscriber => Role::Subscriber,
@@ -703,6 +725,9 @@ impl RelayWorker {
         }
         if let Some(at) = conn.setup_deadline.take() {
             self.setup_deadlines.remove(&(at, session));
+        }
+        if let (Some(origins), Some(origin)) = (&self.peer_origins, conn.reported_origin) {
+            origins.closed(origin);
         }
         self.counters.sessions_closed += 1;
         self.counters.announces_looped += conn.driver.session().loops_dropped();

@@ -110,6 +110,8 @@ pub struct RelaySession {
     pub published: HashMap<String, BroadcastId>,
     /// A link's `?cost=`, added to the routes it offers (0 for other sessions).
     pub link_cost: u64,
+    /// The origin id its SETUP declared, as reported to the upstream core's registry.
+    pub reported_origin: Option<u64>,
     /// Read through `open_serve` and `close_serve`, which keep the tallies.
     serves: HashMap<ServeId, Serve>,
     /// Serves per relay-wide broadcast path: a session with one or more is a viewer of
@@ -186,6 +188,7 @@ impl RelaySession {
             setup_deadline: None,
             published: HashMap::new(),
             link_cost: 0,
+            reported_origin: None,
             serves: HashMap::new(),
             viewing: HashMap::new(),
             upstream: HashMap::new(),

@@ -174,6 +174,9 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     // more shard, after the workers'.
     let has_links = !peers.is_empty() || api_inbox.is_some();
     let shard_count = workers + usize::from(has_links);
+    // Which relays dialed us, for the upstream core's one link per pair.
+    let peer_origins = has_links.then(|| Arc::new(crate::cluster::origins::PeerOrigins::default()));
+    let workers_origins = peer_origins.clone();
     let doorbells: Vec<Arc<WorkerDoorbell>> = (0..shard_count)
         .map(|_| Arc::new(WorkerDoorbell::default()))
         .collect();
@@ -256,6 +259,9 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         if show_hidden {
             worker.show_hidden_paths();
         }
+        if let Some(origins) = &workers_origins {
+            worker.report_peer_origins(origins.clone());
+        }
         if ctx.index == 0
             && let Some(marker) = &marker
         {
@@ -309,6 +315,9 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
             }
             if let Some(inbox) = gossip_inbox {
                 core.follow_gossip(inbox);
+            }
+            if let Some(origins) = peer_origins {
+                core.yield_to_inbound(origins, hop_id);
             }
             cluster = Some(core.table());
             let core = Mutex::new(Some(core));

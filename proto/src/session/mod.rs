@@ -373,6 +373,11 @@ impl Session {
         self.loops_dropped
     }
 
+    /// The origin id the peer declared in its SETUP (05/06); 0 when it declared none.
+    pub fn peer_origin(&self) -> u64 {
+        self.peer_origin
+    }
+
     /// Announces paths under a `.`-prefixed segment like any other, as moq-relay 0.14
     /// did (its mesh gossip travels under `.internal/origins`); by default a server hides
     /// them, as 0.17 does.
