@@ -15,9 +15,11 @@ use interop::ConnectOptions;
 use proto::message::UniType;
 
 /// A raw-QUIC moq-lite-05 "relay" that answers every dial with a SETUP stream of
-/// garbage. Returns its address, its certificate fingerprint, and the close reasons
-/// of the connections it saw end.
-fn garbage_peer() -> (
+/// garbage, or (`silent`) with nothing at all. Returns its address, its certificate
+/// fingerprint, and the close reasons of the connections it saw end.
+fn bad_peer(
+    silent: bool,
+) -> (
     SocketAddr,
     String,
     tokio::sync::mpsc::Receiver<quinn::ConnectionError>,
@@ -45,7 +47,7 @@ fn garbage_peer() -> (
             let closes = closes.clone();
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else { return };
-                if let Ok(mut setup) = conn.open_uni().await {
+                if !silent && let Ok(mut setup) = conn.open_uni().await {
                     let mut bytes = BytesMut::new();
                     proto::coding::put_varint(&mut bytes, "type", UniType::Setup.id()).unwrap();
                     // A two-byte SETUP that opens an eight-byte varint: it cannot be read.
@@ -62,7 +64,7 @@ fn garbage_peer() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_a_peer_closes_its_link_and_the_other_link_carries_on() {
     let origin = relay(1, &[]);
-    let (bad, bad_pin, mut closed) = garbage_peer();
+    let (bad, bad_pin, mut closed) = bad_peer(false);
     let bad_url = format!("moql://{bad}/");
     let config = relay_config(2, &[link(&origin, 0)], ANY_PORT)
         .replace("connect = [", &format!("connect = [\"{bad_url}\", "))
@@ -104,4 +106,33 @@ async fn garbage_from_a_peer_closes_its_link_and_the_other_link_carries_on() {
         next_frame(&mut sub).await;
     }
     writer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_sends_its_setup_is_closed_at_the_setup_timeout_and_redialed() {
+    let (silent, pin, mut closed) = bad_peer(true);
+    let url = format!("moql://{silent}/");
+    let server = format!("{ANY_PORT}timeout = \"2s\"\n");
+    let leaf = common::http::start(&format!(
+        "{}connect = [\"{url}\"]\n[client.tls]\nfingerprint = [\"{pin}\"]\n",
+        relay_config(2, &[], &server)
+    ));
+    leaf.relay.wait_for_line("cluster link established");
+    let started = std::time::Instant::now();
+    let close = tokio::time::timeout(STEP, closed.recv())
+        .await
+        .expect("the silent link closed in time")
+        .expect("a close");
+    assert!(
+        matches!(close, quinn::ConnectionError::ApplicationClosed(_)),
+        "{close:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    let failures = format!("moq_relayd_cluster_link_failures_total{{peer=\"{url}\"}}");
+    wait_for(&leaf, |m| m.get(&failures).is_some_and(|&n| n >= 1.0));
+    leaf.relay.wait_for_line("cluster link established");
 }

@@ -429,6 +429,14 @@ impl RelayWorker {
         let mut conn = RelaySession::dialed(info.id, version, self.hop_id, view, setup_path);
         conn.link_cost = target.cost;
         info!(worker = self.worker, session = info.id, %version, remote = %info.remote, "cluster link up");
+        // A 05/06 peer that never sends its SETUP is given the dial's own deadline, like
+        // a client that never sends one; the link is then redialed.
+        if version.is_05_or_later()
+            && let Some(deadline) = info.handshake_deadline
+        {
+            conn.setup_deadline = Some(deadline);
+            self.setup_deadlines.insert((deadline, info.id));
+        }
         self.sessions.insert(info.id, conn);
         self.counters.sessions_opened += 1;
         self.admit(info.id, auth::everything_at("/", None), Role::Any);

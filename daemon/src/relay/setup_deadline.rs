@@ -1,7 +1,8 @@
 //! `[listen] timeout` on the MoQ side: a moq-lite-05+ session whose client has not sent
 //! its SETUP when the deadline quic-io set at the connection's first packet passes is
 //! closed with Timeout. quic-io bounds the QUIC and WebTransport handshakes against the
-//! same deadline, so the whole setup gets the one timeout, as in moq-relay 0.17.
+//! same deadline, so the whole setup gets the one timeout, as in moq-relay 0.17. A link
+//! this relay dialed waits for its peer's SETUP under the same rule.
 
 use std::time::Instant;
 
@@ -44,7 +45,7 @@ impl RelayWorker {
             self.counters.setup_timeouts += 1;
             info!(
                 worker = self.worker,
-                session, "no SETUP within [listen] timeout; session closed"
+                session, "no SETUP within the setup timeout; session closed"
             );
             conn.moq()
                 .close(ErrorCode::Timeout, "setup timeout".to_owned());
