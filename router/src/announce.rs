@@ -77,6 +77,24 @@ impl AnnounceTable {
         best(self.routes.get(path)?).cloned()
     }
 
+    /// The best route to `path` owned by a shard other than `except` whose chain
+    /// `matches`.
+    pub(crate) fn best_other(
+        &self,
+        path: &str,
+        except: usize,
+        matches: impl Fn(&[u64]) -> bool,
+    ) -> Option<Route> {
+        let others: Vec<Route> = self
+            .routes
+            .get(path)?
+            .iter()
+            .filter(|r| r.owner != except && matches(&r.hops))
+            .cloned()
+            .collect();
+        best(&others).cloned()
+    }
+
     /// Adds (or replaces, for the same owner and broadcast) a route to `path`; queries
     /// hear `Active` if it became the visible route.
     pub(crate) fn add(&mut self, path: Arc<str>, route: Route) {

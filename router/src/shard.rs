@@ -561,8 +561,23 @@ impl Shard {
 
     /// Abrupt loss of the publishing session: open groups are dropped, and the broadcast
     /// stays announced until `now + linger` for the publisher to come back (`announce`
-    /// of the same path on this shard), then ends (in `poll`).
+    /// of the same path on this shard), then ends (in `poll`). If another shard already
+    /// has a route to the same publisher (the same non-zero first hop: a peer relay that
+    /// reaches it too), the broadcast is fed from there at once instead, and its
+    /// subscribers go on at that route's next group.
     pub fn publisher_lost(&mut self, now: Instant, bc: BroadcastId) -> Result<(), RouterError> {
+        let Some(b) = self.broadcasts.get_mut(bc.0) else {
+            return Err(RouterError::UnknownBroadcast);
+        };
+        let publisher = b.hops.first().copied().filter(|&hop| hop != 0);
+        let elsewhere = publisher.and_then(|publisher| {
+            self.announces
+                .best_other(&b.path, self.id, |hops| hops.first() == Some(&publisher))
+        });
+        if let Some(route) = elsewhere {
+            self.fail_over(bc.0, route);
+            return Ok(());
+        }
         let Some(b) = self.broadcasts.get_mut(bc.0) else {
             return Err(RouterError::UnknownBroadcast);
         };
@@ -1197,6 +1212,51 @@ impl Shard {
                 });
             }
         }
+    }
+
+    /// Feeds broadcast `bk`, whose publisher was lost, from `route` on another shard that
+    /// reaches the same publisher: the open groups are dropped, groups already delivered
+    /// are not taken again (the tracks' floor), every track in demand is subscribed
+    /// there, and the broadcast is announced again with that route's chain, so no peer
+    /// the new chain passes through is offered it back.
+    fn fail_over(&mut self, bk: Key, route: Route) {
+        let Some(b) = self.broadcasts.get_mut(bk) else {
+            return;
+        };
+        b.linger_until = None;
+        b.fed_by = Some((route.owner, route.bc));
+        b.hops = route.hops.clone();
+        self.lingering.retain(|&k| k != bk);
+        let tks: Vec<Key> = b.tracks.values().copied().collect();
+        for tk in tks {
+            let Some(t) = self.tracks.get_mut(tk) else {
+                continue;
+            };
+            if !t.has_demand() {
+                self.remove_track(tk);
+                continue;
+            }
+            t.floor = t.floor.max(t.next_seq);
+            let name = t.name.clone();
+            if let Some(&max) = t.open.iter().max() {
+                t.open.clear();
+                self.fan_local(tk, Ev::AbortBelow(max.saturating_add(1)));
+                self.drop_for_remotes(tk, max.saturating_add(1));
+            }
+            if let Some(p) = self.peers[route.owner].as_mut() {
+                p.send_control(Msg::Subscribe {
+                    bc: route.bc,
+                    name,
+                    slot: tk,
+                });
+            }
+        }
+        self.reannounce(bk);
+    }
+
+    /// Whether a group of fed track `slot` came by a route the broadcast has left.
+    fn below_floor(&self, slot: Key, group: u64) -> bool {
+        self.tracks.get(slot).is_some_and(|t| group < t.floor)
     }
 
     /// The publisher of broadcast `bk`, lingering here, came back on shard `feeder` as

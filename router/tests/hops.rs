@@ -144,3 +144,62 @@ fn a_reroute_drops_open_groups_refuses_old_ones_and_asks_for_the_track_again() {
     assert_eq!(frames, [4]);
     assert_eq!(s[1].route_hops("live").as_deref(), Some(&[50, 2, 3][..]));
 }
+
+#[test]
+fn a_lost_publisher_reached_from_another_shard_too_is_fed_from_there_at_once() {
+    let now = Instant::now();
+    // No linger: without the other route the broadcast would end at once.
+    let config = Config {
+        linger: std::time::Duration::ZERO,
+        ..Config::default()
+    };
+    let (mut s, _) = shards(3, config);
+    let near = s[0].announce_via("live", &[50, 1]).unwrap();
+    let track = s[0].publish_track(near, "video", info()).unwrap();
+    let far = s[1].announce_via("live", &[50, 1, 3]).unwrap();
+    settle(&mut s, now);
+    let sub = s[2].subscribe("live", "video").unwrap();
+    settle(&mut s, now);
+    for group in 1..=2 {
+        s[0].start_group(track, group).unwrap();
+        s[0].push_frame(track, group, 0, payload(group, 0)).unwrap();
+    }
+    s[0].end_group(track, 1).unwrap();
+    settle(&mut s, now);
+    let frames = |got: &[Delivery]| -> Vec<u64> {
+        got.iter()
+            .filter_map(|d| match d {
+                Delivery::Frame { group, .. } => Some(*group),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(frames(&drain(&mut s[2], sub)), [1, 2]);
+
+    s[0].publisher_lost(now, near).unwrap();
+    settle(&mut s, now);
+    assert_eq!(s[2].route_hops("live").as_deref(), Some(&[50, 1, 3][..]));
+    let Some(PublisherEvent::TrackWanted { track: wanted, .. }) = s[1].next_publisher_event()
+    else {
+        panic!("the other route is asked for the track");
+    };
+    let standby = s[1].publish_track(far, "video", info()).unwrap();
+    assert_eq!(standby, wanted);
+    for group in 2..=3 {
+        s[1].start_group(standby, group).unwrap();
+        s[1].push_frame(standby, group, 0, payload(group, 0))
+            .unwrap();
+        s[1].end_group(standby, group).unwrap();
+    }
+    settle(&mut s, now);
+    let got = drain(&mut s[2], sub);
+    assert_eq!(
+        frames(&got),
+        [3],
+        "group 2 not again, the new route's 3: {got:?}"
+    );
+    assert!(
+        !got.iter().any(|d| matches!(d, Delivery::TrackEnded { .. })),
+        "{got:?}"
+    );
+}

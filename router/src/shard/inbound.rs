@@ -22,6 +22,9 @@ impl Shard {
                 let Some(fed) = self.fed_kind(slot, from) else {
                     return self.stale_message();
                 };
+                if fed && self.below_floor(slot, frame.group) {
+                    return;
+                }
                 if fed {
                     self.fan_remote(slot, frame.group, true, |s| Msg::Frame {
                         slot: s,
@@ -34,6 +37,9 @@ impl Shard {
                 let Some(fed) = self.fed_kind(slot, from) else {
                     return self.stale_message();
                 };
+                if fed && self.below_floor(slot, group) {
+                    return;
+                }
                 self.fan_local(slot, Ev::Start(group));
                 if fed {
                     self.fan_remote(slot, group, false, |s| Msg::GroupStart { slot: s, group });
@@ -43,6 +49,9 @@ impl Shard {
                 let Some(fed) = self.fed_kind(slot, from) else {
                     return self.stale_message();
                 };
+                if fed && self.below_floor(slot, group) {
+                    return;
+                }
                 self.fan_local(slot, Ev::End(group));
                 if fed {
                     self.fan_remote(slot, group, false, |s| Msg::GroupEnd { slot: s, group });
