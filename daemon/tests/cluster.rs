@@ -151,14 +151,14 @@ async fn a_chain_of_three_relays_carries_every_frame_and_announces_nothing_back(
     middle.relay.wait_for_line("cluster link established");
     leaf.relay.wait_for_line("cluster link established");
 
-    frames_cross(&origin, &leaf, "demo/chain", 20).await;
+    frames_cross(&origin, &leaf, "demo/chain", 50).await;
 
     // One subscription per hop: the origin served the middle's link, the middle the
-    // leaf's link, the leaf its twenty subscribers.
+    // leaf's link, the leaf its fifty subscribers.
     let served = "moq_relay_subscriptions_opened_total{tier=\"\",role=\"publisher\"}";
     assert_eq!(scrape(&origin)[served], 1.0, "origin");
     assert_eq!(scrape(&middle)[served], 1.0, "middle");
-    assert_eq!(scrape(&leaf)[served], 20.0, "leaf");
+    assert_eq!(scrape(&leaf)[served], 50.0, "leaf");
     // Announces made at the origin: its one publisher, never one reflected back down the
     // chain (they are counted as a session publishes).
     let started = "moq_relay_announces_started_total{tier=\"\",role=\"subscriber\"}";
