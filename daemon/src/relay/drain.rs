@@ -80,8 +80,11 @@ impl RelayWorker {
         }
     }
 
-    /// Sends a GOAWAY (empty URI: "reconnect to me") to every session that has not had
-    /// one; moq-lite-03 has no GOAWAY and is served until the drain deadline.
+    /// Sends a GOAWAY (empty URI: "reconnect to me") to every admitted session that has
+    /// not had one; moq-lite-03 has no GOAWAY and is served until the drain deadline. A
+    /// session still on its way in (no SETUP or verdict yet) gets its GOAWAY once it is
+    /// admitted: the reference client fails a connect that meets a GOAWAY before its
+    /// SETUP is answered, where it follows one that comes after.
     pub(super) fn go_away_all<T: SessionIo>(&mut self, io: &mut T) {
         let sessions = &self.sessions;
         self.control
@@ -93,9 +96,9 @@ impl RelayWorker {
         }
         let fresh: Vec<SessionId> = self
             .sessions
-            .keys()
-            .filter(|id| !self.control.goaway_sent.contains(id))
-            .copied()
+            .iter()
+            .filter(|(id, conn)| conn.access.is_some() && !self.control.goaway_sent.contains(id))
+            .map(|(id, _)| *id)
             .collect();
         for id in fresh {
             self.control.goaway_sent.insert(id);
