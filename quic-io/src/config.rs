@@ -157,8 +157,10 @@ pub struct LimitsConfig {
     /// Connections one worker serves; further handshakes are refused.
     pub max_connections_per_worker: usize,
     /// New handshakes per second per worker before clients must prove their address with a
-    /// Retry round trip.
+    /// Retry round trip; past it again with a proven address, they are refused.
     pub handshakes_per_sec: u32,
+    /// Connections one source address may hold, all workers together; 0: no limit.
+    pub max_connections_per_source: usize,
 }
 
 impl Default for LimitsConfig {
@@ -166,6 +168,7 @@ impl Default for LimitsConfig {
         Self {
             max_connections_per_worker: 10_000,
             handshakes_per_sec: 1_000,
+            max_connections_per_source: 0,
         }
     }
 }

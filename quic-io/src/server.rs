@@ -110,6 +110,11 @@ pub struct WorkerStats {
     pub accepted: AtomicU64,
     /// Handshakes refused: at the connection limit, or in a drain that refuses new ones.
     pub refused: AtomicU64,
+    /// Handshakes refused because their source address holds its limit of connections.
+    pub refused_per_source: AtomicU64,
+    /// Handshakes refused above the handshake rate though their address was validated
+    /// (Retry first, then refuse).
+    pub refused_rate: AtomicU64,
     /// Handshakes answered with Retry above the handshake rate.
     pub retries: AtomicU64,
     /// Connections closed because they did not become a session (QUIC handshake plus a
@@ -145,6 +150,8 @@ pub struct StatsSnapshot {
     pub connections: u64,
     pub accepted: u64,
     pub refused: u64,
+    pub refused_per_source: u64,
+    pub refused_rate: u64,
     pub retries: u64,
     pub handshake_timeouts: u64,
     pub protocol_errors: u64,
@@ -183,6 +190,8 @@ impl WorkerStats {
             connections: l(&self.connections),
             accepted: l(&self.accepted),
             refused: l(&self.refused),
+            refused_per_source: l(&self.refused_per_source),
+            refused_rate: l(&self.refused_rate),
             retries: l(&self.retries),
             handshake_timeouts: l(&self.handshake_timeouts),
             protocol_errors: l(&self.protocol_errors),
@@ -265,6 +274,8 @@ pub(crate) struct Shared {
     /// Bumped on reload; workers compare it once per iteration and only then lock `tls`.
     pub tls_generation: AtomicU64,
     pub tls: Mutex<TlsSlot>,
+    /// Live accepted connections per source address, for every worker.
+    pub sources: crate::worker::sources::SourceCounts,
 }
 
 struct WorkerHandle {
@@ -336,6 +347,9 @@ impl Server {
             config: config.clone(),
             shutdown: AtomicBool::new(false),
             refusing_new: AtomicBool::new(false),
+            sources: crate::worker::sources::SourceCounts::new(
+                config.limits.max_connections_per_source,
+            ),
             tls_generation: AtomicU64::new(0),
             tls: Mutex::new(TlsSlot {
                 server_config: server_config.clone(),

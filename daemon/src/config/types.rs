@@ -940,6 +940,12 @@ impl Config {
 pub struct LimitsConfig {
     /// Connections one worker accepts before refusing new ones.
     pub connections_per_worker: usize,
+    /// Connections one source address may hold, all workers together (a NAT's many
+    /// viewers share one); 0: no limit.
+    pub sessions_per_source: usize,
+    /// New handshakes per second per worker: past it, a client must answer a Retry; past
+    /// it again with its address proven, it is refused.
+    pub handshakes_per_second: u32,
     /// Cached payload of one track (its newest groups), for late joiners.
     pub cache_bytes_per_track: ByteCount,
     /// Bytes queued toward one subscriber before its oldest groups are dropped.
@@ -950,6 +956,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             connections_per_worker: 10_000,
+            sessions_per_source: 1_000,
+            handshakes_per_second: 1_000,
             cache_bytes_per_track: ByteCount(16 << 20),
             bytes_in_flight_per_subscriber: ByteCount(4 << 20),
         }

@@ -291,6 +291,12 @@ fn validate_limits(limits: &LimitsConfig) -> Result<(), Invalid> {
             ),
         );
     }
+    if limits.handshakes_per_second == 0 {
+        return invalid(
+            "limits.handshakes_per_second",
+            "0 would refuse every handshake; give a rate of at least 1",
+        );
+    }
     for (key, value) in [
         ("limits.cache_bytes_per_track", limits.cache_bytes_per_track),
         (

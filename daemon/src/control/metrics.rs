@@ -451,6 +451,18 @@ pub fn render(state: &ControlState) -> String {
             |s| s.retries,
         ),
         (
+            "moq_relayd_refused_per_source_total",
+            "counter",
+            "Handshakes refused: their source address held [limits] sessions_per_source connections.",
+            |s| s.refused_per_source,
+        ),
+        (
+            "moq_relayd_refused_rate_total",
+            "counter",
+            "Handshakes refused above [limits] handshakes_per_second though a Retry proved their address.",
+            |s| s.refused_rate,
+        ),
+        (
             "moq_relayd_handshake_timeouts_total",
             "counter",
             "Connections closed for not becoming a session (QUIC handshake, WebTransport CONNECT) within [listen] timeout.",

@@ -142,7 +142,8 @@ pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) 
         },
         limits: quic_io::LimitsConfig {
             max_connections_per_worker: config.limits.connections_per_worker,
-            ..quic_io::LimitsConfig::default()
+            max_connections_per_source: config.limits.sessions_per_source,
+            handshakes_per_sec: config.limits.handshakes_per_second,
         },
         tls,
         // A 0.17 file with a client CA is refused at validation (0.17 reports

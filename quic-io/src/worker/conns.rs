@@ -20,7 +20,6 @@ use quinn_proto::{
 use tracing::{debug, info};
 
 use crate::app::{Event, SessionId, SessionInfo, StreamId, Transport};
-use crate::config::Config;
 use crate::net::Net;
 use crate::server::WorkerStats;
 use crate::wt;
@@ -62,6 +61,8 @@ pub(crate) struct WorkerConn {
     pub dial: Option<Box<wt::Handshake>>,
     /// An accepted connection must be a session by then (`QuicConfig::handshake_timeout`).
     pub handshake_deadline: Option<Instant>,
+    /// Holds a slot of its source address's connection limit (accepted ones only).
+    pub source_counted: bool,
 }
 
 impl WorkerConn {
@@ -112,6 +113,11 @@ pub(crate) struct Core {
     max_streams: (u32, u32),
     pub(crate) handshake_timeout: Option<Duration>,
     bucket: TokenBucket,
+    /// The same rate for handshakes whose address a Retry proved: past it they are
+    /// refused, so a flood that answers Retries still cannot take every core.
+    validated_bucket: TokenBucket,
+    /// Per-source connection counts, shared by every worker.
+    shared: Arc<crate::server::Shared>,
     scratch: Vec<u8>,
 }
 
@@ -187,10 +193,11 @@ impl Core {
         endpoint: Endpoint,
         net: Net,
         stats: Arc<WorkerStats>,
-        cfg: &Config,
+        shared: Arc<crate::server::Shared>,
         local_addr: Option<SocketAddr>,
         now: Instant,
     ) -> Self {
+        let cfg = &shared.config;
         let max_segments = net.max_segments();
         Core {
             index,
@@ -210,6 +217,8 @@ impl Core {
             max_streams: crate::tls::max_stream_credit(&cfg.quic),
             handshake_timeout: cfg.quic.handshake_timeout,
             bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
+            validated_bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
+            shared,
             scratch: Vec::with_capacity(max_segments * 1500),
         }
     }
@@ -272,6 +281,7 @@ impl Core {
                 pending_prefix: HashMap::new(),
                 dial,
                 handshake_deadline,
+                source_counted: false,
             }),
         );
         self.by_handle.insert(handle, sid);
@@ -330,15 +340,33 @@ impl Core {
             }
             return;
         }
+        if incoming.remote_address_validated() && !self.validated_bucket.take(now) {
+            self.stats.refused_rate.fetch_add(1, Ordering::Relaxed);
+            let t = self.endpoint.refuse(incoming, buf);
+            self.send_stateless(&t, buf);
+            return;
+        }
         let remote = incoming.remote_address();
+        if !self.shared.sources.try_open(remote.ip()) {
+            self.stats
+                .refused_per_source
+                .fetch_add(1, Ordering::Relaxed);
+            let t = self.endpoint.refuse(incoming, buf);
+            self.send_stateless(&t, buf);
+            return;
+        }
         match self.endpoint.accept(incoming, now, buf, None) {
             Ok((handle, inner)) => {
                 let deadline = self.handshake_timeout.map(|timeout| now + timeout);
                 let sid = self.insert_conn(handle, inner, remote, None, deadline);
+                if let Some(c) = self.conns.get_mut(&sid) {
+                    c.source_counted = true;
+                }
                 debug!(worker = self.index, session = sid, %remote, "accepted");
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
+                self.shared.sources.close(remote.ip());
                 debug!(error = %e.cause, "accept failed");
                 if let Some(t) = e.response {
                     self.send_stateless(&t, buf);
@@ -878,6 +906,9 @@ impl Core {
             }
             let known = self.by_handle.remove(&c.handle);
             debug_assert_eq!(known, Some(sid), "handle map out of step with conns");
+            if c.source_counted {
+                self.shared.sources.close(c.remote.ip());
+            }
             let open = self.stats.connections.fetch_sub(1, Ordering::Relaxed);
             debug_assert!(open > 0, "connection counter underflow");
             return ok;

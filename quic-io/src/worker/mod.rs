@@ -25,6 +25,7 @@ use crate::net::{Net, RxDatagram};
 use crate::server::{Shared, WorkerStats};
 
 mod conns;
+pub(crate) mod sources;
 
 pub(crate) use conns::{CLOSE_GRACE, Core, Mode, WorkerConn, app_code, wire_code};
 
@@ -95,7 +96,15 @@ where
     let now = Instant::now();
     let mut tls_gen = shared.tls_generation.load(Ordering::Acquire);
     let max_segments = net.max_segments();
-    let mut core = Core::new(index, endpoint, net, stats.clone(), cfg, local_addr, now);
+    let mut core = Core::new(
+        index,
+        endpoint,
+        net,
+        stats.clone(),
+        shared.clone(),
+        local_addr,
+        now,
+    );
     let mut rx: Vec<RxDatagram> = Vec::new();
     // The dirty list of one drive pass, kept across iterations so a pass allocates nothing.
     let mut pass: Vec<SessionId> = Vec::new();
