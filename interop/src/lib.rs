@@ -22,6 +22,7 @@
 
 pub mod cut_proxy;
 mod error;
+pub mod impair_proxy;
 mod publish;
 pub mod reference_relay;
 pub mod rogue;
