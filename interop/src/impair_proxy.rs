@@ -1,7 +1,8 @@
 //! A loopback UDP forwarder that impairs what it forwards: each datagram is dropped
 //! with probability `loss`, and delayed by `delay` plus up to `jitter` more, so datagrams
-//! a jitter apart overtake each other (reordering). This kernel has no `netem` qdisc;
-//! this is the tests' own. The draws come from a seeded generator, one pair per
+//! a jitter apart overtake each other (reordering); toward the client it can also be
+//! held to a `rate`, behind a FIFO of `queue_bytes` that drops what does not fit (as a
+//! `tbf` qdisc does). This kernel has no `netem` qdisc; this is the tests' own. The draws come from a seeded generator, one pair per
 //! datagram in the order the proxy reads them, so a seed gives the same decisions for
 //! the same traffic. It never alters a datagram's bytes.
 
@@ -31,6 +32,23 @@ pub struct Impairment {
     /// Extra delay, uniform in [0, jitter): datagrams closer than this may reorder.
     pub jitter: Duration,
     pub seed: u64,
+    /// Bits per second toward the client, behind a FIFO of `queue_bytes`; `None`: no cap.
+    pub rate: Option<u64>,
+    pub queue_bytes: usize,
+}
+
+impl Impairment {
+    /// No loss, delay or cap: a plain forwarder to change from.
+    pub fn none() -> Self {
+        Self {
+            loss: 0.0,
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            seed: 1,
+            rate: None,
+            queue_bytes: 0,
+        }
+    }
 }
 
 /// What the proxy did, for the test to report.
@@ -67,6 +85,8 @@ struct Shared {
     draws: Draws,
     held: AtomicUsize,
     stats: Arc<ImpairStats>,
+    /// When the capped direction's link is free again: the FIFO's tail.
+    link_free: Mutex<tokio::time::Instant>,
 }
 
 impl Shared {
@@ -78,12 +98,28 @@ impl Shared {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let wait = self.impairment.delay + self.impairment.jitter.mul_f64(spread);
+        let now = tokio::time::Instant::now();
+        let mut due = now + self.impairment.delay + self.impairment.jitter.mul_f64(spread);
+        // Toward the client (`to` is set), a capped link sends one datagram after another.
+        if let (Some(rate), Some(_)) = (self.impairment.rate, to) {
+            let mut free = self
+                .link_free
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let start = (*free).max(now);
+            let queued_bytes = start.duration_since(now).as_secs_f64() * rate as f64 / 8.0;
+            if queued_bytes + datagram.len() as f64 > self.impairment.queue_bytes as f64 {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            *free = start + Duration::from_secs_f64(datagram.len() as f64 * 8.0 / rate as f64);
+            due = due.max(*free);
+        }
         let datagram = datagram.to_vec();
         let shared = self.clone();
         self.held.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep_until(due).await;
             let _ = match to {
                 Some(to) => socket.send_to(&datagram, to).await,
                 None => socket.send(&datagram).await,
@@ -107,6 +143,7 @@ impl ImpairProxy {
             draws: Draws(Mutex::new(impairment.seed | 1)),
             held: AtomicUsize::new(0),
             stats: stats.clone(),
+            link_free: Mutex::new(tokio::time::Instant::now()),
         });
         let task = tokio::spawn(forward(front, upstream, shared));
         Ok(Self {
