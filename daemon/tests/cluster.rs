@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    ANY_PORT, STEP, fixed_server, link, next_frame, payload, relay, relay_config, session,
-    subscriber,
+    ANY_PORT, STEP, a_frame_reaches, fixed_server, link, next_frame, payload, relay, relay_config,
+    session, subscriber,
 };
 use common::http::{Ops, start};
 use common::scrape::{scrape, wait_for};
@@ -192,13 +192,7 @@ async fn a_restarted_origin_is_redialed_and_its_subscribers_resume() {
     let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
     let track = tracks.pop().unwrap();
     leaf.relay.wait_for_line("cluster link established");
-    let writer = tokio::spawn(async move {
-        for group in 0..40 {
-            track.write_group([payload(group, 0)]).expect("group");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    next_frame(&mut sub).await;
+    a_frame_reaches(track, &mut sub).await;
     let resumed = restarted.elapsed();
     let failures = format!(
         "moq_relayd_cluster_link_failures_total{{peer=\"https://{}/\"}}",
@@ -210,7 +204,6 @@ async fn a_restarted_origin_is_redialed_and_its_subscribers_resume() {
         resumed < Duration::from_secs(9),
         "resumed after {resumed:?}"
     );
-    writer.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,14 +263,7 @@ async fn a_link_presents_the_cluster_token_and_a_refused_one_is_retried() {
     let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
     let track = tracks.pop().unwrap();
     let (_subscriber, mut sub) = subscriber(&leaf, "demo/cam").await;
-    let writer = tokio::spawn(async move {
-        for group in 0..20 {
-            track.write_group([payload(group, 0)]).expect("group");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    next_frame(&mut sub).await;
-    writer.abort();
+    a_frame_reaches(track, &mut sub).await;
 }
 
 /// What one subscriber received: each frame's (group, index) and when.
@@ -465,12 +451,5 @@ async fn a_link_presents_its_client_certificate_to_a_peer_that_admits_relays_by_
     ));
     leaf.relay.wait_for_line("cluster link established");
     let (_subscriber, mut sub) = subscriber(&leaf, "demo/cam").await;
-    let writer = tokio::spawn(async move {
-        for group in 0..40 {
-            track.write_group([payload(group, 0)]).expect("group");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    next_frame(&mut sub).await;
-    writer.abort();
+    a_frame_reaches(track, &mut sub).await;
 }

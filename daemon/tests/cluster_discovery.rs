@@ -8,11 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{
-    ANY_PORT, fixed, next_frame, payload, relay, relay_config, session, subscriber,
-};
+use common::cluster::{ANY_PORT, crosses, fixed, relay, relay_config};
 use common::http::{Ops, get, start, wait_until};
-use interop::ConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A leaf relay (id 2) that dials whatever `source` lists, trusting `origin`'s
@@ -27,22 +24,6 @@ fn leaf(origin: &Ops, source: &str, node: &str) -> Ops {
 
 fn nodes(ops: &Ops) -> String {
     get(ops.internal, "/nodes").body
-}
-
-/// A broadcast published on `origin` reaches a subscriber on `leaf`.
-async fn crosses(origin: &Ops, leaf: &Ops, broadcast: &str) {
-    let publisher = session(origin, ConnectOptions::publish_only).await;
-    let (_broadcast, mut tracks) = publisher.publish(broadcast, &["video"]).expect("publish");
-    let track = tracks.pop().unwrap();
-    let (_subscriber, mut sub) = subscriber(leaf, broadcast).await;
-    let writer = tokio::spawn(async move {
-        for group in 0..40 {
-            track.write_group([payload(group, 0)]).expect("group");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    next_frame(&mut sub).await;
-    writer.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

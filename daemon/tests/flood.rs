@@ -10,10 +10,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{payload, session, subscriber};
+use common::cluster::{frames_until, payload, session, subscriber};
 use common::http::{Ops, start};
 use common::scrape::scrape;
-use interop::{ConnectOptions, TrackEvent, TrackSubscriber};
+use interop::ConnectOptions;
 
 const INITIALS: usize = 20_000;
 const SUBSCRIBERS: usize = 50;
@@ -75,30 +75,6 @@ fn flood(server: SocketAddr, datagrams: Vec<Vec<u8>>, over: Duration) {
     }
 }
 
-/// Every frame `sub` receives until `stop`, as (group, index).
-async fn read(
-    mut sub: TrackSubscriber,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<(u64, u64)> {
-    let mut seen = Vec::new();
-    loop {
-        let event = tokio::select! {
-            _ = stop.changed() => return seen,
-            event = tokio::time::timeout(Duration::from_secs(20), sub.next()) => {
-                event.expect("in time").expect("event")
-            }
-        };
-        match event {
-            TrackEvent::Frame(got) => {
-                assert_eq!(got.payload, payload(got.group, got.index));
-                seen.push((got.group, got.index));
-            }
-            TrackEvent::GroupEnd { .. } => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_initials_is_retried_or_refused_and_a_running_flow_loses_nothing() {
     let relay = relay();
@@ -111,7 +87,7 @@ async fn a_flood_of_initials_is_retried_or_refused_and_a_running_flow_loses_noth
     for _ in 0..SUBSCRIBERS {
         let (session, sub) = subscriber(&relay, "demo/cam").await;
         sessions.push(session);
-        readers.spawn(read(sub, stopped.clone()));
+        readers.spawn(frames_until(sub, stopped.clone()));
     }
     // The flow is running before the flood starts and after it ends.
     let writer = tokio::spawn(async move {

@@ -7,35 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{ANY_PORT, fixed, payload, relay_config, session, subscriber};
+use common::cluster::{ANY_PORT, fixed, frames_until, payload, relay_config, session, subscriber};
 use common::http::{Ops, start};
-use interop::{ConnectOptions, TrackEvent, TrackSubscriber};
+use interop::{ConnectOptions, TrackSubscriber};
 
 const SUBSCRIBERS: usize = 10;
-
-/// Every frame of `sub` until `stop`, as (group, index), checking the payloads.
-async fn read(
-    mut sub: TrackSubscriber,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<(u64, u64)> {
-    let mut seen = Vec::new();
-    loop {
-        let event = tokio::select! {
-            _ = stop.changed() => return seen,
-            event = tokio::time::timeout(Duration::from_secs(20), sub.next()) => {
-                event.expect("in time").expect("event")
-            }
-        };
-        match event {
-            TrackEvent::Frame(got) => {
-                assert_eq!(got.payload, payload(got.group, got.index));
-                seen.push((got.group, got.index));
-            }
-            TrackEvent::GroupEnd { .. } => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_under_load_loses_no_frame() {
@@ -49,7 +25,7 @@ async fn sighup_under_load_loses_no_frame() {
     for _ in 0..SUBSCRIBERS {
         let (session, sub) = subscriber(&relay, "demo/cam").await;
         sessions.push(session);
-        readers.spawn(read(sub, stopped.clone()));
+        readers.spawn(frames_until(sub, stopped.clone()));
     }
     let writer = tokio::spawn(async move {
         for group in 0..60 {

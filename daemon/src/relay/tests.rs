@@ -958,18 +958,20 @@ fn announcements_past_max_hops_are_dropped_and_counted() {
 /// chains; the relay itself is 7): `near` directly, `far` through one more relay. What reaches a subscriber on
 /// worker 1 is routed through one of them.
 fn two_routes_to_one_publisher(relay: &mut Relay) -> (usize, usize) {
-    let near = relay.connect(0, SetupRole::Publisher);
+    let near = route_to_live(relay, &[50]);
+    let far = route_to_live(relay, &[50, 8]);
+    (near, far)
+}
+
+/// A session on worker 0 announcing `live` with `chain` before its own hop.
+fn route_to_live(relay: &mut Relay, chain: &[u64]) -> usize {
+    let session = relay.connect(0, SetupRole::Publisher);
     relay
-        .client(near)
-        .announce("live", &[50])
-        .expect("announce");
-    let far = relay.connect(0, SetupRole::Publisher);
-    relay
-        .client(far)
-        .announce("live", &[50, 8])
+        .client(session)
+        .announce("live", chain)
         .expect("announce");
     relay.pump();
-    (near, far)
+    session
 }
 
 /// The group of each frame that reached `subscription`, in order (these tests write
@@ -1049,24 +1051,14 @@ fn the_shorter_route_feeds_and_a_standby_takes_over_without_a_group_twice() {
 #[test]
 fn a_better_route_arriving_later_takes_over_and_the_old_one_is_unsubscribed() {
     let mut relay = Relay::new(1);
-    let far = relay.connect(0, SetupRole::Publisher);
-    relay
-        .client(far)
-        .announce("live", &[50, 8])
-        .expect("announce");
-    relay.pump();
+    let far = route_to_live(&mut relay, &[50, 8]);
     let (viewer, subscription) = relay.subscribe(0, "live");
     let groups = relay.start_group(far, 1);
     relay.write_frame(far, &groups, 1, &payload(1, 0));
     relay.client(far).end_group(groups[0]).expect("end");
     relay.pump();
 
-    let near = relay.connect(0, SetupRole::Publisher);
-    relay
-        .client(near)
-        .announce("live", &[50])
-        .expect("announce");
-    relay.pump();
+    let near = route_to_live(&mut relay, &[50]);
     assert_eq!(relay.workers[0].relay.counters().reroutes, 1);
     assert!(
         relay.clients[far].serves.is_empty(),

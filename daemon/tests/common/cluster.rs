@@ -134,3 +134,48 @@ pub async fn next_frame(sub: &mut TrackSubscriber) {
         }
     }
 }
+
+/// Writes one-frame groups on `track` every 100 ms (40 at most) until `sub` has a frame.
+pub async fn a_frame_reaches(track: interop::TrackPublisher, sub: &mut TrackSubscriber) {
+    let writer = tokio::spawn(async move {
+        for group in 0..40 {
+            track.write_group([payload(group, 0)]).expect("group");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    next_frame(sub).await;
+    writer.abort();
+}
+
+/// A broadcast published on `origin` reaches a subscriber on `leaf`.
+pub async fn crosses(origin: &Ops, leaf: &Ops, broadcast: &str) {
+    let publisher = session(origin, ConnectOptions::publish_only).await;
+    let (_broadcast, mut tracks) = publisher.publish(broadcast, &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let (_subscriber, mut sub) = subscriber(leaf, broadcast).await;
+    a_frame_reaches(track, &mut sub).await;
+}
+
+/// Every frame of `sub` until `stop`, as (group, index), each payload checked.
+pub async fn frames_until(
+    mut sub: TrackSubscriber,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<(u64, u64)> {
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::select! {
+            _ = stop.changed() => return seen,
+            event = tokio::time::timeout(STEP, sub.next()) => {
+                event.expect("in time").expect("event")
+            }
+        };
+        match event {
+            TrackEvent::Frame(got) => {
+                assert_eq!(got.payload, payload(got.group, got.index));
+                seen.push((got.group, got.index));
+            }
+            TrackEvent::GroupEnd { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
