@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    ANY_PORT, STEP, a_frame_reaches, fixed_server, link, next_frame, payload, relay, relay_config,
-    session, subscriber,
+    ANY_PORT, STEP, a_frame_reaches, fixed_server, frames_until, link, next_frame, payload, relay,
+    relay_config, session, subscriber,
 };
 use common::http::{Ops, start};
 use common::scrape::{scrape, wait_for};
@@ -266,40 +266,17 @@ async fn a_link_presents_the_cluster_token_and_a_refused_one_is_retried() {
     a_frame_reaches(track, &mut sub).await;
 }
 
-/// What one subscriber received: each frame's (group, index) and when.
-type Arrivals = Vec<(u64, u64, Instant)>;
-
-/// Reads `sub` until `stop`, checking as it goes that no frame comes twice and that
-/// each group's frames come in order; returns every frame with its arrival. (Groups
-/// are streams of their own, which QUIC does not order among themselves.)
-async fn record(
-    mut sub: TrackSubscriber,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Arrivals {
-    let mut seen: Arrivals = Vec::new();
+/// No frame came twice, and each group's frames came in order. (Groups are streams of
+/// their own, which QUIC does not order among themselves.)
+fn assert_no_frame_twice(seen: &[(u64, u64, Instant)]) {
     let mut next_index: std::collections::HashMap<u64, u64> = Default::default();
-    loop {
-        let event = tokio::select! {
-            _ = stop.changed() => return seen,
-            event = tokio::time::timeout(STEP, sub.next()) => {
-                event.expect("in time").expect("event")
-            }
-        };
-        match event {
-            TrackEvent::Frame(got) => {
-                let next = next_index.entry(got.group).or_insert(got.index);
-                assert_eq!(
-                    got.index, *next,
-                    "frame {}.{}: a group came twice, or out of order",
-                    got.group, got.index
-                );
-                *next += 1;
-                assert_eq!(got.payload, payload(got.group, got.index));
-                seen.push((got.group, got.index, Instant::now()));
-            }
-            TrackEvent::GroupEnd { .. } | TrackEvent::GroupReset { .. } => {}
-            other => panic!("unexpected {other:?}"),
-        }
+    for &(group, index, _) in seen {
+        let next = next_index.entry(group).or_insert(index);
+        assert_eq!(
+            index, *next,
+            "frame {group}.{index}: a group came twice, or out of order"
+        );
+        *next += 1;
     }
 }
 
@@ -336,7 +313,7 @@ async fn in_a_triangle_a_standby_route_takes_over_and_a_rejoined_relay_wins_back
     for _ in 0..50 {
         let (session, sub) = subscriber(&c, "demo/tri").await;
         sessions.push(session);
-        readers.spawn(record(sub, stopped.clone()));
+        readers.spawn(frames_until(sub, stopped.clone()));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -387,7 +364,8 @@ async fn in_a_triangle_a_standby_route_takes_over_and_a_rejoined_relay_wins_back
     let silence = moq_relayd::cluster::LINK_IDLE_TIMEOUT + moq_relayd::cluster::LINK_KEEP_ALIVE;
     let mut slowest = Duration::ZERO;
     while let Some(read) = readers.join_next().await {
-        let seen = read.expect("no frame twice, none out of order");
+        let seen = read.expect("a subscriber read");
+        assert_no_frame_twice(&seen);
         let after_kill = seen
             .iter()
             .find(|(_, _, at)| *at > killed + Duration::from_millis(100))

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{frames_until, payload, session, subscriber};
+use common::cluster::{frame_ids, frames_until, payload, session, subscriber};
 use common::http::{Ops, start};
 use common::scrape::scrape;
 use interop::ConnectOptions;
@@ -114,7 +114,7 @@ async fn a_flood_of_initials_is_retried_or_refused_and_a_running_flow_loses_noth
 
     // Every subscriber has every frame of every group from the one it joined at.
     while let Some(read) = readers.join_next().await {
-        let seen = read.expect("reader");
+        let seen = frame_ids(&read.expect("reader"));
         let first = seen.first().expect("frames").0;
         assert!(first <= 10, "joined at group {first}");
         let want: Vec<(u64, u64)> = (first..120)

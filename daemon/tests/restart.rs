@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{ANY_PORT, fixed, frames_until, payload, relay_config, session, subscriber};
+use common::cluster::{
+    ANY_PORT, fixed, frame_ids, frames_until, payload, relay_config, session, subscriber,
+};
 use common::http::{Ops, start};
 use interop::{ConnectOptions, TrackSubscriber};
 
@@ -47,7 +49,7 @@ async fn sighup_under_load_loses_no_frame() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.send(true).unwrap();
     while let Some(seen) = readers.join_next().await {
-        let seen = seen.unwrap();
+        let seen = frame_ids(&seen.unwrap());
         let first = seen.first().expect("frames").0;
         let want: Vec<(u64, u64)> = (first..60)
             .flat_map(|group| (0..2).map(move |frame| (group, frame)))

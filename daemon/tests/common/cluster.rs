@@ -156,11 +156,12 @@ pub async fn crosses(origin: &Ops, leaf: &Ops, broadcast: &str) {
     a_frame_reaches(track, &mut sub).await;
 }
 
-/// Every frame of `sub` until `stop`, as (group, index), each payload checked.
+/// Every frame of `sub` until `stop`, as (group, index, arrival), each payload checked.
+/// A group cut short (reset) is allowed here; callers check what they expect whole.
 pub async fn frames_until(
     mut sub: TrackSubscriber,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<(u64, u64)> {
+) -> Vec<(u64, u64, std::time::Instant)> {
     let mut seen = Vec::new();
     loop {
         let event = tokio::select! {
@@ -172,10 +173,17 @@ pub async fn frames_until(
         match event {
             TrackEvent::Frame(got) => {
                 assert_eq!(got.payload, payload(got.group, got.index));
-                seen.push((got.group, got.index));
+                seen.push((got.group, got.index, std::time::Instant::now()));
             }
-            TrackEvent::GroupEnd { .. } => {}
+            TrackEvent::GroupEnd { .. } | TrackEvent::GroupReset { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// The (group, index) of each frame, in arrival order.
+pub fn frame_ids(seen: &[(u64, u64, std::time::Instant)]) -> Vec<(u64, u64)> {
+    seen.iter()
+        .map(|&(group, index, _)| (group, index))
+        .collect()
 }
