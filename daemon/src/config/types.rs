@@ -956,7 +956,9 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             connections_per_worker: 10_000,
-            sessions_per_source: 1_000,
+            // One worker's worth: an abuser gets no more than one core's share, while a
+            // load generator on one host (1 -> 1000 and beyond) is not refused.
+            sessions_per_source: 10_000,
             handshakes_per_second: 1_000,
             cache_bytes_per_track: ByteCount(16 << 20),
             bytes_in_flight_per_subscriber: ByteCount(4 << 20),
