@@ -10,8 +10,9 @@ use common::scrape::scrape;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_rate_a_client_must_answer_a_retry_and_then_is_refused() {
-    // One worker, one handshake a second: the first connects; the next are asked to
-    // Retry, and those that answer at once find the proven-address allowance spent too.
+    // One worker, one handshake a second: the first connects; the next nine are asked to
+    // Retry, and of those that answer at once, past the proven-address allowance (four
+    // a second), some are refused.
     let relay = start(
         "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[runtime]\nworkers = 1\n\
          [auth]\npublic = \"\"\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n\
@@ -20,7 +21,7 @@ async fn past_the_rate_a_client_must_answer_a_retry_and_then_is_refused() {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(common::bare::bare_client_config(&relay.fingerprint));
     // All at once, so they meet the same second's allowance however slow the machine.
-    let attempts: Vec<_> = (0..6)
+    let attempts: Vec<_> = (0..10)
         .map(|_| endpoint.connect(relay.quic, "localhost").unwrap())
         .collect();
     let mut outcomes = Vec::new();

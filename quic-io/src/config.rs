@@ -157,7 +157,7 @@ pub struct LimitsConfig {
     /// Connections one worker serves; further handshakes are refused.
     pub max_connections_per_worker: usize,
     /// New handshakes per second per worker before clients must prove their address with a
-    /// Retry round trip; past it again with a proven address, they are refused.
+    /// Retry round trip; past four times it with a proven address, they are refused.
     pub handshakes_per_sec: u32,
     /// Connections one source address may hold, all workers together; 0: no limit.
     pub max_connections_per_source: usize,

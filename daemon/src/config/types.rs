@@ -944,7 +944,7 @@ pub struct LimitsConfig {
     /// viewers share one); 0: no limit.
     pub sessions_per_source: usize,
     /// New handshakes per second per worker: past it, a client must answer a Retry; past
-    /// it again with its address proven, it is refused.
+    /// four times it with its address proven, it is refused.
     pub handshakes_per_second: u32,
     /// Cached payload of one track (its newest groups), for late joiners.
     pub cache_bytes_per_track: ByteCount,

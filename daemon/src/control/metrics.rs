@@ -459,7 +459,7 @@ pub fn render(state: &ControlState) -> String {
         (
             "moq_relayd_refused_rate_total",
             "counter",
-            "Handshakes refused above [limits] handshakes_per_second though a Retry proved their address.",
+            "Handshakes refused above four times [limits] handshakes_per_second though a Retry proved their address.",
             |s| s.refused_rate,
         ),
         (

@@ -113,13 +113,19 @@ pub(crate) struct Core {
     max_streams: (u32, u32),
     pub(crate) handshake_timeout: Option<Duration>,
     bucket: TokenBucket,
-    /// The same rate for handshakes whose address a Retry proved: past it they are
-    /// refused, so a flood that answers Retries still cannot take every core.
+    /// `VALIDATED_HEADROOM` times the rate for handshakes whose address a Retry proved:
+    /// past it they are refused, so a flood that answers Retries still cannot take every
+    /// core, while a burst of real viewers that answered theirs still gets in.
     validated_bucket: TokenBucket,
     /// Per-source connection counts, shared by every worker.
     shared: Arc<crate::server::Shared>,
     scratch: Vec<u8>,
 }
+
+/// Proven-address handshakes allowed per unproven one: a Retry round trip already costs
+/// a flood its spoofing, so the second limit only caps what a real but abusive client
+/// fleet can start; four times the rate lets a legitimate burst through.
+const VALIDATED_HEADROOM: u32 = 4;
 
 /// New-handshake rate limiter: above the rate, clients must prove their address (Retry).
 struct TokenBucket {
@@ -217,7 +223,12 @@ impl Core {
             max_streams: crate::tls::max_stream_credit(&cfg.quic),
             handshake_timeout: cfg.quic.handshake_timeout,
             bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
-            validated_bucket: TokenBucket::new(cfg.limits.handshakes_per_sec, now),
+            validated_bucket: TokenBucket::new(
+                cfg.limits
+                    .handshakes_per_sec
+                    .saturating_mul(VALIDATED_HEADROOM),
+                now,
+            ),
             shared,
             scratch: Vec::with_capacity(max_segments * 1500),
         }
