@@ -502,11 +502,7 @@ impl Shard {
             };
             t.floor = t.floor.max(t.next_seq);
             t.told_wanted = false;
-            if let Some(&max) = t.open.iter().max() {
-                t.open.clear();
-                self.fan_local(tk, Ev::AbortBelow(max.saturating_add(1)));
-                self.drop_for_remotes(tk, max.saturating_add(1));
-            }
+            self.drop_open_groups(tk);
             self.demand_changed(tk);
         }
         self.set_hops(bc, hops)
@@ -591,14 +587,7 @@ impl Shard {
         b.linger_until = Some(now + self.config.linger);
         let tks: Vec<Key> = b.tracks.values().copied().collect();
         for tk in tks {
-            let Some(t) = self.tracks.get_mut(tk) else {
-                continue;
-            };
-            if let Some(&max) = t.open.iter().max() {
-                t.open.clear();
-                self.fan_local(tk, Ev::AbortBelow(max.saturating_add(1)));
-                self.drop_for_remotes(tk, max.saturating_add(1));
-            }
+            self.drop_open_groups(tk);
         }
         Ok(())
     }
@@ -1238,11 +1227,7 @@ impl Shard {
             }
             t.floor = t.floor.max(t.next_seq);
             let name = t.name.clone();
-            if let Some(&max) = t.open.iter().max() {
-                t.open.clear();
-                self.fan_local(tk, Ev::AbortBelow(max.saturating_add(1)));
-                self.drop_for_remotes(tk, max.saturating_add(1));
-            }
+            self.drop_open_groups(tk);
             if let Some(p) = self.peers[route.owner].as_mut() {
                 p.send_control(Msg::Subscribe {
                     bc: route.bc,
@@ -1252,6 +1237,19 @@ impl Shard {
             }
         }
         self.reannounce(bk);
+    }
+
+    /// The feed of owned track `tk` is gone with groups open: they end, cut short, for
+    /// its subscribers here and on every shard.
+    fn drop_open_groups(&mut self, tk: Key) {
+        let Some(t) = self.tracks.get_mut(tk) else {
+            return;
+        };
+        if let Some(&max) = t.open.iter().max() {
+            t.open.clear();
+            self.fan_local(tk, Ev::AbortBelow(max.saturating_add(1)));
+            self.drop_for_remotes(tk, max.saturating_add(1));
+        }
     }
 
     /// Whether a group of fed track `slot` came by a route the broadcast has left.
