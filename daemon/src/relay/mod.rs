@@ -184,6 +184,7 @@ pub struct RelayWorker {
 /// What the upstream core dials on each link session, by session.
 pub type LinkTargets = HashMap<SessionId, LinkTarget>;
 
+#[derive(Default)]
 pub struct LinkTarget {
     /// The raw-QUIC SETUP Path (path and query of the peer URL; `None` on WebTransport,
     /// whose URL carries it).
@@ -345,10 +346,7 @@ impl RelayWorker {
         let id = format!("{:016x}{:016x}", self.session_id_prefix, info.id);
         let view = SessionView::new(id, &self.node, &info);
         if let Some(links) = &mut self.links {
-            let target = links.remove(&info.id).unwrap_or(LinkTarget {
-                setup_path: None,
-                cost: 0,
-            });
+            let target = links.remove(&info.id).unwrap_or_default();
             return self.link_ready(info, version, view, target, io);
         }
         let mut conn = RelaySession::new(info.id, version, self.hop_id, view);
@@ -431,13 +429,12 @@ impl RelayWorker {
         info!(worker = self.worker, session = info.id, %version, remote = %info.remote, "cluster link up");
         // A 05/06 peer that never sends its SETUP is given the dial's own deadline, like
         // a client that never sends one; the link is then redialed.
+        self.sessions.insert(info.id, conn);
         if version.is_05_or_later()
             && let Some(deadline) = info.handshake_deadline
         {
-            conn.setup_deadline = Some(deadline);
-            self.setup_deadlines.insert((deadline, info.id));
+            self.set_setup_deadline(info.id, deadline);
         }
-        self.sessions.insert(info.id, conn);
         self.counters.sessions_opened += 1;
         self.admit(info.id, auth::everything_at("/", None), Role::Any);
         self.drive(info.id, io);
@@ -522,9 +519,11 @@ impl RelayWorker {
                     self.queries.insert(query, session);
                     conn.query = Some(query);
                     for path in current {
-                        let hops = self.shard.route_hops(&path);
-                        let via_peer = conn.feeds(&path, &self.broadcasts, &self.shard);
-                        conn.announce_to_peer(&path, hops.as_deref().unwrap_or_default(), via_peer);
+                        let routing = session::Routing {
+                            shard: &self.shard,
+                            feeders: &self.broadcasts,
+                        };
+                        conn.announce_to_peer(&path, routing);
                     }
                 }
                 Err(err) => {

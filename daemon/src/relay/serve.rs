@@ -3,13 +3,14 @@
 //! pulls router deliveries only while a session's output fits its bound, so a slow
 //! reader costs old groups (the router drops them), never memory.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
 use proto::ErrorCode;
 use proto::session::SessionEvent as MoqEvent;
 use quic_io::{SessionId, SessionIo};
 use router::AnnounceEvent;
+
+use super::session::Routing;
 use tracing::debug;
 
 use std::time::Instant;
@@ -172,9 +173,11 @@ impl RelayWorker {
                 };
                 match event {
                     AnnounceEvent::Active(path) => {
-                        let hops = self.shard.route_hops(&path);
-                        let via_peer = conn.feeds(&path, &self.broadcasts, &self.shard);
-                        conn.announce_to_peer(&path, hops.as_deref().unwrap_or_default(), via_peer);
+                        let routing = Routing {
+                            shard: &self.shard,
+                            feeders: &self.broadcasts,
+                        };
+                        conn.announce_to_peer(&path, routing);
                     }
                     AnnounceEvent::Ended(path) => conn.unannounce_to_peer(&path),
                     AnnounceEvent::Lagged => resync = true,
@@ -186,17 +189,17 @@ impl RelayWorker {
                     .as_ref()
                     .map(|access| access.root.clone())
                     .unwrap_or_default();
-                let current: HashMap<String, (Arc<[u64]>, bool)> = self
+                let current: HashSet<String> = self
                     .shard
                     .announced(&root)
                     .iter()
-                    .map(|path| {
-                        let hops = self.shard.route_hops(path).unwrap_or_default();
-                        let via_peer = conn.feeds(path, &self.broadcasts, &self.shard);
-                        (path.to_string(), (hops, via_peer))
-                    })
+                    .map(|path| path.to_string())
                     .collect();
-                conn.resync_announcements(&current);
+                let routing = Routing {
+                    shard: &self.shard,
+                    feeders: &self.broadcasts,
+                };
+                conn.resync_announcements(&current, routing);
             }
             self.drive(session, io);
         }

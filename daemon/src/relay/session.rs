@@ -91,6 +91,14 @@ impl Upstream {
     }
 }
 
+/// How the worker's broadcasts reach it, for what a session announces: the router's
+/// routes, and which session feeds each broadcast published on this worker.
+#[derive(Clone, Copy)]
+pub struct Routing<'a> {
+    pub shard: &'a router::Shard,
+    pub feeders: &'a HashMap<BroadcastId, SessionId>,
+}
+
 pub struct RelaySession {
     pub id: SessionId,
     pub version: Version,
@@ -231,16 +239,16 @@ impl RelaySession {
 
     /// Tells the peer about a relay-wide broadcast, if it lies in its subscribe grant and
     /// does not reach us through the peer, with the hop chain it reached us by. Split
-    /// horizon: the session leaves it out for a peer the chain names, and `via_peer`
-    /// (this session feeds the broadcast here) covers peers no chain names (03, or an
-    /// id of 0); what the peer was told before, when the broadcast came another way,
-    /// is withdrawn.
-    pub fn announce_to_peer(&mut self, absolute: &str, hops: &[u64], via_peer: bool) {
+    /// horizon: the session leaves it out for a peer the chain names, and a broadcast
+    /// this session itself feeds is never offered back (that covers peers no chain names:
+    /// 03, or an id of 0); what the peer was told before, when the broadcast came another
+    /// way, is withdrawn.
+    pub fn announce_to_peer(&mut self, absolute: &str, routing: Routing<'_>) {
         let Some(access) = &self.access else { return };
         let Some(relative) = access.relative(absolute) else {
             return;
         };
-        if via_peer {
+        if self.feeds(absolute, routing) {
             self.unannounce_to_peer(absolute);
             return;
         }
@@ -248,6 +256,8 @@ impl RelaySession {
             return;
         }
         let relative = relative.to_owned();
+        let hops = routing.shard.route_hops(absolute);
+        let hops = hops.as_deref().unwrap_or_default();
         if self.driver.session_mut().announce(&relative, hops).is_ok() {
             self.announced.insert(relative);
         }
@@ -268,16 +278,15 @@ impl RelaySession {
     }
 
     /// After the router reported lost announce events: make the peer's view equal to
-    /// `current` (relay-wide paths, each with its chain and whether it comes through the
-    /// peer).
-    pub fn resync_announcements(&mut self, current: &HashMap<String, (Arc<[u64]>, bool)>) {
+    /// `current` (relay-wide paths).
+    pub fn resync_announcements(&mut self, current: &HashSet<String>, routing: Routing<'_>) {
         let Some(access) = self.access.clone() else {
             return;
         };
         let gone: Vec<String> = self
             .announced
             .iter()
-            .filter(|relative| !current.contains_key(&access.absolute(relative)))
+            .filter(|relative| !current.contains(&access.absolute(relative)))
             .cloned()
             .collect();
         for relative in gone {
@@ -285,24 +294,19 @@ impl RelaySession {
             self.refusals
                 .note(self.driver.session_mut().unannounce(&relative));
         }
-        for (absolute, (hops, via_peer)) in current {
-            self.announce_to_peer(absolute, hops, *via_peer);
+        for absolute in current {
+            self.announce_to_peer(absolute, routing);
         }
     }
 
     // ------------------------------------------------------------------ publishing
 
     /// Whether subscribers of `absolute` are fed through this session: it feeds this
-    /// worker's broadcast of it (`feeders`: the worker's broadcast → session map), and
-    /// that broadcast is the route the relay serves (`shard`).
-    pub fn feeds(
-        &self,
-        absolute: &str,
-        feeders: &HashMap<BroadcastId, SessionId>,
-        shard: &router::Shard,
-    ) -> bool {
+    /// worker's broadcast of it, and that broadcast is the route the relay serves.
+    fn feeds(&self, absolute: &str, routing: Routing<'_>) -> bool {
         self.published.get(absolute).is_some_and(|&broadcast| {
-            feeders.get(&broadcast) == Some(&self.id) && shard.is_visible(absolute, broadcast)
+            routing.feeders.get(&broadcast) == Some(&self.id)
+                && routing.shard.is_visible(absolute, broadcast)
         })
     }
 

@@ -15,12 +15,20 @@ use super::RelayWorker;
 impl RelayWorker {
     /// Arms the deadline if the session still waits for its SETUP (03/04 have none).
     pub(super) fn arm_setup_deadline(&mut self, session: SessionId, deadline: Instant) {
+        let awaiting = self
+            .sessions
+            .get(&session)
+            .is_some_and(|conn| conn.awaiting_setup.is_some());
+        if awaiting {
+            self.set_setup_deadline(session, deadline);
+        }
+    }
+
+    /// Closes `session` at `deadline` unless its peer's SETUP comes first.
+    pub(super) fn set_setup_deadline(&mut self, session: SessionId, deadline: Instant) {
         let Some(conn) = self.sessions.get_mut(&session) else {
             return;
         };
-        if conn.awaiting_setup.is_none() {
-            return;
-        }
         debug_assert!(
             conn.setup_deadline.is_none(),
             "a setup deadline armed twice"
