@@ -79,6 +79,11 @@ impl Relay {
         }
     }
 
+    /// The log lines not yet read by `wait_for_line`, without waiting.
+    pub fn lines_so_far(&self) -> Vec<String> {
+        self.stderr_lines.try_iter().collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
