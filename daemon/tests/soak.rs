@@ -207,7 +207,7 @@ async fn churn_soak_keeps_memory_flat_and_loses_nothing_for_who_stays() {
     let epochs: Epochs = Arc::default();
     let publisher = tokio::spawn(publish(target.clone(), epochs.clone(), until));
 
-    let mut seed: u64 = 0x5eed_0f_c4u64;
+    let mut seed: u64 = 0x5eed_0fc4_u64;
     let mut random = move |bound: usize| {
         seed ^= seed << 13;
         seed ^= seed >> 7;

@@ -1737,3 +1737,79 @@ fn control_bytes_are_counted_by_class_and_each_side_counts_what_the_other_sent()
         );
     }
 }
+
+#[test]
+fn past_the_peers_subscription_limit_a_subscribe_is_refused_and_the_session_stays() {
+    for v in versions() {
+        let mut n = Net::new(v, 64);
+        n.s[RELAY].limit_peer(2, usize::MAX);
+        let subs: Vec<_> = (0..3)
+            .map(|i| {
+                n.s[CLIENT]
+                    .subscribe("room", &format!("t{i}"), SubscribeUpdate::latest(0))
+                    .unwrap()
+            })
+            .collect();
+        n.run();
+        let asked = n
+            .take(RELAY)
+            .into_iter()
+            .filter(|e| matches!(e, Event::SubscribeRequested { .. }))
+            .count();
+        assert_eq!(asked, 2, "{v}: only two reach the relay");
+        assert_eq!(n.s[RELAY].subscriptions_over_limit(), 1, "{v}");
+        let closed: Vec<_> = n
+            .take(CLIENT)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::SubscriptionClosed { subscription, code } => Some((subscription, code)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            closed,
+            vec![(subs[2], Some(ErrorCode::BoundsExceeded))],
+            "{v}: the third is refused with its code"
+        );
+        assert_eq!(n.closed, [None, None], "{v}: the session stays");
+    }
+}
+
+#[test]
+fn past_the_peers_broadcast_limit_an_announcement_is_ignored_and_counted() {
+    for v in versions() {
+        let mut n = Net::new(v, 64);
+        n.s[RELAY].limit_peer(usize::MAX, 2);
+        let i = n.s[RELAY].announce_interest("").unwrap();
+        for path in ["a", "b", "c"] {
+            n.s[CLIENT].announce(path, &[]).unwrap();
+        }
+        n.run();
+        let announced: Vec<String> = n
+            .take(RELAY)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Announced { interest, path, .. } if interest == i => Some(path),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(announced, ["a", "b"], "{v}");
+        assert_eq!(n.s[RELAY].announces_over_limit(), 1, "{v}");
+        // The ignored one ending is no error; a slot freed takes the next announcement.
+        n.s[CLIENT].unannounce("c").unwrap();
+        n.s[CLIENT].unannounce("a").unwrap();
+        n.s[CLIENT].announce("d", &[]).unwrap();
+        n.run();
+        let after: Vec<_> = n
+            .take(RELAY)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Announced { path, .. } => Some(format!("+{path}")),
+                Event::Unannounced { path, .. } => Some(format!("-{path}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(after, ["-a", "+d"], "{v}");
+        assert_eq!(n.closed, [None, None], "{v}");
+    }
+}

@@ -161,6 +161,8 @@ pub struct LimitsConfig {
     pub handshakes_per_sec: u32,
     /// Connections one source address may hold, all workers together; 0: no limit.
     pub max_connections_per_source: usize,
+    /// Connections the whole server serves, every worker together; 0: no limit.
+    pub max_connections_total: usize,
 }
 
 impl Default for LimitsConfig {
@@ -169,6 +171,7 @@ impl Default for LimitsConfig {
             max_connections_per_worker: 10_000,
             handshakes_per_sec: 1_000,
             max_connections_per_source: 0,
+            max_connections_total: 0,
         }
     }
 }

@@ -276,6 +276,8 @@ pub(crate) struct Shared {
     pub tls: Mutex<TlsSlot>,
     /// Live accepted connections per source address, for every worker.
     pub sources: crate::worker::sources::SourceCounts,
+    /// Live accepted connections, every worker together.
+    pub total: crate::worker::total::TotalCount,
 }
 
 struct WorkerHandle {
@@ -350,6 +352,7 @@ impl Server {
             sources: crate::worker::sources::SourceCounts::new(
                 config.limits.max_connections_per_source,
             ),
+            total: crate::worker::total::TotalCount::new(config.limits.max_connections_total),
             tls_generation: AtomicU64::new(0),
             tls: Mutex::new(TlsSlot {
                 server_config: server_config.clone(),

@@ -436,6 +436,32 @@ mod tests {
     }
 
     #[test]
+    fn per_session_limits_past_the_sessions_own_bounds_name_their_key() {
+        for (line, key) in [
+            (
+                "subscriptions_per_session = 0",
+                "limits.subscriptions_per_session",
+            ),
+            (
+                "subscriptions_per_session = 1025",
+                "limits.subscriptions_per_session",
+            ),
+            (
+                "announces_per_session = 16385",
+                "limits.announces_per_session",
+            ),
+            ("sessions_total = 2000000000", "limits.sessions_total"),
+        ] {
+            let err = parse(&format!("{TLS}[limits]\n{line}\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{line}");
+        }
+        let ok = parse(&format!(
+            "{TLS}[limits]\nsubscriptions_per_session = 1\nannounces_per_session = 16384\nsessions_total = 0\n"
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
     fn listen_timeout_and_quic_windows_default_as_0_17_and_are_bounded() {
         let defaults = parse(TLS).unwrap().effective_quic();
         assert_eq!(

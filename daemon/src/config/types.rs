@@ -940,12 +940,20 @@ impl Config {
 pub struct LimitsConfig {
     /// Connections one worker accepts before refusing new ones.
     pub connections_per_worker: usize,
+    /// Connections the relay accepts, all workers together; 0: only the per-worker limit.
+    pub sessions_total: usize,
     /// Connections one source address may hold, all workers together (a NAT's many
     /// viewers share one); 0: no limit.
     pub sessions_per_source: usize,
     /// New handshakes per second per worker: past it, a client must answer a Retry; past
     /// four times it with its address proven, it is refused.
     pub handshakes_per_second: u32,
+    /// Subscriptions one session may hold at once; past it a SUBSCRIBE is refused on its
+    /// own stream (BoundsExceeded).
+    pub subscriptions_per_session: usize,
+    /// Broadcasts one session's announcements may make live at once; past it an
+    /// announcement is ignored (counted), never the session closed.
+    pub announces_per_session: usize,
     /// Cached payload of one track (its newest groups), for late joiners.
     pub cache_bytes_per_track: ByteCount,
     /// Bytes queued toward one subscriber before its oldest groups are dropped.
@@ -956,10 +964,15 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             connections_per_worker: 10_000,
+            // Ten workers' worth: a ceiling for a host, above what the tests and
+            // benchmarks here open (a few thousand).
+            sessions_total: 100_000,
             // One worker's worth: an abuser gets no more than one core's share, while a
             // load generator on one host (1 -> 1000 and beyond) is not refused.
             sessions_per_source: 10_000,
             handshakes_per_second: 1_000,
+            subscriptions_per_session: proto::session::MAX_OUTSTANDING_REQUESTS,
+            announces_per_session: proto::session::MAX_BROADCASTS,
             cache_bytes_per_track: ByteCount(16 << 20),
             bytes_in_flight_per_subscriber: ByteCount(4 << 20),
         }

@@ -291,6 +291,35 @@ fn validate_limits(limits: &LimitsConfig) -> Result<(), Invalid> {
             ),
         );
     }
+    if limits.sessions_total > MAX_CONNECTIONS_PER_WORKER * MAX_WORKERS {
+        return invalid(
+            "limits.sessions_total",
+            format!(
+                "{} is more than {} (0: no limit beyond the per-worker one)",
+                limits.sessions_total,
+                MAX_CONNECTIONS_PER_WORKER * MAX_WORKERS
+            ),
+        );
+    }
+    for (key, value, max) in [
+        (
+            "limits.subscriptions_per_session",
+            limits.subscriptions_per_session,
+            proto::session::MAX_OUTSTANDING_REQUESTS,
+        ),
+        (
+            "limits.announces_per_session",
+            limits.announces_per_session,
+            proto::session::MAX_BROADCASTS,
+        ),
+    ] {
+        if !(1..=max).contains(&value) {
+            return invalid(
+                key,
+                format!("{value} is outside 1..={max} (the session's own bound)"),
+            );
+        }
+    }
     if limits.handshakes_per_second == 0 {
         return invalid(
             "limits.handshakes_per_second",

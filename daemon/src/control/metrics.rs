@@ -619,7 +619,7 @@ pub fn render(state: &ControlState) -> String {
         &mut out,
         "moq_relayd_announces_dropped_total",
         "counter",
-        "Announcements dropped: their hop chain held this relay (loop), was longer than max_hops, or named a path another publisher holds here (duplicate).",
+        "Announcements dropped: their hop chain held this relay (loop), was longer than max_hops, named a path another publisher holds here (duplicate), or came past [limits] announces_per_session (limit).",
     );
     sample(
         &mut out,
@@ -638,6 +638,24 @@ pub fn render(state: &ControlState) -> String {
         "moq_relayd_announces_dropped_total",
         "reason=\"duplicate\"",
         sum(&|c| c.announces_refused),
+    );
+    sample(
+        &mut out,
+        "moq_relayd_announces_dropped_total",
+        "reason=\"limit\"",
+        sum(&|c| c.announces_over_limit),
+    );
+    family(
+        &mut out,
+        "moq_relayd_subscriptions_refused_total",
+        "counter",
+        "SUBSCRIBEs refused (BoundsExceeded) because their session held [limits] subscriptions_per_session.",
+    );
+    sample(
+        &mut out,
+        "moq_relayd_subscriptions_refused_total",
+        "reason=\"limit\"",
+        sum(&|c| c.subscriptions_over_limit),
     );
     family(
         &mut out,

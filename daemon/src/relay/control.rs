@@ -122,7 +122,7 @@ const LATENCY_FIELDS: usize = LATENCY_BUCKETS_MICROS.len() + 2;
 const ROUTER_FIELDS: usize = 8 + 5 + 1;
 
 /// Counters kept one by one, in `flatten`'s order.
-const SINGLE_FIELDS: usize = 33;
+const SINGLE_FIELDS: usize = 35;
 
 /// Control-stream bytes, sent then received, by class.
 const CONTROL_FIELDS: usize = 2 * ControlClass::COUNT;
@@ -221,6 +221,8 @@ impl PublishedCounters {
             announces_too_long: v[30],
             announces_refused: v[31],
             reroutes: v[32],
+            announces_over_limit: v[33],
+            subscriptions_over_limit: v[34],
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| v[SINGLE_FIELDS + i]),
             },
@@ -291,6 +293,8 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         c.announces_too_long,
         c.announces_refused,
         c.reroutes,
+        c.announces_over_limit,
+        c.subscriptions_over_limit,
     ];
     let (r, sh) = (&c.router, &c.shard);
     let router = [
@@ -586,6 +590,8 @@ mod tests {
             announces_too_long: 98,
             announces_refused: 99,
             reroutes: 100,
+            announces_over_limit: 101,
+            subscriptions_over_limit: 102,
             auth_refusals: AuthRefusals {
                 by_cause: std::array::from_fn(|i| 23 + i as u64),
             },

@@ -182,6 +182,10 @@ pub struct RelayCounters {
     /// Announcements not kept: a second publisher of a path this worker already routes,
     /// or one route too many to it (`routes::MAX_ROUTES_PER_PATH`).
     pub announces_refused: u64,
+    /// Announcements ignored, and subscriptions refused, past `[limits]
+    /// announces_per_session` / `subscriptions_per_session`.
+    pub announces_over_limit: u64,
+    pub subscriptions_over_limit: u64,
     /// Times a broadcast's feed moved to another session's route: a better route
     /// arrived, or the active one went and a standby took over.
     pub reroutes: u64,
@@ -198,6 +202,13 @@ pub struct RelayCounters {
 }
 
 impl RelayCounters {
+    /// What a session counted itself: loops dropped, and requests past its limits.
+    pub fn note_session(&mut self, session: &proto::session::Session) {
+        self.announces_looped += session.loops_dropped();
+        self.announces_over_limit += session.announces_over_limit();
+        self.subscriptions_over_limit += session.subscriptions_over_limit();
+    }
+
     /// The value of `result`, counting a router refusal.
     pub fn note_router<T>(&mut self, result: Result<T, RouterError>) -> Option<T> {
         match result {

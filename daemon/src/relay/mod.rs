@@ -173,6 +173,8 @@ pub struct RelayWorker {
     stats: stats::WorkerStats,
     /// Sessions announce `.`-segment paths too (0.14 files, and mesh gossip).
     show_hidden: bool,
+    /// `[limits]` subscriptions_per_session and announces_per_session.
+    peer_limits: (usize, usize),
     /// Mesh gossip's marker broadcast, announced here for good (worker 0); it has no
     /// tracks, so a subscriber asking for one is told there is none.
     marker: Option<BroadcastId>,
@@ -227,6 +229,10 @@ impl RelayWorker {
             max_hops: DEFAULT_MAX_HOPS,
             stats: stats::WorkerStats::default(),
             show_hidden: false,
+            peer_limits: (
+                proto::session::MAX_OUTSTANDING_REQUESTS,
+                proto::session::MAX_BROADCASTS,
+            ),
             marker: None,
             peer_origins: None,
         }
@@ -247,6 +253,13 @@ impl RelayWorker {
     /// Sessions announce paths under `.` segments like any other (moq-relay 0.14).
     pub fn show_hidden_paths(&mut self) {
         self.show_hidden = true;
+    }
+
+    /// What each accepted session may hold at once (`[limits]`): subscriptions, and
+    /// broadcasts live from its announcements. Links this relay dials keep the session's
+    /// own bounds: a peer relay carries a whole origin.
+    pub fn limit_peers(&mut self, subscriptions: usize, broadcasts: usize) {
+        self.peer_limits = (subscriptions, broadcasts);
     }
 
     /// Announces mesh gossip's marker broadcast `path` (empty, for as long as the relay
@@ -325,7 +338,7 @@ impl RelayWorker {
         total.router = self.shard.stats();
         total.shard = self.shard.counters();
         for conn in self.sessions.values() {
-            total.announces_looped += conn.driver.session().loops_dropped();
+            total.note_session(conn.driver.session());
             total.session_refusals.add(&conn.refusals);
             total.driver.add(&conn.driver.counters());
         }
@@ -350,6 +363,8 @@ impl RelayWorker {
             return self.link_ready(info, version, view, target, io);
         }
         let mut conn = RelaySession::new(info.id, version, self.hop_id, view);
+        let (subscriptions, broadcasts) = self.peer_limits;
+        conn.moq().limit_peer(subscriptions, broadcasts);
         if self.show_hidden {
             conn.moq().show_hidden_paths();
         }
@@ -737,7 +752,7 @@ impl RelayWorker {
             origins.closed(origin);
         }
         self.counters.sessions_closed += 1;
-        self.counters.announces_looped += conn.driver.session().loops_dropped();
+        self.counters.note_session(conn.driver.session());
         self.counters.session_refusals.add(&conn.refusals);
         self.counters.driver.add(&conn.driver.counters());
         let code = ErrorCode::from_session_code(code, conn.version);

@@ -143,6 +143,7 @@ pub fn quic_config(config: &Config, listen: SocketAddr, allowed_cpus: &[usize]) 
         limits: quic_io::LimitsConfig {
             max_connections_per_worker: config.limits.connections_per_worker,
             max_connections_per_source: config.limits.sessions_per_source,
+            max_connections_total: config.limits.sessions_total,
             handshakes_per_sec: config.limits.handshakes_per_second,
         },
         tls,
@@ -241,6 +242,10 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let upstream_auth = auth.clone();
     let upstream_node = node.clone();
     let stats_enabled = config.stats.enabled;
+    let peer_limits = (
+        config.limits.subscriptions_per_session,
+        config.limits.announces_per_session,
+    );
     let handle = Server::start(quic, move |ctx| {
         let first = doorbells[ctx.index].0.set(ctx.waker.clone());
         assert!(first.is_ok(), "worker {} started twice", ctx.index);
@@ -257,6 +262,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         let mut worker = RelayWorker::new(ctx.index, shard, workers_auth.clone(), hop_id);
         worker.set_node(&node);
         worker.set_max_hops(max_hops);
+        worker.limit_peers(peer_limits.0, peer_limits.1);
         if show_hidden {
             worker.show_hidden_paths();
         }

@@ -76,6 +76,7 @@ impl Session {
     ) -> Result<(), (ErrorCode, String)> {
         let v = self.cfg.version;
         let own = self.cfg.hop_id;
+        let limit = self.max_peer_broadcasts;
         let Some(s) = self.slots.get_mut(&slot) else {
             return Ok(());
         };
@@ -119,11 +120,10 @@ impl Session {
                     );
                     return Ok(());
                 }
-                if !dup && active.len() >= MAX_BROADCASTS {
-                    return Err((
-                        ErrorCode::BoundsExceeded,
-                        "too many announced broadcasts".into(),
-                    ));
+                if !dup && active.len() >= limit {
+                    // Unreported, as a loop is: its Ended is then ignored too.
+                    self.announces_over_limit += 1;
+                    return Ok(());
                 }
                 active.insert(a.suffix);
                 self.emit(SessionEvent::Announced {
@@ -144,6 +144,7 @@ impl Session {
         a: Announce06,
     ) -> Result<(), (ErrorCode, String)> {
         let own = self.cfg.hop_id;
+        let limit = self.max_peer_broadcasts;
         let Some(s) = self.slots.get_mut(&slot) else {
             return Ok(());
         };
@@ -229,6 +230,11 @@ impl Session {
             if active.remove(&suffix) {
                 self.emit(SessionEvent::Unannounced { interest, path });
             }
+            return Ok(());
+        }
+        if !active.contains(&suffix) && active.len() >= limit {
+            // Past the peer's limit: the ID stays live, unreported (as a loop's does).
+            self.announces_over_limit += 1;
             return Ok(());
         }
         active.insert(suffix);

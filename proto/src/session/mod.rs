@@ -364,6 +364,14 @@ pub struct Session {
     loops_dropped: u64,
     /// Announce paths under a `.` segment too (moq-relay 0.14, which had no hidden paths).
     show_hidden: bool,
+    /// The peer's subscriptions on us at once (at most `MAX_OUTSTANDING_REQUESTS`).
+    max_peer_subscriptions: usize,
+    /// Broadcasts the peer's announcements may make live at once (at most
+    /// `MAX_BROADCASTS`); past it an announcement is ignored, never the session ended.
+    max_peer_broadcasts: usize,
+    /// Subscriptions refused and announcements ignored at those limits.
+    subscriptions_over_limit: u64,
+    announces_over_limit: u64,
 }
 
 impl Session {
@@ -383,6 +391,25 @@ impl Session {
     /// them, as 0.17 does.
     pub fn show_hidden_paths(&mut self) {
         self.show_hidden = true;
+    }
+
+    /// Lowers what the peer may hold on us at once: `subscriptions` (each further SUBSCRIBE
+    /// is refused on its own stream with BoundsExceeded) and `broadcasts` live from its
+    /// announcements (each further one is ignored and counted). Clamped to the session's
+    /// own bounds, and to at least 1.
+    pub fn limit_peer(&mut self, subscriptions: usize, broadcasts: usize) {
+        self.max_peer_subscriptions = subscriptions.clamp(1, MAX_OUTSTANDING_REQUESTS);
+        self.max_peer_broadcasts = broadcasts.clamp(1, MAX_BROADCASTS);
+    }
+
+    /// Subscriptions refused at the peer's limit (see [`Session::limit_peer`]).
+    pub fn subscriptions_over_limit(&self) -> u64 {
+        self.subscriptions_over_limit
+    }
+
+    /// Announcements ignored at the peer's limit (see [`Session::limit_peer`]).
+    pub fn announces_over_limit(&self) -> u64 {
+        self.announces_over_limit
     }
 
     /// Control-stream bytes sent and received so far, by class.
@@ -412,6 +439,10 @@ impl Session {
             control_bytes: ControlBytes::default(),
             loops_dropped: 0,
             show_hidden: false,
+            max_peer_subscriptions: MAX_OUTSTANDING_REQUESTS,
+            max_peer_broadcasts: MAX_BROADCASTS,
+            subscriptions_over_limit: 0,
+            announces_over_limit: 0,
         };
         if s.cfg.version.is_05_or_later() {
             s.open_setup();

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    Action, GroupId, Kind, MAX_OUTSTANDING_REQUESTS, MAX_QUEUED_CHUNKS, Out, ServeId, Session,
-    SessionError, SessionEvent, Slot,
+    Action, GroupId, Kind, MAX_QUEUED_CHUNKS, Out, ServeId, Session, SessionError, SessionEvent,
+    Slot,
 };
 use crate::ErrorCode;
 use crate::coding::{EncodeError, put_varint};
@@ -63,8 +63,15 @@ impl Session {
                 format!("subscribe id {} in use", sub.id),
             ));
         }
-        if self.serves.len() >= MAX_OUTSTANDING_REQUESTS {
-            return Err((ErrorCode::BoundsExceeded, "too many subscriptions".into()));
+        if self.serves.len() >= self.max_peer_subscriptions {
+            self.subscriptions_over_limit += 1;
+            return Err((
+                ErrorCode::BoundsExceeded,
+                format!(
+                    "more than {} subscriptions on this session",
+                    self.max_peer_subscriptions
+                ),
+            ));
         }
         if let Some(s) = self.slots.get_mut(&slot)
             && let Kind::SubscribeIn { serve: sv, .. } = &mut s.kind

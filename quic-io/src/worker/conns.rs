@@ -61,7 +61,8 @@ pub(crate) struct WorkerConn {
     pub dial: Option<Box<wt::Handshake>>,
     /// An accepted connection must be a session by then (`QuicConfig::handshake_timeout`).
     pub handshake_deadline: Option<Instant>,
-    /// Holds a slot of its source address's connection limit (accepted ones only).
+    /// Holds a slot of its source address's and the server's connection limits
+    /// (accepted ones only).
     pub source_counted: bool,
 }
 
@@ -357,8 +358,15 @@ impl Core {
             self.send_stateless(&t, buf);
             return;
         }
+        if !self.shared.total.try_open() {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            let t = self.endpoint.refuse(incoming, buf);
+            self.send_stateless(&t, buf);
+            return;
+        }
         let remote = incoming.remote_address();
         if !self.shared.sources.try_open(remote.ip()) {
+            self.shared.total.close();
             self.stats
                 .refused_per_source
                 .fetch_add(1, Ordering::Relaxed);
@@ -378,6 +386,7 @@ impl Core {
             }
             Err(e) => {
                 self.shared.sources.close(remote.ip());
+                self.shared.total.close();
                 debug!(error = %e.cause, "accept failed");
                 if let Some(t) = e.response {
                     self.send_stateless(&t, buf);
@@ -919,6 +928,7 @@ impl Core {
             debug_assert_eq!(known, Some(sid), "handle map out of step with conns");
             if c.source_counted {
                 self.shared.sources.close(c.remote.ip());
+                self.shared.total.close();
             }
             let open = self.stats.connections.fetch_sub(1, Ordering::Relaxed);
             debug_assert!(open > 0, "connection counter underflow");

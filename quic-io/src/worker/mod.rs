@@ -26,6 +26,7 @@ use crate::server::{Shared, WorkerStats};
 
 mod conns;
 pub(crate) mod sources;
+pub(crate) mod total;
 
 pub(crate) use conns::{CLOSE_GRACE, Core, Mode, WorkerConn, app_code, wire_code};
 
