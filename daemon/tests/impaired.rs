@@ -149,10 +149,10 @@ fn rss_bytes(pid: u32) -> u64 {
 async fn a_subscriber_held_to_a_quarter_of_the_track_falls_behind_alone() {
     // A ~3.9 Mbit/s track (30 frames/s of 16 KiB, a group every 10); one live viewer
     // (1 s max age) behind a 1 Mbit/s link with a 64 KiB queue, five direct. The viewer
-    // gets what its link carries and skips the rest; the direct ones lose nothing and
-    // wait no longer; the relay's memory stays flat. (Here the viewer's max age resets
-    // old groups before the relay's own byte bound is reached: `groups_dropped` stays 0;
-    // the router's tests cover that bound.)
+    // gets what its link carries and the rest is reset as stale; the direct ones lose
+    // nothing and wait no longer; the relay's memory stays flat. (Here the viewer's max
+    // age resets old groups, on the relay and in the client, before the relay's own byte
+    // bound is reached: `groups_dropped` stays 0; the router's tests cover that bound.)
     const FRAME: usize = 16 << 10;
     const FRAMES_PER_GROUP: u64 = 10;
     const TRACK_GROUPS: u64 = 24;
@@ -303,4 +303,14 @@ async fn a_subscriber_held_to_a_quarter_of_the_track_falls_behind_alone() {
         "direct subscribers slowed: p99 {p99:?}"
     );
     assert!(peak_rss < 200 << 20, "relay RSS {} MiB", peak_rss >> 20);
+    // The relay itself reset what the viewer's max age made stale (spec 8.5), rather than
+    // send it a backlog its link cannot carry.
+    let expired = |m: &std::collections::HashMap<String, f64>| {
+        m.iter()
+            .filter(|(series, _)| series.starts_with("moq_relayd_groups_expired_total{"))
+            .map(|(_, value)| value)
+            .sum::<f64>()
+    };
+    let metrics = common::scrape::wait_for(&relay, |m| expired(m) >= 1.0);
+    eprintln!("relay expired {} groups", expired(&metrics));
 }

@@ -55,6 +55,9 @@ pub struct DriverCounters {
     pub refused_ops: u64,
     /// Action ids the transport cannot name (above 2^62): a session bug.
     pub bad_stream_ids: u64,
+    /// Ended group streams reset while still in flight, gone stale (see
+    /// [`Driver::expire`]).
+    pub expired: u64,
     /// Control-stream bytes, by class (the session's own count).
     pub control: ControlBytes,
 }
@@ -67,6 +70,7 @@ impl DriverCounters {
         self.overflow_resets += other.overflow_resets;
         self.refused_ops += other.refused_ops;
         self.bad_stream_ids += other.bad_stream_ids;
+        self.expired += other.expired;
         self.control.add(&other.control);
     }
 }
@@ -96,7 +100,14 @@ pub struct Driver {
     /// bytes the transport handed to the session (an auth server's `end` report).
     bytes_sent: u64,
     bytes_received: u64,
+    /// Streams to reset after the session's own actions, which may still write or
+    /// finish them (at most `MAX_EXPIRIES`).
+    expiries: VecDeque<(StreamId, ErrorCode)>,
 }
+
+/// Expiries waiting for one flush: a burst of group starts over a session's
+/// subscriptions. Past it the oldest request is dropped (that stream stays as it was).
+const MAX_EXPIRIES: usize = 1024;
 
 impl Driver {
     /// `session` is the moq-lite session of connection `id`; `max_pending_bytes` bounds
@@ -112,6 +123,41 @@ impl Driver {
             closed_with: None,
             bytes_sent: 0,
             bytes_received: 0,
+            expiries: VecDeque::new(),
+        }
+    }
+
+    /// Resets `stream`, an ended group stream the session no longer tracks, if the
+    /// transport still holds data of it: once a newer group made it stale (spec 8.5), what
+    /// is unsent is not worth the bytes. A stream whose data was all acknowledged is gone
+    /// already, and nothing happens. Carried out at the next flush, after the session's
+    /// own actions.
+    pub fn expire(&mut self, stream: MoqStreamId, code: ErrorCode) {
+        let Some(stream) = self.quic_stream(stream) else {
+            return;
+        };
+        if self.expiries.len() == MAX_EXPIRIES {
+            self.expiries.pop_front();
+        }
+        self.expiries.push_back((stream, code));
+    }
+
+    /// Counts an open group the caller reset as stale itself (through the session).
+    pub fn count_expired(&mut self) {
+        self.counters.expired += 1;
+    }
+
+    fn apply_expiries<T: SessionIo + ?Sized>(&mut self, io: &mut T) {
+        let version = self.version();
+        while let Some((stream, code)) = self.expiries.pop_front() {
+            self.drop_pending(stream);
+            // An error means the stream is gone: all of it acknowledged, or reset before.
+            if io
+                .reset(self.id, stream, code.stream_code(version) as u32)
+                .is_ok()
+            {
+                self.counters.expired += 1;
+            }
         }
     }
 
@@ -191,6 +237,7 @@ impl Driver {
     pub fn flush<T: SessionIo + ?Sized>(&mut self, io: &mut T) -> usize {
         for done in 0..MAX_ACTIONS_PER_FLUSH {
             let Some(action) = self.session.poll_action() else {
+                self.apply_expiries(io);
                 return done;
             };
             self.apply(io, action);

@@ -541,6 +541,12 @@ pub fn render(state: &ControlState) -> String {
             |c| c.driver.overflow_resets,
         ),
         (
+            "moq_relayd_groups_expired_total",
+            "counter",
+            "Group streams reset (code Old) while still in flight: a newer group made them older than the subscriber's max latency.",
+            |c| c.driver.expired,
+        ),
+        (
             "moq_relayd_driver_refused_ops_total",
             "counter",
             "Stream or datagram operations the transport refused.",

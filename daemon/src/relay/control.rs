@@ -122,7 +122,7 @@ const LATENCY_FIELDS: usize = LATENCY_BUCKETS_MICROS.len() + 2;
 const ROUTER_FIELDS: usize = 8 + 5 + 1;
 
 /// Counters kept one by one, in `flatten`'s order.
-const SINGLE_FIELDS: usize = 35;
+const SINGLE_FIELDS: usize = 36;
 
 /// Control-stream bytes, sent then received, by class.
 const CONTROL_FIELDS: usize = 2 * ControlClass::COUNT;
@@ -181,6 +181,7 @@ impl PublishedCounters {
                 overflow_resets: v[7],
                 refused_ops: v[8],
                 bad_stream_ids: v[9],
+                expired: v[35],
                 control: ControlBytes {
                     tx: std::array::from_fn(|i| control[i]),
                     rx: std::array::from_fn(|i| control[ControlClass::COUNT + i]),
@@ -295,6 +296,7 @@ fn flatten(c: &RelayCounters) -> [u64; FIELDS] {
         c.reroutes,
         c.announces_over_limit,
         c.subscriptions_over_limit,
+        c.driver.expired,
     ];
     let (r, sh) = (&c.router, &c.shard);
     let router = [
@@ -550,6 +552,7 @@ mod tests {
                 overflow_resets: 8,
                 refused_ops: 9,
                 bad_stream_ids: 10,
+                expired: 103,
                 control: ControlBytes {
                     tx: std::array::from_fn(|i| 300 + i as u64),
                     rx: std::array::from_fn(|i| 400 + i as u64),

@@ -24,6 +24,7 @@ mod serve;
 mod session;
 mod setup;
 mod setup_deadline;
+mod staleness;
 mod stats;
 #[cfg(test)]
 mod tests;

@@ -46,6 +46,7 @@ impl RelayWorker {
                                 sub,
                                 broadcast: absolute.clone(),
                                 groups: HashMap::new(),
+                                recent: Default::default(),
                                 counts: Default::default(),
                             },
                             &mut self.counters.egress_subscriptions,
@@ -310,9 +311,12 @@ impl RelayWorker {
                     _ => {}
                 }
                 let finished = match role {
-                    SubscriberRole::Serve(serve) => {
-                        conn.deliver(serve, delivery, &mut self.counters.egress_subscriptions)
-                    }
+                    SubscriberRole::Serve(serve) => conn.deliver(
+                        serve,
+                        delivery,
+                        self.now,
+                        &mut self.counters.egress_subscriptions,
+                    ),
                     SubscriberRole::TrackInfo(request) => {
                         let ready = matches!(delivery, Delivery::Ready(_));
                         conn.answer_track_info(request, delivery);

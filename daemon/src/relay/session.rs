@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use driver::{DEFAULT_MAX_PENDING_BYTES, Driver};
 use proto::session::{
@@ -18,6 +18,7 @@ use tracing::debug;
 
 use super::counters::{OpenClose, SessionRefusals, SubscriptionTally};
 use super::listing::{Credential, SessionView};
+use super::staleness::RecentGroups;
 use super::stats::SessionStats;
 use crate::auth::Access;
 use crate::stats::counts::{PathCounts, Side};
@@ -43,6 +44,8 @@ pub struct Serve {
     pub broadcast: String,
     /// Open group streams by group sequence.
     pub groups: HashMap<u64, GroupId>,
+    /// Groups that may still be in flight, to reset once stale (spec 8.5).
+    pub recent: RecentGroups,
     /// Media sent since the last stats report (`[stats]`).
     pub counts: Side,
 }
@@ -489,6 +492,7 @@ impl RelaySession {
         &mut self,
         serve: ServeId,
         delivery: Delivery,
+        now: Instant,
         tally: &mut SubscriptionTally,
     ) -> bool {
         let Some(state) = self.serves.get_mut(&serve) else {
@@ -507,6 +511,22 @@ impl RelaySession {
             }
             Delivery::GroupStart { group } => {
                 state.counts.groups += 1;
+                let max_latency = moq.serve_max_latency(serve).unwrap_or(Duration::MAX);
+                let driver = &mut self.driver;
+                state
+                    .recent
+                    .start(group, now, max_latency, |stale, ended_on| {
+                        match (state.groups.remove(&stale), ended_on) {
+                            (Some(open), _) => {
+                                driver.count_expired();
+                                self.refusals
+                                    .note(driver.session_mut().abort_group(open, ErrorCode::Old));
+                            }
+                            (None, Some(stream)) => driver.expire(stream, ErrorCode::Old),
+                            (None, None) => {}
+                        }
+                    });
+                let moq = self.driver.session_mut();
                 match moq.start_group(serve, group) {
                     Ok(id) => {
                         state.groups.insert(group, id);
@@ -534,6 +554,7 @@ impl RelaySession {
             }
             Delivery::GroupEnd { group } => {
                 if let Some(id) = state.groups.remove(&group) {
+                    state.recent.ended(group, moq.group_stream(id));
                     self.refusals.note(moq.end_group(id));
                 }
             }
@@ -546,6 +567,7 @@ impl RelaySession {
                     .collect();
                 for group in dropped {
                     if let Some(id) = state.groups.remove(&group) {
+                        state.recent.forget(group);
                         self.refusals.note(moq.abort_group(id, ErrorCode::Dropped));
                     }
                 }

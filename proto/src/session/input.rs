@@ -401,6 +401,7 @@ impl Session {
                         // After the track ended the update has nothing left to change.
                         if let Some(st) = self.serves.get_mut(&serve) {
                             st.priority = update.priority;
+                            st.max_latency_ms = update.max_latency_ms;
                             let groups: Vec<u64> = st.groups.iter().copied().collect();
                             self.reprioritize(&groups, update.priority);
                             self.emit(SessionEvent::SubscribeUpdated { serve, update });

@@ -44,6 +44,9 @@ const _: () = assert!(HEADER_ARENA >= FrameHeader::MAX_LEN);
 pub(super) struct Serve {
     pub(super) slot: u64,
     pub(super) priority: u8,
+    /// The subscriber's max latency (max age on 06), ms: how long a group may stay in
+    /// flight once a newer one exists (spec 8.5). Kept current by SUBSCRIBE_UPDATE.
+    pub(super) max_latency_ms: u64,
     pub(super) accepted: bool,
     pub(super) started: bool,
     pub(super) ending: bool,
@@ -83,6 +86,7 @@ impl Session {
             Serve {
                 slot,
                 priority: sub.priority,
+                max_latency_ms: sub.max_latency_ms,
                 accepted: false,
                 started: false,
                 ending: false,
@@ -95,6 +99,24 @@ impl Session {
             request: sub,
         });
         Ok(())
+    }
+
+    /// How long the peer's subscription lets a group stay in flight once a newer group
+    /// exists (its max latency, max age on 06); `None` for an unknown subscription.
+    pub fn serve_max_latency(&self, serve: ServeId) -> Option<std::time::Duration> {
+        self.serves
+            .get(&serve)
+            .map(|st| std::time::Duration::from_millis(st.max_latency_ms))
+    }
+
+    /// The stream a group we serve was opened on; `None` while the transport has not
+    /// opened it yet, or for a group already ended. Kept by a caller that may reset the
+    /// stream after ending the group (a finished group still in flight can go stale).
+    pub fn group_stream(&self, group: GroupId) -> Option<super::StreamId> {
+        match self.slots.get(&group.0) {
+            Some(s) if matches!(s.kind, Kind::GroupOut { .. }) => s.id,
+            _ => None,
+        }
     }
 
     pub(super) fn serve_mut(&mut self, serve: ServeId) -> Result<&mut Serve, SessionError> {
