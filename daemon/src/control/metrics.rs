@@ -6,7 +6,7 @@
 //! dashboards keep working; then moq-relayd's own, per worker. Traffic rows appear whether
 //! or not `[stats] enabled` is set (harmless to scrapers; moq-relay prints none without
 //! it). `moq_relay_stale_groups_total` counts the groups the slow-consumer policy skipped
-//! for a subscriber; families this build does not count yet (stale frames, bytes and
+//! for a subscriber and those reset past its max latency; families this build does not count yet (stale frames, bytes and
 //! datagrams, control bytes) print their HELP/TYPE lines and no rows. Every counter is cumulative and never goes back.
 
 use std::fmt::Write;
@@ -155,7 +155,9 @@ pub fn render(state: &ControlState) -> String {
         // What the relay skipped sending to slow subscribers (role publisher). Datagrams
         // are never held for a subscriber, so none go stale: that family has no row.
         let stale = match *name {
-            "moq_relay_stale_groups_total" => Some(sum(&|c| c.router.subscriber_drops)),
+            "moq_relay_stale_groups_total" => {
+                Some(sum(&|c| c.router.subscriber_drops + c.driver.expired))
+            }
             "moq_relay_stale_frames_total" => Some(sum(&|c| c.router.stale_frames)),
             "moq_relay_stale_bytes_total" => Some(sum(&|c| c.router.stale_bytes)),
             _ => None,
