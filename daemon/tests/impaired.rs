@@ -134,33 +134,15 @@ async fn behind_two_percent_loss_and_forty_ms_every_frame_arrives_in_bounded_tim
     assert!(max < LATENCY_BOUND, "a frame took {max:?}");
 }
 
-/// The relay's resident memory, from `/proc`.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_held_to_a_quarter_of_the_track_falls_behind_alone() {
-    // A ~3.9 Mbit/s track (30 frames/s of 16 KiB, a group every 10); one live viewer
-    // (1 s max age) behind a 1 Mbit/s link with a 64 KiB queue, five direct. The viewer
-    // gets what its link carries and the rest is reset as stale; the direct ones lose
-    // nothing and wait no longer; the relay's memory stays flat. (Here the viewer's max
-    // age resets old groups, on the relay and in the client, before the relay's own byte
-    // bound is reached: `groups_dropped` stays 0; the router's tests cover that bound.)
-    const FRAME: usize = 16 << 10;
-    const FRAMES_PER_GROUP: u64 = 10;
-    const TRACK_GROUPS: u64 = 24;
-    let relay = start(
-        "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[runtime]\nworkers = 2\n\
-         [auth]\npublic = \"\"\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n\
-         [limits]\nbytes_in_flight_per_subscriber = \"256KiB\"\n",
-    );
+    // The live viewer (1 s max age) dials through a 1 Mbit/s link with a 64 KiB queue,
+    // five subscribers directly. The viewer gets what its link carries and the rest is
+    // reset as stale; the direct ones lose nothing and wait no longer; the relay's memory
+    // stays flat. (The viewer's max age resets old groups, on the relay and in the
+    // client, before the relay's own byte bound is reached: `groups_dropped` stays 0; the
+    // router's tests cover that bound.)
+    let relay = start(common::held_back::CONFIG);
     let proxy = ImpairProxy::start(
         relay.quic,
         Impairment {
@@ -171,146 +153,18 @@ async fn a_subscriber_held_to_a_quarter_of_the_track_falls_behind_alone() {
     )
     .await
     .unwrap();
-    let publisher = session(&relay, ConnectOptions::publish_only).await;
-    let (_broadcast, mut tracks) = publisher.publish("demo/big", &["video"]).expect("publish");
-    let track = tracks.pop().unwrap();
-    let frame = |group: u64, index: u64| {
-        let mut bytes = vec![(group as u8) ^ (index as u8); FRAME];
-        bytes[..16].copy_from_slice(&[group.to_le_bytes(), index.to_le_bytes()].concat());
-        interop::Bytes::from(bytes)
-    };
-
-    // A live viewer: groups more than a second behind the newest are not wanted.
-    let connect = |addr: std::net::SocketAddr, max_age: Duration| {
-        let fingerprint = relay.fingerprint.clone();
-        async move {
-            let options = ConnectOptions::new(TlsTrust::Fingerprint(fingerprint))
-                .subscribe_only("")
-                .with_op_timeout(Duration::from_secs(20));
-            let session = connect_with(&format!("https://{addr}/"), options)
-                .await
-                .expect("connects");
-            let mut announced = session.announcements().expect("announcements");
-            announced
-                .wait_announced("demo/big")
-                .await
-                .expect("announced");
-            let options = interop::SubscribeOptions {
-                max_age,
-                ..Default::default()
-            };
-            let sub = session
-                .subscribe_with("demo/big", "video", options)
-                .await
-                .expect("subscribe");
-            (session, sub)
-        }
-    };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let read = |(session, mut sub): (interop::Session, interop::TrackSubscriber),
-                mut stop: tokio::sync::watch::Receiver<bool>| async move {
-        let mut seen: Vec<(u64, u64, Instant)> = Vec::new();
-        loop {
-            let event = tokio::select! {
-                _ = stop.changed() => { drop(session); return seen; }
-                event = tokio::time::timeout(Duration::from_secs(20), sub.next()) => {
-                    event.expect("in time").expect("event")
-                }
-            };
-            match event {
-                TrackEvent::Frame(got) => seen.push((got.group, got.index, Instant::now())),
-                TrackEvent::GroupEnd { .. } => {}
-                // The slow viewer skips groups older than its max age ("old").
-                TrackEvent::GroupReset { .. } => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    };
-    let slow = tokio::spawn(read(
-        connect(proxy.local_addr(), Duration::from_secs(1)).await,
-        stopped.clone(),
-    ));
-    let mut fast = tokio::task::JoinSet::new();
-    for _ in 0..5 {
-        fast.spawn(read(
-            connect(relay.quic, Duration::from_secs(30)).await,
-            stopped.clone(),
-        ));
-    }
-
-    let written: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let stamps = written.clone();
-    let mut peak_rss = 0;
-    let writer = tokio::spawn(async move {
-        for group in 0..TRACK_GROUPS {
-            stamps.lock().unwrap().push(Instant::now());
-            let mut writer = track.append_group().expect("group");
-            for index in 0..FRAMES_PER_GROUP {
-                writer.write_frame(frame(group, index)).expect("frame");
-                tokio::time::sleep(Duration::from_millis(33)).await;
-            }
-            writer.finish().expect("finish");
-        }
-        track
-    });
-    while !writer.is_finished() {
-        peak_rss = peak_rss.max(rss_bytes(relay.relay.pid()));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let _track = writer.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.send(true).unwrap();
-
-    let written = written.lock().unwrap().clone();
-    let mut latencies = Vec::new();
-    while let Some(seen) = fast.join_next().await {
-        let seen = seen.unwrap();
-        let first = seen.first().expect("frames").0;
-        let got: Vec<(u64, u64)> = seen.iter().map(|(g, i, _)| (*g, *i)).collect();
-        let want: Vec<(u64, u64)> = (first..TRACK_GROUPS)
-            .flat_map(|group| (0..FRAMES_PER_GROUP).map(move |index| (group, index)))
-            .collect();
-        assert_eq!(got, want, "a direct subscriber lost frames");
-        latencies.extend(seen.iter().map(|(group, index, at)| {
-            *at - (written[*group as usize] + Duration::from_millis(33 * index))
-        }));
-    }
-    let slow_seen = slow.await.unwrap();
-    let slow_groups: std::collections::BTreeSet<u64> =
-        slow_seen.iter().map(|(group, ..)| *group).collect();
-    latencies.sort_unstable();
-    let p99 = latencies[latencies.len() * 99 / 100];
+    let outcome = common::held_back::run(&relay, proxy.local_addr(), |_| {}).await;
+    let stats = proxy.stats();
     eprintln!(
-        "slow subscriber: {} of {TRACK_GROUPS} groups; direct p99 {p99:?}; relay peak RSS {} MiB; \
-         proxy forwarded {} dropped {}",
-        slow_groups.len(),
-        peak_rss >> 20,
-        proxy
-            .stats()
-            .forwarded
-            .load(std::sync::atomic::Ordering::Relaxed),
-        proxy
-            .stats()
-            .dropped
-            .load(std::sync::atomic::Ordering::Relaxed)
+        "slow subscriber: {} of {} groups; relay expired {} groups; direct p99 {:?}; relay \
+         peak RSS {} MiB; proxy forwarded {} dropped {}",
+        outcome.viewer_groups,
+        common::held_back::TRACK_GROUPS,
+        outcome.expired,
+        outcome.direct_p99,
+        outcome.peak_rss >> 20,
+        stats.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+        stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
     );
-    assert!(
-        (slow_groups.len() as u64) < TRACK_GROUPS,
-        "a quarter of the bandwidth does not carry every group"
-    );
-    assert!(
-        p99 < Duration::from_millis(250),
-        "direct subscribers slowed: p99 {p99:?}"
-    );
-    assert!(peak_rss < 200 << 20, "relay RSS {} MiB", peak_rss >> 20);
-    // The relay itself reset what the viewer's max age made stale (spec 8.5), rather than
-    // send it a backlog its link cannot carry.
-    let expired = |m: &std::collections::HashMap<String, f64>| {
-        m.iter()
-            .filter(|(series, _)| series.starts_with("moq_relayd_groups_expired_total{"))
-            .map(|(_, value)| value)
-            .sum::<f64>()
-    };
-    let metrics = common::scrape::wait_for(&relay, |m| expired(m) >= 1.0);
-    eprintln!("relay expired {} groups", expired(&metrics));
+    outcome.assert_held_back_alone();
 }

@@ -5,6 +5,7 @@ pub mod bare;
 pub mod cluster;
 pub mod decider;
 pub mod flow;
+pub mod held_back;
 pub mod http;
 pub mod pki;
 pub mod scrape;
