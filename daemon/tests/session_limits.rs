@@ -155,3 +155,103 @@ async fn past_its_announce_limit_a_broadcast_is_ignored_and_the_rest_served() {
         .expect("group");
     next_frame(&mut sub).await;
 }
+
+/// A moq-lite-05 subscriber to `demo/cam` `video` (max latency 30 s, so nothing goes
+/// stale) that never reads its group streams, with 64 KiB of connection flow control:
+/// the relay's output to it backs up at once.
+async fn stalled_subscriber(relay: &Ops) -> quinn::Connection {
+    use proto::message::Message;
+    let mut quic = quic_io::Config::new("127.0.0.1:0".parse().unwrap());
+    quic.quic.receive_window = Some(64 << 10);
+    quic.quic.stream_receive_window = Some(16 << 10);
+    let config = quic_io::tls::client_config(
+        quic_io::tls::ServerVerify::Sha256(vec![common::bare::fingerprint_bytes(
+            &relay.fingerprint,
+        )]),
+        &["moq-lite-05"],
+        &quic,
+    )
+    .expect("client TLS config");
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(config, relay.quic, "localhost")
+        .unwrap()
+        .await
+        .expect("handshake");
+    let v = proto::Version::Lite05;
+    let mut setup = bytes::BytesMut::new();
+    setup.extend_from_slice(&[proto::message::UniType::Setup.id() as u8]);
+    proto::message::Setup::default()
+        .encode(v, &mut setup)
+        .unwrap();
+    let mut uni = connection.open_uni().await.unwrap();
+    uni.write_all(&setup).await.unwrap();
+    uni.finish().unwrap();
+    let mut subscribe = bytes::BytesMut::new();
+    subscribe.extend_from_slice(&[proto::message::BidiType::Subscribe.id() as u8]);
+    proto::message::Subscribe {
+        id: 0,
+        broadcast: "demo/cam".into(),
+        track: "video".into(),
+        priority: 0,
+        ordered: false,
+        max_latency_ms: 30_000,
+        start: None,
+        end: None,
+        frame_start: 0,
+        frame_end: None,
+    }
+    .encode(v, &mut subscribe)
+    .unwrap();
+    let (mut send, recv) = connection.open_bi().await.unwrap();
+    send.write_all(&subscribe).await.unwrap();
+    // Held open (not read) for as long as the connection lives.
+    std::mem::forget((send, recv, endpoint));
+    connection
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_stops_reading_costs_old_groups_not_memory() {
+    let relay = start(
+        "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n[runtime]\nworkers = 1\n\
+         [auth]\npublic = \"\"\n[web.http]\nlisten = \"127.0.0.1:0\"\n[internal]\nlisten = \"127.0.0.1:0\"\n\
+         [limits]\nbytes_buffered_per_session = \"64KiB\"\nbytes_in_flight_per_subscriber = \"256KiB\"\n",
+    );
+    let publisher = session(&relay, ConnectOptions::publish_only).await;
+    let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
+    let track = tracks.pop().unwrap();
+    let (_reader, mut reader) = common::cluster::subscriber(&relay, "demo/cam").await;
+    let stalled = stalled_subscriber(&relay).await;
+    // 4 MiB in 16 KiB frames, four per group: far past both bounds for the stalled one.
+    let frame = interop::Bytes::from(vec![7u8; 16 << 10]);
+    let groups = 64;
+    let writer = tokio::spawn(async move {
+        for _ in 0..groups {
+            track
+                .write_group(std::iter::repeat_n(frame.clone(), 4))
+                .expect("group");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        track
+    });
+    // The reading subscriber gets every frame of every group, unhindered.
+    let mut frames = 0;
+    while frames < groups * 4 {
+        match reader
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("event")
+        {
+            TrackEvent::Frame(_) => frames += 1,
+            TrackEvent::GroupEnd { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _track = writer.await.unwrap();
+    // The stalled one lost its oldest groups to the byte bound, its session untouched.
+    wait_counter(&relay, "moq_relayd_groups_dropped_total", "", 1.0);
+    assert!(
+        stalled.close_reason().is_none(),
+        "the stalled session stays"
+    );
+}

@@ -451,6 +451,14 @@ mod tests {
                 "limits.announces_per_session",
             ),
             ("sessions_total = 2000000000", "limits.sessions_total"),
+            (
+                "bytes_buffered_per_session = \"1KiB\"",
+                "limits.bytes_buffered_per_session",
+            ),
+            (
+                "bytes_buffered_per_session = \"64MiB\"",
+                "limits.bytes_buffered_per_session",
+            ),
         ] {
             let err = parse(&format!("{TLS}[limits]\n{line}\n")).unwrap_err();
             assert_eq!(err.key.as_deref(), Some(key), "{line}");

@@ -958,6 +958,9 @@ pub struct LimitsConfig {
     pub cache_bytes_per_track: ByteCount,
     /// Bytes queued toward one subscriber before its oldest groups are dropped.
     pub bytes_in_flight_per_subscriber: ByteCount,
+    /// Bytes one session may have waiting on QUIC flow control before the relay stops
+    /// handing it more (its subscriptions then drop old groups at their own bound).
+    pub bytes_buffered_per_session: ByteCount,
 }
 
 impl Default for LimitsConfig {
@@ -975,6 +978,7 @@ impl Default for LimitsConfig {
             announces_per_session: proto::session::MAX_BROADCASTS,
             cache_bytes_per_track: ByteCount(16 << 20),
             bytes_in_flight_per_subscriber: ByteCount(4 << 20),
+            bytes_buffered_per_session: ByteCount(8 << 20),
         }
     }
 }

@@ -326,6 +326,17 @@ fn validate_limits(limits: &LimitsConfig) -> Result<(), Invalid> {
             "0 would refuse every handshake; give a rate of at least 1",
         );
     }
+    let most_buffered = (driver::DEFAULT_MAX_PENDING_BYTES / 2) as u64;
+    if !(MIN_QUEUE_BYTES..=most_buffered).contains(&limits.bytes_buffered_per_session.0) {
+        return invalid(
+            "limits.bytes_buffered_per_session",
+            format!(
+                "{} bytes is outside {MIN_QUEUE_BYTES}..={most_buffered} (half the hard bound \
+                 past which a stream is reset, so frames still fit above it)",
+                limits.bytes_buffered_per_session.0
+            ),
+        );
+    }
     for (key, value) in [
         ("limits.cache_bytes_per_track", limits.cache_bytes_per_track),
         (

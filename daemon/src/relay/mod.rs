@@ -53,7 +53,7 @@ pub use stats::StatsWrite;
 
 /// Output bytes one session may have waiting on flow control before the relay stops
 /// pulling deliveries for it; past this the router's per-subscriber bound drops old groups
-/// instead of this queue growing.
+/// instead of this queue growing. `[limits] bytes_buffered_per_session` replaces it.
 const MAX_PENDING_BYTES_PER_SESSION: usize = 8 << 20;
 
 /// moq-relay 0.17's default `max_hops`, and the wire's bound on any chain.
@@ -261,6 +261,12 @@ impl RelayWorker {
     /// own bounds: a peer relay carries a whole origin.
     pub fn limit_peers(&mut self, subscriptions: usize, broadcasts: usize) {
         self.peer_limits = (subscriptions, broadcasts);
+    }
+
+    /// Output a session may have waiting on flow control before its deliveries wait
+    /// (`[limits] bytes_buffered_per_session`).
+    pub fn limit_buffered(&mut self, bytes: usize) {
+        self.max_pending_bytes = bytes;
     }
 
     /// Announces mesh gossip's marker broadcast `path` (empty, for as long as the relay

@@ -242,6 +242,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
     let upstream_auth = auth.clone();
     let upstream_node = node.clone();
     let stats_enabled = config.stats.enabled;
+    let buffered = config.limits.bytes_buffered_per_session.0 as usize;
     let peer_limits = (
         config.limits.subscriptions_per_session,
         config.limits.announces_per_session,
@@ -263,6 +264,7 @@ pub fn start(config: &Config, allowed_cpus: &[usize]) -> anyhow::Result<RelaySer
         worker.set_node(&node);
         worker.set_max_hops(max_hops);
         worker.limit_peers(peer_limits.0, peer_limits.1);
+        worker.limit_buffered(buffered);
         if show_hidden {
             worker.show_hidden_paths();
         }
