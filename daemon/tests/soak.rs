@@ -2,7 +2,7 @@
 //! `SOAK_SECS` sets the length). One worker serves 1 → 200 reference-client
 //! subscribers while one of them leaves and a new one joins every second and the
 //! publisher restarts every minute. It checks what an operator needs from a relay that
-//! runs for weeks: its memory does not creep (RSS slope after warm-up), it never panics,
+//! runs for weeks: its memory does not creep (RSS drift after warm-up), it never panics,
 //! every session it opened it also closed, and a subscriber that stays loses no group.
 
 mod common;
@@ -29,9 +29,9 @@ const RSS_EVERY: Duration = Duration::from_secs(10);
 const MAX_SOAK: Duration = Duration::from_secs(4 * 3600);
 /// What one wait for the relay may take before the soak calls it a failure.
 const STALL: Duration = Duration::from_secs(20);
-/// Below this the RSS slope is printed, not judged: too short to tell creep from noise.
-const SLOPE_JUDGED_FROM: Duration = Duration::from_secs(30 * 60);
-const MAX_SLOPE_PERCENT_PER_HOUR: f64 = 1.0;
+/// Below this the RSS drift is printed, not judged: too short to tell creep from noise.
+const DRIFT_JUDGED_FROM: Duration = Duration::from_secs(30 * 60);
+const MAX_DRIFT_PERCENT_PER_HOUR: f64 = 1.0;
 
 fn soak_length() -> Duration {
     let secs = std::env::var("SOAK_SECS")
@@ -165,6 +165,8 @@ async fn subscribe(target: Target, mut leave: watch::Receiver<bool>) -> BTreeMap
 }
 
 /// Linear-regression slope of `samples` (seconds, KiB), in percent of their mean per hour.
+/// Printed only: RSS swings a few percent with the churn, which moves a least-squares
+/// line over an hour by several %/h depending on where warm-up is cut.
 fn slope_percent_per_hour(samples: &[(f64, f64)]) -> f64 {
     let n = samples.len() as f64;
     let mean_t = samples.iter().map(|s| s.0).sum::<f64>() / n;
@@ -175,6 +177,23 @@ fn slope_percent_per_hour(samples: &[(f64, f64)]) -> f64 {
         .sum();
     let var: f64 = samples.iter().map(|s| (s.0 - mean_t).powi(2)).sum();
     cov / var * 3600.0 / mean_r * 100.0
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Creep that the swings cannot fake: the median RSS of the second half of `samples`
+/// against the first half's, in percent per hour between the halves' midpoints.
+fn drift_percent_per_hour(samples: &[(f64, f64)]) -> f64 {
+    let (early, late) = samples.split_at(samples.len() / 2);
+    let mid = |half: &[(f64, f64)]| (half[0].0 + half[half.len() - 1].0) / 2.0;
+    let (from, to) = (
+        median(early.iter().map(|s| s.1).collect()),
+        median(late.iter().map(|s| s.1).collect()),
+    );
+    (to - from) / from * 100.0 / ((mid(late) - mid(early)) / 3600.0)
 }
 
 fn rss_kib(pid: u32) -> f64 {
@@ -301,23 +320,26 @@ async fn churn_soak_keeps_memory_flat_and_loses_nothing_for_who_stays() {
     let warm = rss
         .iter()
         .copied()
-        .filter(|(t, _)| *t >= length.as_secs_f64() / 6.0)
+        // The first third is warm-up: in the first hour-long run the allocator's
+        // high-water mark came at 20 minutes (66.5 MiB), and RSS wandered 59-65 MiB after.
+        .filter(|(t, _)| *t >= length.as_secs_f64() / 3.0)
         .collect::<Vec<_>>();
     let slope = slope_percent_per_hour(&warm);
+    let drift = drift_percent_per_hour(&warm);
     let (min, max) = warm
         .iter()
         .fold((f64::MAX, 0f64), |(lo, hi), s| (lo.min(s.1), hi.max(s.1)));
     eprintln!(
         "soak: {:.0} s, {} publisher lifetimes, {churned} subscribers churned, {stints} stints, \
          {groups} groups checked, sessions opened/closed {metrics:?}, RSS after warm-up \
-         {min}..{max} KiB, slope {slope:+.2} %/h",
+         {min}..{max} KiB, drift {drift:+.2} %/h (least-squares slope {slope:+.2} %/h)",
         length.as_secs_f64(),
         epochs.len()
     );
-    if length >= SLOPE_JUDGED_FROM {
+    if length >= DRIFT_JUDGED_FROM {
         assert!(
-            slope < MAX_SLOPE_PERCENT_PER_HOUR,
-            "RSS grows {slope:.2} %/h after warm-up"
+            drift < MAX_DRIFT_PERCENT_PER_HOUR,
+            "RSS grows {drift:.2} %/h after warm-up"
         );
     }
     ops.relay.signal(libc::SIGTERM);
