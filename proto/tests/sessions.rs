@@ -1813,3 +1813,39 @@ fn past_the_peers_broadcast_limit_an_announcement_is_ignored_and_counted() {
         assert_eq!(n.closed, [None, None], "{v}");
     }
 }
+
+#[test]
+fn an_ended_group_keeps_its_stream_for_a_stale_reset_and_an_open_one_does_not() {
+    for v in versions() {
+        let mut n = Net::new(v, 64);
+        n.s[CLIENT]
+            .subscribe("b", "video", SubscribeUpdate::latest(0))
+            .unwrap();
+        n.run();
+        let Some(Event::SubscribeRequested { serve, request }) = n
+            .take(RELAY)
+            .into_iter()
+            .find(|e| matches!(e, Event::SubscribeRequested { .. }))
+        else {
+            panic!("{v}: no subscription")
+        };
+        assert_eq!(
+            n.s[RELAY].serve_max_latency(serve),
+            Some(std::time::Duration::from_millis(request.max_latency_ms))
+        );
+        let first = n.s[RELAY].start_group(serve, 1).unwrap();
+        n.s[RELAY]
+            .write_frame(first, 0, Bytes::from_static(b"a"))
+            .unwrap();
+        n.s[RELAY].end_group(first).unwrap();
+        let second = n.s[RELAY].start_group(serve, 2).unwrap();
+        n.s[RELAY]
+            .write_frame(second, 0, Bytes::from_static(b"b"))
+            .unwrap();
+        n.run();
+        let stream = n.s[RELAY].take_ended_group_stream(serve, 1);
+        assert!(stream.is_some(), "{v}: group 1 ended on a bound stream");
+        assert_eq!(n.s[RELAY].take_ended_group_stream(serve, 1), None, "{v}: taken once");
+        assert_eq!(n.s[RELAY].take_ended_group_stream(serve, 2), None, "{v}: still open");
+    }
+}

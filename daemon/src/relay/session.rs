@@ -513,19 +513,15 @@ impl RelaySession {
                 state.counts.groups += 1;
                 let max_latency = moq.serve_max_latency(serve).unwrap_or(Duration::MAX);
                 let driver = &mut self.driver;
-                state
-                    .recent
-                    .start(group, now, max_latency, |stale, ended_on| {
-                        match (state.groups.remove(&stale), ended_on) {
-                            (Some(open), _) => {
-                                driver.count_expired();
-                                self.refusals
-                                    .note(driver.session_mut().abort_group(open, ErrorCode::Old));
-                            }
-                            (None, Some(stream)) => driver.expire(stream, ErrorCode::Old),
-                            (None, None) => {}
-                        }
-                    });
+                state.recent.start(group, now, max_latency, |stale| {
+                    let moq = driver.session_mut();
+                    if let Some(open) = state.groups.remove(&stale) {
+                        self.refusals.note(moq.abort_group(open, ErrorCode::Old));
+                        driver.count_expired();
+                    } else if let Some(stream) = moq.take_ended_group_stream(serve, stale) {
+                        driver.expire(stream, ErrorCode::Old);
+                    }
+                });
                 let moq = self.driver.session_mut();
                 match moq.start_group(serve, group) {
                     Ok(id) => {
@@ -554,7 +550,6 @@ impl RelaySession {
             }
             Delivery::GroupEnd { group } => {
                 if let Some(id) = state.groups.remove(&group) {
-                    state.recent.ended(group, moq.group_stream(id));
                     self.refusals.note(moq.end_group(id));
                 }
             }

@@ -4,12 +4,11 @@
 //! its bytes, open or ended. A relay that falls behind (a slow viewer, or its own core
 //! saturated) then sends the newest groups instead of a growing backlog of old ones.
 //! Judged on when the groups reached this relay; the newest group is never stale. It
-//! never touches a stream itself: it names the stale groups to its caller.
+//! never touches a stream itself: it names the stale groups to its caller, which resets
+//! an open one through the session and an ended one by the stream the session kept.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-use proto::session::StreamId;
 
 /// Groups remembered per subscription. Older ones are forgotten, never expired: with a
 /// long max latency and short groups some stale data may then still go out.
@@ -25,26 +24,24 @@ pub struct RecentGroups {
 struct Recent {
     sequence: u64,
     started: Instant,
-    /// Its stream once the group ended (`None` while open, or if never opened).
-    ended_on: Option<StreamId>,
 }
 
 impl RecentGroups {
-    /// Group `sequence` started at `now`. Calls `stale(sequence, ended_on)` for each older
-    /// group that is stale now and forgets it: `ended_on` is `None` for a group still open.
+    /// Group `sequence` started at `now`. Calls `stale(sequence)` for each older group
+    /// that is stale now, and forgets it.
     pub fn start(
         &mut self,
         sequence: u64,
         now: Instant,
         max_latency: Duration,
-        mut stale: impl FnMut(u64, Option<StreamId>),
+        mut stale: impl FnMut(u64),
     ) {
         while let Some(oldest) = self.groups.front() {
             let successor_started = self.groups.get(1).map_or(now, |g| g.started);
             if now.saturating_duration_since(successor_started) < max_latency {
                 break;
             }
-            stale(oldest.sequence, oldest.ended_on);
+            stale(oldest.sequence);
             self.groups.pop_front();
         }
         if self.groups.len() == MAX_RECENT_GROUPS {
@@ -53,21 +50,8 @@ impl RecentGroups {
         self.groups.push_back(Recent {
             sequence,
             started: now,
-            ended_on: None,
         });
         debug_assert!(self.groups.len() <= MAX_RECENT_GROUPS);
-    }
-
-    /// Group `sequence` ended on `stream` (its data may still be in flight).
-    pub fn ended(&mut self, sequence: u64, stream: Option<StreamId>) {
-        if let Some(g) = self
-            .groups
-            .iter_mut()
-            .rev()
-            .find(|g| g.sequence == sequence)
-        {
-            g.ended_on = stream;
-        }
     }
 
     /// Group `sequence` is gone otherwise (reset, dropped): nothing left to expire.
@@ -82,7 +66,7 @@ mod tests {
 
     fn starts(recent: &mut RecentGroups, sequence: u64, at: Instant, max: Duration) -> Vec<u64> {
         let mut stale = Vec::new();
-        recent.start(sequence, at, max, |s, _| stale.push(s));
+        recent.start(sequence, at, max, |s| stale.push(s));
         stale
     }
 
@@ -91,12 +75,10 @@ mod tests {
         let t = Instant::now();
         let mut recent = RecentGroups::default();
         assert!(starts(&mut recent, 1, t, Duration::ZERO).is_empty());
-        recent.ended(1, Some(StreamId(3)));
-        let mut stale = Vec::new();
-        recent.start(2, t + Duration::from_millis(5), Duration::ZERO, |s, on| {
-            stale.push((s, on))
-        });
-        assert_eq!(stale, [(1, Some(StreamId(3)))]);
+        assert_eq!(
+            starts(&mut recent, 2, t + Duration::from_millis(5), Duration::ZERO),
+            [1]
+        );
     }
 
     #[test]

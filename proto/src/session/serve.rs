@@ -7,7 +7,11 @@
 //! opened is not yet handed off). It must never copy a frame payload: headers come from a
 //! shared arena and the payload goes out as the caller's `Bytes`.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+
+/// Ended groups' streams one subscription remembers (see `Serve::ended`): with max
+/// latency 0 only the last one or two matter; past this the oldest is forgotten.
+const MAX_ENDED_GROUPS: usize = 16;
 
 use bytes::{Bytes, BytesMut};
 
@@ -48,6 +52,9 @@ pub(super) struct Serve {
     /// flight once a newer one exists (spec 8.5). Kept current by SUBSCRIBE_UPDATE.
     pub(super) max_latency_ms: u64,
     pub(super) accepted: bool,
+    /// Streams of groups ended and handed off (the session forgets the slot), newest
+    /// last: what may still be in flight when a newer group makes them stale.
+    pub(super) ended: VecDeque<(u64, super::StreamId)>,
     pub(super) started: bool,
     pub(super) ending: bool,
     pub(super) groups: HashSet<u64>,
@@ -88,6 +95,7 @@ impl Session {
                 priority: sub.priority,
                 max_latency_ms: sub.max_latency_ms,
                 accepted: false,
+                ended: VecDeque::new(),
                 started: false,
                 ending: false,
                 groups: HashSet::new(),
@@ -109,13 +117,32 @@ impl Session {
             .map(|st| std::time::Duration::from_millis(st.max_latency_ms))
     }
 
-    /// The stream a group we serve was opened on; `None` while the transport has not
-    /// opened it yet, or for a group already ended. Kept by a caller that may reset the
-    /// stream after ending the group (a finished group still in flight can go stale).
-    pub fn group_stream(&self, group: GroupId) -> Option<super::StreamId> {
-        match self.slots.get(&group.0) {
-            Some(s) if matches!(s.kind, Kind::GroupOut { .. }) => s.id,
-            _ => None,
+    /// The stream of group `sequence` of subscription `serve`, once the group ended and
+    /// its stream was handed off, for a caller that resets it when it goes stale while
+    /// still in flight; forgotten by this call. `None` for a group still open, never
+    /// opened, or older than the last few ended.
+    pub fn take_ended_group_stream(
+        &mut self,
+        serve: ServeId,
+        sequence: u64,
+    ) -> Option<super::StreamId> {
+        let ended = &mut self.serves.get_mut(&serve)?.ended;
+        let at = ended.iter().rposition(|&(s, _)| s == sequence)?;
+        ended.remove(at).map(|(_, stream)| stream)
+    }
+
+    /// Notes a group stream handed off for good (its slot is going).
+    pub(super) fn group_handed_off(
+        &mut self,
+        serve: ServeId,
+        sequence: u64,
+        stream: super::StreamId,
+    ) {
+        if let Some(st) = self.serves.get_mut(&serve) {
+            if st.ended.len() == MAX_ENDED_GROUPS {
+                st.ended.pop_front();
+            }
+            st.ended.push_back((sequence, stream));
         }
     }
 

@@ -207,6 +207,12 @@ impl Session {
             let mapped = self.by_id.remove(&id);
             // A bound slot is in `by_id` under its stream until it is removed here.
             debug_assert_eq!(mapped, Some(slot), "stream {id:?} not mapped to its slot");
+            if let Kind::GroupOut {
+                serve, sequence, ..
+            } = s.kind
+            {
+                self.group_handed_off(serve, sequence, id);
+            }
         }
     }
 }
