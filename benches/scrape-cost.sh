@@ -8,7 +8,7 @@
 #
 #   benches/scrape-cost.sh [RELAY_BINARY] [relay-bench load args...]
 #
-# Needs curl. Defaults: 1 publisher, 30 fps x 4096 B, 10 s, 3 rounds, 1->100 (SUBS to
+# Needs curl. Defaults: 1 publisher, 30 fps x 4096 B (FPS, FRAME_SIZE), 10 s, 3 rounds, 1->100 (SUBS to
 # change the counts, ROUNDS and DURATION the run).
 set -eu
 cd "$(dirname "$0")/.."
@@ -36,7 +36,7 @@ for subs in ${SUBS:-100}; do
     echo "=== 1 -> $subs"
     "$T/relay-bench" compare --a "$quiet" --a-name unscraped \
         --b "$scraped" --b-name "scraped-$RATE" --rounds "${ROUNDS:-3}" --publishers 1 \
-        --subscribers "$subs" --fps 30 --frame-size 4096 --duration "${DURATION:-10s}" --cpus 1 "$@"
+        --subscribers "$subs" --fps "${FPS:-30}" --frame-size "${FRAME_SIZE:-4096}" --duration "${DURATION:-10s}" --cpus 1 "$@"
 done
 for codes in "$CFG_DIR"/*.codes; do
     [ -e "$codes" ] || continue
