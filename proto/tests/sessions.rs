@@ -1845,7 +1845,15 @@ fn an_ended_group_keeps_its_stream_for_a_stale_reset_and_an_open_one_does_not() 
         n.run();
         let stream = n.s[RELAY].take_ended_group_stream(serve, 1);
         assert!(stream.is_some(), "{v}: group 1 ended on a bound stream");
-        assert_eq!(n.s[RELAY].take_ended_group_stream(serve, 1), None, "{v}: taken once");
-        assert_eq!(n.s[RELAY].take_ended_group_stream(serve, 2), None, "{v}: still open");
+        assert_eq!(
+            n.s[RELAY].take_ended_group_stream(serve, 1),
+            None,
+            "{v}: taken once"
+        );
+        assert_eq!(
+            n.s[RELAY].take_ended_group_stream(serve, 2),
+            None,
+            "{v}: still open"
+        );
     }
 }
