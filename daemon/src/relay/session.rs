@@ -50,6 +50,13 @@ pub struct Serve {
     pub counts: Side,
 }
 
+/// How long after its successor arrived a group may still be sent, whatever the
+/// subscriber's max latency (moq-net clients send 0): a healthy viewer's previous
+/// group is often still in flight, unacknowledged, when the next starts, and resetting
+/// that loses data it was about to have (the browser client fails on such a reset). Half
+/// a second keeps a relay that falls behind within about a group plus this.
+pub const MIN_STALE_AGE: Duration = Duration::from_millis(500);
+
 /// Our subscription to a publishing peer for a track the router wants.
 #[derive(Debug)]
 pub struct Upstream {
@@ -511,7 +518,9 @@ impl RelaySession {
             }
             Delivery::GroupStart { group } => {
                 state.counts.groups += 1;
-                let max_latency = moq.serve_max_latency(serve).unwrap_or(Duration::MAX);
+                let max_latency = moq
+                    .serve_max_latency(serve)
+                    .map_or(Duration::MAX, |max| max.max(MIN_STALE_AGE));
                 let driver = &mut self.driver;
                 state.recent.start(group, now, max_latency, |stale| {
                     let moq = driver.session_mut();
