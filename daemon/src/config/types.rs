@@ -978,7 +978,9 @@ impl Default for LimitsConfig {
             announces_per_session: proto::session::MAX_BROADCASTS,
             cache_bytes_per_track: ByteCount(16 << 20),
             bytes_in_flight_per_subscriber: ByteCount(4 << 20),
-            bytes_buffered_per_session: ByteCount(8 << 20),
+            bytes_buffered_per_session: ByteCount(
+                crate::relay::MAX_PENDING_BYTES_PER_SESSION as u64,
+            ),
         }
     }
 }

@@ -53,8 +53,9 @@ pub use stats::StatsWrite;
 
 /// Output bytes one session may have waiting on flow control before the relay stops
 /// pulling deliveries for it; past this the router's per-subscriber bound drops old groups
-/// instead of this queue growing. `[limits] bytes_buffered_per_session` replaces it.
-const MAX_PENDING_BYTES_PER_SESSION: usize = 8 << 20;
+/// instead of this queue growing. The default of `[limits] bytes_buffered_per_session`,
+/// which replaces it.
+pub const MAX_PENDING_BYTES_PER_SESSION: usize = 8 << 20;
 
 /// moq-relay 0.17's default `max_hops`, and the wire's bound on any chain.
 pub const DEFAULT_MAX_HOPS: usize = 32;
