@@ -33,16 +33,6 @@ const MAX_BYTES_PER_IDLE_SESSION: u64 = 256 * 1024;
 /// Bounds the whole dialing phase.
 const DIAL_DEADLINE: Duration = Duration::from_secs(120);
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("relay status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_subscribers_are_held_and_measured() {
     let relay = Running::start(CONFIG);
@@ -64,7 +54,7 @@ async fn a_thousand_idle_subscribers_are_held_and_measured() {
         );
         if sessions.len() == WARM_UP {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            baseline = Some(rss_kib(relay.relay.pid()));
+            baseline = Some(common::rss_kib(relay.relay.pid()));
         }
         let goal = if sessions.len() < WARM_UP {
             WARM_UP
@@ -77,7 +67,7 @@ async fn a_thousand_idle_subscribers_are_held_and_measured() {
     }
     let dialed_in = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let held = rss_kib(relay.relay.pid());
+    let held = common::rss_kib(relay.relay.pid());
     let baseline = baseline.expect("baseline read");
     let per_session = held.saturating_sub(baseline) * 1024 / IDLE_SESSIONS as u64;
     eprintln!(

@@ -179,14 +179,7 @@ async fn stalled_subscriber(relay: &Ops) -> quinn::Connection {
         .await
         .expect("handshake");
     let v = proto::Version::Lite05;
-    let mut setup = bytes::BytesMut::new();
-    setup.extend_from_slice(&[proto::message::UniType::Setup.id() as u8]);
-    proto::message::Setup::default()
-        .encode(v, &mut setup)
-        .unwrap();
-    let mut uni = connection.open_uni().await.unwrap();
-    uni.write_all(&setup).await.unwrap();
-    uni.finish().unwrap();
+    common::bare::send_setup(&connection).await.expect("SETUP");
     let mut subscribe = bytes::BytesMut::new();
     subscribe.extend_from_slice(&[proto::message::BidiType::Subscribe.id() as u8]);
     proto::message::Subscribe {

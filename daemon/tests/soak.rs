@@ -196,15 +196,6 @@ fn drift_percent_per_hour(samples: &[(f64, f64)]) -> f64 {
     (to - from) / from * 100.0 / ((mid(late) - mid(early)) / 3600.0)
 }
 
-fn rss_kib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("relay alive");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "an hour long: benches/soak.sh runs it"]
 async fn churn_soak_keeps_memory_flat_and_loses_nothing_for_who_stays() {
@@ -251,7 +242,7 @@ async fn churn_soak_keeps_memory_flat_and_loses_nothing_for_who_stays() {
         churned += 1;
         if Instant::now() >= next_rss {
             let t = started.elapsed().as_secs_f64();
-            let kib = rss_kib(pid);
+            let kib = common::rss_kib(pid) as f64;
             eprintln!("soak t={t:.0}s rss={kib} KiB churned={churned}");
             rss.push((t, kib));
             next_rss += RSS_EVERY;

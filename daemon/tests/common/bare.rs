@@ -39,6 +39,18 @@ pub struct IdleSubscriber {
     _announce: (quinn::SendStream, quinn::RecvStream),
 }
 
+/// A default moq-lite-05 SETUP on a uni stream of its own, finished.
+pub async fn send_setup(connection: &quinn::Connection) -> Result<(), String> {
+    let mut setup = BytesMut::new();
+    setup.put_u8(UniType::Setup.id() as u8);
+    Setup::default()
+        .encode(Version::Lite05, &mut setup)
+        .map_err(|e| e.to_string())?;
+    let mut uni = connection.open_uni().await.map_err(|e| e.to_string())?;
+    uni.write_all(&setup).await.map_err(|e| e.to_string())?;
+    uni.finish().map_err(|e| e.to_string())
+}
+
 /// A moq-lite-05 subscriber session: SETUP on its uni stream, then an announce request
 /// for `demo`, held open once the relay has answered it.
 pub async fn idle_subscriber(
@@ -53,14 +65,7 @@ pub async fn idle_subscriber(
         .await
         .map_err(|e| format!("handshake: {e}"))?;
 
-    let mut setup = BytesMut::new();
-    setup.put_u8(UniType::Setup.id() as u8);
-    Setup::default()
-        .encode(v, &mut setup)
-        .map_err(|e| e.to_string())?;
-    let mut uni = connection.open_uni().await.map_err(|e| e.to_string())?;
-    uni.write_all(&setup).await.map_err(|e| e.to_string())?;
-    uni.finish().map_err(|e| e.to_string())?;
+    send_setup(&connection).await?;
 
     let mut request = BytesMut::new();
     request.put_u8(BidiType::Announce.id() as u8);

@@ -96,17 +96,6 @@ async fn read(
     }
 }
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
 /// Runs the scenario: the viewer dials `viewer_dial` (the relay, or a proxy in front of
 /// it) and `hold_back` is called with its port as the relay sees it once it subscribed.
 /// Asserts that the direct subscribers lost nothing and that the relay reset stale
@@ -152,7 +141,7 @@ pub async fn run(relay: &Ops, viewer_dial: SocketAddr, hold_back: impl FnOnce(u1
     });
     let mut peak_rss = 0;
     while !writer.is_finished() {
-        peak_rss = peak_rss.max(rss_bytes(relay.relay.pid()));
+        peak_rss = peak_rss.max(super::rss_kib(relay.relay.pid()) * 1024);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let _track = writer.await.unwrap();

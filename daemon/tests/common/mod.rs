@@ -115,6 +115,17 @@ impl Drop for Relay {
     }
 }
 
+/// A process's resident memory in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("relay status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
 pub fn listen_address(line: &str) -> SocketAddr {
     let start = line
         .find("udp://")
