@@ -5,27 +5,17 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::cluster::{next_frame, payload, session};
 use common::http::{Ops, start};
-use common::scrape::wait_for;
+use common::scrape::{total, wait_for};
 use interop::{AnnounceEvent, ConnectOptions, TrackEvent};
 
 const LIMITS: &str = "[server]\nbind = \"127.0.0.1:0\"\ntls.generate = [\"localhost\"]\n\
     [runtime]\nworkers = 2\n[auth]\npublic = \"\"\n[web.http]\nlisten = \"127.0.0.1:0\"\n\
     [internal]\nlisten = \"127.0.0.1:0\"\n[limits]\nsessions_total = 3\n\
     subscriptions_per_session = 2\nannounces_per_session = 2\n";
-
-/// The sum of a metric's samples whose labels contain `labels`.
-fn total(metrics: &HashMap<String, f64>, name: &str, labels: &str) -> f64 {
-    metrics
-        .iter()
-        .filter(|(series, _)| series.starts_with(&format!("{name}{{")) && series.contains(labels))
-        .map(|(_, value)| value)
-        .sum()
-}
 
 /// Waits (bounded) until the counter reaches `value`: workers publish every 100 ms.
 fn wait_counter(relay: &Ops, name: &str, labels: &str, value: f64) {
@@ -156,53 +146,6 @@ async fn past_its_announce_limit_a_broadcast_is_ignored_and_the_rest_served() {
     next_frame(&mut sub).await;
 }
 
-/// A moq-lite-05 subscriber to `demo/cam` `video` (max latency 30 s, so nothing goes
-/// stale) that never reads its group streams, with 64 KiB of connection flow control:
-/// the relay's output to it backs up at once.
-async fn stalled_subscriber(relay: &Ops) -> quinn::Connection {
-    use proto::message::Message;
-    let mut quic = quic_io::Config::new("127.0.0.1:0".parse().unwrap());
-    quic.quic.receive_window = Some(64 << 10);
-    quic.quic.stream_receive_window = Some(16 << 10);
-    let config = quic_io::tls::client_config(
-        quic_io::tls::ServerVerify::Sha256(vec![common::bare::fingerprint_bytes(
-            &relay.fingerprint,
-        )]),
-        &["moq-lite-05"],
-        &quic,
-    )
-    .expect("client TLS config");
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connection = endpoint
-        .connect_with(config, relay.quic, "localhost")
-        .unwrap()
-        .await
-        .expect("handshake");
-    let v = proto::Version::Lite05;
-    common::bare::send_setup(&connection).await.expect("SETUP");
-    let mut subscribe = bytes::BytesMut::new();
-    subscribe.extend_from_slice(&[proto::message::BidiType::Subscribe.id() as u8]);
-    proto::message::Subscribe {
-        id: 0,
-        broadcast: "demo/cam".into(),
-        track: "video".into(),
-        priority: 0,
-        ordered: false,
-        max_latency_ms: 30_000,
-        start: None,
-        end: None,
-        frame_start: 0,
-        frame_end: None,
-    }
-    .encode(v, &mut subscribe)
-    .unwrap();
-    let (mut send, recv) = connection.open_bi().await.unwrap();
-    send.write_all(&subscribe).await.unwrap();
-    // Held open (not read) for as long as the connection lives.
-    std::mem::forget((send, recv, endpoint));
-    connection
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_stops_reading_costs_old_groups_not_memory() {
     let relay = start(
@@ -214,7 +157,8 @@ async fn a_session_that_stops_reading_costs_old_groups_not_memory() {
     let (_broadcast, mut tracks) = publisher.publish("demo/cam", &["video"]).expect("publish");
     let track = tracks.pop().unwrap();
     let (_reader, mut reader) = common::cluster::subscriber(&relay, "demo/cam").await;
-    let stalled = stalled_subscriber(&relay).await;
+    // Max latency 30 s: nothing goes stale, only the byte bound drops groups.
+    let stalled = common::bare::stalled_subscriber(&relay, 30_000).await;
     // 4 MiB in 16 KiB frames, four per group: far past both bounds for the stalled one.
     let frame = interop::Bytes::from(vec![7u8; 16 << 10]);
     let groups = 64;

@@ -142,6 +142,12 @@ pub struct RelayWorker {
     may_park: bool,
     /// The last `poll` stopped at `MAX_DELIVERIES_PER_POLL` with deliveries left.
     budget_exhausted: bool,
+    /// When served groups are next checked for staleness between group starts (spec
+    /// 8.5); `None` while no served group has a successor, so an idle worker sleeps.
+    stale_sweep_at: Option<Instant>,
+    /// Sessions served a group start since their last sweep, or with a group that may
+    /// still go stale (bounded by `sessions`).
+    stale_candidates: HashSet<SessionId>,
     /// The time of the last `poll`, for `timeout`.
     now: Instant,
     /// Closed sessions' counts and the worker's own; `counters()` adds the live sessions.
@@ -217,6 +223,8 @@ impl RelayWorker {
             deferred_set: HashSet::new(),
             may_park: false,
             budget_exhausted: false,
+            stale_sweep_at: None,
+            stale_candidates: HashSet::new(),
             now: Instant::now(),
             counters: RelayCounters::default(),
             holds: BTreeSet::new(),
@@ -750,6 +758,7 @@ impl RelayWorker {
             self.external_closed(session, *external, reason, conn.driver.bytes());
         }
         debug!(worker = self.worker, session, code, "session closed");
+        self.stale_candidates.remove(&session);
         if let Some(at) = conn.expires_at.take() {
             self.expiries.remove(&(at, session));
         }
@@ -854,6 +863,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
         self.fetch_answers(io);
         self.release_holds(now);
         self.deliveries(io);
+        self.sweep_stale(now, io);
         self.control_poll(now, io);
         self.revalidate_some(io);
         // Deliveries deferred for flow control wait for the peer's ACKs (socket input);
@@ -872,6 +882,7 @@ impl<T: SessionIo> Application<T> for RelayWorker {
             self.setup_deadlines.first().map(|&(at, _)| at),
             self.revalidations_due.first().map(|&(at, _)| at),
             hold,
+            self.stale_sweep_at,
         ]
         .into_iter()
         .flatten()

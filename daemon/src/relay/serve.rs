@@ -13,7 +13,7 @@ use router::AnnounceEvent;
 use super::session::Routing;
 use tracing::debug;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use router::{Delivery, SubscriberId};
 
@@ -21,6 +21,11 @@ use super::{
     FrameRange, MAX_DELIVERIES_PER_POLL, MAX_TRACK_INFO_HOLDS, RelayWorker, SubscriberRole,
     TRACK_INFO_HOLD, session,
 };
+
+/// How often served groups are checked for staleness between group starts: a stale
+/// group's unsent bytes go out at most this much past its due time (spec 8.5), and the
+/// check walks the worker's sessions, so not every iteration.
+const STALE_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 impl RelayWorker {
     /// What a subscribing peer asked for: subscriptions, track info and fetches.
@@ -294,7 +299,11 @@ impl RelayWorker {
                 handled += 1;
                 match (&delivery, role) {
                     (router::Delivery::GroupStart { .. }, SubscriberRole::Serve(_)) => {
-                        self.counters.egress.groups += 1
+                        self.counters.egress.groups += 1;
+                        // Its predecessor may go stale before the next group starts.
+                        self.stale_candidates.insert(session);
+                        self.stale_sweep_at
+                            .get_or_insert(self.now + STALE_SWEEP_INTERVAL);
                     }
                     (
                         router::Delivery::Frame {
@@ -360,6 +369,30 @@ impl RelayWorker {
             self.drive(session, io);
         }
         self.budget_exhausted = handled >= MAX_DELIVERIES_PER_POLL;
+    }
+
+    /// Resets served groups gone stale since their successor started (spec 8.5), at most
+    /// every `STALE_SWEEP_INTERVAL`: a group start judges only its own subscription's
+    /// older groups, and a long group would hold its predecessor until the next.
+    pub(super) fn sweep_stale<T: SessionIo>(&mut self, now: Instant, io: &mut T) {
+        if self.stale_sweep_at.is_none_or(|at| at > now) {
+            return;
+        }
+        let candidates = std::mem::take(&mut self.stale_candidates);
+        for session in candidates {
+            let Some(conn) = self.sessions.get_mut(&session) else {
+                continue;
+            };
+            let sweep = conn.expire_stale(now);
+            if sweep.more {
+                self.stale_candidates.insert(session);
+            }
+            if sweep.reset {
+                self.drive(session, io);
+            }
+        }
+        self.stale_sweep_at =
+            (!self.stale_candidates.is_empty()).then_some(now + STALE_SWEEP_INTERVAL);
     }
 
     /// Releases the held TRACK subscribers whose time is up.

@@ -495,6 +495,26 @@ impl RelaySession {
 
     /// Applies one router delivery to the peer's subscription. True when the
     /// subscription is over and its router subscriber can go.
+    /// Resets what went stale at `now` in every served subscription (spec 8.5), between
+    /// group starts. Returns whether it reset anything (the session has output to
+    /// drive) and whether some group may still go stale later.
+    pub fn expire_stale(&mut self, now: Instant) -> StaleSweep {
+        let mut sweep = StaleSweep::default();
+        for (&serve, state) in &mut self.serves {
+            if !state.recent.has_older_groups() {
+                continue;
+            }
+            let max_latency = stale_age(self.driver.session(), serve);
+            let (driver, refusals) = (&mut self.driver, &mut self.refusals);
+            state.recent.expire(now, max_latency, |stale| {
+                reset_stale(driver, refusals, serve, &mut state.groups, stale);
+                sweep.reset = true;
+            });
+            sweep.more |= state.recent.has_older_groups();
+        }
+        sweep
+    }
+
     pub fn deliver(
         &mut self,
         serve: ServeId,
@@ -518,18 +538,10 @@ impl RelaySession {
             }
             Delivery::GroupStart { group } => {
                 state.counts.groups += 1;
-                let max_latency = moq
-                    .serve_max_latency(serve)
-                    .map_or(Duration::MAX, |max| max.max(MIN_STALE_AGE));
-                let driver = &mut self.driver;
+                let max_latency = stale_age(moq, serve);
+                let (driver, refusals) = (&mut self.driver, &mut self.refusals);
                 state.recent.start(group, now, max_latency, |stale| {
-                    let moq = driver.session_mut();
-                    if let Some(open) = state.groups.remove(&stale) {
-                        self.refusals.note(moq.abort_group(open, ErrorCode::Old));
-                        driver.count_expired();
-                    } else if let Some(stream) = moq.take_ended_group_stream(serve, stale) {
-                        driver.expire(stream, ErrorCode::Old);
-                    }
+                    reset_stale(driver, refusals, serve, &mut state.groups, stale);
                 });
                 let moq = self.driver.session_mut();
                 match moq.start_group(serve, group) {
@@ -630,4 +642,38 @@ fn path_of(published: &HashMap<String, BroadcastId>, broadcast: BroadcastId) -> 
         .iter()
         .find(|(_, id)| **id == broadcast)
         .map(|(path, _)| path.as_str())
+}
+
+/// What one session's stale sweep did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StaleSweep {
+    /// Some group was reset: the session has output to drive.
+    pub reset: bool,
+    /// Some group may still go stale later: sweep again.
+    pub more: bool,
+}
+
+/// How long after its successor arrived a group of `serve` may still be sent: the
+/// subscriber's max latency, never under `MIN_STALE_AGE`.
+fn stale_age(moq: &Session, serve: ServeId) -> Duration {
+    moq.serve_max_latency(serve)
+        .map_or(Duration::MAX, |max| max.max(MIN_STALE_AGE))
+}
+
+/// Resets group `stale` of `serve`: an open one through the session, an ended one still
+/// in flight by the stream the session kept.
+fn reset_stale(
+    driver: &mut Driver,
+    refusals: &mut SessionRefusals,
+    serve: ServeId,
+    open: &mut HashMap<u64, GroupId>,
+    stale: u64,
+) {
+    let moq = driver.session_mut();
+    if let Some(group) = open.remove(&stale) {
+        refusals.note(moq.abort_group(group, ErrorCode::Old));
+        driver.count_expired();
+    } else if let Some(stream) = moq.take_ended_group_stream(serve, stale) {
+        driver.expire(stream, ErrorCode::Old);
+    }
 }

@@ -34,24 +34,34 @@ impl RecentGroups {
         sequence: u64,
         now: Instant,
         max_latency: Duration,
-        mut stale: impl FnMut(u64),
+        stale: impl FnMut(u64),
     ) {
-        while let Some(oldest) = self.groups.front() {
-            let successor_started = self.groups.get(1).map_or(now, |g| g.started);
-            if now.saturating_duration_since(successor_started) < max_latency {
+        self.groups.push_back(Recent {
+            sequence,
+            started: now,
+        });
+        self.expire(now, max_latency, stale);
+        if self.groups.len() > MAX_RECENT_GROUPS {
+            self.groups.pop_front();
+        }
+    }
+
+    /// Calls `stale(sequence)` for each group that is stale at `now`, and forgets it:
+    /// between group starts too, so a long group's predecessor goes at its due time
+    /// rather than when the next group starts. The newest group is never stale.
+    pub fn expire(&mut self, now: Instant, max_latency: Duration, mut stale: impl FnMut(u64)) {
+        while let [oldest, successor, ..] = self.groups.make_contiguous() {
+            if now.saturating_duration_since(successor.started) < max_latency {
                 break;
             }
             stale(oldest.sequence);
             self.groups.pop_front();
         }
-        if self.groups.len() == MAX_RECENT_GROUPS {
-            self.groups.pop_front();
-        }
-        self.groups.push_back(Recent {
-            sequence,
-            started: now,
-        });
-        debug_assert!(self.groups.len() <= MAX_RECENT_GROUPS);
+    }
+
+    /// Whether a group may still go stale: one that has a successor.
+    pub fn has_older_groups(&self) -> bool {
+        self.groups.len() > 1
     }
 
     /// Group `sequence` is gone otherwise (reset, dropped): nothing left to expire.
@@ -106,6 +116,26 @@ mod tests {
         recent.forget(2);
         assert!(starts(&mut recent, 3, t, Duration::ZERO).is_empty());
         assert_eq!(starts(&mut recent, 4, t, Duration::ZERO), [3]);
+    }
+
+    #[test]
+    fn between_starts_a_group_goes_stale_at_its_due_time_and_the_newest_never() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let max = ms(500);
+        let mut recent = RecentGroups::default();
+        let mut stale = Vec::new();
+        recent.start(1, t, max, |s| stale.push(s));
+        recent.start(2, t + ms(2000), max, |s| stale.push(s));
+        recent.expire(t + ms(2499), max, |s| stale.push(s));
+        assert!(stale.is_empty());
+        assert!(recent.has_older_groups());
+        recent.expire(t + ms(2500), max, |s| stale.push(s));
+        assert_eq!(stale, [1]);
+        assert!(!recent.has_older_groups());
+        // Alone, even at max latency 0 and long after, group 2 stays.
+        recent.expire(t + ms(60_000), Duration::ZERO, |s| stale.push(s));
+        assert_eq!(stale, [1]);
     }
 
     #[test]

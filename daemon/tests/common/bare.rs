@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 
+use super::http::Ops;
+
 use bytes::{BufMut, BytesMut};
 use proto::Version;
 use proto::message::{AnnounceRequest, BidiType, Message, Setup, UniType};
@@ -119,4 +121,49 @@ pub async fn dial_batch(
         sessions.push(result.expect("dial task").expect("idle session"));
     }
     sessions
+}
+
+/// A moq-lite-05 subscriber to `demo/cam` `video` asking for `max_latency_ms` that never
+/// reads its group streams, with 64 KiB of connection flow control (16 KiB per stream):
+/// the relay's output to it backs up at once.
+pub async fn stalled_subscriber(relay: &Ops, max_latency_ms: u64) -> quinn::Connection {
+    use proto::message::Message;
+    let mut quic = quic_io::Config::new("127.0.0.1:0".parse().unwrap());
+    quic.quic.receive_window = Some(64 << 10);
+    quic.quic.stream_receive_window = Some(16 << 10);
+    let config = quic_io::tls::client_config(
+        quic_io::tls::ServerVerify::Sha256(vec![fingerprint_bytes(&relay.fingerprint)]),
+        &["moq-lite-05"],
+        &quic,
+    )
+    .expect("client TLS config");
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(config, relay.quic, "localhost")
+        .unwrap()
+        .await
+        .expect("handshake");
+    let v = proto::Version::Lite05;
+    send_setup(&connection).await.expect("SETUP");
+    let mut subscribe = bytes::BytesMut::new();
+    subscribe.extend_from_slice(&[proto::message::BidiType::Subscribe.id() as u8]);
+    proto::message::Subscribe {
+        id: 0,
+        broadcast: "demo/cam".into(),
+        track: "video".into(),
+        priority: 0,
+        ordered: false,
+        max_latency_ms,
+        start: None,
+        end: None,
+        frame_start: 0,
+        frame_end: None,
+    }
+    .encode(v, &mut subscribe)
+    .unwrap();
+    let (mut send, recv) = connection.open_bi().await.unwrap();
+    send.write_all(&subscribe).await.unwrap();
+    // Held open (not read) for as long as the connection lives.
+    std::mem::forget((send, recv, endpoint));
+    connection
 }

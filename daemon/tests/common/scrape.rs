@@ -118,3 +118,12 @@ pub fn wait_for(
 ) -> HashMap<String, f64> {
     wait_until(|| Some(scrape(ops)).filter(|m| condition(m)))
 }
+
+/// The sum of a metric's samples whose labels contain `labels`.
+pub fn total(metrics: &HashMap<String, f64>, name: &str, labels: &str) -> f64 {
+    metrics
+        .iter()
+        .filter(|(series, _)| series.starts_with(&format!("{name}{{")) && series.contains(labels))
+        .map(|(_, value)| value)
+        .sum()
+}
