@@ -9,7 +9,8 @@
 #   benches/scrape-cost.sh [RELAY_BINARY] [relay-bench load args...]
 #
 # Needs curl. Defaults: 1 publisher, 30 fps x 4096 B (FPS, FRAME_SIZE), 10 s, 3 rounds, 1->100 (SUBS to
-# change the counts, ROUNDS and DURATION the run).
+# change the counts, ROUNDS and DURATION the run). SCRAPE_PATH=health asks /health
+# instead: the same requests on the same core without the metrics behind them.
 set -eu
 cd "$(dirname "$0")/.."
 T=${CARGO_TARGET_DIR:-target}/release
@@ -29,7 +30,7 @@ quiet="$config && exec $RELAY $CFG_DIR/{port}.toml"
 # its descendants, and curl's CPU is not the relay's. After `exec`, $$ is the relay's
 # pid: the watcher stops the scraper when the relay stops.
 scraped="$config && ( (taskset -c 1 curl -s --rate $RATE -w '%{stderr}%{http_code}\\n' \
-'http://127.0.0.1:{port}/metrics?n=[1-1000000]' >/dev/null 2>$CFG_DIR/{port}.codes & c=\$!; \
+'http://127.0.0.1:{port}/${SCRAPE_PATH:-metrics}?n=[1-1000000]' >/dev/null 2>$CFG_DIR/{port}.codes & c=\$!; \
 while kill -0 \$\$ 2>/dev/null; do sleep 0.2; done; kill \$c) & ) && \
 exec $RELAY $CFG_DIR/{port}.toml"
 for subs in ${SUBS:-100}; do
