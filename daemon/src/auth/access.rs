@@ -84,10 +84,14 @@ impl Access {
     /// Grants at `root`, already rebased onto it.
     pub(crate) fn new(
         root: String,
-        publish_grants: Vec<Grant>,
-        subscribe_grants: Vec<Grant>,
+        mut publish_grants: Vec<Grant>,
+        mut subscribe_grants: Vec<Grant>,
         expires: Option<SystemTime>,
     ) -> Self {
+        // Every session keeps its own for as long as it lives: a vector grown by pushes
+        // holds room for four, most of it never used (issue 16's idle-session bytes).
+        publish_grants.shrink_to_fit();
+        subscribe_grants.shrink_to_fit();
         Self {
             root,
             subscribe: heads(&subscribe_grants),
@@ -110,6 +114,7 @@ fn heads(grants: &[Grant]) -> Vec<String> {
         heads.retain(|kept| strip_prefix(kept, head).is_none());
         heads.push(head.to_owned());
     }
+    heads.shrink_to_fit();
     heads
 }
 
