@@ -108,7 +108,9 @@ pub struct RelayWorker {
     shard: Shard,
     auth: Arc<Authenticator>,
     hop_id: u64,
-    sessions: HashMap<SessionId, RelaySession>,
+    /// Boxed: a session is two kilobytes, and a map of them holds room for up to twice
+    /// as many as it has, every slot's page touched (issue 16's idle-session bytes).
+    sessions: HashMap<SessionId, Box<RelaySession>>,
     /// Router subscriber → the session and request it serves.
     subscribers: HashMap<SubscriberId, (SessionId, SubscriberRole)>,
     /// Router announce query → the session it feeds.
@@ -406,7 +408,7 @@ impl RelayWorker {
             Transport::Quic { .. } if lite05 => None,
             Transport::Quic { .. } => Some(("/".to_owned(), String::new())),
         };
-        self.sessions.insert(info.id, conn);
+        self.sessions.insert(info.id, Box::new(conn));
         if let Some(kind) = self.decider.as_ref().map(|d| d.kind()) {
             let external = self.external_for(&info, kind);
             if let Some(conn) = self.sessions.get_mut(&info.id) {
@@ -460,7 +462,7 @@ impl RelayWorker {
         info!(worker = self.worker, session = info.id, %version, remote = %info.remote, "cluster link up");
         // A 05/06 peer that never sends its SETUP is given the dial's own deadline, like
         // a client that never sends one; the link is then redialed.
-        self.sessions.insert(info.id, conn);
+        self.sessions.insert(info.id, Box::new(conn));
         if version.is_05_or_later()
             && let Some(deadline) = info.handshake_deadline
         {
@@ -618,8 +620,14 @@ impl RelayWorker {
                 return;
             }
             // An admitted session replays what it sent before admission first.
-            let held = if conn.access.is_some() {
-                conn.held.pop_front()
+            let held = if conn.access.is_some() && conn.held.capacity() > 0 {
+                let event = conn.held.pop_front();
+                if conn.held.is_empty() {
+                    // Replayed: nothing is held again once admitted, so the room goes
+                    // (it would stay for the session's life; issue 16's idle bytes).
+                    conn.held = VecDeque::new();
+                }
+                event
             } else {
                 None
             };
