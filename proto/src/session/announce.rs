@@ -12,13 +12,13 @@
 //! 06 (spec 12.5) numbers the STARTs of each Announce stream from 0 on both ends; the
 //! receiver keeps `id → suffix`, the sender `path → id`, and END / RESTART name the ID.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    CONTROL_PRIORITY, InterestId, Kind, MAX_BROADCASTS, Out, Perspective, Session, SessionError,
-    SessionEvent,
+    Answering, CONTROL_PRIORITY, Heard, InterestId, Kind, MAX_BROADCASTS, Out, Perspective,
+    Session, SessionError, SessionEvent,
 };
 use crate::coding::EncodeError;
 use crate::message::{
@@ -42,13 +42,12 @@ impl Session {
         let data = self.encode_typed(BidiType::Announce.id(), &req)?;
         let kind = Kind::InterestOut {
             id,
-            prefix,
             reader: MessageReader::new(),
             hop: None,
-            active: HashSet::new(),
-            ids: HashMap::new(),
-            live: HashSet::new(),
-            next_id: 0,
+            heard: Box::new(Heard {
+                prefix,
+                ..Heard::default()
+            }),
         };
         let slot = self.new_local(kind, true, CONTROL_PRIORITY)?;
         let prev = self.interests.insert(id, slot);
@@ -80,16 +79,10 @@ impl Session {
         let Some(s) = self.slots.get_mut(&slot) else {
             return Ok(());
         };
-        let Kind::InterestOut {
-            id,
-            prefix,
-            hop,
-            active,
-            ..
-        } = &mut s.kind
-        else {
+        let Kind::InterestOut { id, hop, heard, .. } = &mut s.kind else {
             return Ok(());
         };
+        let Heard { prefix, active, .. } = &mut **heard;
         let id = *id;
         let full = path::join(prefix, &a.suffix);
         match a.status {
@@ -150,17 +143,20 @@ impl Session {
         };
         let Kind::InterestOut {
             id: interest,
-            prefix,
             hop,
-            active,
-            ids,
-            live,
-            next_id,
+            heard,
             ..
         } = &mut s.kind
         else {
             return Ok(());
         };
+        let Heard {
+            prefix,
+            active,
+            ids,
+            live,
+            next_id,
+        } = &mut **heard;
         let interest = *interest;
         let with_hop = |mut chain: Vec<u64>| {
             if let Some(h) = *hop {
@@ -414,16 +410,11 @@ impl Session {
             sent.insert(p, id);
         }
         if let Some(s) = self.slots.get_mut(&slot)
-            && let Kind::InterestIn {
-                state,
-                sent: s_sent,
-                next_id,
-                ..
-            } = &mut s.kind
+            && let Kind::InterestIn { answer, .. } = &mut s.kind
         {
-            *state = Some((req.prefix.clone(), req.exclude_hop));
-            *next_id = sent.len() as u64;
-            *s_sent = sent;
+            answer.state = Some((req.prefix.clone(), req.exclude_hop));
+            answer.next_id = sent.len() as u64;
+            answer.sent = sent;
         }
         if !buf.is_empty() {
             self.send(slot, Out::Data(buf.freeze()));
@@ -441,7 +432,7 @@ impl Session {
             .slots
             .iter_mut()
             .filter_map(|(k, s)| match &mut s.kind {
-                Kind::InterestIn { deferred, .. } => deferred.take().map(|r| (*k, r)),
+                Kind::InterestIn { answer, .. } => answer.deferred.take().map(|r| (*k, r)),
                 _ => None,
             })
             .collect();
@@ -480,11 +471,15 @@ impl Session {
             .iter()
             .filter(|(_, s)| s.send_open)
             .filter_map(|(k, s)| match &s.kind {
-                Kind::InterestIn {
-                    state: Some((prefix, exclude)),
-                    sent,
-                    ..
-                } => {
+                Kind::InterestIn { answer, .. } => {
+                    let Answering {
+                        state: Some((prefix, exclude)),
+                        sent,
+                        ..
+                    } = &**answer
+                    else {
+                        return None;
+                    };
                     let suffix = path::strip_prefix(p, prefix)?;
                     if self.hidden(p, prefix) {
                         return None;
@@ -516,7 +511,7 @@ impl Session {
     /// The 06 ID `p` was started with on `slot`, if it was sent there.
     fn sent_id(&self, slot: u64, p: &str) -> Option<u64> {
         match self.slots.get(&slot).map(|s| &s.kind) {
-            Some(Kind::InterestIn { sent, .. }) => sent.get(p).copied(),
+            Some(Kind::InterestIn { answer, .. }) => answer.sent.get(p).copied(),
             _ => None,
         }
     }
@@ -525,20 +520,20 @@ impl Session {
     /// (a path already sent keeps its ID: it was restarted).
     fn mark_sent(&mut self, slot: u64, p: &str) {
         if let Some(s) = self.slots.get_mut(&slot)
-            && let Kind::InterestIn { sent, next_id, .. } = &mut s.kind
-            && !sent.contains_key(p)
+            && let Kind::InterestIn { answer, .. } = &mut s.kind
+            && !answer.sent.contains_key(p)
         {
-            sent.insert(p.to_owned(), *next_id);
-            *next_id += 1;
+            answer.sent.insert(p.to_owned(), answer.next_id);
+            answer.next_id += 1;
         }
     }
 
     /// Forgets `p` on `slot`, returning the 06 ID it had (retired: never reused).
     fn unmark_sent(&mut self, slot: u64, p: &str) -> Option<u64> {
         if let Some(s) = self.slots.get_mut(&slot)
-            && let Kind::InterestIn { sent, .. } = &mut s.kind
+            && let Kind::InterestIn { answer, .. } = &mut s.kind
         {
-            return sent.remove(p);
+            return answer.sent.remove(p);
         }
         None
     }

@@ -62,7 +62,7 @@ impl Session {
         let data = self.encode_typed(BidiType::Fetch.id(), &msg)?;
         let kind = Kind::FetchOut {
             id,
-            reader: GroupReader::frames_only(v),
+            reader: Box::new(GroupReader::frames_only(v)),
             ts: 0,
         };
         let slot = self.new_local(kind, true, CONTROL_PRIORITY)?;

@@ -8,8 +8,6 @@
 //! comes back as `(code, reason)` and fails only that stream; it must never close the
 //! session except where the protocol says so (a second SETUP).
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 
 use super::{
@@ -197,7 +195,7 @@ impl Session {
         if !bidi {
             s.kind = match UniType::from_id(v, typ) {
                 Some(UniType::Group) => Kind::GroupIn {
-                    reader: GroupReader::new(v),
+                    reader: Box::new(GroupReader::new(v)),
                     target: None,
                     ts: 0,
                 },
@@ -214,10 +212,7 @@ impl Session {
         s.kind = match BidiType::from_id(v, typ) {
             Some(BidiType::Announce) => Kind::InterestIn {
                 reader: MessageReader::new(),
-                state: None,
-                sent: HashMap::new(),
-                next_id: 0,
-                deferred: None,
+                answer: Box::default(),
             },
             Some(BidiType::Subscribe) => Kind::SubscribeIn {
                 reader: MessageReader::new(),
@@ -357,22 +352,21 @@ impl Session {
                     }
                     None => false,
                 },
-                Kind::InterestIn {
-                    reader,
-                    state: None,
-                    deferred,
-                    ..
-                } if deferred.is_none() => match reader.read::<AnnounceRequest>(v).map_err(dec)? {
-                    Some(req) => {
-                        if v.is_06_or_later() && !self.peer_setup {
-                            *deferred = Some(req);
-                        } else {
-                            self.on_announce_request(slot, req)?;
+                Kind::InterestIn { reader, answer }
+                    if answer.state.is_none() && answer.deferred.is_none() =>
+                {
+                    match reader.read::<AnnounceRequest>(v).map_err(dec)? {
+                        Some(req) => {
+                            if v.is_06_or_later() && !self.peer_setup {
+                                answer.deferred = Some(req);
+                            } else {
+                                self.on_announce_request(slot, req)?;
+                            }
+                            true
                         }
-                        true
+                        None => false,
                     }
-                    None => false,
-                },
+                }
                 Kind::InterestIn { reader, .. } => {
                     if reader.buffered() > 0 {
                         return Err((

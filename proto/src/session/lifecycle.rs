@@ -7,7 +7,8 @@
 //! nor reset a broken Announce stream the peer opened (moq-net closes the session on that).
 
 use super::{
-    Action, FetchServeId, GroupId, Kind, OpenToken, Out, ServeId, Session, SessionEvent, StreamId,
+    Action, FetchServeId, GroupId, Heard, Kind, OpenToken, Out, ServeId, Session, SessionEvent,
+    StreamId,
 };
 use crate::{ErrorCode, path};
 
@@ -198,9 +199,8 @@ impl Session {
                     code,
                 });
             }
-            Kind::InterestOut {
-                id, prefix, active, ..
-            } => {
+            Kind::InterestOut { id, heard, .. } => {
+                let Heard { prefix, active, .. } = *heard;
                 let pending = self.interests.remove(&id);
                 // An interest leaves the map only here (the kind is replaced, so once).
                 debug_assert_eq!(pending, Some(slot), "interest {id:?} not registered");

@@ -40,7 +40,7 @@ mod track;
 pub use control_bytes::{ControlBytes, ControlClass};
 use serve::Serve;
 pub use serve::group_priority;
-use slots::{Kind, Out, Slot};
+use slots::{Answering, Heard, Kind, Out, Slot};
 
 /// Streams tracked at once, all kinds: QUIC allows 1024 concurrent bidi and 1024 uni per
 /// direction by default (spec 2.6), so four times that covers every legal state.

@@ -33,7 +33,7 @@ pub(super) enum Kind {
     SetupIn(MessageReader),
     SetupOut,
     GroupIn {
-        reader: GroupReader,
+        reader: Box<GroupReader>,
         target: Option<(SubscriptionId, u64)>,
         ts: i64,
     },
@@ -44,18 +44,9 @@ pub(super) enum Kind {
     },
     InterestOut {
         id: InterestId,
-        prefix: String,
         reader: MessageReader,
         hop: Option<u64>,
-        /// Suffixes reported `Announced` and not yet `Unannounced`.
-        active: HashSet<String>,
-        /// 06: live Announce IDs of this stream → suffix, including STARTs dropped as loops
-        /// (their END or RESTART is still legal). At most [`super::MAX_BROADCASTS`].
-        ids: HashMap<u64, String>,
-        /// 06: suffixes of the live IDs, to reject a second START for one of them.
-        live: HashSet<String>,
-        /// 06: the ID the next START takes (spec 12.5: counted from 0, never reused).
-        next_id: u64,
+        heard: Box<Heard>,
     },
     SubscribeOut {
         id: SubscriptionId,
@@ -68,14 +59,7 @@ pub(super) enum Kind {
     },
     InterestIn {
         reader: MessageReader,
-        state: Option<(String, u64)>,
-        /// Full paths sent as active on this stream → their 06 Announce ID (unused before).
-        sent: HashMap<String, u64>,
-        /// 06: the ID our next START takes.
-        next_id: u64,
-        /// 06: an ANNOUNCE_REQUEST read before the peer's SETUP, answered once its `Hop`
-        /// is known (moq-net's publisher waits the same way, spec 12.4).
-        deferred: Option<AnnounceRequest>,
+        answer: Box<Answering>,
     },
     SubscribeIn {
         reader: MessageReader,
@@ -92,7 +76,7 @@ pub(super) enum Kind {
     },
     FetchOut {
         id: FetchId,
-        reader: GroupReader,
+        reader: Box<GroupReader>,
         ts: i64,
     },
     /// Probe / GoAway streams: read and discard (bounded), never written.
@@ -100,6 +84,36 @@ pub(super) enum Kind {
         reader: MessageReader,
         goaway: bool,
     },
+}
+
+/// What an announce interest we opened has heard. Boxed in its `Kind` so that every
+/// stream's slot, a group's above all, stays small (issue 16).
+#[derive(Debug, Default)]
+pub(super) struct Heard {
+    pub(super) prefix: String,
+    /// Suffixes reported `Announced` and not yet `Unannounced`.
+    pub(super) active: HashSet<String>,
+    /// 06: live Announce IDs of this stream → suffix, including STARTs dropped as loops
+    /// (their END or RESTART is still legal). At most [`super::MAX_BROADCASTS`].
+    pub(super) ids: HashMap<u64, String>,
+    /// 06: suffixes of the live IDs, to reject a second START for one of them.
+    pub(super) live: HashSet<String>,
+    /// 06: the ID the next START takes (spec 12.5: counted from 0, never reused).
+    pub(super) next_id: u64,
+}
+
+/// What we answer on a peer's announce interest. Boxed like [`Heard`].
+#[derive(Debug, Default)]
+pub(super) struct Answering {
+    /// The request's prefix and exclude hop, once read.
+    pub(super) state: Option<(String, u64)>,
+    /// Full paths sent as active on this stream → their 06 Announce ID (unused before).
+    pub(super) sent: HashMap<String, u64>,
+    /// 06: the ID our next START takes.
+    pub(super) next_id: u64,
+    /// 06: an ANNOUNCE_REQUEST read before the peer's SETUP, answered once its `Hop`
+    /// is known (moq-net's publisher waits the same way, spec 12.4).
+    pub(super) deferred: Option<AnnounceRequest>,
 }
 
 #[derive(Debug)]
