@@ -1162,7 +1162,7 @@ fn fetch_serves_one_cached_group_with_timestamps_from_zero() {
             panic!()
         };
         assert_eq!(
-            fetch,
+            *fetch,
             Fetch {
                 broadcast: "room/alice".into(),
                 track: "video".into(),

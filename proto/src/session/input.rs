@@ -171,7 +171,7 @@ impl Session {
                             goaway: false,
                         };
                     }
-                    self.emit(SessionEvent::Setup(setup));
+                    self.emit(SessionEvent::Setup(Box::new(setup)));
                     if fin {
                         self.fail_recv(slot, None);
                     }
@@ -398,7 +398,10 @@ impl Session {
                             st.max_latency_ms = update.max_latency_ms;
                             let groups: Vec<u64> = st.groups.iter().copied().collect();
                             self.reprioritize(&groups, update.priority);
-                            self.emit(SessionEvent::SubscribeUpdated { serve, update });
+                            self.emit(SessionEvent::SubscribeUpdated {
+                                serve,
+                                update: Box::new(update),
+                            });
                         }
                         true
                     }
@@ -438,7 +441,7 @@ impl Session {
                         }
                         self.emit(SessionEvent::FetchRequested {
                             request: FetchServeId(slot),
-                            fetch,
+                            fetch: Box::new(fetch),
                         });
                         true
                     }

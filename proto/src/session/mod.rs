@@ -187,7 +187,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
     /// The peer's SETUP (05).
-    Setup(Setup),
+    Setup(Box<Setup>),
     /// The peer opened an Announce stream; the session answers it from its own table.
     AnnounceInterest {
         prefix: String,
@@ -213,11 +213,11 @@ pub enum SessionEvent {
     /// `reject_subscribe`.
     SubscribeRequested {
         serve: ServeId,
-        request: Subscribe,
+        request: Box<Subscribe>,
     },
     SubscribeUpdated {
         serve: ServeId,
-        update: SubscribeUpdate,
+        update: Box<SubscribeUpdate>,
     },
     /// The peer cancelled (FIN = `None`) or reset its subscription; its groups are reset.
     SubscribeCancelled {
@@ -275,7 +275,7 @@ pub enum SessionEvent {
     /// `reject_fetch`.
     FetchRequested {
         request: FetchServeId,
-        fetch: Fetch,
+        fetch: Box<Fetch>,
     },
     /// The peer reset or stopped its FETCH.
     FetchCancelled {

@@ -104,7 +104,7 @@ impl Session {
         debug_assert!(prev.is_none(), "serve {serve:?} registered twice");
         self.emit(SessionEvent::SubscribeRequested {
             serve,
-            request: sub,
+            request: Box::new(sub),
         });
         Ok(())
     }
