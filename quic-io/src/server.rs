@@ -274,10 +274,8 @@ pub(crate) struct Shared {
     /// Bumped on reload; workers compare it once per iteration and only then lock `tls`.
     pub tls_generation: AtomicU64,
     pub tls: Mutex<TlsSlot>,
-    /// Live accepted connections per source address, for every worker.
-    pub sources: crate::worker::sources::SourceCounts,
-    /// Live accepted connections, every worker together.
-    pub total: crate::worker::total::TotalCount,
+    /// Live accepted connections, in total and per source address, for every worker.
+    pub admission: crate::worker::admission::Admission,
 }
 
 struct WorkerHandle {
@@ -349,10 +347,10 @@ impl Server {
             config: config.clone(),
             shutdown: AtomicBool::new(false),
             refusing_new: AtomicBool::new(false),
-            sources: crate::worker::sources::SourceCounts::new(
+            admission: crate::worker::admission::Admission::new(
+                config.limits.max_connections_total,
                 config.limits.max_connections_per_source,
             ),
-            total: crate::worker::total::TotalCount::new(config.limits.max_connections_total),
             tls_generation: AtomicU64::new(0),
             tls: Mutex::new(TlsSlot {
                 server_config: server_config.clone(),

@@ -22,6 +22,7 @@ use tracing::{debug, info};
 use crate::app::{Event, SessionId, SessionInfo, StreamId, Transport};
 use crate::net::Net;
 use crate::server::WorkerStats;
+use crate::worker::admission::Refused;
 use crate::wt;
 
 /// How long a graceful close waits for the peer (spec: max(3 RTT, 100 ms)).
@@ -61,9 +62,9 @@ pub(crate) struct WorkerConn {
     pub dial: Option<Box<wt::Handshake>>,
     /// An accepted connection must be a session by then (`QuicConfig::handshake_timeout`).
     pub handshake_deadline: Option<Instant>,
-    /// Holds a slot of its source address's and the server's connection limits
-    /// (accepted ones only).
-    pub source_counted: bool,
+    /// Holds a slot in the server's admission limits (accepted ones only): released
+    /// with its remote address when it ends.
+    pub admitted: bool,
 }
 
 impl WorkerConn {
@@ -293,7 +294,7 @@ impl Core {
                 pending_prefix: HashMap::new(),
                 dial,
                 handshake_deadline,
-                source_counted: false,
+                admitted: false,
             }),
         );
         self.by_handle.insert(handle, sid);
@@ -358,18 +359,13 @@ impl Core {
             self.send_stateless(&t, buf);
             return;
         }
-        if !self.shared.total.try_open() {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            let t = self.endpoint.refuse(incoming, buf);
-            self.send_stateless(&t, buf);
-            return;
-        }
         let remote = incoming.remote_address();
-        if !self.shared.sources.try_open(remote.ip()) {
-            self.shared.total.close();
-            self.stats
-                .refused_per_source
-                .fetch_add(1, Ordering::Relaxed);
+        if let Err(refused) = self.shared.admission.admit(remote.ip()) {
+            let counter = match refused {
+                Refused::Total => &self.stats.refused,
+                Refused::PerSource => &self.stats.refused_per_source,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             let t = self.endpoint.refuse(incoming, buf);
             self.send_stateless(&t, buf);
             return;
@@ -379,14 +375,13 @@ impl Core {
                 let deadline = self.handshake_timeout.map(|timeout| now + timeout);
                 let sid = self.insert_conn(handle, inner, remote, None, deadline);
                 if let Some(c) = self.conns.get_mut(&sid) {
-                    c.source_counted = true;
+                    c.admitted = true;
                 }
                 debug!(worker = self.index, session = sid, %remote, "accepted");
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                self.shared.sources.close(remote.ip());
-                self.shared.total.close();
+                self.shared.admission.release(remote.ip());
                 debug!(error = %e.cause, "accept failed");
                 if let Some(t) = e.response {
                     self.send_stateless(&t, buf);
@@ -926,9 +921,8 @@ impl Core {
             }
             let known = self.by_handle.remove(&c.handle);
             debug_assert_eq!(known, Some(sid), "handle map out of step with conns");
-            if c.source_counted {
-                self.shared.sources.close(c.remote.ip());
-                self.shared.total.close();
+            if c.admitted {
+                self.shared.admission.release(c.remote.ip());
             }
             let open = self.stats.connections.fetch_sub(1, Ordering::Relaxed);
             debug_assert!(open > 0, "connection counter underflow");

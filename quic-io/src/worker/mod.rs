@@ -24,9 +24,8 @@ use crate::io::Io;
 use crate::net::{Net, RxDatagram};
 use crate::server::{Shared, WorkerStats};
 
+pub(crate) mod admission;
 mod conns;
-pub(crate) mod sources;
-pub(crate) mod total;
 
 pub(crate) use conns::{CLOSE_GRACE, Core, Mode, WorkerConn, app_code, wire_code};
 
