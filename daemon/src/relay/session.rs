@@ -493,8 +493,6 @@ impl RelaySession {
         debug_assert!(self.viewing.is_empty());
     }
 
-    /// Applies one router delivery to the peer's subscription. True when the
-    /// subscription is over and its router subscriber can go.
     /// Resets what went stale at `now` in every served subscription (spec 8.5), between
     /// group starts. Returns whether it reset anything (the session has output to
     /// drive) and whether some group may still go stale later.
@@ -515,6 +513,8 @@ impl RelaySession {
         sweep
     }
 
+    /// Applies one router delivery to the peer's subscription. True when the
+    /// subscription is over and its router subscriber can go.
     pub fn deliver(
         &mut self,
         serve: ServeId,

@@ -44,18 +44,20 @@ impl RecentGroups {
         if self.groups.len() > MAX_RECENT_GROUPS {
             self.groups.pop_front();
         }
+        debug_assert!(self.groups.len() <= MAX_RECENT_GROUPS);
     }
 
     /// Calls `stale(sequence)` for each group that is stale at `now`, and forgets it:
     /// between group starts too, so a long group's predecessor goes at its due time
     /// rather than when the next group starts. The newest group is never stale.
     pub fn expire(&mut self, now: Instant, max_latency: Duration, mut stale: impl FnMut(u64)) {
-        while let [oldest, successor, ..] = self.groups.make_contiguous() {
-            if now.saturating_duration_since(successor.started) < max_latency {
+        while self.groups.len() > 1 {
+            if now.saturating_duration_since(self.groups[1].started) < max_latency {
                 break;
             }
-            stale(oldest.sequence);
-            self.groups.pop_front();
+            if let Some(oldest) = self.groups.pop_front() {
+                stale(oldest.sequence);
+            }
         }
     }
 
@@ -124,9 +126,9 @@ mod tests {
         let ms = Duration::from_millis;
         let max = ms(500);
         let mut recent = RecentGroups::default();
+        assert!(starts(&mut recent, 1, t, max).is_empty());
+        assert!(starts(&mut recent, 2, t + ms(2000), max).is_empty());
         let mut stale = Vec::new();
-        recent.start(1, t, max, |s| stale.push(s));
-        recent.start(2, t + ms(2000), max, |s| stale.push(s));
         recent.expire(t + ms(2499), max, |s| stale.push(s));
         assert!(stale.is_empty());
         assert!(recent.has_older_groups());
